@@ -1,0 +1,247 @@
+"""Dataset registry: name -> metadata (:class:`DatasetInfo`) and in-memory splits (:class:`Splits`).
+
+Each dataset module registers a :class:`DatasetBuilder`: a frozen dataclass of its options
+(unknown option names are rejected with the list of valid ones), a loader, and -- when the
+metadata does not depend on the files -- a cheap ``describe`` that needs no data.
+
+The validation split is never taken from a test split: datasets that ship one (mini-ImageNet) use
+it, every other dataset has it carved from its training split by :func:`split_validation`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ciiv.data.tensors import ImageTensors, split_validation
+
+__all__ = [
+    "DEFAULT_VAL_FRACTION",
+    "DatasetBuilder",
+    "DatasetInfo",
+    "LoadRequest",
+    "LoadedData",
+    "Splits",
+    "get_dataset_info",
+    "list_datasets",
+    "load_splits",
+    "register_dataset",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_VAL_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model, the sampler and the augmentation need to know about a dataset.
+
+    Attributes:
+        name: registry name.
+        num_classes: K, labels are in [0, K).
+        in_channels: C of the images.
+        image_size: H = W of the images, pixels.
+        mean, std: per-channel normalisation constants (length C, [0, 1] pixel units).
+        spike_scale: the sampler's noise amplitude a (SPEC section 2).
+        hflip: whether horizontal flips are a label-preserving augmentation.
+        crop_padding: reflect padding (pixels) of the random-crop augmentation.
+        class_names: K human-readable names, index = label.
+    """
+
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    spike_scale: float
+    hflip: bool
+    crop_padding: int
+    class_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            raise ValueError(
+                f"{self.name}: mean/std need {self.in_channels} values, "
+                f"got {len(self.mean)} and {len(self.std)}"
+            )
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"{self.name}: std must be positive, got {self.std}")
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"{self.name}: {self.num_classes} classes but {len(self.class_names)} names"
+            )
+
+
+@dataclass(frozen=True)
+class Splits:
+    """A dataset loaded in memory (CPU).
+
+    Attributes:
+        info: the dataset's metadata.
+        train: the training split (validation examples removed).
+        val: the validation split for checkpoint selection, disjoint from ``train`` and ``test``.
+        test: named test splits, e.g. ``{"test": ...}``; ``shapes`` has ``{"iid", "shifted"}``.
+    """
+
+    info: DatasetInfo
+    train: ImageTensors
+    val: ImageTensors
+    test: dict[str, ImageTensors]
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """Where and how a loader may read its files.
+
+    Attributes:
+        data_dir: the user's ``--data-dir`` (None: the loader's default, see :mod:`.paths`).
+        download: whether a missing torchvision dataset may be downloaded.
+        seed: the data seed (synthetic datasets are generated from it).
+    """
+
+    data_dir: Path | None
+    download: bool
+    seed: int
+
+
+@dataclass(frozen=True)
+class LoadedData:
+    """What a loader returns: ``val`` is set only for datasets that ship a validation split."""
+
+    info: DatasetInfo
+    train: ImageTensors
+    test: dict[str, ImageTensors]
+    val: ImageTensors | None = None
+
+
+@dataclass(frozen=True)
+class DatasetBuilder:
+    """A registry entry.
+
+    Attributes:
+        name: registry name.
+        options: frozen dataclass type of the dataset's options (all fields have defaults).
+        load: ``load(request, options) -> LoadedData``.
+        describe: ``describe(options) -> DatasetInfo`` without touching any file, or None when
+            the metadata comes from the data (then :func:`get_dataset_info` loads it).
+        summary: one line for ``list_datasets`` style listings.
+    """
+
+    name: str
+    options: type
+    load: Callable[[LoadRequest, Any], LoadedData]
+    describe: Callable[[Any], DatasetInfo] | None
+    summary: str
+
+
+_DATASETS: dict[str, DatasetBuilder] = {}
+
+
+def register_dataset(builder: DatasetBuilder) -> DatasetBuilder:
+    """Add ``builder`` to the registry (names are unique)."""
+    if builder.name in _DATASETS:
+        raise ValueError(f"dataset {builder.name!r} is already registered")
+    if not dataclasses.is_dataclass(builder.options):
+        raise TypeError(f"{builder.name}: options must be a dataclass type")
+    _DATASETS[builder.name] = builder
+    return builder
+
+
+def list_datasets() -> list[str]:
+    """Registered dataset names, sorted."""
+    return sorted(_DATASETS)
+
+
+def _builder(name: str) -> DatasetBuilder:
+    try:
+        return _DATASETS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}"
+        ) from None
+
+
+def _parse_options(builder: DatasetBuilder, options: Mapping[str, Any]) -> Any:
+    valid = [f.name for f in dataclasses.fields(builder.options)]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        takes = ", ".join(valid) if valid else "no options"
+        raise ValueError(f"dataset {builder.name!r} takes {takes}; unknown: {', '.join(unknown)}")
+    return builder.options(**options)
+
+
+def _as_path(data_dir: str | os.PathLike[str] | None) -> Path | None:
+    return None if data_dir is None else Path(data_dir).expanduser()
+
+
+def get_dataset_info(
+    name: str, data_dir: str | os.PathLike[str] | None = None, **options: Any
+) -> DatasetInfo:
+    """Metadata of dataset ``name`` with the given dataset options.
+
+    Needs no files except for ``imagefolder``, whose classes, size and statistics come from the
+    data (the decoded tree is cached, so this is cheap after the first load).
+    """
+    builder = _builder(name)
+    opts = _parse_options(builder, options)
+    if builder.describe is not None:
+        return builder.describe(opts)
+    request = LoadRequest(data_dir=_as_path(data_dir), download=False, seed=0)
+    return builder.load(request, opts).info
+
+
+def load_splits(
+    name: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    val_fraction: float | None = None,
+    seed: int = 0,
+    download: bool = True,
+    **options: Any,
+) -> Splits:
+    """Load dataset ``name`` into memory as train / val / test splits (CPU tensors).
+
+    Args:
+        name: a name from :func:`list_datasets`.
+        data_dir: where the files are (see each dataset; torchvision datasets default to
+            ``$CIIV_DATA``, then ``~/.cache/ciiv/data``).
+        val_fraction: fraction of each training class moved to the validation split; None means
+            0.1. Must stay None for datasets that ship their own validation split (mini-imagenet).
+        seed: the data seed: selects the validation examples and seeds synthetic generation.
+            Keep it fixed across training seeds so that every run sees the same splits.
+        download: allow torchvision datasets to be downloaded when missing.
+        **options: dataset options (e.g. ``image_size``, ``rho``); unknown names are rejected.
+
+    Raises:
+        ValueError: unknown dataset or option, or bad option value.
+        DatasetNotFoundError: the files are missing (the message says where they were looked for).
+    """
+    builder = _builder(name)
+    opts = _parse_options(builder, options)
+    request = LoadRequest(data_dir=_as_path(data_dir), download=download, seed=seed)
+    loaded = builder.load(request, opts)
+    if loaded.val is not None:
+        if val_fraction is not None:
+            raise ValueError(
+                f"dataset {name!r} ships its own validation split; leave val_fraction unset"
+            )
+        train, val = loaded.train, loaded.val
+    else:
+        fraction = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
+        train, val = split_validation(loaded.train, fraction, seed)
+    splits = Splits(info=loaded.info, train=train, val=val, test=loaded.test)
+    logger.info(
+        "dataset %s: train %d, val %d, %s",
+        name,
+        len(train),
+        len(val),
+        ", ".join(f"{k} {len(v)}" for k, v in splits.test.items()),
+    )
+    return splits

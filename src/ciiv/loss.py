@@ -1,0 +1,101 @@
+"""CiiV's losses (SPEC section 4): per-view cross-entropy and the view-consistency regulariser.
+
+Pure functions of tensors; no module state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["RegWeightSchedule", "consistency_loss", "view_cross_entropy"]
+
+ConsistencyKind = Literal["smooth_l1", "l2"]
+
+
+def _per_view_z(z: Tensor, num_views: int, batch: int) -> Tensor:
+    """Broadcast densities [L] or [L, B] to [L, B, 1]."""
+    if z.shape == (num_views,):
+        return z[:, None, None].expand(num_views, batch, 1)
+    if z.shape == (num_views, batch):
+        return z[..., None]
+    raise ValueError(f"z must have shape [L]=[{num_views}] or [L, B]=[{num_views}, {batch}], "
+                     f"got {tuple(z.shape)}")  # fmt: skip
+
+
+def consistency_loss(features: Tensor, z: Tensor, kind: ConsistencyKind = "smooth_l1") -> Tensor:
+    """View-consistency loss L_reg: features should scale linearly with the sampling density.
+
+    For each view l, with zbar_l and phibar_l the means of z and phi over the other L - 1 views,
+    the loss compares phi_l * zbar_l with phibar_l * z_l (i.e. phi_l / z_l against the others'
+    phi / z): SmoothL1 (beta 1) or squared difference, summed over the D feature dimensions,
+    averaged over the batch, then over the views.
+
+    Args:
+        features: phi, [L, B, D].
+        z: densities, [L] (one mask per view for the batch) or [L, B] (per-example masks).
+        kind: "smooth_l1" (the paper's) or "l2".
+    Returns:
+        A scalar tensor.
+    """
+    if features.dim() != 3:
+        raise ValueError(f"features must be [L, B, D], got shape {tuple(features.shape)}")
+    num_views, batch, _ = features.shape
+    if num_views < 2:
+        raise ValueError("the consistency loss needs at least 2 views")
+    z = _per_view_z(z, num_views, batch).to(features.dtype)
+    # Leave-one-out means without a loop: (sum - own) / (L - 1).
+    z_others = (z.sum(0, keepdim=True) - z) / (num_views - 1)
+    phi_others = (features.sum(0, keepdim=True) - features) / (num_views - 1)
+    own, others = features * z_others, phi_others * z
+    if kind == "smooth_l1":
+        per_dim = F.smooth_l1_loss(own, others, reduction="none", beta=1.0)
+    elif kind == "l2":
+        per_dim = (own - others).square()
+    else:
+        raise ValueError(f"unknown consistency kind {kind!r}; valid: smooth_l1, l2")
+    return per_dim.sum(-1).mean()
+
+
+def view_cross_entropy(logits: Tensor, y: Tensor, reduction: Literal["mean", "none"] = "mean"):
+    """L_CE: cross-entropy of each view's raw logits (not divided by z), averaged over views.
+
+    Args:
+        logits: [L, B, classes]; y: integer labels [B].
+        reduction: "mean" -> scalar; "none" -> per-example loss [B].
+    """
+    if logits.dim() != 3:
+        raise ValueError(f"logits must be [L, B, classes], got shape {tuple(logits.shape)}")
+    num_views, batch, classes = logits.shape
+    per = F.cross_entropy(logits.reshape(-1, classes), y.repeat(num_views), reduction="none")
+    per_example = per.view(num_views, batch).mean(0)
+    if reduction == "none":
+        return per_example
+    if reduction == "mean":
+        return per_example.mean()
+    raise ValueError(f"unknown reduction {reduction!r}; valid: mean, none")
+
+
+@dataclass(frozen=True)
+class RegWeightSchedule:
+    """w_reg as a function of the 0-based epoch: ``initial * factor**(milestones passed)``.
+
+    The paper's schedule is 0.1, multiplied by 10 after epochs 25, 50 and 75 (epochs 0-24 use 0.1,
+    25-49 use 1, 50-74 use 10, 75+ use 100).
+    """
+
+    initial: float = 0.1
+    factor: float = 10.0
+    milestones: tuple[int, ...] = (25, 50, 75)
+
+    def __post_init__(self) -> None:
+        if list(self.milestones) != sorted(self.milestones):
+            raise ValueError(f"milestones must be increasing, got {self.milestones}")
+
+    def __call__(self, epoch: int) -> float:
+        passed = sum(epoch >= m for m in self.milestones)
+        return self.initial * self.factor**passed
+

@@ -1,0 +1,23 @@
+"""Backbones (through a registry) and the classifiers built on them."""
+
+from .classifier import CiiVClassifier, Classifier, ViewOutput, check_images, predict
+from .registry import Backbone, create_model, list_models, register_model
+from .build import MODEL_KINDS, ModelConfig, ModelKind, build_model
+from .smoothing import SmoothedClassifier
+
+__all__ = [
+    "MODEL_KINDS",
+    "Backbone",
+    "CiiVClassifier",
+    "Classifier",
+    "ModelConfig",
+    "ModelKind",
+    "SmoothedClassifier",
+    "ViewOutput",
+    "build_model",
+    "check_images",
+    "create_model",
+    "list_models",
+    "predict",
+    "register_model",
+]

@@ -1,0 +1,20 @@
+"""Built-in backbone families; importing this package registers them in
+:mod:`ciiv.models.registry` (one module per family)."""
+
+from ciiv.models.backbones import (
+    preact_resnet,
+    small_cnn,
+    timm_adapter,
+    torchvision_adapter,
+    vgg,
+    wide_resnet,
+)
+
+__all__ = [
+    "preact_resnet",
+    "small_cnn",
+    "timm_adapter",
+    "torchvision_adapter",
+    "vgg",
+    "wide_resnet",
+]

@@ -1,0 +1,68 @@
+"""``timm:<name>``: a timm model as a :class:`Backbone` (needs ``pip install ciiv[timm]``).
+
+timm builds the model without classifier (``num_classes=0``, so it returns pooled pre-logits
+features) and with ``in_chans`` input channels; ``pretrained=False`` always (no downloads).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from torch import nn
+
+from ciiv.models.registry import Backbone, register_prefix, unknown_name_message
+
+_INSTALL_HINT = "timm is not installed; run `pip install ciiv[timm]` to use timm: models"
+
+
+def _timm():
+    try:
+        import timm
+    except ImportError as err:
+        raise ImportError(_INSTALL_HINT) from err
+    return timm
+
+
+def timm_names() -> list[str]:
+    """Architectures timm can build (empty when timm is not installed)."""
+    if importlib.util.find_spec("timm") is None:
+        return []
+    return _timm().list_models()
+
+
+class TimmBackbone(Backbone):
+    """A timm model without classifier, plus a fresh linear ``head``.
+
+    ``num_features`` is timm's ``head_hidden_size`` when the model defines it (the width of the
+    pre-logits output, which differs from ``num_features`` for e.g. MobileNetV3), else
+    ``num_features``.
+
+    Args:
+        name: timm architecture name (``timm.list_models()``).
+        num_classes: logits of the new head.
+        in_channels: image channels (timm's ``in_chans``).
+        **timm_kwargs: passed to ``timm.create_model``.
+    """
+
+    def __init__(self, name: str, num_classes: int, in_channels: int, **timm_kwargs) -> None:
+        timm = _timm()
+        if not timm.is_model(name):
+            raise ValueError(
+                unknown_name_message(
+                    "timm model", name, timm.list_models(), listing="See timm.list_models()."
+                )
+            )
+        if "pretrained" in timm_kwargs:
+            raise ValueError("timm: models are always built with pretrained=False (no downloads)")
+        model: nn.Module = timm.create_model(
+            name, pretrained=False, num_classes=0, in_chans=in_channels, **timm_kwargs
+        )
+        num_features = getattr(model, "head_hidden_size", None) or model.num_features
+        super().__init__(model, num_features=num_features, num_classes=num_classes)
+        self.name = name
+
+
+@register_prefix("timm", names=timm_names, hint="timm.create_model, needs `pip install ciiv[timm]`")
+def create_timm(name: str, num_classes: int, in_channels: int, **timm_kwargs) -> TimmBackbone:
+    """Factory behind ``create_model("timm:<name>", ...)``."""
+    return TimmBackbone(name, num_classes, in_channels, **timm_kwargs)

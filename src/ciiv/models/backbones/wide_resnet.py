@@ -1,0 +1,45 @@
+"""Wide ResNet (Zagoruyko & Komodakis 2016, "Wide Residual Networks").
+
+WRN-d-k has (d - 4) / 6 pre-activation basic units per stage, three stages of widths
+16k-32k-64k with strides 1-2-2 after a 3x3 stem of width 16, then BN -> ReLU -> global average
+pooling. WRN-34-10 (d = 34, k = 10, D = 640) is the backbone of Madry-style adversarial training
+and TRADES on CIFAR. No dropout inside the units (the adversarial-training setting). The units are
+the pre-activation basic units of :mod:`ciiv.models.backbones.preact_resnet`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import nn
+
+from ciiv.models.backbones.layers import conv3x3, init_weights
+from ciiv.models.backbones.preact_resnet import PreActBlock, make_stage
+from ciiv.models.registry import Backbone, register_model
+
+
+@register_model("wrn34_10")
+def wide_resnet(
+    num_classes: int, in_channels: int, depth: int = 34, widen_factor: int = 10
+) -> Backbone:
+    """WRN-``depth``-``widen_factor``; defaults give WRN-34-10 (D = 640). D = 64 * widen_factor.
+
+    ``depth`` must be 6n + 4 (10, 16, 22, 28, 34, 40, ...).
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
+        raise ValueError(f"depth must be 6n + 4 with n >= 1 (e.g. 10, 16, 28, 34), got {depth!r}")
+    if isinstance(widen_factor, bool) or not isinstance(widen_factor, int) or widen_factor < 1:
+        raise ValueError(f"widen_factor must be a positive integer, got {widen_factor!r}")
+    units = (depth - 4) // 6
+    layers: OrderedDict[str, nn.Module] = OrderedDict(stem=conv3x3(in_channels, 16))
+    width = 16
+    for i, (base, stride) in enumerate(zip((16, 32, 64), (1, 2, 2), strict=True)):
+        layers[f"layer{i + 1}"] = make_stage(PreActBlock, width, base * widen_factor, units, stride)
+        width = base * widen_factor
+    layers["bn"] = nn.BatchNorm2d(width)
+    layers["relu"] = nn.ReLU(inplace=True)
+    layers["pool"] = nn.AdaptiveAvgPool2d(1)
+    layers["flatten"] = nn.Flatten(1)
+    features = nn.Sequential(layers)
+    features.apply(init_weights)
+    return Backbone(features, num_features=width, num_classes=num_classes)

@@ -1,0 +1,190 @@
+"""Classifiers that take pixels in [0, 1]: a plain one and CiiV's multi-view one (SPEC section 3).
+
+Both own their normalisation, so attacks and evaluation work in pixel space. ``forward`` always
+returns one logits tensor; CiiV's training outputs come from ``forward_views``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ciiv.sampling import SURROGATES, RetinotopicSampler, Surrogate
+
+from .registry import Backbone
+
+__all__ = ["CiiVClassifier", "Classifier", "ViewOutput", "check_images", "predict"]
+
+
+def predict(model: nn.Module, x: Tensor) -> Tensor:
+    """Labels [B] by the model's own inference rule: ``model.predict`` if it has one (randomized
+    smoothing votes), else the argmax of its logits."""
+    rule = getattr(model, "predict", None)
+    return rule(x) if callable(rule) else model(x).argmax(1)
+
+
+def check_images(x: Tensor, channels: int, size: tuple[int, int] | None = None) -> None:
+    """Raise a ValueError unless x is a finite float batch [B, channels, H, W] with values in [0, 1].
+
+    One fused reduction (NaN fails both comparisons), so the check costs a single sync.
+    """
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"expected an image batch [B, C, H, W], got {shape}")
+    if not x.is_floating_point():
+        raise ValueError(f"expected float pixels in [0, 1], got dtype {x.dtype}; divide uint8 by 255")
+    if x.shape[1] != channels:
+        raise ValueError(f"model expects {channels} channel(s), got {x.shape[1]} (shape {tuple(x.shape)})")
+    if size is not None and tuple(x.shape[-2:]) != tuple(size):
+        raise ValueError(f"model expects {size[0]}x{size[1]} images, got {x.shape[-2]}x{x.shape[-1]}")
+    if not bool(((x >= 0) & (x <= 1)).all()):
+        raise ValueError(
+            "pixels must be finite and in [0, 1] (got NaN/inf or values outside); the model "
+            "normalises internally, so pass unnormalised images scaled to [0, 1]"
+        )
+
+
+class _Normalised(nn.Module):
+    """Holds per-channel mean/std buffers and validates + normalises pixel input."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        if len(mean) != len(std) or any(s <= 0 for s in std):
+            raise ValueError(f"mean {mean} and std {std} must have equal length and std > 0")
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        # Validation costs one device sync per call; the training loop may turn it off.
+        self.check_inputs = True
+
+    @property
+    def in_channels(self) -> int:
+        return self.mean.shape[1]
+
+    def normalise(self, x: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        if self.check_inputs:
+            check_images(x, self.in_channels, size)
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+
+class Classifier(_Normalised):
+    """A plain classifier: logits = backbone((x - mean) / std), x in [0, 1], [B, C, H, W]."""
+
+    stochastic = False
+
+    def __init__(self, backbone: Backbone, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__(mean, std)
+        self.backbone = backbone
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.backbone(self.normalise(x))
+
+
+@dataclass
+class ViewOutput:
+    """Per-view outputs: logits [L, B, classes], features phi [L, B, D], z [L] or [L, B]."""
+
+    logits: Tensor
+    features: Tensor
+    z: Tensor
+
+
+class CiiVClassifier(_Normalised):
+    """CiiV: normalisation -> retinotopic sampler -> backbone on all views at once.
+
+    The L views are folded into the batch and go through the backbone as one batch of L * B images
+    (the same function as L separate passes, several times faster). BatchNorm layers therefore
+    compute their training statistics over all L * B views together.
+
+    ``forward(x)`` returns the prediction logits (1/L) * sum_l logits_l / z_l. It is random: each
+    call draws fresh noise and masks, unless inside ``fixed_randomness``.
+
+    Attributes:
+        num_views: views used by ``forward`` (default: all of the sampler's). Setting it to 1 gives
+            the centre view only, the function the paper's evaluation protocol attacks.
+    """
+
+    stochastic = True
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        sampler: RetinotopicSampler,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        super().__init__(mean, std)
+        self.backbone = backbone
+        self.sampler = sampler
+        self.num_views = sampler.num_views
+        self._fixed_seed: int | None = None
+
+    def _generator(self, device: torch.device, generator: torch.Generator | None):
+        if generator is not None or self._fixed_seed is None:
+            return generator
+        return torch.Generator(device=device).manual_seed(self._fixed_seed)
+
+    def forward_views(
+        self, x: Tensor, num_views: int | None = None, generator: torch.Generator | None = None
+    ) -> ViewOutput:
+        """All per-view outputs for pixels x in [0, 1], [B, C, H, W] (see ViewOutput)."""
+        v = self.normalise(x, (self.sampler.height, self.sampler.width))
+        sampled = self.sampler(v, self._generator(x.device, generator), num_views or self.num_views)
+        num, batch = sampled.views.shape[:2]
+        features = self.backbone.forward_features(sampled.views.flatten(0, 1))
+        logits = self.backbone.forward_head(features)
+        return ViewOutput(logits.view(num, batch, -1), features.view(num, batch, -1), sampled.z)
+
+    @staticmethod
+    def combine(logits: Tensor, z: Tensor) -> Tensor:
+        """Prediction logits (1/L) * sum_l logits_l / z_l from [L, B, K] logits and z [L] / [L, B]."""
+        z = z[:, None, None] if z.dim() == 1 else z[..., None]
+        return (logits / z.to(logits.dtype)).mean(0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.forward_views(x)
+        return self.combine(out.logits, out.z)
+
+    def forward_expected(self, x: Tensor) -> Tensor:
+        """Deterministic mean-field stand-in for the sampler, for diagnostics.
+
+        Replaces every spike by its firing probability and every mask by its keep-probability
+        (the expectations of the random layer), so the backbone sees one smooth, noise-free view per
+        centre. It is not the deployed function: use it to ask whether the backbone alone is
+        easy to attack.
+        """
+        v = self.normalise(x, (self.sampler.height, self.sampler.width))
+        keep = self.sampler.keep_probability()[: self.num_views].to(v.dtype)  # [L, H, W]
+        views = self.sampler.firing_probability(v)[None] * keep[:, None, None]
+        logits = self.backbone(views.flatten(0, 1)).view(keep.shape[0], x.shape[0], -1)
+        return self.combine(logits, keep.mean(dim=(1, 2)))
+
+    @contextlib.contextmanager
+    def fixed_randomness(self, seed: int) -> Iterator[CiiVClassifier]:
+        """Inside the block every forward pass reuses the same seeded draws: a deterministic model.
+
+        For debugging, tests and the audit's fixed-randomness check; the deployed model is random.
+        """
+        previous, self._fixed_seed = self._fixed_seed, int(seed)
+        try:
+            yield self
+        finally:
+            self._fixed_seed = previous
+
+    @contextlib.contextmanager
+    def bpda(self, surrogate: Surrogate = "identity") -> Iterator[CiiVClassifier]:
+        """Inside the block the spike step back-propagates through a BPDA substitute.
+
+        The forward value is unchanged; only gradients differ ("identity" straight-through or
+        "smooth" sigmoid). The masks carry no gradient in any case: they do not depend on x.
+        """
+        if surrogate not in SURROGATES:
+            raise ValueError(f"unknown surrogate {surrogate!r}; valid: {', '.join(SURROGATES)}")
+        previous, self.sampler.surrogate = self.sampler.surrogate, surrogate
+        try:
+            yield self
+        finally:
+            self.sampler.surrogate = previous
