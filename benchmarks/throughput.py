@@ -147,10 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     print("\nspeed-up of batched over naive:")
     for precision in {r["precision"] for r in rows}:
         for phase in ("train", "inference"):
-            ips = {r["path"]: r["images_per_s"] for r in rows
-                   if r["precision"] == precision and r["phase"] == phase}  # fmt: skip
-            print(f"  {precision:>20} {phase:>9}: batched {ips['batched']:8.1f} img/s, "
-                  f"naive {ips['naive']:8.1f} img/s, x{ips['batched'] / ips['naive']:.2f}")  # fmt: skip
+            ips = {
+                r["path"]: r["images_per_s"]
+                for r in rows
+                if r["precision"] == precision and r["phase"] == phase
+            }
+            ratio = ips["batched"] / ips["naive"]
+            print(
+                f"  {precision:>20} {phase:>9}: batched {ips['batched']:8.1f} img/s, "
+                f"naive {ips['naive']:8.1f} img/s, x{ratio:.2f}"
+            )
     return 0
 
 

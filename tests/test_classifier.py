@@ -1,4 +1,4 @@
-"""CiiVClassifier and Classifier: the batched views equal a per-view computation, errors are clear."""
+"""CiiVClassifier and Classifier: batched views equal per-view passes; errors are clear."""
 
 import pytest
 import torch

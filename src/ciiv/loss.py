@@ -22,8 +22,10 @@ def _per_view_z(z: Tensor, num_views: int, batch: int) -> Tensor:
         return z[:, None, None].expand(num_views, batch, 1)
     if z.shape == (num_views, batch):
         return z[..., None]
-    raise ValueError(f"z must have shape [L]=[{num_views}] or [L, B]=[{num_views}, {batch}], "
-                     f"got {tuple(z.shape)}")  # fmt: skip
+    raise ValueError(
+        f"z must have shape [L]=[{num_views}] or [L, B]=[{num_views}, {batch}], "
+        f"got {tuple(z.shape)}"
+    )
 
 
 def consistency_loss(features: Tensor, z: Tensor, kind: ConsistencyKind = "smooth_l1") -> Tensor:
@@ -98,4 +100,3 @@ class RegWeightSchedule:
     def __call__(self, epoch: int) -> float:
         passed = sum(epoch >= m for m in self.milestones)
         return self.initial * self.factor**passed
-

@@ -107,7 +107,7 @@ class RetinotopicSampler(nn.Module):
             ``random_centers``.
         samples_per_view: K spike samples (each with its own noise and mask) averaged per view.
         alpha, gamma: shape of the density m = (max(d) - d + alpha)^gamma, normalised to max 1.
-        keep_threshold: a pixel is kept when m + U(0, 1) > threshold, so P(keep) = min(1, m + 1 - t).
+        keep_threshold: t; a pixel is kept when m + U(0, 1) > t, so P(keep) = min(1, m + 1 - t).
         spike_scale: a, the amplitude of the spike noise u ~ U(-1, 1) (0.9 CIFAR, 0.8 MNIST).
         spike_eps: eps of s = r / (r + eps).
         per_example_masks: draw masks per example instead of one H x W mask per view and sample
@@ -225,8 +225,8 @@ class RetinotopicSampler(nn.Module):
             density = self._density(torch.round(u * scale.to(device)))[:, None, :, None]
         else:
             density = self.grid_density[:num_views, None, None, None]
-        noise = torch.rand(num_views, k, n, 1, self.height, self.width, generator=generator,
-                           device=device)  # fmt: skip
+        shape = (num_views, k, n, 1, self.height, self.width)
+        noise = torch.rand(shape, generator=generator, device=device)
         return (density + noise > self.keep_threshold).to(torch.float32)
 
     def forward(

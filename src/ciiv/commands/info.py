@@ -27,10 +27,8 @@ def run(args: argparse.Namespace) -> int:
     for view, center in enumerate(grid_centers(args.image_size, args.image_size)[: args.views]):
         p = keep[view]
         row, col = (int(c) for c in center)
-        table.add_row(
-            str(view), f"({row}, {col})", f"{p.min():.4f}", f"{p.mean():.4f}",
-            f"{(p >= 1).float().mean():.1%}",
-        )  # fmt: skip
+        stats = (f"{p.min():.4f}", f"{p.mean():.4f}", f"{(p >= 1).float().mean():.1%}")
+        table.add_row(str(view), f"({row}, {col})", *stats)
     console.print(table)
     console.print(f"all views: mean P(keep) {keep.mean():.4f}, min {keep.min():.4f}")
     console.print(f"backbones: {', '.join(list_models())} (plus tv:<name> and timm:<name>)")

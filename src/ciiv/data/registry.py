@@ -131,14 +131,12 @@ class DatasetBuilder:
         load: ``load(request, options) -> LoadedData``.
         describe: ``describe(options) -> DatasetInfo`` without touching any file, or None when
             the metadata comes from the data (then :func:`get_dataset_info` loads it).
-        summary: one line for ``list_datasets`` style listings.
     """
 
     name: str
     options: type
     load: Callable[[LoadRequest, Any], LoadedData]
     describe: Callable[[Any], DatasetInfo] | None
-    summary: str
 
 
 _DATASETS: dict[str, DatasetBuilder] = {}
@@ -187,7 +185,8 @@ def get_dataset_info(
     """Metadata of dataset ``name`` with the given dataset options.
 
     Needs no files except for ``imagefolder``, whose classes, size and statistics come from the
-    data (the decoded tree is cached, so this is cheap after the first load).
+    data at ``data_dir`` (the decoded tree is cached, so this is cheap after the first load);
+    the other datasets ignore ``data_dir``. Equal to ``load_splits(...).info``.
     """
     builder = _builder(name)
     opts = _parse_options(builder, options)
@@ -222,6 +221,10 @@ def load_splits(
     Raises:
         ValueError: unknown dataset or option, or bad option value.
         DatasetNotFoundError: the files are missing (the message says where they were looked for).
+
+    Under DDP every rank may call this. The first load of an image tree or archive then decodes
+    on every rank at once (correct, the caches are written atomically, but wasteful): load on
+    rank 0, barrier, then load on the other ranks, which read the cache.
     """
     builder = _builder(name)
     opts = _parse_options(builder, options)

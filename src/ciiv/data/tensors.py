@@ -152,7 +152,9 @@ def iterate_batches(
         )
 
 
-def batches_per_epoch(n: int, batch_size: int, *, drop_last: bool = False, world_size: int = 1) -> int:
+def batches_per_epoch(
+    n: int, batch_size: int, *, drop_last: bool = False, world_size: int = 1
+) -> int:
     """Number of batches :func:`iterate_batches` yields per rank for N examples."""
     per_rank = math.ceil(n / world_size) if world_size > 1 else n
     return per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)

@@ -109,15 +109,15 @@ class _Source:
 def _open(source: _Source, root: Path, train: bool, download: bool) -> datasets.VisionDataset:
     try:
         return source.dataset_class(root=str(root), train=train, download=False)
-    except RuntimeError as exc:
-        missing = exc
+    except RuntimeError:  # torchvision's "Dataset not found or corrupted"
+        pass
     hint = (
         f"Put the torchvision files at {root / source.folder} or point --data-dir (or the "
         f"{DATA_ENV} environment variable) at a folder that contains {source.folder}/"
     )
     if not download:
         raise DatasetNotFoundError(
-            f"{source.info.name} not found under {root} ({missing}); downloading is disabled. "
+            f"{source.info.name} not found (or corrupted) under {root}; downloading is disabled. "
             f"{hint}, or allow downloading on a machine with internet access."
         ) from None
     logger.info("%s not found under %s; downloading", source.info.name, root)
@@ -160,7 +160,5 @@ for _source in (
             options=NoOptions,
             load=_loader(_source),
             describe=lambda options, info=_source.info: info,
-            summary=f"torchvision {_source.info.name} ({_source.info.num_classes} classes, "
-            f"{_source.info.image_size} px)",
         )
     )

@@ -28,7 +28,7 @@ def predict(model: nn.Module, x: Tensor) -> Tensor:
 
 
 def check_images(x: Tensor, channels: int, size: tuple[int, int] | None = None) -> None:
-    """Raise a ValueError unless x is a finite float batch [B, channels, H, W] with values in [0, 1].
+    """Raise a ValueError unless x is a finite float batch [B, channels, H, W] in [0, 1].
 
     One fused reduction (NaN fails both comparisons), so the check costs a single sync.
     """
@@ -36,11 +36,17 @@ def check_images(x: Tensor, channels: int, size: tuple[int, int] | None = None) 
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"expected an image batch [B, C, H, W], got {shape}")
     if not x.is_floating_point():
-        raise ValueError(f"expected float pixels in [0, 1], got dtype {x.dtype}; divide uint8 by 255")
+        raise ValueError(
+            f"expected float pixels in [0, 1], got dtype {x.dtype}; divide uint8 by 255"
+        )
     if x.shape[1] != channels:
-        raise ValueError(f"model expects {channels} channel(s), got {x.shape[1]} (shape {tuple(x.shape)})")
+        raise ValueError(
+            f"model expects {channels} channel(s), got {x.shape[1]} (shape {tuple(x.shape)})"
+        )
     if size is not None and tuple(x.shape[-2:]) != tuple(size):
-        raise ValueError(f"model expects {size[0]}x{size[1]} images, got {x.shape[-2]}x{x.shape[-1]}")
+        raise ValueError(
+            f"model expects {size[0]}x{size[1]} images, got {x.shape[-2]}x{x.shape[-1]}"
+        )
     if not bool(((x >= 0) & (x <= 1)).all()):
         raise ValueError(
             "pixels must be finite and in [0, 1] (got NaN/inf or values outside); the model "
@@ -140,7 +146,7 @@ class CiiVClassifier(_Normalised):
 
     @staticmethod
     def combine(logits: Tensor, z: Tensor) -> Tensor:
-        """Prediction logits (1/L) * sum_l logits_l / z_l from [L, B, K] logits and z [L] / [L, B]."""
+        """Prediction (1/L) * sum_l logits_l / z_l from logits [L, B, K] and z [L] or [L, B]."""
         z = z[:, None, None] if z.dim() == 1 else z[..., None]
         return (logits / z.to(logits.dtype)).mean(0)
 

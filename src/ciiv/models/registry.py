@@ -25,6 +25,7 @@ __all__ = [
     "list_models",
     "register_model",
     "register_prefix",
+    "unknown_name_message",
 ]
 
 
@@ -83,7 +84,7 @@ _PREFIXES: dict[str, _Prefix] = {}
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator registering ``fn(num_classes, in_channels, **kw) -> Backbone`` under ``name``."""
     if not name or ":" in name:
-        raise ValueError(f"model name {name!r} must be non-empty and contain no ':' (prefix marker)")
+        raise ValueError(f"model name {name!r} must be non-empty and contain no ':' (prefix mark)")
 
     def decorator(fn: ModelFactory) -> ModelFactory:
         if name in _MODELS:
@@ -164,9 +165,7 @@ def create_model(
     return model
 
 
-def unknown_name_message(
-    kind: str, name: str, valid: list[str], listing: str | None = None
-) -> str:
+def unknown_name_message(kind: str, name: str, valid: list[str], listing: str | None = None) -> str:
     """Error text for an unknown ``name`` among ``valid``: close matches, then every valid name,
     or ``listing`` (e.g. "see timm.list_models()") in place of a list too long to print."""
     close = difflib.get_close_matches(name, valid, n=3)

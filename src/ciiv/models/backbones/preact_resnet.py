@@ -36,7 +36,7 @@ class PreActBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(x))
-        # The projection shares the pre-activation with the residual branch (He et al. 2016, fig. 4e).
+        # The projection shares the pre-activation with the residual branch (He et al. 2016).
         shortcut = self.shortcut(out) if self.shortcut is not None else x
         out = self.conv1(out)
         out = self.conv2(self.relu(self.bn2(out)))
@@ -54,7 +54,7 @@ class PreActBottleneck(nn.Module):
         self.bn1 = nn.BatchNorm2d(in_channels)
         self.conv1 = nn.Conv2d(in_channels, planes, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        # Stride on the 3x3 rather than the first 1x1, so no input pixel is skipped by a strided 1x1.
+        # Stride on the 3x3, not the first 1x1: a strided 1x1 would ignore 3/4 of the positions.
         self.conv2 = conv3x3(planes, planes, stride)
         self.bn3 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, out_channels, 1, bias=False)

@@ -2,10 +2,10 @@
 
 The model is built with ``weights=None`` (random init, never a download). Its classifier is found
 generally, as the last ``nn.Linear`` in module order (resnet ``fc``, vgg/efficientnet/mobilenet/
-convnext ``classifier[-1]``, densenet ``classifier``, vit ``heads.head``, swin ``head``), replaced by
-an identity so the model returns features, and a fresh ``head`` of the requested size is put on
-top. For ``in_channels != 3`` the first ``nn.Conv2d`` in module order (the stem) is rebuilt with
-the requested number of input channels (freshly initialised).
+convnext ``classifier[-1]``, densenet ``classifier``, vit ``heads.head``, swin ``head``), and
+replaced by an identity so the model returns features; a fresh ``head`` of the requested size is
+put on top. For ``in_channels != 3`` the first ``nn.Conv2d`` in module order (the stem) is
+rebuilt with the requested number of input channels (freshly initialised).
 """
 
 from __future__ import annotations

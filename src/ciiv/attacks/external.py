@@ -1,0 +1,238 @@
+"""Adapters for the reference implementations in ``pyautoattack`` (Croce and Hein 2020):
+AutoAttack ("standard" and "rand" versions), APGD-CE alone and the Square attack.
+
+The algorithms and their settings are the original ones; the adapters only give them the common
+attack contract (counted model queries, restored model modes, a seed, x_adv inside the ball). Two
+things to know:
+
+- pyautoattack reseeds torch's *global* generator with the attack's seed. The adapters run it
+  inside ``torch.random.fork_rng``, so the caller's global random state is left as it was (a CiiV
+  model's noise inside the attack then comes from that seeded, forked state).
+- Like the originals, these attacks return x itself for every example they did not fool.
+
+``pyautoattack`` is an optional dependency: ``pip install pyautoattack`` (or ``ciiv[autoattack]``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from .base import Attack, positive_int
+from .gradient import DEFAULT_EPS
+from .registry import register_attack
+from .threat import canonical_norm, get_threat_model
+
+__all__ = ["APGDCE", "AutoAttack", "Square"]
+
+logger = logging.getLogger(__name__)
+
+VERSIONS: tuple[str, ...] = ("standard", "rand")
+
+
+def _pyautoattack():
+    try:
+        import pyautoattack
+        import pyautoattack.autopgd_base
+        import pyautoattack.square
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "this attack needs the pyautoattack package: pip install pyautoattack "
+            "(or pip install 'ciiv[autoattack]')"
+        ) from err
+    return pyautoattack
+
+
+@contextlib.contextmanager
+def _isolated(device: torch.device) -> Iterator[None]:
+    """No autograd graph kept outside the attacks' own enable_grad blocks, and a forked global RNG
+    (pyautoattack calls torch.manual_seed)."""
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()]
+        if device.type == "cuda"
+        else []
+    )
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        yield
+
+
+class _External(Attack):
+    """Shared constructor part: norm and eps (None = 8/255 Linf, 128/255 L2)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        norm: str,
+        eps: float | str | None,
+        seed: int | None,
+        eval_mode: bool,
+    ) -> None:
+        super().__init__(model, seed=seed, eval_mode=eval_mode)
+        norm = canonical_norm(norm)
+        self.norm = norm
+        self.threat = get_threat_model(norm, DEFAULT_EPS[norm] if eps is None else eps)
+        self.eps = self.threat.eps
+        self._record(norm=norm, eps=self.eps)
+
+
+@register_attack("apgd-ce")
+class APGDCE(_External):
+    """APGD on the cross-entropy (Croce and Hein 2020), the first attack of AutoAttack.
+
+    Args:
+        model: maps x [B, C, H, W] in [0, 1] to logits [B, K].
+        norm: "Linf" or "L2"; eps: budget (None = 8/255 Linf, 128/255 L2).
+        steps: iterations (AutoAttack: 100); restarts: random restarts (AutoAttack standard: 1).
+        eot: gradients averaged over this many forward passes (AutoAttack rand: 20).
+        rho: step-size decrease threshold (0.75).
+        seed: seeds pyautoattack's start points; eval_mode: model in eval mode during the attack.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        norm: str = "Linf",
+        eps: float | str | None = None,
+        steps: int = 100,
+        restarts: int = 1,
+        eot: int = 1,
+        rho: float = 0.75,
+        seed: int | None = None,
+        eval_mode: bool = True,
+    ) -> None:
+        super().__init__(model, norm=norm, eps=eps, seed=seed, eval_mode=eval_mode)
+        self.steps = positive_int("steps", steps)
+        self.restarts = positive_int("restarts", restarts)
+        self.eot = positive_int("eot", eot)
+        self.rho = float(rho)
+        self._record(steps=self.steps, restarts=self.restarts, eot=self.eot, rho=self.rho)
+
+    def _attack(self, x: Tensor, y: Tensor) -> Tensor:
+        apgd = _pyautoattack().autopgd_base.APGDAttack(
+            self.logits, n_iter=self.steps, norm=self.norm, n_restarts=self.restarts,
+            eps=self.eps, seed=self.seed, loss="ce", eot_iter=self.eot, rho=self.rho,
+            device=x.device,
+        )  # fmt: skip
+        with _isolated(x.device):
+            return apgd.perturb(x, y)
+
+
+@register_attack("square")
+class Square(_External):
+    """Square Attack (Andriushchenko et al. 2020), score-based, with AutoAttack's configuration.
+
+    Args:
+        model: maps x [B, C, H, W] in [0, 1] to logits [B, K].
+        norm: "Linf" or "L2"; eps: budget (None = 8/255 Linf, 128/255 L2).
+        n_queries: query budget per restart (5000); p_init: initial square fraction (0.8).
+        restarts: 1; resc_schedule: rescale the p-schedule to n_queries (AutoAttack: False).
+        seed: seeds pyautoattack's draws; eval_mode: model in eval mode during the attack.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        norm: str = "Linf",
+        eps: float | str | None = None,
+        n_queries: int = 5000,
+        p_init: float = 0.8,
+        restarts: int = 1,
+        resc_schedule: bool = False,
+        seed: int | None = None,
+        eval_mode: bool = True,
+    ) -> None:
+        super().__init__(model, norm=norm, eps=eps, seed=seed, eval_mode=eval_mode)
+        self.n_queries = positive_int("n_queries", n_queries)
+        self.p_init = float(p_init)
+        self.restarts = positive_int("restarts", restarts)
+        self.resc_schedule = bool(resc_schedule)
+        self._record(
+            n_queries=self.n_queries, p_init=self.p_init, restarts=self.restarts,
+            resc_schedule=self.resc_schedule,
+        )  # fmt: skip
+
+    def _attack(self, x: Tensor, y: Tensor) -> Tensor:
+        square = _pyautoattack().square.SquareAttack(
+            self.logits, norm=self.norm, n_queries=self.n_queries, eps=self.eps,
+            p_init=self.p_init, n_restarts=self.restarts, seed=self.seed, verbose=False,
+            targeted=False, loss="margin", resc_schedule=self.resc_schedule, device=x.device,
+        )  # fmt: skip
+        with _isolated(x.device):
+            return square.perturb(x, y)
+
+
+@register_attack("autoattack")
+class AutoAttack(_External):
+    """AutoAttack (Croce and Hein 2020) as published, run on the batch.
+
+    "standard": APGD-CE, APGD-T (targeted DLR), FAB-T, Square (5000 queries), each on the points
+    still standing. "rand" (for randomized defences): APGD-CE and APGD-DLR with EOT over 20 draws.
+
+    The targeted attacks use ``n_target_classes`` (9, i.e. every wrong class on 10-class data)
+    capped at K - 1 for a K-class model (logged when capped); "standard" needs K >= 4 and "rand"
+    K >= 3 (the DLR losses use the 3rd/4th largest logits).
+
+    Args:
+        model: maps x [B, C, H, W] in [0, 1] to logits [B, K].
+        norm: "Linf" or "L2"; eps: budget (None = 8/255 Linf, 128/255 L2).
+        version: "standard" or "rand".
+        n_target_classes: target classes of APGD-T and FAB-T.
+        batch_size: pyautoattack's internal batch size (None = the whole batch at once).
+        seed: seeds pyautoattack; eval_mode: model in eval mode during the attack.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        norm: str = "Linf",
+        eps: float | str | None = None,
+        version: Literal["standard", "rand"] = "standard",
+        n_target_classes: int = 9,
+        batch_size: int | None = None,
+        seed: int | None = None,
+        eval_mode: bool = True,
+    ) -> None:
+        super().__init__(model, norm=norm, eps=eps, seed=seed, eval_mode=eval_mode)
+        if version not in VERSIONS:
+            raise ValueError(
+                f"unknown AutoAttack version {version!r}; valid: {', '.join(VERSIONS)}"
+            )
+        self.version = version
+        self.n_target_classes = positive_int("n_target_classes", n_target_classes)
+        self.batch_size = None if batch_size is None else positive_int("batch_size", batch_size)
+        self._record(
+            version=version, n_target_classes=self.n_target_classes, batch_size=self.batch_size
+        )
+
+    def _attack(self, x: Tensor, y: Tensor) -> Tensor:
+        with torch.no_grad():
+            num_classes = self.logits(x[:1]).shape[1]
+        needed = 4 if self.version == "standard" else 3
+        if num_classes < needed:
+            raise ValueError(
+                f"AutoAttack version {self.version!r} needs at least {needed} classes (its DLR "
+                f"losses), the model has {num_classes}: use the 'apgd-ce' and 'square' attacks"
+            )
+        targets = min(self.n_target_classes, num_classes - 1)
+        if targets < self.n_target_classes:
+            logger.info(
+                "AutoAttack: %d target classes (the model has %d classes)", targets, num_classes
+            )
+        runner = _pyautoattack().AutoAttack(
+            self.logits, norm=self.norm, eps=self.eps, version=self.version, seed=self.seed,
+            device=x.device,
+        )  # fmt: skip
+        runner.apgd_targeted.n_target_classes = targets
+        runner.fab.n_target_classes = targets
+        with _isolated(x.device):
+            x_adv, _ = runner.run_standard_evaluation(x, y, batch_size=self.batch_size or len(x))
+        return x_adv

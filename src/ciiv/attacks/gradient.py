@@ -1,0 +1,288 @@
+"""The one gradient loop: FGSM, PGD (Linf / L2), EOT-PGD, BPDA-PGD, adaptive and targeted PGD.
+
+Every variant is the same loop with options (MadryLab's design): the threat model supplies the
+random start, the step and the projection; the loop supplies the objective, its EOT gradient and
+the per-example bookkeeping.
+
+Objective J (maximised, one value per example):
+    loss="ce"        untargeted: CE(model(x), y);               targeted: -CE(model(x), t)
+    loss="adaptive"  untargeted: CE_views(y) + w * consistency;  targeted: -CE_views(t) + w * cons.
+where CE_views is ``ciiv.loss.view_cross_entropy`` of the per-view logits (reduction "none") and
+consistency is CiiV's view-consistency loss per example: maximising it breaks the agreement
+between views that CiiV trains for. "adaptive" needs a CiiV model (``forward_views``).
+
+EOT: the gradient is the mean of the gradients of J over E random forward passes. The E draws are
+batched: the batch is repeated E times along dim 0 (row e * B + i is draw e of example i) and sent
+in calls of at most ``max_batch`` images. For a CiiV model whose masks are shared by the batch,
+repeated rows inside one call would share their masks, so for E > 1 the sampler is switched to
+per-example masks during the attack (see ``independent_draws``): each draw of each example then has
+its own noise *and* masks, with exactly the per-example distribution of the deployed model.
+
+BPDA: with ``bpda="identity" | "smooth"`` the whole attack runs inside ``model.bpda(...)``: the
+forward value is unchanged, the spike step's backward is replaced, and the masks are constants
+(they never depend on x). It combines with EOT and with either loss.
+
+Best iterate: the loop scores every iterate it visits (the start point, the point after each
+step, the final point, for every restart) per example by (success rate, J), compared
+lexicographically: the fraction of the E draws in which the attack succeeded (prediction != y, or
+== target when targeted) first, the EOT mean of J second. With E = 1 and a deterministic model
+that means "misclassified iterates beat correctly classified ones, ties go to the higher loss";
+for a random model the success rate is an E-sample estimate of the probability that a prediction
+is fooled. The scores of the visited points come with their gradient evaluations for free; only
+the final point of each restart costs E extra (no-grad) images. ``keep_best=False`` returns the
+last iterate instead (classic FGSM), choosing between restarts by the same score.
+
+Restarts: restart r > 0 attacks only the examples whose best success rate is still below 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ciiv.loss import view_cross_entropy
+
+from .base import Attack, bpda_context, independent_draws, positive_int, preserve_mode
+from .objectives import TARGET_MODES, choose_targets, per_example_consistency
+from .registry import register_attack
+from .threat import canonical_norm, get_threat_model, parse_eps
+
+__all__ = ["DEFAULT_EPS", "FGSM", "PGD", "GradientEstimate"]
+
+# Default budgets per norm (SPEC section 6): Linf 8/255, L2 128/255.
+DEFAULT_EPS: dict[str, float] = {"Linf": 8 / 255, "L2": 128 / 255}
+LOSSES: tuple[str, ...] = ("ce", "adaptive")
+
+
+@dataclass
+class GradientEstimate:
+    """EOT estimates at a batch of points: grad [B, C, H, W] (None without gradient), value [B]
+    (mean objective J), success [B] (fraction of draws in which the attack succeeded, in [0, 1])."""
+
+    grad: Tensor | None
+    value: Tensor
+    success: Tensor
+
+
+@register_attack("pgd")
+class PGD(Attack):
+    """Projected gradient ascent on a per-example objective (Madry et al. 2018), with options.
+
+    Args:
+        model: maps x [B, C, H, W] in [0, 1] to logits [B, K].
+        norm: "Linf" or "L2".
+        eps: budget in pixel units (float or "8/255"); None = 8/255 (Linf) or 128/255 (L2).
+        step_size: step length in the norm (pixel units); None = eps / 4 (2/255 for 8/255).
+        steps: gradient steps per restart.
+        random_start: start every restart from a uniform draw in the ball (always, never a coin
+            flip); False starts from x.
+        restarts: independent restarts; the per-example best is kept (module doc).
+        eot: E, random forward passes averaged per gradient (1 = plain gradient).
+        max_batch: most images per model call when the E * B rows are forwarded (None = all).
+        bpda: None, "identity" or "smooth": BPDA backward of CiiV's spike step (``model.bpda``).
+        loss: "ce" or "adaptive" (CiiV: per-view CE + adaptive_weight * view consistency).
+        adaptive_weight: weight of the consistency term for loss="adaptive".
+        targeted: None, "random", "most_likely" or "least_likely" (minimise CE to the target).
+        keep_best: return the best visited iterate per example (True) or the last one (False).
+        seed: seeds the attack's generator (random starts, random targets).
+        eval_mode: run the model in eval mode during the attack (flags restored afterwards).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        norm: str = "Linf",
+        eps: float | str | None = None,
+        step_size: float | str | None = None,
+        steps: int = 10,
+        random_start: bool = True,
+        restarts: int = 1,
+        eot: int = 1,
+        max_batch: int | None = None,
+        bpda: Literal["identity", "smooth"] | None = None,
+        loss: Literal["ce", "adaptive"] = "ce",
+        adaptive_weight: float = 1.0,
+        targeted: Literal["random", "most_likely", "least_likely"] | None = None,
+        keep_best: bool = True,
+        seed: int | None = None,
+        eval_mode: bool = True,
+    ) -> None:
+        super().__init__(model, seed=seed, eval_mode=eval_mode)
+        norm = canonical_norm(norm)
+        self.threat = get_threat_model(norm, DEFAULT_EPS[norm] if eps is None else eps)
+        self.eps = self.threat.eps
+        self.step_size = self.eps / 4 if step_size is None else parse_eps(step_size)
+        self.steps = positive_int("steps", steps)
+        self.restarts = positive_int("restarts", restarts)
+        self.eot = positive_int("eot", eot)
+        self.max_batch = None if max_batch is None else positive_int("max_batch", max_batch)
+        if bpda not in (None, "identity", "smooth"):
+            raise ValueError(f"unknown bpda {bpda!r}; valid: None, identity, smooth")
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+        if loss == "adaptive" and not callable(getattr(model, "forward_views", None)):
+            raise ValueError(
+                f"loss='adaptive' needs a CiiV model with forward_views(); "
+                f"{type(model).__name__} has none: use loss='ce'"
+            )
+        if targeted is not None and targeted not in TARGET_MODES:
+            raise ValueError(
+                f"unknown targeted {targeted!r}; valid: None, {', '.join(TARGET_MODES)}"
+            )
+        self.random_start = bool(random_start)
+        self.bpda = bpda
+        self.loss = loss
+        self.adaptive_weight = float(adaptive_weight)
+        self.targeted = targeted
+        self.keep_best = bool(keep_best)
+        self._record(
+            norm=norm, eps=self.eps, step_size=self.step_size, steps=self.steps,
+            random_start=self.random_start, restarts=self.restarts, eot=self.eot,
+            max_batch=self.max_batch, bpda=bpda, loss=loss, adaptive_weight=self.adaptive_weight,
+            targeted=targeted, keep_best=self.keep_best,
+        )  # fmt: skip
+
+    # -- objective and its EOT gradient ------------------------------------------------------
+
+    def _objective(self, x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """J [N] and success [N] (bool) for one forward draw of the rows x [N, C, H, W]."""
+        if self.loss == "adaptive":
+            out = self.views(x)
+            logits = self.model.combine(out.logits, out.z)
+            ce = view_cross_entropy(out.logits, labels, reduction="none")
+            cons = per_example_consistency(out.features, out.z)
+            value = (-ce if self.targeted else ce) + self.adaptive_weight * cons
+        else:
+            logits = self.logits(x)
+            ce = F.cross_entropy(logits, labels, reduction="none")
+            value = -ce if self.targeted else ce
+        pred = logits.detach().argmax(1)
+        success = pred == labels if self.targeted else pred != labels
+        return value, success
+
+    def _estimate(self, x: Tensor, labels: Tensor, with_grad: bool) -> GradientEstimate:
+        """EOT estimate over ``self.eot`` draws at x [B, C, H, W] (see the module doc)."""
+        batch, draws = x.shape[0], self.eot
+        rows = x.detach().repeat(draws, 1, 1, 1) if draws > 1 else x.detach()
+        row_labels = labels.repeat(draws)
+        chunk = self.max_batch or rows.shape[0]
+        values, successes, grads = [], [], []
+        draws_ctx = independent_draws(self.model) if draws > 1 else contextlib.nullcontext()
+        with draws_ctx:
+            for start in range(0, rows.shape[0], chunk):
+                part, part_labels = rows[start : start + chunk], row_labels[start : start + chunk]
+                if with_grad:
+                    part = part.clone().requires_grad_(True)
+                    with torch.enable_grad():
+                        value, success = self._objective(part, part_labels)
+                        (grad,) = torch.autograd.grad(value.sum(), part)
+                    grads.append(grad)
+                else:
+                    with torch.no_grad():
+                        value, success = self._objective(part, part_labels)
+                values.append(value.detach())
+                successes.append(success)
+        value = torch.cat(values).view(draws, batch).mean(0)
+        rate = torch.cat(successes).to(value.dtype).view(draws, batch).mean(0)
+        grad = torch.cat(grads).view(draws, *x.shape).mean(0) if with_grad else None
+        return GradientEstimate(grad=grad, value=value, success=rate)
+
+    def loss_gradient(self, x: Tensor, labels: Tensor) -> GradientEstimate:
+        """The attack's EOT objective and gradient at x (BPDA, loss and eot as configured).
+
+        ``labels`` are true labels for an untargeted attack and target classes for a targeted
+        one. For audits ("gradients are finite and non-zero") and tests; counted in
+        ``forward_passes``; the model's modes are restored.
+        """
+        with preserve_mode(self.model, self.eval_mode), bpda_context(self.model, self.bpda):
+            return self._estimate(x.detach(), labels.to(x.device).long(), with_grad=True)
+
+    def _targets(self, x: Tensor, y: Tensor) -> Tensor:
+        """Target classes for a targeted attack, from the clean logits averaged over E draws."""
+        draws_ctx = independent_draws(self.model) if self.eot > 1 else contextlib.nullcontext()
+        with draws_ctx:
+            logits = self.logits_no_grad(x.repeat(self.eot, 1, 1, 1), self.max_batch)
+        logits = logits.view(self.eot, x.shape[0], -1).mean(0)
+        return choose_targets(logits, y, self.targeted, self.generator(x.device))
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _attack(self, x: Tensor, y: Tensor) -> Tensor:
+        threat, generator = self.threat, self.generator(x.device)
+        with bpda_context(self.model, self.bpda):
+            labels = self._targets(x, y) if self.targeted else y
+            best_x = x.clone()
+            best_rate = torch.full((x.shape[0],), -1.0, device=x.device)
+            best_value = torch.full((x.shape[0],), float("-inf"), device=x.device)
+
+            def consider(idx: Tensor, points: Tensor, est: GradientEstimate) -> None:
+                rate, value = est.success.to(best_rate.dtype), est.value.to(best_value.dtype)
+                better = (rate > best_rate[idx]) | (
+                    (rate == best_rate[idx]) & (value > best_value[idx])
+                )
+                chosen = idx[better]
+                best_x[chosen] = points[better].detach()
+                best_rate[chosen], best_value[chosen] = rate[better], value[better]
+
+            for restart in range(self.restarts):
+                idx = (
+                    torch.nonzero(best_rate < 1).flatten()
+                    if restart
+                    else torch.arange(len(x), device=x.device)
+                )
+                if idx.numel() == 0:
+                    break
+                x0, target = x[idx], labels[idx]
+                x_adv = threat.random_init(x0, generator) if self.random_start else x0.clone()
+                for _ in range(self.steps):
+                    est = self._estimate(x_adv, target, with_grad=True)
+                    if self.keep_best:
+                        consider(idx, x_adv, est)
+                    x_adv = threat.project(threat.step(x_adv, est.grad, self.step_size), x0)
+                if self.keep_best or self.restarts > 1:
+                    consider(idx, x_adv, self._estimate(x_adv, target, with_grad=False))
+                else:
+                    best_x[idx] = x_adv
+        return best_x
+
+
+@register_attack("fgsm")
+class FGSM(PGD):
+    """Fast gradient sign method (Goodfellow et al. 2015): one step of length eps from x.
+
+    Linf: x + eps * sign(grad); L2: x + eps * grad / ||grad||; then clamped to [0, 1]. The same
+    loop as PGD with steps=1, step_size=eps, no random start, one restart and the last iterate, so
+    EOT, BPDA, the adaptive loss and targeted modes work the same way.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        norm: str = "Linf",
+        eps: float | str | None = None,
+        eot: int = 1,
+        max_batch: int | None = None,
+        bpda: Literal["identity", "smooth"] | None = None,
+        loss: Literal["ce", "adaptive"] = "ce",
+        adaptive_weight: float = 1.0,
+        targeted: Literal["random", "most_likely", "least_likely"] | None = None,
+        seed: int | None = None,
+        eval_mode: bool = True,
+    ) -> None:
+        norm = canonical_norm(norm)
+        eps = parse_eps(DEFAULT_EPS[norm] if eps is None else eps)
+        super().__init__(
+            model, norm=norm, eps=eps, step_size=eps, steps=1, random_start=False, restarts=1,
+            eot=eot, max_batch=max_batch, bpda=bpda, loss=loss, adaptive_weight=adaptive_weight,
+            targeted=targeted, keep_best=False, seed=seed, eval_mode=eval_mode,
+        )  # fmt: skip
+        # settings() lists only FGSM's own hyper-parameters (the fixed ones are implied).
+        for fixed in ("step_size", "steps", "random_start", "restarts", "keep_best"):
+            del self._hyper[fixed]

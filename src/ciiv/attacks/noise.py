@@ -1,0 +1,136 @@
+"""Random-noise baselines: one noise draw (Gaussian or uniform) and a random search over many draws.
+
+They answer the sanity check "white-box attacks must beat random noise" (SPEC section 6): a defence
+whose accuracy falls more under noise than under gradient attacks is being evaluated wrongly.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Attack, positive_int
+from .registry import register_attack
+from .threat import canonical_norm, get_threat_model
+
+__all__ = ["GaussianNoise", "RandomSearch", "UniformNoise"]
+
+
+class _AdditiveNoise(Attack):
+    """x + noise with standard deviation sigma per pixel-channel, projected into the eps-ball and
+    [0, 1]. The model is never queried (``forward_passes`` stays 0)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        norm: str = "Linf",
+        eps: float | str = "16/255",
+        sigma: float = 0.1,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(model, seed=seed, eval_mode=None)
+        norm = canonical_norm(norm)
+        self.threat = get_threat_model(norm, eps)
+        if not sigma >= 0:
+            raise ValueError(f"sigma must be >= 0, got {sigma}")
+        self.sigma = float(sigma)
+        self._record(norm=norm, eps=self.threat.eps, sigma=self.sigma)
+
+    @abstractmethod
+    def _noise(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """Noise of x's shape with per-element standard deviation sigma."""
+
+    def _attack(self, x: Tensor, y: Tensor) -> Tensor:
+        return x + self._noise(x, self.generator(x.device))
+
+
+@register_attack("gaussian_noise")
+class GaussianNoise(_AdditiveNoise):
+    """x + N(0, sigma^2) per pixel-channel, clipped to the ball (SPEC: sigma 0.1, Linf 16/255)."""
+
+    def _noise(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        return self.sigma * torch.randn(
+            x.shape, generator=generator, device=x.device, dtype=x.dtype
+        )
+
+
+@register_attack("uniform_noise")
+class UniformNoise(_AdditiveNoise):
+    """x + U(-sqrt(3) sigma, sqrt(3) sigma) per pixel-channel (standard deviation sigma, the same as
+    the Gaussian baseline), clipped to the ball (SPEC: sigma 0.1, Linf 16/255)."""
+
+    def _noise(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return math.sqrt(3) * self.sigma * (2 * u - 1)
+
+
+@register_attack("random_search")
+class RandomSearch(Attack):
+    """Random search: up to ``draws`` uniform points in the eps-ball per example; keep one that
+    flips the label.
+
+    Per example the kept point is the best draw by (misclassified, cross-entropy), compared
+    lexicographically: any label-flipping draw beats every non-flipping one, ties go to the higher
+    loss. Draws are vectorised: ``max_batch // B`` draws of the whole batch per model call (at least
+    one), and the search stops early once every example has a flipping draw, so
+    ``forward_passes`` is at most draws * B.
+
+    Args:
+        model: maps x [B, C, H, W] in [0, 1] to logits [B, K].
+        norm: "Linf" or "L2"; eps: budget in pixel units (float or "16/255").
+        draws: N, random points per example.
+        max_batch: most images per model call (None = all N * B in one call).
+        seed: seeds the attack's generator (the draws).
+        eval_mode: run the model in eval mode during the attack (flags restored afterwards).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        norm: str = "Linf",
+        eps: float | str = "16/255",
+        draws: int = 100,
+        max_batch: int | None = None,
+        seed: int | None = None,
+        eval_mode: bool = True,
+    ) -> None:
+        super().__init__(model, seed=seed, eval_mode=eval_mode)
+        norm = canonical_norm(norm)
+        self.threat = get_threat_model(norm, eps)
+        self.draws = positive_int("draws", draws)
+        self.max_batch = None if max_batch is None else positive_int("max_batch", max_batch)
+        self._record(norm=norm, eps=self.threat.eps, draws=self.draws, max_batch=self.max_batch)
+
+    def _attack(self, x: Tensor, y: Tensor) -> Tensor:
+        batch, generator = x.shape[0], self.generator(x.device)
+        per_call = max((self.max_batch or self.draws * batch) // batch, 1)
+        best_x = x.clone()
+        best_flip = torch.zeros(batch, dtype=torch.bool, device=x.device)
+        best_loss = torch.full((batch,), float("-inf"), device=x.device)
+        done = 0
+        while done < self.draws and not bool(best_flip.all()):
+            n = min(per_call, self.draws - done)
+            points = self.threat.random_init(x.repeat(n, 1, 1, 1), generator)  # row d * B + i
+            logits = self.logits_no_grad(points)
+            labels = y.repeat(n)
+            flip = (logits.argmax(1) != labels).view(n, batch)
+            loss = F.cross_entropy(logits, labels, reduction="none").view(n, batch).to(best_loss)
+            # The best draw of this chunk per example: flipping draws first, then the highest loss.
+            score = torch.where(flip, loss, loss.new_tensor(float("-inf")))
+            pick = torch.where(flip.any(0), score.argmax(0), loss.argmax(0))
+            cols = torch.arange(batch, device=x.device)
+            chunk_flip, chunk_loss = flip[pick, cols], loss[pick, cols]
+            better = (chunk_flip & ~best_flip) | (
+                (chunk_flip == best_flip) & (chunk_loss > best_loss)
+            )
+            best_x[better] = points.view(n, *x.shape)[pick, cols][better]
+            best_flip |= chunk_flip
+            best_loss[better] = chunk_loss[better]
+            done += n
+        return best_x

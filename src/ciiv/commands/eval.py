@@ -1,0 +1,251 @@
+"""``ciiv eval``: attack a trained run with a suite; per-example rows and a summary on disk.
+
+    ciiv eval runs/a --suite standard-linf                 # full protocol (the default)
+    ciiv eval runs/a --suite paper-cifar10 --protocol both # the paper's protocol, and the full one
+    ciiv eval runs/a --suite quick --n-examples 200 --eot 16 --seed 1
+    torchrun --nproc_per_node 4 -m ciiv eval runs/a --suite standard-linf   # examples split
+
+Results go to RUN_DIR/eval/<suite>-<protocol>/ (examples.jsonl, batches.jsonl, config.json,
+summary.json). Running the same command again resumes an interrupted evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+__all__ = ["add_arguments", "eval_dir_name", "run", "select_examples"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EXAMPLES = 1000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ciiv.evaluate import DEFAULT_DRAWS, DEFAULT_EOT, list_suites
+
+    parser.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a run written by ciiv train")
+    parser.add_argument(
+        "--suite",
+        default="standard-linf",
+        help=f"attack suite: {', '.join(list_suites())} (default standard-linf)",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("full", "paper", "both"),
+        default="full",
+        help="full: attacks query the evaluated function (default); paper: centre view only; "
+        "both: one after the other, into separate directories",
+    )
+    parser.add_argument(
+        "--n-examples",
+        type=int,
+        default=DEFAULT_EXAMPLES,
+        metavar="N",
+        help=f"first N of a seeded permutation of the test split (default {DEFAULT_EXAMPLES}; "
+        "0 = all)",
+    )
+    parser.add_argument(
+        "--eot", type=int, metavar="E", help=f"EOT gradient samples (default {DEFAULT_EOT})"
+    )
+    parser.add_argument(
+        "--draws",
+        type=int,
+        metavar="R",
+        help=f"prediction draws per input for a random model (default {DEFAULT_DRAWS})",
+    )
+    parser.add_argument("--eps", metavar="EPS", help="override the suite's budget, e.g. 4/255")
+    parser.add_argument("--seed", type=int, default=0, help="evaluation seed (default 0)")
+    parser.add_argument(
+        "--batch-size", type=int, default=128, metavar="B", help="examples per batch (default 128)"
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        metavar="M",
+        help="most images per model call inside gradient attacks (default: all E * B at once)",
+    )
+    parser.add_argument(
+        "--test-split", metavar="NAME", help="test split (default: the dataset's first)"
+    )
+    parser.add_argument(
+        "--checkpoint", choices=("best", "last"), default="best", help="checkpoint (default best)"
+    )
+    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda", help="device")
+    parser.add_argument("--data-dir", metavar="PATH", help="dataset files (default: the run's)")
+    parser.add_argument("--out", metavar="DIR", help="output directory (one protocol only)")
+    parser.add_argument("--no-audit", action="store_true", help="skip the short audit")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="discard earlier results instead of resuming"
+    )
+    parser.add_argument("--list", action="store_true", help="list the suites and exit")
+
+
+def select_examples(num: int, n_examples: int, seed: int):
+    """Indices of the evaluated examples: the first ``n_examples`` of a permutation of range(num)
+    seeded with ``seed`` (all of them for 0 or more than num), as an int64 tensor."""
+    import torch
+
+    perm = torch.randperm(num, generator=torch.Generator().manual_seed(seed))
+    return perm if n_examples <= 0 else perm[:n_examples]
+
+
+def eval_dir_name(suite: str, protocol: str, split: str | None, eps: str | None) -> str:
+    """``<suite>-<protocol>``, plus ``-<split>`` for a non-default split and ``-eps<E>`` for an
+    eps override (so different settings never share a directory)."""
+    name = f"{suite}-{protocol}"
+    if split:
+        name += f"-{split}"
+    if eps:
+        name += "-eps" + eps.replace("/", "_")
+    return name
+
+
+def _listing(console: Console) -> None:
+    from ciiv.evaluate import get_suite, list_suites
+
+    table = Table("suite", "threat model", "attacks")
+    for name in list_suites():
+        suite = get_suite(name)
+        budget = ", ".join(f"{k}: {v}" for k, v in suite.budget.items())
+        table.add_row(name, f"{suite.norm} ({budget})", ", ".join(e.name for e in suite.expanded()))
+    console.print(table)
+
+
+class _Bar:
+    """Progress callback of ``evaluate_robustness``: one bar over the batches of this rank."""
+
+    def __init__(self, progress: Progress, label: str) -> None:
+        self.progress, self.label, self.task = progress, label, None
+
+    def __call__(self, event: str, info: dict) -> None:
+        if event == "start":
+            self.task = self.progress.add_task(
+                self.label, total=info["total"], completed=info["done"], stats=""
+            )
+        elif event == "attack":
+            self.progress.update(self.task, stats=f"batch {info['batch']}: {info['name']}")
+        elif event == "batch":
+            stats = f"robust so far {info['robust']}/{info['seen']}"
+            self.progress.update(self.task, completed=info["done"], stats=stats)
+        elif event == "audit":
+            self.progress.update(self.task, stats="audit")
+
+
+def _result_table(summary: dict, out_dir: Path) -> Table:
+    table = Table(title=f"{summary['suite']} / {summary['protocol']} -> {out_dir}")
+    table.add_column("attack")
+    table.add_column("role")
+    table.add_column("accuracy", justify="right")
+    table.add_row("clean", "", f"{summary['clean_accuracy']:.4f}")
+    for name, detail in summary["attacks"].items():
+        table.add_row(name, detail["role"], f"{detail['accuracy']:.4f}")
+    low, high = summary["robust_accuracy_ci95"]
+    table.add_row(
+        "[bold]worst case[/]",
+        "",
+        f"[bold]{summary['robust_accuracy']:.4f}[/] ({low:.3f}-{high:.3f})",
+    )
+    for name, reason in summary["skipped_attacks"].items():
+        table.add_row(name, "skipped", escape(reason))
+    audit = summary.get("audit")
+    if audit:
+        passed = {True: "passed", False: "[bold red]FAILED[/]", None: "not run"}[audit.get("passed")]
+        counts = ", ".join(f"{k} {v}" for k, v in (audit.get("counts") or {}).items())
+        table.add_row("audit", "", f"{passed} {counts}".strip())
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    from ciiv.data import DatasetNotFoundError
+    from ciiv.evaluate import evaluate_robustness
+    from ciiv.train import CheckpointError, load_data, load_run
+    from ciiv.train.distributed import init_distributed
+    from ciiv.train.run import resolve_device
+
+    console = Console(stderr=True)
+    if args.list:
+        _listing(Console())
+        return 0
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    try:
+        if not args.run_dir:
+            raise ValueError("RUN_DIR is required (see ciiv eval --help)")
+        protocols = ("full", "paper") if args.protocol == "both" else (args.protocol,)
+        if args.out and len(protocols) > 1:
+            raise ValueError("--out takes one protocol; drop it or choose --protocol full|paper")
+        dist = init_distributed(use_cuda=resolve_device(args.device).type == "cuda")
+        device = resolve_device(args.device, dist.local_rank)
+        loaded = load_run(args.run_dir, args.checkpoint, device=device)
+        splits = load_data(loaded.config.data, data_dir=args.data_dir)
+        split = args.test_split or next(iter(splits.test))
+        if split not in splits.test:
+            raise ValueError(
+                f"unknown test split {split!r} of {loaded.dataset}; valid: {', '.join(splits.test)}"
+            )
+        data = splits.test[split]
+        index = select_examples(len(data), args.n_examples, args.seed)
+        x = data.images[index].float() / 255
+        y = data.labels[index]
+        run_info = {
+            "run_dir": str(Path(args.run_dir)),
+            "method": loaded.method,
+            "dataset": loaded.dataset,
+            "backbone": loaded.config.model.backbone,
+            "checkpoint": loaded.checkpoint,
+            "epoch": loaded.epoch,
+            "test_split": split,
+            "selection": f"first {len(index)} of randperm({len(data)}, seed={args.seed})",
+        }
+        default_split = split == next(iter(splits.test))
+        audit = not args.no_audit
+        for protocol in protocols:
+            name = eval_dir_name(
+                args.suite, protocol, None if default_split else split, args.eps
+            )
+            out_dir = Path(args.out) if args.out else Path(args.run_dir) / "eval" / name
+            columns = (
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[stats]}"),
+                TimeElapsedColumn(),
+            )
+            with Progress(*columns, console=console, disable=not main_process) as bar:
+                result = evaluate_robustness(
+                    loaded.model,
+                    x,
+                    y,
+                    suite=args.suite,
+                    protocol=protocol,
+                    eps=args.eps,
+                    eot=args.eot,
+                    draws=args.draws,
+                    seed=args.seed,
+                    batch_size=args.batch_size,
+                    out_dir=out_dir,
+                    dataset=loaded.dataset,
+                    indices=index.tolist(),
+                    max_batch=args.max_batch,
+                    audit=audit,
+                    overwrite=args.overwrite,
+                    run_info=run_info,
+                    progress=_Bar(bar, f"{args.suite}/{protocol}") if main_process else None,
+                )
+            # The audit does not depend on the protocol: run it once, store it with both.
+            audit = result.summary.get("audit", False)
+            if main_process:
+                console.print(_result_table(result.summary, out_dir))
+        dist.shutdown()
+    except (ValueError, CheckpointError, DatasetNotFoundError) as exc:
+        logger.debug("ciiv eval failed", exc_info=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        return 2
+    return 0

@@ -1,0 +1,210 @@
+"""``ciiv train``: train any method on any dataset, resume a run, or run under torchrun (DDP).
+
+ciiv train --dataset shapes --method ciiv --backbone small_cnn --epochs 5 --out runs/a
+ciiv train --config paper-cifar10 --set optim.lr=0.05 --out runs/b
+ciiv train --resume runs/b                       # continue after a crash
+torchrun --nproc_per_node 4 -m ciiv train --config paper-cifar10 --out runs/c
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+import yaml
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+__all__ = ["add_arguments", "run"]
+
+logger = logging.getLogger(__name__)
+
+# Flags that are shortcuts for config keys (applied after --config, before --set).
+_SHORTCUTS: dict[str, str] = {
+    "dataset": "data.dataset",
+    "method": "method.name",
+    "backbone": "model.backbone",
+    "epochs": "epochs",
+    "data_dir": "data.data_dir",
+    "device": "device",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "Precedence: built-in defaults (the paper's CIFAR-10 setting) < --config < the shortcut "
+        "flags < --set. `ciiv train --list` shows presets, methods, datasets and backbones."
+    )
+    parser.add_argument("--config", metavar="PRESET|FILE", help="a preset name or a YAML file")
+    parser.add_argument("--dataset", metavar="NAME", help="dataset (data.dataset)")
+    parser.add_argument("--method", metavar="NAME", help="training method (method.name)")
+    parser.add_argument("--backbone", metavar="NAME", help="backbone (model.backbone)")
+    parser.add_argument("--epochs", type=int, metavar="N", help="training epochs (epochs)")
+    parser.add_argument("--data-dir", metavar="PATH", help="dataset files (data.data_dir)")
+    parser.add_argument(
+        "--device", metavar="auto|cpu|cuda", help="training device (device); default auto"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set optim.lr=0.05 --set method.pgd.eps=8/255",
+    )
+    parser.add_argument("--out", metavar="RUN_DIR", help="new run directory (must not exist)")
+    parser.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint"
+    )
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config and exit"
+    )
+    parser.add_argument(
+        "--list", action="store_true", help="list presets, methods, datasets and backbones"
+    )
+
+
+def _listing(console: Console) -> None:
+    from ciiv.data import list_datasets
+    from ciiv.models import list_models
+    from ciiv.train import list_methods, list_presets
+
+    table = Table(show_header=False, box=None)
+    for name, values in (
+        ("presets", list_presets()),
+        ("methods", list_methods()),
+        ("datasets", list_datasets()),
+        ("backbones", list_models() + ["tv:<name>", "timm:<name>"]),
+    ):
+        table.add_row(f"[bold]{name}[/]", ", ".join(values))
+    console.print(table)
+
+
+def _overrides(args: argparse.Namespace) -> list:
+    """Shortcut flags as (key, value) pairs, then the --set strings."""
+    given = {key: getattr(args, flag) for flag, key in _SHORTCUTS.items()}
+    return [(key, value) for key, value in given.items() if value is not None] + args.overrides
+
+
+class _RichProgress:
+    """A progress callback: one bar per epoch with live loss, accuracy and throughput."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = None
+
+    def __call__(self, event) -> None:
+        if event.kind == "epoch_start":
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task(
+                f"epoch {event.epoch + 1}/{event.epochs}", total=event.steps, stats=""
+            )
+        elif event.kind == "step":
+            m = event.metrics
+            stats = f"loss {m['loss']:.4f}  acc {m['acc']:.3f}  {m['images_per_s']:.0f} img/s"
+            self.progress.update(self.task, completed=event.step, stats=stats)
+        elif event.kind == "epoch_end":
+            self.progress.update(self.task, completed=event.steps)
+
+
+@contextlib.contextmanager
+def _logging_through(console: Console) -> Iterator[None]:
+    """Send log records through ``console`` while the progress bar is live (no torn lines)."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    handler = RichHandler(console=console, show_path=False, log_time_format="%H:%M:%S")
+    handler.setLevel(min((h.level for h in saved), default=logging.INFO))
+    root.handlers = [handler]
+    try:
+        yield
+    finally:
+        root.handlers = saved
+
+
+def _summary(console: Console, result) -> None:
+    table = Table(title=f"run {result.run_dir}", show_header=False)
+    last = result.history[-1] if result.history else {}
+    best = (
+        "n/a (no validation split)"
+        if result.best_epoch is None
+        else (f"{result.best_val_accuracy:.4f} at epoch {result.best_epoch + 1}")
+    )
+    table.add_row("best validation accuracy", best)
+    if last:
+        table.add_row("last epoch", f"{last['epoch'] + 1}: train acc {last['train_acc']:.4f}")
+    table.add_row("checkpoints", str(result.run_dir / "checkpoints"))
+    table.add_row("metrics", str(result.run_dir / "metrics.jsonl"))
+    console.print(table)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ciiv.data import DatasetNotFoundError
+    from ciiv.train import (
+        CheckpointError,
+        ConfigError,
+        RunDirExistsError,
+        config_to_dict,
+        fit,
+        load_checkpoint,
+        load_config,
+        resume,
+    )
+    from ciiv.train.run import checkpoint_path
+
+    console = Console(stderr=True)
+    if args.list:
+        _listing(Console())
+        return 0
+    try:
+        if args.resume:
+            if args.config or (args.out and args.out != args.resume):
+                raise ConfigError(
+                    "--resume continues a run with its saved config; do not combine it with "
+                    "--config or a different --out"
+                )
+        elif not args.out and not args.print_config:
+            raise ConfigError("--out RUN_DIR is required (or --resume RUN_DIR)")
+        overrides = _overrides(args)
+        if args.print_config:
+            if args.resume:
+                saved = load_checkpoint(checkpoint_path(args.resume, "last"))["config"]
+                config = load_config(saved, overrides)
+            else:
+                config = load_config(args.config, overrides)
+            print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
+            return 0
+        main_process = int(os.environ.get("RANK", "0")) == 0
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=console, disable=not main_process) as bar:
+            callback = _RichProgress(bar) if main_process else None
+            with _logging_through(bar.console):
+                if args.resume:
+                    result = resume(args.resume, overrides, progress=callback)
+                else:
+                    result = fit(load_config(args.config, overrides), args.out, progress=callback)
+    except (
+        ValueError,  # ConfigError, unknown names and bad options: the message says what to do
+        CheckpointError,
+        RunDirExistsError,
+        DatasetNotFoundError,
+        FloatingPointError,
+    ) as exc:
+        logger.debug("ciiv train failed", exc_info=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        return 2
+    if main_process:
+        _summary(console, result)
+    return 0

@@ -1,0 +1,132 @@
+"""On-disk caches under the cache root: extracted archives and decoded image tensors.
+
+Both are written atomically (to a temporary name in the same folder, then renamed), so an
+interrupted run leaves either the complete entry or none -- never a half-written one that a later
+run would trust. A leftover temporary (a hidden ``.name-*`` entry) is never read and may be deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ciiv.data.paths import cache_root
+
+__all__ = [
+    "ARCHIVE_SUFFIXES",
+    "extract_archive",
+    "fingerprint",
+    "is_archive",
+    "load_tensor_cache",
+    "save_tensor_cache",
+]
+
+logger = logging.getLogger(__name__)
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+def is_archive(path: Path) -> bool:
+    """True for a file named ``*.tar.gz``, ``*.tgz`` or ``*.tar``."""
+    return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in ARCHIVE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def extract_archive(archive: Path) -> Path:
+    """Extract ``archive`` once into ``<cache root>/extracted/<name>-<hash>``; return that folder.
+
+    The hash covers the archive's absolute path, size and modification time, so a changed archive
+    is extracted afresh. Concurrent callers (e.g. DDP ranks) may both extract; the first rename
+    wins and the others discard their copy.
+    """
+    if not hasattr(tarfile, "data_filter"):
+        raise RuntimeError(
+            "safe extraction needs Python >= 3.10.12 or >= 3.11.4 (tarfile filters); extract "
+            f"{archive} yourself and pass the extracted folder as --data-dir"
+        )
+    status = archive.stat()
+    key = hashlib.sha1(
+        f"{archive.resolve()}|{status.st_size}|{status.st_mtime_ns}".encode()
+    ).hexdigest()[:12]
+    target = cache_root() / "extracted" / f"{_stem(archive)}-{key}"
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    logger.info("extracting %s to %s", archive, target)
+    try:
+        with tarfile.open(archive) as tar:
+            # The "data" filter refuses absolute paths, links out of the tree and special files.
+            tar.extractall(temporary, filter="data")
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    try:
+        temporary.rename(target)
+    except OSError:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if not target.is_dir():
+            raise
+    return target
+
+
+def fingerprint(root: Path, files: Sequence[Path], *settings: Any) -> str:
+    """Short hash of ``settings`` and of each file's path (relative to ``root``), size and mtime.
+
+    ``files`` must lie under ``root``.
+    """
+    digest = hashlib.sha1(repr((str(root.resolve()), settings)).encode())
+    prefix = len(str(root))
+    for path in map(str, files):
+        status = os.stat(path)
+        digest.update(f"{path[prefix:]}|{status.st_size}|{status.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def load_tensor_cache(path: Path) -> dict[str, Any] | None:
+    """The payload saved at ``path``, or None when absent or unreadable (then it is rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt or foreign file: rebuild rather than fail
+        logger.warning("ignoring unreadable cache file %s (%s)", path, exc)
+        return None
+
+
+def save_tensor_cache(path: Path, payload: dict[str, Any]) -> None:
+    """Save ``payload`` (tensors, numbers, strings) to ``path`` atomically.
+
+    A cache that cannot be written (read-only home, full disk) only costs the next load its
+    speed, so the failure is logged, not raised.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+        os.close(handle)
+    except OSError as exc:
+        logger.warning("cannot write cache %s (%s)", path, exc)
+        return
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    except OSError as exc:
+        logger.warning("cannot write cache %s (%s)", path, exc)
+    finally:
+        Path(temporary).unlink(missing_ok=True)

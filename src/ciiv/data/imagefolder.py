@@ -1,0 +1,176 @@
+"""``imagefolder``: any ``ROOT/train/<class>/*`` + ``ROOT/test/<class>/*`` tree of image files.
+
+``data_dir`` is the tree's root, or a ``.tar.gz`` / ``.tgz`` / ``.tar`` archive of it (the tree
+may sit at the archive's top level or inside one folder), extracted once into the cache root (see
+:mod:`ciiv.data.cache`). Classes are the sub-folders of ``train/``, sorted by name; ``test/`` may
+hold a subset of them. Images are decoded to uint8 RGB, resized to ``image_size`` when given, and
+the decoded tensors and the training-split statistics are cached, so the second load only reads
+one file.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ciiv.data.cache import (
+    extract_archive,
+    fingerprint,
+    is_archive,
+    load_tensor_cache,
+    save_tensor_cache,
+)
+from ciiv.data.decode import decode_images, list_images
+from ciiv.data.paths import DatasetNotFoundError, cache_root
+from ciiv.data.registry import (
+    DatasetBuilder,
+    DatasetInfo,
+    LoadedData,
+    LoadRequest,
+    register_dataset,
+)
+from ciiv.data.tensors import ImageTensors, channel_stats
+
+__all__ = ["ImageFolderOptions", "load_imagefolder"]
+
+logger = logging.getLogger(__name__)
+
+_CACHE_VERSION = 1  # bump when the decoded layout changes
+
+
+@dataclass(frozen=True)
+class ImageFolderOptions:
+    """Options of the ``imagefolder`` dataset.
+
+    Attributes:
+        image_size: resize every image to this square size; None keeps the (shared, square) size.
+        mean, std: normalisation constants; None computes them from the training images.
+        spike_scale: the sampler's noise amplitude a (CIFAR's 0.9 by default).
+        hflip: whether horizontal flips keep the label.
+        crop_padding: reflect padding of the random crop; None means image_size // 8.
+    """
+
+    image_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    spike_scale: float = 0.9
+    hflip: bool = True
+    crop_padding: int | None = None
+
+    def __post_init__(self) -> None:
+        # Configs give lists; the dataclass is frozen and hashable, so keep tuples.
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(float(v) for v in value))
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give both mean and std, or neither")
+        if self.image_size is not None and self.image_size < 1:
+            raise ValueError(f"image_size must be positive, got {self.image_size}")
+
+
+def _dataset_root(data_dir: Path | None) -> Path:
+    layout = "a folder with train/<class>/ and test/<class>/ sub-folders, or a .tar.gz of one"
+    if data_dir is None:
+        raise DatasetNotFoundError(f"imagefolder needs --data-dir: {layout}")
+    if not data_dir.exists():
+        raise DatasetNotFoundError(f"imagefolder: {data_dir} does not exist; expected {layout}")
+    root = extract_archive(data_dir) if is_archive(data_dir) else data_dir
+    candidates = [root] + sorted(
+        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
+    for candidate in candidates:
+        if (candidate / "train").is_dir() and (candidate / "test").is_dir():
+            return candidate
+    raise DatasetNotFoundError(
+        f"imagefolder: no train/ and test/ folders in {data_dir}; expected {layout}"
+    )
+
+
+def _class_folders(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _scan(folder: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    """Files and labels of one split; each class folder must be a known, non-empty class."""
+    index = {name: i for i, name in enumerate(classes)}
+    files: list[Path] = []
+    labels: list[int] = []
+    for name in _class_folders(folder):
+        if name not in index:
+            raise ValueError(
+                f"imagefolder: class folder {folder / name} is not among the training classes"
+            )
+        found = list_images(folder / name)
+        if not found:
+            raise ValueError(f"imagefolder: no image files in {folder / name}")
+        files += found
+        labels += [index[name]] * len(found)
+    if not files:
+        raise ValueError(f"imagefolder: no class folders in {folder}")
+    return files, labels
+
+
+def _decoded(root: Path, image_size: int | None) -> dict:
+    """Decoded splits, class names and training statistics (from the cache when it is current)."""
+    classes = _class_folders(root / "train")
+    train_files, train_labels = _scan(root / "train", classes)
+    test_files, test_labels = _scan(root / "test", classes)
+    key = fingerprint(root, train_files + test_files, _CACHE_VERSION, image_size)
+    cache_file = cache_root() / "decoded" / f"imagefolder-{root.name}-{key}.pt"
+    payload = load_tensor_cache(cache_file)
+    if payload is not None:
+        logger.info("imagefolder: using decoded cache %s", cache_file)
+        return payload
+    logger.info("imagefolder: decoding %d images from %s", len(train_files) + len(test_files), root)
+    images = decode_images(train_files + test_files, image_size)
+    n_train = len(train_files)
+    mean, std = channel_stats(images[:n_train])
+    payload = {
+        "classes": classes,
+        "train_images": images[:n_train].clone(),
+        "train_labels": torch.tensor(train_labels, dtype=torch.int64),
+        "test_images": images[n_train:].clone(),
+        "test_labels": torch.tensor(test_labels, dtype=torch.int64),
+        "mean": list(mean),
+        "std": list(std),
+    }
+    save_tensor_cache(cache_file, payload)
+    return payload
+
+
+def load_imagefolder(request: LoadRequest, options: ImageFolderOptions) -> LoadedData:
+    """Load (and cache) the tree at ``request.data_dir``; the validation split is carved later."""
+    root = _dataset_root(request.data_dir)
+    payload = _decoded(root, options.image_size)
+    train = ImageTensors(payload["train_images"], payload["train_labels"])
+    size = train.images.shape[-1]
+    mean = options.mean if options.mean is not None else tuple(payload["mean"])
+    std = options.std if options.std is not None else tuple(payload["std"])
+    info = DatasetInfo(
+        name="imagefolder",
+        num_classes=len(payload["classes"]),
+        in_channels=3,
+        image_size=size,
+        mean=mean,
+        std=std,
+        spike_scale=options.spike_scale,
+        hflip=options.hflip,
+        crop_padding=size // 8 if options.crop_padding is None else options.crop_padding,
+        class_names=tuple(payload["classes"]),
+    )
+    test = ImageTensors(payload["test_images"], payload["test_labels"])
+    return LoadedData(info=info, train=train, test={"test": test})
+
+
+register_dataset(
+    DatasetBuilder(
+        name="imagefolder",
+        options=ImageFolderOptions,
+        load=load_imagefolder,
+        describe=None,
+    )
+)

@@ -1,0 +1,526 @@
+"""``evaluate_robustness``: attack any model that maps [0, 1] images to logits, honestly.
+
+It works on ciiv's own models and on any ``torch.nn.Module`` of the user's (like RobustBench's
+benchmark): the attacks query the model itself, the worst case is taken per example over the
+suite, and a random model's prediction is counted over R draws (see :mod:`.summary`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import platform
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+import ciiv
+from ciiv.attacks import preserve_mode
+
+from . import records
+from .engine import derive_seed, evaluate_batch, seeded
+from .protocols import get_protocol
+from .suites import DEFAULT_EOT, ModelTraits, Suite, format_eps, get_suite, resolve_suite
+from .summary import worst_case_stats
+
+__all__ = [
+    "DEFAULT_DRAWS",
+    "EvaluationResult",
+    "ProgressFn",
+    "detect_traits",
+    "evaluate_robustness",
+]
+
+logger = logging.getLogger(__name__)
+
+# Prediction draws per input for a random model (R). Each draw is one forward pass of the deployed
+# model; an example counts as correct only if all R draws are.
+DEFAULT_DRAWS = 10
+SCHEMA = "ciiv.eval/1"
+
+ProgressFn = Callable[[str, dict[str, Any]], None]
+"""``progress(event, info)``: "start" {total, done}, "attack" {batch, name}, "batch" {batch,
+done, total, robust, seen}, "audit" {}."""
+
+
+class EvaluationResult:
+    """What :func:`evaluate_robustness` returns: the summary, the rows and where they were written.
+
+    ``to_dict()`` is the content of ``summary.json``; the main numbers are also attributes.
+    """
+
+    def __init__(self, summary: dict[str, Any], rows: list[dict], out_dir: Path | None) -> None:
+        self.summary = summary
+        self.rows = rows
+        self.out_dir = out_dir
+
+    def __repr__(self) -> str:
+        return (
+            f"EvaluationResult(suite={self.summary['suite']!r}, protocol={self.protocol!r}, "
+            f"clean={self.clean_accuracy:.4f}, robust={self.robust_accuracy:.4f}, "
+            f"n={self.n_examples})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.summary)
+
+    @property
+    def clean_accuracy(self) -> float:
+        return self.summary["clean_accuracy"]
+
+    @property
+    def robust_accuracy(self) -> float:
+        return self.summary["robust_accuracy"]
+
+    @property
+    def per_attack(self) -> dict[str, float]:
+        return self.summary["per_attack"]
+
+    @property
+    def protocol(self) -> str:
+        return self.summary["protocol"]
+
+    @property
+    def eot(self) -> int:
+        return self.summary["eot"]
+
+    @property
+    def n_examples(self) -> int:
+        return self.summary["n_examples"]
+
+    @property
+    def forward_passes(self) -> int:
+        return self.summary["forward_passes"]
+
+
+def detect_traits(model: nn.Module, x: Tensor) -> ModelTraits:
+    """Whether ``model`` is random and whether it is a CiiV-style multi-view model.
+
+    A model that declares ``stochastic`` is believed; otherwise two forward passes on x (a few
+    examples) decide: any difference in the logits makes it random.
+    """
+    views = all(callable(getattr(model, a, None)) for a in ("forward_views", "bpda")) and hasattr(
+        model, "num_views"
+    )
+    declared = getattr(model, "stochastic", None)
+    if declared is not None:
+        return ModelTraits(stochastic=bool(declared), views=views)
+    with torch.no_grad(), preserve_mode(model):
+        first, second = model(x), model(x)
+    return ModelTraits(stochastic=not torch.equal(first, second), views=views)
+
+
+def _check_inputs(x: Tensor, y: Tensor) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        raise ValueError("x must be an image tensor [N, C, H, W] with values in [0, 1]")
+    if not x.is_floating_point():
+        raise ValueError(f"x has dtype {x.dtype}; pass float pixels in [0, 1] (divide uint8 by 255)")
+    if x.shape[0] == 0:
+        raise ValueError("x holds no examples")
+    if not bool(((x >= 0) & (x <= 1)).all()):
+        raise ValueError("pixels must be finite and in [0, 1]; pass unnormalised images")
+    if not isinstance(y, Tensor) or y.shape != (x.shape[0],) or y.is_floating_point():
+        raise ValueError(f"y must be integer labels of shape [{x.shape[0]}]")
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in [*model.parameters(), *model.buffers()]:
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _digest(x: Tensor, y: Tensor, indices: list[int]) -> str:
+    h = hashlib.sha256()
+    h.update(np.asarray(indices, dtype=np.int64).tobytes())
+    h.update(y.detach().cpu().numpy().astype(np.int64).tobytes())
+    h.update(x.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _versions(device: torch.device) -> dict[str, str]:
+    out = {
+        "ciiv": ciiv.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        out["device_name"] = torch.cuda.get_device_name(device)
+    try:
+        from importlib.metadata import version
+
+        out["pyautoattack"] = version("pyautoattack")
+    except Exception:  # not installed: AutoAttack entries will say so when they run
+        pass
+    return out
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size) of an initialised torch.distributed group, else (0, 1)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _model_info(model: nn.Module, traits: ModelTraits) -> dict[str, Any]:
+    return {
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "stochastic": traits.stochastic,
+        "views": traits.views,
+        "num_views": getattr(model, "num_views", None) if traits.views else None,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def evaluate_robustness(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    suite: str | Suite | Mapping[str, Any] = "standard-linf",
+    protocol: str = "full",
+    eps: float | str | None = None,
+    eot: int | None = None,
+    draws: int | None = None,
+    seed: int = 0,
+    batch_size: int = 128,
+    out_dir: str | Path | None = None,
+    dataset: str | None = None,
+    indices: list[int] | None = None,
+    max_batch: int | None = None,
+    audit: bool | Mapping[str, Any] = False,
+    audit_examples: int = 100,
+    overwrite: bool = False,
+    run_info: Mapping[str, Any] | None = None,
+    progress: ProgressFn | None = None,
+) -> EvaluationResult:
+    """Evaluate ``model`` on (x, y) against an attack suite; per-example worst case over R draws.
+
+    Args:
+        model: maps pixels [B, C, H, W] in [0, 1] to logits [B, K] (optionally ``predict(x)`` for
+            its own inference rule and ``stochastic``); it stays on its device, and x is moved
+            there batch by batch. Its train/eval flags are restored afterwards.
+        x: images [N, C, H, W], float in [0, 1]; y: labels [N], integer.
+        suite: a suite name (:func:`~ciiv.evaluate.list_suites`), a :class:`Suite` or a mapping.
+        protocol: "full" (attacks query the evaluated function with EOT) or "paper" (centre view).
+        eps: overrides the suite's budget (float or "8/255"); None uses the suite's for
+            ``dataset``.
+        eot: E, gradient samples per step under the full protocol (None: DEFAULT_EOT). A
+            deterministic model always gets 1.
+        draws: R, prediction draws per input for a random model (None: DEFAULT_DRAWS); 1 for a
+            deterministic model.
+        seed: fixes every random draw (per batch, derived from the seed and the batch index).
+        batch_size: examples per batch (the unit of resumption).
+        out_dir: where ``examples.jsonl``, ``batches.jsonl``, ``config.json`` and
+            ``summary.json`` go; an interrupted evaluation resumes there. None keeps it in memory.
+        dataset: dataset name choosing the suite's budget (e.g. "mnist" -> 0.3 for Linf).
+        indices: per example, its index in the source split (written to the rows); default 0..N-1.
+        max_batch: most images per model call inside the gradient attacks (None: all E * B rows of
+            an EOT step in one call).
+        audit: True runs the short audit (``ciiv.evaluate.audit.audit(..., quick=True)``) on the
+            first ``audit_examples`` examples and stores it as ``summary["audit"]``; a mapping
+            (an audit result computed before, e.g. for the other protocol) is stored as is.
+        overwrite: delete earlier results in ``out_dir`` instead of resuming.
+        run_info: extra facts stored as ``summary["run"]`` (the command passes the run's).
+        progress: optional callback, see :data:`ProgressFn`.
+
+    Returns:
+        An :class:`EvaluationResult` (``to_dict()`` = summary.json). Under torch.distributed every
+        rank gets the merged result; batches are split across ranks.
+
+    Raises:
+        ValueError: bad inputs, an unknown suite/protocol, or ``out_dir`` holding an evaluation
+            with different settings (pass ``overwrite=True`` or another directory).
+    """
+    _check_inputs(x, y)
+    started = time.perf_counter()
+    suite_obj = get_suite(suite)
+    proto_requested = get_protocol(protocol)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    e = DEFAULT_EOT if eot is None else eot
+    n = x.shape[0]
+    indices = list(range(n)) if indices is None else [int(i) for i in indices]
+    if len(indices) != n:
+        raise ValueError(f"indices has {len(indices)} entries for {n} examples")
+    device = _model_device(model)
+    y = y.long()
+    rank, world = _dist()
+
+    with seeded(derive_seed(seed, "traits"), device):
+        traits = detect_traits(model, x[: min(n, 8)].to(device))
+    proto = proto_requested.effective(traits)
+    r = (DEFAULT_DRAWS if draws is None else int(draws)) if traits.stochastic else 1
+    if r < 1:
+        raise ValueError(f"draws must be >= 1, got {draws!r}")
+    attacks, skipped, budget = resolve_suite(
+        suite_obj, protocol=proto.name, traits=traits, dataset=dataset, eps=eps, eot=e
+    )
+    for name, reason in skipped.items():
+        logger.info("skipping %s: %s", name, reason)
+    config = {
+        "schema": SCHEMA,
+        "suite": suite_obj.to_dict(),
+        "protocol": proto_requested.name,
+        "eot": e if traits.stochastic else 1,
+        "draws": r,
+        "seed": int(seed),
+        "batch_size": batch_size,
+        "budget": budget,
+        "dataset": dataset,
+        "attacks": {a.name: a.describe() for a in attacks},
+        "n_examples": n,
+        "examples_digest": _digest(x, y, indices),
+        "max_batch": max_batch,
+    }
+    out = None if out_dir is None else Path(out_dir)
+    done_rows: dict[int, list[dict]] = {}
+    done_records: dict[int, dict] = {}
+    writer = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if overwrite and rank == 0:
+            records.remove_results(out)
+        _barrier(world)
+        _check_config(out, config, rank)
+        done_rows, done_records = records.load_done(out)
+        writer = records.BatchWriter(out if world == 1 else out / records.SHARDS / f"rank{rank}")
+
+    num_batches = (n + batch_size - 1) // batch_size
+    mine = [b for b in range(num_batches) if b % world == rank]
+    if progress:
+        progress("start", {"total": len(mine), "done": sum(b in done_records for b in mine)})
+    rows_by_batch = {b: done_rows[b] for b in mine if b in done_records}
+    records_by_batch = {b: done_records[b] for b in mine if b in done_records}
+    with preserve_mode(model):
+        for b in mine:
+            if b in records_by_batch:
+                continue
+            lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
+            batch_rows, record = evaluate_batch(
+                model,
+                x[lo:hi].to(device),
+                y[lo:hi].to(device),
+                batch=b,
+                positions=list(range(lo, hi)),
+                indices=indices[lo:hi],
+                attacks=attacks,
+                protocol=proto,
+                draws=r,
+                seed=seed,
+                max_batch=max_batch,
+                on_attack=(lambda name, b=b: progress("attack", {"batch": b, "name": name}))
+                if progress
+                else None,
+            )
+            record["device"] = str(device)
+            if writer is not None:
+                writer.write(batch_rows, record)
+            rows_by_batch[b], records_by_batch[b] = batch_rows, record
+            if progress:
+                seen = [row for rows in rows_by_batch.values() for row in rows]
+                progress(
+                    "batch",
+                    {
+                        "batch": b,
+                        "done": len(records_by_batch),
+                        "total": len(mine),
+                        "robust": sum(row["robust"] for row in seen),
+                        "seen": len(seen),
+                    },
+                )
+
+    all_rows = [row for b in sorted(rows_by_batch) for row in rows_by_batch[b]]
+    all_records = [records_by_batch[b] for b in sorted(records_by_batch)]
+    if world > 1:
+        all_rows, all_records = _gather(all_rows, all_records, world)
+    summary = None
+    if rank == 0:
+        if out is not None and world > 1:
+            records.write_merged(out, all_rows, all_records)
+        summary = _summarise(
+            all_rows,
+            all_records,
+            config=config,
+            suite=suite_obj,
+            attacks=attacks,
+            skipped=skipped,
+            traits=traits,
+            proto_note=proto_requested.note(traits),
+            model=model,
+            device=device,
+            run_info=run_info,
+            elapsed=time.perf_counter() - started,
+        )
+        if isinstance(audit, Mapping):
+            summary["audit"] = dict(audit)
+        elif audit:
+            if progress:
+                progress("audit", {})
+            t0 = time.perf_counter()
+            summary["audit"] = _run_audit(
+                model,
+                x[:audit_examples].to(device),
+                y[:audit_examples].to(device),
+                suite_obj.norm,
+                budget,
+                seed,
+            )
+            summary["elapsed_s"] += time.perf_counter() - t0
+        if out is not None:
+            records.write_json_atomic(out / records.SUMMARY, summary)
+    if world > 1:
+        holder = [summary]
+        torch.distributed.broadcast_object_list(holder, src=0)
+        summary = holder[0]
+    return EvaluationResult(summary, sorted(all_rows, key=lambda r: r["position"]), out)
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
+def _gather(rows: list[dict], recs: list[dict], world: int) -> tuple[list[dict], list[dict]]:
+    gathered: list[Any] = [None] * world
+    torch.distributed.all_gather_object(gathered, (rows, recs))
+    return (
+        [row for part in gathered for row in part[0]],
+        [rec for part in gathered for rec in part[1]],
+    )
+
+
+def _check_config(out: Path, config: dict[str, Any], rank: int) -> None:
+    """Write config.json, or make sure the one there matches (resuming needs the same settings)."""
+    path = out / records.CONFIG
+    if path.exists():
+        previous = records.read_json(path)
+        if previous != _jsonable(config):
+            keys = sorted(k for k in config if previous.get(k) != _jsonable(config).get(k))
+            raise ValueError(
+                f"{out} holds an evaluation with different settings ({', '.join(keys)}); "
+                "use another output directory, or overwrite=True (--overwrite) to start afresh"
+            )
+    elif rank == 0:
+        records.write_json_atomic(path, config)
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+def _summarise(
+    rows: list[dict],
+    recs: list[dict],
+    *,
+    config: dict[str, Any],
+    suite: Suite,
+    attacks: list,
+    skipped: dict[str, str],
+    traits: ModelTraits,
+    proto_note: str,
+    model: nn.Module,
+    device: torch.device,
+    run_info: Mapping[str, Any] | None,
+    elapsed: float,
+) -> dict[str, Any]:
+    chain = [a.name for a in attacks if a.worst_case]
+    standalone = [a.name for a in attacks if not a.worst_case]
+    draws = config["draws"]
+    stats = worst_case_stats(rows, chain, standalone, draws)
+    passes: dict[str, int] = {"predictions": 0}
+    attacked: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+    for rec in recs:
+        for name, count in rec["forward_passes"].items():
+            passes[name] = passes.get(name, 0) + count
+        for name, count in rec["attacked"].items():
+            attacked[name] = attacked.get(name, 0) + count
+        for name, value in rec["elapsed"].items():
+            seconds[name] = seconds.get(name, 0.0) + value
+    first = recs[0]["settings"] if recs else {}
+    settings = {
+        name: {**value, "seed": "derive_seed(seed, 'attack', batch, name)"}
+        for name, value in first.items()
+    }
+    details = {}
+    for spec in attacks:
+        block = stats["attacks"][spec.name]
+        details[spec.name] = {
+            **spec.describe(),
+            "role": "worst_case" if spec.worst_case else "standalone",
+            "accuracy": block["accuracy"],
+            "ci95": block["ci95"],
+            "per_draw": block["per_draw"],
+            "attacked": attacked.get(spec.name, 0),
+            "newly_broken": stats["broken_by"].get(spec.name) if spec.worst_case else None,
+            "forward_passes": passes.get(spec.name, 0),
+            "elapsed_s": seconds.get(spec.name, 0.0),
+        }
+    clean, robust = stats["clean"], stats["robust"]
+    return {
+        "schema": SCHEMA,
+        "suite": suite.name,
+        "suite_description": suite.description,
+        "threat_model": {
+            "norm": suite.norm,
+            "eps": config["budget"],
+            "eps_label": format_eps(config["budget"]),
+        },
+        "protocol": config["protocol"],
+        "protocol_note": proto_note,
+        "eot": config["eot"],
+        "draws": draws,
+        "rule": (
+            "an example is correct under an input only if all `draws` predictions are correct; "
+            "robust = correct on clean input and under every worst-case attack; the worst-case "
+            "chain attacks only the points still standing"
+        ),
+        "n_examples": len(rows),
+        "seed": config["seed"],
+        "batch_size": config["batch_size"],
+        "dataset": config["dataset"],
+        "clean_accuracy": clean["accuracy"],
+        "clean_accuracy_ci95": clean["ci95"],
+        "clean_accuracy_per_draw": clean["per_draw"],
+        "robust_accuracy": robust["accuracy"],
+        "robust_accuracy_ci95": robust["ci95"],
+        "robust_accuracy_per_draw": robust["per_draw"],
+        "per_attack": {name: block["accuracy"] for name, block in stats["attacks"].items()},
+        "worst_case_chain": chain,
+        "standalone": standalone,
+        "broken_by": stats["broken_by"],
+        "attacks": details,
+        "skipped_attacks": skipped,
+        "attack_settings": settings,
+        "forward_passes": sum(passes.values()),
+        "forward_passes_by_source": passes,
+        "model": _model_info(model, traits),
+        "run": dict(run_info) if run_info else None,
+        "examples_digest": config["examples_digest"],
+        "versions": _versions(device),
+        "elapsed_s": sum(rec["elapsed_s"] for rec in recs),
+        "wall_s_this_session": elapsed,
+    }
+
+
+def _run_audit(model, x, y, norm, eps, seed) -> dict[str, Any]:
+    """The short audit's result as a dict, or why it did not run."""
+    try:
+        from .audit import audit
+    except ImportError as err:
+        return {"passed": None, "detail": f"ciiv.evaluate.audit could not be imported: {err}"}
+    with preserve_mode(model):
+        result = audit(model, x, y, eps=eps, norm=norm, quick=True, seed=seed)
+    return result.to_dict()

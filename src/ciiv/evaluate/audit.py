@@ -1,0 +1,249 @@
+"""The obfuscated-gradient audit: run the published checklists on any model, automatically.
+
+    from ciiv.evaluate.audit import audit
+    result = audit(model, x, y, eps="8/255", norm="Linf")
+    result.passed, [(c.name, c.status) for c in result.checks], result.to_dict()
+
+The checks follow Athalye, Carlini and Wagner 2018 ("Obfuscated Gradients Give a False Sense of
+Security"), Carlini et al. 2019 ("On Evaluating Adversarial Robustness") and AutoAttack's own
+sanity checks (Croce and Hein 2020). Each reports pass / warn / fail / skip with the numbers
+behind it and, when it does not pass, what to run next; docs/evaluation.md ("The audit checks")
+explains every one. The checks live in :mod:`ciiv.evaluate.checks`, one module each.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import ciiv
+from ciiv.attacks import parse_eps, preserve_mode
+from ciiv.attacks.threat import canonical_norm
+
+from .checks import (
+    STATUSES,
+    AuditContext,
+    CheckResult,
+    audit_settings,
+    check_summary,
+    get_check,
+    list_checks,
+)
+from .checks.base import jsonable
+
+__all__ = ["AuditResult", "audit", "describe_checks", "list_checks"]
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, CheckResult | None], None]
+"""``progress(check_name, result)``: called with None before a check runs, then with its result."""
+
+
+@dataclass
+class AuditResult:
+    """The outcome of :func:`audit`.
+
+    Attributes:
+        checks: one :class:`~ciiv.evaluate.checks.CheckResult` per check, in run order.
+        passed: no check failed (warnings and skips allowed).
+        settings: every setting of the audit (:class:`~ciiv.evaluate.checks.AuditSettings`).
+        versions: ciiv, torch, python, device (and pyautoattack when installed).
+        seed: the audit's seed.
+        n_examples: points audited.
+        clean_accuracy: mean per-draw clean accuracy on those points.
+        stochastic: whether the model gave different logits for the same input.
+        model: the model's class name.
+        elapsed_s: wall-clock seconds of the whole audit.
+    """
+
+    checks: list[CheckResult]
+    passed: bool
+    settings: dict[str, Any]
+    versions: dict[str, str]
+    seed: int
+    n_examples: int
+    clean_accuracy: float
+    stochastic: bool
+    model: str
+    elapsed_s: float
+
+    def check(self, name: str) -> CheckResult:
+        """The result of check ``name``; KeyError listing the checks that ran otherwise."""
+        for result in self.checks:
+            if result.name == name:
+                return result
+        raise KeyError(f"no check {name!r} in this audit; ran: {', '.join(c.name for c in self.checks)}")
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many checks ended in each status."""
+        return {s: sum(c.status == s for c in self.checks) for s in STATUSES}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The content of ``audit.json`` (JSON-serialisable)."""
+        return jsonable(
+            {
+                "passed": self.passed,
+                "counts": self.counts,
+                "checks": [c.to_dict() for c in self.checks],
+                "model": self.model,
+                "stochastic": self.stochastic,
+                "n_examples": self.n_examples,
+                "clean_accuracy": round(self.clean_accuracy, 4),
+                "seed": self.seed,
+                "settings": self.settings,
+                "versions": self.versions,
+                "elapsed_s": round(self.elapsed_s, 2),
+            }
+        )
+
+    def write_json(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` to ``path`` atomically (a temporary file, then a rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
+        return path
+
+
+def _versions(device: torch.device) -> dict[str, str]:
+    out = {
+        "ciiv": ciiv.__version__,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        out["device_name"] = torch.cuda.get_device_name(device)
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        out["pyautoattack"] = version("pyautoattack")
+    except PackageNotFoundError:
+        pass
+    return out
+
+
+def _validate(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Check the inputs; return x and y on the model's device (labels as int64)."""
+    if not callable(model):
+        raise ValueError(f"model must be a callable nn.Module, got {type(model).__name__}")
+    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
+        desc = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must be float images [N, C, H, W] in [0, 1], got {desc}")
+    if not isinstance(y, Tensor) or y.shape != (x.shape[0],) or y.is_floating_point():
+        desc = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, Tensor) else type(y).__name__
+        raise ValueError(f"y must be integer labels of shape [{x.shape[0]}], got {desc}")
+    if x.shape[0] < 2:
+        raise ValueError("the audit compares accuracies over examples: pass at least 2 (100+ advised)")
+    if not bool(((x >= 0) & (x <= 1)).all()):
+        raise ValueError("pixels must be finite and in [0, 1]; pass unnormalised images")
+    param = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
+    device = x.device if param is None else param.device
+    return x.detach().to(device), y.detach().to(device).long()
+
+
+def audit(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float | str,
+    norm: str = "Linf",
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    checks: Sequence[str] | None = None,
+    raise_errors: bool = False,
+    progress: ProgressFn | None = None,
+    **overrides: Any,
+) -> AuditResult:
+    """Audit ``model``'s robustness evaluation at budget ``eps`` for obfuscated gradients.
+
+    Args:
+        model: maps pixels x [B, C, H, W] in [0, 1] to logits [B, K]; optionally ``predict``
+            (its own inference rule), ``stochastic``, ``bpda(surrogate)``, ``fixed_randomness(seed)``
+            and ``forward_expected`` (CiiV). It runs in eval mode; its flags are restored after.
+        x: images [N, C, H, W] in [0, 1] (N >= 100 advised; moved to the model's device).
+        y: labels [N].
+        eps: the threat model's budget, a float or a string like "8/255".
+        norm: "Linf" or "L2".
+        quick: the cheap preset (short attacks, fewer EOT draws and queries): what ``ciiv eval``
+            runs alongside every evaluation. The full preset is for ``ciiv audit``.
+        seed: seeds every draw of the audit (attacks and the model's randomness); torch's global
+            generator state is restored afterwards.
+        checks: names of the checks to run (default all, see :func:`list_checks`); checks share
+            their measurements, so a subset costs less.
+        raise_errors: re-raise an exception inside a check (debugging) instead of recording the
+            check as failed with the error.
+        progress: optional callback, see :data:`ProgressFn`.
+        **overrides: any :class:`~ciiv.evaluate.checks.AuditSettings` field (e.g. ``steps=20``).
+
+    Returns:
+        An :class:`AuditResult`; ``passed`` is False when any check failed.
+    """
+    started = time.perf_counter()
+    eps_value, norm = parse_eps(eps), canonical_norm(norm)
+    x, y = _validate(model, x, y)
+    settings = audit_settings(eps_value, norm, quick, seed=int(seed), **overrides)
+    names = list_checks() if checks is None else list(checks)
+    for name in names:
+        get_check(name)  # unknown names fail before any work
+    results: list[CheckResult] = []
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), preserve_mode(model):
+        torch.manual_seed(settings.seed)
+        ctx = AuditContext(model, x, y, settings)
+        for name in names:
+            if progress:
+                progress(name, None)
+            t0 = time.perf_counter()
+            try:
+                result = get_check(name)(ctx)
+            except Exception as err:
+                if raise_errors:
+                    raise
+                logger.exception("audit check %s crashed", name)
+                result = CheckResult(
+                    name,
+                    "fail",
+                    f"The check crashed ({type(err).__name__}: {err}); fix the error and rerun "
+                    "the audit: an evaluation that cannot be audited cannot be trusted.",
+                    {"error": f"{type(err).__name__}: {err}"},
+                )
+            result.elapsed_s = time.perf_counter() - t0
+            logger.info("audit: %s -> %s (%.1fs)", name, result.status, result.elapsed_s)
+            results.append(result)
+            if progress:
+                progress(name, result)
+        clean = ctx.clean_correct.float().mean().item()
+        stochastic = ctx.stochastic
+    return AuditResult(
+        checks=results,
+        passed=all(r.status != "fail" for r in results),
+        settings=settings.to_dict(),
+        versions=_versions(x.device),
+        seed=settings.seed,
+        n_examples=x.shape[0],
+        clean_accuracy=clean,
+        stochastic=stochastic,
+        model=type(model).__name__,
+        elapsed_s=time.perf_counter() - started,
+    )
+
+
+def describe_checks() -> dict[str, str]:
+    """{check name: one-line summary}, in run order."""
+    return {name: check_summary(name) for name in list_checks()}

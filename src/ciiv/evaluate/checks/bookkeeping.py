@@ -1,0 +1,134 @@
+"""Check 9, evaluation bookkeeping: every adversarial point the audit produced is finite, in
+[0, 1] and inside its ball; every attack queried the function that was evaluated, counted its
+queries, recorded its settings and restored the model's modes; the model predicts with the function
+the attacks differentiate (all views, a ``predict`` rule that agrees with ``forward``)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from ciiv.attacks import get_threat_model
+from .base import CheckResult, register_check
+from .context import AttackRun, AuditContext
+
+# Attacks that never query the target model: noise draws, and transfer (it queries a surrogate).
+_QUERY_FREE = ("gaussian_noise", "uniform_noise", "transfer")
+_SLACK = 1e-6  # float slack on the ball's radius and the box
+
+
+def _run_problems(run: AttackRun) -> tuple[list[str], list[str]]:
+    """(hard problems, soft problems) of one run."""
+    hard, soft = [], []
+    x, x_adv = run.x, run.x_adv
+    if x_adv.shape != x.shape or x_adv.dtype != x.dtype:
+        hard.append(f"x_adv has shape {tuple(x_adv.shape)} {x_adv.dtype}, not x's")
+        return hard, soft
+    if not bool(torch.isfinite(x_adv).all()):
+        hard.append("x_adv has NaN/inf")
+    elif not bool(((x_adv >= -_SLACK) & (x_adv <= 1 + _SLACK)).all()):
+        hard.append(f"x_adv leaves [0, 1] (range {x_adv.min().item():.4g}..{x_adv.max().item():.4g})")
+    distance = get_threat_model(run.norm, run.eps).distance(x_adv, x).max().item()
+    if distance > run.eps * (1 + _SLACK) + _SLACK:
+        hard.append(f"perturbation {distance:.6g} exceeds the {run.norm} budget {run.eps:.6g}")
+    if not run.mode_restored:
+        hard.append("the model's train/eval modes were not restored")
+    settings = run.settings
+    try:
+        json.dumps(settings)
+    except TypeError as err:
+        soft.append(f"settings are not JSON-serialisable ({err})")
+    if "seed" not in settings:
+        soft.append("settings do not record the seed")
+    eps = settings.get("eps")
+    if eps is None or abs(float(eps) - run.eps) > 1e-9 * max(1.0, run.eps):
+        soft.append(f"settings record eps {eps!r}, the audit asked for {run.eps:.6g}")
+    if run.attack not in _QUERY_FREE:
+        if run.queried == 0:
+            hard.append("the attack never queried the model it was given (it attacked another function)")
+        elif run.forward_passes != run.queried:
+            soft.append(f"forward_passes says {run.forward_passes} images, the model saw {run.queried}")
+    return hard, soft
+
+
+@register_check(
+    "bookkeeping",
+    order=90,
+    summary="points in the ball and in [0, 1]; the attacked function is the evaluated one",
+)
+def bookkeeping(ctx: AuditContext) -> CheckResult:
+    if not ctx.runs:
+        return CheckResult("bookkeeping", "skip", "No attack ran in this audit: nothing to check.")
+    hard: dict[str, list[str]] = {}
+    soft: dict[str, list[str]] = {}
+    for run in ctx.runs.values():
+        h, s_ = _run_problems(run)
+        if h:
+            hard[run.label] = h
+        if s_:
+            soft[run.label] = s_
+    numbers: dict = {
+        "runs_checked": len(ctx.runs),
+        "forward_passes_total": sum(r.forward_passes for r in ctx.runs.values()),
+        "max_distance_over_eps": max(
+            (get_threat_model(r.norm, r.eps).distance(r.x_adv, r.x).max().item() / r.eps)
+            for r in ctx.runs.values()
+        ),
+    }
+    model = ctx.model
+    sampler = getattr(model, "sampler", None)
+    if sampler is not None and hasattr(model, "num_views"):
+        numbers["views_evaluated"] = model.num_views
+        numbers["views_of_sampler"] = sampler.num_views
+        if model.num_views < sampler.num_views:
+            soft.setdefault("model", []).append(
+                f"the model runs {model.num_views} of its sampler's {sampler.num_views} views: "
+                "attacks on it are the paper's protocol, not the deployed function (set "
+                "model.num_views back to the sampler's)"
+            )
+    if callable(getattr(model, "predict", None)):
+        # Attacks differentiate forward(); accuracy counts predict(). Compare their agreement
+        # with the agreement of two forward passes (the model's own randomness).
+        votes = torch.stack([ctx.labels(ctx.x), ctx.logits(ctx.x).argmax(1), ctx.logits(ctx.x).argmax(1)])
+        agree_pf = (votes[0] == votes[1])[None]
+        agree_ff = (votes[1] == votes[2])[None]
+        cmp = ctx.compare(agree_ff, agree_pf)
+        numbers["predict_forward_agreement"] = round(agree_pf.float().mean().item(), 4)
+        numbers["forward_forward_agreement"] = round(agree_ff.float().mean().item(), 4)
+        if cmp.violated:
+            soft.setdefault("model", []).append(
+                f"predict() agrees with forward()'s argmax on only "
+                f"{numbers['predict_forward_agreement']:.0%} of clean inputs: the attacks "
+                "maximise a loss of a different function than the one evaluated; attack the "
+                "prediction rule itself (e.g. EOT over its draws)"
+            )
+    numbers["problems"] = hard
+    numbers["notes"] = soft
+    if hard:
+        first = next(iter(hard.items()))
+        return CheckResult(
+            "bookkeeping",
+            "fail",
+            f"{len(hard)} attack run(s) broke the evaluation contract, e.g. {first[0]}: "
+            f"{first[1][0]}. Fix the attack (its projection, clamping, mode handling or the model "
+            "it queries) before reporting any number.",
+            numbers,
+        )
+    if soft:
+        first = next(iter(soft.items()))
+        return CheckResult(
+            "bookkeeping",
+            "warn",
+            f"Points are valid, but the records are incomplete or inconsistent, e.g. {first[0]}: "
+            f"{first[1][0]}.",
+            numbers,
+        )
+    return CheckResult(
+        "bookkeeping",
+        "pass",
+        f"All {len(ctx.runs)} attack runs returned finite points in [0, 1] inside their ball "
+        f"(largest distance {numbers['max_distance_over_eps']:.3f} x eps), queried the evaluated "
+        "function, counted their queries, recorded their settings and restored the model's modes.",
+        numbers,
+    )

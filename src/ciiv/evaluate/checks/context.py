@@ -1,0 +1,433 @@
+"""The state the checks share: model, points, settings, cached measurements and attack runs.
+
+Checks ask the context for what they need (``ctx.clean_correct``, ``ctx.pgd(...)``,
+``ctx.memo(...)``); whatever one check computed, the next reuses. Every attack run is kept with
+its evidence (adversarial points, per-draw correctness, forward passes, images the model actually
+saw, whether the model's modes were restored), which the bookkeeping check inspects at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from ciiv.attacks import attack_class, create_attack, get_threat_model
+from ciiv.models import predict
+
+from .measure import Stability, draws_shared_by_batch, eot_stability, logit_draws
+from .settings import AuditSettings
+
+__all__ = ["AttackRun", "AuditContext", "Comparison", "compare", "fixed_randomness", "worst_case"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Two forward passes of a deterministic model can differ by float noise (non-deterministic GPU
+# kernels); only differences above this fraction of the logit scale count as randomness.
+_RANDOM_RTOL = 1e-4
+SURROGATES: tuple[str, ...] = ("identity", "smooth")
+
+
+@dataclass
+class Comparison:
+    """acc(a) - acc(b) over the same examples with the standard error of the paired difference.
+
+    ``violated`` means a exceeds b by more than ``tolerance`` = max(z * se, 1 / n): the sampling
+    error of the two accuracies (prediction draws, random starts) and one example are forgiven.
+    """
+
+    diff: float
+    se: float
+    tolerance: float
+
+    @property
+    def violated(self) -> bool:
+        return self.diff > self.tolerance
+
+    def to_dict(self) -> dict[str, float]:
+        return {"diff": round(self.diff, 4), "se": round(self.se, 4), "tolerance": round(self.tolerance, 4)}
+
+
+def compare(a: Tensor, b: Tensor, z: float) -> Comparison:
+    """Compare correctness a [Da, N] and b [Db, N] (bool per draw and example, or per-example
+    fractions of correct draws as a [1, N] float, see :func:`worst_case`)."""
+    d = a.float().mean(0) - b.float().mean(0)
+    n = d.numel()
+    se = (d.std() / math.sqrt(n)).item() if n > 1 else 0.0
+    return Comparison(diff=d.mean().item(), se=se, tolerance=max(z * se, 1.0 / n))
+
+
+def worst_case(runs: list[AttackRun]) -> Tensor:
+    """Per-example worst case over runs on the same points: the smallest fraction of correct
+    draws, [1, N] float.
+
+    The minimum of per-run means, not the mean of a per-draw AND: for a random model an AND over
+    many runs would count every unlucky draw as a success and bias the worst case down the more
+    runs it spans, so sets of different sizes could not be compared.
+    """
+    return torch.stack([r.correct.float().mean(0) for r in runs]).amin(0, keepdim=True)
+
+
+@dataclass
+class AttackRun:
+    """One attack the audit ran, with its evidence.
+
+    Attributes:
+        label: the audit's name for the run, e.g. "pgd-50" or "square@fixed".
+        attack: the registry name.
+        target: which function was attacked and evaluated ("model", "fixed", a stand-in name).
+        settings: the attack's ``settings()``.
+        x: the clean points, x_adv the adversarial ones, [N, C, H, W].
+        correct: [D, N] bool, prediction draws of the evaluated function on x_adv.
+        forward_passes: images the attack says it sent through the model.
+        queried: images the attacked module actually received (a forward hook).
+        mode_restored: every module's train/eval flag was the same after the attack.
+        eps, norm: the threat model the audit asked for.
+    """
+
+    label: str
+    attack: str
+    target: str
+    settings: dict[str, Any]
+    x: Tensor
+    x_adv: Tensor
+    correct: Tensor
+    forward_passes: int
+    queried: int
+    mode_restored: bool
+    eps: float
+    norm: str
+    elapsed_s: float = 0.0
+
+    @property
+    def accuracy(self) -> float:
+        """Mean per-draw accuracy on the adversarial points."""
+        return self.correct.float().mean().item()
+
+
+class _Fixed(nn.Module):
+    """A random model with its randomness fixed: every forward pass reuses the same seeded draws.
+
+    Uses ``model.fixed_randomness(seed)`` when the model has it (CiiV); otherwise reseeds torch's
+    global generators before every forward pass (restoring their state afterwards), which fixes
+    any model that draws its noise from them (``torch.rand``, ``randn``, dropout, ...). Models
+    with a private generator stay random; the audit verifies the result and says so.
+    """
+
+    stochastic = False
+
+    def __init__(self, model: nn.Module, seed: int) -> None:
+        super().__init__()
+        self.model = model
+        self.seed = int(seed)
+
+    @contextlib.contextmanager
+    def _seeded(self, device: torch.device) -> Iterator[None]:
+        own = getattr(self.model, "fixed_randomness", None)
+        if callable(own):
+            with own(self.seed):
+                yield
+            return
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed)
+            yield
+
+    def forward(self, x: Tensor) -> Tensor:
+        with self._seeded(x.device):
+            return self.model(x)
+
+    def predict(self, x: Tensor) -> Tensor:
+        with self._seeded(x.device):
+            return predict(self.model, x)
+
+
+class _FixedWithBPDA(_Fixed):
+    """:class:`_Fixed` for a model with BPDA backwards: passes ``bpda`` through."""
+
+    def bpda(self, surrogate: str):
+        return self.model.bpda(surrogate)
+
+
+def fixed_randomness(model: nn.Module, seed: int) -> nn.Module:
+    """``model`` with its randomness fixed to ``seed`` (see :class:`_Fixed`); a new module that
+    shares the model's parameters, with ``bpda`` only if the model has it."""
+    cls = _FixedWithBPDA if callable(getattr(model, "bpda", None)) else _Fixed
+    return cls(model, seed)
+
+
+class AuditContext:
+    """Model, points and settings of one audit, with everything the checks computed so far.
+
+    Args:
+        model: the model under audit (eval mode is set by the caller); pixels in [0, 1] -> logits.
+        x: images [N, C, H, W] in [0, 1]; y: labels [N] (int64), on the model's device.
+        settings: the audit's settings.
+    """
+
+    def __init__(self, model: nn.Module, x: Tensor, y: Tensor, settings: AuditSettings) -> None:
+        self.model = model
+        self.x = x
+        self.y = y
+        self.settings = settings
+        self.threat = get_threat_model(settings.norm, settings.eps)
+        self.runs: dict[str, AttackRun] = {}
+        self._memo: dict[str, Any] = {}
+        self._seed_counter = 0
+
+    # -- basics ----------------------------------------------------------------------------
+
+    @property
+    def n(self) -> int:
+        return self.x.shape[0]
+
+    def memo(self, key: str, factory: Callable[[], T]) -> T:
+        """``factory()`` computed once per audit and cached under ``key``."""
+        if key not in self._memo:
+            self._memo[key] = factory()
+        return self._memo[key]
+
+    def next_seed(self) -> int:
+        """A fresh seed derived from the audit's seed (one per attack run)."""
+        self._seed_counter += 1
+        return self.settings.seed * 1000 + self._seed_counter
+
+    def grad_points(self) -> tuple[Tensor, Tensor]:
+        """The first ``grad_examples`` examples, used by the gradient measurements."""
+        k = min(self.settings.grad_examples, self.n)
+        return self.x[:k], self.y[:k]
+
+    @property
+    def unbounded_eps(self) -> float:
+        """A budget that reaches every image: 1 for Linf, the diagonal sqrt(C*H*W) of the cube
+        for L2."""
+        return 1.0 if self.settings.norm == "Linf" else math.sqrt(self.x[0].numel())
+
+    # -- randomness ------------------------------------------------------------------------
+
+    @property
+    def logit_draws(self) -> Tensor:
+        """Logits of max(draws, 4) forward passes on the gradient points: [R, n, classes]."""
+        x, _ = self.grad_points()
+        draws = max(self.settings.draws, 4)
+        return self.memo(
+            "logit_draws", lambda: logit_draws(self.model, x, draws, self.settings.batch_size)
+        )
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether the same input gives different logits (measured, whatever the model says)."""
+
+        def measure() -> bool:
+            logits = self.logit_draws.float()
+            spread = (logits - logits[0]).abs().amax().item()
+            return spread > _RANDOM_RTOL * (1.0 + logits.abs().amax().item())
+
+        return self.memo("stochastic", measure)
+
+    @property
+    def shared_draws(self) -> bool:
+        """A random model that draws its randomness once per call: copies of an image inside one
+        batch are then the same draw, and batched EOT (what the attacks do) averages nothing."""
+
+        def measure() -> bool:
+            x, _ = self.grad_points()
+            return self.stochastic and draws_shared_by_batch(self.model, x, _RANDOM_RTOL)
+
+        return self.memo("shared_draws", measure)
+
+    @property
+    def surrogates(self) -> tuple[str, ...]:
+        """BPDA backwards the model offers (``model.bpda``), else ()."""
+        return SURROGATES if callable(getattr(self.model, "bpda", None)) else ()
+
+    def stability(self, surrogate: str | None = None) -> Stability:
+        """EOT stability of the true gradient (None) or a BPDA one, on the gradient points."""
+        x, y = self.grad_points()
+        grid = self.settings.eot_grid if self.stochastic else (1,)
+        return self.memo(
+            f"stability:{surrogate}",
+            lambda: eot_stability(
+                self.model, x, y, grid, surrogate, self.settings.batch_size, not self.shared_draws
+            ),
+        )
+
+    def eot(self, surrogate: str | None = None) -> int:
+        """Draws per gradient for an attack with this backward: 1 for a deterministic model, else
+        the E at which the gradient direction is stable, at most ``max_eot``."""
+        if not self.stochastic:
+            return 1
+        needed = self.stability(surrogate).needed(self.settings.cosine_threshold)
+        return min(needed or self.settings.max_eot, self.settings.max_eot)
+
+    @property
+    def best_surrogate(self) -> str | None:
+        """The backward whose EOT gradient stabilises first (None = the true gradient; ties go to
+        it); when none stabilises, the one with the highest cosine at the largest E."""
+
+        def choose() -> str | None:
+            if not self.stochastic or not self.surrogates:
+                return None
+            options = [None, *self.surrogates]
+            threshold = self.settings.cosine_threshold
+            curves = {s: self.stability(s) for s in options}
+            reached = [s for s in options if curves[s].needed(threshold) is not None]
+            if reached:
+                return min(reached, key=lambda s: curves[s].needed(threshold))
+            return max(options, key=lambda s: curves[s].cosine[-1])
+
+        return self.memo("best_surrogate", choose)
+
+    # -- accuracy ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def logits(self, points: Tensor, model: nn.Module | None = None) -> Tensor:
+        """One forward pass of ``model`` (default: the audited one) on points, in batches."""
+        model = self.model if model is None else model
+        size = self.settings.batch_size
+        return torch.cat([model(points[s : s + size]) for s in range(0, len(points), size)])
+
+    @torch.no_grad()
+    def labels(self, points: Tensor, model: nn.Module | None = None) -> Tensor:
+        """One prediction of ``model`` by its own rule (``ciiv.models.predict``), in batches."""
+        model = self.model if model is None else model
+        size = self.settings.batch_size
+        return torch.cat([predict(model, points[s : s + size]) for s in range(0, len(points), size)])
+
+    def correct(self, points: Tensor, model: nn.Module | None = None, draws: int | None = None):
+        """[D, N] bool: whether each of D predictions of ``model`` (default: the audited one) on
+        ``points`` is right. D = ``draws`` or, by default, settings.draws for a random model and
+        1 for a deterministic one."""
+        model = self.model if model is None else model
+        if draws is None:
+            draws = self.settings.draws if (model is self.model and self.stochastic) else 1
+        return torch.stack([self.labels(points, model) == self.y for _ in range(draws)])
+
+    @property
+    def clean_correct(self) -> Tensor:
+        return self.memo("clean_correct", lambda: self.correct(self.x))
+
+    def compare(self, a: Tensor, b: Tensor) -> Comparison:
+        """acc(a) - acc(b), paired, with this audit's tolerance (see :class:`Comparison`)."""
+        return compare(a, b, self.settings.z)
+
+    # -- attacks -------------------------------------------------------------------------------
+
+    def run(
+        self,
+        label: str,
+        attack: str,
+        *,
+        target: str = "model",
+        model: nn.Module | None = None,
+        draws: int | None = None,
+        **hyper: Any,
+    ) -> AttackRun:
+        """Run attack ``attack`` (registry name) with ``hyper`` against ``model`` (default: the
+        audited one) on all points, evaluate the result on the same model, cache it as ``label``.
+
+        ``eps``/``norm`` default to the audit's; a seed is drawn from the audit's seed. The
+        attacked module gets a forward hook that counts the images it really receives.
+        """
+        if label in self.runs:
+            return self.runs[label]
+        model = self.model if model is None else model
+        hyper = {"eps": self.settings.eps, "norm": self.settings.norm, **hyper}
+        if "max_batch" in inspect.signature(attack_class(attack).__init__).parameters:
+            hyper.setdefault("max_batch", self.settings.batch_size)
+        hyper.setdefault("seed", self.next_seed())
+        instance = create_attack(attack, model, **hyper)
+        seen = [0]
+        hook = model.register_forward_hook(lambda _m, args, _o: seen.__setitem__(0, seen[0] + len(args[0])))
+        flags = [m.training for m in model.modules()]
+        start = time.perf_counter()
+        try:
+            x_adv = instance(self.x, self.y)
+        finally:
+            hook.remove()
+        elapsed = time.perf_counter() - start
+        restored = flags == [m.training for m in model.modules()]
+        run = AttackRun(
+            label=label,
+            attack=attack,
+            target=target,
+            settings=instance.settings(),
+            x=self.x,
+            x_adv=x_adv,
+            correct=self.correct(x_adv, model, draws),
+            forward_passes=instance.forward_passes,
+            queried=seen[0],
+            mode_restored=restored,
+            eps=float(hyper["eps"]),
+            norm=str(hyper["norm"]),
+            elapsed_s=elapsed,
+        )
+        logger.info("audit: %s accuracy %.3f (%.1fs)", label, run.accuracy, elapsed)
+        self.runs[label] = run
+        return run
+
+    def pgd(
+        self,
+        steps: int | None = None,
+        *,
+        eps: float | None = None,
+        restarts: int = 1,
+        surrogate: str | None = None,
+        eot: int | None = None,
+        model: nn.Module | None = None,
+        target: str = "model",
+    ) -> AttackRun:
+        """PGD with a random start and step 2.5 * eps / steps; EOT and backward as the audit
+        measured unless given (the stochasticity of ``model`` decides whether EOT is needed)."""
+        steps = self.settings.steps if steps is None else steps
+        eps = self.settings.eps if eps is None else eps
+        on_audited = model is None or model is self.model
+        eot = (self.eot(surrogate) if on_audited else 1) if eot is None else eot
+        label = _label("pgd", steps=steps, eps=eps, restarts=restarts, surrogate=surrogate,
+                       eot=eot, target=target, main_eps=self.settings.eps)  # fmt: skip
+        return self.run(
+            label, "pgd", target=target, model=model, eps=eps, steps=steps,
+            step_size=2.5 * eps / steps, random_start=True, restarts=restarts, eot=eot,
+            bpda=surrogate,
+        )  # fmt: skip
+
+    def fgsm(self, surrogate: str | None = None) -> AttackRun:
+        """FGSM at the audit's budget (EOT as measured)."""
+        eot = self.eot(surrogate)
+        label = _label("fgsm", surrogate=surrogate, eot=eot, main_eps=self.settings.eps)
+        return self.run(label, "fgsm", eot=eot, bpda=surrogate)
+
+    def white_box(self) -> list[AttackRun]:
+        """Gradient attacks at the audit's budget on the audited model: FGSM and PGD with the
+        true gradient and every BPDA backward the model offers."""
+        runs = [self.fgsm(), self.pgd()]
+        runs += [self.pgd(surrogate=s) for s in self.surrogates]
+        return runs
+
+
+def _label(kind: str, *, main_eps: float, steps: int | None = None, eps: float | None = None,
+           restarts: int = 1, surrogate: str | None = None, eot: int = 1, target: str = "model") -> str:  # fmt: skip
+    """Readable run names: "pgd-50", "pgd-50-bpda-identity-eot8", "pgd-50@eps=0.5@fixed"."""
+    parts = [kind if steps is None else f"{kind}-{steps}"]
+    if restarts > 1:
+        parts.append(f"x{restarts}")
+    if surrogate:
+        parts.append(f"bpda-{surrogate}")
+    if eot > 1:
+        parts.append(f"eot{eot}")
+    name = "-".join(parts)
+    if eps is not None and not math.isclose(eps, main_eps):
+        name += f"@eps={eps:.4g}"
+    if target != "model":
+        name += f"@{target}"
+    return name

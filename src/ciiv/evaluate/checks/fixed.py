@@ -1,0 +1,88 @@
+"""Check 7, fixed randomness: once the model's random draws are fixed (a deterministic function),
+the attack must succeed at least as well as against the random model.
+
+CiiV models fix their draws with ``model.fixed_randomness(seed)``; any other random model is
+fixed by reseeding torch's global generators before each forward pass (see
+``context.fixed_randomness``). If that does not make the model deterministic (a private
+generator), the check is skipped and says so.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import CheckResult, register_check
+from .context import AuditContext, fixed_randomness, worst_case
+
+
+@register_check(
+    "fixed_randomness",
+    order=70,
+    summary="the attack succeeds at least as well once the model's randomness is fixed",
+)
+def fixed_randomness_check(ctx: AuditContext) -> CheckResult:
+    s = ctx.settings
+    if not ctx.stochastic:
+        return CheckResult(
+            "fixed_randomness", "skip", "The model is deterministic: there is no randomness to fix."
+        )
+    fixed = fixed_randomness(ctx.model, s.seed)
+    x, _ = ctx.grad_points()
+    with torch.no_grad():
+        same = torch.equal(fixed(x), fixed(x))
+    if not same:
+        return CheckResult(
+            "fixed_randomness",
+            "skip",
+            "Reseeding torch's generators before each forward pass does not make this model "
+            "deterministic (it draws from its own generator). Give the model a "
+            "fixed_randomness(seed) context manager (as CiiVClassifier has) to run this check.",
+            {"fixed_is_deterministic": False},
+        )
+    # The same PGD configurations on both: the true gradient and every BPDA backward.
+    backwards = [None, *ctx.surrogates]
+    runs = [ctx.pgd(model=fixed, target="fixed", eot=1, surrogate=b) for b in backwards]
+    random_runs = [ctx.pgd(surrogate=b) for b in backwards]
+    fixed_worst, random_worst = worst_case(runs), worst_case(random_runs)
+    # The fixed draw's adversarial points against the random model: does each draw need its own?
+    best_fixed = min(runs, key=lambda r: r.accuracy)
+    transferred = ctx.correct(best_fixed.x_adv)
+    acc_fixed = fixed_worst.mean().item()
+    acc_random = random_worst.mean().item()
+    worse = ctx.compare(fixed_worst, random_worst)  # > 0: the attack does worse when fixed
+    owed = ctx.compare(random_worst, fixed_worst)  # > 0: robustness that exists only by chance
+    numbers = {
+        "fixed_is_deterministic": True,
+        "accuracy_fixed": round(acc_fixed, 4),
+        "accuracy_random": round(acc_random, 4),
+        "accuracy_random_on_fixed_points": round(transferred.float().mean().item(), 4),
+        "attacks": {r.label: round(r.accuracy, 4) for r in runs + random_runs},
+        "fixed_minus_random": worse.to_dict(),
+    }
+    if worse.violated:
+        return CheckResult(
+            "fixed_randomness",
+            "fail",
+            f"The attack does worse on a deterministic copy of the model ({acc_fixed:.1%}) than on "
+            f"the random model ({acc_random:.1%}): the gradient itself is broken (shattered or "
+            "vanishing), not merely noisy. Attack through BPDA and with gradient-free attacks.",
+            numbers,
+        )
+    if owed.violated:
+        return CheckResult(
+            "fixed_randomness",
+            "warn",
+            f"Every fixed draw is easy to break ({acc_fixed:.1%} left) but the random model keeps "
+            f"{acc_random:.1%} (points crafted on the fixed draw leave "
+            f"{numbers['accuracy_random_on_fixed_points']:.1%}): {owed.diff:.1%} of the robust "
+            "accuracy comes from the randomness. Check that it survives stronger EOT (E = "
+            f"{2 * ctx.eot(ctx.best_surrogate)} or more), BPDA and more steps before trusting it.",
+            numbers,
+        )
+    return CheckResult(
+        "fixed_randomness",
+        "pass",
+        f"With the randomness fixed the attack leaves {acc_fixed:.1%}, about what it leaves on the "
+        f"random model ({acc_random:.1%}): the randomness is not what stops the attack.",
+        numbers,
+    )

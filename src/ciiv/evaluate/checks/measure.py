@@ -1,0 +1,194 @@
+"""Measurements on the model itself, without an attack: input gradients, their EOT stability, and
+the spread of the logits over random forward passes.
+
+Gradients are per example: losses are summed over the batch before ``autograd.grad``, which gives
+each example the gradient of its own loss as long as examples do not interact (eval mode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ciiv.attacks import bpda_context, independent_draws, margin
+
+__all__ = [
+    "LOSSES",
+    "Stability",
+    "cosine",
+    "draws_shared_by_batch",
+    "eot_stability",
+    "input_gradients",
+    "logit_draws",
+    "per_example_loss",
+]
+
+LOSSES: tuple[str, ...] = ("ce", "margin")
+
+
+def per_example_loss(logits: Tensor, y: Tensor, loss: str) -> Tensor:
+    """The attacker's objective per example [B]: cross-entropy, or the Carlini-Wagner margin
+    max_{j != y} logit_j - logit_y (which never saturates for logits)."""
+    if loss == "ce":
+        return F.cross_entropy(logits, y, reduction="none")
+    if loss == "margin":
+        return margin(logits, y)
+    raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+
+
+def _copies(n: int, copies: int, batch_size: int) -> list[int]:
+    """Split ``copies`` draws of an n-example batch into calls of at most ~batch_size images."""
+    per_call = max(1, batch_size // max(n, 1))
+    return [min(per_call, copies - start) for start in range(0, copies, per_call)]
+
+
+def input_gradients(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    loss: str = "ce",
+    surrogate: str | None = None,
+    copies: int = 1,
+    batch_size: int = 256,
+) -> Tensor:
+    """Gradients of the per-example loss w.r.t. the input, one per random forward pass.
+
+    Args:
+        model: maps x [N, C, H, W] in [0, 1] to logits.
+        x, y: images [N, C, H, W] in [0, 1] and labels [N].
+        loss: "ce" or "margin" (see :func:`per_example_loss`).
+        surrogate: None for the true gradient, else a BPDA backward ("identity" | "smooth") set
+            through ``model.bpda``.
+        copies: independent draws; the copies of a batch go through the model together, with
+            per-example random masks for a CiiV model (``independent_draws``).
+        batch_size: most images per model call (at least one copy of the batch).
+    Returns:
+        [copies, N, C, H, W].
+    """
+    out = []
+    draws_ctx = independent_draws(model) if copies > 1 else contextlib.nullcontext()
+    with draws_ctx, bpda_context(model, surrogate), torch.enable_grad():
+        for k in _copies(x.shape[0], copies, batch_size):
+            rows = x.detach().repeat(k, 1, 1, 1).requires_grad_(True)
+            value = per_example_loss(model(rows), y.repeat(k), loss)
+            (grad,) = torch.autograd.grad(value.sum(), rows)
+            out.append(grad.view(k, *x.shape))
+    return torch.cat(out)
+
+
+def cosine(a: Tensor, b: Tensor) -> Tensor:
+    """Per-example cosine similarity of a and b [N, ...] -> [N]; 0 where either is zero."""
+    a, b = a.flatten(1).double(), b.flatten(1).double()
+    denom = a.norm(dim=1) * b.norm(dim=1)
+    dot = (a * b).sum(1)
+    return torch.where(denom > 0, dot / denom.clamp_min(1e-300), torch.zeros_like(dot)).float()
+
+
+@dataclass
+class Stability:
+    """How stable the direction of an EOT gradient is as the number of draws E grows.
+
+    Attributes:
+        surrogate: "exact" (the true gradient) or the BPDA backward that was measured.
+        eot: the E values measured.
+        cosine: per E, the median over examples of the cosine between two independent EOT-E
+            estimates (disjoint draws).
+        mean_gradient: the EOT estimate over all 2 * max(E) draws, [N, C, H, W].
+    """
+
+    surrogate: str
+    eot: list[int]
+    cosine: list[float]
+    mean_gradient: Tensor
+
+    def needed(self, threshold: float) -> int | None:
+        """Smallest measured E whose cosine reaches ``threshold``; None when none does."""
+        return next((e for e, c in zip(self.eot, self.cosine, strict=True) if c >= threshold), None)
+
+    def extrapolated(self, threshold: float) -> float | None:
+        """E at which the cosine would reach ``threshold``, from the largest E measured.
+
+        Two independent EOT-E means of draws with mean m and per-draw noise variance s^2 have a
+        cosine of about E * r / (1 + E * r), r = |m|^2 / s^2; solving for the threshold t gives
+        E = t / ((1 - t) * r). None when the measured cosine is <= 0 (no signal at all).
+        """
+        e, c = self.eot[-1], self.cosine[-1]
+        if c <= 0:
+            return None
+        if c >= 1:
+            return float(e)
+        ratio = c / (e * (1 - c))
+        return threshold / ((1 - threshold) * ratio)
+
+    def to_numbers(self, threshold: float) -> dict:
+        extrapolated = self.extrapolated(threshold)
+        return {
+            "cosine_by_eot": {str(e): round(c, 4) for e, c in zip(self.eot, self.cosine, strict=True)},
+            "eot_needed": self.needed(threshold),
+            "eot_extrapolated": None if extrapolated is None else math.ceil(extrapolated),
+        }
+
+
+def eot_stability(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    grid: tuple[int, ...],
+    surrogate: str | None = None,
+    batch_size: int = 256,
+    batched: bool = True,
+) -> Stability:
+    """Measure the EOT gradient's stability at E in ``grid`` (see :class:`Stability`).
+
+    Draws 2 * max(grid) CE gradients per example and deals them alternately to two streams, so
+    at every E the two running means are independent EOT-E estimates. Memory stays at three
+    gradients per example whatever max(grid) is. ``batched=False`` makes one model call per draw,
+    for models that draw their randomness once per call.
+    """
+    e_max = max(grid)
+    sums = torch.zeros((2, *x.shape), dtype=torch.float64, device=x.device)
+    counts = [0, 0]
+    cosines: dict[int, float] = {}
+    calls = _copies(x.shape[0], 2 * e_max, batch_size) if batched else [1] * (2 * e_max)
+    for k in calls:
+        grads = input_gradients(model, x, y, "ce", surrogate, copies=k, batch_size=batch_size)
+        for g in grads:
+            stream = counts.index(min(counts))
+            sums[stream] += g.double()
+            counts[stream] += 1
+            if counts[0] == counts[1] and counts[0] in grid:
+                cosines[counts[0]] = cosine(sums[0], sums[1]).median().item()
+    eot = sorted(cosines)
+    return Stability(
+        surrogate=surrogate or "exact",
+        eot=eot,
+        cosine=[cosines[e] for e in eot],
+        mean_gradient=(sums.sum(0) / sum(counts)).to(x.dtype),
+    )
+
+
+@torch.no_grad()
+def draws_shared_by_batch(model: nn.Module, x: Tensor, rtol: float) -> bool:
+    """Whether two copies of the same images in one call get the same logits (randomness drawn
+    once per call, not per row), with per-example masks for a CiiV model as batched EOT uses."""
+    with independent_draws(model):
+        logits = model(x.repeat(2, 1, 1, 1)).float().view(2, x.shape[0], -1)
+    return (logits[0] - logits[1]).abs().amax().item() <= rtol * (1.0 + logits.abs().amax().item())
+
+
+@torch.no_grad()
+def logit_draws(model: nn.Module, x: Tensor, draws: int, batch_size: int = 256) -> Tensor:
+    """Logits of ``draws`` forward passes of the same batch, [draws, N, classes].
+
+    Each pass is a separate call on the unmodified batch: exactly how the deployed model is
+    queried (a CiiV model's masks stay shared by the batch, as in deployment).
+    """
+    out = []
+    for _ in range(draws):
+        out.append(torch.cat([model(x[s : s + batch_size]) for s in range(0, len(x), batch_size)]))
+    return torch.stack(out)

@@ -1,0 +1,117 @@
+"""The audit's settings: one typed dataclass, a full preset and a quick one."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["AuditSettings", "audit_settings"]
+
+# Overrides of the defaults that make the audit cheap enough to run inside every `ciiv eval`.
+QUICK: dict[str, Any] = {
+    "steps": 20,
+    "step_grid": (5, 20),
+    "restarts": 2,
+    "eot_grid": (1, 4, 16),
+    "max_eot": 8,
+    "grad_examples": 16,
+    "draws": 3,
+    "eps_multipliers": (1.0,),
+    "square_queries": 200,
+    "spsa_steps": 10,
+    "random_search_draws": 20,
+}
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """Every knob of the audit (see docs/evaluation.md, "The audit checks").
+
+    Budgets are in [0, 1] pixel units. Accuracies compared between attacks are mean per-draw
+    accuracies over the same examples, with the paired standard error of their difference.
+
+    Attributes:
+        eps: the threat model's budget.
+        norm: "Linf" or "L2".
+        steps: PGD steps of the audit's main attack; step size 2.5 * eps / steps (Madry et al.).
+        step_grid: PGD step counts of the iteration-monotonicity check (ascending).
+        restarts: random restarts of the restart comparison.
+        eot_grid: E values at which the EOT gradient's stability is measured (ascending).
+        cosine_threshold: an EOT-E gradient is "stable" when the median cosine similarity of two
+            independent EOT-E estimates reaches this (0.8 means each estimate has a cosine of
+            about 0.9 with the true expected gradient).
+        max_eot: most draws per gradient that the audit's attacks average.
+        grad_examples: examples used for the gradient measurements.
+        draws: prediction draws per accuracy for a random model (1 for a deterministic one).
+        eps_multipliers: budgets of the strength check, as multiples of eps (an unbounded budget
+            is always added).
+        unbounded_max_accuracy: an unbounded attack must leave at most this accuracy.
+        z: violations count only when larger than z paired standard errors (and one example).
+        zero_grad_max_fraction: more examples than this with a vanishing gradient fail.
+        vanishing_atol: a per-example gradient whose largest entry is at most this is "zero".
+        bpda_cosine_warn: a true and a BPDA gradient less aligned than this are reported.
+        square_queries, spsa_steps, spsa_samples, random_search_draws: black-box budgets.
+        noise_sigma: standard deviation of the Gaussian / uniform noise attacks.
+        batch_size: most images per model call.
+        seed: seeds the audit's draws (attacks, random starts, the model's randomness).
+        quick: the cheap preset (fewer E values, steps, draws and queries).
+    """
+
+    eps: float
+    norm: str = "Linf"
+    steps: int = 50
+    step_grid: tuple[int, ...] = (10, 50, 200)
+    restarts: int = 3
+    eot_grid: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    cosine_threshold: float = 0.8
+    max_eot: int = 32
+    grad_examples: int = 32
+    draws: int = 5
+    eps_multipliers: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+    unbounded_max_accuracy: float = 0.05
+    z: float = 2.0
+    zero_grad_max_fraction: float = 0.1
+    vanishing_atol: float = 1e-8
+    bpda_cosine_warn: float = 0.5
+    square_queries: int = 1000
+    spsa_steps: int = 20
+    spsa_samples: int = 16
+    random_search_draws: int = 100
+    noise_sigma: float = 0.1
+    batch_size: int = 256
+    seed: int = 0
+    quick: bool = False
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.eps) and self.eps > 0):
+            raise ValueError(f"eps must be a positive budget, got {self.eps!r}")
+        if self.norm not in ("Linf", "L2"):
+            raise ValueError(f"unknown norm {self.norm!r}; valid: Linf, L2")
+        for name in ("step_grid", "eot_grid", "eps_multipliers"):
+            values = tuple(getattr(self, name))
+            if not values or list(values) != sorted(set(values)) or values[0] <= 0:
+                raise ValueError(f"{name} must be a non-empty ascending tuple of positive values")
+            object.__setattr__(self, name, values)
+        for name in ("steps", "restarts", "max_eot", "grad_examples", "draws", "batch_size",
+                     "square_queries", "spsa_steps", "spsa_samples", "random_search_draws"):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 < self.cosine_threshold < 1:
+            raise ValueError(f"cosine_threshold must be in (0, 1), got {self.cosine_threshold}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def audit_settings(eps: float, norm: str = "Linf", quick: bool = False, **overrides: Any):
+    """Settings for budget ``eps`` and ``norm``: the full preset, or the quick one, then
+    ``overrides`` (any :class:`AuditSettings` field). Unknown names raise a ValueError."""
+    valid = {f.name for f in dataclasses.fields(AuditSettings)} - {"eps", "norm", "quick"}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise ValueError(f"unknown audit setting(s) {unknown}; valid: {', '.join(sorted(valid))}")
+    values = {**(QUICK if quick else {}), **overrides}
+    return AuditSettings(eps=eps, norm=norm, quick=quick, **values)

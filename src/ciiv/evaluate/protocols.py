@@ -1,0 +1,117 @@
+"""Evaluation protocols: which function the attacks query (SPEC section 6).
+
+- ``full`` (the default): every attack queries exactly the function that is evaluated -- all L
+  views, fresh randomness on every query, gradients averaged over E draws (EOT).
+- ``paper``: the authors' protocol -- attacks query the centre view only (``model.num_views = 1``
+  while the attack runs) and use one gradient sample per step (EOT only in the named EOT-PGD
+  entry); accuracy is then counted with all L views. It attacks a surrogate, and exists to show
+  what the paper's numbers measure.
+
+For a model without views (anything but CiiV) there is no centre view to attack, so ``paper``
+runs exactly as ``full`` (:meth:`Protocol.effective`) and the summary says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from torch import nn
+
+__all__ = ["PROTOCOLS", "Protocol", "get_protocol"]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How attacks see the model.
+
+    Attributes:
+        name: "full" or "paper".
+        description: one line for the summary.
+        centre_view_only: attacks query ``num_views = 1`` on models that have views.
+        eot_by_default: entries with ``eot="protocol"`` get E (True) or 1 (False).
+    """
+
+    name: str
+    description: str
+    centre_view_only: bool
+    eot_by_default: bool
+
+    def eot(self, mode: int | str, e: int) -> int:
+        """Gradient samples for an entry's ``eot`` mode ("protocol", "E" or a fixed int)."""
+        if isinstance(mode, int):
+            return mode
+        if mode == "E":
+            return e
+        return e if self.eot_by_default else 1
+
+    def effective(self, traits) -> Protocol:
+        """The protocol actually run for a model with ``traits``: ``full`` for a model without
+        views (the paper protocol has no surrogate to attack there), else this one."""
+        return PROTOCOLS["full"] if self.centre_view_only and not traits.views else self
+
+    def attack_views(self) -> str:
+        """"centre" when attacks see the centre view only, else "all"."""
+        return "centre" if self.centre_view_only else "all"
+
+    def unsupported(self, entry) -> str | None:
+        """Why ``entry`` cannot run under this protocol on this model, or None."""
+        if self.centre_view_only and entry.hyper.get("loss") == "adaptive":
+            return "the adaptive loss needs several views; the paper protocol attacks one"
+        return None
+
+    @contextlib.contextmanager
+    def attack_context(self, model: nn.Module) -> Iterator[None]:
+        """While the block runs, the model is the function this protocol's attacks query."""
+        if not (self.centre_view_only and hasattr(model, "num_views")):
+            yield
+            return
+        previous, model.num_views = model.num_views, 1
+        try:
+            yield
+        finally:
+            model.num_views = previous
+
+    def note(self, traits) -> str:
+        """What the protocol meant for this model, for the summary."""
+        if self.effective(traits) is not self:
+            return (
+                "the model has no views, so the paper protocol equals the full one (attacks query "
+                "the evaluated function, with EOT); the results are those of the full protocol"
+            )
+        return self.description
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p
+    for p in (
+        Protocol(
+            name="full",
+            description=(
+                "attacks query the evaluated function: all views, fresh randomness per query, "
+                "EOT over E draws; accuracy over R prediction draws"
+            ),
+            centre_view_only=False,
+            eot_by_default=True,
+        ),
+        Protocol(
+            name="paper",
+            description=(
+                "the authors' protocol: attacks query the centre view only (num_views = 1), one "
+                "gradient sample per step except EOT-PGD; accuracy counted with all views"
+            ),
+            centre_view_only=True,
+            eot_by_default=False,
+        ),
+    )
+}
+
+
+def get_protocol(name: str | Protocol) -> Protocol:
+    """The protocol called ``name`` ("full" or "paper")."""
+    if isinstance(name, Protocol):
+        return name
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {name!r}; valid: {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]

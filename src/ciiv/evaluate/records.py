@@ -1,0 +1,165 @@
+"""Result files of an evaluation directory, written so that an interrupted run can resume.
+
+Layout of ``out_dir``:
+- ``config.json``: everything that determines the results (suite, protocol, E, R, seed, batch size,
+  resolved attacks, a digest of the examples). A resumed run must match it.
+- ``examples.jsonl``: one row per example (appended batch by batch, flushed and fsynced).
+- ``batches.jsonl``: one record per finished batch (forward passes and time per attack), written
+  *after* that batch's rows. A batch counts as done only when its record is there, so rows of a
+  batch cut short are dropped on resume.
+- ``shards/rank<r>/``: the same two files per rank of a multi-process run, merged by rank 0.
+- ``summary.json``: the aggregate (written last, atomically).
+
+Batch b always has the same examples and randomness (derived from the seed and b), so batches done
+by any earlier process, with any number of ranks, can be reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BatchWriter",
+    "load_done",
+    "read_json",
+    "read_jsonl",
+    "remove_results",
+    "write_json_atomic",
+    "write_merged",
+]
+
+EXAMPLES, BATCHES, CONFIG, SUMMARY, SHARDS = (
+    "examples.jsonl",
+    "batches.jsonl",
+    "config.json",
+    "summary.json",
+    "shards",
+)
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file and rename it over ``path`` (never a half-written file)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file. An unterminated last line (a write cut short) is ignored."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    # Everything after the last newline is an unterminated line, never trusted.
+    complete = path.read_text(encoding="utf-8").split("\n")[:-1]
+    rows = []
+    for number, line in enumerate(complete, start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise ValueError(f"{path}: line {number} is not valid JSON") from None
+    return rows
+
+
+def _complete(directory: Path) -> tuple[dict[int, list[dict]], dict[int, dict]]:
+    """Finished batches of one directory: rows and record of every batch whose record is there
+    and whose rows are all present."""
+    records = {r["batch"]: r for r in read_jsonl(directory / BATCHES)}
+    by_batch: dict[int, list[dict]] = {}
+    for row in read_jsonl(directory / EXAMPLES):
+        by_batch.setdefault(row["batch"], []).append(row)
+    done = {b: r for b, r in records.items() if len(by_batch.get(b, ())) == r["size"]}
+    rows = {b: sorted(by_batch[b], key=lambda row: row["position"]) for b in done}
+    return rows, done
+
+
+def load_done(out_dir: Path) -> tuple[dict[int, list[dict]], dict[int, dict]]:
+    """Finished batches found in ``out_dir`` and its shards: (rows by batch, record by batch)."""
+    out_dir = Path(out_dir)
+    shards = out_dir / SHARDS
+    directories = [out_dir, *sorted(p for p in shards.iterdir() if p.is_dir())] if (
+        shards.exists()
+    ) else [out_dir]
+    rows: dict[int, list[dict]] = {}
+    records: dict[int, dict] = {}
+    for directory in directories:
+        dir_rows, dir_records = _complete(directory)
+        for batch, record in dir_records.items():
+            if batch not in records:
+                records[batch], rows[batch] = record, dir_rows[batch]
+    return rows, records
+
+
+class BatchWriter:
+    """Appends finished batches to ``examples.jsonl`` and ``batches.jsonl`` in ``directory``.
+
+    On opening, the files are rewritten to hold exactly their finished batches (dropping rows of a
+    batch that was cut short), so appended rows never mix with stale ones.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        rows, records = _complete(self.directory)
+        self._rewrite(EXAMPLES, (row for b in sorted(rows) for row in rows[b]))
+        self._rewrite(BATCHES, (records[b] for b in sorted(records)))
+
+    def _rewrite(self, name: str, items: Iterable[dict]) -> None:
+        path = self.directory / name
+        tmp = path.with_name(f".{name}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for item in items:
+                f.write(json.dumps(item) + "\n")
+        os.replace(tmp, path)
+
+    def _append(self, name: str, items: Iterable[dict]) -> None:
+        with open(self.directory / name, "a", encoding="utf-8") as f:
+            for item in items:
+                f.write(json.dumps(item) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def write(self, rows: list[dict], record: dict) -> None:
+        """Rows of one batch, then its record (which marks the batch as done)."""
+        self._append(EXAMPLES, rows)
+        self._append(BATCHES, [record])
+
+
+def write_merged(out_dir: Path, rows: list[dict], records: list[dict]) -> None:
+    """Final ``examples.jsonl`` / ``batches.jsonl`` in ``out_dir`` (sorted), shards removed."""
+    out_dir = Path(out_dir)
+    for name, items in (
+        (EXAMPLES, sorted(rows, key=lambda r: r["position"])),
+        (BATCHES, sorted(records, key=lambda r: r["batch"])),
+    ):
+        tmp = out_dir / f".{name}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            for item in items:
+                f.write(json.dumps(item) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out_dir / name)
+    shutil.rmtree(out_dir / SHARDS, ignore_errors=True)
+
+
+def remove_results(out_dir: Path) -> None:
+    """Delete the evaluation files of ``out_dir`` (only those this module writes)."""
+    out_dir = Path(out_dir)
+    for name in (EXAMPLES, BATCHES, CONFIG, SUMMARY):
+        (out_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / SHARDS, ignore_errors=True)

@@ -1,0 +1,604 @@
+"""Attack suites: named, data-only presets of the attacks an evaluation runs (SPEC section 6).
+
+A :class:`Suite` has a threat model (norm and a per-dataset budget eps) and an ordered list of
+entries. Each :class:`AttackEntry` names an attack of the :mod:`ciiv.attacks` registry and its
+hyper-parameters; a :class:`Sweep` expands into one entry per eps and/or step count.
+
+Two roles (see docs/evaluation.md):
+- ``worst_case=True`` entries form the worst-case chain: they run in suite order, each on the
+  points that are still standing, and the robust accuracy is the per-example worst case over
+  them. They must use the suite's norm and an eps no larger than its budget.
+- ``worst_case=False`` entries (sweeps, other norms, larger budgets, noise) are standalone: each
+  attacks every example classified correctly on clean input, and is reported on its own.
+
+Suites are plain data: :meth:`Suite.from_dict` reads a YAML-like mapping (unknown keys are
+rejected), :meth:`Suite.to_dict` writes one, and :func:`resolve_suite` turns a suite into the
+concrete :class:`ResolvedAttack` list for one dataset, protocol, EOT count and model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ciiv.attacks.threat import parse_eps
+
+__all__ = [
+    "DEFAULT_EOT",
+    "AttackEntry",
+    "ModelTraits",
+    "ResolvedAttack",
+    "Suite",
+    "Sweep",
+    "format_eps",
+    "get_suite",
+    "list_suites",
+    "register_suite",
+    "resolve_suite",
+]
+
+# Gradient samples averaged per attack step under the full protocol. benchmarks/eot_convergence.py
+# measures robust accuracy against E on a CiiV model; docs/evaluation.md records the curve.
+DEFAULT_EOT = 8
+
+NORMS = ("Linf", "L2")
+REQUIREMENTS = ("views", "stochastic")
+# "protocol": E under the full protocol, 1 under the paper's; "E": E under both (EOT-PGD entries).
+EOT_MODES = ("protocol", "E")
+
+
+def format_eps(eps: float) -> str:
+    """Readable budget: ``8/255`` when eps is a whole number of 1/255 steps, else ``0.3``."""
+    scaled = eps * 255
+    if abs(scaled - round(scaled)) < 1e-6 and round(scaled) > 0:
+        return f"{round(scaled)}/255"
+    return f"{eps:g}"
+
+
+@dataclass(frozen=True)
+class AttackEntry:
+    """One attack of a suite.
+
+    Attributes:
+        name: unique label in the suite (a key of the results), e.g. ``"pgd-20"``.
+        attack: name in the :mod:`ciiv.attacks` registry.
+        hyper: other hyper-parameters passed to ``create_attack`` (``steps``, ``bpda``, ...).
+        eps: a fixed budget (float or ``"16/255"``); None uses ``eps_scale`` times the suite's
+            budget, so ``eps=`` overrides of the budget reach it.
+        eps_scale: multiple of the suite budget when ``eps`` is None.
+        norm: "Linf" or "L2"; None uses the suite's.
+        step_fraction: ``step_size = step_fraction * eps`` (keeps the step right when eps changes);
+            None leaves the step to ``hyper`` or the attack's default.
+        eot: None (the attack takes no ``eot``), "protocol" (E under the full protocol, 1 under the
+            paper's), "E" (E under both: the named EOT attacks) or a fixed int.
+        worst_case: part of the worst-case chain (True) or standalone (False).
+        requires: model traits the entry needs: "views" (a CiiV model: BPDA, adaptive loss) or
+            "stochastic" (a random model: EOT-only entries). Entries whose needs are unmet are
+            skipped and listed with the reason in the summary.
+    """
+
+    name: str
+    attack: str
+    hyper: Mapping[str, Any] = field(default_factory=dict)
+    eps: float | str | None = None
+    eps_scale: float = 1.0
+    norm: str | None = None
+    step_fraction: float | None = None
+    eot: int | str | None = None
+    worst_case: bool = True
+    requires: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c in self.name for c in "\n\t"):
+            raise ValueError(f"attack entry name must be a non-empty single line, got {self.name!r}")
+        if self.norm is not None and self.norm not in NORMS:
+            raise ValueError(f"{self.name}: unknown norm {self.norm!r}; valid: {', '.join(NORMS)}")
+        unknown = sorted(set(self.requires) - set(REQUIREMENTS))
+        if unknown:
+            raise ValueError(
+                f"{self.name}: unknown requirement(s) {unknown}; valid: {', '.join(REQUIREMENTS)}"
+            )
+        if self.eot is not None and not (
+            self.eot in EOT_MODES or (isinstance(self.eot, int) and self.eot >= 1)
+        ):
+            raise ValueError(f"{self.name}: eot must be None, 'protocol', 'E' or an int >= 1")
+        reserved = {"eps", "norm", "eot", "seed"} & set(self.hyper)
+        if reserved:
+            raise ValueError(
+                f"{self.name}: set {sorted(reserved)} through the entry's own fields, not hyper"
+            )
+        if self.eps is not None:
+            parse_eps(self.eps)
+        object.__setattr__(self, "hyper", dict(self.hyper))
+        object.__setattr__(self, "requires", tuple(self.requires))
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A family of standalone entries, one per value of eps and/or steps (their product).
+
+    Entry names are ``"<name>@eps=8/255"``, ``"<name>@steps=50"`` or both joined by ``,``.
+    """
+
+    name: str
+    base: AttackEntry
+    eps: tuple[float | str, ...] = ()
+    steps: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.eps and not self.steps:
+            raise ValueError(f"sweep {self.name!r} needs eps and/or steps values")
+        for value in self.eps:
+            parse_eps(value)
+        if any(not isinstance(s, int) or s < 1 for s in self.steps):
+            raise ValueError(f"sweep {self.name!r}: steps must be positive ints, got {self.steps}")
+        object.__setattr__(self, "eps", tuple(self.eps))
+        object.__setattr__(self, "steps", tuple(self.steps))
+
+    def expand(self) -> list[AttackEntry]:
+        eps_values = [parse_eps(e) for e in self.eps] or [None]
+        step_values = list(self.steps) or [None]
+        entries = []
+        for eps in eps_values:
+            for steps in step_values:
+                parts = []
+                hyper = dict(self.base.hyper)
+                if eps is not None:
+                    parts.append(f"eps={format_eps(eps)}")
+                if steps is not None:
+                    parts.append(f"steps={steps}")
+                    hyper["steps"] = steps
+                entries.append(
+                    dataclasses.replace(
+                        self.base,
+                        name=f"{self.name}@{','.join(parts)}",
+                        hyper=hyper,
+                        eps=self.base.eps if eps is None else eps,
+                        worst_case=False,
+                    )
+                )
+        return entries
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named attack suite.
+
+    Attributes:
+        name: registry name.
+        description: one line for listings and the summary.
+        norm: the threat model's norm, "Linf" or "L2".
+        budget: eps per dataset name, with a ``"default"`` key for every other dataset.
+        entries: attacks and sweeps, in run order (the worst-case chain runs cheap ones first,
+            so the expensive ones see fewer standing points).
+    """
+
+    name: str
+    description: str
+    norm: str
+    budget: Mapping[str, float | str]
+    entries: tuple[AttackEntry | Sweep, ...]
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"suite {self.name!r}: unknown norm {self.norm!r}; valid: {NORMS}")
+        if "default" not in self.budget:
+            raise ValueError(f"suite {self.name!r}: budget needs a 'default' key")
+        for value in self.budget.values():
+            parse_eps(value)
+        object.__setattr__(self, "budget", dict(self.budget))
+        object.__setattr__(self, "entries", tuple(self.entries))
+        names = [e.name for e in self.expanded()]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"suite {self.name!r}: duplicate entry names {duplicates}")
+        if not names:
+            raise ValueError(f"suite {self.name!r} has no entries")
+
+    def expanded(self) -> list[AttackEntry]:
+        """Entries with sweeps expanded, in run order."""
+        out: list[AttackEntry] = []
+        for entry in self.entries:
+            out.extend(entry.expand() if isinstance(entry, Sweep) else [entry])
+        return out
+
+    def eps_for(self, dataset: str | None) -> float:
+        """The budget for ``dataset`` (its own key, else ``"default"``)."""
+        return parse_eps(self.budget.get(dataset or "default", self.budget["default"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A YAML/JSON-ready mapping that :meth:`from_dict` reads back."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "norm": self.norm,
+            "budget": dict(self.budget),
+            "entries": [_entry_to_dict(e) for e in self.entries],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Suite:
+        """Build a suite from a mapping like :meth:`to_dict`'s; unknown keys raise ValueError.
+
+        An entry with a ``sweep`` key is a :class:`Sweep`: ``{"sweep": name, "eps": [...],
+        "steps": [...], "base": {entry}}``.
+        """
+        _reject_unknown("suite", data, {f.name for f in dataclasses.fields(cls)})
+        entries = tuple(_entry_from_dict(e) for e in data.get("entries", ()))
+        return cls(
+            name=data["name"],
+            description=data.get("description", ""),
+            norm=data["norm"],
+            budget=dict(data["budget"]),
+            entries=entries,
+        )
+
+
+def _entry_to_dict(entry: AttackEntry | Sweep) -> dict[str, Any]:
+    if isinstance(entry, Sweep):
+        return {
+            "sweep": entry.name,
+            "base": _entry_to_dict(entry.base),
+            "eps": list(entry.eps),
+            "steps": list(entry.steps),
+        }
+    out = dataclasses.asdict(entry)
+    out["requires"] = list(entry.requires)
+    return out
+
+
+def _entry_from_dict(data: Mapping[str, Any]) -> AttackEntry | Sweep:
+    if "sweep" in data:
+        _reject_unknown("sweep", data, {"sweep", "base", "eps", "steps"})
+        return Sweep(
+            name=data["sweep"],
+            base=_entry_from_dict(data["base"]),
+            eps=tuple(data.get("eps", ())),
+            steps=tuple(data.get("steps", ())),
+        )
+    _reject_unknown("attack entry", data, {f.name for f in dataclasses.fields(AttackEntry)})
+    return AttackEntry(**{**data, "requires": tuple(data.get("requires", ()))})
+
+
+def _reject_unknown(what: str, data: Mapping[str, Any], valid: set[str]) -> None:
+    unknown = sorted(set(data) - valid)
+    if unknown:
+        raise ValueError(f"unknown {what} key(s) {unknown}; valid: {', '.join(sorted(valid))}")
+
+
+_SUITES: dict[str, Suite] = {}
+
+
+def register_suite(suite: Suite) -> Suite:
+    """Add ``suite`` to the registry under ``suite.name`` (names are unique)."""
+    if suite.name in _SUITES:
+        raise ValueError(f"suite {suite.name!r} is already registered")
+    _SUITES[suite.name] = suite
+    return suite
+
+
+def list_suites() -> list[str]:
+    """Registered suite names, sorted."""
+    return sorted(_SUITES)
+
+
+def get_suite(suite: str | Suite | Mapping[str, Any]) -> Suite:
+    """A registered suite by name, a :class:`Suite` as is, or a mapping through ``from_dict``."""
+    if isinstance(suite, Suite):
+        return suite
+    if isinstance(suite, Mapping):
+        return Suite.from_dict(suite)
+    if suite not in _SUITES:
+        raise ValueError(f"unknown suite {suite!r}; valid: {', '.join(list_suites())}")
+    return _SUITES[suite]
+
+
+@dataclass(frozen=True)
+class ModelTraits:
+    """What the evaluation found out about the model.
+
+    Attributes:
+        stochastic: its prediction is random (declared ``stochastic`` or detected empirically).
+        views: it is a CiiV-style model (``num_views``, ``forward_views`` and ``bpda``).
+    """
+
+    stochastic: bool
+    views: bool
+
+
+@dataclass(frozen=True)
+class ResolvedAttack:
+    """A suite entry made concrete for one evaluation.
+
+    Attributes:
+        name: the entry's name.
+        attack: registry name.
+        hyper: every keyword passed to ``create_attack`` except the per-batch ``seed``.
+        norm, eps: the ball x_adv must stay in (checked after every call).
+        steps: iterations, or None for attacks without a step count.
+        worst_case: role (see the module docstring).
+        protocol_views: "centre" when the attack queries the centre view only (paper protocol on a
+            CiiV model), else "all".
+    """
+
+    name: str
+    attack: str
+    hyper: dict[str, Any]
+    norm: str
+    eps: float
+    steps: int | None
+    worst_case: bool
+    protocol_views: str
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description for the summary."""
+        return {
+            "attack": self.attack,
+            "norm": self.norm,
+            "eps": self.eps,
+            "eps_label": format_eps(self.eps),
+            "steps": self.steps,
+            "worst_case": self.worst_case,
+            "views": self.protocol_views,
+            "hyper": dict(self.hyper),
+        }
+
+
+def resolve_suite(
+    suite: Suite,
+    *,
+    protocol: str,
+    traits: ModelTraits,
+    dataset: str | None = None,
+    eps: float | str | None = None,
+    eot: int = DEFAULT_EOT,
+) -> tuple[list[ResolvedAttack], dict[str, str], float]:
+    """Concrete attacks for one evaluation.
+
+    Args:
+        suite: the suite.
+        protocol: "full" or "paper".
+        traits: the model's traits (entries whose ``requires`` are unmet are skipped).
+        dataset: dataset name choosing the budget (None: the suite's default).
+        eps: overrides the budget (entries with a fixed eps keep it).
+        eot: E, gradient samples per step where the entry and protocol ask for EOT. A
+            deterministic model gets 1 (more samples of a fixed function change nothing).
+
+    Returns:
+        (attacks in run order, {skipped entry name: reason}, the budget used).
+    """
+    from .protocols import get_protocol
+
+    proto = get_protocol(protocol).effective(traits)
+    if not isinstance(eot, int) or isinstance(eot, bool) or eot < 1:
+        raise ValueError(f"eot must be an int >= 1, got {eot!r}")
+    budget = suite.eps_for(dataset) if eps is None else parse_eps(eps)
+    effective_eot = eot if traits.stochastic else 1
+    resolved: list[ResolvedAttack] = []
+    skipped: dict[str, str] = {}
+    for entry in suite.expanded():
+        reason = _unmet(entry, traits) or proto.unsupported(entry)
+        if reason:
+            skipped[entry.name] = reason
+            continue
+        entry_eps = budget * entry.eps_scale if entry.eps is None else parse_eps(entry.eps)
+        norm = entry.norm or suite.norm
+        if entry.worst_case and (norm != suite.norm or entry_eps > budget * (1 + 1e-9)):
+            raise ValueError(
+                f"suite {suite.name!r}: worst-case entry {entry.name!r} ({norm}, eps "
+                f"{format_eps(entry_eps)}) lies outside the threat model ({suite.norm}, eps "
+                f"{format_eps(budget)}); mark it worst_case=False"
+            )
+        hyper = {"norm": norm, "eps": entry_eps, **entry.hyper}
+        if entry.step_fraction is not None:
+            hyper["step_size"] = entry.step_fraction * entry_eps
+        if entry.eot is not None:
+            hyper["eot"] = proto.eot(entry.eot, effective_eot) if traits.stochastic else 1
+        resolved.append(
+            ResolvedAttack(
+                name=entry.name,
+                attack=entry.attack,
+                hyper=hyper,
+                norm=norm,
+                eps=entry_eps,
+                steps=hyper.get("steps"),
+                worst_case=entry.worst_case,
+                protocol_views=proto.attack_views(),
+            )
+        )
+    return resolved, skipped, budget
+
+
+def _unmet(entry: AttackEntry, traits: ModelTraits) -> str | None:
+    if "views" in entry.requires and not traits.views:
+        return "needs a CiiV model (views, BPDA); this model has none"
+    if "stochastic" in entry.requires and not traits.stochastic:
+        return "needs a random model; on a deterministic one it repeats another entry"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Built-in suites. eps strings are on the 0-255 scale of SPEC section 6.
+
+_LINF_BUDGET = {"default": "8/255", "mnist": 0.3}
+_L2_BUDGET = {"default": "128/255", "mnist": 2.0}
+
+
+def _pgd(name: str, steps: int, fraction: float = 0.25, **hyper: Any) -> AttackEntry:
+    """PGD with a random start, EOT per protocol, step = fraction * eps (2/255 at 8/255)."""
+    requires = ("views",) if hyper.get("bpda") or hyper.get("loss") == "adaptive" else ()
+    return AttackEntry(
+        name=name,
+        attack="pgd",
+        hyper={"steps": steps, "random_start": True, **hyper},
+        step_fraction=fraction,
+        eot="protocol",
+        requires=requires,
+    )
+
+
+_FGSM = AttackEntry(name="fgsm", attack="fgsm", eot="protocol")
+_NOISE = {
+    "gaussian": AttackEntry(
+        name="noise-gaussian",
+        attack="gaussian_noise",
+        hyper={"sigma": 0.1},
+        eps="16/255",
+        norm="Linf",
+        worst_case=False,
+    ),
+    "uniform": AttackEntry(
+        name="noise-uniform",
+        attack="uniform_noise",
+        hyper={"sigma": 0.1},
+        eps="16/255",
+        norm="Linf",
+        worst_case=False,
+    ),
+}
+_TARGETED = tuple(
+    _pgd(f"pgd-20-targeted-{target.replace('_', '-')}", 20, targeted=target)
+    for target in ("random", "most_likely", "least_likely")
+)
+
+
+register_suite(
+    Suite(
+        name="quick",
+        description="smoke test: FGSM, PGD-10 and (CiiV) BPDA-PGD-10 at the Linf budget",
+        norm="Linf",
+        budget=_LINF_BUDGET,
+        entries=(_FGSM, _pgd("pgd-10", 10), _pgd("pgd-10-bpda", 10, bpda="identity")),
+    )
+)
+
+register_suite(
+    Suite(
+        name="standard-linf",
+        description="Linf worst case: FGSM, PGD-20, BPDA and adaptive PGD, PGD-100, AutoAttack",
+        norm="Linf",
+        budget=_LINF_BUDGET,
+        entries=(
+            _FGSM,
+            _pgd("pgd-20", 20),
+            _pgd("pgd-20-bpda-identity", 20, bpda="identity"),
+            _pgd("pgd-20-bpda-smooth", 20, bpda="smooth"),
+            _pgd("pgd-20-adaptive", 20, bpda="identity", loss="adaptive"),
+            _pgd("pgd-100", 100, fraction=0.1),
+            AttackEntry(name="autoattack", attack="autoattack"),
+        ),
+    )
+)
+
+register_suite(
+    Suite(
+        name="standard-l2",
+        description="L2 worst case: PGD-L2-20, BPDA-PGD-L2, C&W-L2, AutoAttack-L2",
+        norm="L2",
+        budget=_L2_BUDGET,
+        entries=(
+            _pgd("pgd-l2-20", 20),
+            _pgd("pgd-l2-20-bpda-identity", 20, bpda="identity"),
+            AttackEntry(name="cw-l2", attack="cw"),
+            AttackEntry(name="autoattack-l2", attack="autoattack"),
+        ),
+    )
+)
+
+register_suite(
+    Suite(
+        name="ciiv-adaptive",
+        description=(
+            "adaptive attacks for random multi-view models: EOT, BPDA, consistency-loss PGD, "
+            "long PGD, targeted PGD and gradient-free SPSA / Square / random search"
+        ),
+        norm="Linf",
+        budget=_LINF_BUDGET,
+        entries=(
+            _pgd("pgd-20", 20),
+            _pgd("pgd-20-bpda-identity", 20, bpda="identity"),
+            _pgd("pgd-20-bpda-smooth", 20, bpda="smooth"),
+            _pgd("pgd-50-adaptive", 50, fraction=0.1, bpda="identity", loss="adaptive"),
+            _pgd("pgd-100-bpda-identity", 100, fraction=0.1, bpda="identity"),
+            _pgd("pgd-20-targeted-most-likely", 20, bpda="identity", targeted="most_likely"),
+            AttackEntry(
+                name="spsa",
+                attack="spsa",
+                hyper={"delta": 0.1, "samples": 16, "steps": 20, "lr": 0.1},
+            ),
+            AttackEntry(name="square", attack="square", hyper={"queries": 1000}),
+            AttackEntry(name="random-search", attack="random_search", hyper={"draws": 100}),
+        ),
+    )
+)
+
+
+def _paper_suite(name: str, dataset: str, linf: float | str, l2: float | str, fgsm_eps, spsa_eps):
+    """The attack list of the authors' code (SPEC section 6) at one dataset's budgets."""
+    return Suite(
+        name=name,
+        description=(
+            f"the paper's attacks at {dataset} budgets: FGSM and PGD-step sweeps, EOT/BPDA/"
+            "adaptive PGD, targeted PGD, SPSA, AutoAttack Linf and L2, C&W, noise, random search"
+        ),
+        norm="Linf",
+        budget={"default": linf},
+        entries=(
+            _FGSM,
+            _pgd("pgd-20", 20),
+            AttackEntry(
+                name="eot-pgd-20",
+                attack="pgd",
+                hyper={"steps": 20, "random_start": True},
+                step_fraction=0.25,
+                eot="E",
+                requires=("stochastic",),
+            ),
+            _pgd("bpda-pgd-20", 20, bpda="identity"),
+            _pgd("adaptive-pgd-20", 20, bpda="identity", loss="adaptive"),
+            *_TARGETED,
+            AttackEntry(name="random-search", attack="random_search", hyper={"draws": 100}),
+            AttackEntry(name="autoattack", attack="autoattack"),
+            Sweep(name="fgsm", base=dataclasses.replace(_FGSM, name="fgsm"), eps=fgsm_eps),
+            Sweep(name="pgd", base=_pgd("pgd", 20), steps=(10, 20, 50, 100, 200)),
+            dataclasses.replace(_pgd("pgd-l2-20", 20), eps=l2, norm="L2", worst_case=False),
+            AttackEntry(name="cw-l2", attack="cw", eps=l2, norm="L2", worst_case=False),
+            AttackEntry(
+                name="autoattack-l2", attack="autoattack", eps=l2, norm="L2", worst_case=False
+            ),
+            AttackEntry(
+                name="spsa",
+                attack="spsa",
+                hyper={"delta": 0.1, "samples": 16, "steps": 20, "lr": 0.1},
+                eps=spsa_eps,
+                worst_case=False,
+            ),
+            _NOISE["gaussian"],
+            _NOISE["uniform"],
+        ),
+    )
+
+
+register_suite(
+    _paper_suite(
+        "paper-cifar10",
+        "CIFAR-10",
+        linf="8/255",
+        l2="128/255",
+        fgsm_eps=("8/255", "16/255", "32/255", "64/255", "96/255"),
+        spsa_eps="16/255",
+    )
+)
+
+register_suite(
+    _paper_suite(
+        "paper-mnist",
+        "MNIST",
+        linf=0.3,
+        l2=2.0,
+        fgsm_eps=("32/255", "64/255", 0.2, 0.3),
+        spsa_eps=0.3,
+    )
+)

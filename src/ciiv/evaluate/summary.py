@@ -1,0 +1,116 @@
+"""From per-example rows to accuracies: the worst-case and randomness accounting.
+
+Rows are the dicts of ``examples.jsonl`` (see docs/evaluation.md). Each holds, for the clean input
+and for every attack that ran on the example, the R predicted labels (one per prediction draw) and
+the number of correct draws.
+
+The rule (conservative): an example counts as correct under an input only if **all R draws** are
+correct. It is robust only if it is correct on clean input and under every worst-case attack;
+attacks of the chain only see the points still standing, so an example stops being attacked at
+the first attack that breaks it. Besides these fractions of examples, the summary gives the mean
+per-draw accuracy (the accuracy of one random prediction), taken per example at the input that
+broke it (an upper bound for points removed early: later attacks never saw them).
+
+Intervals are 95 %: Wilson score intervals for fractions of examples, normal intervals over
+examples for per-draw means.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["accuracy_stats", "mean_interval", "wilson_interval", "worst_case_stats"]
+
+Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95 % Wilson score interval of a binomial proportion successes / n (n = 0 -> (0, 1))."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_interval(values: Sequence[float], z: float = Z95) -> tuple[float, float, float]:
+    """(mean, low, high): normal 95 % interval of the mean of values in [0, 1], clipped to [0, 1]."""
+    n = len(values)
+    if n == 0:
+        return 0.0, 0.0, 1.0
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    half = z * math.sqrt(var / n)
+    return mean, max(0.0, mean - half), min(1.0, mean + half)
+
+
+def accuracy_stats(all_correct: Sequence[bool], fractions: Sequence[float]) -> dict[str, Any]:
+    """Accuracy block of the summary from per-example indicators and correct-draw fractions."""
+    n = len(all_correct)
+    k = sum(bool(c) for c in all_correct)
+    mean, low, high = mean_interval(fractions)
+    return {
+        "accuracy": k / n if n else 0.0,
+        "ci95": list(wilson_interval(k, n)),
+        "per_draw": {"mean": mean, "ci95": [low, high]},
+        "n": n,
+    }
+
+
+def _fraction(outcome: dict[str, Any], draws: int) -> float:
+    return outcome["correct"] / draws
+
+
+def worst_case_stats(
+    rows: Sequence[dict[str, Any]], chain: Sequence[str], standalone: Sequence[str], draws: int
+) -> dict[str, Any]:
+    """Clean, per-attack and worst-case accuracies from rows.
+
+    Args:
+        rows: example rows (any order).
+        chain: worst-case attack names in run order.
+        standalone: standalone attack names.
+        draws: R, prediction draws per input.
+
+    Returns:
+        ``{"clean": block, "attacks": {name: block}, "robust": block, "broken_by": {name: count}}``
+        where a block is :func:`accuracy_stats`' dict. For a chain attack the block is the robust
+        accuracy *after* it (cumulative over the chain up to it, as AutoAttack logs it); for a
+        standalone attack it is its own accuracy.
+    """
+    clean_ok = [r["clean"]["correct"] == draws for r in rows]
+    clean_frac = [_fraction(r["clean"], draws) for r in rows]
+    out: dict[str, Any] = {"clean": accuracy_stats(clean_ok, clean_frac), "attacks": {}}
+    standing = list(clean_ok)
+    worst_frac = list(clean_frac)
+    broken_by: dict[str, int] = {"clean": len(rows) - sum(clean_ok)}
+    for name in chain:
+        broken_by[name] = 0
+        for i, row in enumerate(rows):
+            outcome = row["attacks"].get(name)
+            if outcome is None:
+                if standing[i]:
+                    raise ValueError(
+                        f"example {row['index']} is standing but has no outcome for {name!r}; "
+                        "the rows are incomplete"
+                    )
+                continue
+            worst_frac[i] = min(worst_frac[i], _fraction(outcome, draws))
+            if outcome["correct"] < draws and standing[i]:
+                standing[i] = False
+                broken_by[name] += 1
+        out["attacks"][name] = accuracy_stats(standing, worst_frac)
+    for name in standalone:
+        ok, frac = [], []
+        for i, row in enumerate(rows):
+            outcome = row["attacks"].get(name)
+            ok.append(outcome is not None and outcome["correct"] == draws)
+            frac.append(clean_frac[i] if outcome is None else _fraction(outcome, draws))
+        out["attacks"][name] = accuracy_stats(ok, frac)
+    out["robust"] = accuracy_stats(standing, worst_frac)
+    out["broken_by"] = broken_by
+    return out

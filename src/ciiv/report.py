@@ -1,0 +1,307 @@
+"""Evaluation summaries -> one markdown (or JSON) report and accuracy-vs-eps / -steps plots.
+
+Reads only ``summary.json`` files (written by :func:`ciiv.evaluate.evaluate_robustness` /
+``ciiv eval``); it never touches a model. A path may be a summary file, an evaluation directory
+(holding ``summary.json``) or a run directory (every ``eval/*/summary.json`` inside).
+
+Tables: one per suite, one row per (run, protocol), columns = clean accuracy, the worst-case chain
+(robust accuracy after each attack, cumulative as in AutoAttack's log), the worst case with its
+95 % interval, then the standalone attacks. Plots: one PNG per suite and sweep family, accuracy
+against eps or against the number of steps, one line per (run, protocol).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "find_summaries",
+    "load_summaries",
+    "plot_sweeps",
+    "report_json",
+    "report_markdown",
+    "sweep_curves",
+    "write_report",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("markdown", "json")
+_REQUIRED = ("suite", "protocol", "clean_accuracy", "robust_accuracy", "per_attack", "attacks")
+
+
+def find_summaries(paths: Iterable[str | Path]) -> list[Path]:
+    """The summary files behind ``paths`` (files, evaluation dirs or run dirs), in order."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_file():
+            found.append(path)
+        elif (path / "summary.json").is_file():
+            found.append(path / "summary.json")
+        elif path.is_dir() and sorted(path.glob("eval/*/summary.json")):
+            found.extend(sorted(path.glob("eval/*/summary.json")))
+        else:
+            raise ValueError(
+                f"no evaluation summary at {path}: pass a summary.json, an evaluation directory "
+                "or a run directory evaluated with `ciiv eval`"
+            )
+    return found
+
+
+def load_summaries(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Summaries (dicts) with ``"_path"`` and ``"_label"`` added; bad files raise ValueError."""
+    summaries = []
+    for path in find_summaries(paths):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        missing = [k for k in _REQUIRED if k not in data]
+        if missing:
+            raise ValueError(f"{path} is not an evaluation summary (missing {', '.join(missing)})")
+        data["_path"] = str(path)
+        data["_label"] = _label(data, path)
+        summaries.append(data)
+    return summaries
+
+
+def _label(summary: dict[str, Any], path: Path) -> str:
+    run = summary.get("run") or {}
+    if run.get("run_dir"):
+        return f"{run.get('method', '?')} ({Path(run['run_dir']).name})"
+    model = (summary.get("model") or {}).get("class", "model").rsplit(".", 1)[-1]
+    return f"{model} ({path.parent.name})"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _columns(group: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """Chain and standalone attack names of a suite's summaries, in first-seen order."""
+    chain: list[str] = []
+    standalone: list[str] = []
+    for summary in group:
+        for name in summary.get("worst_case_chain", []):
+            if name not in chain:
+                chain.append(name)
+        for name in summary.get("standalone", []):
+            if name not in standalone:
+                standalone.append(name)
+    return chain, standalone
+
+
+def _by_suite(summaries: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for summary in summaries:
+        key = f"{summary['suite']} ({_threat(summary)})"
+        groups.setdefault(key, []).append(summary)
+    return groups
+
+
+def _threat(summary: dict[str, Any]) -> str:
+    threat = summary.get("threat_model") or {}
+    return f"{threat.get('norm', '?')} eps {threat.get('eps_label', '?')}"
+
+
+def _missing_protocols(summaries: Sequence[dict[str, Any]]) -> list[str]:
+    """Notes for CiiV runs evaluated under only one protocol of a suite."""
+    seen: dict[tuple[str, str], set[str]] = {}
+    for s in summaries:
+        if (s.get("model") or {}).get("views"):
+            seen.setdefault((s["_label"], s["suite"]), set()).add(s["protocol"])
+    notes = []
+    for (label, suite), protocols in seen.items():
+        for missing in sorted({"full", "paper"} - protocols):
+            notes.append(f"{label}, {suite}: no `{missing}` protocol summary given")
+    return notes
+
+
+def report_markdown(summaries: Sequence[dict[str, Any]], plots: Sequence[Path] = ()) -> str:
+    """The markdown report: one table per suite (accuracies in %), notes, then the plots."""
+    lines = ["# Robustness report", ""]
+    lines.append(
+        "Accuracies in %. An example counts as correct only if all R prediction draws are correct "
+        "(R = 1 for deterministic models). Worst-case columns give the robust accuracy *after* "
+        "each attack of the chain (cumulative, in run order); standalone columns are each "
+        "attack's own accuracy. `paper` = the authors' protocol (attacks see the centre view "
+        "only); `full` = attacks query the evaluated function (all views, EOT)."
+    )
+    lines.append("")
+    for title, group in _by_suite(summaries).items():
+        chain, standalone = _columns(group)
+        header = ["method", "protocol", "E", "R", "n", "clean", *chain, "worst case", *standalone]
+        lines += [f"## {title}", ""]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(["---"] * 5 + ["---:"] * (len(header) - 5)) + "|")
+        for s in group:
+            low, high = s.get("robust_accuracy_ci95", [None, None])
+            worst = f"**{_pct(s['robust_accuracy'])}**"
+            if low is not None:
+                worst += f" ({_pct(low)}–{_pct(high)})"
+            cells = [
+                s["_label"],
+                s["protocol"],
+                str(s.get("eot", "")),
+                str(s.get("draws", "")),
+                str(s.get("n_examples", "")),
+                _pct(s["clean_accuracy"]),
+                *(_pct(s["per_attack"].get(name)) for name in chain),
+                worst,
+                *(_pct(s["per_attack"].get(name)) for name in standalone),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        notes = []
+        for s in group:
+            if s.get("skipped_attacks"):
+                skipped = "; ".join(f"`{k}`: {v}" for k, v in s["skipped_attacks"].items())
+                notes.append(f"{s['_label']} / {s['protocol']}: skipped {skipped}")
+            if s["protocol"] == "paper" and not (s.get("model") or {}).get("views"):
+                notes.append(f"{s['_label']} / paper: {s.get('protocol_note', '')}")
+            audit = s.get("audit")
+            if isinstance(audit, dict) and audit.get("passed") is False:
+                notes.append(f"{s['_label']} / {s['protocol']}: **the audit failed** (see summary)")
+        lines += [f"- {n}" for n in notes]
+        if notes:
+            lines.append("")
+    missing = _missing_protocols(summaries)
+    if missing:
+        lines += ["## Missing protocols", "", *(f"- {m}" for m in missing), ""]
+    if plots:
+        lines += ["## Plots", ""]
+        lines += [f"![{p.stem}]({p.name})" for p in plots]
+        lines.append("")
+    lines += ["## Sources", "", *(f"- `{s['_path']}`" for s in summaries), ""]
+    return "\n".join(lines)
+
+
+def sweep_curves(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Curves to plot: for each suite, sweep family (the name before "@") and axis ("eps" or
+    "steps") with at least two points, ``{"suite", "family", "axis", "lines": [{"label", "x",
+    "y"}]}``; x sorted."""
+    curves: dict[tuple[str, str, str], dict[str, list]] = {}
+    for s in summaries:
+        line_label = f"{s['_label']} / {s['protocol']}"
+        for name, detail in s["attacks"].items():
+            if "@" not in name:
+                continue
+            family = name.split("@", 1)[0]
+            axes = [a for a in ("eps", "steps") if f"{a}=" in name.split("@", 1)[1]]
+            for axis in axes:
+                value = detail.get(axis)
+                if value is None:
+                    continue
+                key = (s["suite"], family, axis)
+                curves.setdefault(key, {}).setdefault(line_label, []).append(
+                    (value, detail["accuracy"])
+                )
+    out = []
+    for (suite, family, axis), lines in curves.items():
+        if max(len(points) for points in lines.values()) < 2:
+            continue
+        out.append(
+            {
+                "suite": suite,
+                "family": family,
+                "axis": axis,
+                "lines": [
+                    {
+                        "label": label,
+                        "x": [p[0] for p in sorted(points)],
+                        "y": [p[1] for p in sorted(points)],
+                    }
+                    for label, points in lines.items()
+                ],
+            }
+        )
+    return out
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+def plot_sweeps(curves: Sequence[dict[str, Any]], out_dir: str | Path) -> list[Path]:
+    """One PNG per curve set (matplotlib, Agg backend); returns the written paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for curve in curves:
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        for line in curve["lines"]:
+            x = [v * 255 for v in line["x"]] if curve["axis"] == "eps" else line["x"]
+            ax.plot(x, [100 * v for v in line["y"]], marker="o", label=line["label"])
+        ax.set_xlabel("eps (x 1/255)" if curve["axis"] == "eps" else "attack steps")
+        if curve["axis"] == "steps":
+            ax.set_xscale("log")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(-2, 102)
+        ax.set_title(f"{curve['suite']}: {curve['family']} vs {curve['axis']}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / f"{_slug(curve['suite'])}-{_slug(curve['family'])}-vs-{curve['axis']}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def report_json(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The merged report as JSON: compact rows per (run, protocol) and the sweep curves."""
+    rows = []
+    for s in summaries:
+        rows.append(
+            {
+                "label": s["_label"],
+                "source": s["_path"],
+                "suite": s["suite"],
+                "threat_model": s.get("threat_model"),
+                "protocol": s["protocol"],
+                "eot": s.get("eot"),
+                "draws": s.get("draws"),
+                "n_examples": s.get("n_examples"),
+                "clean_accuracy": s["clean_accuracy"],
+                "robust_accuracy": s["robust_accuracy"],
+                "robust_accuracy_ci95": s.get("robust_accuracy_ci95"),
+                "per_attack": s["per_attack"],
+                "worst_case_chain": s.get("worst_case_chain", []),
+                "standalone": s.get("standalone", []),
+                "run": s.get("run"),
+                "audit_passed": (s.get("audit") or {}).get("passed"),
+            }
+        )
+    return {"rows": rows, "curves": sweep_curves(summaries)}
+
+
+def write_report(
+    paths: Iterable[str | Path], out_dir: str | Path, fmt: str = "markdown"
+) -> list[Path]:
+    """Merge the summaries behind ``paths`` into ``out_dir``: ``report.md`` (markdown) or
+    ``report.json`` (json), plus the PNG plots. Returns the written files."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    summaries = load_summaries(paths)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = plot_sweeps(sweep_curves(summaries), out_dir)
+    if fmt == "markdown":
+        target = out_dir / "report.md"
+        target.write_text(report_markdown(summaries, plots), encoding="utf-8")
+    else:
+        target = out_dir / "report.json"
+        target.write_text(json.dumps(report_json(summaries), indent=2) + "\n", encoding="utf-8")
+    logger.info("report: %s (%d plots)", target, len(plots))
+    return [target, *plots]

@@ -1,0 +1,140 @@
+"""Checkpoints: written atomically, read safely (``weights_only=True``), checked for origin.
+
+A checkpoint is a dict of tensors and plain Python values only (the config as a nested dict, RNG
+states as tensors), so loading it never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import ciiv
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "capture_rng_state",
+    "load_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+    "versions",
+]
+
+FORMAT = "ciiv-train-checkpoint"
+FORMAT_VERSION = 1
+_REQUIRED = ("model", "config", "method", "dataset", "epoch")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, or was not written by ``ciiv train``."""
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software that wrote a checkpoint."""
+    return {
+        "ciiv": ciiv.__version__,
+        "torch": str(torch.__version__),
+        "numpy": str(np.__version__),
+        "python": platform.python_version(),
+    }
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` (plus format tags) to ``path`` atomically: a temporary file in the same
+    folder, flushed to disk, then ``os.replace`` -- a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(), **state}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: missing file, not a torch file, unsafe content, truncated, or a torch
+            file that ``ciiv train`` did not write (the message says which).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or foreign files
+        reason = (str(exc).splitlines() or [""])[0]
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: it is corrupt, truncated or not a checkpoint written "
+            f"by `ciiv train` ({type(exc).__name__}: {reason})"
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is a torch file but not a `ciiv train` checkpoint (no format tag {FORMAT!r}); "
+            "load plain state dicts with model.load_state_dict instead"
+        )
+    if state.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {state['format_version']}, newer than this ciiv "
+            f"({FORMAT_VERSION}); upgrade ciiv"
+        )
+    missing = [key for key in _REQUIRED if key not in state]
+    if missing:
+        raise CheckpointError(f"{path} is incomplete: missing {', '.join(missing)}")
+    return state
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU and CUDA generator states, as tensors and plain values."""
+    version, internal, gauss = random.getstate()
+    # NumPy's legacy global generator is the one third-party code draws from.
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
+    state: dict[str, Any] = {
+        "python": {
+            "version": version,
+            "state": torch.tensor(internal, dtype=torch.int64),
+            "gauss": gauss,
+        },
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state(  # noqa: NPY002
+        (npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+         npy["cached"])
+    )  # fmt: skip
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = [s.cpu() for s in state["cuda"]]
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])

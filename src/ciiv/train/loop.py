@@ -1,0 +1,562 @@
+"""The one training loop: ``fit(config, out_dir)`` trains any method on any dataset.
+
+Data stay on the training device as uint8 tensors; batches are index gathers and augmentation
+runs on the device. The per-epoch data order is drawn from a generator seeded by (seed, epoch),
+and every other random draw comes from torch's global generators, whose states the checkpoint
+saves: a run stopped after epoch k and resumed continues exactly as if it had not stopped
+(bit-exact on the CPU with ``deterministic: true``).
+
+Under torchrun the processes split each batch (``batch_size`` is the global batch), rank 0 writes
+the run directory, and the logged metrics are sums over all processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ciiv.data import ImageTensors, batches_per_epoch, iterate_batches, random_crop_flip, to_float
+from ciiv.models import Backbone, build_model, predict
+
+from .checkpoint import (
+    CheckpointError,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from .config import (
+    ConfigError,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    save_config,
+)
+from .distributed import DistContext, all_gather_objects, all_reduce_sum, init_distributed
+from .methods import Objective, StepContext, StepOutput, create_method
+from .optim import build_optimizer, build_scheduler
+from .run import RunDirExistsError, checkpoint_path, dataset_info_dict, load_data, resolve_device
+
+__all__ = ["RESUMABLE_KEYS", "FitResult", "ProgressEvent", "fit", "resume"]
+
+logger = logging.getLogger(__name__)
+
+# Config keys that may change when a run is resumed: they do not change what is computed (or, for
+# epochs, only extend it; a cosine or one-cycle schedule is then stretched from that point on).
+RESUMABLE_KEYS: tuple[str, ...] = (
+    "epochs",
+    "device",
+    "eval_batch_size",
+    "compile",
+    "data.data_dir",
+)
+
+
+@dataclass
+class ProgressEvent:
+    """What a progress callback receives.
+
+    Attributes:
+        kind: "epoch_start", "step" (every ``progress_every`` steps and at the last step of an
+            epoch) or "epoch_end" (after the epoch's checkpoint and metrics line are written).
+        epoch: 0-based epoch; ``epochs``: the run's total.
+        step, steps: optimiser steps done in this epoch, and steps per epoch.
+        metrics: for "step", running ``loss``, ``acc`` and ``images_per_s`` of this process's
+            epoch so far; for "epoch_end", the epoch's full metrics record.
+    """
+
+    kind: Literal["epoch_start", "step", "epoch_end"]
+    epoch: int
+    epochs: int
+    step: int = 0
+    steps: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+@dataclass
+class FitResult:
+    """A finished run: the final (last-epoch) model in eval mode, and its metrics history.
+
+    ``best_epoch`` / ``best_val_accuracy`` describe ``checkpoints/best.pt`` (load it with
+    :func:`ciiv.train.load_run`); they are None when there is no validation split.
+    """
+
+    run_dir: Path
+    model: nn.Module
+    history: list[dict[str, Any]]
+    best_epoch: int | None
+    best_val_accuracy: float | None
+
+
+class _Step(nn.Module):
+    """model + objective as one module, so DDP sees each step as one forward call (its gradient
+    hooks and buffer broadcasts are tied to ``forward``, and objectives call other entry points
+    such as CiiV's ``forward_views``)."""
+
+    def __init__(self, model: nn.Module, objective: Objective) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
+        return self.objective(self.model, x, y, ctx)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of the data order of ``epoch``: a function of (seed, epoch) only."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (the legacy global generator is the shared one)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def _determinism(enabled: bool, device: torch.device) -> Iterator[None]:
+    """Deterministic algorithms for the duration of the run (the previous settings restored)."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    if enabled and device.type == "cuda":
+        # cuBLAS needs this before its first use to be deterministic.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not enabled
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+        torch.backends.cudnn.benchmark = benchmark
+
+
+def _set_input_checks(model: nn.Module, enabled: bool) -> None:
+    # The models validate pixel ranges on every call (one device sync); the loop feeds them
+    # known-good batches, so it turns that off while training.
+    for module in model.modules():
+        if hasattr(module, "check_inputs"):
+            module.check_inputs = enabled
+
+
+def _compile_backbones(model: nn.Module) -> None:
+    # Compile the backbone's entry points in place: the state-dict keys stay the same, and CiiV's
+    # forward_views (which calls forward_features/forward_head directly) is covered too.
+    for module in model.modules():
+        if isinstance(module, Backbone):
+            module.forward_features = torch.compile(module.forward_features)
+            module.forward_head = torch.compile(module.forward_head)
+
+
+def _check_resumable(saved: TrainConfig, config: TrainConfig) -> None:
+    old, new = _flatten(config_to_dict(saved)), _flatten(config_to_dict(config))
+    changed = [k for k in old if old[k] != new.get(k) and k not in RESUMABLE_KEYS]
+    if changed:
+        diffs = ", ".join(f"{k} ({old[k]!r} -> {new.get(k)!r})" for k in changed)
+        raise ConfigError(
+            f"cannot resume with a different config: {diffs}; only {', '.join(RESUMABLE_KEYS)} "
+            "may change. Start a new run with another --out instead"
+        )
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and key != "options" and key != "backbone_kwargs":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, dist: DistContext) -> None:
+    if resume:
+        if not checkpoint_path(run_dir, "last").is_file():
+            raise CheckpointError(
+                f"cannot resume {run_dir}: no {checkpoint_path(run_dir, 'last')} "
+                "(was it written by `ciiv train`?)"
+            )
+        return
+    # Every rank checks before rank 0 creates anything, so all ranks agree on the outcome.
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise RunDirExistsError(
+            f"run directory {run_dir} already exists and is not empty; pick another --out, "
+            f"or continue that run with --resume {run_dir}"
+        )
+    dist.barrier()
+    if dist.is_main:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+
+def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
+    os.replace(tmp, path)
+
+
+def resume(
+    run_dir: str | Path,
+    overrides: list[str] | dict[str, Any] | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    progress_every: int = 10,
+) -> FitResult:
+    """Continue the run in ``run_dir`` from ``checkpoints/last.pt`` with its saved config.
+
+    ``overrides`` (as for :func:`ciiv.train.load_config`) may change only ``RESUMABLE_KEYS``,
+    e.g. ``{"epochs": 200}`` to train longer or ``["device=cpu"]``.
+    """
+    state = load_checkpoint(checkpoint_path(run_dir, "last"))
+    config = load_config(state["config"], overrides)
+    return fit(config, run_dir, resume=True, progress=progress, progress_every=progress_every)
+
+
+def fit(
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: ProgressCallback | None = None,
+    progress_every: int = 10,
+) -> FitResult:
+    """Train ``config.method.name`` on ``config.data.dataset``, writing the run to ``out_dir``.
+
+    Args:
+        config: the resolved config (see :func:`ciiv.train.load_config`).
+        out_dir: the run directory; must not exist or be empty, unless ``resume``.
+        resume: continue from ``out_dir/checkpoints/last.pt``; ``config`` may differ from the
+            saved one only in ``RESUMABLE_KEYS`` (see also :func:`resume`).
+        progress: called with a :class:`ProgressEvent` on rank 0 (never on other ranks).
+        progress_every: steps between "step" events (each costs one device sync).
+
+    Raises:
+        ConfigError, RunDirExistsError, CheckpointError, DatasetNotFoundError, ValueError.
+    """
+    config = config_from_dict(config_to_dict(config))  # validates a hand-built config too
+    run_dir = Path(out_dir)
+    wants_cuda = resolve_device(config.device).type == "cuda"
+    dist = init_distributed(use_cuda=wants_cuda)
+    device = resolve_device(config.device, dist.local_rank)
+    if config.amp == "fp16" and device.type != "cuda":
+        raise ConfigError("amp: 'fp16' needs a CUDA device; use amp=bf16 or amp=none on the CPU")
+    try:
+        with _determinism(config.deterministic, device):
+            return _Trainer(config, run_dir, dist, device, progress, progress_every).run(resume)
+    finally:
+        dist.shutdown()
+
+
+class _Trainer:
+    """The state of one run; ``run`` is the epoch loop."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        dist: DistContext,
+        device: torch.device,
+        progress: ProgressCallback | None,
+        progress_every: int,
+    ) -> None:
+        self.config, self.run_dir, self.dist, self.device = config, run_dir, dist, device
+        self.progress = progress if dist.is_main else None
+        self.progress_every = max(1, progress_every)
+        if config.batch_size % dist.world_size:
+            raise ConfigError(
+                f"batch_size: {config.batch_size} is not divisible by the {dist.world_size} "
+                "processes (it is the global batch, split evenly)"
+            )
+        self.batch_size = config.batch_size // dist.world_size
+        self.channels_last = config.channels_last and device.type == "cuda"
+        amp_dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+        self.amp_dtype = amp_dtypes.get(config.amp)
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    def _load_data(self) -> None:
+        data = self.config.data
+        # Rank 0 fetches first (a download must not race), then the others read its files.
+        if not self.dist.is_main:
+            self.dist.barrier()
+        splits = load_data(data)
+        if self.dist.is_main:
+            self.dist.barrier()
+        self.info = splits.info
+        self.train = splits.train.to(self.device)
+        self.val = splits.val.to(self.device)
+        if len(self.train) < self.config.batch_size:
+            raise ConfigError(
+                f"batch_size: {self.config.batch_size} is larger than the training split "
+                f"({len(self.train)} examples)"
+            )
+        self.steps_per_epoch = batches_per_epoch(
+            len(self.train), self.batch_size, drop_last=True, world_size=self.dist.world_size
+        )
+
+    def _build(self) -> None:
+        config = self.config
+        self.objective = create_method(config.method)
+        self.model = build_model(config.model, self.info, self.objective.model_kind).to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if config.compile:
+            _compile_backbones(self.model)
+        self.optimizer = build_optimizer(self.model.parameters(), config.optim)
+        self.scheduler = build_scheduler(
+            self.optimizer, config.optim, config.epochs, self.steps_per_epoch
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp == "fp16")
+        step = _Step(self.model, self.objective)
+        self.step_module: nn.Module = step
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.step_module = DistributedDataParallel(step, device_ids=ids)
+
+    def _restore(self) -> None:
+        state = load_checkpoint(checkpoint_path(self.run_dir, "last"), map_location=self.device)
+        _check_resumable(config_from_dict(state["config"]), self.config)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"cannot restore the training state: {exc}") from exc
+        self.start_epoch = int(state["epoch"])
+        self.best_epoch = state["best_epoch"]
+        self.best_val = state["best_val_accuracy"]
+        rng = state["rng"]
+        if len(rng) == self.dist.world_size:
+            restore_rng_state(rng[self.dist.rank])
+        else:
+            logger.warning(
+                "checkpoint was written by %d processes, resuming with %d: random draws "
+                "reseeded (the data order is unaffected)",
+                len(rng),
+                self.dist.world_size,
+            )
+            _seed_everything(self.config.seed + self.dist.rank + 7919 * self.start_epoch)
+        # The checkpoint's history is the record: metrics.jsonl may hold a line for an epoch
+        # that finished after this checkpoint was written (a crash in between).
+        self.history = list(state["history"])
+        if self.dist.is_main:
+            _write_history(self.run_dir / "metrics.jsonl", self.history)
+        logger.info("resuming %s after epoch %d", self.run_dir, self.start_epoch)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self, resume: bool) -> FitResult:
+        config = self.config
+        _prepare_run_dir(self.run_dir, resume, self.dist)
+        # Each rank draws its own noise; rank 0 draws what a single-process run would.
+        _seed_everything(config.seed + self.dist.rank)
+        self._load_data()
+        self._build()
+        self.start_epoch, self.best_epoch, self.best_val = 0, None, None
+        self.history: list[dict[str, Any]] = []
+        if resume:
+            self._restore()
+        if self.dist.is_main:
+            save_config(config, self.run_dir / "config.yaml")
+        if self.dist.is_main:
+            logger.info(
+                "training %s (%s, %s) on %s for %d epochs, %d steps/epoch, %s, %d process(es)",
+                config.method.name,
+                type(self.model).__name__,
+                config.model.backbone,
+                config.data.dataset,
+                config.epochs,
+                self.steps_per_epoch,
+                self.device,
+                self.dist.world_size,
+            )
+        _set_input_checks(self.model, False)
+        try:
+            for epoch in range(self.start_epoch, config.epochs):
+                self._epoch(epoch)
+        finally:
+            _set_input_checks(self.model, True)
+        return FitResult(
+            run_dir=self.run_dir,
+            model=self.model.eval(),
+            history=self.history,
+            best_epoch=self.best_epoch,
+            best_val_accuracy=self.best_val,
+        )
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        order = torch.Generator().manual_seed(_epoch_seed(self.config.seed, epoch))
+        batches = iterate_batches(
+            self.train.images,
+            self.train.labels,
+            self.batch_size,
+            shuffle=True,
+            generator=order,
+            drop_last=True,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
+        for images, labels in batches:
+            x = to_float(images, channels_last=self.channels_last)
+            if self.config.data.augment:
+                x = random_crop_flip(x, self.info.crop_padding, self.info.hflip)
+            yield x, labels
+
+    def _epoch(self, epoch: int) -> None:
+        config, steps = self.config, self.steps_per_epoch
+        if self.progress:
+            self.progress(ProgressEvent("epoch_start", epoch, config.epochs, 0, steps))
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.model.train()
+        # Sums over this process's batches, kept on the device (no sync per step).
+        sums: dict[str, Tensor] = {}
+        seen = 0
+        start = time.perf_counter()
+        for i, (x, y) in enumerate(self._batches(epoch)):
+            ctx = StepContext(epoch=epoch, step=epoch * steps + i)
+            with self._autocast():
+                out = self.step_module(x, y, ctx)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(out.loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            targets = y if out.targets is None else out.targets
+            batch = x.shape[0]
+            values = {
+                "loss": out.loss.detach().float() * batch,
+                "correct": (out.logits.detach().argmax(1) == targets).sum().float(),
+                **{k: v.float() * batch for k, v in out.metrics.items()},
+            }
+            for key, value in values.items():
+                sums[key] = sums[key] + value if key in sums else value
+            seen += batch
+            if self.progress and ((i + 1) % self.progress_every == 0 or i + 1 == steps):
+                elapsed = time.perf_counter() - start
+                running = {
+                    "loss": sums["loss"].item() / seen,
+                    "acc": sums["correct"].item() / seen,
+                    "images_per_s": seen * self.dist.world_size / elapsed,
+                }
+                self.progress(ProgressEvent("step", epoch, config.epochs, i + 1, steps, running))
+        totals = all_reduce_sum(
+            torch.stack([*sums.values(), torch.tensor(float(seen), device=self.device)]),
+            self.dist,
+        ).tolist()
+        train_time = time.perf_counter() - start
+        count = totals[-1]
+        means = {key: total / count for key, total in zip(sums, totals, strict=False)}
+        if not math.isfinite(means["loss"]):
+            raise FloatingPointError(
+                f"training diverged in epoch {epoch}: the loss is {means['loss']}; lower "
+                "optim.lr, or use amp=none or bf16"
+            )
+        val_acc = self._validate()
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "lr": lr,
+            **self.objective.epoch_values(epoch),
+            "train_loss": means.pop("loss"),
+            "train_acc": means.pop("correct"),
+            **{f"train_{k}": v for k, v in means.items()},
+            "val_acc": val_acc,
+            "images_per_s": count / train_time,
+            "epoch_time_s": time.perf_counter() - start,
+        }
+        improved = val_acc is not None and (self.best_val is None or val_acc > self.best_val)
+        if improved:
+            self.best_epoch, self.best_val = epoch, val_acc
+        self.history.append(record)
+        self._save(epoch, improved or val_acc is None)
+        if self.dist.is_main:
+            logger.info(
+                "epoch %d/%d: loss %.4f, train acc %.4f, val acc %s, lr %.3g, %.0f images/s",
+                epoch + 1,
+                config.epochs,
+                record["train_loss"],
+                record["train_acc"],
+                "n/a" if val_acc is None else f"{val_acc:.4f}",
+                lr,
+                record["images_per_s"],
+            )
+        if self.progress:
+            self.progress(ProgressEvent("epoch_end", epoch, config.epochs, steps, steps, record))
+
+    @torch.no_grad()
+    def _validate(self) -> float | None:
+        """Accuracy on the validation split by the model's own inference rule, or None if empty.
+
+        The random models (CiiV, RS) draw from a fixed seed here, so that every epoch is judged on
+        the same draws and training's random stream is left untouched.
+        """
+        if len(self.val) == 0:
+            return None
+        self.model.eval()
+        ranks = self.dist.world_size
+        shard = ImageTensors(
+            self.val.images[self.dist.rank :: ranks], self.val.labels[self.dist.rank :: ranks]
+        )
+        correct = torch.zeros((), device=self.device)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), self._autocast():
+            torch.manual_seed(self.config.seed + self.dist.rank)
+            for images, labels in iterate_batches(
+                shard.images, shard.labels, self.config.eval_batch_size
+            ):
+                x = to_float(images, channels_last=self.channels_last)
+                correct += (predict(self.model, x) == labels).sum()
+        total = all_reduce_sum(
+            torch.stack([correct, torch.tensor(float(len(shard)), device=self.device)]), self.dist
+        )
+        correct_all, count = total.tolist()
+        return correct_all / count
+
+    def _save(self, epoch: int, best: bool) -> None:
+        rng = all_gather_objects(capture_rng_state(), self.dist)
+        if not self.dist.is_main:
+            return
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": epoch + 1,
+            "best_epoch": self.best_epoch,
+            "best_val_accuracy": self.best_val,
+            "rng": rng,
+            "config": config_to_dict(self.config),
+            "method": self.config.method.name,
+            "dataset": self.config.data.dataset,
+            "dataset_info": dataset_info_dict(self.info),
+            "history": self.history,
+            "world_size": self.dist.world_size,
+        }
+        # The metrics line goes first: if the process dies before the checkpoint is replaced,
+        # the resumed run rewrites metrics.jsonl from the checkpoint's history.
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(self.history[-1]) + "\n")
+        save_checkpoint(checkpoint_path(self.run_dir, "last"), state)
+        if best:
+            save_checkpoint(checkpoint_path(self.run_dir, "best"), state)

@@ -1,0 +1,134 @@
+"""Methods that train a plain (or smoothed) classifier without adversarial examples:
+vanilla cross-entropy, mixup, randomized smoothing's noise training and BPFC (SPEC section 5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ciiv.loss import RegWeightSchedule
+
+from .base import Objective, StepContext, StepOutput, register_method
+
+__all__ = ["BPFC", "Mixup", "MixupBatch", "NoiseTraining", "Vanilla", "mix", "quantise"]
+
+
+@register_method("vanilla")
+class Vanilla(Objective):
+    """Plain cross-entropy."""
+
+    @classmethod
+    def from_config(cls, config) -> Vanilla:
+        return cls()
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
+        logits = model(x)
+        return StepOutput(F.cross_entropy(logits, y), logits)
+
+
+@dataclass
+class MixupBatch:
+    """A mixed batch: x = lam * x + (1 - lam) * x[perm]; labels y_a = y, y_b = y[perm]."""
+
+    x: Tensor
+    y_a: Tensor
+    y_b: Tensor
+    lam: float
+
+    def loss(self, per_example_ce) -> Tensor:
+        """lam * CE(y_a) + (1 - lam) * CE(y_b), for ``per_example_ce(labels) -> scalar``."""
+        return self.lam * per_example_ce(self.y_a) + (1 - self.lam) * per_example_ce(self.y_b)
+
+    @property
+    def dominant(self) -> Tensor:
+        """The labels with the larger weight (for the training accuracy)."""
+        return self.y_a if self.lam >= 0.5 else self.y_b
+
+
+def mix(x: Tensor, y: Tensor, alpha: float) -> MixupBatch:
+    """Mixup (Zhang et al. 2018): one lam ~ Beta(alpha, alpha) per batch, a random pairing."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(x.shape[0], device=x.device)
+    return MixupBatch(lam * x + (1 - lam) * x[perm], y, y[perm], lam)
+
+
+@register_method("mixup")
+class Mixup(Objective):
+    """Mixup cross-entropy with Beta(alpha, alpha) mixing weights (alpha = 1)."""
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = alpha
+
+    @classmethod
+    def from_config(cls, config) -> Mixup:
+        return cls(config.mixup_alpha)
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
+        batch = mix(x, y, self.alpha)
+        logits = model(batch.x)
+        loss = batch.loss(lambda labels: F.cross_entropy(logits, labels))
+        return StepOutput(loss, logits, targets=batch.dominant)
+
+
+@register_method("rs")
+class NoiseTraining(Objective):
+    """Randomized smoothing's training: cross-entropy of the base model on clip(x + sigma n, 0, 1).
+
+    The model is a :class:`~ciiv.models.SmoothedClassifier`; its ``sigma`` is the training noise,
+    and it predicts by majority vote.
+    """
+
+    model_kind = "smoothed"
+
+    @classmethod
+    def from_config(cls, config) -> NoiseTraining:
+        return cls()
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
+        logits = model.base(model.noisy(x))
+        return StepOutput(F.cross_entropy(logits, y), logits)
+
+
+def quantise(x: Tensor, step: float, noise: float) -> Tensor:
+    """BPFC's coarse quantisation of pixels x in [0, 1] (same shape).
+
+    Adds uniform noise U(-noise, noise), then maps each value to the centre of its bin of width
+    ``step``, clipped to [0, 1]. With step 32/255 only the 3 most significant bit planes of an
+    8-bit image survive (the 5 lower planes are dropped).
+    """
+    noisy = x + noise * (2 * torch.rand_like(x) - 1)
+    return (torch.floor(noisy / step) * step + step / 2).clamp(0, 1)
+
+
+@register_method("bpfc")
+class BPFC(Objective):
+    """Bit-plane feature consistency (Addepalli et al. 2020; SPEC section 5).
+
+    loss = CE(f(x), y) + w(epoch) * mean_batch ||f(x) - f(quantise(x))||_2^2 on the logits,
+    with w = 1 multiplied by 9 after epochs 25, 50 and 75. Clean and quantised images go through
+    the model in separate passes (each with its own BatchNorm batch statistics).
+    """
+
+    def __init__(self, step: float, noise: float, weight: RegWeightSchedule) -> None:
+        self.step, self.noise, self.weight = step, noise, weight
+
+    @classmethod
+    def from_config(cls, config) -> BPFC:
+        weight = RegWeightSchedule(
+            config.bpfc_weight, config.bpfc_factor, tuple(config.bpfc_milestones)
+        )
+        return cls(config.bpfc_step, config.bpfc_noise, weight)
+
+    def epoch_values(self, epoch: int) -> dict[str, float]:
+        return {"w_bpfc": self.weight(epoch)}
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
+        logits = model(x)
+        logits_q = model(quantise(x, self.step, self.noise))
+        ce = F.cross_entropy(logits, y)
+        consistency = (logits - logits_q).square().sum(1).mean()
+        loss = ce + self.weight(ctx.epoch) * consistency
+        return StepOutput(loss, logits, metrics={"ce": ce.detach(), "bpfc": consistency.detach()})

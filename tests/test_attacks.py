@@ -1,0 +1,190 @@
+"""Every registered attack honours the contract: x_adv detached, in [0, 1], inside the ball, model
+modes restored, eps = 0 returns x, seeded runs repeat, settings are complete; threat models."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ciiv.attacks import (
+    attack_class,
+    create_attack,
+    get_threat_model,
+    list_attacks,
+    parse_eps,
+    preserve_mode,
+)
+from ciiv.models import Backbone, Classifier
+
+SIZE, CLASSES = 8, 5
+CONTRACT_NAMES = {
+    "fgsm", "pgd", "cw", "spsa", "square", "autoattack", "apgd-ce", "gaussian_noise",
+    "uniform_noise", "random_search", "transfer",
+}  # fmt: skip
+
+
+def tiny_model(seed: int = 0) -> Classifier:
+    """A small MLP classifier with BatchNorm and Dropout, so train and eval mode differ."""
+    torch.manual_seed(seed)
+    features = nn.Sequential(
+        nn.Flatten(), nn.Linear(3 * SIZE * SIZE, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5)
+    )
+    return Classifier(Backbone(features, 16, CLASSES), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+def fast_hyper(name: str) -> dict:
+    """Small budgets so the whole registry runs in seconds; eps 0.1 for every bounded attack."""
+    hyper = {
+        "pgd": dict(steps=3),
+        "cw": dict(steps=8, binary_search_steps=2),
+        "spsa": dict(steps=2, nb_sample=4),
+        "square": dict(n_queries=20),
+        "apgd-ce": dict(steps=5),
+        "random_search": dict(draws=6, max_batch=8),
+        "transfer": dict(surrogate=tiny_model(seed=1).eval(), steps=2),
+    }.get(name, {})
+    return {"eps": 0.1, **hyper}
+
+
+def batch(n: int = 4, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, SIZE, SIZE, generator=g), torch.randint(0, CLASSES, (n,), generator=g)
+
+
+NAMES = list_attacks()
+
+
+def test_registry_has_the_contract_names_and_rejects_unknown_ones():
+    assert CONTRACT_NAMES <= set(NAMES)
+    with pytest.raises(ValueError, match="valid: .*pgd"):
+        create_attack("nope", tiny_model())
+    with pytest.raises(ValueError, match="unknown hyper-parameter.*stepz.*valid: .*steps"):
+        create_attack("pgd", tiny_model(), stepz=3)
+    assert attack_class("pgd").name == "pgd"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_output_contract_and_modes_restored(name):
+    model = tiny_model().train()
+    model.backbone.features[2].eval()  # mixed flags must come back exactly as they were
+    flags = [m.training for m in model.modules()]
+    x, y = batch()
+    attack = create_attack(name, model, **fast_hyper(name))
+    x_adv = attack(x, y)
+    assert [m.training for m in model.modules()] == flags
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
+    assert not x_adv.requires_grad and x_adv.grad_fn is None
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert bool((attack.threat.distance(x_adv, x) <= 0.1 + 1e-6).all())
+    assert all(p.grad is None for p in model.parameters())
+    assert isinstance(attack.forward_passes, int) and attack.forward_passes >= 0
+    settings = attack.settings()
+    json.dumps(settings)
+    assert settings["seed"] == attack.seed and math.isclose(settings["eps"], 0.1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_eval_model_stays_in_eval_mode(name):
+    model = tiny_model().eval()
+    x, y = batch()
+    create_attack(name, model, **fast_hyper(name))(x, y)
+    assert not any(m.training for m in model.modules())
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n in ("autoattack", "square") else n
+        for n in NAMES
+    ],
+)
+def test_eps_zero_returns_the_input(name):
+    model = tiny_model().eval()
+    x, y = batch()
+    x_adv = create_attack(name, model, **{**fast_hyper(name), "eps": 0.0})(x, y)
+    assert torch.equal(x_adv, x)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_seed_same_result_on_a_deterministic_model(name):
+    model = tiny_model().eval()
+    x, y = batch(seed=3)
+    first = create_attack(name, model, **fast_hyper(name), seed=11)(x, y)
+    second = create_attack(name, model, **fast_hyper(name), seed=11)(x, y)
+    assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "transfer"])
+def test_settings_rebuild_the_same_attack(name):
+    model = tiny_model().eval()
+    attack = create_attack(name, model, **fast_hyper(name))
+    rebuilt = create_attack(name, model, **attack.settings())
+    assert rebuilt.settings() == attack.settings()
+
+
+def test_empty_batch_and_bad_input():
+    attack = create_attack("pgd", tiny_model(), steps=1)
+    x, y = batch()
+    assert attack(x[:0], y[:0]).shape == (0, 3, SIZE, SIZE)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        attack(x * 2, y)
+    with pytest.raises(ValueError, match="integer class indices"):
+        attack(x, y.float())
+    with pytest.raises(ValueError, match="positive integer"):
+        create_attack("pgd", tiny_model(), steps=0)
+    with pytest.raises(ValueError, match="unknown norm"):
+        create_attack("pgd", tiny_model(), norm="L1")
+
+
+def test_preserve_mode_restores_flags_after_an_error():
+    model = tiny_model().train()
+    with pytest.raises(RuntimeError), preserve_mode(model):
+        assert not model.training
+        raise RuntimeError
+    assert all(m.training for m in model.modules())
+
+
+@pytest.mark.parametrize(
+    "text, value", [("8/255", 8 / 255), (0.5, 0.5), (1, 1.0), (" 16/255", 16 / 255), ("0.03", 0.03)]
+)
+def test_parse_eps(text, value):
+    assert math.isclose(parse_eps(text), value)
+
+
+@pytest.mark.parametrize("bad", ["-1/255", "abc", "1/0", float("nan"), -0.1, True, None])
+def test_parse_eps_rejects_bad_values(bad):
+    with pytest.raises(ValueError):
+        parse_eps(bad)
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_threat_model_projection_init_and_step(norm):
+    threat = get_threat_model(norm, 0.2)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, SIZE, SIZE, generator=g)
+    far = x + 3 * torch.randn(x.shape, generator=g)
+    projected = threat.project(far, x)
+    assert bool((threat.distance(projected, x) <= 0.2 + 1e-6).all())
+    assert projected.min() >= 0 and projected.max() <= 1
+    torch.testing.assert_close(threat.project(projected, x), projected)  # idempotent
+    start = threat.random_init(x, g)
+    assert bool((threat.distance(start, x) <= 0.2 + 1e-6).all()) and not torch.equal(start, x)
+    grad = torch.randn(x.shape, generator=g)
+    moved = threat.step(x, grad, 0.05) - x
+    if norm == "Linf":
+        torch.testing.assert_close(moved, 0.05 * grad.sign())
+    else:
+        torch.testing.assert_close(moved.flatten(1).norm(dim=1), torch.full((6,), 0.05))
+        cos = torch.nn.functional.cosine_similarity(moved.flatten(1), grad.flatten(1))
+        torch.testing.assert_close(cos, torch.ones(6))
+
+
+def test_l2_random_init_fills_the_ball():
+    """Uniform in the ball: radius eps * U^(1/d), so the mean radius is eps * d / (d + 1)."""
+    threat = get_threat_model("L2", 0.1)
+    x = torch.full((2000, 1, 2, 2), 0.5)
+    radius = threat.distance(threat.random_init(x, torch.Generator().manual_seed(0)), x)
+    assert radius.max() <= 0.1 + 1e-6
+    assert abs(radius.mean().item() - 0.1 * 4 / 5) < 0.003

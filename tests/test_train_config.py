@@ -1,0 +1,142 @@
+"""Training config: defaults are the paper's, presets load, overrides are typed, errors name keys."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import yaml
+
+from ciiv.train import (
+    ConfigError,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+    list_presets,
+    load_config,
+    save_config,
+)
+from ciiv.train.optim import lr_factor
+
+
+def test_defaults_are_the_papers_cifar_setting():
+    c = TrainConfig()
+    assert (c.optim.name, c.optim.lr, c.optim.momentum, c.optim.weight_decay) == ("sgd", 0.1, 0.9, 5e-4)
+    assert (c.batch_size, c.epochs, c.optim.milestones, c.optim.gamma) == (128, 110, [10, 100, 105], 0.1)
+    assert (c.model.backbone, c.model.num_views, c.model.samples_per_view) == ("preact_resnet18", 9, 3)
+    assert (c.method.name, c.method.w_reg, c.method.w_reg_factor) == ("ciiv", 0.1, 10.0)
+    assert c.method.w_reg_milestones == [25, 50, 75]
+    assert (c.method.trades_beta, c.method.mixup_alpha, c.model.smoothing_sigma) == (6.0, 1.0, 0.25)
+    assert c.method.pgd.eps == pytest.approx(8 / 255) and c.method.pgd.steps == 10
+
+
+def test_presets_load_with_their_dataset_settings():
+    names = list_presets()
+    for name in ("paper-cifar10", "paper-cifar100", "paper-mnist", "paper-miniimagenet", "shapes-fast"):
+        assert name in names
+    # the preset spells out the defaults (val_fraction and spike_scale: CIFAR's values)
+    explicit = {"data": {"dataset": "cifar10", "val_fraction": 0.1}, "model": {"spike_scale": 0.9}}
+    assert load_config("paper-cifar10") == config_from_dict(explicit)
+    assert load_config("paper-cifar100").data.dataset == "cifar100"
+    mnist = load_config("paper-mnist")
+    assert (mnist.data.dataset, mnist.model.spike_scale) == ("mnist", 0.8)
+    mini = load_config("paper-miniimagenet")
+    assert (mini.model.spike_scale, mini.data.options, mini.data.val_fraction) == (
+        0.8,
+        {"image_size": 64},
+        None,
+    )
+    assert load_config("shapes-fast").model.backbone == "small_cnn"
+
+
+def test_overrides_are_typed_and_take_precedence(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim: {lr: 0.2}\nepochs: 3\n")
+    c = load_config(
+        path,
+        [
+            "optim.lr=0.05",
+            "method.pgd.eps=4/255",
+            "data.options.n_train=100",
+            "model.spike_scale=null",
+            "optim.milestones=[1, 2]",
+        ],
+    )
+    assert c.optim.lr == 0.05 and c.epochs == 3
+    assert c.method.pgd.eps == pytest.approx(4 / 255)
+    assert c.data.options == {"n_train": 100}
+    assert c.model.spike_scale is None and c.optim.milestones == [1, 2]
+    assert isinstance(load_config(None, {"optim.lr": 1}).optim.lr, float)
+
+
+def test_roundtrip_through_yaml(tmp_path):
+    c = load_config("shapes-fast", ["method.name=trades", "seed=3"])
+    save_config(c, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == c
+    assert config_from_dict(yaml.safe_load(yaml.safe_dump(config_to_dict(c)))) == c
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("optim.lrr=0.1", "unknown config key 'optim.lrr'; did you mean 'optim.lr'?"),
+        ("optim.lrr=0.1", "(valid: optim.name, optim.lr,"),
+        ("bogus=1", "unknown config key 'bogus'"),
+        ("method.pgd.epss=1", "unknown config key 'method.pgd.epss'"),
+        ("epochs.x=1", "epochs has no sub-keys"),
+        ("optim.lr=fast", "optim.lr: expected a number"),
+        ("optim.lr=-1", "optim.lr: must be > 0"),
+        ("epochs=2.5", "epochs: expected an integer"),
+        ("epochs=0", "epochs: must be >= 1"),
+        ("amp=fp8", "amp: 'fp8' is not one of"),
+        ("compile=yes please", "compile: expected true or false"),
+        ("optim.milestones=[5, 2]", "optim.milestones: must be increasing"),
+        ("optim.lr=1/0", "optim.lr: expected a number or a fraction"),
+        ("data.val_fraction=1.5", "data.val_fraction: must be in [0, 1)"),
+        ("device=tpu", "device: must be auto, cpu, cuda or cuda:N"),
+        ("method.name=bogus", "unknown method 'bogus'; valid: bpfc, ciiv"),
+        ("data.dataset=imagenet22k", "unknown dataset 'imagenet22k'; valid:"),
+        ("model.backbone=resnet9000", "unknown backbone 'resnet9000'; valid:"),
+        ("model.num_views=1", "model.num_views: method 'ciiv' needs at least 2 views"),
+        ("model.num_views=10", "model.num_views: at most 9 views"),
+        ("optim.betas=[0.9]", "optim.betas: must be two numbers"),
+        ("nonsense", "must look like key=value"),
+    ],
+)
+def test_bad_keys_and_values_name_the_key(override, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert fragment in str(info.value)
+
+
+def test_bad_sources():
+    with pytest.raises(ConfigError, match="neither a file nor a preset; presets: paper-cifar10"):
+        load_config("no-such-preset")
+    with pytest.raises(ConfigError, match="a config must be a mapping"):
+        config_from_dict([1, 2])
+
+
+def test_yaml_file_errors(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="must be a YAML mapping"):
+        load_config(path)
+    path.write_text("optim:\n  lr: 0.1\n  sgd_momentum: 0.9\n")
+    with pytest.raises(ConfigError, match="unknown config key 'optim.sgd_momentum'"):
+        load_config(path)
+
+
+def test_schedules():
+    c = load_config(None)
+    # the paper's: lr x0.1 after epochs 10, 100, 105 (0-based epoch index)
+    factors = [lr_factor(c.optim, e, 110) for e in (0, 9.99, 10, 99, 100, 105, 109)]
+    assert factors == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.001, 0.001])
+    cos = load_config(None, ["optim.schedule=cosine"]).optim
+    assert lr_factor(cos, 0, 10) == 1 and lr_factor(cos, 5, 10) == pytest.approx(0.5)
+    assert lr_factor(cos, 10, 10) == pytest.approx(0)
+    one = load_config(None, ["optim.schedule=onecycle", "optim.warmup_fraction=0.2"]).optim
+    assert lr_factor(one, 0, 10) == pytest.approx(1 / 25)
+    assert lr_factor(one, 2, 10) == pytest.approx(1)
+    assert lr_factor(one, 1, 10) == pytest.approx((1 / 25 + 1) / 2)
+    assert lr_factor(one, 10, 10) == pytest.approx(0, abs=1e-12)
+    assert not math.isnan(lr_factor(one, 6, 10))
