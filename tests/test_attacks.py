@@ -95,10 +95,7 @@ def test_eval_model_stays_in_eval_mode(name):
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(n, marks=pytest.mark.slow) if n in ("autoattack", "square") else n
-        for n in NAMES
-    ],
+    [pytest.param(n, marks=pytest.mark.slow) if n == "autoattack" else n for n in NAMES],
 )
 def test_eps_zero_returns_the_input(name):
     model = tiny_model().eval()
@@ -136,6 +133,12 @@ def test_empty_batch_and_bad_input():
         create_attack("pgd", tiny_model(), steps=0)
     with pytest.raises(ValueError, match="unknown norm"):
         create_attack("pgd", tiny_model(), norm="L1")
+
+
+def test_inference_mode_is_refused_with_advice():
+    x, y = batch()
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="no_grad"):
+        create_attack("pgd", tiny_model(), steps=1)(x, y)
 
 
 def test_preserve_mode_restores_flags_after_an_error():

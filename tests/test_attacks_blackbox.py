@@ -177,7 +177,6 @@ class NoisyInput(nn.Module):
         return self.model((x + 0.02 * torch.randn_like(x)).clamp(0, 1))
 
 
-@pytest.mark.slow
 def test_autoattack_rand_on_a_random_model():
     model, x, y = trained_mlp(classes=4)
     noisy = NoisyInput(model)

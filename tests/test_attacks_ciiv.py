@@ -5,8 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from ciiv.attacks import create_attack, per_example_consistency
-from ciiv.loss import consistency_loss
+from ciiv.attacks import create_attack
 from ciiv.models import Backbone, CiiVClassifier
 from ciiv.sampling import RetinotopicSampler
 
@@ -74,17 +73,6 @@ def test_batched_eot_draws_get_independent_masks():
     seen.clear()
     create_attack("pgd", model, eps=0.03, steps=2, eot=1)(x, y)
     assert seen and not any(seen)  # a single draw queries the deployed function as it is
-
-
-@pytest.mark.parametrize("per_example", [False, True])
-@pytest.mark.parametrize("kind", ["smooth_l1", "l2"])
-def test_per_example_consistency_matches_the_training_loss(per_example, kind):
-    g = torch.Generator().manual_seed(0)
-    features = torch.randn(4, 5, 7, generator=g)
-    z = 0.5 + torch.rand((4, 5) if per_example else (4,), generator=g)
-    per = per_example_consistency(features, z, kind)
-    assert per.shape == (5,)
-    torch.testing.assert_close(per.mean(), consistency_loss(features, z, kind))
 
 
 def test_adaptive_attack_has_a_useful_gradient_and_valid_output():

@@ -39,6 +39,17 @@ def test_consistency_loss_equals_loop_reference(kind, per_example):
     assert got == pytest.approx(_reference_consistency(features, z, kind), rel=1e-10)
 
 
+@pytest.mark.parametrize("kind", ["smooth_l1", "l2"])
+def test_per_example_consistency_averages_to_the_loss(kind):
+    features, z = torch.randn(4, 5, 7), 0.5 + torch.rand(4, 5)
+    per = consistency_loss(features, z, kind, reduction="none")
+    assert per.shape == (5,)
+    torch.testing.assert_close(per.mean(), consistency_loss(features, z, kind))
+    for b in range(5):  # each example's value depends on that example alone
+        one = consistency_loss(features[:, b : b + 1], z[:, b : b + 1], kind)
+        torch.testing.assert_close(per[b], one)
+
+
 def test_consistency_loss_is_zero_when_features_scale_with_density():
     z = torch.tensor([0.9, 0.8, 0.95])
     base = torch.randn(1, 4, 6)

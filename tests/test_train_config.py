@@ -21,9 +21,23 @@ from ciiv.train.optim import lr_factor
 
 def test_defaults_are_the_papers_cifar_setting():
     c = TrainConfig()
-    assert (c.optim.name, c.optim.lr, c.optim.momentum, c.optim.weight_decay) == ("sgd", 0.1, 0.9, 5e-4)
-    assert (c.batch_size, c.epochs, c.optim.milestones, c.optim.gamma) == (128, 110, [10, 100, 105], 0.1)
-    assert (c.model.backbone, c.model.num_views, c.model.samples_per_view) == ("preact_resnet18", 9, 3)
+    assert (c.optim.name, c.optim.lr, c.optim.momentum, c.optim.weight_decay) == (
+        "sgd",
+        0.1,
+        0.9,
+        5e-4,
+    )
+    assert (c.batch_size, c.epochs, c.optim.milestones, c.optim.gamma) == (
+        128,
+        110,
+        [10, 100, 105],
+        0.1,
+    )
+    assert (c.model.backbone, c.model.num_views, c.model.samples_per_view) == (
+        "preact_resnet18",
+        9,
+        3,
+    )
     assert (c.method.name, c.method.w_reg, c.method.w_reg_factor) == ("ciiv", 0.1, 10.0)
     assert c.method.w_reg_milestones == [25, 50, 75]
     assert (c.method.trades_beta, c.method.mixup_alpha, c.model.smoothing_sigma) == (6.0, 1.0, 0.25)
@@ -32,7 +46,13 @@ def test_defaults_are_the_papers_cifar_setting():
 
 def test_presets_load_with_their_dataset_settings():
     names = list_presets()
-    for name in ("paper-cifar10", "paper-cifar100", "paper-mnist", "paper-miniimagenet", "shapes-fast"):
+    for name in (
+        "paper-cifar10",
+        "paper-cifar100",
+        "paper-mnist",
+        "paper-miniimagenet",
+        "shapes-fast",
+    ):
         assert name in names
     # the preset spells out the defaults (val_fraction and spike_scale: CIFAR's values)
     explicit = {"data": {"dataset": "cifar10", "val_fraction": 0.1}, "model": {"spike_scale": 0.9}}

@@ -28,7 +28,12 @@ def _per_view_z(z: Tensor, num_views: int, batch: int) -> Tensor:
     )
 
 
-def consistency_loss(features: Tensor, z: Tensor, kind: ConsistencyKind = "smooth_l1") -> Tensor:
+def consistency_loss(
+    features: Tensor,
+    z: Tensor,
+    kind: ConsistencyKind = "smooth_l1",
+    reduction: Literal["mean", "none"] = "mean",
+) -> Tensor:
     """View-consistency loss L_reg: features should scale linearly with the sampling density.
 
     For each view l, with zbar_l and phibar_l the means of z and phi over the other L - 1 views,
@@ -40,14 +45,17 @@ def consistency_loss(features: Tensor, z: Tensor, kind: ConsistencyKind = "smoot
         features: phi, [L, B, D].
         z: densities, [L] (one mask per view for the batch) or [L, B] (per-example masks).
         kind: "smooth_l1" (the paper's) or "l2".
-    Returns:
-        A scalar tensor.
+        reduction: "mean" -> the scalar loss; "none" -> one value per example [B] (averaged over
+            the views only), which attacks use to keep a per-example best iterate.
     """
     if features.dim() != 3:
         raise ValueError(f"features must be [L, B, D], got shape {tuple(features.shape)}")
     num_views, batch, _ = features.shape
     if num_views < 2:
-        raise ValueError("the consistency loss needs at least 2 views")
+        raise ValueError(
+            "the consistency loss needs at least 2 views (a model with num_views=1, e.g. the "
+            "paper protocol's centre view, has no view agreement to measure)"
+        )
     z = _per_view_z(z, num_views, batch).to(features.dtype)
     # Leave-one-out means without a loop: (sum - own) / (L - 1).
     z_others = (z.sum(0, keepdim=True) - z) / (num_views - 1)
@@ -59,7 +67,12 @@ def consistency_loss(features: Tensor, z: Tensor, kind: ConsistencyKind = "smoot
         per_dim = (own - others).square()
     else:
         raise ValueError(f"unknown consistency kind {kind!r}; valid: smooth_l1, l2")
-    return per_dim.sum(-1).mean()
+    per_example = per_dim.sum(-1).mean(0)
+    if reduction == "none":
+        return per_example
+    if reduction == "mean":
+        return per_example.mean()
+    raise ValueError(f"unknown reduction {reduction!r}; valid: mean, none")
 
 
 def view_cross_entropy(logits: Tensor, y: Tensor, reduction: Literal["mean", "none"] = "mean"):

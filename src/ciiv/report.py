@@ -31,7 +31,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("markdown", "json")
+FORMATS = ("markdown", "json", "both")
 _REQUIRED = ("suite", "protocol", "clean_accuracy", "robust_accuracy", "per_attack", "attacks")
 
 
@@ -289,19 +289,21 @@ def report_json(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def write_report(
     paths: Iterable[str | Path], out_dir: str | Path, fmt: str = "markdown"
 ) -> list[Path]:
-    """Merge the summaries behind ``paths`` into ``out_dir``: ``report.md`` (markdown) or
-    ``report.json`` (json), plus the PNG plots. Returns the written files."""
+    """Merge the summaries behind ``paths`` into ``out_dir``: ``report.md`` (markdown),
+    ``report.json`` (json) or both, plus the PNG plots. Returns the written files."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
     summaries = load_summaries(paths)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = plot_sweeps(sweep_curves(summaries), out_dir)
-    if fmt == "markdown":
-        target = out_dir / "report.md"
-        target.write_text(report_markdown(summaries, plots), encoding="utf-8")
-    else:
-        target = out_dir / "report.json"
-        target.write_text(json.dumps(report_json(summaries), indent=2) + "\n", encoding="utf-8")
-    logger.info("report: %s (%d plots)", target, len(plots))
-    return [target, *plots]
+    written = []
+    if fmt in ("markdown", "both"):
+        written.append(out_dir / "report.md")
+        written[-1].write_text(report_markdown(summaries, plots), encoding="utf-8")
+    if fmt in ("json", "both"):
+        written.append(out_dir / "report.json")
+        text = json.dumps(report_json(summaries), indent=2) + "\n"
+        written[-1].write_text(text, encoding="utf-8")
+    logger.info("report: %s (%d plots)", ", ".join(map(str, written)), len(plots))
+    return [*written, *plots]

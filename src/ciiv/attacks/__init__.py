@@ -12,7 +12,7 @@ from .cw import CarliniWagnerL2
 from .external import APGDCE, AutoAttack, Square
 from .gradient import DEFAULT_EPS, FGSM, PGD, GradientEstimate
 from .noise import GaussianNoise, RandomSearch, UniformNoise
-from .objectives import choose_targets, margin, per_example_consistency
+from .objectives import choose_targets, margin
 from .registry import attack_class, create_attack, list_attacks, register_attack
 from .spsa import SPSA
 from .threat import L2Threat, LinfThreat, ThreatModel, get_threat_model, parse_eps
@@ -45,7 +45,6 @@ __all__ = [
     "list_attacks",
     "margin",
     "parse_eps",
-    "per_example_consistency",
     "preserve_mode",
     "register_attack",
 ]

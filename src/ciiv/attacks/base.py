@@ -152,11 +152,12 @@ class Attack(ABC):
         # Without a seed, draw one from torch's global generator: torch.manual_seed then still
         # reproduces the run, and settings() records the seed that was used.
         self.seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
-        # eval_mode=None marks an attack that never queries the model (the modes are untouched).
         self.eval_mode = bool(eval_mode)
         self.threat: ThreatModel | None = None
         self._generators: dict[torch.device, torch.Generator] = {}
         self._hyper: dict[str, Any] = {"seed": self.seed}
+        # eval_mode=None marks an attack that never queries the model: its modes stay untouched
+        # and the setting is not recorded.
         if eval_mode is not None:
             self._record(eval_mode=self.eval_mode)
 
@@ -181,6 +182,11 @@ class Attack(ABC):
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         """Adversarial examples for x [B, C, H, W] in [0, 1] with labels y [B]: detached, in [0, 1],
         inside the threat ball, same shape and dtype as x."""
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError(
+                "attacks need autograd: call them outside torch.inference_mode() "
+                "(torch.no_grad() around the call is fine)"
+            )
         x, y = check_batch(x, y)
         if x.shape[0] == 0:
             return x.clone()

@@ -45,10 +45,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ciiv.loss import view_cross_entropy
+from ciiv.loss import consistency_loss, view_cross_entropy
 
 from .base import Attack, bpda_context, independent_draws, positive_int, preserve_mode
-from .objectives import TARGET_MODES, choose_targets, per_example_consistency
+from .objectives import TARGET_MODES, choose_targets
 from .registry import register_attack
 from .threat import canonical_norm, get_threat_model, parse_eps
 
@@ -156,7 +156,7 @@ class PGD(Attack):
             out = self.views(x)
             logits = self.model.combine(out.logits, out.z)
             ce = view_cross_entropy(out.logits, labels, reduction="none")
-            cons = per_example_consistency(out.features, out.z)
+            cons = consistency_loss(out.features, out.z, reduction="none")
             value = (-ce if self.targeted else ce) + self.adaptive_weight * cons
         else:
             logits = self.logits(x)
@@ -230,14 +230,12 @@ class PGD(Attack):
                 best_x[chosen] = points[better].detach()
                 best_rate[chosen], best_value[chosen] = rate[better], value[better]
 
+            idx = torch.arange(len(x), device=x.device)
             for restart in range(self.restarts):
-                idx = (
-                    torch.nonzero(best_rate < 1).flatten()
-                    if restart
-                    else torch.arange(len(x), device=x.device)
-                )
-                if idx.numel() == 0:
-                    break
+                if restart:
+                    idx = torch.nonzero(best_rate < 1).flatten()
+                    if idx.numel() == 0:
+                        break
                 x0, target = x[idx], labels[idx]
                 x_adv = threat.random_init(x0, generator) if self.random_start else x0.clone()
                 for _ in range(self.steps):

@@ -157,7 +157,9 @@ def _result_table(summary: dict, out_dir: Path) -> Table:
         table.add_row(name, "skipped", escape(reason))
     audit = summary.get("audit")
     if audit:
-        passed = {True: "passed", False: "[bold red]FAILED[/]", None: "not run"}[audit.get("passed")]
+        passed = {True: "passed", False: "[bold red]FAILED[/]", None: "not run"}[
+            audit.get("passed")
+        ]
         counts = ", ".join(f"{k} {v}" for k, v in (audit.get("counts") or {}).items())
         table.add_row("audit", "", f"{passed} {counts}".strip())
     return table
@@ -207,9 +209,7 @@ def run(args: argparse.Namespace) -> int:
         default_split = split == next(iter(splits.test))
         audit = not args.no_audit
         for protocol in protocols:
-            name = eval_dir_name(
-                args.suite, protocol, None if default_split else split, args.eps
-            )
+            name = eval_dir_name(args.suite, protocol, None if default_split else split, args.eps)
             out_dir = Path(args.out) if args.out else Path(args.run_dir) / "eval" / name
             columns = (
                 TextColumn("{task.description}"),

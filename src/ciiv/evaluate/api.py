@@ -120,7 +120,9 @@ def _check_inputs(x: Tensor, y: Tensor) -> None:
     if not isinstance(x, Tensor) or x.dim() != 4:
         raise ValueError("x must be an image tensor [N, C, H, W] with values in [0, 1]")
     if not x.is_floating_point():
-        raise ValueError(f"x has dtype {x.dtype}; pass float pixels in [0, 1] (divide uint8 by 255)")
+        raise ValueError(
+            f"x has dtype {x.dtype}; pass float pixels in [0, 1] (divide uint8 by 255)"
+        )
     if x.shape[0] == 0:
         raise ValueError("x holds no examples")
     if not bool(((x >= 0) & (x <= 1)).all()):

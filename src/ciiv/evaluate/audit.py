@@ -83,7 +83,9 @@ class AuditResult:
         for result in self.checks:
             if result.name == name:
                 return result
-        raise KeyError(f"no check {name!r} in this audit; ran: {', '.join(c.name for c in self.checks)}")
+        raise KeyError(
+            f"no check {name!r} in this audit; ran: {', '.join(c.name for c in self.checks)}"
+        )
 
     @property
     def counts(self) -> dict[str, int]:
@@ -148,7 +150,9 @@ def _validate(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         desc = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, Tensor) else type(y).__name__
         raise ValueError(f"y must be integer labels of shape [{x.shape[0]}], got {desc}")
     if x.shape[0] < 2:
-        raise ValueError("the audit compares accuracies over examples: pass at least 2 (100+ advised)")
+        raise ValueError(
+            "the audit compares accuracies over examples: pass at least 2 (100+ advised)"
+        )
     if not bool(((x >= 0) & (x <= 1)).all()):
         raise ValueError("pixels must be finite and in [0, 1]; pass unnormalised images")
     param = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None

@@ -163,8 +163,10 @@ def _check_ball(spec: ResolvedAttack, x_adv: Tensor, x: Tensor) -> None:
     """Refuse an x_adv outside [0, 1] or outside the entry's ball (an attack bug, never a result)."""
     distance = get_threat_model(spec.norm, spec.eps).distance(x_adv, x)
     limit = spec.eps + _BALL_TOLERANCE
-    if x_adv.shape != x.shape or bool((distance > limit).any()) or not bool(
-        ((x_adv >= 0) & (x_adv <= 1)).all()
+    if (
+        x_adv.shape != x.shape
+        or bool((distance > limit).any())
+        or not bool(((x_adv >= 0) & (x_adv <= 1)).all())
     ):
         raise RuntimeError(
             f"attack {spec.name!r} returned points outside [0, 1] or outside its {spec.norm} ball "

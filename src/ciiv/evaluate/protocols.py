@@ -52,7 +52,7 @@ class Protocol:
         return PROTOCOLS["full"] if self.centre_view_only and not traits.views else self
 
     def attack_views(self) -> str:
-        """"centre" when attacks see the centre view only, else "all"."""
+        """ "centre" when attacks see the centre view only, else "all"."""
         return "centre" if self.centre_view_only else "all"
 
     def unsupported(self, entry) -> str | None:

@@ -92,9 +92,11 @@ def load_done(out_dir: Path) -> tuple[dict[int, list[dict]], dict[int, dict]]:
     """Finished batches found in ``out_dir`` and its shards: (rows by batch, record by batch)."""
     out_dir = Path(out_dir)
     shards = out_dir / SHARDS
-    directories = [out_dir, *sorted(p for p in shards.iterdir() if p.is_dir())] if (
-        shards.exists()
-    ) else [out_dir]
+    directories = (
+        [out_dir, *sorted(p for p in shards.iterdir() if p.is_dir())]
+        if (shards.exists())
+        else [out_dir]
+    )
     rows: dict[int, list[dict]] = {}
     records: dict[int, dict] = {}
     for directory in directories:

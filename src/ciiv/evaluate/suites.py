@@ -92,7 +92,9 @@ class AttackEntry:
 
     def __post_init__(self) -> None:
         if not self.name or any(c in self.name for c in "\n\t"):
-            raise ValueError(f"attack entry name must be a non-empty single line, got {self.name!r}")
+            raise ValueError(
+                f"attack entry name must be a non-empty single line, got {self.name!r}"
+            )
         if self.norm is not None and self.norm not in NORMS:
             raise ValueError(f"{self.name}: unknown norm {self.norm!r}; valid: {', '.join(NORMS)}")
         unknown = sorted(set(self.requires) - set(REQUIREMENTS))

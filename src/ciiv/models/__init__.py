@@ -1,8 +1,8 @@
 """Backbones (through a registry) and the classifiers built on them."""
 
+from .build import MODEL_KINDS, ModelConfig, ModelKind, build_model
 from .classifier import CiiVClassifier, Classifier, ViewOutput, check_images, predict
 from .registry import Backbone, create_model, list_models, register_model
-from .build import MODEL_KINDS, ModelConfig, ModelKind, build_model
 from .smoothing import SmoothedClassifier
 
 __all__ = [

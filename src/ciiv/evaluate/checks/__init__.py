@@ -13,7 +13,15 @@ from . import (  # noqa: F401
     standin,
     strength,
 )
-from .base import STATUSES, CheckResult, Status, check_summary, get_check, list_checks, register_check
+from .base import (
+    STATUSES,
+    CheckResult,
+    Status,
+    check_summary,
+    get_check,
+    list_checks,
+    register_check,
+)
 from .context import AttackRun, AuditContext, Comparison, compare, fixed_randomness
 from .settings import AuditSettings, audit_settings
 

@@ -24,6 +24,7 @@ __all__ = [
     "jsonable",
     "list_checks",
     "register_check",
+    "sentence",
 ]
 
 Status = Literal["pass", "warn", "fail", "skip"]
@@ -44,6 +45,11 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     return value
+
+
+def sentence(text: str) -> str:
+    """``text`` with its first letter upper-cased (unlike str.capitalize, the rest is kept)."""
+    return text[:1].upper() + text[1:]
 
 
 @dataclass

@@ -81,11 +81,15 @@ def whitebox_vs_blackbox(ctx: AuditContext) -> CheckResult:
             "broken_only_by_black_box": missed,
         }
         if cmp.violated:
-            beaten.append(f"{run.label} ({run.accuracy:.1%} vs {numbers['white_box_accuracy']:.1%})")
+            beaten.append(
+                f"{run.label} ({run.accuracy:.1%} vs {numbers['white_box_accuracy']:.1%})"
+            )
         if missed:
             only[run.label] = missed
     if not bb_runs:
-        return CheckResult("whitebox_vs_blackbox", "skip", f"No black-box attack could run: {errors}.", numbers)
+        return CheckResult(
+            "whitebox_vs_blackbox", "skip", f"No black-box attack could run: {errors}.", numbers
+        )
     if beaten:
         return CheckResult(
             "whitebox_vs_blackbox",

@@ -10,6 +10,7 @@ import json
 import torch
 
 from ciiv.attacks import get_threat_model
+
 from .base import CheckResult, register_check
 from .context import AttackRun, AuditContext
 
@@ -28,7 +29,9 @@ def _run_problems(run: AttackRun) -> tuple[list[str], list[str]]:
     if not bool(torch.isfinite(x_adv).all()):
         hard.append("x_adv has NaN/inf")
     elif not bool(((x_adv >= -_SLACK) & (x_adv <= 1 + _SLACK)).all()):
-        hard.append(f"x_adv leaves [0, 1] (range {x_adv.min().item():.4g}..{x_adv.max().item():.4g})")
+        hard.append(
+            f"x_adv leaves [0, 1] (range {x_adv.min().item():.4g}..{x_adv.max().item():.4g})"
+        )
     distance = get_threat_model(run.norm, run.eps).distance(x_adv, x).max().item()
     if distance > run.eps * (1 + _SLACK) + _SLACK:
         hard.append(f"perturbation {distance:.6g} exceeds the {run.norm} budget {run.eps:.6g}")
@@ -46,9 +49,13 @@ def _run_problems(run: AttackRun) -> tuple[list[str], list[str]]:
         soft.append(f"settings record eps {eps!r}, the audit asked for {run.eps:.6g}")
     if run.attack not in _QUERY_FREE:
         if run.queried == 0:
-            hard.append("the attack never queried the model it was given (it attacked another function)")
+            hard.append(
+                "the attack never queried the model it was given (it attacked another function)"
+            )
         elif run.forward_passes != run.queried:
-            soft.append(f"forward_passes says {run.forward_passes} images, the model saw {run.queried}")
+            soft.append(
+                f"forward_passes says {run.forward_passes} images, the model saw {run.queried}"
+            )
     return hard, soft
 
 
@@ -90,7 +97,9 @@ def bookkeeping(ctx: AuditContext) -> CheckResult:
     if callable(getattr(model, "predict", None)):
         # Attacks differentiate forward(); accuracy counts predict(). Compare their agreement
         # with the agreement of two forward passes (the model's own randomness).
-        votes = torch.stack([ctx.labels(ctx.x), ctx.logits(ctx.x).argmax(1), ctx.logits(ctx.x).argmax(1)])
+        votes = torch.stack(
+            [ctx.labels(ctx.x), ctx.logits(ctx.x).argmax(1), ctx.logits(ctx.x).argmax(1)]
+        )
         agree_pf = (votes[0] == votes[1])[None]
         agree_ff = (votes[1] == votes[2])[None]
         cmp = ctx.compare(agree_ff, agree_pf)

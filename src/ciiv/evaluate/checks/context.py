@@ -55,7 +55,11 @@ class Comparison:
         return self.diff > self.tolerance
 
     def to_dict(self) -> dict[str, float]:
-        return {"diff": round(self.diff, 4), "se": round(self.se, 4), "tolerance": round(self.tolerance, 4)}
+        return {
+            "diff": round(self.diff, 4),
+            "se": round(self.se, 4),
+            "tolerance": round(self.tolerance, 4),
+        }
 
 
 def compare(a: Tensor, b: Tensor, z: float) -> Comparison:
@@ -302,7 +306,9 @@ class AuditContext:
         """One prediction of ``model`` by its own rule (``ciiv.models.predict``), in batches."""
         model = self.model if model is None else model
         size = self.settings.batch_size
-        return torch.cat([predict(model, points[s : s + size]) for s in range(0, len(points), size)])
+        return torch.cat(
+            [predict(model, points[s : s + size]) for s in range(0, len(points), size)]
+        )
 
     def correct(self, points: Tensor, model: nn.Module | None = None, draws: int | None = None):
         """[D, N] bool: whether each of D predictions of ``model`` (default: the audited one) on
@@ -348,7 +354,9 @@ class AuditContext:
         hyper.setdefault("seed", self.next_seed())
         instance = create_attack(attack, model, **hyper)
         seen = [0]
-        hook = model.register_forward_hook(lambda _m, args, _o: seen.__setitem__(0, seen[0] + len(args[0])))
+        hook = model.register_forward_hook(
+            lambda _m, args, _o: seen.__setitem__(0, seen[0] + len(args[0]))
+        )
         flags = [m.training for m in model.modules()]
         start = time.perf_counter()
         try:

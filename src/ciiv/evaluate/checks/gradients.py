@@ -20,7 +20,9 @@ def _health(grads: dict[str, Tensor], atol: float) -> dict[str, float]:
         out[f"{loss}_nonfinite_fraction"] = round(1 - finite.float().mean().item(), 6)
         clean = torch.where(finite, flat, torch.zeros_like(flat))
         out[f"{loss}_zero_entry_fraction"] = round((clean == 0).float().mean().item(), 6)
-        out[f"{loss}_vanishing_fraction"] = round((clean.abs().amax(1) <= atol).float().mean().item(), 6)
+        out[f"{loss}_vanishing_fraction"] = round(
+            (clean.abs().amax(1) <= atol).float().mean().item(), 6
+        )
         out[f"{loss}_norm_median"] = clean.norm(dim=1).median().item()
     return out
 
@@ -67,7 +69,9 @@ def gradient_health(ctx: AuditContext) -> CheckResult:
             masked = (true_run, strongest)
 
     stats = [numbers[w] for w in points]
-    nonfinite = max(max(st["ce_nonfinite_fraction"], st["margin_nonfinite_fraction"]) for st in stats)
+    nonfinite = max(
+        max(st["ce_nonfinite_fraction"], st["margin_nonfinite_fraction"]) for st in stats
+    )
     vanishing = max(st["margin_vanishing_fraction"] for st in stats)
     ce_vanishing = max(st["ce_vanishing_fraction"] for st in stats)
     if nonfinite > 0:
@@ -113,7 +117,9 @@ def gradient_health(ctx: AuditContext) -> CheckResult:
             f"the cross-entropy gradient vanishes on {ce_vanishing:.0%} of the points (saturated "
             "softmax): use a margin (C&W) or DLR loss, e.g. AutoAttack's APGD-DLR"
         )
-    low = {k: v["cosine_median"] for k, v in bpda.items() if v["cosine_median"] < s.bpda_cosine_warn}
+    low = {
+        k: v["cosine_median"] for k, v in bpda.items() if v["cosine_median"] < s.bpda_cosine_warn
+    }
     if low:
         problems.append(
             f"the true gradient and the BPDA gradient disagree (median cosine {low} after EOT "
@@ -121,7 +127,12 @@ def gradient_health(ctx: AuditContext) -> CheckResult:
             "the true gradient alone may be obfuscated"
         )
     if problems:
-        return CheckResult("gradient_health", "warn", "Gradients are finite, but " + "; ".join(problems) + ".", numbers)
+        return CheckResult(
+            "gradient_health",
+            "warn",
+            "Gradients are finite, but " + "; ".join(problems) + ".",
+            numbers,
+        )
     return CheckResult(
         "gradient_health",
         "pass",

@@ -128,7 +128,9 @@ class Stability:
     def to_numbers(self, threshold: float) -> dict:
         extrapolated = self.extrapolated(threshold)
         return {
-            "cosine_by_eot": {str(e): round(c, 4) for e, c in zip(self.eot, self.cosine, strict=True)},
+            "cosine_by_eot": {
+                str(e): round(c, 4) for e, c in zip(self.eot, self.cosine, strict=True)
+            },
             "eot_needed": self.needed(threshold),
             "eot_extrapolated": None if extrapolated is None else math.ceil(extrapolated),
         }

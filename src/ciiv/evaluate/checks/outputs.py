@@ -3,8 +3,6 @@ saturated that the cross-entropy and its gradient are exactly zero."""
 
 from __future__ import annotations
 
-import torch
-
 from .base import CheckResult, register_check
 from .context import AuditContext
 
@@ -26,7 +24,10 @@ def output_sanity(ctx: AuditContext) -> CheckResult:
     in_unit = ((logits >= 0) & (logits <= 1)).all(1)
     prob_rows = (in_unit & ((logits.sum(1) - 1).abs() < _SUM_ATOL)).float().mean().item()
     log_prob_rows = (
-        ((logits <= 0).all(1) & (logits.float().logsumexp(1).abs() < _SUM_ATOL)).float().mean().item()
+        ((logits <= 0).all(1) & (logits.float().logsumexp(1).abs() < _SUM_ATOL))
+        .float()
+        .mean()
+        .item()
     )
     top2 = logits.float().topk(min(2, logits.shape[1]), dim=1).values
     # Saturated: p_max rounds to 1, so CE is exactly 0 (AutoAttack flags this). Dead: every other
@@ -73,7 +74,9 @@ def output_sanity(ctx: AuditContext) -> CheckResult:
     if logits.shape[1] < 3:
         notes.append("with fewer than 3 classes AutoAttack's DLR loss is undefined: use C&W")
     if notes:
-        return CheckResult("output_sanity", "warn", "Outputs are logits, but " + "; ".join(notes) + ".", numbers)
+        return CheckResult(
+            "output_sanity", "warn", "Outputs are logits, but " + "; ".join(notes) + ".", numbers
+        )
     kind = "log-probabilities (fine for CE)" if log_prob_rows > _MAJORITY else "logits"
     return CheckResult(
         "output_sanity",

@@ -4,6 +4,7 @@ gradient attack need to average (EOT) before its direction is stable?"""
 from __future__ import annotations
 
 from .base import CheckResult, register_check
+from .base import sentence as _sentence
 from .context import AuditContext
 
 
@@ -100,7 +101,7 @@ def randomness(ctx: AuditContext) -> CheckResult:
             "warn",
             f"{intro} The true gradient never gives a stable direction (cosine {exact.cosine[-1]:.2f}"
             f" between independent EOT-{exact.eot[-1]} estimates): averaging does not repair it. "
-            f"{_describe(best).capitalize()} is stable with E >= {needed} draws: gradient attacks "
+            f"{_sentence(_describe(best))} is stable with E >= {needed} draws: gradient attacks "
             "on this model must use BPDA (see gradient_health).",
             numbers,
         )

@@ -31,7 +31,10 @@ def sampler_removed(ctx: AuditContext) -> CheckResult:
     # Like for like: the same PGD on the model (with its best backward and EOT) and the stand-ins.
     model_run = ctx.pgd(surrogate=ctx.best_surrogate)
     model_robust = model_run.accuracy
-    numbers: dict = {"model_clean_accuracy": round(model_clean, 4), "model_robust_accuracy": round(model_robust, 4)}
+    numbers: dict = {
+        "model_clean_accuracy": round(model_clean, 4),
+        "model_robust_accuracy": round(model_robust, 4),
+    }
     faithful = []
     for name, stand_in in candidates.items():
         clean = ctx.correct(ctx.x, stand_in)

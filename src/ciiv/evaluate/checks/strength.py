@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from .base import CheckResult, register_check
+from .base import sentence as _sentence
 from .context import AuditContext
 
 
@@ -17,7 +18,9 @@ def strength_monotonicity(ctx: AuditContext) -> CheckResult:
     unbounded = ctx.unbounded_eps
     grid = sorted({m * s.eps for m in s.eps_multipliers if m * s.eps < unbounded} | {unbounded})
     surrogate = ctx.best_surrogate
-    curve = [(0.0, ctx.clean_correct)] + [(e, ctx.pgd(eps=e, surrogate=surrogate).correct) for e in grid]
+    curve = [(0.0, ctx.clean_correct)] + [
+        (e, ctx.pgd(eps=e, surrogate=surrogate).correct) for e in grid
+    ]
     numbers: dict = {
         "attack": f"pgd-{s.steps}" + (f" bpda-{surrogate}" if surrogate else ""),
         "eot": ctx.eot(surrogate),
@@ -50,7 +53,7 @@ def strength_monotonicity(ctx: AuditContext) -> CheckResult:
         return CheckResult(
             "strength_monotonicity",
             "fail",
-            "; ".join(problems).capitalize()
+            _sentence("; ".join(problems))
             + ". Try BPDA, more steps and restarts, a margin loss, and gradient-free attacks "
             "(Square, SPSA); the robust accuracy at eps is not trustworthy until this passes.",
             numbers,

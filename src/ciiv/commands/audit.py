@@ -1,0 +1,136 @@
+"""``ciiv audit``: check a trained run's robustness evaluation for obfuscated gradients.
+
+    ciiv audit runs/a                        # full audit at the dataset's Linf budget
+    ciiv audit runs/a --eps 4/255 --quick    # the cheap preset ``ciiv eval`` also runs
+    ciiv audit runs/a --norm L2 --n-examples 500 --seed 1
+
+Writes RUN_DIR/audit/audit.json and prints one row per check (pass / warn / fail / skip, what was
+found, what to do next). The exit status is 1 when any check fails, 2 on a usage error.
+Every check is explained in docs/evaluation.md, "The audit checks".
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+__all__ = ["DEFAULT_EXAMPLES", "add_arguments", "run"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EXAMPLES = 200
+# The suites that hold each norm's per-dataset budget (Linf 8/255, MNIST 0.3; L2 128/255, MNIST 2).
+_BUDGET_SUITES = {"Linf": "standard-linf", "L2": "standard-l2"}
+_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run written by ciiv train")
+    parser.add_argument(
+        "--eps", metavar="EPS", help="budget, e.g. 8/255 (default: the dataset's, as in ciiv eval)"
+    )
+    parser.add_argument("--norm", choices=("Linf", "L2"), default="Linf", help="threat model norm")
+    parser.add_argument(
+        "--n-examples",
+        type=int,
+        default=DEFAULT_EXAMPLES,
+        metavar="N",
+        help=f"first N of a seeded permutation of the test split, as ciiv eval picks them "
+        f"(default {DEFAULT_EXAMPLES}; 0 = all)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the examples and the audit")
+    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda", help="device")
+    parser.add_argument(
+        "--quick", action="store_true", help="the cheap preset (short attacks, fewer EOT draws)"
+    )
+    parser.add_argument(
+        "--checks", nargs="+", metavar="NAME", help="run only these checks (default: all)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, metavar="B", help="most images per model call (default 256)"
+    )
+    parser.add_argument(
+        "--checkpoint", choices=("best", "last"), default="best", help="checkpoint (default best)"
+    )
+    parser.add_argument(
+        "--test-split", metavar="NAME", help="test split (default: the dataset's first)"
+    )
+    parser.add_argument("--data-dir", metavar="PATH", help="dataset files (default: the run's)")
+    parser.add_argument(
+        "--out", metavar="FILE", help="where to write the JSON (default RUN_DIR/audit/audit.json)"
+    )
+
+
+def result_table(result, title: str) -> Table:
+    """A rich table with one row per check of an :class:`~ciiv.evaluate.audit.AuditResult`."""
+    table = Table(title=title, show_lines=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("s", justify="right")
+    table.add_column("finding / what to do next")
+    for check in result.checks:
+        style = _STYLE[check.status]
+        table.add_row(
+            check.name,
+            f"[{style}]{check.status}[/]",
+            f"{check.elapsed_s:.0f}",
+            escape(check.detail),
+        )
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    from ciiv.commands.eval import select_examples
+    from ciiv.data import DatasetNotFoundError
+    from ciiv.evaluate.audit import audit
+    from ciiv.evaluate.suites import get_suite
+    from ciiv.train import CheckpointError, load_data, load_run
+    from ciiv.train.run import resolve_device
+
+    console = Console(stderr=True)
+    try:
+        device = resolve_device(args.device)
+        loaded = load_run(args.run_dir, args.checkpoint, device=device)
+        splits = load_data(loaded.config.data, data_dir=args.data_dir)
+        split = args.test_split or next(iter(splits.test))
+        if split not in splits.test:
+            raise ValueError(
+                f"unknown test split {split!r} of {loaded.dataset}; valid: {', '.join(splits.test)}"
+            )
+        data = splits.test[split]
+        index = select_examples(len(data), args.n_examples, args.seed)
+        x = data.images[index].float().div(255).to(device)
+        y = data.labels[index].to(device)
+        eps = args.eps or get_suite(_BUDGET_SUITES[args.norm]).eps_for(loaded.dataset)
+        overrides = {} if args.batch_size is None else {"batch_size": args.batch_size}
+        with console.status("audit") as status:
+
+            def progress(name: str, result) -> None:
+                if result is None:
+                    status.update(f"audit: {name}")
+
+            result = audit(
+                loaded.model, x, y, eps=eps, norm=args.norm, quick=args.quick, seed=args.seed,
+                checks=args.checks, progress=progress, **overrides,
+            )  # fmt: skip
+    except (ValueError, CheckpointError, DatasetNotFoundError) as exc:
+        logger.debug("ciiv audit failed", exc_info=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        return 2
+    out = Path(args.out) if args.out else Path(args.run_dir) / "audit" / "audit.json"
+    result.write_json(out)
+    counts = ", ".join(f"{v} {k}" for k, v in result.counts.items() if v)
+    title = (
+        f"audit of {escape(str(args.run_dir))} ({loaded.method}, {loaded.dataset}/{split}, "
+        f"{args.norm} eps {float(result.settings['eps']):.4g}, {result.n_examples} examples, "
+        f"clean {result.clean_accuracy:.1%})"
+    )
+    Console().print(result_table(result, title))
+    verdict = "[green]passed[/]" if result.passed else "[bold red]FAILED[/]"
+    console.print(f"{verdict}: {counts} in {result.elapsed_s:.0f}s -> {escape(str(out))}")
+    return 0 if result.passed else 1

@@ -1,0 +1,52 @@
+"""``ciiv report``: merge evaluation summaries into one table (markdown or JSON) and plots.
+
+    ciiv report runs/vanilla runs/ciiv --out reports/shapes
+    ciiv report runs/ciiv/eval/standard-linf-full runs/ciiv/eval/standard-linf-paper --format json
+
+Each RUN_DIR may be a run directory (all its eval/*/summary.json), an evaluation directory or a
+summary.json file. Only the summary files are read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from rich.console import Console
+from rich.markup import escape
+
+__all__ = ["add_arguments", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "paths", metavar="RUN_DIR", nargs="+", help="run dirs, evaluation dirs or summary files"
+    )
+    parser.add_argument("--out", default="report", metavar="DIR", help="output dir (./report)")
+    parser.add_argument(
+        "--format",
+        choices=("markdown", "json", "both"),
+        default="markdown",
+        help="report.md, report.json or both (plots are written in every case)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ciiv.report import write_report
+
+    console = Console(stderr=True)
+    try:
+        written = write_report(args.paths, args.out, args.format)
+    except ValueError as exc:
+        logger.debug("ciiv report failed", exc_info=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        return 2
+    if args.format in ("markdown", "both"):
+        Console(soft_wrap=True).print(
+            written[0].read_text(encoding="utf-8"), markup=False, highlight=False
+        )
+    for path in written:
+        console.print(f"wrote {escape(str(path))}")
+    return 0
