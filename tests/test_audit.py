@@ -327,7 +327,7 @@ def test_compare_tolerance():
     assert cmp.violated and cmp.diff == pytest.approx(0.06)
     assert cmp.se == pytest.approx(torch.tensor([1.0] * 6 + [0.0] * 94).std().item() / 10)
     mixed = torch.tensor([[True] * 10 + [False] * 90])
-    other = torch.tensor([[False] * 5 + [True] * 5 + [False] * 90])
+    other = torch.tensor([[False] * 5 + [True] * 10 + [False] * 85])
     assert not compare(mixed, other, 2.0).violated  # equal accuracies
 
 

@@ -189,3 +189,24 @@ def test_bf16_autocast_trains_on_the_cpu(tmp_path):
     result = fit(tiny("vanilla", epochs=1, amp="bf16"), tmp_path / "run")
     assert result.history[0]["train_loss"] > 0
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["amp"] == "bf16"
+
+
+@pytest.mark.slow
+def test_compiled_backbone_trains_and_its_checkpoint_loads_uncompiled(tmp_path):
+    # About a minute on a CPU: inductor compiles the backbone's C++ kernels.
+    result = fit(tiny(epochs=1, compile=True), tmp_path / "run")
+    run = load_run(tmp_path / "run", "last", device="cpu")
+    trained = result.model.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in run.model.state_dict().items())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
+def test_cuda_training_with_amp_and_channels_last(tmp_path, amp):
+    result = fit(tiny(device="cuda", amp=amp, epochs=1), tmp_path / "run")
+    assert next(result.model.parameters()).is_cuda
+    assert torch.isfinite(torch.tensor(result.history[0]["train_loss"]))
+    run = load_run(tmp_path / "run", "last", device="cuda")
+    x = torch.rand(4, 3, 16, 16, device="cuda")
+    assert predict(run.model, x).device.type == "cuda"

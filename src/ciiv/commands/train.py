@@ -181,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
             print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
             return 0
         main_process = int(os.environ.get("RANK", "0")) == 0
+        if not main_process:  # under torchrun, rank 0 speaks for all processes
+            logging.getLogger().setLevel(logging.WARNING)
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),

@@ -380,10 +380,7 @@ def evaluate_robustness(
             summary["elapsed_s"] += time.perf_counter() - t0
         if out is not None:
             records.write_json_atomic(out / records.SUMMARY, summary)
-    if world > 1:
-        holder = [summary]
-        torch.distributed.broadcast_object_list(holder, src=0)
-        summary = holder[0]
+    summary = _share(summary, world)
     return EvaluationResult(summary, sorted(all_rows, key=lambda r: r["position"]), out)
 
 
@@ -399,6 +396,15 @@ def _gather(rows: list[dict], recs: list[dict], world: int) -> tuple[list[dict],
         [row for part in gathered for row in part[0]],
         [rec for part in gathered for rec in part[1]],
     )
+
+
+def _share(summary: dict[str, Any] | None, world: int) -> dict[str, Any]:
+    """Rank 0's summary on every rank."""
+    if world > 1:
+        holder = [summary]
+        torch.distributed.broadcast_object_list(holder, src=0)
+        summary = holder[0]
+    return summary
 
 
 def _check_config(out: Path, config: dict[str, Any], rank: int) -> None:

@@ -61,8 +61,9 @@ class AuditResult:
         versions: ciiv, torch, python, device (and pyautoattack when installed).
         seed: the audit's seed.
         n_examples: points audited.
-        clean_accuracy: mean per-draw clean accuracy on those points.
-        stochastic: whether the model gave different logits for the same input.
+        clean_accuracy: mean per-draw clean accuracy on those points (NaN if the model failed).
+        stochastic: whether the model gave different logits for the same input (None if the
+            model failed before that could be measured).
         model: the model's class name.
         elapsed_s: wall-clock seconds of the whole audit.
     """
@@ -74,7 +75,7 @@ class AuditResult:
     seed: int
     n_examples: int
     clean_accuracy: float
-    stochastic: bool
+    stochastic: bool | None
     model: str
     elapsed_s: float
 
@@ -178,8 +179,9 @@ def audit(
 
     Args:
         model: maps pixels x [B, C, H, W] in [0, 1] to logits [B, K]; optionally ``predict``
-            (its own inference rule), ``stochastic``, ``bpda(surrogate)``, ``fixed_randomness(seed)``
-            and ``forward_expected`` (CiiV). It runs in eval mode; its flags are restored after.
+            (its own inference rule), ``stochastic``, ``bpda(surrogate)``,
+            ``fixed_randomness(seed)`` and ``forward_expected`` (CiiV). It runs in eval mode; its
+            flags are restored afterwards.
         x: images [N, C, H, W] in [0, 1] (N >= 100 advised; moved to the model's device).
         y: labels [N].
         eps: the threat model's budget, a float or a string like "8/255".
@@ -232,8 +234,12 @@ def audit(
             results.append(result)
             if progress:
                 progress(name, result)
-        clean = ctx.clean_correct.float().mean().item()
-        stochastic = ctx.stochastic
+        try:
+            clean, stochastic = ctx.clean_correct.float().mean().item(), ctx.stochastic
+        except Exception:  # a model that crashed its checks may crash here too
+            if raise_errors:
+                raise
+            clean, stochastic = float("nan"), None
     return AuditResult(
         checks=results,
         passed=all(r.status != "fail" for r in results),

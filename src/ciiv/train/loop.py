@@ -165,6 +165,19 @@ def _compile_backbones(model: nn.Module) -> None:
             module.forward_head = torch.compile(module.forward_head)
 
 
+def _place(split: ImageTensors, device: torch.device) -> ImageTensors:
+    """The split on ``device`` when it takes under a quarter of the free accelerator memory
+    (batches are then index gathers on the device), else in pinned CPU memory (each uint8 batch
+    is copied over as it is drawn)."""
+    if device.type != "cuda":
+        return split
+    free, _ = torch.cuda.mem_get_info(device)
+    if split.images.nbytes < free // 4:
+        return split.to(device)
+    logger.info("keeping %d images in CPU memory (too large for the device)", len(split))
+    return ImageTensors(split.images.pin_memory(), split.labels.to(device))
+
+
 def _check_resumable(saved: TrainConfig, config: TrainConfig) -> None:
     old, new = _flatten(config_to_dict(saved)), _flatten(config_to_dict(config))
     changed = [k for k in old if old[k] != new.get(k) and k not in RESUMABLE_KEYS]
@@ -186,13 +199,16 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _resumable_checkpoint(run_dir: Path) -> Path:
+    path = checkpoint_path(run_dir, "last")
+    if not path.is_file():
+        raise CheckpointError(f"cannot resume {run_dir}: no {path} (was it written by ciiv train?)")
+    return path
+
+
 def _prepare_run_dir(run_dir: Path, resume: bool, dist: DistContext) -> None:
     if resume:
-        if not checkpoint_path(run_dir, "last").is_file():
-            raise CheckpointError(
-                f"cannot resume {run_dir}: no {checkpoint_path(run_dir, 'last')} "
-                "(was it written by `ciiv train`?)"
-            )
+        _resumable_checkpoint(run_dir)
         return
     # Every rank checks before rank 0 creates anything, so all ranks agree on the outcome.
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
@@ -223,7 +239,7 @@ def resume(
     ``overrides`` (as for :func:`ciiv.train.load_config`) may change only ``RESUMABLE_KEYS``,
     e.g. ``{"epochs": 200}`` to train longer or ``["device=cpu"]``.
     """
-    state = load_checkpoint(checkpoint_path(run_dir, "last"))
+    state = load_checkpoint(_resumable_checkpoint(Path(run_dir)))
     config = load_config(state["config"], overrides)
     return fit(config, run_dir, resume=True, progress=progress, progress_every=progress_every)
 
@@ -299,8 +315,8 @@ class _Trainer:
         if self.dist.is_main:
             self.dist.barrier()
         self.info = splits.info
-        self.train = splits.train.to(self.device)
-        self.val = splits.val.to(self.device)
+        self.train = _place(splits.train, self.device)
+        self.val = _place(splits.val, self.device)
         if len(self.train) < self.config.batch_size:
             raise ConfigError(
                 f"batch_size: {self.config.batch_size} is larger than the training split "
@@ -419,10 +435,10 @@ class _Trainer:
             world_size=self.dist.world_size,
         )
         for images, labels in batches:
-            x = to_float(images, channels_last=self.channels_last)
+            x = to_float(images, self.device, channels_last=self.channels_last)
             if self.config.data.augment:
                 x = random_crop_flip(x, self.info.crop_padding, self.info.hflip)
-            yield x, labels
+            yield x, labels.to(self.device, non_blocking=True)
 
     def _epoch(self, epoch: int) -> None:
         config, steps = self.config, self.steps_per_epoch
@@ -514,24 +530,20 @@ class _Trainer:
         if len(self.val) == 0:
             return None
         self.model.eval()
-        ranks = self.dist.world_size
-        shard = ImageTensors(
-            self.val.images[self.dist.rank :: ranks], self.val.labels[self.dist.rank :: ranks]
-        )
+        # Each rank scores every world_size-th example; the counts are summed over the ranks.
+        rank, ranks = self.dist.rank, self.dist.world_size
+        images, labels = self.val.images[rank::ranks], self.val.labels[rank::ranks]
         correct = torch.zeros((), device=self.device)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), self._autocast():
-            torch.manual_seed(self.config.seed + self.dist.rank)
-            for images, labels in iterate_batches(
-                shard.images, shard.labels, self.config.eval_batch_size
-            ):
-                x = to_float(images, channels_last=self.channels_last)
-                correct += (predict(self.model, x) == labels).sum()
-        total = all_reduce_sum(
-            torch.stack([correct, torch.tensor(float(len(shard)), device=self.device)]), self.dist
-        )
-        correct_all, count = total.tolist()
-        return correct_all / count
+            torch.manual_seed(self.config.seed + rank)
+            for x, y in iterate_batches(images, labels, self.config.eval_batch_size):
+                x = to_float(x, self.device, channels_last=self.channels_last)
+                correct += (predict(self.model, x) == y.to(self.device)).sum()
+        count = torch.tensor(float(len(labels)), device=self.device)
+        total = all_reduce_sum(torch.stack([correct, count]), self.dist)
+        correct_all, count_all = total.tolist()
+        return correct_all / count_all
 
     def _save(self, epoch: int, best: bool) -> None:
         rng = all_gather_objects(capture_rng_state(), self.dist)

@@ -47,10 +47,12 @@ def white_box_worst(ctx: AuditContext) -> tuple[torch.Tensor, list[AttackRun]]:
     """Per-example worst case ([1, N] fractions, see ``worst_case``) over every gradient attack on
     the audited model at its budget (the standard ones plus whatever earlier checks ran there)."""
     ctx.white_box()
+    eps = ctx.settings.eps
     runs = [
-        r for r in ctx.runs.values()
-        if r.target == "model" and r.attack in ("pgd", "fgsm") and abs(r.eps - ctx.settings.eps) < 1e-12
-    ]  # fmt: skip
+        r
+        for r in ctx.runs.values()
+        if r.target == "model" and r.attack in ("pgd", "fgsm") and abs(r.eps - eps) < 1e-12
+    ]
     return worst_case(runs), runs
 
 

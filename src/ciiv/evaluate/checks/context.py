@@ -423,8 +423,17 @@ class AuditContext:
         return runs
 
 
-def _label(kind: str, *, main_eps: float, steps: int | None = None, eps: float | None = None,
-           restarts: int = 1, surrogate: str | None = None, eot: int = 1, target: str = "model") -> str:  # fmt: skip
+def _label(
+    kind: str,
+    *,
+    main_eps: float,
+    steps: int | None = None,
+    eps: float | None = None,
+    restarts: int = 1,
+    surrogate: str | None = None,
+    eot: int = 1,
+    target: str = "model",
+) -> str:
     """Readable run names: "pgd-50", "pgd-50-bpda-identity-eot8", "pgd-50@eps=0.5@fixed"."""
     parts = [kind if steps is None else f"{kind}-{steps}"]
     if restarts > 1:

@@ -75,8 +75,9 @@ def fixed_randomness_check(ctx: AuditContext) -> CheckResult:
             f"Every fixed draw is easy to break ({acc_fixed:.1%} left) but the random model keeps "
             f"{acc_random:.1%} (points crafted on the fixed draw leave "
             f"{numbers['accuracy_random_on_fixed_points']:.1%}): {owed.diff:.1%} of the robust "
-            "accuracy comes from the randomness. Check that it survives stronger EOT (E = "
-            f"{2 * ctx.eot(ctx.best_surrogate)} or more), BPDA and more steps before trusting it.",
+            "accuracy comes from the randomness. Check that it survives twice the audit's EOT "
+            f"(E = {2 * max(ctx.eot(b) for b in backwards)}), BPDA and more steps before "
+            "trusting it.",
             numbers,
         )
     return CheckResult(

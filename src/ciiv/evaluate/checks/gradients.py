@@ -96,14 +96,15 @@ def gradient_health(ctx: AuditContext) -> CheckResult:
         )
     if masked is not None:
         true_run, strongest = masked
+        cosines = {k: v["cosine_median"] for k, v in bpda.items()}
         return CheckResult(
             "gradient_health",
             "fail",
             f"The true gradient is obfuscated: PGD through it leaves {true_run.accuracy:.1%} "
             f"accuracy, PGD through a BPDA substitute ({strongest.label}) only "
-            f"{strongest.accuracy:.1%} (median cosine of the EOT gradients: "
-            f"{ {k: v['cosine_median'] for k, v in bpda.items()} }). Only BPDA attacks measure this "
-            "model; robust accuracies from true-gradient attacks alone are overstated.",
+            f"{strongest.accuracy:.1%} (median cosine of the EOT gradients: {cosines}). Only BPDA "
+            "attacks measure this model; robust accuracies from true-gradient attacks alone are "
+            "overstated.",
             numbers,
         )
     problems = []

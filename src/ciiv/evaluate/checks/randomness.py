@@ -48,9 +48,10 @@ def randomness(ctx: AuditContext) -> CheckResult:
     needed = ctx.stability(best).needed(t)
     numbers["best_gradient"] = best or "exact"
     numbers["eot_used_by_audit"] = {s_ or "exact": ctx.eot(s_) for s_ in options}
+    relative = numbers["logit_std_relative"]
     intro = (
-        f"Random model: logits vary by {spread:.3g} (std over passes, {numbers['logit_std_relative']}"
-        f" of their scale) and predictions flip on {flips:.0%} of the inputs."
+        f"Random model: logits vary by {spread:.3g} (std over passes, {relative} of their scale) "
+        f"and predictions flip on {flips:.0%} of the inputs."
     )
     numbers["draws_shared_by_batch"] = ctx.shared_draws
     if ctx.shared_draws:
@@ -99,8 +100,9 @@ def randomness(ctx: AuditContext) -> CheckResult:
         return CheckResult(
             "randomness",
             "warn",
-            f"{intro} The true gradient never gives a stable direction (cosine {exact.cosine[-1]:.2f}"
-            f" between independent EOT-{exact.eot[-1]} estimates): averaging does not repair it. "
+            f"{intro} The true gradient never gives a stable direction (cosine "
+            f"{exact.cosine[-1]:.2f} between independent EOT-{exact.eot[-1]} estimates): averaging "
+            "does not repair it. "
             f"{_sentence(_describe(best))} is stable with E >= {needed} draws: gradient attacks "
             "on this model must use BPDA (see gradient_health).",
             numbers,

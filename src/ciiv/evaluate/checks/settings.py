@@ -25,6 +25,20 @@ QUICK: dict[str, Any] = {
 }
 
 
+_POSITIVE_INTS = (
+    "steps",
+    "restarts",
+    "max_eot",
+    "grad_examples",
+    "draws",
+    "batch_size",
+    "square_queries",
+    "spsa_steps",
+    "spsa_samples",
+    "random_search_draws",
+)
+
+
 @dataclass(frozen=True)
 class AuditSettings:
     """Every knob of the audit (see docs/evaluation.md, "The audit checks").
@@ -94,8 +108,7 @@ class AuditSettings:
             if not values or list(values) != sorted(set(values)) or values[0] <= 0:
                 raise ValueError(f"{name} must be a non-empty ascending tuple of positive values")
             object.__setattr__(self, name, values)
-        for name in ("steps", "restarts", "max_eot", "grad_examples", "draws", "batch_size",
-                     "square_queries", "spsa_steps", "spsa_samples", "random_search_draws"):  # fmt: skip
+        for name in _POSITIVE_INTS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -1,0 +1,244 @@
+"""The demo: vanilla vs CiiV on the built-in ``shapes`` data, trained and attacked in minutes.
+
+It trains each method with the ``shapes-fast`` preset, then evaluates the best checkpoint (chosen
+on the validation split) on two test splits: ``iid`` (the background colour agrees with the shape
+with probability rho, as in training) and ``shifted`` (colour independent of shape, so a model that
+learnt the colour shortcut fails). Each split is attacked with the ``quick`` suite under the full
+protocol (FGSM, PGD-10 and, for CiiV, BPDA-PGD-10, all with EOT on the random model). Every
+number comes from :func:`ciiv.evaluate.evaluate_robustness`, so it has the same per-example
+files, R prediction draws and worst-case accounting as ``ciiv eval``.
+
+Outputs, under ``out_dir``: ``runs/<method>/`` (full training runs, evaluations under
+``eval/``), ``results.json``, ``report.md`` and ``accuracy.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DemoSettings", "run_demo", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("iid", "shifted")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the demo trains and how hard it attacks.
+
+    Attributes:
+        methods: training methods to compare (names from ``ciiv.train.list_methods``).
+        epochs, n_train: training length and training-set size (the ``shapes-fast`` preset's
+            6 epochs on 4000 images by default).
+        n_test: examples evaluated per test split.
+        suite: attack suite; eps: its Linf budget; eot: gradient draws per step for the random
+            model (None: the evaluation default); draws: prediction draws per example (None: the
+            evaluation default).
+        backbone, seed, device: as for ``ciiv train``.
+    """
+
+    methods: tuple[str, ...] = ("vanilla", "ciiv")
+    epochs: int = 6
+    n_train: int = 4000
+    n_test: int = 200
+    suite: str = "quick"
+    eps: str = "8/255"
+    eot: int | None = None
+    draws: int | None = None
+    backbone: str = "small_cnn"
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "n_train", "n_test"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.methods:
+            raise ValueError("methods must name at least one training method")
+
+
+def _config(settings: DemoSettings, method: str):
+    from ciiv.train import load_config
+
+    return load_config(
+        "shapes-fast",
+        [
+            ("method.name", method),
+            ("model.backbone", settings.backbone),
+            ("epochs", settings.epochs),
+            ("seed", settings.seed),
+            ("device", settings.device),
+            ("data.options", {"n_train": settings.n_train, "n_test": settings.n_test}),
+        ],
+    )
+
+
+def run_demo(
+    out_dir: str | Path,
+    settings: DemoSettings | None = None,
+    *,
+    train_progress: Callable | None = None,
+    eval_progress: Callable[[str], Callable | None] | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate every method of ``settings``; write results, report and plot.
+
+    Args:
+        out_dir: a new or empty directory (an existing non-empty one is refused, so nothing
+            already written is overwritten).
+        train_progress: a ``ciiv.train`` progress callback, passed to ``fit``.
+        eval_progress: called with a label ("ciiv / iid"), returns an evaluation progress
+            callback (or None).
+    Returns:
+        The content of ``results.json``: per method and split, the evaluation summary's headline
+        numbers and where its files are.
+    """
+    from ciiv.evaluate import evaluate_robustness
+    from ciiv.train import fit, load_data, load_run
+
+    settings = settings or DemoSettings()
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(
+            f"{out} exists and is not empty; choose another --out (the demo never overwrites "
+            "earlier results)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"settings": asdict(settings), "methods": {}}
+    for method in settings.methods:
+        config = _config(settings, method)
+        run_dir = out / "runs" / method
+        logger.info("training %s on shapes (%d epochs)", method, settings.epochs)
+        fit(config, run_dir, progress=train_progress)
+        loaded = load_run(run_dir, "best")
+        splits = load_data(loaded.config.data)
+        per_split = {}
+        for split in SPLITS:
+            data = splits.test[split].subset(slice(0, settings.n_test))
+            x, y = data.images.float() / 255, data.labels
+            label = f"{method} / {split}"
+            logger.info("evaluating %s with the %s suite", label, settings.suite)
+            result = evaluate_robustness(
+                loaded.model,
+                x,
+                y,
+                suite=settings.suite,
+                protocol="full",
+                eps=settings.eps,
+                eot=settings.eot,
+                draws=settings.draws,
+                seed=settings.seed,
+                dataset="shapes",
+                out_dir=run_dir / "eval" / f"{settings.suite}-full-{split}",
+                progress=eval_progress(label) if eval_progress else None,
+            )
+            summary = result.to_dict()
+            per_split[split] = {
+                "clean_accuracy": summary["clean_accuracy"],
+                "robust_accuracy": summary["robust_accuracy"],
+                "per_attack": summary["per_attack"],
+                "eot": summary["eot"],
+                "n_examples": summary["n_examples"],
+                "forward_passes": summary["forward_passes"],
+                "summary": str(result.out_dir / "summary.json"),
+            }
+        results["methods"][method] = {
+            "run_dir": str(run_dir),
+            "best_epoch": loaded.epoch,
+            "splits": per_split,
+        }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_report(results, out)
+    return results
+
+
+def _attacks(results: dict[str, Any]) -> list[str]:
+    """Attack names of the suite, in run order, over every method."""
+    names: list[str] = []
+    for method in results["methods"].values():
+        for split in method["splits"].values():
+            names += [name for name in split["per_attack"] if name not in names]
+    return names
+
+
+def table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (accuracy in %) of the demo's table: one row per method and split."""
+    attacks = _attacks(results)
+    rows = []
+    for method, record in results["methods"].items():
+        for split, numbers in record["splits"].items():
+            values = [numbers["clean_accuracy"]]
+            values += [numbers["per_attack"].get(name) for name in attacks]
+            values.append(numbers["robust_accuracy"])
+            cells = ["n/a" if v is None else f"{100 * v:.1f}" for v in values]
+            rows.append([method, split, *cells])
+    return ["method", "test split", "clean", *attacks, "worst case"], rows
+
+
+def write_report(results: dict[str, Any], out: Path) -> None:
+    """``report.md`` (the table and how to read it) and ``accuracy.png`` (grouped bars)."""
+    header, rows = table_rows(results)
+    settings = results["settings"]
+    eot = max(split["eot"] for m in results["methods"].values() for split in m["splits"].values())
+    lines = [
+        "# ciiv demo: vanilla vs CiiV on shapes",
+        "",
+        f"Accuracy (%) on {settings['n_test']} test images per split; attacks are Linf with eps "
+        f"{settings['eps']}, suite `{settings['suite']}`, full protocol: every attack queries the "
+        f"deployed model, averaging gradients over EOT {eot} draws when the model is random. "
+        "`worst case` counts an example as robust only if it survives every attack of the suite. `iid` test images "
+        "share the training set's colour-shape correlation; in `shifted` the background colour "
+        "says nothing about the shape, so accuracy there measures reliance on the shape itself.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += [
+        "",
+        f"Training: `shapes-fast` preset, backbone `{settings['backbone']}`, {settings['epochs']} "
+        f"epochs on {settings['n_train']} images, seed {settings['seed']}; best checkpoint by "
+        "validation accuracy. Per-example results and full summaries are under "
+        "`runs/<method>/eval/`. This is a seconds-scale synthetic benchmark: it shows the "
+        "pipeline and the direction of the effects, not the paper's numbers.",
+        "",
+        "![accuracy](accuracy.png)",
+        "",
+    ]
+    (out / "report.md").write_text("\n".join(lines))
+    _plot(results, out / "accuracy.png")
+
+
+def _plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    header, rows = table_rows(results)
+    labels = header[2:]
+    fig, axes = plt.subplots(1, len(SPLITS), figsize=(5 * len(SPLITS), 3.8), sharey=True)
+    methods = list(results["methods"])
+    width = 0.8 / len(methods)
+    for ax, split in zip(axes, SPLITS, strict=True):
+        for i, method in enumerate(methods):
+            row = next(r for r in rows if r[0] == method and r[1] == split)
+            heights = [float("nan") if v == "n/a" else float(v) for v in row[2:]]
+            xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(labels))]
+            ax.bar(xs, heights, width, label=method)
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{split} test split")
+        ax.set_ylim(0, 100)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("accuracy (%)")
+    axes[0].legend()
+    fig.suptitle(f"shapes, Linf eps {results['settings']['eps']}, full protocol")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,410 @@
+"""Evaluation: suites, protocols, worst-case bookkeeping, randomness accounting, resume, shards.
+
+Models are trained inside the tests on a tiny synthetic task (class = a faint colour shift under
+strong pixel noise, 12 px), where a budget of a few /255 leaves an intermediate robust accuracy.
+"""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ciiv.evaluate import (
+    AttackEntry,
+    ModelTraits,
+    Suite,
+    Sweep,
+    evaluate_robustness,
+    get_protocol,
+    get_suite,
+    list_suites,
+    resolve_suite,
+    worst_case_stats,
+)
+from ciiv.evaluate import api as eval_api
+from ciiv.evaluate.records import load_done, read_jsonl
+from ciiv.loss import consistency_loss, view_cross_entropy
+from ciiv.models import CiiVClassifier, Classifier, create_model
+from ciiv.sampling import RetinotopicSampler
+
+SIZE = 12
+COLOURS = torch.tensor([[1, 1, -1], [-1, 1, 1], [1, -1, 1], [-1, -1, -1]], dtype=torch.float32)
+MEAN, STD = [0.5] * 3, [0.25] * 3
+
+
+def colour_data(n: int, seed: int, amp: float = 0.06, noise: float = 0.2):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    x = 0.5 + amp * COLOURS[y][:, :, None, None] + noise * torch.randn(n, 3, SIZE, SIZE, generator=g)
+    return x.clamp(0, 1), y
+
+
+def _train(model: nn.Module, epochs: int, views: bool = False) -> nn.Module:
+    x, y = colour_data(1024, 0)
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), 64):
+            idx = perm[i : i + 64]
+            if views:
+                out = model.forward_views(x[idx])
+                loss = view_cross_entropy(out.logits, y[idx])
+                loss = loss + 0.1 * consistency_loss(out.features, out.z)
+            else:
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+def _ciiv(num_views: int = 4) -> CiiVClassifier:
+    backbone = create_model("small_cnn", num_classes=4, in_channels=3, width=8)
+    sampler = RetinotopicSampler(SIZE, num_views=num_views, samples_per_view=1)
+    return CiiVClassifier(backbone, sampler, MEAN, STD)
+
+
+@pytest.fixture(scope="module")
+def vanilla() -> nn.Module:
+    torch.manual_seed(0)
+    backbone = create_model("small_cnn", num_classes=4, in_channels=3, width=8)
+    return _train(Classifier(backbone, MEAN, STD), epochs=3)
+
+
+@pytest.fixture(scope="module")
+def trained_ciiv() -> CiiVClassifier:
+    torch.manual_seed(0)
+    return _train(_ciiv(), epochs=6, views=True)
+
+
+class Counting(nn.Module):
+    """Wraps a deterministic model and counts the images it sees."""
+
+    stochastic = False
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.images = 0
+
+    def forward(self, x):
+        self.images += x.shape[0]
+        return self.inner(x)
+
+
+def _pgd_suite(eps: float, steps: int = 50) -> dict:
+    return {
+        "name": f"pgd-{steps}",
+        "norm": "Linf",
+        "budget": {"default": eps},
+        "entries": [
+            {"name": f"pgd-{steps}", "attack": "pgd", "hyper": {"steps": steps}, "step_fraction": 0.1}
+        ],
+    }
+
+
+# -- suites and protocols --------------------------------------------------------------------
+
+
+def test_builtin_suites_exist_and_round_trip_through_dicts():
+    names = list_suites()
+    for name in ("quick", "standard-linf", "standard-l2", "ciiv-adaptive", "paper-cifar10",
+                 "paper-mnist"):  # fmt: skip
+        assert name in names
+        suite = get_suite(name)
+        assert Suite.from_dict(json.loads(json.dumps(suite.to_dict()))) == suite
+    with pytest.raises(ValueError, match="valid: .*quick"):
+        get_suite("nope")
+    with pytest.raises(ValueError, match="unknown attack entry key"):
+        Suite.from_dict({"name": "s", "norm": "Linf", "budget": {"default": 0.1},
+                         "entries": [{"name": "a", "attack": "pgd", "stepz": 3}]})  # fmt: skip
+
+
+def test_budgets_overrides_and_sweeps_resolve_as_documented():
+    traits = ModelTraits(stochastic=True, views=True)
+    suite = get_suite("paper-cifar10")
+    attacks, skipped, budget = resolve_suite(suite, protocol="full", traits=traits, eot=5)
+    by_name = {a.name: a for a in attacks}
+    assert budget == pytest.approx(8 / 255)
+    assert by_name["pgd-20"].hyper["step_size"] == pytest.approx(2 / 255)
+    assert by_name["pgd-20"].hyper["eot"] == 5 and by_name["pgd-20"].worst_case
+    assert [by_name[f"pgd@steps={s}"].steps for s in (10, 20, 50, 100, 200)] == [10, 20, 50, 100,
+                                                                                  200]  # fmt: skip
+    assert by_name["fgsm@eps=96/255"].eps == pytest.approx(96 / 255)
+    assert not by_name["fgsm@eps=96/255"].worst_case and not by_name["spsa"].worst_case
+    assert by_name["spsa"].eps == pytest.approx(16 / 255) and by_name["cw-l2"].norm == "L2"
+    assert not skipped
+    # eps= overrides the budget and the steps that follow it, not fixed-eps entries.
+    attacks, _, budget = resolve_suite(suite, protocol="full", traits=traits, eps="4/255")
+    by_name = {a.name: a for a in attacks}
+    assert budget == pytest.approx(4 / 255)
+    assert by_name["pgd-20"].hyper["step_size"] == pytest.approx(1 / 255)
+    assert by_name["spsa"].eps == pytest.approx(16 / 255)
+    # MNIST budget chosen by the suite.
+    _, _, budget = resolve_suite(get_suite("standard-linf"), protocol="full", traits=traits,
+                                 dataset="mnist")  # fmt: skip
+    assert budget == pytest.approx(0.3)
+    # A worst-case entry outside the threat model is refused.
+    bad = Suite("bad", "", "Linf", {"default": "8/255"},
+                (AttackEntry("big", "fgsm", eps="16/255"),))  # fmt: skip
+    with pytest.raises(ValueError, match="outside the threat model"):
+        resolve_suite(bad, protocol="full", traits=traits)
+    sweep = Sweep("f", AttackEntry("f", "pgd"), eps=("2/255", "4/255"), steps=(5, 10))
+    assert [e.name for e in sweep.expand()] == [
+        "f@eps=2/255,steps=5", "f@eps=2/255,steps=10", "f@eps=4/255,steps=5", "f@eps=4/255,steps=10"
+    ]  # fmt: skip
+
+
+def test_protocols_set_views_and_eot_per_model():
+    suite = get_suite("standard-linf")
+    ciiv_traits = ModelTraits(stochastic=True, views=True)
+    paper, skipped, _ = resolve_suite(suite, protocol="paper", traits=ciiv_traits, eot=6)
+    assert {a.hyper["eot"] for a in paper if "eot" in a.hyper} == {1}
+    assert {a.protocol_views for a in paper} == {"centre"}
+    assert "pgd-20-adaptive" in skipped  # one view has no consistency loss
+    full, skipped, _ = resolve_suite(suite, protocol="full", traits=ciiv_traits, eot=6)
+    assert {a.hyper["eot"] for a in full if "eot" in a.hyper} == {6} and not skipped
+    # A deterministic model: EOT is pointless (1), CiiV-only entries are skipped.
+    plain = ModelTraits(stochastic=False, views=False)
+    full, skipped, _ = resolve_suite(suite, protocol="full", traits=plain, eot=6)
+    assert {a.hyper["eot"] for a in full if "eot" in a.hyper} == {1}
+    assert set(skipped) == {"pgd-20-bpda-identity", "pgd-20-bpda-smooth", "pgd-20-adaptive"}
+    # Without views the paper protocol is the full one (a random model keeps its EOT).
+    rs = ModelTraits(stochastic=True, views=False)
+    assert resolve_suite(suite, protocol="paper", traits=rs) == resolve_suite(
+        suite, protocol="full", traits=rs
+    )
+    assert "equals the full one" in get_protocol("paper").note(rs)
+    # The paper protocol shows the attack one view, and restores the model even on errors.
+    model = _ciiv()
+    with pytest.raises(RuntimeError), get_protocol("paper").attack_context(model):
+        assert model.num_views == 1
+        raise RuntimeError
+    assert model.num_views == 4
+
+
+# -- correctness on trained models -------------------------------------------------------------
+
+
+def test_pgd_at_a_large_eps_leaves_nothing_standing(vanilla):
+    x, y = colour_data(128, 1)
+    result = evaluate_robustness(vanilla, x, y, suite="quick", eps="32/255", batch_size=64)
+    assert result.clean_accuracy > 0.9
+    assert result.robust_accuracy <= 0.02
+    assert result.summary["draws"] == 1 and result.eot == 1  # deterministic model detected
+
+
+def test_pgd_matches_autoattack_apgd_ce(vanilla):
+    apgd_module = pytest.importorskip("pyautoattack.autopgd_base")
+    x, y = colour_data(256, 1)
+    eps = 6 / 255
+    ours = evaluate_robustness(vanilla, x, y, suite=_pgd_suite(eps), batch_size=256)
+    apgd = apgd_module.APGDAttack(vanilla, n_iter=50, norm="Linf", eps=eps, seed=0, device="cpu")
+    with torch.no_grad():
+        reference = (vanilla(apgd.perturb(x, y)).argmax(1) == y).float().mean().item()
+    assert 0.15 < reference < 0.85  # an informative budget, not a saturated one
+    assert abs(ours.robust_accuracy - reference) <= 0.04
+
+
+def test_full_protocol_is_never_weaker_than_the_paper_protocol(trained_ciiv):
+    x, y = colour_data(96, 1)
+    common = {"suite": "quick", "eps": "6/255", "eot": 4, "draws": 4, "batch_size": 48}
+    paper = evaluate_robustness(trained_ciiv, x, y, protocol="paper", **common)
+    full = evaluate_robustness(trained_ciiv, x, y, protocol="full", **common)
+    assert paper.clean_accuracy == full.clean_accuracy  # same seed -> same clean draws
+    assert paper.robust_accuracy > 0.2  # the paper protocol leaves points standing ...
+    assert full.robust_accuracy <= paper.robust_accuracy  # ... that the full one may break
+    assert full.summary["eot"] == 4 and full.summary["draws"] == 4
+    assert full.summary["attacks"]["pgd-10"]["hyper"]["eot"] == 4
+    assert paper.summary["attacks"]["pgd-10"]["hyper"]["eot"] == 1
+    assert paper.summary["attacks"]["pgd-10"]["views"] == "centre"
+    assert trained_ciiv.num_views == 4  # restored
+
+
+# -- bookkeeping -------------------------------------------------------------------------------
+
+
+def test_only_standing_points_are_attacked_and_every_pass_is_counted(vanilla):
+    x, y = colour_data(100, 2)
+    model = Counting(vanilla)
+    suite = {
+        "name": "chain",
+        "norm": "Linf",
+        "budget": {"default": "5/255"},
+        "entries": [
+            {"name": "fgsm", "attack": "fgsm"},
+            {"name": "pgd-5", "attack": "pgd", "hyper": {"steps": 5}},
+            {"name": "pgd-5-all", "attack": "pgd", "hyper": {"steps": 5}, "worst_case": False},
+        ],
+    }
+    result = evaluate_robustness(model, x, y, suite=suite, batch_size=40)
+    s = result.summary
+    rows = result.rows
+    clean_ok = sum(r["clean"]["robust"] for r in rows)
+    after_fgsm = sum(r["clean"]["robust"] and r["attacks"]["fgsm"]["robust"] for r in rows)
+    assert s["attacks"]["fgsm"]["attacked"] == clean_ok
+    assert s["attacks"]["pgd-5"]["attacked"] == after_fgsm < clean_ok
+    assert s["attacks"]["pgd-5-all"]["attacked"] == clean_ok  # standalone: every clean-correct
+    for r in rows:
+        if r["broken_by"] in ("clean", "fgsm"):
+            assert r["attacks"]["pgd-5"] is None
+    # Every image through the model is in the count: predictions + attack queries.
+    assert s["forward_passes"] == model.images
+    # pgd: 5 gradient steps + the final point scored, per attacked image.
+    assert s["forward_passes_by_source"]["pgd-5"] == 6 * after_fgsm
+    # Worst case <= every attack, and it is the fraction of rows robust throughout.
+    assert all(s["robust_accuracy"] <= acc for acc in s["per_attack"].values())
+    assert s["robust_accuracy"] == sum(r["robust"] for r in rows) / len(rows)
+    assert s["robust_accuracy"] <= s["per_attack"]["pgd-5"] <= s["per_attack"]["fgsm"]
+    assert s["per_attack"]["pgd-5"] == s["robust_accuracy"]
+    assert s["broken_by"]["fgsm"] + s["broken_by"]["pgd-5"] == clean_ok - sum(
+        r["robust"] for r in rows
+    )
+
+
+def test_random_model_is_counted_over_all_draws():
+    class Noisy(nn.Module):
+        """Right with probability about 0.7 per draw, whatever the input (no `stochastic`)."""
+
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            logits = torch.randn(x.shape[0], 3, device=x.device) * self.scale
+            offset = torch.tensor([1.2, 0.0, 0.0], device=x.device)
+            return logits + offset + 0 * x.flatten(1).sum(1, keepdim=True)
+
+    x = torch.rand(200, 1, 8, 8)
+    y = torch.zeros(200, dtype=torch.long)
+    suite = {"name": "n", "norm": "Linf", "budget": {"default": 0.0},
+             "entries": [{"name": "fgsm", "attack": "fgsm", "eot": "protocol"}]}  # fmt: skip
+    result = evaluate_robustness(Noisy(), x, y, suite=suite, draws=5, eot=3, batch_size=100)
+    s = result.summary
+    assert s["model"]["stochastic"] and s["draws"] == 5 and s["eot"] == 3
+    per_draw = s["clean_accuracy_per_draw"]["mean"]
+    assert 0.55 < per_draw < 0.85
+    # All five draws right is much rarer than one draw right.
+    assert s["clean_accuracy"] < per_draw - 0.2
+    low, high = s["clean_accuracy_ci95"]
+    assert low <= s["clean_accuracy"] <= high
+    assert all(len(r["clean"]["preds"]) == 5 for r in result.rows)
+
+
+def test_stats_from_rows_follow_the_all_draws_rule():
+    def row(i, clean, **attacks):
+        out = {name: None if c is None else {"correct": c, "robust": c == 2}
+               for name, c in attacks.items()}  # fmt: skip
+        return {"index": i, "clean": {"correct": clean}, "attacks": out}
+
+    rows = [
+        row(0, 2, a=2, b=2, s=2),  # robust
+        row(1, 2, a=1, b=None, s=2),  # broken by a in one draw of two
+        row(2, 1, a=None, b=None, s=None),  # clean-wrong in one draw
+        row(3, 2, a=2, b=0, s=1),
+    ]
+    stats = worst_case_stats(rows, ["a", "b"], ["s"], draws=2)
+    assert stats["clean"]["accuracy"] == 0.75
+    assert stats["attacks"]["a"]["accuracy"] == 0.5
+    assert stats["attacks"]["b"]["accuracy"] == stats["robust"]["accuracy"] == 0.25
+    assert stats["attacks"]["s"]["accuracy"] == 0.5
+    assert stats["broken_by"] == {"clean": 1, "a": 1, "b": 1}
+    # per-draw: worst fraction per example = 1, 0.5, 0.5, 0 -> 0.5
+    assert stats["robust"]["per_draw"]["mean"] == 0.5
+    with pytest.raises(ValueError, match="standing"):
+        worst_case_stats([row(0, 2, a=None)], ["a"], [], draws=2)
+
+
+def test_interrupted_evaluation_resumes_to_the_uninterrupted_result(vanilla, tmp_path):
+    x, y = colour_data(90, 3)
+    kwargs = {"suite": "quick", "eps": "5/255", "batch_size": 32, "seed": 7}
+    whole = evaluate_robustness(vanilla, x, y, out_dir=tmp_path / "whole", **kwargs)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(event, info):
+        if event == "batch":
+            raise Stop
+
+    with pytest.raises(Stop):
+        evaluate_robustness(vanilla, x, y, out_dir=tmp_path / "cut", progress=stop_after_first,
+                            **kwargs)  # fmt: skip
+    # Simulate a crash in the middle of writing the next batch: an unterminated row.
+    with open(tmp_path / "cut" / "examples.jsonl", "a") as f:
+        f.write('{"index": 40, "position": 40, "batch": 1, "lab')
+    counting = Counting(vanilla)
+    resumed = evaluate_robustness(counting, x, y, out_dir=tmp_path / "cut", **kwargs)
+    assert resumed.rows == whole.rows
+    for key in ("clean_accuracy", "robust_accuracy", "per_attack", "forward_passes"):
+        assert resumed.summary[key] == whole.summary[key]
+    assert read_jsonl(tmp_path / "cut" / "examples.jsonl") == whole.rows
+    # Batch 0 (32 examples) was not redone: fewer images than the whole evaluation needed.
+    assert 0 < counting.images < whole.summary["forward_passes"]
+    # A different setting in the same directory is refused.
+    with pytest.raises(ValueError, match="different settings"):
+        evaluate_robustness(vanilla, x, y, out_dir=tmp_path / "cut", **{**kwargs, "seed": 8})
+
+
+def test_sharded_ranks_merge_into_the_single_process_result(vanilla, tmp_path, monkeypatch):
+    x, y = colour_data(70, 4)
+    kwargs = {"suite": "quick", "eps": "5/255", "batch_size": 16}
+    whole = evaluate_robustness(vanilla, x, y, out_dir=tmp_path / "one", **kwargs)
+    # Two ranks, run one after the other: each computes and writes only its own batches. The
+    # all-gather is simulated by reading every finished batch from the shard files.
+    def gather(rows, recs, world):
+        done_rows, done_recs = load_done(tmp_path / "two")
+        return [r for b in sorted(done_rows) for r in done_rows[b]], list(done_recs.values())
+
+    monkeypatch.setattr(eval_api, "_gather", gather)
+    monkeypatch.setattr(eval_api, "_barrier", lambda world: None)
+    monkeypatch.setattr(eval_api, "_share", lambda summary, world: summary)
+    for rank in (1, 0):
+        monkeypatch.setattr(eval_api, "_dist", lambda rank=rank: (rank, 2))
+        part = evaluate_robustness(vanilla, x, y, out_dir=tmp_path / "two", **kwargs)
+        assert {r["batch"] % 2 for r in part.rows} == {rank}
+    monkeypatch.undo()
+    assert not (tmp_path / "two" / "shards").exists()  # rank 0 merged them
+    # A later single process finds every batch done and only rewrites the summary.
+    counting = Counting(vanilla)
+    merged = evaluate_robustness(counting, x, y, out_dir=tmp_path / "two", **kwargs)
+    assert counting.images == 0
+    assert merged.rows == whole.rows
+    assert merged.summary["robust_accuracy"] == whole.summary["robust_accuracy"]
+    assert read_jsonl(tmp_path / "two" / "examples.jsonl") == whole.rows
+
+
+def test_summary_schema_and_files(vanilla, tmp_path):
+    x, y = colour_data(20, 5)
+    result = evaluate_robustness(vanilla, x, y, suite="quick", batch_size=8, out_dir=tmp_path,
+                                 indices=list(range(100, 120)))  # fmt: skip
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary == result.to_dict()
+    for key in ("clean_accuracy", "robust_accuracy", "per_attack", "protocol", "eot", "n_examples",
+                "seed", "forward_passes", "attack_settings", "versions", "elapsed_s",
+                "robust_accuracy_ci95", "clean_accuracy_ci95", "model", "threat_model",
+                "skipped_attacks", "draws"):  # fmt: skip
+        assert key in summary, key
+    assert summary["n_examples"] == 20 and summary["versions"]["torch"] == torch.__version__
+    assert summary["attack_settings"]["pgd-10"]["steps"] == 10
+    rows = read_jsonl(tmp_path / "examples.jsonl")
+    assert [r["index"] for r in rows] == list(range(100, 120))
+    assert {"index", "label", "clean", "attacks", "robust", "broken_by"} <= set(rows[0])
+    assert len(read_jsonl(tmp_path / "batches.jsonl")) == 3
+
+
+def test_bad_inputs_are_refused_with_a_hint(vanilla):
+    x, y = colour_data(4, 0)
+    with pytest.raises(ValueError, match="divide uint8 by 255"):
+        evaluate_robustness(vanilla, (x * 255).to(torch.uint8), y)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        evaluate_robustness(vanilla, x * 3, y)
+    with pytest.raises(ValueError, match="unknown protocol"):
+        evaluate_robustness(vanilla, x, y, protocol="weak")
+    entry = AttackEntry("a", "pgd")
+    with pytest.raises(ValueError, match="entry's own fields"):
+        dataclasses.replace(entry, hyper={"eps": 0.1})
