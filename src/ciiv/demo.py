@@ -191,9 +191,10 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         f"Accuracy (%) on {settings['n_test']} test images per split; attacks are Linf with eps "
         f"{settings['eps']}, suite `{settings['suite']}`, full protocol: every attack queries the "
         f"deployed model, averaging gradients over EOT {eot} draws when the model is random. "
-        "`worst case` counts an example as robust only if it survives every attack of the suite. `iid` test images "
-        "share the training set's colour-shape correlation; in `shifted` the background colour "
-        "says nothing about the shape, so accuracy there measures reliance on the shape itself.",
+        "`worst case` counts an example as robust only if it survives every attack of the "
+        "suite. `iid` test images share the training set's colour-shape correlation; in "
+        "`shifted` the background colour says nothing about the shape, so accuracy there measures "
+        "reliance on the shape itself.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
