@@ -47,7 +47,8 @@ def test_print_config_applies_preset_flags_and_sets_in_order(capsys):
             "optim.lr=1/32", "--method", "trades", "--print-config"]  # fmt: skip
     assert main(args) == 0
     config = yaml.safe_load(capsys.readouterr().out)
-    assert (config["epochs"], config["optim"]["lr"], config["method"]["name"]) == (4, 1 / 32, "trades")
+    assert (config["epochs"], config["optim"]["lr"]) == (4, 1 / 32)
+    assert config["method"]["name"] == "trades"
     assert config["model"]["backbone"] == "small_cnn"  # from the preset
 
 

@@ -1,4 +1,4 @@
-"""Training config: defaults are the paper's, presets load, overrides are typed, errors name keys."""
+"""Training config: the paper's defaults, presets, typed overrides, errors that name the key."""
 
 from __future__ import annotations
 

@@ -192,9 +192,9 @@ def sweep_curves(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         for name, detail in s["attacks"].items():
             if "@" not in name:
                 continue
-            family = name.split("@", 1)[0]
-            axes = [a for a in ("eps", "steps") if f"{a}=" in name.split("@", 1)[1]]
-            for axis in axes:
+            family, swept = name.split("@", 1)
+            axes = [part.split("=", 1)[0] for part in swept.split(",")]
+            for axis in (a for a in axes if a in ("eps", "steps")):
                 value = detail.get(axis)
                 if value is None:
                     continue

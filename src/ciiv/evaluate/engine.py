@@ -30,7 +30,7 @@ _BALL_TOLERANCE = 1e-5
 
 
 def derive_seed(seed: int, *keys: object) -> int:
-    """A 62-bit seed that depends only on ``seed`` and ``keys`` (stable across runs and machines)."""
+    """A 62-bit seed that depends only on ``seed`` and ``keys`` (stable across runs, machines)."""
     digest = hashlib.blake2b(repr((int(seed), *keys)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & (2**62 - 1)
 
@@ -160,7 +160,7 @@ def evaluate_batch(
 
 
 def _check_ball(spec: ResolvedAttack, x_adv: Tensor, x: Tensor) -> None:
-    """Refuse an x_adv outside [0, 1] or outside the entry's ball (an attack bug, never a result)."""
+    """Refuse an x_adv outside [0, 1] or the entry's ball (an attack bug, never a result)."""
     distance = get_threat_model(spec.norm, spec.eps).distance(x_adv, x)
     limit = spec.eps + _BALL_TOLERANCE
     if (

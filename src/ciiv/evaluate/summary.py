@@ -38,7 +38,7 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
 
 
 def mean_interval(values: Sequence[float], z: float = Z95) -> tuple[float, float, float]:
-    """(mean, low, high): normal 95 % interval of the mean of values in [0, 1], clipped to [0, 1]."""
+    """(mean, low, high): normal 95 % interval of the mean of values in [0, 1], clipped."""
     n = len(values)
     if n == 0:
         return 0.0, 0.0, 1.0

@@ -363,12 +363,12 @@ class _Trainer:
             restore_rng_state(rng[self.dist.rank])
         else:
             logger.warning(
-                "checkpoint was written by %d processes, resuming with %d: random draws "
-                "reseeded (the data order is unaffected)",
+                "checkpoint was written by %d processes, resuming with %d: the random streams "
+                "are reseeded, so the run continues but not bit-exactly",
                 len(rng),
                 self.dist.world_size,
             )
-            _seed_everything(self.config.seed + self.dist.rank + 7919 * self.start_epoch)
+            _seed_everything(_epoch_seed(self.config.seed + self.dist.rank, self.start_epoch))
         # The checkpoint's history is the record: metrics.jsonl may hold a line for an epoch
         # that finished after this checkpoint was written (a crash in between).
         self.history = list(state["history"])

@@ -10,7 +10,7 @@ from . import (  # noqa: F401
     iterations,
     outputs,
     randomness,
-    standin,
+    sampler_removed,
     strength,
 )
 from .base import (

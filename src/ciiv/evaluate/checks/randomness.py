@@ -48,7 +48,7 @@ def randomness(ctx: AuditContext) -> CheckResult:
     needed = ctx.stability(best).needed(t)
     numbers["best_gradient"] = best or "exact"
     numbers["eot_used_by_audit"] = {s_ or "exact": ctx.eot(s_) for s_ in options}
-    relative = numbers["logit_std_relative"]
+    relative = f"{spread / scale:.0%}" if scale > 0 else "all"
     intro = (
         f"Random model: logits vary by {spread:.3g} (std over passes, {relative} of their scale) "
         f"and predictions flip on {flips:.0%} of the inputs."
@@ -61,7 +61,8 @@ def randomness(ctx: AuditContext) -> CheckResult:
             f"{intro} The model draws its randomness once per call: copies of an image in one "
             "batch get the same draw, so batched EOT (E copies per call, as the attacks do it) "
             "averages nothing and every EOT result is a single-draw result. Draw the randomness "
-            f"per example, or attack with one call per EOT draw (E >= {needed or 'max'} here).",
+            "per example, or attack with one call per EOT draw ("
+            + (f"E >= {needed} here)." if needed else f"more than {max(s.eot_grid)} draws here)."),
             numbers,
         )
     if needed is None:

@@ -7,16 +7,23 @@ inner maximisation does not update them. The training pass that follows runs in 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ciiv.attacks import create_attack, get_threat_model, preserve_mode
+
 from .base import Objective, StepContext, StepOutput, register_method
+
+if TYPE_CHECKING:
+    from ciiv.train.config import MethodConfig, PGDConfig
 
 __all__ = ["PGDTraining", "Trades", "craft_pgd", "trades_kl"]
 
 
-def craft_pgd(model: nn.Module, x: Tensor, y: Tensor, pgd) -> Tensor:
+def craft_pgd(model: nn.Module, x: Tensor, y: Tensor, pgd: PGDConfig) -> Tensor:
     """PGD examples against ``model``: detached, in [0, 1], inside the ball.
 
     ``pgd`` holds norm, eps, step_size, steps, bpda and eot (a :class:`~ciiv.train.PGDConfig`).
@@ -25,8 +32,6 @@ def craft_pgd(model: nn.Module, x: Tensor, y: Tensor, pgd) -> Tensor:
     extra forward pass per step. Its seed comes from torch's global generator, so a seeded run
     crafts the same examples.
     """
-    from ciiv.attacks import create_attack
-
     attack = create_attack(
         "pgd",
         model,
@@ -46,11 +51,11 @@ def craft_pgd(model: nn.Module, x: Tensor, y: Tensor, pgd) -> Tensor:
 class PGDTraining(Objective):
     """Madry et al.: cross-entropy on PGD examples only (Linf 8/255, step 2/255, 10 steps)."""
 
-    def __init__(self, pgd) -> None:
+    def __init__(self, pgd: PGDConfig) -> None:
         self.pgd = pgd
 
     @classmethod
-    def from_config(cls, config) -> PGDTraining:
+    def from_config(cls, config: MethodConfig) -> PGDTraining:
         return cls(config.pgd)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
@@ -77,17 +82,15 @@ class Trades(Objective):
     model. Clean and adversarial images then go through the train-mode model in separate passes.
     """
 
-    def __init__(self, pgd, beta: float = 6.0) -> None:
+    def __init__(self, pgd: PGDConfig, beta: float = 6.0) -> None:
         self.pgd, self.beta = pgd, beta
 
     @classmethod
-    def from_config(cls, config) -> Trades:
+    def from_config(cls, config: MethodConfig) -> Trades:
         return cls(config.pgd, config.trades_beta)
 
     def craft(self, model: nn.Module, x: Tensor) -> Tensor:
         """The KL-maximising x_adv [B, C, H, W] in the ball around x, detached (eval mode)."""
-        from ciiv.attacks import get_threat_model, preserve_mode
-
         threat = get_threat_model(self.pgd.norm, self.pgd.eps)
         with preserve_mode(model):
             with torch.no_grad():

@@ -6,6 +6,8 @@ loss = w_ce * (1/L) sum_l CE(logits_l, y) + w_reg(epoch) * L_reg(phi, z), comput
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import Tensor, nn
 
 from ciiv.loss import RegWeightSchedule, consistency_loss, view_cross_entropy
@@ -13,7 +15,10 @@ from ciiv.models import CiiVClassifier
 
 from .adversarial import craft_pgd
 from .base import Objective, StepContext, StepOutput, register_method
-from .standard import mix
+from .standard import MixupBatch, mix
+
+if TYPE_CHECKING:
+    from ciiv.train.config import MethodConfig, PGDConfig
 
 __all__ = ["CiiV", "CiiVAdversarial", "CiiVMixup"]
 
@@ -28,7 +33,7 @@ class CiiV(Objective):
         self.w_ce, self.w_reg, self.consistency = w_ce, w_reg, consistency
 
     @classmethod
-    def from_config(cls, config) -> CiiV:
+    def from_config(cls, config: MethodConfig) -> CiiV:
         schedule = RegWeightSchedule(
             config.w_reg, config.w_reg_factor, tuple(config.w_reg_milestones)
         )
@@ -37,8 +42,10 @@ class CiiV(Objective):
     def epoch_values(self, epoch: int) -> dict[str, float]:
         return {"w_reg": self.w_reg(epoch)}
 
-    def ciiv_loss(self, model: nn.Module, x: Tensor, labels, epoch: int) -> StepOutput:
-        """The CiiV loss on x; ``labels`` is y [B] or a MixupBatch (mixup CE per view)."""
+    def ciiv_loss(
+        self, model: nn.Module, x: Tensor, labels: Tensor | MixupBatch, epoch: int
+    ) -> StepOutput:
+        """The CiiV loss on x; ``labels`` is y [B], or a MixupBatch for the mixup CE per view."""
         out = model.forward_views(x)
         if isinstance(labels, Tensor):
             ce = view_cross_entropy(out.logits, labels)
@@ -61,12 +68,14 @@ class CiiVAdversarial(CiiV):
     """CiiV loss on PGD examples crafted against the CiiV model itself (all views, fresh
     randomness per step; ``method.pgd.bpda`` / ``eot`` select BPDA and EOT gradients)."""
 
-    def __init__(self, w_ce: float, w_reg: RegWeightSchedule, consistency: str, pgd) -> None:
+    def __init__(
+        self, w_ce: float, w_reg: RegWeightSchedule, consistency: str, pgd: PGDConfig
+    ) -> None:
         super().__init__(w_ce, w_reg, consistency)
         self.pgd = pgd
 
     @classmethod
-    def from_config(cls, config) -> CiiVAdversarial:
+    def from_config(cls, config: MethodConfig) -> CiiVAdversarial:
         base = CiiV.from_config(config)
         return cls(base.w_ce, base.w_reg, base.consistency, config.pgd)
 
@@ -83,7 +92,7 @@ class CiiVMixup(CiiV):
         self.alpha = alpha
 
     @classmethod
-    def from_config(cls, config) -> CiiVMixup:
+    def from_config(cls, config: MethodConfig) -> CiiVMixup:
         base = CiiV.from_config(config)
         return cls(base.w_ce, base.w_reg, base.consistency, config.mixup_alpha)
 

@@ -4,6 +4,7 @@ vanilla cross-entropy, mixup, randomized smoothing's noise training and BPFC (SP
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,9 @@ from ciiv.loss import RegWeightSchedule
 
 from .base import Objective, StepContext, StepOutput, register_method
 
+if TYPE_CHECKING:
+    from ciiv.train.config import MethodConfig
+
 __all__ = ["BPFC", "Mixup", "MixupBatch", "NoiseTraining", "Vanilla", "mix", "quantise"]
 
 
@@ -21,7 +25,7 @@ class Vanilla(Objective):
     """Plain cross-entropy."""
 
     @classmethod
-    def from_config(cls, config) -> Vanilla:
+    def from_config(cls, config: MethodConfig) -> Vanilla:
         return cls()
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
@@ -63,7 +67,7 @@ class Mixup(Objective):
         self.alpha = alpha
 
     @classmethod
-    def from_config(cls, config) -> Mixup:
+    def from_config(cls, config: MethodConfig) -> Mixup:
         return cls(config.mixup_alpha)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
@@ -84,7 +88,7 @@ class NoiseTraining(Objective):
     model_kind = "smoothed"
 
     @classmethod
-    def from_config(cls, config) -> NoiseTraining:
+    def from_config(cls, config: MethodConfig) -> NoiseTraining:
         return cls()
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
@@ -116,7 +120,7 @@ class BPFC(Objective):
         self.step, self.noise, self.weight = step, noise, weight
 
     @classmethod
-    def from_config(cls, config) -> BPFC:
+    def from_config(cls, config: MethodConfig) -> BPFC:
         weight = RegWeightSchedule(
             config.bpfc_weight, config.bpfc_factor, tuple(config.bpfc_milestones)
         )

@@ -1,0 +1,100 @@
+"""`ciiv eval` on a run directory: files, example selection, resume, both protocols, audit hook."""
+
+import json
+
+import pytest
+import torch
+
+from ciiv.cli import main
+from ciiv.commands.eval import eval_dir_name, select_examples
+from ciiv.evaluate.records import read_jsonl
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread is as fast, and immune to OpenMP stalls on a busy machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from ciiv.train import fit, load_config
+
+    config = load_config(
+        None,
+        {
+            "data.dataset": "shapes",
+            "data.options": {"n_train": 160, "n_test": 48, "image_size": 16},
+            "method.name": "ciiv",
+            "model.backbone": "small_cnn",
+            "model.backbone_kwargs": {"width": 8},
+            "model.num_views": 3,
+            "model.samples_per_view": 1,
+            "epochs": 1,
+            "batch_size": 32,
+            "device": "cpu",
+        },
+    )
+    path = tmp_path_factory.mktemp("runs") / "ciiv"
+    fit(config, path)
+    return path
+
+
+def _args(run_dir, *extra):
+    return ["eval", str(run_dir), "--suite", "quick", "--n-examples", "12", "--batch-size", "5",
+            "--eot", "2", "--draws", "2", "--device", "cpu", "--no-audit", *extra]  # fmt: skip
+
+
+def test_eval_writes_rows_and_summary_for_both_protocols_and_resumes(run_dir):
+    assert main(_args(run_dir, "--protocol", "both")) == 0
+    for protocol in ("full", "paper"):
+        out = run_dir / "eval" / f"quick-{protocol}"
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["protocol"] == protocol and summary["n_examples"] == 12
+        assert summary["run"]["method"] == "ciiv" and summary["run"]["test_split"] == "iid"
+        assert summary["eot"] == 2 and summary["draws"] == 2
+        assert "audit" not in summary
+        rows = read_jsonl(out / "examples.jsonl")
+        assert [r["index"] for r in rows] == select_examples(48, 12, 0).tolist()
+        assert all(len(r["clean"]["preds"]) == 2 for r in rows)
+    # Running again resumes: every batch is found done, nothing is recomputed.
+    batches = (run_dir / "eval" / "quick-full" / "batches.jsonl").read_text()
+    assert main(_args(run_dir)) == 0
+    assert (run_dir / "eval" / "quick-full" / "batches.jsonl").read_text() == batches
+    # Other settings into the same directory are refused with a hint.
+    assert main(_args(run_dir, "--seed", "3")) == 2
+
+
+def test_eval_stores_the_audit_and_names_directories(run_dir, monkeypatch):
+    import ciiv.evaluate.audit as audit_module
+
+    calls = []
+
+    class Fake:
+        def to_dict(self):
+            return {"passed": True, "counts": {"pass": 1}}
+
+    def fake_audit(model, x, y, eps, norm, quick, seed):
+        calls.append((x.shape[0], eps, norm, quick))
+        return Fake()
+
+    monkeypatch.setattr(audit_module, "audit", fake_audit)
+    out = run_dir / "custom"
+    args = _args(run_dir, "--out", str(out), "--test-split", "shifted", "--eps", "4/255")
+    args.remove("--no-audit")
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["audit"] == {"passed": True, "counts": {"pass": 1}}
+    assert calls == [(12, pytest.approx(4 / 255), "Linf", True)]
+    assert summary["threat_model"]["eps_label"] == "4/255"
+    assert summary["run"]["test_split"] == "shifted"
+    assert eval_dir_name("quick", "full", "shifted", "4/255") == "quick-full-shifted-eps4_255"
+
+
+def test_eval_errors_are_reported_not_raised(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "missing"), "--device", "cpu"]) == 2
+    assert "error" in capsys.readouterr().err
+    assert main(["eval", "--list"]) == 0
