@@ -109,7 +109,8 @@ def run_demo(
             "earlier results)"
         )
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"settings": asdict(settings), "methods": {}}
+    record = {**asdict(settings), "methods": list(settings.methods)}  # JSON's own types
+    results: dict[str, Any] = {"settings": record, "methods": {}}
     for method in settings.methods:
         config = _config(settings, method)
         run_dir = out / "runs" / method
