@@ -257,6 +257,7 @@ def test_only_standing_points_are_attacked_and_every_pass_is_counted(vanilla):
             {"name": "fgsm", "attack": "fgsm"},
             {"name": "pgd-5", "attack": "pgd", "hyper": {"steps": 5}},
             {"name": "pgd-5-all", "attack": "pgd", "hyper": {"steps": 5}, "worst_case": False},
+            {"name": "fgsm-big", "attack": "fgsm", "eps": "32/255", "worst_case": False},
         ],
     }
     result = evaluate_robustness(model, x, y, suite=suite, batch_size=40)
@@ -267,6 +268,7 @@ def test_only_standing_points_are_attacked_and_every_pass_is_counted(vanilla):
     assert s["attacks"]["fgsm"]["attacked"] == clean_ok
     assert s["attacks"]["pgd-5"]["attacked"] == after_fgsm < clean_ok
     assert s["attacks"]["pgd-5-all"]["attacked"] == clean_ok  # standalone: every clean-correct
+    assert s["attacks"]["fgsm-big"]["attacked"] == clean_ok
     for r in rows:
         if r["broken_by"] in ("clean", "fgsm"):
             assert r["attacks"]["pgd-5"] is None
@@ -274,14 +276,17 @@ def test_only_standing_points_are_attacked_and_every_pass_is_counted(vanilla):
     assert s["forward_passes"] == model.images
     # pgd: 5 gradient steps + the final point scored, per attacked image.
     assert s["forward_passes_by_source"]["pgd-5"] == 6 * after_fgsm
-    # Worst case <= every attack, and it is the fraction of rows robust throughout.
-    assert all(s["robust_accuracy"] <= acc for acc in s["per_attack"].values())
+    # Worst case <= every attack inside the threat model (the standalone PGD counts too), and it
+    # is the fraction of rows robust throughout; the 32/255 FGSM is another threat model.
+    inside = ("fgsm", "pgd-5", "pgd-5-all")
+    assert all(s["robust_accuracy"] <= s["per_attack"][name] for name in inside)
+    assert s["per_attack"]["fgsm-big"] < s["robust_accuracy"]
     assert s["robust_accuracy"] == sum(r["robust"] for r in rows) / len(rows)
     assert s["robust_accuracy"] <= s["per_attack"]["pgd-5"] <= s["per_attack"]["fgsm"]
-    assert s["per_attack"]["pgd-5"] == s["robust_accuracy"]
-    assert s["broken_by"]["fgsm"] + s["broken_by"]["pgd-5"] == clean_ok - sum(
-        r["robust"] for r in rows
-    )
+    robust_rows = [r for r in rows if r["robust"]]
+    assert all(r["attacks"]["pgd-5-all"]["robust"] for r in robust_rows)
+    assert "fgsm-big" not in s["broken_by"]
+    assert sum(v for k, v in s["broken_by"].items() if k != "clean") == clean_ok - len(robust_rows)
 
 
 def test_random_model_is_counted_over_all_draws():
@@ -325,7 +330,8 @@ def test_stats_from_rows_follow_the_all_draws_rule():
         row(2, 1, a=None, b=None, s=None),  # clean-wrong in one draw
         row(3, 2, a=2, b=0, s=1),
     ]
-    stats = worst_case_stats(rows, ["a", "b"], ["s"], draws=2)
+    # Standalone s outside the threat model: reported on its own, not in the worst case.
+    stats = worst_case_stats(rows, [("a", True, True), ("b", True, True), ("s", False, False)], 2)
     assert stats["clean"]["accuracy"] == 0.75
     assert stats["attacks"]["a"]["accuracy"] == 0.5
     assert stats["attacks"]["b"]["accuracy"] == stats["robust"]["accuracy"] == 0.25
@@ -333,8 +339,13 @@ def test_stats_from_rows_follow_the_all_draws_rule():
     assert stats["broken_by"] == {"clean": 1, "a": 1, "b": 1}
     # per-draw: worst fraction per example = 1, 0.5, 0.5, 0 -> 0.5
     assert stats["robust"]["per_draw"]["mean"] == 0.5
+    # Inside the threat model, a standalone attack also breaks points (here: none new).
+    rows.append(row(4, 2, a=2, b=2, s=1))
+    stats = worst_case_stats(rows, [("a", True, True), ("b", True, True), ("s", False, True)], 2)
+    assert stats["robust"]["accuracy"] == 0.2 and stats["broken_by"]["s"] == 1
+    assert stats["attacks"]["b"]["accuracy"] == 0.4  # cumulative before s ran
     with pytest.raises(ValueError, match="standing"):
-        worst_case_stats([row(0, 2, a=None)], ["a"], [], draws=2)
+        worst_case_stats([row(0, 2, a=None)], [("a", True, True)], draws=2)
 
 
 def test_interrupted_evaluation_resumes_to_the_uninterrupted_result(vanilla, tmp_path):
@@ -368,35 +379,42 @@ def test_interrupted_evaluation_resumes_to_the_uninterrupted_result(vanilla, tmp
         evaluate_robustness(vanilla, x, y, out_dir=tmp_path / "cut", **{**kwargs, "seed": 8})
 
 
-def test_sharded_ranks_merge_into_the_single_process_result(vanilla, tmp_path, monkeypatch):
+@pytest.mark.parametrize("finisher", ["rank0", "single"])
+def test_sharded_ranks_merge_into_the_single_process_rows(vanilla, tmp_path, monkeypatch, finisher):
     x, y = colour_data(70, 4)
     kwargs = {"suite": "quick", "eps": "5/255", "batch_size": 16}
     whole = evaluate_robustness(vanilla, x, y, out_dir=tmp_path / "one", **kwargs)
+    out = tmp_path / "two"
 
     # Two ranks, run one after the other: each computes and writes only its own batches. The
     # all-gather is simulated by reading every finished batch from the shard files.
     def gather(rows, recs, world):
-        done_rows, done_recs = load_done(tmp_path / "two")
+        done_rows, done_recs = load_done(out)
         return [r for b in sorted(done_rows) for r in done_rows[b]], list(done_recs.values())
 
     monkeypatch.setattr(eval_api, "_gather", gather)
     monkeypatch.setattr(eval_api, "_barrier", lambda world: None)
     monkeypatch.setattr(eval_api, "_share", lambda summary, world: summary)
     monkeypatch.setattr(eval_api, "_dist", lambda: (1, 2))
-    part = evaluate_robustness(vanilla, x, y, out_dir=tmp_path / "two", **kwargs)
+    part = evaluate_robustness(vanilla, x, y, out_dir=out, **kwargs)
     assert {r["batch"] % 2 for r in part.rows} == {1}  # a rank's own rows
-    monkeypatch.setattr(eval_api, "_dist", lambda: (0, 2))
-    merged = evaluate_robustness(vanilla, x, y, out_dir=tmp_path / "two", **kwargs)
-    assert merged.rows == whole.rows  # rank 0 merges everything
+    assert (out / "shards" / "rank1" / "examples.jsonl").exists()
+    counting = Counting(vanilla)
+    if finisher == "rank0":
+        monkeypatch.setattr(eval_api, "_dist", lambda: (0, 2))
+    else:  # the multi-process run died after rank 1 finished; one process resumes it
+        monkeypatch.undo()
+    merged = evaluate_robustness(counting, x, y, out_dir=out, **kwargs)
     monkeypatch.undo()
-    assert not (tmp_path / "two" / "shards").exists()  # rank 0 merged them
+    assert 0 < counting.images < whole.summary["forward_passes"]  # only rank 0's batches
+    assert merged.rows == whole.rows
+    assert not (out / "shards").exists()
+    assert read_jsonl(out / "examples.jsonl") == whole.rows
     # A later single process finds every batch done and only rewrites the summary.
     counting = Counting(vanilla)
-    merged = evaluate_robustness(counting, x, y, out_dir=tmp_path / "two", **kwargs)
+    again = evaluate_robustness(counting, x, y, out_dir=out, **kwargs)
     assert counting.images == 0
-    assert merged.rows == whole.rows
-    assert merged.summary["robust_accuracy"] == whole.summary["robust_accuracy"]
-    assert read_jsonl(tmp_path / "two" / "examples.jsonl") == whole.rows
+    assert again.summary["robust_accuracy"] == whole.summary["robust_accuracy"]
 
 
 def test_summary_schema_and_files(vanilla, tmp_path):

@@ -98,3 +98,44 @@ def test_eval_errors_are_reported_not_raised(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "missing"), "--device", "cpu"]) == 2
     assert "error" in capsys.readouterr().err
     assert main(["eval", "--list"]) == 0
+
+
+@pytest.mark.slow
+def test_torchrun_splits_examples_and_merges_to_the_single_process_rows(run_dir, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun is not on PATH")
+    common = ["--n-examples", "20", "--batch-size", "4", "--eot", "2", "--draws", "2",
+              "--device", "cpu", "--no-audit", "--suite", "quick"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        [
+            "torchrun",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "ciiv",
+            "eval",
+            str(run_dir),
+            *common,
+            "--out",
+            str(tmp_path / "two"),
+        ],  # fmt: skip
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    subprocess.run(
+        [sys.executable, "-m", "ciiv", "eval", str(run_dir), *common, "--out", str(tmp_path / "1")],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    assert read_jsonl(tmp_path / "two" / "examples.jsonl") == read_jsonl(
+        tmp_path / "1" / "examples.jsonl"
+    )
+    assert not (tmp_path / "two" / "shards").exists()

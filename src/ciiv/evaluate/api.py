@@ -236,8 +236,9 @@ def evaluate_robustness(
         progress: optional callback, see :data:`ProgressFn`.
 
     Returns:
-        An :class:`EvaluationResult` (``to_dict()`` = summary.json). Under torch.distributed every
-        rank gets the merged result; batches are split across ranks.
+        An :class:`EvaluationResult` (``to_dict()`` = summary.json). Under torch.distributed
+        batches are split across ranks; every rank gets the merged summary, rank 0 all the rows
+        and the other ranks their own.
 
     Raises:
         ValueError: bad inputs, an unknown suite/protocol, or ``out_dir`` holding an evaluation
@@ -347,7 +348,8 @@ def evaluate_robustness(
         all_rows, all_records = _gather(all_rows, all_records, world)
     summary = None
     if rank == 0:
-        if out is not None and world > 1:
+        if out is not None and (world > 1 or (out / records.SHARDS).exists()):
+            # Rows of other ranks (or of an earlier multi-process run) go into the merged files.
             records.write_merged(out, all_rows, all_records)
         summary = _summarise(
             all_rows,
@@ -446,7 +448,8 @@ def _summarise(
     chain = [a.name for a in attacks if a.worst_case]
     standalone = [a.name for a in attacks if not a.worst_case]
     draws = config["draws"]
-    stats = worst_case_stats(rows, chain, standalone, draws)
+    entries = [(a.name, a.worst_case, a.worst_case or a.in_threat_model) for a in attacks]
+    stats = worst_case_stats(rows, entries, draws)
     passes: dict[str, int] = {"predictions": 0}
     attacked: dict[str, int] = {}
     seconds: dict[str, float] = {}
@@ -458,8 +461,11 @@ def _summarise(
         for name, value in rec["elapsed"].items():
             seconds[name] = seconds.get(name, 0.0) + value
     first = recs[0]["settings"] if recs else {}
+    # Attack seeds differ per batch; the summary gives the rule, examples.jsonl's batches the rest.
     settings = {
         name: {**value, "seed": "derive_seed(seed, 'attack', batch, name)"}
+        if "seed" in value
+        else dict(value)
         for name, value in first.items()
     }
     details = {}
@@ -468,11 +474,12 @@ def _summarise(
         details[spec.name] = {
             **spec.describe(),
             "role": "worst_case" if spec.worst_case else "standalone",
+            "counts_for_worst_case": spec.worst_case or spec.in_threat_model,
             "accuracy": block["accuracy"],
             "ci95": block["ci95"],
             "per_draw": block["per_draw"],
             "attacked": attacked.get(spec.name, 0),
-            "newly_broken": stats["broken_by"].get(spec.name) if spec.worst_case else None,
+            "newly_broken": stats["broken_by"].get(spec.name),
             "forward_passes": passes.get(spec.name, 0),
             "elapsed_s": seconds.get(spec.name, 0.0),
         }

@@ -60,8 +60,7 @@ def _accepts(attack: str, parameter: str) -> bool:
     return parameter in inspect.signature(attack_class(attack).__init__).parameters
 
 
-def _outcome(preds: Tensor, label: int) -> dict[str, Any]:
-    values = preds.tolist()
+def _outcome(values: list[int], label: int) -> dict[str, Any]:
     correct = sum(p == label for p in values)
     return {"preds": values, "correct": correct, "robust": correct == len(values)}
 
@@ -117,7 +116,9 @@ def evaluate_batch(
             if on_attack is not None:
                 on_attack(spec.name)
             t0 = time.perf_counter()
-            hyper = dict(spec.hyper, seed=derive_seed(seed, "attack", batch, spec.name))
+            hyper = dict(spec.hyper)
+            if _accepts(spec.attack, "seed"):
+                hyper["seed"] = derive_seed(seed, "attack", batch, spec.name)
             if max_batch is not None and _accepts(spec.attack, "max_batch"):
                 hyper["max_batch"] = max_batch
             attack = create_attack(spec.attack, model, **hyper)
@@ -131,17 +132,21 @@ def evaluate_batch(
                 preds = draw_predictions(model, x_adv, draws)
                 record["forward_passes"]["predictions"] += draws * idx.numel()
                 robust = (preds == y[idx]).all(0)
-                if spec.worst_case:
-                    standing[idx[~robust]] = False
-                    for i in idx[~robust].tolist():
+                if spec.worst_case or spec.in_threat_model:
+                    # A point broken inside the threat model is not robust, whatever the role.
+                    newly = idx[~robust & standing[idx]]
+                    standing[newly] = False
+                    for i in newly.tolist():
                         broken_by[i] = spec.name
-                for j, i in enumerate(idx.tolist()):
-                    rows_out[i] = _outcome(preds[:, j], labels[i])
+                # One device-to-host copy per attack, not one per example.
+                for i, values in zip(idx.tolist(), preds.T.tolist(), strict=True):
+                    rows_out[i] = _outcome(values, labels[i])
             outcomes[spec.name] = rows_out
             record["attacked"][spec.name] = idx.numel()
             record["forward_passes"][spec.name] = attack.forward_passes
             record["elapsed"][spec.name] = time.perf_counter() - t0
     rows = []
+    clean_values = clean.T.tolist()
     for i in range(x.shape[0]):
         rows.append(
             {
@@ -149,7 +154,7 @@ def evaluate_batch(
                 "position": positions[i],
                 "batch": batch,
                 "label": labels[i],
-                "clean": _outcome(clean[:, i], labels[i]),
+                "clean": _outcome(clean_values[i], labels[i]),
                 "attacks": {name: outcomes[name][i] for name in outcomes},
                 "robust": bool(standing[i]),
                 "broken_by": broken_by[i],

@@ -9,7 +9,9 @@ Two roles (see docs/evaluation.md):
   points that are still standing, and the robust accuracy is the per-example worst case over
   them. They must use the suite's norm and an eps no larger than its budget.
 - ``worst_case=False`` entries (sweeps, other norms, larger budgets, noise) are standalone: each
-  attacks every example classified correctly on clean input, and is reported on its own.
+  attacks every example classified correctly on clean input, and is reported on its own. A
+  standalone entry inside the threat model (same norm, eps within the budget, e.g. the 8/255 point
+  of an eps sweep) also counts for the worst case: a point it breaks is not robust.
 
 Suites are plain data: :meth:`Suite.from_dict` reads a YAML-like mapping (unknown keys are
 rejected), :meth:`Suite.to_dict` writes one, and :func:`resolve_suite` turns a suite into the
@@ -24,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ciiv.attacks.threat import parse_eps
+
+from .protocols import get_protocol
 
 __all__ = [
     "DEFAULT_EOT",
@@ -71,8 +75,12 @@ class AttackEntry:
         norm: "Linf" or "L2"; None uses the suite's.
         step_fraction: ``step_size = step_fraction * eps`` (keeps the step right when eps changes);
             None leaves the step to ``hyper`` or the attack's default.
-        eot: None (the attack takes no ``eot``), "protocol" (E under the full protocol, 1 under the
-            paper's), "E" (E under both: the named EOT attacks) or a fixed int.
+        eot: None (no EOT for this attack), "protocol" (E under the full protocol, 1 under the
+            paper's), "E" (E under both: the named EOT attacks) or a fixed int. A deterministic
+            model always gets 1.
+        eot_hyper: how the attack expresses EOT when it takes no ``eot`` argument: these
+            hyper-parameters are added when the resolved E is above 1 (AutoAttack:
+            ``{"version": "rand"}``, its EOT-20 version for randomized defences).
         worst_case: part of the worst-case chain (True) or standalone (False).
         requires: model traits the entry needs: "views" (a CiiV model: BPDA, adaptive loss) or
             "stochastic" (a random model: EOT-only entries). Entries whose needs are unmet are
@@ -87,6 +95,7 @@ class AttackEntry:
     norm: str | None = None
     step_fraction: float | None = None
     eot: int | str | None = None
+    eot_hyper: Mapping[str, Any] = field(default_factory=dict)
     worst_case: bool = True
     requires: tuple[str, ...] = ()
 
@@ -113,7 +122,10 @@ class AttackEntry:
             )
         if self.eps is not None:
             parse_eps(self.eps)
+        if self.eot_hyper and self.eot is None:
+            raise ValueError(f"{self.name}: eot_hyper needs an eot mode ('protocol' or 'E')")
         object.__setattr__(self, "hyper", dict(self.hyper))
+        object.__setattr__(self, "eot_hyper", dict(self.eot_hyper))
         object.__setattr__(self, "requires", tuple(self.requires))
 
 
@@ -320,7 +332,9 @@ class ResolvedAttack:
         hyper: every keyword passed to ``create_attack`` except the per-batch ``seed``.
         norm, eps: the ball x_adv must stay in (checked after every call).
         steps: iterations, or None for attacks without a step count.
-        worst_case: role (see the module docstring).
+        worst_case: role (see the module docstring): part of the chain, or standalone.
+        in_threat_model: same norm as the suite and eps within its budget. Such an entry counts
+            for the worst case even when standalone (a point it breaks is not robust).
         protocol_views: "centre" when the attack queries the centre view only (paper protocol on a
             CiiV model), else "all".
     """
@@ -332,6 +346,7 @@ class ResolvedAttack:
     eps: float
     steps: int | None
     worst_case: bool
+    in_threat_model: bool
     protocol_views: str
 
     def describe(self) -> dict[str, Any]:
@@ -343,6 +358,7 @@ class ResolvedAttack:
             "eps_label": format_eps(self.eps),
             "steps": self.steps,
             "worst_case": self.worst_case,
+            "in_threat_model": self.in_threat_model,
             "views": self.protocol_views,
             "hyper": dict(self.hyper),
         }
@@ -371,13 +387,10 @@ def resolve_suite(
     Returns:
         (attacks in run order, {skipped entry name: reason}, the budget used).
     """
-    from .protocols import get_protocol
-
     proto = get_protocol(protocol).effective(traits)
     if not isinstance(eot, int) or isinstance(eot, bool) or eot < 1:
         raise ValueError(f"eot must be an int >= 1, got {eot!r}")
     budget = suite.eps_for(dataset) if eps is None else parse_eps(eps)
-    effective_eot = eot if traits.stochastic else 1
     resolved: list[ResolvedAttack] = []
     skipped: dict[str, str] = {}
     for entry in suite.expanded():
@@ -387,7 +400,8 @@ def resolve_suite(
             continue
         entry_eps = budget * entry.eps_scale if entry.eps is None else parse_eps(entry.eps)
         norm = entry.norm or suite.norm
-        if entry.worst_case and (norm != suite.norm or entry_eps > budget * (1 + 1e-9)):
+        inside = norm == suite.norm and entry_eps <= budget * (1 + 1e-9)
+        if entry.worst_case and not inside:
             raise ValueError(
                 f"suite {suite.name!r}: worst-case entry {entry.name!r} ({norm}, eps "
                 f"{format_eps(entry_eps)}) lies outside the threat model ({suite.norm}, eps "
@@ -397,7 +411,11 @@ def resolve_suite(
         if entry.step_fraction is not None:
             hyper["step_size"] = entry.step_fraction * entry_eps
         if entry.eot is not None:
-            hyper["eot"] = proto.eot(entry.eot, effective_eot) if traits.stochastic else 1
+            draws = proto.eot(entry.eot, eot) if traits.stochastic else 1
+            if not entry.eot_hyper:
+                hyper["eot"] = draws
+            elif draws > 1:
+                hyper.update(entry.eot_hyper)
         resolved.append(
             ResolvedAttack(
                 name=entry.name,
@@ -407,6 +425,7 @@ def resolve_suite(
                 eps=entry_eps,
                 steps=hyper.get("steps"),
                 worst_case=entry.worst_case,
+                in_threat_model=inside,
                 protocol_views=proto.attack_views(),
             )
         )
@@ -442,6 +461,10 @@ def _pgd(name: str, steps: int, fraction: float = 0.25, **hyper: Any) -> AttackE
 
 
 _FGSM = AttackEntry(name="fgsm", attack="fgsm", eot="protocol")
+# AutoAttack's own EOT version ("rand": APGD-CE/DLR with 20 draws) where the protocol asks for EOT.
+_AUTOATTACK = AttackEntry(
+    name="autoattack", attack="autoattack", eot="protocol", eot_hyper={"version": "rand"}
+)
 _NOISE = {
     "gaussian": AttackEntry(
         name="noise-gaussian",
@@ -489,7 +512,7 @@ register_suite(
             _pgd("pgd-20-bpda-smooth", 20, bpda="smooth"),
             _pgd("pgd-20-adaptive", 20, bpda="identity", loss="adaptive"),
             _pgd("pgd-100", 100, fraction=0.1),
-            AttackEntry(name="autoattack", attack="autoattack"),
+            _AUTOATTACK,
         ),
     )
 )
@@ -504,7 +527,7 @@ register_suite(
             _pgd("pgd-l2-20", 20),
             _pgd("pgd-l2-20-bpda-identity", 20, bpda="identity"),
             AttackEntry(name="cw-l2", attack="cw"),
-            AttackEntry(name="autoattack-l2", attack="autoattack"),
+            dataclasses.replace(_AUTOATTACK, name="autoattack-l2"),
         ),
     )
 )
@@ -528,9 +551,9 @@ register_suite(
             AttackEntry(
                 name="spsa",
                 attack="spsa",
-                hyper={"delta": 0.1, "samples": 16, "steps": 20, "lr": 0.1},
+                hyper={"delta": 0.1, "nb_sample": 16, "steps": 20, "lr": 0.1},
             ),
-            AttackEntry(name="square", attack="square", hyper={"queries": 1000}),
+            AttackEntry(name="square", attack="square", hyper={"n_queries": 1000}),
             AttackEntry(name="random-search", attack="random_search", hyper={"draws": 100}),
         ),
     )
@@ -562,18 +585,18 @@ def _paper_suite(name: str, dataset: str, linf: float | str, l2: float | str, fg
             _pgd("adaptive-pgd-20", 20, bpda="identity", loss="adaptive"),
             *_TARGETED,
             AttackEntry(name="random-search", attack="random_search", hyper={"draws": 100}),
-            AttackEntry(name="autoattack", attack="autoattack"),
+            _AUTOATTACK,
             Sweep(name="fgsm", base=dataclasses.replace(_FGSM, name="fgsm"), eps=fgsm_eps),
             Sweep(name="pgd", base=_pgd("pgd", 20), steps=(10, 20, 50, 100, 200)),
             dataclasses.replace(_pgd("pgd-l2-20", 20), eps=l2, norm="L2", worst_case=False),
             AttackEntry(name="cw-l2", attack="cw", eps=l2, norm="L2", worst_case=False),
-            AttackEntry(
-                name="autoattack-l2", attack="autoattack", eps=l2, norm="L2", worst_case=False
+            dataclasses.replace(
+                _AUTOATTACK, name="autoattack-l2", eps=l2, norm="L2", worst_case=False
             ),
             AttackEntry(
                 name="spsa",
                 attack="spsa",
-                hyper={"delta": 0.1, "samples": 16, "steps": 20, "lr": 0.1},
+                hyper={"delta": 0.1, "nb_sample": 16, "steps": 20, "lr": 0.1},
                 eps=spsa_eps,
                 worst_case=False,
             ),

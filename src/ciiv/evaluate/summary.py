@@ -7,7 +7,8 @@ the number of correct draws.
 The rule (conservative): an example counts as correct under an input only if **all R draws** are
 correct. It is robust only if it is correct on clean input and under every worst-case attack;
 attacks of the chain only see the points still standing, so an example stops being attacked at
-the first attack that breaks it. Besides these fractions of examples, the summary gives the mean
+the first attack that breaks it. Standalone attacks inside the threat model count as well: a
+point they break is not robust. Besides these fractions of examples, the summary gives the mean
 per-draw accuracy (the accuracy of one random prediction), taken per example at the input that
 broke it (an upper bound for points removed early: later attacks never saw them).
 
@@ -66,21 +67,23 @@ def _fraction(outcome: dict[str, Any], draws: int) -> float:
 
 
 def worst_case_stats(
-    rows: Sequence[dict[str, Any]], chain: Sequence[str], standalone: Sequence[str], draws: int
+    rows: Sequence[dict[str, Any]], entries: Sequence[tuple[str, bool, bool]], draws: int
 ) -> dict[str, Any]:
     """Clean, per-attack and worst-case accuracies from rows.
 
     Args:
         rows: example rows (any order).
-        chain: worst-case attack names in run order.
-        standalone: standalone attack names.
+        entries: ``(name, chain, counts)`` per attack in run order: ``chain`` for the worst-case
+            chain (attacked only while standing), ``counts`` when the attack counts for the worst
+            case (every chain entry, and standalone entries inside the threat model).
         draws: R, prediction draws per input.
 
     Returns:
         ``{"clean": block, "attacks": {name: block}, "robust": block, "broken_by": {name: count}}``
         where a block is :func:`accuracy_stats`' dict. For a chain attack the block is the robust
-        accuracy *after* it (cumulative over the chain up to it, as AutoAttack logs it); for a
-        standalone attack it is its own accuracy.
+        accuracy *after* it (cumulative over the counted attacks up to it, as AutoAttack logs it);
+        for a standalone attack it is its own accuracy. ``broken_by`` counts, per counted attack,
+        the points it broke first ("clean" for points wrong on clean input).
     """
     clean_ok = [r["clean"]["correct"] == draws for r in rows]
     clean_frac = [_fraction(r["clean"], draws) for r in rows]
@@ -88,29 +91,30 @@ def worst_case_stats(
     standing = list(clean_ok)
     worst_frac = list(clean_frac)
     broken_by: dict[str, int] = {"clean": len(rows) - sum(clean_ok)}
-    for name in chain:
-        broken_by[name] = 0
-        for i, row in enumerate(rows):
-            outcome = row["attacks"].get(name)
-            if outcome is None:
-                if standing[i]:
-                    raise ValueError(
-                        f"example {row['index']} is standing but has no outcome for {name!r}; "
-                        "the rows are incomplete"
-                    )
-                continue
-            worst_frac[i] = min(worst_frac[i], _fraction(outcome, draws))
-            if outcome["correct"] < draws and standing[i]:
-                standing[i] = False
-                broken_by[name] += 1
-        out["attacks"][name] = accuracy_stats(standing, worst_frac)
-    for name in standalone:
-        ok, frac = [], []
-        for i, row in enumerate(rows):
-            outcome = row["attacks"].get(name)
-            ok.append(outcome is not None and outcome["correct"] == draws)
-            frac.append(clean_frac[i] if outcome is None else _fraction(outcome, draws))
-        out["attacks"][name] = accuracy_stats(ok, frac)
+    for name, chain, counts in entries:
+        outcomes = [row["attacks"].get(name) for row in rows]
+        for row, outcome, up in zip(rows, outcomes, standing, strict=True):
+            if chain and up and outcome is None:
+                raise ValueError(
+                    f"example {row['index']} is standing but has no outcome for {name!r}; "
+                    "the rows are incomplete"
+                )
+        own_ok = [o is not None and o["correct"] == draws for o in outcomes]
+        own_frac = [
+            c if o is None else _fraction(o, draws)
+            for o, c in zip(outcomes, clean_frac, strict=True)
+        ]
+        if counts:
+            broken_by[name] = sum(up and not ok for up, ok in zip(standing, own_ok, strict=True))
+            standing = [up and ok for up, ok in zip(standing, own_ok, strict=True)]
+            worst_frac = [
+                w if o is None else min(w, f)
+                for w, o, f in zip(worst_frac, outcomes, own_frac, strict=True)
+            ]
+        if chain:
+            out["attacks"][name] = accuracy_stats(standing, worst_frac)
+        else:
+            out["attacks"][name] = accuracy_stats(own_ok, own_frac)
     out["robust"] = accuracy_stats(standing, worst_frac)
     out["broken_by"] = broken_by
     return out
