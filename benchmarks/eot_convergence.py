@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from ciiv.commands.eval import select_examples
+from ciiv.commands._ui import select_examples
 from ciiv.evaluate import DEFAULT_EOT, evaluate_robustness
 from ciiv.train import load_data, load_run
 

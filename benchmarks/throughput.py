@@ -3,7 +3,9 @@
 Measures, for CiiV on a backbone (default pre-activation ResNet-18) with CIFAR-shaped input:
 - training images/s: forward + CiiV loss (view CE + consistency) + backward + SGD step;
 - inference images/s: the z-weighted prediction (no gradients);
-for two implementations of the same function:
+- attack images/s: the full-protocol PGD with EOT (all L views, E draws per gradient batched into
+  one call; see eval_throughput.py, which also compares it with one draw per call);
+the first two for two implementations of the same function:
 - ``batched``: the L views folded into one backbone batch of L * B images (ciiv's path);
 - ``naive``: one sampler draw, then L sequential backbone passes of B images each (the way the
   authors' research code runs its views; the masks are not rebuilt per view here, so the ratio
@@ -12,6 +14,8 @@ On CUDA both run in fp32 and in bf16 autocast with channels_last. One JSON line 
 goes to stdout (and to --out when given), followed by a table with the speed-up ratios.
 
 Usage: python benchmarks/throughput.py [--device auto|cpu|cuda] [--batch-size 128] [--steps 3]
+           [--attack-steps 20] [--attack-batch-size B] [--eot 8]
+The attack defaults to PGD-20 on a batch of 128 on CUDA and 2 images on the CPU (minutes there).
 """
 
 from __future__ import annotations
@@ -25,9 +29,13 @@ from pathlib import Path
 
 import torch
 
+from ciiv.evaluate import DEFAULT_EOT
 from ciiv.loss import consistency_loss, view_cross_entropy
 from ciiv.models import CiiVClassifier, create_model
 from ciiv.sampling import RetinotopicSampler
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_throughput import pgd_eot_throughput  # noqa: E402
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -95,6 +103,15 @@ def measure(model, x, y, path, train, steps, warmup, precision) -> float:
     return steps * x.shape[0] / (time.perf_counter() - start)
 
 
+def emit(row: dict, out: Path | None) -> None:
+    """One JSON line to stdout, and appended to ``out`` when given."""
+    line = json.dumps(row)
+    print(line, flush=True)
+    if out:
+        with out.open("a") as f:
+            f.write(line + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -104,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3, help="timed iterations per measurement")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--attack-steps", type=int, default=20, help="PGD steps (0: skip)")
+    parser.add_argument("--attack-batch-size", type=int, help="default 128 on CUDA, 2 on the CPU")
+    parser.add_argument("--eot", type=int, default=DEFAULT_EOT, help="EOT draws per gradient")
     parser.add_argument("--out", type=Path, help="also append the JSON lines to this file")
     args = parser.parse_args(argv)
 
@@ -139,11 +159,21 @@ def main(argv: list[str] | None = None) -> int:
                     "torch": torch.__version__,
                 }
                 rows.append(row)
-                line = json.dumps(row)
-                print(line, flush=True)
-                if args.out:
-                    with args.out.open("a") as f:
-                        f.write(line + "\n")
+                emit(row, args.out)
+    if args.attack_steps:
+        attack_batch = args.attack_batch_size or (128 if device.type == "cuda" else 2)
+        row = pgd_eot_throughput(
+            device,
+            backbone=args.backbone,
+            batch_size=attack_batch,
+            steps=args.attack_steps,
+            eot=args.eot,
+            views=args.views,
+            samples_per_view=args.samples,
+        )
+        row["phase"] = f"attack: PGD-{args.attack_steps} EOT {args.eot}, full protocol"
+        emit(row, args.out)
+        print(f"\n{row['phase']}: {row['images_per_s']:.3f} img/s (batch {attack_batch}, fp32)")
     print("\nspeed-up of batched over naive:")
     for precision in {r["precision"] for r in rows}:
         for phase in ("train", "inference"):

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ciiv.attacks import create_attack
 from ciiv.evaluate import (
     AttackEntry,
     ModelTraits,
@@ -140,6 +141,23 @@ def test_builtin_suites_exist_and_round_trip_through_dicts():
     with pytest.raises(ValueError, match="unknown attack entry key"):
         Suite.from_dict({"name": "s", "norm": "Linf", "budget": {"default": 0.1},
                          "entries": [{"name": "a", "attack": "pgd", "stepz": 3}]})  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list_suites())
+def test_every_builtin_suite_builds_every_attack(name):
+    """Hyper-parameter names in the suites match the attacks' (a typo fails here, not mid-run)."""
+    models = {
+        ModelTraits(stochastic=True, views=True): _ciiv(),
+        ModelTraits(stochastic=False, views=False): Classifier(
+            create_model("small_cnn", num_classes=4, in_channels=3, width=8), MEAN, STD
+        ),
+    }
+    for traits, model in models.items():
+        for protocol in ("full", "paper"):
+            attacks, _, _ = resolve_suite(get_suite(name), protocol=protocol, traits=traits, eot=2)
+            assert attacks
+            for attack in attacks:
+                create_attack(attack.attack, model, **attack.hyper)
 
 
 def test_budgets_overrides_and_sweeps_resolve_as_documented():

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ciiv.cli import main
-from ciiv.commands.eval import eval_dir_name, select_examples
+from ciiv.commands._ui import select_examples
+from ciiv.commands.eval import eval_dir_name
 from ciiv.evaluate.records import read_jsonl
 
 

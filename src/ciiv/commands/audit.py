@@ -85,7 +85,7 @@ def result_table(result, title: str) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ciiv.commands.eval import select_examples
+    from ciiv.commands._ui import evaluation_examples
     from ciiv.data import DatasetNotFoundError
     from ciiv.evaluate.audit import audit
     from ciiv.evaluate.suites import get_suite
@@ -97,15 +97,10 @@ def run(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
         loaded = load_run(args.run_dir, args.checkpoint, device=device)
         splits = load_data(loaded.config.data, data_dir=args.data_dir)
-        split = args.test_split or next(iter(splits.test))
-        if split not in splits.test:
-            raise ValueError(
-                f"unknown test split {split!r} of {loaded.dataset}; valid: {', '.join(splits.test)}"
-            )
-        data = splits.test[split]
-        index = select_examples(len(data), args.n_examples, args.seed)
-        x = data.images[index].float().div(255).to(device)
-        y = data.labels[index].to(device)
+        split, _, x, y = evaluation_examples(
+            splits, loaded.dataset, args.test_split, args.n_examples, args.seed
+        )
+        x, y = x.to(device), y.to(device)
         eps = args.eps or get_suite(_BUDGET_SUITES[args.norm]).eps_for(loaded.dataset)
         overrides = {} if args.batch_size is None else {"batch_size": args.batch_size}
         with console.status("audit") as status:

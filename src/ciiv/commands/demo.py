@@ -10,11 +10,9 @@ import argparse
 import logging
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ciiv.commands.eval import _Bar
-from ciiv.commands.train import _logging_through, _RichProgress
+from ciiv.commands._ui import EvalBar, TrainBar, logging_through, progress_bar
 
 __all__ = ["add_arguments", "run"]
 
@@ -46,20 +44,13 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=args.device,
         )
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=console, transient=True) as bar:
-            with _logging_through(bar.console):
+        with progress_bar(console, transient=True) as bar:
+            with logging_through(bar.console):
                 results = run_demo(
                     args.out,
                     settings,
-                    train_progress=_RichProgress(bar),
-                    eval_progress=lambda label: _Bar(bar, label),
+                    train_progress=TrainBar(bar),
+                    eval_progress=lambda label: EvalBar(bar, label),
                 )
     except (ValueError, FileExistsError) as error:
         console.print(f"[bold red]error:[/] {error}")

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-__all__ = ["add_arguments", "eval_dir_name", "run", "select_examples"]
+from ciiv.commands._ui import EvalBar, evaluation_examples, progress_bar
+
+__all__ = ["add_arguments", "eval_dir_name", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,15 +89,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the suites and exit")
 
 
-def select_examples(num: int, n_examples: int, seed: int):
-    """Indices of the evaluated examples: the first ``n_examples`` of a permutation of range(num)
-    seeded with ``seed`` (all of them for 0 or more than num), as an int64 tensor."""
-    import torch
-
-    perm = torch.randperm(num, generator=torch.Generator().manual_seed(seed))
-    return perm if n_examples <= 0 else perm[:n_examples]
-
-
 def eval_dir_name(suite: str, protocol: str, split: str | None, eps: str | None) -> str:
     """``<suite>-<protocol>``, plus ``-<split>`` for a non-default split and ``-eps<E>`` for an
     eps override (so different settings never share a directory)."""
@@ -117,26 +109,6 @@ def _listing(console: Console) -> None:
         budget = ", ".join(f"{k}: {v}" for k, v in suite.budget.items())
         table.add_row(name, f"{suite.norm} ({budget})", ", ".join(e.name for e in suite.expanded()))
     console.print(table)
-
-
-class _Bar:
-    """Progress callback of ``evaluate_robustness``: one bar over the batches of this rank."""
-
-    def __init__(self, progress: Progress, label: str) -> None:
-        self.progress, self.label, self.task = progress, label, None
-
-    def __call__(self, event: str, info: dict) -> None:
-        if event == "start":
-            self.task = self.progress.add_task(
-                self.label, total=info["total"], completed=info["done"], stats=""
-            )
-        elif event == "attack":
-            self.progress.update(self.task, stats=f"batch {info['batch']}: {info['name']}")
-        elif event == "batch":
-            stats = f"robust so far {info['robust']}/{info['seen']}"
-            self.progress.update(self.task, completed=info["done"], stats=stats)
-        elif event == "audit":
-            self.progress.update(self.task, stats="audit")
 
 
 def _result_table(summary: dict, out_dir: Path) -> Table:
@@ -187,15 +159,9 @@ def run(args: argparse.Namespace) -> int:
         device = resolve_device(args.device, dist.local_rank)
         loaded = load_run(args.run_dir, args.checkpoint, device=device)
         splits = load_data(loaded.config.data, data_dir=args.data_dir)
-        split = args.test_split or next(iter(splits.test))
-        if split not in splits.test:
-            raise ValueError(
-                f"unknown test split {split!r} of {loaded.dataset}; valid: {', '.join(splits.test)}"
-            )
-        data = splits.test[split]
-        index = select_examples(len(data), args.n_examples, args.seed)
-        x = data.images[index].float() / 255
-        y = data.labels[index]
+        split, index, x, y = evaluation_examples(
+            splits, loaded.dataset, args.test_split, args.n_examples, args.seed
+        )
         run_info = {
             "run_dir": str(Path(args.run_dir)),
             "method": loaded.method,
@@ -204,21 +170,15 @@ def run(args: argparse.Namespace) -> int:
             "checkpoint": loaded.checkpoint,
             "epoch": loaded.epoch,
             "test_split": split,
-            "selection": f"first {len(index)} of randperm({len(data)}, seed={args.seed})",
+            "selection": f"first {len(index)} of randperm({len(splits.test[split])}, "
+            f"seed={args.seed})",
         }
         default_split = split == next(iter(splits.test))
         audit = not args.no_audit
         for protocol in protocols:
             name = eval_dir_name(args.suite, protocol, None if default_split else split, args.eps)
             out_dir = Path(args.out) if args.out else Path(args.run_dir) / "eval" / name
-            columns = (
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[stats]}"),
-                TimeElapsedColumn(),
-            )
-            with Progress(*columns, console=console, disable=not main_process) as bar:
+            with progress_bar(console, disable=not main_process) as bar:
                 result = evaluate_robustness(
                     loaded.model,
                     x,
@@ -237,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
                     audit=audit,
                     overwrite=args.overwrite,
                     run_info=run_info,
-                    progress=_Bar(bar, f"{args.suite}/{protocol}") if main_process else None,
+                    progress=EvalBar(bar, f"{args.suite}/{protocol}") if main_process else None,
                 )
             # The audit does not depend on the protocol: run it once, store it with both.
             audit = result.summary.get("audit", False)

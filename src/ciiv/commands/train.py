@@ -9,17 +9,15 @@ torchrun --nproc_per_node 4 -m ciiv train --config paper-cifar10 --out runs/c
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
-from collections.abc import Iterator
 
 import yaml
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from ciiv.commands._ui import TrainBar, logging_through, progress_bar
 
 __all__ = ["add_arguments", "run"]
 
@@ -92,42 +90,6 @@ def _overrides(args: argparse.Namespace) -> list:
     return [(key, value) for key, value in given.items() if value is not None] + args.overrides
 
 
-class _RichProgress:
-    """A progress callback: one bar per epoch with live loss, accuracy and throughput."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.task = None
-
-    def __call__(self, event) -> None:
-        if event.kind == "epoch_start":
-            if self.task is not None:
-                self.progress.remove_task(self.task)
-            self.task = self.progress.add_task(
-                f"epoch {event.epoch + 1}/{event.epochs}", total=event.steps, stats=""
-            )
-        elif event.kind == "step":
-            m = event.metrics
-            stats = f"loss {m['loss']:.4f}  acc {m['acc']:.3f}  {m['images_per_s']:.0f} img/s"
-            self.progress.update(self.task, completed=event.step, stats=stats)
-        elif event.kind == "epoch_end":
-            self.progress.update(self.task, completed=event.steps)
-
-
-@contextlib.contextmanager
-def _logging_through(console: Console) -> Iterator[None]:
-    """Send log records through ``console`` while the progress bar is live (no torn lines)."""
-    root = logging.getLogger()
-    saved = root.handlers[:]
-    handler = RichHandler(console=console, show_path=False, log_time_format="%H:%M:%S")
-    handler.setLevel(min((h.level for h in saved), default=logging.INFO))
-    root.handlers = [handler]
-    try:
-        yield
-    finally:
-        root.handlers = saved
-
-
 def _summary(console: Console, result) -> None:
     table = Table(title=f"run {result.run_dir}", show_header=False)
     last = result.history[-1] if result.history else {}
@@ -183,16 +145,9 @@ def run(args: argparse.Namespace) -> int:
         main_process = int(os.environ.get("RANK", "0")) == 0
         if not main_process:  # under torchrun, rank 0 speaks for all processes
             logging.getLogger().setLevel(logging.WARNING)
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=console, disable=not main_process) as bar:
-            callback = _RichProgress(bar) if main_process else None
-            with _logging_through(bar.console):
+        with progress_bar(console, disable=not main_process) as bar:
+            callback = TrainBar(bar) if main_process else None
+            with logging_through(bar.console):
                 if args.resume:
                     result = resume(args.resume, overrides, progress=callback)
                 else:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import platform
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,8 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-import ciiv
 from ciiv.attacks import preserve_mode
+from ciiv.versions import software_versions
 
 from . import records
 from .engine import derive_seed, evaluate_batch, seeded
@@ -143,26 +141,6 @@ def _digest(x: Tensor, y: Tensor, indices: list[int]) -> str:
     h.update(y.detach().cpu().numpy().astype(np.int64).tobytes())
     h.update(x.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def _versions(device: torch.device) -> dict[str, str]:
-    out = {
-        "ciiv": ciiv.__version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        out["device_name"] = torch.cuda.get_device_name(device)
-    try:
-        from importlib.metadata import version
-
-        out["pyautoattack"] = version("pyautoattack")
-    except Exception:  # not installed: AutoAttack entries will say so when they run
-        pass
-    return out
 
 
 def _dist() -> tuple[int, int]:
@@ -524,7 +502,7 @@ def _summarise(
         "model": _model_info(model, traits),
         "run": dict(run_info) if run_info else None,
         "examples_digest": config["examples_digest"],
-        "versions": _versions(device),
+        "versions": software_versions(device),
         "elapsed_s": sum(rec["elapsed_s"] for rec in recs),
         "wall_s_this_session": elapsed,
     }

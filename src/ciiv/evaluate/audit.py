@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,9 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-import ciiv
 from ciiv.attacks import parse_eps, preserve_mode
 from ciiv.attacks.threat import canonical_norm
+from ciiv.versions import software_versions
 
 from .checks import (
     STATUSES,
@@ -119,25 +117,6 @@ class AuditResult:
         tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         os.replace(tmp, path)
         return path
-
-
-def _versions(device: torch.device) -> dict[str, str]:
-    out = {
-        "ciiv": ciiv.__version__,
-        "torch": torch.__version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        out["device_name"] = torch.cuda.get_device_name(device)
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-
-        out["pyautoattack"] = version("pyautoattack")
-    except PackageNotFoundError:
-        pass
-    return out
 
 
 def _validate(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -244,7 +223,7 @@ def audit(
         checks=results,
         passed=all(r.status != "fail" for r in results),
         settings=settings.to_dict(),
-        versions=_versions(x.device),
+        versions=software_versions(x.device),
         seed=settings.seed,
         n_examples=x.shape[0],
         clean_accuracy=clean,

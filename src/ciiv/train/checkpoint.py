@@ -7,7 +7,6 @@ states as tensors), so loading it never unpickles arbitrary objects.
 from __future__ import annotations
 
 import os
-import platform
 import random
 import tempfile
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-import ciiv
+from ciiv.versions import software_versions
 
 __all__ = [
     "FORMAT",
@@ -26,7 +25,6 @@ __all__ = [
     "load_checkpoint",
     "restore_rng_state",
     "save_checkpoint",
-    "versions",
 ]
 
 FORMAT = "ciiv-train-checkpoint"
@@ -38,22 +36,17 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt, or was not written by ``ciiv train``."""
 
 
-def versions() -> dict[str, str]:
-    """Versions of the software that wrote a checkpoint."""
-    return {
-        "ciiv": ciiv.__version__,
-        "torch": str(torch.__version__),
-        "numpy": str(np.__version__),
-        "python": platform.python_version(),
-    }
-
-
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` (plus format tags) to ``path`` atomically: a temporary file in the same
     folder, flushed to disk, then ``os.replace`` -- a crash never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(), **state}
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "versions": software_versions(),
+        **state,
+    }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
