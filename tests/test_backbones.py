@@ -21,13 +21,7 @@ SMALL_KWARGS: dict[str, dict] = {"wrn34_10": {"depth": 10, "widen_factor": 1}}
 BATCH: dict[str, int] = {"preact_resnet50": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny batches: intra-op threads only add overhead (and stall badly on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _small(name: str, in_channels: int) -> Backbone:

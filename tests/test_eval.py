@@ -73,13 +73,7 @@ def _ciiv(num_views: int = 4) -> CiiVClassifier:
     return CiiVClassifier(backbone, sampler, MEAN, STD)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is as fast, and immune to OpenMP stalls on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

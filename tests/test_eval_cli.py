@@ -3,21 +3,13 @@
 import json
 
 import pytest
-import torch
 
 from ciiv.cli import main
 from ciiv.commands._ui import select_examples
 from ciiv.commands.eval import eval_dir_name
 from ciiv.evaluate.records import read_jsonl
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is as fast, and immune to OpenMP stalls on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
