@@ -7,7 +7,7 @@ AutoAttack adapters and transfer, all behind one registry.
     attack.settings()           # every hyper-parameter (JSON-serialisable)
 """
 
-from .base import Attack, bpda_context, independent_draws, preserve_mode
+from .base import Attack, bpda_context, default_max_batch, independent_draws, preserve_mode
 from .cw import CarliniWagnerL2
 from .external import APGDCE, AutoAttack, Square
 from .gradient import DEFAULT_EPS, FGSM, PGD, GradientEstimate
@@ -38,6 +38,7 @@ __all__ = [
     "UniformNoise",
     "attack_class",
     "bpda_context",
+    "default_max_batch",
     "choose_targets",
     "create_attack",
     "get_threat_model",

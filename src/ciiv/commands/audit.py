@@ -52,7 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--checks", nargs="+", metavar="NAME", help="run only these checks (default: all)"
     )
     parser.add_argument(
-        "--batch-size", type=int, metavar="B", help="most images per model call (default 256)"
+        "--batch-size",
+        type=int,
+        metavar="B",
+        help="most images per model call (default 64 on the CPU, 256 on a GPU)",
     )
     parser.add_argument(
         "--checkpoint", choices=("best", "last"), default="best", help="checkpoint (default best)"

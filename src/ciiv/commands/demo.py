@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo-out", help="new output directory (default demo-out)")
     parser.add_argument("--epochs", type=int, default=6, help="training epochs per method")
     parser.add_argument("--n-train", type=int, default=4000, help="training images")
-    parser.add_argument("--n-test", type=int, default=200, help="test images per split")
+    parser.add_argument("--n-test", type=int, default=100, help="test images per split")
     parser.add_argument("--eps", default="8/255", help="Linf budget of the attacks")
     parser.add_argument("--eot", type=int, help="EOT draws per attack step (default: eval's)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")

@@ -71,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-batch",
         type=int,
         metavar="M",
-        help="most images per model call inside gradient attacks (default: all E * B at once)",
+        help="most images per model call inside gradient attacks (default: 64 on the CPU, "
+        "all E * B at once on a GPU)",
     )
     parser.add_argument(
         "--test-split", metavar="NAME", help="test split (default: the dataset's first)"

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ciiv.attacks import preserve_mode
+from ciiv.attacks import default_max_batch, preserve_mode
 from ciiv.versions import software_versions
 
 from . import records
@@ -204,8 +204,9 @@ def evaluate_robustness(
             ``summary.json`` go; an interrupted evaluation resumes there. None keeps it in memory.
         dataset: dataset name choosing the suite's budget (e.g. "mnist" -> 0.3 for Linf).
         indices: per example, its index in the source split (written to the rows); default 0..N-1.
-        max_batch: most images per model call inside the gradient attacks (None: all E * B rows of
-            an EOT step in one call).
+        max_batch: most images per model call inside the gradient attacks (None: the device's
+            fastest, :func:`ciiv.attacks.default_max_batch`: 64 on the CPU, all E * B rows of an
+            EOT step in one call on a GPU).
         audit: True runs the short audit (``ciiv.evaluate.audit.audit(..., quick=True)``) on the
             first ``audit_examples`` examples and stores it as ``summary["audit"]``; a mapping
             (an audit result computed before, e.g. for the other protocol) is stored as is.
@@ -234,6 +235,7 @@ def evaluate_robustness(
     if len(indices) != n:
         raise ValueError(f"indices has {len(indices)} entries for {n} examples")
     device = _model_device(model)
+    max_batch = default_max_batch(device) if max_batch is None else max_batch
     y = y.long()
     rank, world = _dist()
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ciiv.attacks import parse_eps, preserve_mode
+from ciiv.attacks import default_max_batch, parse_eps, preserve_mode
 from ciiv.attacks.threat import canonical_norm
 from ciiv.versions import software_versions
 
@@ -174,7 +174,8 @@ def audit(
         raise_errors: re-raise an exception inside a check (debugging) instead of recording the
             check as failed with the error.
         progress: optional callback, see :data:`ProgressFn`.
-        **overrides: any :class:`~ciiv.evaluate.checks.AuditSettings` field (e.g. ``steps=20``).
+        **overrides: any :class:`~ciiv.evaluate.checks.AuditSettings` field (e.g. ``steps=20``);
+            ``batch_size`` defaults to the device's fastest (64 on the CPU, 256 on a GPU).
 
     Returns:
         An :class:`AuditResult`; ``passed`` is False when any check failed.
@@ -182,6 +183,7 @@ def audit(
     started = time.perf_counter()
     eps_value, norm = parse_eps(eps), canonical_norm(norm)
     x, y = _validate(model, x, y)
+    overrides.setdefault("batch_size", default_max_batch(x.device) or 256)
     settings = audit_settings(eps_value, norm, quick, seed=int(seed), **overrides)
     names = list_checks() if checks is None else list(checks)
     for name in names:
