@@ -102,7 +102,8 @@ class CiiVClassifier(_Normalised):
     """CiiV: normalisation -> retinotopic sampler -> backbone on all views at once.
 
     The L views are folded into the batch and go through the backbone as one batch of L * B images
-    (the same function as L separate passes, several times faster). BatchNorm layers therefore
+    (the same function as L separate passes at inference; one large batch keeps a GPU busy, see
+    benchmarks/throughput.py). BatchNorm layers therefore
     compute their training statistics over all L * B views together.
 
     ``forward(x)`` returns the prediction logits (1/L) * sum_l logits_l / z_l. It is random: each
