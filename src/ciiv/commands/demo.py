@@ -1,6 +1,6 @@
 """``ciiv demo``: train vanilla and CiiV on the built-in shapes data, attack both, report.
 
-ciiv demo --out demo-out               # about 5 minutes on a 2-core CPU
+ciiv demo --out demo-out               # about 4 minutes on a 2-core CPU
 ciiv demo --out demo-small --epochs 2 --n-train 1000 --n-test 50   # a quick look
 """
 
