@@ -17,7 +17,7 @@ SWEEP_SUITE = {
     "norm": "Linf",
     "budget": {"default": "4/255"},
     "entries": [
-        {"name": "fgsm", "attack": "fgsm"},
+        {"name": "fgsm", "attack": "fgsm", "eot": "protocol"},
         {"sweep": "fgsm", "base": {"name": "fgsm", "attack": "fgsm"},
          "eps": ["2/255", "8/255", "32/255"]},
         {"sweep": "pgd", "base": {"name": "pgd", "attack": "pgd"}, "steps": [1, 3]},
@@ -61,6 +61,9 @@ def test_markdown_table_has_every_method_protocol_and_attack(eval_dirs, tmp_path
     body = [line for line in text.splitlines() if line.startswith("| ") and "method" not in line]
     assert len(body) == 3
     assert sum("| paper |" in line for line in body) == 1
+    # E is what the attacks used: EOT 2 on the random model under the full protocol, one draw
+    # under the paper's (whatever E was asked for) and on the deterministic model.
+    assert [line.split(" | ")[2] for line in body] == ["1", "2", "1"]
     ciiv_full = json.loads((eval_dirs[1] / "summary.json").read_text())
     assert f"**{100 * ciiv_full['robust_accuracy']:.1f}**" in text
 
@@ -84,6 +87,7 @@ def test_sweep_curves_and_plots(eval_dirs, tmp_path):
 def test_json_report_and_cli(eval_dirs, tmp_path, capsys):
     data = report_json(load_summaries(eval_dirs))
     assert [row["protocol"] for row in data["rows"]] == ["full", "full", "paper"]
+    assert [row["attack_eot"] for row in data["rows"]] == [[1], [2], [1]]
     assert all("fgsm" in row["per_attack"] for row in data["rows"])
     out = tmp_path / "cli"
     assert main(["report", *map(str, eval_dirs), "--out", str(out), "--format", "json"]) == 0

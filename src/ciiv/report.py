@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "attack_eot",
     "find_summaries",
     "load_summaries",
     "plot_sweeps",
@@ -123,6 +124,20 @@ def _missing_protocols(summaries: Sequence[dict[str, Any]]) -> list[str]:
     return notes
 
 
+def attack_eot(summary: dict[str, Any]) -> list[int]:
+    """The EOT draws per step that the summary's attacks really used (sorted, distinct). Under the
+    paper protocol most attacks take one draw whatever the configured E, so E alone misleads."""
+    attacks = summary.get("attacks", {}).values()
+    return sorted({a["hyper"]["eot"] for a in attacks if "eot" in a.get("hyper", {})})
+
+
+def _eot_label(summary: dict[str, Any]) -> str:
+    used = attack_eot(summary)
+    if not used:
+        return str(summary.get("eot", ""))
+    return str(used[0]) if len(used) == 1 else f"{used[0]}–{used[-1]}"
+
+
 def report_markdown(summaries: Sequence[dict[str, Any]], plots: Sequence[Path] = ()) -> str:
     """The markdown report: one table per suite (accuracies in %), notes, then the plots."""
     lines = ["# Robustness report", ""]
@@ -131,7 +146,8 @@ def report_markdown(summaries: Sequence[dict[str, Any]], plots: Sequence[Path] =
         "(R = 1 for deterministic models). Worst-case columns give the robust accuracy *after* "
         "each attack of the chain (cumulative, in run order); standalone columns are each "
         "attack's own accuracy. `paper` = the authors' protocol (attacks see the centre view "
-        "only); `full` = attacks query the evaluated function (all views, EOT)."
+        "only); `full` = attacks query the evaluated function (all views, EOT). E = gradient draws "
+        "per attack step that the attacks used (a range when they differ)."
     )
     lines.append("")
     for title, group in _by_suite(summaries).items():
@@ -148,7 +164,7 @@ def report_markdown(summaries: Sequence[dict[str, Any]], plots: Sequence[Path] =
             cells = [
                 s["_label"],
                 s["protocol"],
-                str(s.get("eot", "")),
+                _eot_label(s),
                 str(s.get("draws", "")),
                 str(s.get("n_examples", "")),
                 _pct(s["clean_accuracy"]),
@@ -271,6 +287,7 @@ def report_json(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 "threat_model": s.get("threat_model"),
                 "protocol": s["protocol"],
                 "eot": s.get("eot"),
+                "attack_eot": attack_eot(s),
                 "draws": s.get("draws"),
                 "n_examples": s.get("n_examples"),
                 "clean_accuracy": s["clean_accuracy"],
