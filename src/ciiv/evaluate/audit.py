@@ -175,7 +175,8 @@ def audit(
             check as failed with the error.
         progress: optional callback, see :data:`ProgressFn`.
         **overrides: any :class:`~ciiv.evaluate.checks.AuditSettings` field (e.g. ``steps=20``);
-            ``batch_size`` defaults to the device's fastest (64 on the CPU, 256 on a GPU).
+            ``batch_size`` defaults to the device's fastest (:func:`ciiv.attacks.default_max_batch`
+            on the CPU, the settings' default on a GPU).
 
     Returns:
         An :class:`AuditResult`; ``passed`` is False when any check failed.
@@ -183,7 +184,9 @@ def audit(
     started = time.perf_counter()
     eps_value, norm = parse_eps(eps), canonical_norm(norm)
     x, y = _validate(model, x, y)
-    overrides.setdefault("batch_size", default_max_batch(x.device) or 256)
+    cap = default_max_batch(x.device)  # None: keep AuditSettings' default (large calls)
+    if cap is not None:
+        overrides.setdefault("batch_size", cap)
     settings = audit_settings(eps_value, norm, quick, seed=int(seed), **overrides)
     names = list_checks() if checks is None else list(checks)
     for name in names:
