@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from ciiv.commands._ui import select_examples
 from ciiv.evaluate import DEFAULT_EOT, evaluate_robustness
+from ciiv.evaluate.selection import select_examples
 from ciiv.train import load_data, load_run
 
 VARIANTS = {"pgd": {}, "bpda-pgd": {"bpda": "identity"}}

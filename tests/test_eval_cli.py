@@ -5,9 +5,8 @@ import json
 import pytest
 
 from ciiv.cli import main
-from ciiv.commands._ui import select_examples
-from ciiv.commands.eval import eval_dir_name
 from ciiv.evaluate.records import read_jsonl
+from ciiv.evaluate.selection import eval_dir_name, select_examples
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

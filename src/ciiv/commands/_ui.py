@@ -1,5 +1,4 @@
-"""Pieces the commands share: progress bars and their callbacks, logging through a live bar, and
-the choice of the evaluated test examples (``ciiv eval`` and ``ciiv audit`` pick the same ones)."""
+"""Pieces the commands share: progress bars and their callbacks, and logging through a live bar."""
 
 from __future__ import annotations
 
@@ -15,10 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 __all__ = [
     "EvalBar",
     "TrainBar",
-    "evaluation_examples",
     "logging_through",
     "progress_bar",
-    "select_examples",
 ]
 
 
@@ -88,25 +85,3 @@ def logging_through(console: Console) -> Iterator[None]:
         yield
     finally:
         root.handlers = saved
-
-
-def select_examples(num: int, n_examples: int, seed: int):
-    """Indices of the evaluated examples: the first ``n_examples`` of a permutation of range(num)
-    seeded with ``seed`` (all of them for 0 or more than num), as an int64 tensor."""
-    import torch
-
-    perm = torch.randperm(num, generator=torch.Generator().manual_seed(seed))
-    return perm if n_examples <= 0 else perm[:n_examples]
-
-
-def evaluation_examples(splits, dataset: str, split: str | None, n_examples: int, seed: int):
-    """``(split name, indices, images in [0,1], labels)`` of the evaluated examples of a test split
-    (None: the dataset's first), chosen by :func:`select_examples`."""
-    split = split or next(iter(splits.test))
-    if split not in splits.test:
-        raise ValueError(
-            f"unknown test split {split!r} of {dataset}; valid: {', '.join(splits.test)}"
-        )
-    data = splits.test[split]
-    index = select_examples(len(data), n_examples, seed)
-    return split, index, data.images[index].float() / 255, data.labels[index]

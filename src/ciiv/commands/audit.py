@@ -88,9 +88,9 @@ def result_table(result, title: str) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ciiv.commands._ui import evaluation_examples
     from ciiv.data import DatasetNotFoundError
     from ciiv.evaluate.audit import audit
+    from ciiv.evaluate.selection import evaluation_examples
     from ciiv.evaluate.suites import get_suite
     from ciiv.train import CheckpointError, load_data, load_run
     from ciiv.train.run import resolve_device

@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ciiv.commands._ui import EvalBar, evaluation_examples, progress_bar
+from ciiv.commands._ui import EvalBar, progress_bar
 
-__all__ = ["add_arguments", "eval_dir_name", "run"]
+__all__ = ["add_arguments", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,17 +90,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the suites and exit")
 
 
-def eval_dir_name(suite: str, protocol: str, split: str | None, eps: str | None) -> str:
-    """``<suite>-<protocol>``, plus ``-<split>`` for a non-default split and ``-eps<E>`` for an
-    eps override (so different settings never share a directory)."""
-    name = f"{suite}-{protocol}"
-    if split:
-        name += f"-{split}"
-    if eps:
-        name += "-eps" + eps.replace("/", "_")
-    return name
-
-
 def _listing(console: Console) -> None:
     from ciiv.evaluate import get_suite, list_suites
 
@@ -141,6 +130,7 @@ def _result_table(summary: dict, out_dir: Path) -> Table:
 def run(args: argparse.Namespace) -> int:
     from ciiv.data import DatasetNotFoundError
     from ciiv.evaluate import evaluate_robustness
+    from ciiv.evaluate.selection import eval_dir_name, evaluation_examples
     from ciiv.train import CheckpointError, load_data, load_run
     from ciiv.train.distributed import init_distributed
     from ciiv.train.run import resolve_device

@@ -45,6 +45,7 @@ from ciiv.data.tensors import (
     batches_per_epoch,
     iterate_batches,
     split_validation,
+    stratified_subset,
 )
 
 __all__ = [
@@ -60,5 +61,6 @@ __all__ = [
     "load_splits",
     "random_crop_flip",
     "split_validation",
+    "stratified_subset",
     "to_float",
 ]

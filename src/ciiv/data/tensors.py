@@ -20,6 +20,7 @@ __all__ = [
     "channel_stats",
     "iterate_batches",
     "split_validation",
+    "stratified_subset",
 ]
 
 
@@ -87,6 +88,15 @@ def split_validation(
     train_index = torch.sort(by_class[~is_val]).values
     device = data.labels.device
     return data.subset(train_index.to(device)), data.subset(val_index.to(device))
+
+
+def stratified_subset(data: ImageTensors, size: int, seed: int) -> ImageTensors:
+    """About ``size`` examples of ``data``, each class keeping its share (rounded), chosen by a
+    permutation seeded with ``seed``, in the original order; all of ``data`` if ``size`` is not
+    smaller. The same selection rule as :func:`split_validation`."""
+    if size >= len(data):
+        return data
+    return split_validation(data, size / len(data), seed)[1]
 
 
 def _rank_order(

@@ -34,6 +34,7 @@ __all__ = [
     "OptimConfig",
     "PGDConfig",
     "TrainConfig",
+    "build_dataclass",
     "config_from_dict",
     "config_to_dict",
     "list_presets",
@@ -61,6 +62,9 @@ class DataConfig:
             so runs with different training seeds see the same splits.
         augment: random crop (reflect padding) + horizontal flip where the dataset allows it.
         download: let torchvision datasets download missing files.
+        max_train, max_val: keep a stratified subset of about this many training / validation
+            examples (each class keeps its share, rounded), chosen by ``seed``; None keeps all.
+            For short runs, e.g. a quick MNIST study that should not validate on 6,000 images.
         options: dataset options passed to :func:`ciiv.data.load_splits` (e.g. ``image_size``).
     """
 
@@ -70,6 +74,8 @@ class DataConfig:
     seed: int = 0
     augment: bool = True
     download: bool = True
+    max_train: int | None = None
+    max_val: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -246,7 +252,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping of {', '.join(_keys(annotation))}")
-        return _build(annotation, value, key + ".")
+        return build_dataclass(annotation, value, key + ".")
     if annotation is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
@@ -274,7 +280,10 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     raise TypeError(f"{key}: unsupported annotation {annotation!r}")  # a bug in this module
 
 
-def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    """``cls(**values)`` for a dataclass, strictly: unknown keys raise a :class:`ConfigError`
+    that lists the valid ones, and each value is checked against its annotation (nested
+    dataclasses, lists, literals, "8/255" fractions for floats). ``prefix`` names the keys."""
     hints = typing.get_type_hints(cls)
     for name in values:
         if name not in hints:
@@ -287,7 +296,7 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     """A validated :class:`TrainConfig` from a nested dict (missing keys take the defaults)."""
     if not isinstance(values, dict):
         raise ConfigError(f"a config must be a mapping of {', '.join(_keys(TrainConfig))}")
-    config = _build(TrainConfig, values)
+    config = build_dataclass(TrainConfig, values)
     validate_config(config)
     return config
 
@@ -441,6 +450,9 @@ def validate_config(config: TrainConfig) -> None:
         "data.val_fraction",
         f"must be in [0, 1) or null, got {data.val_fraction}",
     )
+    for key in ("max_train", "max_val"):
+        value = getattr(data, key)
+        _check(value is None or value >= 1, f"data.{key}", f"must be >= 1 or null, got {value}")
     backbone_ok = ":" in model.backbone or model.backbone in list_models()
     _check(
         backbone_ok,

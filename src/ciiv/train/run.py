@@ -11,6 +11,7 @@ Layout of ``RUN_DIR``::
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,7 +19,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ciiv.data import DatasetInfo, Splits, load_splits
+from ciiv.data import DatasetInfo, Splits, load_splits, stratified_subset
 from ciiv.models import build_model
 
 from .checkpoint import CheckpointError, load_checkpoint
@@ -34,6 +35,8 @@ __all__ = [
     "load_run",
     "resolve_device",
 ]
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINTS: tuple[str, ...] = ("best", "last")
 
@@ -71,8 +74,10 @@ def load_data(config: DataConfig, data_dir: str | Path | None = None) -> Splits:
     """The train / val / test splits a run was (or will be) trained on, in CPU memory.
 
     ``data_dir`` overrides ``config.data_dir`` (e.g. to evaluate on another machine).
+    ``config.max_train`` / ``max_val`` shrink the training and validation splits (stratified,
+    seeded with ``config.seed``); the test splits are never shrunk here.
     """
-    return load_splits(
+    splits = load_splits(
         config.dataset,
         data_dir=config.data_dir if data_dir is None else data_dir,
         val_fraction=config.val_fraction,
@@ -80,6 +85,12 @@ def load_data(config: DataConfig, data_dir: str | Path | None = None) -> Splits:
         download=config.download,
         **config.options,
     )
+    if config.max_train is None and config.max_val is None:
+        return splits
+    train = stratified_subset(splits.train, config.max_train or len(splits.train), config.seed)
+    val = stratified_subset(splits.val, config.max_val or len(splits.val), config.seed)
+    logger.info("data.max_train/max_val: training on %d, validating on %d", len(train), len(val))
+    return dataclasses.replace(splits, train=train, val=val)
 
 
 @dataclass

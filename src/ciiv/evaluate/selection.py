@@ -1,0 +1,47 @@
+"""Which test examples an evaluation uses, and where its files go.
+
+``ciiv eval``, ``ciiv audit`` and ``ciiv experiment`` pick the same examples for the same seed, so
+their numbers describe the same images.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["eval_dir_name", "evaluation_examples", "select_examples"]
+
+
+def select_examples(num: int, n_examples: int, seed: int) -> Tensor:
+    """Indices of the evaluated examples: the first ``n_examples`` of a permutation of range(num)
+    seeded with ``seed`` (all of them for 0 or more than num), as an int64 tensor."""
+    if n_examples < 0:
+        raise ValueError(f"n_examples must be >= 0 (0 = all examples), got {n_examples}")
+    perm = torch.randperm(num, generator=torch.Generator().manual_seed(seed))
+    return perm if n_examples <= 0 else perm[:n_examples]
+
+
+def evaluation_examples(
+    splits, dataset: str, split: str | None, n_examples: int, seed: int
+) -> tuple[str, Tensor, Tensor, Tensor]:
+    """``(split name, indices, images in [0,1], labels)`` of the evaluated examples of a test split
+    (None: the dataset's first), chosen by :func:`select_examples`."""
+    split = split or next(iter(splits.test))
+    if split not in splits.test:
+        raise ValueError(
+            f"unknown test split {split!r} of {dataset}; valid: {', '.join(splits.test)}"
+        )
+    data = splits.test[split]
+    index = select_examples(len(data), n_examples, seed)
+    return split, index, data.images[index].float() / 255, data.labels[index]
+
+
+def eval_dir_name(suite: str, protocol: str, split: str | None, eps: str | None) -> str:
+    """``<suite>-<protocol>``, plus ``-<split>`` for a non-default split and ``-eps<E>`` for an
+    eps override (so different settings never share a directory)."""
+    name = f"{suite}-{protocol}"
+    if split:
+        name += f"-{split}"
+    if eps:
+        name += "-eps" + eps.replace("/", "_")
+    return name

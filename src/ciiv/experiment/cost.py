@@ -1,0 +1,72 @@
+"""What a cell will cost, before it runs (``ciiv experiment --dry-run``).
+
+Counted in backbone image-passes (one image through the backbone, forward, or forward and
+backward when training or attacking): a CiiV model's L views count L times. Evaluation figures
+are upper bounds: they assume every attack runs on every example, while the worst-case chain
+attacks only the points still standing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ciiv.evaluate.suites import DEFAULT_EOT, ModelTraits, get_suite, resolve_suite
+from ciiv.train.methods import create_method, get_method
+
+from .grid import Cell, Grid
+
+__all__ = ["cell_cost"]
+
+# Prediction draws per input of a random model when the grid does not set them.
+_DEFAULT_DRAWS = 10
+
+
+def _traits(kind: str) -> ModelTraits:
+    return ModelTraits(stochastic=kind in ("ciiv", "smoothed"), views=kind == "ciiv")
+
+
+def _attack_passes(hyper: dict[str, Any]) -> int:
+    """Model queries per example of one attack (gradient steps x EOT x restarts, or queries)."""
+    if "n_queries" in hyper:
+        return int(hyper["n_queries"])
+    if "draws" in hyper and "steps" not in hyper:
+        return int(hyper["draws"])
+    steps = int(hyper.get("steps", 1)) + (1 if hyper.get("random_start") else 0)
+    samples = int(hyper.get("nb_sample", 1)) * 2 if "nb_sample" in hyper else 1
+    return steps * int(hyper.get("eot", 1)) * samples * int(hyper.get("restarts", 1))
+
+
+def cell_cost(grid: Grid, cell: Cell, train_size: int | None) -> dict[str, Any]:
+    """``{"train": image-passes or None (unknown data size), "eval": image-passes, "evals": N}``.
+
+    ``train_size``: examples in the training split (after ``data.max_train``), None if unknown.
+    """
+    config = cell.config
+    kind = get_method(config.method.name).model_kind
+    views = config.model.num_views if kind == "ciiv" else 1
+    pgd = getattr(create_method(config.method), "pgd", None)  # objectives that craft examples
+    per_image = views * (1 + (pgd.steps * pgd.eot if pgd is not None else 0))
+    train = None if train_size is None else config.epochs * train_size * per_image
+    traits = _traits(kind)
+    draws = (grid.eval.draws or _DEFAULT_DRAWS) if traits.stochastic else 1
+    n = grid.eval.n_examples
+    total, evals = 0, 0
+    for suite_name in grid.eval.suites:
+        suite = get_suite(suite_name)
+        protocols = [p for p in grid.eval.protocols if traits.views or p == "full"] or ["full"]
+        for protocol in protocols:
+            attack_views = 1 if protocol == "paper" else views
+            for eps in grid.eval.budgets():
+                attacks, _, _ = resolve_suite(
+                    suite,
+                    protocol=protocol,
+                    traits=traits,
+                    dataset=config.data.dataset,
+                    eps=eps,
+                    eot=grid.eval.eot or DEFAULT_EOT,
+                )
+                queries = sum(_attack_passes(a.hyper) for a in attacks)
+                predictions = draws * (1 + len(attacks))
+                total += n * (queries * attack_views + predictions * views)
+                evals += 1
+    return {"train": train, "eval": total, "evals": evals}

@@ -1,0 +1,232 @@
+"""A grid: training runs x seeds, each trained, evaluated and audited the same way.
+
+A grid is a YAML file (or the name of one shipped in ``ciiv/grids``)::
+
+    description: what the study is for
+    set: {model.backbone: small_cnn}   # applied to every run, before the run's own `set`
+    runs:                              # one training run per entry: a preset + overrides
+      - {name: vanilla, config: paper-mnist, set: {method.name: vanilla}}
+      - {name: ciiv, config: paper-mnist}
+    seeds: [0]                         # every run x every seed = the cells
+    eval:                              # every cell: every suite x protocol x eps
+      suites: [quick]
+      protocols: [full, paper]
+      eps: [0.1, 0.2, 0.3]             # optional; the suite's budget for the dataset otherwise
+      n_examples: 500
+    audit: quick                       # quick | full | none
+    audit_settings: {draws: 2}         # optional overrides of the audit's preset
+
+Keys are checked strictly; a bad grid fails before anything runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ciiv.evaluate.checks.settings import audit_settings
+from ciiv.evaluate.suites import format_eps, get_suite
+from ciiv.train.config import ConfigError, TrainConfig, build_dataclass, load_config
+
+__all__ = [
+    "Cell",
+    "EvalSpec",
+    "Grid",
+    "RunSpec",
+    "list_grids",
+    "load_grid",
+]
+
+PROTOCOLS = ("full", "paper")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of the grid: a preset (or YAML file) plus dotted-key overrides."""
+
+    name: str
+    config: str | None = None
+    set: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """How every cell is evaluated.
+
+    Attributes:
+        suites: attack suites (:func:`ciiv.evaluate.list_suites`).
+        protocols: "full" and/or "paper".
+        eps: budgets, floats or strings such as "8/255"; empty = each suite's budget for the
+            dataset.
+        n_examples: the first N of a permutation of the test split seeded with ``seed`` (the same
+            examples for every cell).
+        eot, draws: EOT samples per attack step and prediction draws of a random model (None:
+            the evaluation's defaults).
+        seed: the evaluation seed (examples and attack randomness).
+        batch_size: examples per evaluation batch (the unit of resumption).
+        audit_examples: examples the audit runs on (the first of the evaluated ones).
+    """
+
+    suites: list[str] = field(default_factory=lambda: ["quick"])
+    protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
+    eps: list[float] = field(default_factory=list)
+    n_examples: int = 500
+    eot: int | None = None
+    draws: int | None = None
+    seed: int = 0
+    batch_size: int = 128
+    audit_examples: int = 100
+
+    def budgets(self) -> list[float | None]:
+        """The eps values to evaluate, ascending; [None] = the suite's own budget."""
+        return sorted(self.eps) if self.eps else [None]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (run, seed) of a grid: a training run directory ``DIR/cells/<name>``.
+
+    Attributes:
+        index: position in the grid (``--cell I``).
+        name: ``<run name>-s<seed>``.
+        run: the run's name in the grid.
+        seed: the training seed.
+        config: the resolved training config (``seed`` set to the cell's).
+    """
+
+    index: int
+    name: str
+    run: str
+    seed: int
+    config: TrainConfig
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A parsed, validated grid (see the module docstring)."""
+
+    name: str
+    runs: list[RunSpec]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    audit: Literal["quick", "full", "none"] = "quick"
+    audit_settings: dict[str, Any] = field(default_factory=dict)
+    set: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def cells(self, overrides: dict[str, Any] | None = None) -> list[Cell]:
+        """Every run x every seed, runs outer. ``overrides`` (dotted keys, e.g. a data_dir) are
+        applied to every run last."""
+        cells = []
+        for run in self.runs:
+            for seed in self.seeds:
+                values = {**self.set, **run.set, **(overrides or {}), "seed": seed}
+                try:
+                    config = load_config(run.config, values)
+                except ConfigError as exc:
+                    raise ConfigError(f"grid {self.name!r}, run {run.name!r}: {exc}") from None
+                name = f"{run.name}-s{seed}"
+                cells.append(Cell(len(cells), name, run.name, seed, config))
+        return cells
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def list_grids() -> list[str]:
+    """Names of the grids shipped in ``ciiv/grids``."""
+    folder = resources.files("ciiv") / "grids"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _grid_path(source: str | Path) -> Path:
+    path = Path(source).expanduser()
+    if path.is_file():
+        return path
+    shipped = Path(
+        str(resources.files("ciiv") / "grids" / f"{str(source).removesuffix('.yaml')}.yaml")
+    )
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(
+        f"grid {str(source)!r} is neither a file nor a built-in grid; built-in: "
+        f"{', '.join(list_grids())}"
+    )
+
+
+def load_grid(source: str | Path | dict[str, Any]) -> Grid:
+    """Parse and validate a grid from a YAML path, a built-in name or a mapping.
+
+    Every run's config is resolved here, so an unknown key, method or preset anywhere in the
+    grid fails before anything runs.
+
+    Raises:
+        ConfigError: the message names the bad key or value.
+    """
+    if isinstance(source, dict):
+        values, name = dict(source), str(source.get("name", "grid"))
+    else:
+        path = _grid_path(source)
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read grid {path}: {exc}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"grid {path} must be a YAML mapping with runs, seeds and eval")
+        name = path.name.removesuffix(".yaml")
+    values.setdefault("name", name)
+    if not values.get("runs"):
+        raise ConfigError(f"grid {name!r}: `runs` must list at least one training run")
+    runs = values.get("runs")
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        raise ConfigError(f"grid {name!r}: `runs` must be a list of mappings (name, config, set)")
+    grid = build_dataclass(Grid, values)
+    _validate(grid)
+    return grid
+
+
+def _validate(grid: Grid) -> None:
+    names = [run.name for run in grid.runs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"grid {grid.name!r}: run names must be unique: {', '.join(duplicates)}")
+    bad = [n for n in names if not n or any(c in n for c in "/\\ ")]
+    if bad:
+        raise ConfigError(f"grid {grid.name!r}: run names need no spaces or slashes: {bad}")
+    if not grid.seeds or len(set(grid.seeds)) != len(grid.seeds) or min(grid.seeds) < 0:
+        raise ConfigError(f"grid {grid.name!r}: seeds must be distinct ints >= 0: {grid.seeds}")
+    spec = grid.eval
+    for suite in spec.suites:
+        try:
+            get_suite(suite)
+        except ValueError as exc:
+            raise ConfigError(f"grid {grid.name!r}: eval.suites: {exc}") from None
+    if not spec.suites:
+        raise ConfigError(f"grid {grid.name!r}: eval.suites must name at least one suite")
+    unknown = [p for p in spec.protocols if p not in PROTOCOLS]
+    if unknown or not spec.protocols:
+        raise ConfigError(
+            f"grid {grid.name!r}: eval.protocols must be among {', '.join(PROTOCOLS)}: "
+            f"{spec.protocols}"
+        )
+    for eps in spec.eps:
+        if eps <= 0:
+            raise ConfigError(f"grid {grid.name!r}: eval.eps must be > 0, got {format_eps(eps)}")
+    for key in ("n_examples", "batch_size", "audit_examples"):
+        if getattr(spec, key) < 1:
+            raise ConfigError(f"grid {grid.name!r}: eval.{key} must be >= 1")
+    for key in ("eot", "draws"):
+        value = getattr(spec, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"grid {grid.name!r}: eval.{key} must be >= 1 or null")
+    try:
+        audit_settings(1.0, quick=grid.audit == "quick", **grid.audit_settings)
+    except ValueError as exc:
+        raise ConfigError(f"grid {grid.name!r}: audit_settings: {exc}") from None
+    grid.cells()  # resolves (and so validates) every run's config

@@ -1,0 +1,493 @@
+"""A grid's results: ``results.json`` from the cells' own files, then ``results.md`` and plots
+made from ``results.json`` alone (so the markdown is always regenerated identically).
+
+Per dataset, suite and eps, one table row per run: clean accuracy, robust accuracy under the full
+and the paper protocol, the protocol gap (paper - full: how much the paper's protocol overstates
+robustness) and the audit's verdict; the 95 % interval of one seed, or mean +- std over seeds.
+
+Two honesty invariants are checked and every violation is marked in the table:
+
+- the full protocol attacks the evaluated function, the paper protocol a surrogate: full robust
+  accuracy above paper robust accuracy (beyond noise) means the full attack is weaker than the
+  surrogate's, a bug or obfuscated gradients;
+- robust accuracy must not rise with eps for the same run, seed and protocol.
+
+"Beyond noise" = more than 1.96 standard errors of the difference of the two proportions plus one
+example (``_margin``). The per-attack detail goes through :mod:`ciiv.report` into ``report/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from ciiv.evaluate.records import read_json, read_jsonl
+from ciiv.evaluate.suites import format_eps
+from ciiv.report import attack_eot, load_summaries, write_report
+
+from .grid import Grid
+from .runner import cell_dir, cell_evaluations, cell_record_path
+
+__all__ = ["SCHEMA", "collect", "render_markdown", "write_results"]
+
+SCHEMA = "ciiv.experiment/1"
+
+
+def collect(grid: Grid, out: str | Path) -> dict[str, Any]:
+    """``results.json``'s content: every cell's files summarised, the tables, the flags."""
+    out = Path(out)
+    cells = [_cell_entry(grid, cell, out) for cell in grid.cells()]
+    tables = _tables(grid, cells)
+    flags = [flag for table in tables for row in table["rows"] for flag in row["flags"]]
+    return {
+        "schema": SCHEMA,
+        "grid": grid.name,
+        "description": grid.description,
+        "spec": grid.to_dict(),
+        "cells": cells,
+        "tables": tables,
+        "flags": flags,
+    }
+
+
+def _cell_entry(grid: Grid, cell, out: Path) -> dict[str, Any]:
+    record_path = cell_record_path(out, cell)
+    record = read_json(record_path) if record_path.is_file() else {}
+    run_dir = cell_dir(out, cell)
+    history = read_jsonl(run_dir / "metrics.jsonl")
+    val = [h["val_acc"] for h in history if h.get("val_acc") is not None]
+    audit_path = run_dir / "audit" / "audit.json"
+    audit = read_json(audit_path) if audit_path.is_file() else None
+    evals = []
+    for suite, _, _, name in cell_evaluations(grid, views=True):  # every name a cell may have
+        path = run_dir / "eval" / name / "summary.json"
+        if path.is_file():
+            evals.append(_eval_entry(load_summaries([path])[0], suite, path, out))
+    return {
+        "name": cell.name,
+        "run": cell.run,
+        "seed": cell.seed,
+        "method": cell.config.method.name,
+        "dataset": cell.config.data.dataset,
+        "backbone": cell.config.model.backbone,
+        "status": record.get("status", "not run"),
+        "error": record.get("error"),
+        "phases_s": {k: round(v, 1) for k, v in (record.get("phases_s") or {}).items()},
+        "epochs": len(history),
+        "best_val_acc": max(val) if val else None,
+        "audit": None
+        if audit is None
+        else {
+            "passed": audit["passed"],
+            "counts": audit["counts"],
+            "eps": audit["settings"]["eps"],
+        },
+        "evals": evals,
+    }
+
+
+def _rel(path: Path, out: Path) -> str:
+    return path.relative_to(out).as_posix()
+
+
+def _eval_entry(summary: dict[str, Any], suite: str, path: Path, out: Path) -> dict[str, Any]:
+    budget = summary["threat_model"]["eps"]
+    return {
+        "suite": suite,
+        "protocol": summary["protocol"],
+        "norm": summary["threat_model"]["norm"],
+        "eps": budget,
+        "eps_label": format_eps(budget),
+        "views": bool((summary.get("model") or {}).get("views")),
+        "n": summary["n_examples"],
+        "attack_eot": attack_eot(summary),
+        "draws": summary.get("draws"),
+        "clean": summary["clean_accuracy"],
+        "clean_ci95": summary.get("clean_accuracy_ci95"),
+        "robust": summary["robust_accuracy"],
+        "robust_ci95": summary.get("robust_accuracy_ci95"),
+        "per_attack": summary["per_attack"],
+        "forward_passes": summary.get("forward_passes"),
+        "elapsed_s": round(summary.get("elapsed_s", 0.0), 1),
+        "source": _rel(path, out),
+    }
+
+
+# -- tables and invariants ----------------------------------------------------------------------
+
+
+def _margin(p1: float, n1: int, p2: float, n2: int) -> float:
+    """What a difference of two accuracies must exceed to count beyond noise (see the module
+    docstring)."""
+    se = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
+    return 1.96 * se + 1 / min(n1, n2)
+
+
+def _stat(values: list[float], ci95: list[float] | None) -> dict[str, Any] | None:
+    if not values:
+        return None
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+        "ci95": ci95 if len(values) == 1 else None,
+        "values": values,
+    }
+
+
+def _audit_verdict(cells: list[dict[str, Any]]) -> str:
+    audits = [c["audit"] for c in cells if c["audit"] is not None]
+    if not audits:
+        return "not run"
+    failed = sum(not a["passed"] for a in audits)
+    warned = sum(a["counts"].get("warn", 0) for a in audits)
+    verdict = "pass" if not failed else f"FAIL ({failed} of {len(audits)} seeds)"
+    return verdict + (f", {warned} warn" if warned else "")
+
+
+def _tables(grid: Grid, cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One table per (dataset, suite, eps), rows in grid order, flags attached."""
+    keys: list[tuple[str, str, str]] = []
+    for cell in cells:
+        for e in cell["evals"]:
+            key = (cell["dataset"], e["suite"], e["eps_label"])
+            if key not in keys:
+                keys.append(key)
+    tables = []
+    for dataset, suite, eps_label in keys:
+        rows = []
+        for run in grid.runs:
+            mine = [c for c in cells if c["run"] == run.name and c["dataset"] == dataset]
+            row = _row(run.name, mine, suite, eps_label)
+            if row is not None:
+                rows.append(row)
+        first = next(e for c in cells for e in c["evals"] if e["suite"] == suite)
+        tables.append(
+            {
+                "dataset": dataset,
+                "suite": suite,
+                "norm": first["norm"],
+                "eps_label": eps_label,
+                "eps": next(
+                    e["eps"] for c in cells for e in c["evals"] if e["eps_label"] == eps_label
+                ),
+                "rows": rows,
+            }
+        )
+    _flag_eps_rises(cells, tables)
+    return tables
+
+
+def _find(cell: dict[str, Any], suite: str, protocol: str, eps_label: str) -> dict | None:
+    for e in cell["evals"]:
+        if (e["suite"], e["protocol"], e["eps_label"]) == (suite, protocol, eps_label):
+            return e
+    return None
+
+
+def _row(run: str, cells: list[dict], suite: str, eps_label: str) -> dict[str, Any] | None:
+    full = [(c, _find(c, suite, "full", eps_label)) for c in cells]
+    full = [(c, e) for c, e in full if e is not None]
+    if not full:
+        return None
+    views = any(e["views"] for _, e in full)
+    paper = [(c, _find(c, suite, "paper", eps_label)) for c, _ in full] if views else []
+    paper = [(c, e) for c, e in paper if e is not None]
+    one = len(full) == 1  # one seed: the summaries' 95 % intervals; several: the std
+    flags = []
+    gaps = []
+    for (cell, f), (_, p) in zip(full, paper, strict=False):
+        gaps.append(p["robust"] - f["robust"])
+        if f["robust"] - p["robust"] > _margin(f["robust"], f["n"], p["robust"], p["n"]):
+            flags.append(
+                f"{cell['name']}, {suite} eps {eps_label}: full-protocol robust accuracy "
+                f"{100 * f['robust']:.1f} % exceeds the paper protocol's {100 * p['robust']:.1f} % "
+                "beyond noise: the full attack is weaker than the surrogate's; the evaluation "
+                "needs a look (bug or obfuscated gradients)"
+            )
+    return {
+        "run": run,
+        "method": full[0][0]["method"],
+        "seeds": [c["seed"] for c, _ in full],
+        "n": full[0][1]["n"],
+        "attack_eot": sorted({v for _, e in full for v in e["attack_eot"]}),
+        "draws": full[0][1]["draws"],
+        "views": views,
+        "clean": _stat([e["clean"] for _, e in full], full[0][1]["clean_ci95"] if one else None),
+        "full": _stat([e["robust"] for _, e in full], full[0][1]["robust_ci95"] if one else None),
+        "paper": _stat(
+            [e["robust"] for _, e in paper], paper[0][1]["robust_ci95"] if paper and one else None
+        ),
+        "gap": _stat(gaps, None),
+        "audit": _audit_verdict([c for c, _ in full]),
+        "flags": flags,
+    }
+
+
+def _ci(pairs: list[tuple[dict, dict]], key: str, one: bool) -> list[float] | None:
+    return pairs[0][1][key] if pairs and one else None
+
+
+def _flag_eps_rises(cells: list[dict[str, Any]], tables: list[dict[str, Any]]) -> None:
+    """Mark rows whose robust accuracy rises with eps (same cell, suite, protocol)."""
+    for cell in cells:
+        series: dict[tuple[str, str], list[dict]] = {}
+        for e in cell["evals"]:
+            series.setdefault((e["suite"], e["protocol"]), []).append(e)
+        for (suite, protocol), evals in series.items():
+            evals = sorted(evals, key=lambda e: e["eps"])
+            for low, high in zip(evals, evals[1:], strict=False):
+                if high["robust"] - low["robust"] <= _margin(
+                    low["robust"], low["n"], high["robust"], high["n"]
+                ):
+                    continue
+                message = (
+                    f"{cell['name']}, {suite}/{protocol}: robust accuracy rises from "
+                    f"{100 * low['robust']:.1f} % at eps {low['eps_label']} to "
+                    f"{100 * high['robust']:.1f} % at eps {high['eps_label']} beyond noise: "
+                    "the attack is failing at the larger budget; the evaluation needs a look"
+                )
+                for table in tables:
+                    if (table["dataset"], table["suite"], table["eps_label"]) == (
+                        cell["dataset"],
+                        suite,
+                        high["eps_label"],
+                    ):
+                        for row in table["rows"]:
+                            if row["run"] == cell["run"]:
+                                row["flags"].append(message)
+
+
+# -- rendering ------------------------------------------------------------------------------------
+
+
+def _pct(stat: dict[str, Any] | None, bold: bool = False) -> str:
+    if stat is None:
+        return "–"
+    mean = f"{100 * stat['mean']:.1f}"
+    mean = f"**{mean}**" if bold else mean
+    if stat["std"] is not None:
+        return f"{mean} ± {100 * stat['std']:.1f}"
+    if stat["ci95"]:
+        low, high = stat["ci95"]
+        return f"{mean} ({100 * low:.1f}–{100 * high:.1f})"
+    return mean
+
+
+def _gap(row: dict[str, Any]) -> str:
+    if not row["views"]:
+        return "n/a"
+    gap = row["gap"]
+    if gap is None:
+        return "–"
+    sign = "+" if gap["mean"] >= 0 else "−"
+    text = f"{sign}{abs(100 * gap['mean']):.1f}"
+    return text + (f" ± {100 * gap['std']:.1f}" if gap["std"] is not None else "")
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    """``results.md`` from ``results.json``'s content (nothing else is read)."""
+    lines = [f"# Results of grid `{results['grid']}`", ""]
+    if results["description"]:
+        lines += [results["description"].strip(), ""]
+    lines += _status_lines(results["cells"])
+    lines += [
+        "Accuracies in % on the same test examples for every run. *robust* = the per-example "
+        "worst case over the suite's attacks; a random model's example counts only if all R "
+        "prediction draws are correct. *full* = the attacks query the evaluated function (all "
+        "views, EOT); *paper* = the authors' protocol (attacks see the centre view only; only "
+        "models with views differ). *gap* = paper − full: how much the paper's protocol "
+        "overstates robustness. In brackets: the 95 % interval (one seed); ± = std over seeds. "
+        "E = EOT draws per attack step under the full protocol, R = prediction draws. ⚠ marks a "
+        "row that breaks an honesty invariant (listed below the tables).",
+        "",
+    ]
+    for table in results["tables"]:
+        lines += [
+            f"## {table['dataset']}: `{table['suite']}`, {table['norm']} eps {table['eps_label']}",
+            "",
+            "| run | method | seeds | n | E | R | clean | robust (full) | robust (paper) | gap "
+            "| audit |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for row in table["rows"]:
+            mark = " ⚠" if row["flags"] else ""
+            eot = "–".join(str(v) for v in (row["attack_eot"][:1] + row["attack_eot"][1:][-1:]))
+            paper = _pct(row["paper"]) if row["views"] else "= full"
+            cells = [
+                f"{row['run']}{mark}",
+                row["method"],
+                str(len(row["seeds"])),
+                str(row["n"]),
+                eot or "1",
+                str(row["draws"]),
+                _pct(row["clean"]),
+                _pct(row["full"], bold=True),
+                paper,
+                _gap(row),
+                row["audit"],
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += _training_lines(results["cells"])
+    lines += ["## Honesty checks", ""]
+    if results["flags"]:
+        lines += [f"- ⚠ {flag}" for flag in results["flags"]]
+    else:
+        lines.append(
+            "- No run has a full-protocol robust accuracy above its paper-protocol one, and no "
+            "robust accuracy rises with eps, beyond noise (1.96 standard errors + one example)."
+        )
+    lines.append("")
+    plots = results.get("plots") or []
+    if plots:
+        lines += ["## Plots", "", *(f"![{Path(p).stem}]({p})" for p in plots), ""]
+    lines += [
+        "## Sources",
+        "",
+        "Every number above comes from the cells' files: `cells/<run>-s<seed>/eval/*/summary.json`"
+        " (per-example rows beside them), `cells/<run>-s<seed>/audit/audit.json` and "
+        "`metrics.jsonl`. Per-attack tables: `report/report.md`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _status_lines(cells: list[dict[str, Any]]) -> list[str]:
+    counts: dict[str, int] = {}
+    for cell in cells:
+        counts[cell["status"]] = counts.get(cell["status"], 0) + 1
+    lines = ["Cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ".", ""]
+    for cell in cells:
+        if cell["status"] == "failed":
+            lines.append(f"- **{cell['name']} failed**: {cell['error']}")
+    return lines + ([""] if len(lines) > 2 else [])
+
+
+def _training_lines(cells: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "## Cells",
+        "",
+        "| cell | method | status | epochs | best val acc | train s | audit s | eval s | audit |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in cells:
+        phases = c["phases_s"]
+        audit = "not run"
+        if c["audit"] is not None:
+            counts = ", ".join(f"{v} {k}" for k, v in c["audit"]["counts"].items() if v)
+            audit = ("pass" if c["audit"]["passed"] else "**FAIL**") + f" ({counts})"
+        val = "–" if c["best_val_acc"] is None else f"{100 * c['best_val_acc']:.1f}"
+        lines.append(
+            f"| {c['name']} | {c['method']} | {c['status']} | {c['epochs']} | {val} | "
+            f"{phases.get('train', 0):.0f} | {phases.get('audit', 0):.0f} | "
+            f"{phases.get('eval', 0):.0f} | {audit} |"
+        )
+    return [*lines, ""]
+
+
+# -- plots ----------------------------------------------------------------------------------------
+
+
+def _plots(results: dict[str, Any], out: Path) -> list[str]:
+    """Robust accuracy against eps (full solid, paper dashed; clean at eps 0) and the protocol gap
+    per run with views, one PNG each per (dataset, suite). Returns paths relative to ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for table in results["tables"]:
+        groups.setdefault((table["dataset"], table["suite"]), []).append(table)
+    written = []
+    for (dataset, suite), tables in groups.items():
+        tables = sorted(tables, key=lambda t: t["eps"])
+        runs = [row["run"] for row in tables[0]["rows"]]
+        colours = plt.get_cmap("tab10")
+        fig, ax = plt.subplots(figsize=(7.5, 4.2))
+        for i, run in enumerate(runs):
+            rows = [next((r for r in t["rows"] if r["run"] == run), None) for t in tables]
+            points = [(t["eps"], r) for t, r in zip(tables, rows, strict=True) if r is not None]
+            if not points:
+                continue
+            clean = points[0][1]["clean"]["mean"]
+            xs = [0.0] + [eps for eps, _ in points]
+            ax.plot(
+                xs,
+                [100 * clean] + [100 * r["full"]["mean"] for _, r in points],
+                color=colours(i % 10),
+                marker="o",
+                label=f"{run} (full)",
+            )
+            if points[0][1]["views"] and all(r["paper"] for _, r in points):
+                ax.plot(
+                    xs,
+                    [100 * clean] + [100 * r["paper"]["mean"] for _, r in points],
+                    color=colours(i % 10),
+                    marker="s",
+                    linestyle="--",
+                    label=f"{run} (paper)",
+                )
+        ax.set_xlabel(f"eps ({tables[0]['norm']}); 0 = clean")
+        ax.set_ylabel("robust accuracy (%)")
+        ax.set_ylim(-2, 102)
+        ax.set_title(f"{dataset}, {suite}: robust accuracy against eps")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        fig.tight_layout()
+        name = f"{dataset}-{suite}-robust-vs-eps.png"
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(name)
+        gap_runs = [r for r in runs if any(_gap_of(t, r) is not None for t in tables)]
+        if gap_runs:
+            written.append(_plot_gaps(plt, tables, gap_runs, dataset, suite, out))
+    return written
+
+
+def _gap_of(table: dict[str, Any], run: str) -> dict[str, Any] | None:
+    row = next((r for r in table["rows"] if r["run"] == run), None)
+    return None if row is None or not row["views"] else row["gap"]
+
+
+def _plot_gaps(plt, tables, runs, dataset: str, suite: str, out: Path) -> str:
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    width = 0.8 / len(tables)
+    for j, table in enumerate(tables):
+        heights, errors = [], []
+        for run in runs:
+            gap = _gap_of(table, run)
+            heights.append(0.0 if gap is None else 100 * gap["mean"])
+            errors.append(0.0 if gap is None or gap["std"] is None else 100 * gap["std"])
+        xs = [i + (j - (len(tables) - 1) / 2) * width for i in range(len(runs))]
+        ax.bar(xs, heights, width, yerr=errors, label=f"eps {table['eps_label']}")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(runs)), runs)
+    ax.set_ylabel("paper − full robust acc. (points)")
+    ax.set_title(f"{dataset}, {suite}: protocol gap (how much the paper protocol overstates)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    name = f"{dataset}-{suite}-protocol-gap.png"
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def write_results(grid: Grid, out: str | Path) -> list[Path]:
+    """Write ``results.json``, the plots, ``results.md`` and ``report/`` (the per-attack report
+    of every summary, through :func:`ciiv.report.write_report`). Returns the written files."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = collect(grid, out)
+    results["plots"] = _plots(results, out) if results["tables"] else []
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (out / "results.md").write_text(render_markdown(results), encoding="utf-8")
+    written = [out / "results.json", out / "results.md", *(out / p for p in results["plots"])]
+    sources = [out / e["source"] for c in results["cells"] for e in c["evals"]]
+    if sources:
+        written += write_report(sources, out / "report", "both")
+    return written
