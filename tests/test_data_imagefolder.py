@@ -11,6 +11,7 @@ from PIL import Image
 
 import ciiv.data.cache
 import ciiv.data.imagefolder
+from ciiv.cli import main
 from ciiv.data import DatasetNotFoundError, load_splits
 from ciiv.data.tensors import channel_stats
 
@@ -101,9 +102,20 @@ def test_interrupted_extraction_leaves_nothing(tmp_path):
     archive = _make_archive(tree, tmp_path / "broken.tar.gz")
     data = archive.read_bytes()
     archive.write_bytes(data[: len(data) * 2 // 3])  # truncated mid-stream
-    with pytest.raises((tarfile.TarError, EOFError, OSError)):
+    with pytest.raises(ValueError, match=f"cannot extract {archive}: it is truncated or not a"):
         load_splits("imagefolder", archive)
     assert list((tmp_path / "cache" / "extracted").iterdir()) == []
+
+
+def test_an_archive_that_is_not_gzip_is_a_clear_error(tmp_path, capsys):
+    archive = tmp_path / "data.tar.gz"
+    archive.write_text("plain text, not gzip")
+    with pytest.raises(ValueError, match=r"not a \.tar\.gz archive \(.*not a gzip file"):
+        load_splits("imagefolder", archive)
+    args = ["train", "--dataset", "imagefolder", "--data-dir", str(archive), "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"cannot extract {archive}" in err and "Traceback" not in err
 
 
 def test_changed_tree_is_decoded_again(tmp_path):

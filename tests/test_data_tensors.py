@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ciiv.data import ImageTensors, batches_per_epoch, iterate_batches, split_validation
+from ciiv.data import (
+    ImageTensors,
+    batches_per_epoch,
+    iterate_batches,
+    split_validation,
+    stratified_subset,
+)
 from ciiv.data.tensors import channel_stats
 
 
@@ -40,6 +46,17 @@ def test_split_validation_disjoint_stratified_deterministic():
     assert len(split_validation(data, 0.0, seed=0)[1]) == 0
     with pytest.raises(ValueError, match="val_fraction"):
         split_validation(data, 1.0, seed=0)
+
+
+def test_stratified_subset_keeps_class_shares_and_is_seeded():
+    data = _data(1000, classes=4)
+    subset = stratified_subset(data, 200, seed=0)
+    ids = _ids(subset.images)
+    assert torch.bincount(subset.labels).tolist() == [50, 50, 50, 50]
+    assert torch.equal(subset.labels, data.labels[ids]) and bool((ids.diff() > 0).all())
+    assert torch.equal(ids, _ids(stratified_subset(data, 200, seed=0).images))
+    assert not torch.equal(ids, _ids(stratified_subset(data, 200, seed=1).images))
+    assert stratified_subset(data, 5000, seed=0) is data
 
 
 def test_iterate_batches_covers_an_epoch_once():

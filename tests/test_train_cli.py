@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 import yaml
 
+import ciiv.commands.train
 from ciiv.cli import main
+from ciiv.commands._ui import TrainBar
 from ciiv.data import iterate_batches, to_float
 from ciiv.models import predict
 from ciiv.train import load_checkpoint, load_data, load_run
@@ -40,6 +44,10 @@ def test_train_then_resume_for_more_epochs(tmp_path, capsys):
     assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
     assert [r["epoch"] for r in metrics(run)] == [0, 1]
     assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 2
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "1"]) == 2  # 2 are done
+    assert "epochs: 1 is below the 2 epochs" in " ".join(capsys.readouterr().err.split())
+    assert yaml.safe_load((run / "config.yaml").read_text())["epochs"] == 2
 
 
 def test_print_config_applies_preset_flags_and_sets_in_order(capsys):
@@ -68,6 +76,15 @@ def test_list_names_presets_and_methods(capsys):
         (["--set", "epochs=-3"], "epochs: must be >= 1"),
         (["--set", "data.options.rho=7"], "rho"),
         (["--config", "nope"], "neither a file nor a preset"),
+        (
+            ["--set", "method.pgd.eps=5"],
+            "method.pgd.eps: Linf eps 5 is out of range; valid: [0, 1]",
+        ),
+        (
+            ["--set", "method.pgd.norm=L2", "--set", "method.pgd.eps=30"],
+            "L2 eps 30 is out of range; valid: [0, 27.71] (the image diameter sqrt(3*16*16))",
+        ),
+        (["--set", "checkpoint_every=-1"], "checkpoint_every: must be >= 0"),
     ],
 )
 def test_errors_exit_2_with_a_message_naming_the_problem(tmp_path, capsys, args, message):
@@ -88,6 +105,55 @@ def test_run_directory_errors(tmp_path, capsys):
     assert "cannot resume" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "--config", "shapes-fast"]) == 2
     assert (run / "notes.txt").read_text() == "mine"
+
+
+def test_an_out_that_cannot_be_created_exits_2(tmp_path, capsys):
+    (tmp_path / "file").write_text("a file, not a folder")
+    for out in (tmp_path / "file" / "run", "/proc/ciiv-run"):
+        assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"cannot create the run directory {out}" in err and "Traceback" not in err
+
+
+def test_ctrl_c_saves_the_step_and_exits_130(tmp_path, capsys, monkeypatch):
+    class CtrlC(TrainBar):
+        def __call__(self, event):
+            super().__call__(event)
+            if event.kind == "step":
+                os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(ciiv.commands.train, "TrainBar", CtrlC)
+    run = tmp_path / "run"
+    # The bar hears of epoch 1's last step: the loop finishes the epoch, saves it and stops.
+    assert main(["train", *TINY, "--method", "vanilla", "--epochs", "2", "--out", str(run)]) == 130
+    err = " ".join(capsys.readouterr().err.split())
+    assert "stopped by SIGINT after epoch 1" in err and f"ciiv train --resume {run}" in err
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 1
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(run)]) == 0
+    assert [r["epoch"] for r in metrics(run)] == [0, 1]
+
+
+def test_sigterm_from_the_cluster_saves_and_exits_143(tmp_path):
+    """What SLURM or a preempted cloud machine does: SIGTERM to a training process."""
+    run = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "ciiv", "train", *TINY, "--method", "vanilla", "--epochs", "500",
+        "--set", "checkpoint_every=1", "--out", str(run),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 90
+    while not (run / "checkpoints" / "last.pt").exists() and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint within 90 s"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=90)
+    assert process.returncode == 143, err[-3000:]
+    err = " ".join(err.split())
+    assert "stopped by SIGTERM" in err and f"ciiv train --resume {run}" in err
+    assert "Traceback" not in err
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["config"]["epochs"] == 500
 
 
 def test_ddp_two_processes_on_the_cpu(tmp_path):

@@ -113,6 +113,7 @@ def test_roundtrip_through_yaml(tmp_path):
         ("optim.milestones=[5, 2]", "optim.milestones: must be increasing"),
         ("optim.lr=1/0", "optim.lr: expected a number or a fraction"),
         ("data.val_fraction=1.5", "data.val_fraction: must be in [0, 1)"),
+        ("data.max_train=0", "data.max_train: must be >= 1 or null"),
         ("device=tpu", "device: must be auto, cpu, cuda or cuda:N"),
         ("method.name=bogus", "unknown method 'bogus'; valid: bpfc, ciiv"),
         ("data.dataset=imagenet22k", "unknown dataset 'imagenet22k'; valid:"),
@@ -160,3 +161,16 @@ def test_schedules():
     assert lr_factor(one, 1, 10) == pytest.approx((1 / 25 + 1) / 2)
     assert lr_factor(one, 10, 10) == pytest.approx(0, abs=1e-12)
     assert not math.isnan(lr_factor(one, 6, 10))
+
+
+def test_max_train_and_max_val_shrink_the_splits_not_the_test_set():
+    from ciiv.train import load_data
+
+    options = {"n_train": 400, "n_test": 50}
+    full = load_data(load_config("shapes-fast", {"data.options": options}).data)
+    config = load_config("shapes-fast", {"data.options": options, "data.max_train": 120,
+                                         "data.max_val": 20})  # fmt: skip
+    small = load_data(config.data)
+    assert abs(len(small.train) - 120) <= 2 and abs(len(small.val) - 20) <= 2
+    assert {k: len(v) for k, v in small.test.items()} == {k: len(v) for k, v in full.test.items()}
+    assert set(small.train.labels.tolist()) == set(full.train.labels.tolist())  # every class

@@ -165,8 +165,11 @@ def test_bad_checkpoints_give_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="not a `ciiv train` checkpoint"):
         load_run(run, "last")
     torch.save({"format": "ciiv-train-checkpoint", "bad": ConfigError("x")}, last)  # unsafe
-    with pytest.raises(CheckpointError, match="corrupt, truncated or not a checkpoint"):
+    with pytest.raises(CheckpointError, match="corrupt, truncated or not a checkpoint") as error:
         load_run(run, "last")
+    # Never torch's advice to load it with weights_only=False: say how to get a good file.
+    assert "weights_only" not in str(error.value) and "never loaded unsafely" in str(error.value)
+    assert "use the run's other checkpoint" in str(error.value)
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         load_run(tmp_path / "elsewhere")
     with pytest.raises(CheckpointError, match="cannot resume"):

@@ -18,7 +18,15 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
-__all__ = ["L2Threat", "LinfThreat", "Norm", "ThreatModel", "get_threat_model", "parse_eps"]
+__all__ = [
+    "L2Threat",
+    "LinfThreat",
+    "Norm",
+    "ThreatModel",
+    "check_eps",
+    "get_threat_model",
+    "parse_eps",
+]
 
 Norm = Literal["Linf", "L2"]
 
@@ -47,6 +55,26 @@ def parse_eps(eps: float | int | str) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"eps must be finite and >= 0, got {eps!r}")
     return value
+
+
+def check_eps(norm: str, eps: float, image_shape: tuple[int, ...] | None = None) -> None:
+    """Refuse a budget no perturbation can use: Linf eps must be in [0, 1] (pixel units); an
+    L2 eps at most the image's diameter sqrt(C * H * W) (the largest L2 distance inside [0, 1]),
+    checked when ``image_shape`` (C, H, W) is given.
+
+    Raises:
+        ValueError: naming the eps, the norm and the valid range.
+    """
+    norm = canonical_norm(norm)
+    high, what = math.inf, ">= 0"
+    if norm == "Linf":
+        high, what = 1.0, "[0, 1] (pixel units, e.g. 8/255)"
+    elif image_shape is not None:
+        high = math.sqrt(math.prod(image_shape))
+        dims = "*".join(map(str, image_shape))
+        what = f"[0, {high:.4g}] (the image diameter sqrt({dims}))"
+    if not 0 <= eps <= high:
+        raise ValueError(f"{norm} eps {eps:g} is out of range; valid: {what}")
 
 
 def _flat_norm(t: Tensor, keepdim_like: Tensor) -> Tensor:

@@ -43,7 +43,10 @@ class TrainBar:
             if self.task is not None:
                 self.progress.remove_task(self.task)
             self.task = self.progress.add_task(
-                f"epoch {event.epoch + 1}/{event.epochs}", total=event.steps, stats=""
+                f"epoch {event.epoch + 1}/{event.epochs}",
+                total=event.steps,
+                completed=event.step,  # > 0 when a run resumes mid-epoch
+                stats="",
             )
         elif event.kind == "step":
             m = event.metrics

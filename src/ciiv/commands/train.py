@@ -2,7 +2,7 @@
 
 ciiv train --dataset shapes --method ciiv --backbone small_cnn --epochs 5 --out runs/a
 ciiv train --config paper-cifar10 --set optim.lr=0.05 --out runs/b
-ciiv train --resume runs/b                       # continue after a crash
+ciiv train --resume runs/b                       # continue after a crash, Ctrl-C or SIGTERM
 torchrun --nproc_per_node 4 -m ciiv train --config paper-cifar10 --out runs/c
 """
 
@@ -111,14 +111,14 @@ def run(args: argparse.Namespace) -> int:
     from ciiv.train import (
         CheckpointError,
         ConfigError,
-        RunDirExistsError,
+        RunDirError,
+        TrainingInterrupted,
         config_to_dict,
         fit,
-        load_checkpoint,
         load_config,
         resume,
+        saved_config,
     )
-    from ciiv.train.run import checkpoint_path
 
     console = Console(stderr=True)
     if args.list:
@@ -136,8 +136,7 @@ def run(args: argparse.Namespace) -> int:
         overrides = _overrides(args)
         if args.print_config:
             if args.resume:
-                saved = load_checkpoint(checkpoint_path(args.resume, "last"))["config"]
-                config = load_config(saved, overrides)
+                config = load_config(saved_config(args.resume), overrides)
             else:
                 config = load_config(args.config, overrides)
             print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
@@ -152,10 +151,21 @@ def run(args: argparse.Namespace) -> int:
                     result = resume(args.resume, overrides, progress=callback)
                 else:
                     result = fit(load_config(args.config, overrides), args.out, progress=callback)
+    except TrainingInterrupted as exc:
+        console.print(f"[bold yellow]{escape(str(exc))}[/]")
+        return exc.exit_code
+    except KeyboardInterrupt:  # before the training loop, or a second Ctrl-C while saving
+        run_dir = args.resume or args.out
+        hint = (
+            f"; continue with: ciiv train --resume {escape(run_dir)} (from its last checkpoint, "
+            "or from the start if none was written)"
+        )
+        console.print("[bold yellow]interrupted[/]" + (hint if run_dir else ""))
+        return 130
     except (
         ValueError,  # ConfigError, unknown names and bad options: the message says what to do
         CheckpointError,
-        RunDirExistsError,
+        RunDirError,
         DatasetNotFoundError,
         FloatingPointError,
     ) as exc:

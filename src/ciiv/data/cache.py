@@ -7,12 +7,14 @@ run would trust. A leftover temporary (a hidden ``.name-*`` entry) is never read
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import os
 import shutil
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+# What a file that is not a (complete) tar archive raises while it is opened or extracted.
+_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
 
 
 def is_archive(path: Path) -> bool:
@@ -40,12 +44,12 @@ def is_archive(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
+def _suffix(path: Path) -> str:
+    return next((s for s in ARCHIVE_SUFFIXES if path.name.lower().endswith(s)), "")
+
+
 def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in ARCHIVE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return path.name[: len(path.name) - len(_suffix(path))]
 
 
 def extract_archive(archive: Path) -> Path:
@@ -54,6 +58,10 @@ def extract_archive(archive: Path) -> Path:
     The hash covers the archive's absolute path, size and modification time, so a changed archive
     is extracted afresh. Concurrent callers (e.g. DDP ranks) may both extract; the first rename
     wins and the others discard their copy.
+
+    Raises:
+        ValueError: the file is not a tar archive (e.g. a ``.tar.gz`` that is not gzip), or it is
+            truncated; nothing is left in the cache.
     """
     if not hasattr(tarfile, "data_filter"):
         raise RuntimeError(
@@ -74,8 +82,14 @@ def extract_archive(archive: Path) -> Path:
         with tarfile.open(archive) as tar:
             # The "data" filter refuses absolute paths, links out of the tree and special files.
             tar.extractall(temporary, filter="data")
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(temporary, ignore_errors=True)
+        if isinstance(exc, _ARCHIVE_ERRORS):
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise ValueError(
+                f"cannot extract {archive}: it is truncated or not a {_suffix(archive)} archive "
+                f"({reason}); pass a complete .tar.gz, .tgz or .tar, or the extracted folder"
+            ) from None
         raise
     try:
         temporary.rename(target)

@@ -3,14 +3,21 @@
 Files are looked for under the data root (``data_dir``, else ``$CIIV_DATA``, else
 ``~/.cache/ciiv/data``) in torchvision's layout (``MNIST/raw``, ``cifar-10-batches-py``,
 ``cifar-100-python``). When they are missing and ``download`` is allowed, torchvision downloads them
-there; otherwise :class:`DatasetNotFoundError` says where they were looked for and how to provide
-them. Normalisation constants are the usual per-channel training-set statistics (std is the
-per-pixel standard deviation, not the often-copied 0.2023/0.1994/0.2010).
+there, giving up after ``DOWNLOAD_TIMEOUT_S`` seconds without an answer (a machine without
+internet access fails fast rather than hanging); otherwise :class:`DatasetNotFoundError` says where
+they were looked for and how to provide them. MNIST's files are checked before torchvision reads
+them, so a corrupt or truncated one is named. Normalisation constants are the usual per-channel
+training-set statistics (std is the per-pixel standard deviation, not the often-copied
+0.2023/0.1994/0.2010).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +35,20 @@ from ciiv.data.registry import (
 )
 from ciiv.data.tensors import ImageTensors
 
-__all__ = ["CIFAR10_INFO", "CIFAR100_INFO", "MNIST_INFO"]
+__all__ = ["CIFAR100_INFO", "CIFAR10_INFO", "DOWNLOAD_TIMEOUT_S", "MNIST_INFO"]
 
 logger = logging.getLogger(__name__)
+
+# Seconds a download waits for the network (to connect, or for the next bytes) before giving up.
+DOWNLOAD_TIMEOUT_S = 10.0
+
+# MNIST's idx files and their magic numbers: 0x08 (unsigned bytes) << 8 | number of dimensions.
+_MNIST_FILES = {
+    "train-images-idx3-ubyte": 0x0803,
+    "train-labels-idx1-ubyte": 0x0801,
+    "t10k-images-idx3-ubyte": 0x0803,
+    "t10k-labels-idx1-ubyte": 0x0801,
+}
 
 CIFAR100_CLASSES = (
     "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus "
@@ -99,14 +117,56 @@ class NoOptions:
     """These datasets take no options."""
 
 
+def _check_idx(path: Path, magic: int) -> None:
+    """Refuse an MNIST idx file whose magic number or length is wrong, naming it (torchvision
+    would fail with a bare AssertionError)."""
+    ndim = magic & 0xFF
+    with path.open("rb") as f:
+        header = f.read(4 * (ndim + 1))
+    found = int.from_bytes(header[:4], "big")
+    fix = "delete it to download it again, or replace it with the original file"
+    if found != magic:
+        raise DatasetNotFoundError(
+            f"{path} is not an MNIST idx file (magic number 0x{found:08x}, expected "
+            f"0x{magic:08x}); {fix}"
+        )
+    dims = [int.from_bytes(header[4 * i : 4 * i + 4], "big") for i in range(1, ndim + 1)]
+    expected, size = len(header) + math.prod(dims), path.stat().st_size
+    if len(header) < 4 * (ndim + 1) or size != expected:
+        raise DatasetNotFoundError(
+            f"{path} is truncated or corrupt ({size} bytes; its header promises {expected}); {fix}"
+        )
+
+
+def _check_mnist(folder: Path) -> None:
+    for name, magic in _MNIST_FILES.items():
+        if (folder / name).is_file():
+            _check_idx(folder / name, magic)
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """Give every socket opened in the block ``seconds`` to connect and to receive (torchvision
+    opens its URLs without a timeout, so an unreachable server would hang the download)."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
 @dataclass(frozen=True)
 class _Source:
     info: DatasetInfo
     dataset_class: type
     folder: str  # what torchvision expects under the root, for error messages
+    check: Callable[[Path], None] | None = None  # raises on corrupt files in root / folder
 
 
 def _open(source: _Source, root: Path, train: bool, download: bool) -> datasets.VisionDataset:
+    if source.check is not None:
+        source.check(root / source.folder)
     try:
         return source.dataset_class(root=str(root), train=train, download=False)
     except RuntimeError:  # torchvision's "Dataset not found or corrupted"
@@ -122,10 +182,12 @@ def _open(source: _Source, root: Path, train: bool, download: bool) -> datasets.
         ) from None
     logger.info("%s not found under %s; downloading", source.info.name, root)
     try:
-        return source.dataset_class(root=str(root), train=train, download=True)
+        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+            return source.dataset_class(root=str(root), train=train, download=True)
     except Exception as exc:  # network, permission and checksum errors all mean "not available"
+        reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DatasetNotFoundError(
-            f"{source.info.name} not found under {root} and the download failed ({exc}). {hint}."
+            f"{source.info.name} not found under {root} and the download failed ({reason}). {hint}."
         ) from exc
 
 
@@ -150,7 +212,7 @@ def _loader(source: _Source):
 
 
 for _source in (
-    _Source(MNIST_INFO, datasets.MNIST, "MNIST/raw"),
+    _Source(MNIST_INFO, datasets.MNIST, "MNIST/raw", _check_mnist),
     _Source(CIFAR10_INFO, datasets.CIFAR10, "cifar-10-batches-py"),
     _Source(CIFAR100_INFO, datasets.CIFAR100, "cifar-100-python"),
 ):

@@ -22,7 +22,7 @@ from .config import (
     load_config,
     save_config,
 )
-from .loop import RESUMABLE_KEYS, FitResult, ProgressEvent, fit, resume
+from .loop import RESUMABLE_KEYS, FitResult, ProgressEvent, TrainingInterrupted, fit, resume
 from .methods import (
     Objective,
     StepContext,
@@ -32,7 +32,15 @@ from .methods import (
     list_methods,
     register_method,
 )
-from .run import LoadedRun, RunDirExistsError, load_data, load_run, resolve_device
+from .run import (
+    LoadedRun,
+    RunDirError,
+    RunDirExistsError,
+    load_data,
+    load_run,
+    resolve_device,
+    saved_config,
+)
 
 __all__ = [
     "RESUMABLE_KEYS",
@@ -47,10 +55,12 @@ __all__ = [
     "OptimConfig",
     "PGDConfig",
     "ProgressEvent",
+    "RunDirError",
     "RunDirExistsError",
     "StepContext",
     "StepOutput",
     "TrainConfig",
+    "TrainingInterrupted",
     "config_from_dict",
     "config_to_dict",
     "create_method",
@@ -67,4 +77,5 @@ __all__ = [
     "resume",
     "save_checkpoint",
     "save_config",
+    "saved_config",
 ]

@@ -23,13 +23,16 @@ __all__ = [
     "CheckpointError",
     "capture_rng_state",
     "load_checkpoint",
+    "remove_temporaries",
     "restore_rng_state",
     "save_checkpoint",
 ]
 
 FORMAT = "ciiv-train-checkpoint"
-FORMAT_VERSION = 1
+# 2: mid-epoch checkpoints ("step" > 0 and the running epoch's state); version 1 files still load.
+FORMAT_VERSION = 2
 _REQUIRED = ("model", "config", "method", "dataset", "epoch")
+_TMP_SUFFIX = ".tmp"
 
 
 class CheckpointError(RuntimeError):
@@ -47,7 +50,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
         "versions": software_versions(),
         **state,
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
@@ -57,6 +60,26 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Delete what a process killed inside :func:`save_checkpoint` left in ``folder`` (hidden
+    ``.<name>.pt.*.tmp`` files, never read); returns the deleted paths."""
+    stale = sorted(Path(folder).glob(f".*.pt.*{_TMP_SUFFIX}"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def _reason(exc: Exception) -> str:
+    """torch's reason for refusing a file, without its advice to load it unsafely
+    (``weights_only=False`` or allow-listing globals): the first sentence of the cause."""
+    text = str(exc).split("WeightsUnpickler error:")[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0].split(". ")[0].rstrip(".") if lines else ""
+    if not first or "weights_only" in first:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {first}"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -72,10 +95,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or foreign files
-        reason = (str(exc).splitlines() or [""])[0]
         raise CheckpointError(
             f"cannot read checkpoint {path}: it is corrupt, truncated or not a checkpoint written "
-            f"by `ciiv train` ({type(exc).__name__}: {reason})"
+            f"by `ciiv train` ({_reason(exc)}); it is never loaded unsafely. Copy it again from "
+            "where the run was written, use the run's other checkpoint (best or last), or "
+            "train again with `ciiv train`"
         ) from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
+from ciiv.attacks.threat import check_eps
 from ciiv.models.build import ModelConfig
 
 __all__ = [
@@ -37,11 +38,12 @@ __all__ = [
     "build_dataclass",
     "config_from_dict",
     "config_to_dict",
+    "find_yaml",
     "list_presets",
     "load_config",
     "parse_overrides",
-    "preset_path",
     "save_config",
+    "shipped_yaml",
 ]
 
 
@@ -171,11 +173,14 @@ class TrainConfig:
         eval_batch_size: examples per validation batch, per process.
         seed: training seed (initialisation, data order, noise).
         device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
-        amp: mixed precision on CUDA: "none", "bf16" or "fp16" (with a gradient scaler);
-            "bf16" also works on the CPU.
+        amp: mixed precision: "auto" (bf16 on CUDA, none on the CPU), "none", "bf16" or "fp16"
+            (CUDA only, with a gradient scaler); "bf16" also works on the CPU.
         channels_last: use the channels-last memory format on CUDA (ignored on the CPU).
-        compile: ``torch.compile`` the backbone.
+        compile: ``torch.compile``: false; true or "backbone" (the backbone's two halves); "step"
+            (the whole training step: model, sampler, losses and their backward, static shapes).
         deterministic: deterministic algorithms only (bit-exact resumption on the CPU).
+        checkpoint_every: also write ``checkpoints/last.pt`` every N optimiser steps, inside
+            epochs (long epochs: a crash then loses at most N steps); None or 0: at epoch ends.
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -187,10 +192,11 @@ class TrainConfig:
     eval_batch_size: int = 500
     seed: int = 0
     device: str = "auto"
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
     channels_last: bool = True
-    compile: bool = False
+    compile: bool | Literal["backbone", "step"] = False
     deterministic: bool = False
+    checkpoint_every: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,23 +350,31 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
-def list_presets() -> list[str]:
-    """Names of the presets shipped in ``ciiv/configs`` (usable as ``--config NAME``)."""
-    folder = resources.files("ciiv") / "configs"
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+def shipped_yaml(folder: str) -> list[str]:
+    """Names of the YAML files shipped in the package folder ``ciiv/<folder>``."""
+    files = (resources.files("ciiv") / folder).iterdir()
+    return sorted(p.name[: -len(".yaml")] for p in files if p.name.endswith(".yaml"))
 
 
-def preset_path(source: str | Path) -> Path:
-    """The YAML file for ``source``: an existing path, or the name of a shipped preset."""
+def find_yaml(source: str | Path, folder: str = "configs", what: str = "preset") -> Path:
+    """The YAML file for ``source``: an existing path, or the name of a file shipped in
+    ``ciiv/<folder>`` (``what`` names those in the error, which lists them)."""
     path = Path(source).expanduser()
     if path.is_file():
         return path
     name = str(source).removesuffix(".yaml")
-    shipped = Path(str(resources.files("ciiv") / "configs" / f"{name}.yaml"))
+    shipped = Path(str(resources.files("ciiv") / folder / f"{name}.yaml"))
     if shipped.is_file():
         return shipped
-    presets = ", ".join(list_presets())
-    raise ConfigError(f"config {str(source)!r} is neither a file nor a preset; presets: {presets}")
+    raise ConfigError(
+        f"{str(source)!r} is neither a file nor a {what}; {what}s: "
+        f"{', '.join(shipped_yaml(folder))}"
+    )
+
+
+def list_presets() -> list[str]:
+    """Names of the presets shipped in ``ciiv/configs`` (usable as ``--config NAME``)."""
+    return shipped_yaml("configs")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -392,7 +406,7 @@ def load_config(
     elif isinstance(source, dict):
         values = _deep_copy(source)
     else:
-        values = _read_yaml(preset_path(source))
+        values = _read_yaml(find_yaml(source))
     if isinstance(overrides, dict):
         pairs = list(overrides.items())
     else:
@@ -506,7 +520,10 @@ def validate_config(config: TrainConfig) -> None:
             f"must be increasing epochs >= 0, got {getattr(method, key)}",
         )
     pgd = method.pgd
-    _check(pgd.eps >= 0, "method.pgd.eps", f"must be >= 0, got {pgd.eps}")
+    try:
+        check_eps(pgd.norm, pgd.eps)  # L2 against the image size: the trainer, once it is known
+    except ValueError as exc:
+        raise ConfigError(f"method.pgd.eps: {exc}") from None
     _check(pgd.step_size > 0, "method.pgd.step_size", f"must be > 0, got {pgd.step_size}")
     _check(pgd.steps >= 1, "method.pgd.steps", f"must be >= 1, got {pgd.steps}")
     _check(pgd.eot >= 1, "method.pgd.eot", f"must be >= 1, got {pgd.eot}")
@@ -537,6 +554,12 @@ def validate_config(config: TrainConfig) -> None:
         f"must be >= 1, got {config.eval_batch_size}",
     )
     _check(config.seed >= 0, "seed", f"must be >= 0, got {config.seed}")
+    _check(
+        config.checkpoint_every is None or config.checkpoint_every >= 0,
+        "checkpoint_every",
+        f"must be >= 0 (optimiser steps; 0 or null: only at epoch ends), got "
+        f"{config.checkpoint_every}",
+    )
     device = config.device
     _check(
         device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()),

@@ -3,8 +3,13 @@
 Data stay on the training device as uint8 tensors; batches are index gathers and augmentation
 runs on the device. The per-epoch data order is drawn from a generator seeded by (seed, epoch),
 and every other random draw comes from torch's global generators, whose states the checkpoint
-saves: a run stopped after epoch k and resumed continues exactly as if it had not stopped
-(bit-exact on the CPU with ``deterministic: true``).
+saves: a run stopped after epoch k, or after step s inside it, and resumed continues exactly as if
+it had not stopped (bit-exact on the CPU with ``deterministic: true``).
+
+While the loop trains, SIGINT (Ctrl-C) and SIGTERM (what SLURM and cloud preemption send) finish
+the current optimiser step, save ``checkpoints/last.pt`` there and raise
+:class:`TrainingInterrupted`; ``checkpoint_every: N`` also saves every N steps, so a ``kill -9``
+loses at most N steps.
 
 Under torchrun the processes split each batch (``batch_size`` is the global batch), rank 0 writes
 the run directory, and the logged metrics are sums over all processes.
@@ -13,11 +18,14 @@ the run directory, and the logged metrics are sums over all processes.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
 import os
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +37,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ciiv.attacks.threat import check_eps
 from ciiv.data import ImageTensors, batches_per_epoch, iterate_batches, random_crop_flip, to_float
 from ciiv.models import Backbone, build_model, predict
 
@@ -36,6 +45,7 @@ from .checkpoint import (
     CheckpointError,
     capture_rng_state,
     load_checkpoint,
+    remove_temporaries,
     restore_rng_state,
     save_checkpoint,
 )
@@ -50,9 +60,17 @@ from .config import (
 from .distributed import DistContext, all_gather_objects, all_reduce_sum, init_distributed
 from .methods import Objective, StepContext, StepOutput, create_method
 from .optim import build_optimizer, build_scheduler
-from .run import RunDirExistsError, checkpoint_path, dataset_info_dict, load_data, resolve_device
+from .run import (
+    RunDirError,
+    RunDirExistsError,
+    checkpoint_path,
+    dataset_info_dict,
+    load_data,
+    resolve_device,
+    saved_config,
+)
 
-__all__ = ["RESUMABLE_KEYS", "FitResult", "ProgressEvent", "fit", "resume"]
+__all__ = ["RESUMABLE_KEYS", "FitResult", "ProgressEvent", "TrainingInterrupted", "fit", "resume"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +81,13 @@ RESUMABLE_KEYS: tuple[str, ...] = (
     "device",
     "eval_batch_size",
     "compile",
+    "checkpoint_every",
     "data.data_dir",
 )
+
+# What a run directory holds before its first checkpoint: a new run may start afresh there.
+_UNSTARTED_RUN = frozenset({"config.yaml", "metrics.jsonl", "checkpoints"})
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass
@@ -75,7 +98,8 @@ class ProgressEvent:
         kind: "epoch_start", "step" (every ``progress_every`` steps and at the last step of an
             epoch) or "epoch_end" (after the epoch's checkpoint and metrics line are written).
         epoch: 0-based epoch; ``epochs``: the run's total.
-        step, steps: optimiser steps done in this epoch, and steps per epoch.
+        step, steps: optimiser steps done in this epoch (for "epoch_start", those done before a
+            mid-epoch resume), and steps per epoch.
         metrics: for "step", running ``loss``, ``acc`` and ``images_per_s`` of this process's
             epoch so far; for "epoch_end", the epoch's full metrics record.
     """
@@ -104,6 +128,81 @@ class FitResult:
     history: list[dict[str, Any]]
     best_epoch: int | None
     best_val_accuracy: float | None
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """``fit`` stopped on SIGINT or SIGTERM after saving ``checkpoints/last.pt``.
+
+    A KeyboardInterrupt, so code that does not catch it stops as on Ctrl-C.
+
+    Attributes:
+        signal_name: "SIGINT" or "SIGTERM".
+        exit_code: 128 + the signal's number (130 for SIGINT, 143 for SIGTERM), as a shell
+            reports a process that the signal ended.
+        run_dir: the run; ``ciiv train --resume RUN_DIR`` (or :func:`resume`) continues it.
+        epochs_done, step: where the checkpoint is: ``step`` optimiser steps into the epoch
+            after ``epochs_done`` finished epochs (step 0: at that epoch end).
+    """
+
+    def __init__(self, signum: int, run_dir: Path, epochs_done: int, step: int) -> None:
+        self.signal_name = signal.Signals(signum).name
+        self.exit_code = 128 + signum
+        self.run_dir, self.epochs_done, self.step = run_dir, epochs_done, step
+        where = f"after epoch {epochs_done}"
+        if step:
+            where = f"at step {step} of epoch {epochs_done + 1}"
+        super().__init__(
+            f"stopped by {self.signal_name} {where}; saved {checkpoint_path(run_dir, 'last')}. "
+            f"Continue with: ciiv train --resume {run_dir}"
+        )
+
+
+class _StopRequest:
+    """Signal handler of the training loop: the first SIGINT or SIGTERM asks the loop to stop
+    after the current optimiser step, with a checkpoint; a second one stops at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        logger.warning(
+            "%s: finishing this step and saving a checkpoint (send it again to stop at once)",
+            signal.Signals(signum).name,
+        )
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle SIGINT and SIGTERM during the block, then restore the previous handlers. Only in
+        the main thread (Python runs signal handlers there); elsewhere the block runs as is."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {signum: signal.signal(signum, self) for signum in _STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+@dataclass
+class _EpochProgress:
+    """How far this process is into an epoch: what a mid-epoch checkpoint carries so that the
+    resumed epoch, and its metrics record, continue exactly."""
+
+    lr: float  # the learning rate at the epoch's start (its metrics record)
+    step: int = 0  # optimiser steps done in the epoch
+    seen: int = 0  # examples this process trained on
+    sums: dict[str, Tensor] = field(default_factory=dict)  # sums over them (loss x batch, ...)
+    elapsed_s: float = 0.0  # training seconds so far (for images/s)
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain values and CPU tensors, for a checkpoint."""
+        sums = {key: value.detach().cpu() for key, value in self.sums.items()}
+        return {**vars(self), "sums": sums}
 
 
 class _Step(nn.Module):
@@ -156,6 +255,14 @@ def _set_input_checks(model: nn.Module, enabled: bool) -> None:
             module.check_inputs = enabled
 
 
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """The autocast setting a run uses: "auto" is "bf16" on CUDA (tensor cores, no scaler) and
+    "none" elsewhere (bf16 convolutions are slower than float32 on most CPUs)."""
+    if amp == "auto":
+        return "bf16" if device.type == "cuda" else "none"
+    return amp
+
+
 def _compile_backbones(model: nn.Module) -> None:
     # Compile the backbone's entry points in place: the state-dict keys stay the same, and CiiV's
     # forward_views (which calls forward_features/forward_head directly) is covered too.
@@ -199,26 +306,48 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _resumable_checkpoint(run_dir: Path) -> Path:
-    path = checkpoint_path(run_dir, "last")
-    if not path.is_file():
-        raise CheckpointError(f"cannot resume {run_dir}: no {path} (was it written by ciiv train?)")
-    return path
+def _unstarted(run_dir: Path) -> bool:
+    """Whether a new run may use ``run_dir``: it does not exist, is empty, or holds only what a
+    run stopped before its first checkpoint leaves (config.yaml, metrics.jsonl, no .pt file)."""
+    if not run_dir.exists():
+        return True
+    if not run_dir.is_dir() or not {p.name for p in run_dir.iterdir()} <= _UNSTARTED_RUN:
+        return False
+    checkpoints = run_dir / "checkpoints"
+    return not checkpoints.exists() or not any(checkpoints.glob("*.pt"))
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool, dist: DistContext) -> None:
-    if resume:
-        _resumable_checkpoint(run_dir)
-        return
+def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, dist: DistContext) -> bool:
+    """Check and create ``run_dir``; True when it holds ``checkpoints/last.pt`` to resume from.
+
+    Resuming a run that has no checkpoint yet starts it afresh from its config.yaml; a new run
+    may use a directory that holds no checkpoint. Leftovers of an interrupted save are removed.
+    """
+    last = checkpoint_path(run_dir, "last")
+    restoring = resume and last.is_file()
     # Every rank checks before rank 0 creates anything, so all ranks agree on the outcome.
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    if resume and not restoring:
+        _check_resumable(config_from_dict(saved_config(run_dir)), config)
+        logger.info("%s has no checkpoint yet: starting it afresh from its config", run_dir)
+    elif not resume and not _unstarted(run_dir):
         raise RunDirExistsError(
-            f"run directory {run_dir} already exists and is not empty; pick another --out, "
-            f"or continue that run with --resume {run_dir}"
+            f"run directory {run_dir} already exists and is not empty (it holds a checkpoint or "
+            f"files of its own); pick another --out, or continue that run with --resume {run_dir}"
         )
     dist.barrier()
     if dist.is_main:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        try:
+            last.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(
+                f"cannot create the run directory {run_dir} ({exc.strerror or exc}); choose an "
+                "--out in a folder you can write to"
+            ) from None
+        for path in remove_temporaries(last.parent):
+            logger.info("removed %s, left by an interrupted save", path)
+        if not restoring:
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    return restoring
 
 
 def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
@@ -234,13 +363,15 @@ def resume(
     progress: ProgressCallback | None = None,
     progress_every: int = 10,
 ) -> FitResult:
-    """Continue the run in ``run_dir`` from ``checkpoints/last.pt`` with its saved config.
+    """Continue the run in ``run_dir`` from ``checkpoints/last.pt`` (an epoch end, or mid-epoch)
+    with its saved config; a run stopped before its first checkpoint starts again from its
+    config.yaml.
 
     ``overrides`` (as for :func:`ciiv.train.load_config`) may change only ``RESUMABLE_KEYS``,
-    e.g. ``{"epochs": 200}`` to train longer or ``["device=cpu"]``.
+    e.g. ``{"epochs": 200}`` to train longer or ``["device=cpu"]``; ``epochs`` may not drop below
+    the epochs already started.
     """
-    state = load_checkpoint(_resumable_checkpoint(Path(run_dir)))
-    config = load_config(state["config"], overrides)
+    config = load_config(saved_config(run_dir), overrides)
     return fit(config, run_dir, resume=True, progress=progress, progress_every=progress_every)
 
 
@@ -256,14 +387,17 @@ def fit(
 
     Args:
         config: the resolved config (see :func:`ciiv.train.load_config`).
-        out_dir: the run directory; must not exist or be empty, unless ``resume``.
+        out_dir: the run directory; must not exist, be empty or hold no checkpoint, unless
+            ``resume``.
         resume: continue from ``out_dir/checkpoints/last.pt``; ``config`` may differ from the
             saved one only in ``RESUMABLE_KEYS`` (see also :func:`resume`).
         progress: called with a :class:`ProgressEvent` on rank 0 (never on other ranks).
-        progress_every: steps between "step" events (each costs one device sync).
+        progress_every: steps between "step" events (each costs one device sync); under DDP
+            also between the ranks' checks for a stop signal.
 
     Raises:
-        ConfigError, RunDirExistsError, CheckpointError, DatasetNotFoundError, ValueError.
+        TrainingInterrupted: SIGINT or SIGTERM arrived; ``last.pt`` holds the step it stopped at.
+        ConfigError, RunDirError, CheckpointError, DatasetNotFoundError, ValueError.
     """
     config = config_from_dict(config_to_dict(config))  # validates a hand-built config too
     run_dir = Path(out_dir)
@@ -302,7 +436,10 @@ class _Trainer:
         self.batch_size = config.batch_size // dist.world_size
         self.channels_last = config.channels_last and device.type == "cuda"
         amp_dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
-        self.amp_dtype = amp_dtypes.get(config.amp)
+        self.amp_dtype = amp_dtypes.get(resolve_amp(config.amp, device))
+        self.stop = _StopRequest()
+        self.checkpoint_every = config.checkpoint_every or 0
+        self.resumed: _EpochProgress | None = None  # the epoch a mid-epoch checkpoint left
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -325,6 +462,11 @@ class _Trainer:
         self.steps_per_epoch = batches_per_epoch(
             len(self.train), self.batch_size, drop_last=True, world_size=self.dist.world_size
         )
+        pgd = self.config.method.pgd
+        try:  # an L2 budget needs the image size, known only now
+            check_eps(pgd.norm, pgd.eps, tuple(self.train.images.shape[1:]))
+        except ValueError as exc:
+            raise ConfigError(f"method.pgd.eps: {exc}") from None
 
     def _build(self) -> None:
         config = self.config
@@ -332,9 +474,11 @@ class _Trainer:
         self.model = build_model(config.model, self.info, self.objective.model_kind).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        if config.compile:
+        if config.compile in (True, "backbone"):
             _compile_backbones(self.model)
-        self.optimizer = build_optimizer(self.model.parameters(), config.optim)
+        self.optimizer = build_optimizer(
+            self.model.parameters(), config.optim, fused=self.device.type == "cuda"
+        )
         self.scheduler = build_scheduler(
             self.optimizer, config.optim, config.epochs, self.steps_per_epoch
         )
@@ -344,6 +488,12 @@ class _Trainer:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.step_module = DistributedDataParallel(step, device_ids=ids)
+        if config.compile == "step":
+            # The whole step (sampler, folded backbone, losses, and through AOTAutograd their
+            # backward) as one graph; training batches all have one shape (drop_last), so it
+            # compiles once, then when the epoch first changes (it becomes a symbolic int) and
+            # when a scheduled weight changes (docs/training.md).
+            self.step_module = torch.compile(self.step_module)
 
     def _restore(self) -> None:
         state = load_checkpoint(checkpoint_path(self.run_dir, "last"), map_location=self.device)
@@ -356,6 +506,13 @@ class _Trainer:
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"cannot restore the training state: {exc}") from exc
         self.start_epoch = int(state["epoch"])
+        step = int(state.get("step", 0))
+        started = self.start_epoch + (step > 0)
+        if self.config.epochs < started:
+            raise ConfigError(
+                f"epochs: {self.config.epochs} is below the {started} epochs {self.run_dir} has "
+                f"already {'started' if step else 'trained'}; resume with epochs >= {started}"
+            )
         self.best_epoch = state["best_epoch"]
         self.best_val = state["best_val_accuracy"]
         rng = state["rng"]
@@ -374,23 +531,73 @@ class _Trainer:
         self.history = list(state["history"])
         if self.dist.is_main:
             _write_history(self.run_dir / "metrics.jsonl", self.history)
-        logger.info("resuming %s after epoch %d", self.run_dir, self.start_epoch)
+        self._restore_best(state)
+        self.resumed = self._resumed_progress(state.get("epoch_progress"))
+        if step:
+            logger.info("resuming %s at step %d of epoch %d", self.run_dir, step, started)
+        else:
+            logger.info("resuming %s after epoch %d", self.run_dir, self.start_epoch)
+
+    def _restore_best(self, state: dict[str, Any]) -> None:
+        """Rewrite a missing best.pt from last.pt when that is the best epoch (a process killed
+        between writing the two); if it cannot be rebuilt, choose the best epoch anew."""
+        path, done = checkpoint_path(self.run_dir, "best"), int(state["epoch"])
+        if path.is_file() or done == 0:
+            return
+        if not state.get("step") and state["best_epoch"] in (None, done - 1):
+            if self.dist.is_main:
+                save_checkpoint(path, state)
+            logger.info("restored the missing %s from last.pt (epoch %d)", path, done)
+            return
+        logger.warning(
+            "%s is missing and cannot be rebuilt; the best epoch is chosen again from the "
+            "epochs still to come",
+            path,
+        )
+        self.best_epoch = self.best_val = None
+
+    def _resumed_progress(self, saved: list[dict[str, Any]] | None) -> _EpochProgress | None:
+        """This process's share of a mid-epoch checkpoint's epoch (None: it is an epoch end).
+
+        Under another number of processes rank 0 takes the sums of all (only their total counts
+        for the epoch's metrics) and the other ranks start from zero.
+        """
+        if not saved:
+            return None
+        first, rank = saved[0], self.dist.rank
+        if len(saved) == self.dist.world_size:
+            sums, seen = saved[rank]["sums"], saved[rank]["seen"]
+        elif rank == 0:
+            sums = {key: sum(s["sums"][key] for s in saved) for key in first["sums"]}
+            seen = sum(s["seen"] for s in saved)
+        else:
+            sums, seen = {key: torch.zeros_like(v) for key, v in first["sums"].items()}, 0
+        return _EpochProgress(
+            lr=first["lr"],
+            step=first["step"],
+            seen=seen,
+            sums={key: value.to(self.device) for key, value in sums.items()},
+            elapsed_s=first["elapsed_s"],
+        )
 
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self, resume: bool) -> FitResult:
         config = self.config
-        _prepare_run_dir(self.run_dir, resume, self.dist)
+        restoring = _prepare_run_dir(self.run_dir, config, resume, self.dist)
+        if self.dist.is_main and not restoring:
+            # Before the data: a run stopped while loading them can be resumed from its config.
+            save_config(config, self.run_dir / "config.yaml")
         # Each rank draws its own noise; rank 0 draws what a single-process run would.
         _seed_everything(config.seed + self.dist.rank)
         self._load_data()
         self._build()
         self.start_epoch, self.best_epoch, self.best_val = 0, None, None
         self.history: list[dict[str, Any]] = []
-        if resume:
+        if restoring:
             self._restore()
-        if self.dist.is_main:
-            save_config(config, self.run_dir / "config.yaml")
+            if self.dist.is_main:
+                save_config(config, self.run_dir / "config.yaml")
         if self.dist.is_main:
             logger.info(
                 "training %s (%s, %s) on %s for %d epochs, %d steps/epoch, %s, %d process(es)",
@@ -405,8 +612,11 @@ class _Trainer:
             )
         _set_input_checks(self.model, False)
         try:
-            for epoch in range(self.start_epoch, config.epochs):
-                self._epoch(epoch)
+            with self.stop.installed():
+                for epoch in range(self.start_epoch, config.epochs):
+                    self._epoch(epoch)
+                    if epoch + 1 < config.epochs and self._stop_agreed():
+                        raise self._interrupted(epoch + 1, 0)
         finally:
             _set_input_checks(self.model, True)
         return FitResult(
@@ -422,7 +632,8 @@ class _Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def _batches(self, epoch: int, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """The epoch's batches on the device, augmented, from batch ``skip`` on."""
         order = torch.Generator().manual_seed(_epoch_seed(self.config.seed, epoch))
         batches = iterate_batches(
             self.train.images,
@@ -434,7 +645,9 @@ class _Trainer:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
         )
-        for images, labels in batches:
+        # Skipped batches are index gathers only, with no random draw: a resumed epoch goes on
+        # exactly where it stopped.
+        for images, labels in itertools.islice(batches, skip, None):
             x = to_float(images, self.device, channels_last=self.channels_last)
             if self.config.data.augment:
                 x = random_crop_flip(x, self.info.crop_padding, self.info.hflip)
@@ -442,41 +655,27 @@ class _Trainer:
 
     def _epoch(self, epoch: int) -> None:
         config, steps = self.config, self.steps_per_epoch
+        progress = self.resumed or _EpochProgress(lr=self.optimizer.param_groups[0]["lr"])
+        self.resumed = None
         if self.progress:
-            self.progress(ProgressEvent("epoch_start", epoch, config.epochs, 0, steps))
-        lr = self.optimizer.param_groups[0]["lr"]
+            self.progress(ProgressEvent("epoch_start", epoch, config.epochs, progress.step, steps))
+        lr, skip = progress.lr, progress.step
         self.model.train()
-        # Sums over this process's batches, kept on the device (no sync per step).
-        sums: dict[str, Tensor] = {}
-        seen = 0
-        start = time.perf_counter()
-        for i, (x, y) in enumerate(self._batches(epoch)):
-            ctx = StepContext(epoch=epoch, step=epoch * steps + i)
-            with self._autocast():
-                out = self.step_module(x, y, ctx)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(out.loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            targets = y if out.targets is None else out.targets
-            batch = x.shape[0]
-            values = {
-                "loss": out.loss.detach().float() * batch,
-                "correct": (out.logits.detach().argmax(1) == targets).sum().float(),
-                **{k: v.float() * batch for k, v in out.metrics.items()},
-            }
-            for key, value in values.items():
-                sums[key] = sums[key] + value if key in sums else value
-            seen += batch
+        start = time.perf_counter() - progress.elapsed_s
+        for i, (x, y) in enumerate(self._batches(epoch, skip), start=skip):
+            self._train_step(x, y, StepContext(epoch=epoch, step=epoch * steps + i), progress)
             if self.progress and ((i + 1) % self.progress_every == 0 or i + 1 == steps):
-                elapsed = time.perf_counter() - start
+                seen, elapsed = progress.seen, time.perf_counter() - start
                 running = {
-                    "loss": sums["loss"].item() / seen,
-                    "acc": sums["correct"].item() / seen,
+                    "loss": progress.sums["loss"].item() / seen,
+                    "acc": progress.sums["correct"].item() / seen,
                     "images_per_s": seen * self.dist.world_size / elapsed,
                 }
                 self.progress(ProgressEvent("step", epoch, config.epochs, i + 1, steps, running))
+            if i + 1 < steps:  # the epoch's end has a checkpoint of its own
+                progress.elapsed_s = time.perf_counter() - start
+                self._checkpoint_within(epoch, progress)
+        sums, seen = progress.sums, progress.seen
         totals = all_reduce_sum(
             torch.stack([*sums.values(), torch.tensor(float(seen), device=self.device)]),
             self.dist,
@@ -505,7 +704,7 @@ class _Trainer:
         if improved:
             self.best_epoch, self.best_val = epoch, val_acc
         self.history.append(record)
-        self._save(epoch, improved or val_acc is None)
+        self._save(epoch, best=improved or val_acc is None)
         if self.dist.is_main:
             logger.info(
                 "epoch %d/%d: loss %.4f, train acc %.4f, val acc %s, lr %.3g, %.0f images/s",
@@ -519,6 +718,55 @@ class _Trainer:
             )
         if self.progress:
             self.progress(ProgressEvent("epoch_end", epoch, config.epochs, steps, steps, record))
+
+    def _train_step(self, x: Tensor, y: Tensor, ctx: StepContext, progress: _EpochProgress) -> None:
+        """One optimiser step on the batch x [B, C, H, W] in [0, 1], y [B]; its loss, correct
+        count and method metrics (times B) are added to ``progress`` on the device (no sync)."""
+        with self._autocast():
+            out = self.step_module(x, y, ctx)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(out.loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        targets = y if out.targets is None else out.targets
+        batch = x.shape[0]
+        values = {
+            "loss": out.loss.detach().float() * batch,
+            "correct": (out.logits.detach().argmax(1) == targets).sum().float(),
+            **{k: v.float() * batch for k, v in out.metrics.items()},
+        }
+        sums = progress.sums
+        for key, value in values.items():
+            sums[key] = sums[key] + value if key in sums else value
+        progress.seen += batch
+        progress.step += 1
+
+    def _checkpoint_within(self, epoch: int, progress: _EpochProgress) -> None:
+        """Inside ``epoch``, after ``progress.step`` steps: save last.pt there when
+        ``checkpoint_every`` steps are up or a stop signal came, and then stop."""
+        stop = self._stop_agreed(progress.step)
+        every = self.checkpoint_every
+        if stop or (every and (epoch * self.steps_per_epoch + progress.step) % every == 0):
+            self._save(epoch, progress)
+        if stop:
+            raise self._interrupted(epoch, progress.step)
+
+    def _stop_agreed(self, step: int | None = None) -> bool:
+        """Whether a stop signal came. Under DDP every rank must stop at the same step, so the
+        ranks agree by a sum (one small sync) every ``progress_every`` steps and at epoch ends."""
+        requested = self.stop.signum is not None
+        if not self.dist.enabled:
+            return requested
+        if step is not None and step % self.progress_every:
+            return False
+        flag = torch.tensor(float(requested), device=self.device)
+        return all_reduce_sum(flag, self.dist).item() > 0
+
+    def _interrupted(self, epochs_done: int, step: int) -> TrainingInterrupted:
+        # A rank that did not get the signal itself stops as on SIGTERM.
+        signum = self.stop.signum or signal.SIGTERM
+        return TrainingInterrupted(signum, self.run_dir, epochs_done, step)
 
     @torch.no_grad()
     def _validate(self) -> float | None:
@@ -545,8 +793,11 @@ class _Trainer:
         correct_all, count_all = total.tolist()
         return correct_all / count_all
 
-    def _save(self, epoch: int, best: bool) -> None:
-        rng = all_gather_objects(capture_rng_state(), self.dist)
+    def _save(self, epoch: int, progress: _EpochProgress | None = None, best: bool = False) -> None:
+        """Write checkpoints/last.pt (and best.pt if ``best``) at the end of ``epoch``, or inside
+        it when ``progress`` says how far (each rank's running sums are saved with it)."""
+        mine = None if progress is None else progress.to_state()
+        gathered = all_gather_objects((capture_rng_state(), mine), self.dist)
         if not self.dist.is_main:
             return
         state = {
@@ -554,10 +805,12 @@ class _Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "epoch": epoch + 1,
+            "epoch": epoch if progress else epoch + 1,  # epochs finished
+            "step": progress.step if progress else 0,  # optimiser steps into the next one
+            "epoch_progress": None if progress is None else [p for _, p in gathered],
             "best_epoch": self.best_epoch,
             "best_val_accuracy": self.best_val,
-            "rng": rng,
+            "rng": [rng for rng, _ in gathered],
             "config": config_to_dict(self.config),
             "method": self.config.method.name,
             "dataset": self.config.data.dataset,
@@ -565,10 +818,11 @@ class _Trainer:
             "history": self.history,
             "world_size": self.dist.world_size,
         }
-        # The metrics line goes first: if the process dies before the checkpoint is replaced,
-        # the resumed run rewrites metrics.jsonl from the checkpoint's history.
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(self.history[-1]) + "\n")
+        if progress is None:
+            # The metrics line goes first: if the process dies before the checkpoint is
+            # replaced, the resumed run rewrites metrics.jsonl from the checkpoint's history.
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(self.history[-1]) + "\n")
         save_checkpoint(checkpoint_path(self.run_dir, "last"), state)
         if best:
             save_checkpoint(checkpoint_path(self.run_dir, "best"), state)

@@ -6,6 +6,7 @@ optimiser step), so resuming from a checkpoint continues it exactly.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterable
 
@@ -17,24 +18,42 @@ from .config import OptimConfig
 
 __all__ = ["SCHEDULES", "build_optimizer", "build_scheduler", "lr_factor"]
 
-_OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter], OptimConfig], torch.optim.Optimizer]] = {
-    "sgd": lambda params, c: torch.optim.SGD(
-        params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay
+# name -> (optimiser class, its keyword arguments from the config)
+_OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], Callable[[OptimConfig], dict]]] = {
+    "sgd": (
+        torch.optim.SGD,
+        lambda c: {
+            "lr": c.lr,
+            "momentum": c.momentum,
+            "nesterov": c.nesterov,
+            "weight_decay": c.weight_decay,
+        },
     ),
-    "adam": lambda params, c: torch.optim.Adam(
-        params, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay
+    "adam": (
+        torch.optim.Adam,
+        lambda c: {"lr": c.lr, "betas": tuple(c.betas), "weight_decay": c.weight_decay},
     ),
-    "adamw": lambda params, c: torch.optim.AdamW(
-        params, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay
+    "adamw": (
+        torch.optim.AdamW,
+        lambda c: {"lr": c.lr, "betas": tuple(c.betas), "weight_decay": c.weight_decay},
     ),
 }
 
 
-def build_optimizer(params: Iterable[nn.Parameter], config: OptimConfig) -> torch.optim.Optimizer:
-    """The optimiser named ``config.name`` over ``params`` (weight decay on every parameter)."""
+def build_optimizer(
+    params: Iterable[nn.Parameter], config: OptimConfig, *, fused: bool = False
+) -> torch.optim.Optimizer:
+    """The optimiser named ``config.name`` over ``params`` (weight decay on every parameter).
+
+    ``fused=True`` asks for the fused implementation (one kernel launch per step for all
+    parameters), which the training loop uses on CUDA; it is ignored where this torch's optimiser
+    has no ``fused`` option (SGD before torch 2.3).
+    """
     if config.name not in _OPTIMIZERS:
         raise ValueError(f"unknown optimiser {config.name!r}; valid: {', '.join(_OPTIMIZERS)}")
-    return _OPTIMIZERS[config.name](params, config)
+    cls, kwargs = _OPTIMIZERS[config.name]
+    extra = {"fused": True} if fused and "fused" in inspect.signature(cls).parameters else {}
+    return cls(params, **kwargs(config), **extra)
 
 
 def _multistep(t: float, total: float, c: OptimConfig) -> float:

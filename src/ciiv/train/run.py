@@ -4,7 +4,8 @@ Layout of ``RUN_DIR``::
 
     config.yaml              the resolved config (human-readable; checkpoints carry their own copy)
     metrics.jsonl            one JSON object per finished epoch
-    checkpoints/last.pt      full training state after the latest epoch (for --resume)
+    checkpoints/last.pt      full training state after the latest epoch, or mid-epoch after a
+                             stop signal or ``checkpoint_every`` steps (for --resume)
     checkpoints/best.pt      the same, for the epoch with the best validation accuracy
 """
 
@@ -23,17 +24,26 @@ from ciiv.data import DatasetInfo, Splits, load_splits, stratified_subset
 from ciiv.models import build_model
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .config import ConfigError, DataConfig, TrainConfig, config_from_dict
+from .config import (
+    ConfigError,
+    DataConfig,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+)
 from .methods import get_method
 
 __all__ = [
     "CHECKPOINTS",
     "LoadedRun",
+    "RunDirError",
     "RunDirExistsError",
     "checkpoint_path",
     "load_data",
     "load_run",
     "resolve_device",
+    "saved_config",
 ]
 
 logger = logging.getLogger(__name__)
@@ -41,7 +51,11 @@ logger = logging.getLogger(__name__)
 CHECKPOINTS: tuple[str, ...] = ("best", "last")
 
 
-class RunDirExistsError(FileExistsError):
+class RunDirError(OSError):
+    """The run directory cannot be used (it cannot be created, or it holds another run)."""
+
+
+class RunDirExistsError(RunDirError, FileExistsError):
     """A new run was asked to write into a directory that already holds files."""
 
 
@@ -50,6 +64,28 @@ def checkpoint_path(run_dir: str | Path, checkpoint: str = "last") -> Path:
     if checkpoint not in CHECKPOINTS:
         raise ValueError(f"unknown checkpoint {checkpoint!r}; valid: {', '.join(CHECKPOINTS)}")
     return Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
+
+
+def saved_config(run_dir: str | Path) -> dict:
+    """The config a run was started with, as a dict: from ``checkpoints/last.pt``, else (a run
+    stopped before its first checkpoint) from ``config.yaml``.
+
+    Raises:
+        CheckpointError: neither exists (not a run directory), or the one read is corrupt.
+    """
+    last = checkpoint_path(run_dir, "last")
+    if last.is_file():
+        return load_checkpoint(last)["config"]
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file():
+        raise CheckpointError(
+            f"cannot resume {run_dir}: it has no {last} and no {saved} (was it written by ciiv "
+            "train?)"
+        )
+    try:
+        return config_to_dict(load_config(saved))
+    except ConfigError as exc:
+        raise CheckpointError(f"cannot resume {run_dir}: {exc}") from exc
 
 
 def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:
@@ -143,6 +179,14 @@ def load_run(
     """
     path = checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint(path)
+    if state.get("step"):
+        logger.warning(
+            "%s was written in the middle of epoch %d (after step %d): the model is not one of "
+            "an epoch's end; resume the run to finish it",
+            path,
+            state["epoch"] + 1,
+            state["step"],
+        )
     try:
         config = config_from_dict(state["config"])
     except ConfigError as exc:
