@@ -16,95 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
+from pathlib import Path
 
 import torch
 
-from ciiv.attacks import create_attack
-from ciiv.evaluate import DEFAULT_EOT
-from ciiv.models import CiiVClassifier, create_model
-from ciiv.sampling import RetinotopicSampler
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import pgd_eot_throughput  # noqa: E402
 
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+from ciiv.evaluate import DEFAULT_EOT  # noqa: E402
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def pgd_eot_throughput(
-    device: str | torch.device = "cpu",
-    *,
-    backbone: str = "preact_resnet18",
-    batch_size: int = 32,
-    steps: int = 20,
-    eot: int = DEFAULT_EOT,
-    views: int = 9,
-    samples_per_view: int = 3,
-    max_batch: int | None = None,
-    bpda: str | None = None,
-    repeats: int = 1,
-    seed: int = 0,
-) -> dict:
-    """Images per second of PGD-``steps`` with EOT ``eot`` on a CiiV model (CIFAR-shaped input).
-
-    Args:
-        device: where the model and the data live.
-        backbone: a ``ciiv.models`` backbone name (random weights: speed does not depend on them).
-        batch_size: B, images attacked per call.
-        steps: PGD iterations; eot: E, draws per gradient.
-        views, samples_per_view: the sampler's L and K.
-        max_batch: images per model call inside the attack (None: all E * B rows at once).
-        bpda: None, "identity" or "smooth" (the BPDA variant).
-        repeats: timed attack calls (after one untimed warm-up call of one step).
-        seed: seeds the weights, the data and the attack.
-
-    Returns:
-        A JSON-ready dict: ``images_per_s`` (input images per second), ``view_passes_per_s``
-        (backbone images per second, forward + backward), the settings and the device.
-    """
-    device = torch.device(device)
-    torch.manual_seed(seed)
-    model = CiiVClassifier(
-        create_model(backbone, num_classes=10, in_channels=3),
-        RetinotopicSampler(32, num_views=views, samples_per_view=samples_per_view),
-        CIFAR_MEAN,
-        CIFAR_STD,
-    ).to(device)
-    model.eval()
-    model.check_inputs = False  # measure the attack, not the input validation
-    for p in model.parameters():
-        p.requires_grad_(False)
-    x = torch.rand(batch_size, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (batch_size,), device=device)
-    hyper = {"eps": 8 / 255, "eot": eot, "max_batch": max_batch, "bpda": bpda, "seed": seed}
-    create_attack("pgd", model, steps=1, **hyper)(x, y)  # warm-up (kernels, allocator)
-    attack = create_attack("pgd", model, steps=steps, **hyper)
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        attack(x, y)
-    _sync(device)
-    seconds = time.perf_counter() - start
-    return {
-        "device": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"cpu ({torch.get_num_threads()} threads)",
-        "backbone": backbone,
-        "batch_size": batch_size,
-        "steps": steps,
-        "eot": eot,
-        "views": views,
-        "samples_per_view": samples_per_view,
-        "max_batch": max_batch,
-        "bpda": bpda,
-        "seconds": round(seconds, 3),
-        "images_per_s": round(repeats * batch_size / seconds, 3),
-        "view_passes_per_s": round(attack.forward_passes * views / seconds, 1),
-        "forward_passes": attack.forward_passes,
-        "torch": torch.__version__,
-    }
+__all__ = ["pgd_eot_throughput"]
 
 
 def main(argv: list[str] | None = None) -> int:

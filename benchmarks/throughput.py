@@ -11,7 +11,9 @@ the first two for two implementations of the same function:
   authors' research code runs its views; the masks are not rebuilt per view here, so the ratio
   isolates the folding of the views into the batch).
 On CUDA both run in fp32 and in bf16 autocast with channels_last. One JSON line per configuration
-goes to stdout (and to --out when given), followed by a table with the speed-up ratios.
+(images/s, and the peak memory on CUDA) goes to stdout (and to --out when given), followed by a
+table with the speed-up ratios. The measuring code is shared with eval_throughput.py and
+gpu_check.py (bench_common.py); gpu_check.py is the one command for a GPU (docs/performance.md).
 
 Usage: python benchmarks/throughput.py [--device auto|cpu|cuda] [--batch-size 128] [--steps 3]
            [--attack-steps 20] [--attack-batch-size B] [--eot 8]
@@ -21,86 +23,32 @@ The attack defaults to PGD-20 on a batch of 128 on CUDA and 2 images on the CPU 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-from ciiv.evaluate import DEFAULT_EOT
-from ciiv.loss import consistency_loss, view_cross_entropy
-from ciiv.models import CiiVClassifier, create_model
-from ciiv.sampling import RetinotopicSampler
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_throughput import pgd_eot_throughput  # noqa: E402
+from bench_common import (  # noqa: E402
+    build_model,
+    device_name,
+    inference_throughput,
+    pgd_eot_throughput,
+    resolve_device,
+    train_throughput,
+)
 
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-
-
-def build(backbone: str, views: int, samples: int, device: torch.device) -> CiiVClassifier:
-    model = CiiVClassifier(
-        create_model(backbone, num_classes=10, in_channels=3),
-        RetinotopicSampler(32, num_views=views, samples_per_view=samples, spike_scale=0.9),
-        CIFAR_MEAN,
-        CIFAR_STD,
-    )
-    model.check_inputs = False  # measure the model, not the input validation
-    return model.to(device)
+from ciiv.evaluate import DEFAULT_EOT  # noqa: E402
 
 
-def view_outputs(model: CiiVClassifier, x: torch.Tensor, path: str):
-    """(logits [L,B,K], features [L,B,D], z) by the batched or the naive path."""
-    if path == "batched":
-        out = model.forward_views(x)
-        return out.logits, out.features, out.z
-    sampled = model.sampler(model.normalise(x))
-    features = torch.stack([model.backbone.forward_features(v) for v in sampled.views])
-    logits = torch.stack([model.backbone.forward_head(f) for f in features])
-    return logits, features, sampled.z
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure(model, x, y, path, train, steps, warmup, precision) -> float:
-    """Images per second (input images, not views) over ``steps`` timed iterations."""
-    device = x.device
-    autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16)
-        if precision == "bf16"
-        else contextlib.nullcontext()
-    )
-    optimiser = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    model.train(train)
-
-    def step() -> None:
-        if train:
-            with autocast:
-                logits, features, z = view_outputs(model, x, path)
-                loss = view_cross_entropy(logits.float(), y) + 0.1 * consistency_loss(
-                    features.float(), z
-                )
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-        else:
-            with torch.no_grad(), autocast:
-                logits, _, z = view_outputs(model, x, path)
-                CiiVClassifier.combine(logits.float(), z).argmax(1)
-
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    return steps * x.shape[0] / (time.perf_counter() - start)
+def measure(model, x, y, path, train, steps, warmup, precision) -> dict:
+    """Images per second (input images, not views) over ``steps`` timed iterations, and the peak
+    memory (see bench_common.py)."""
+    kwargs = {"path": path, "precision": precision, "steps": steps, "warmup": warmup}
+    if train:
+        return train_throughput(model, x, y, **kwargs)
+    return inference_throughput(model, x, **kwargs)
 
 
 def emit(row: dict, out: Path | None) -> None:
@@ -127,27 +75,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also append the JSON lines to this file")
     args = parser.parse_args(argv)
 
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     torch.manual_seed(0)
     x = torch.rand(args.batch_size, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch_size,), device=device)
     precisions = ["fp32", "bf16"] if device.type == "cuda" else ["fp32"]
     rows = []
     for precision in precisions:
-        model = build(args.backbone, args.views, args.samples, device)
-        xx = x
-        if precision == "bf16":
-            model = model.to(memory_format=torch.channels_last)
-            xx = x.contiguous(memory_format=torch.channels_last)
+        channels_last = precision == "bf16"
+        model = build_model(
+            "ciiv", args.backbone, device, views=args.views, samples=args.samples,
+            channels_last=channels_last,
+        )  # fmt: skip
+        xx = x.contiguous(memory_format=torch.channels_last) if channels_last else x
         for train in (True, False):
             for path in ("batched", "naive"):
-                ips = measure(model, xx, y, path, train, args.steps, args.warmup, precision)
+                timed = measure(model, xx, y, path, train, args.steps, args.warmup, precision)
                 row = {
-                    "device": torch.cuda.get_device_name(device)
-                    if device.type == "cuda"
-                    else f"cpu ({torch.get_num_threads()} threads)",
+                    "device": device_name(device),
                     "backbone": args.backbone,
                     "batch_size": args.batch_size,
                     "views": args.views,
@@ -155,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                     "precision": precision + ("+channels_last" if precision == "bf16" else ""),
                     "phase": "train" if train else "inference",
                     "path": path,
-                    "images_per_s": round(ips, 2),
+                    "images_per_s": timed["images_per_s"],
+                    "peak_memory_mib": timed["peak_memory_mib"],
                     "torch": torch.__version__,
                 }
                 rows.append(row)

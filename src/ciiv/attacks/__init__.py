@@ -7,7 +7,14 @@ AutoAttack adapters and transfer, all behind one registry.
     attack.settings()           # every hyper-parameter (JSON-serialisable)
 """
 
-from .base import Attack, bpda_context, default_max_batch, independent_draws, preserve_mode
+from .base import (
+    Attack,
+    bpda_context,
+    default_max_batch,
+    independent_draws,
+    inputs_checked_once,
+    preserve_mode,
+)
 from .cw import CarliniWagnerL2
 from .external import APGDCE, AutoAttack, Square
 from .gradient import DEFAULT_EPS, FGSM, PGD, GradientEstimate
@@ -43,6 +50,7 @@ __all__ = [
     "default_max_batch",
     "get_threat_model",
     "independent_draws",
+    "inputs_checked_once",
     "list_attacks",
     "margin",
     "parse_eps",

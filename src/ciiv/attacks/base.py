@@ -43,6 +43,7 @@ __all__ = [
     "check_batch",
     "default_max_batch",
     "independent_draws",
+    "inputs_checked_once",
     "positive_int",
     "preserve_mode",
 ]
@@ -86,6 +87,27 @@ def bpda_context(model: nn.Module, surrogate: str | None) -> contextlib.Abstract
         )
         return contextlib.nullcontext()
     return method(surrogate)
+
+
+@contextlib.contextmanager
+def inputs_checked_once(model: nn.Module) -> Iterator[None]:
+    """Turn off the per-call pixel check of ``model`` (and its submodules) for the block.
+
+    ciiv's models validate that every input is in [0, 1], which costs one device-to-host sync
+    per call. An attack validates x once (``check_batch``) and keeps its own points in [0, 1] by
+    construction (every iterate is projected), so the check would only stall the GPU at every
+    step. The previous flags are restored module by module.
+    """
+    modules = getattr(model, "modules", None)
+    flagged = [m for m in modules() if hasattr(m, "check_inputs")] if callable(modules) else []
+    flags = [m.check_inputs for m in flagged]
+    for module in flagged:
+        module.check_inputs = False
+    try:
+        yield
+    finally:
+        for module, flag in zip(flagged, flags, strict=True):
+            module.check_inputs = flag
 
 
 @contextlib.contextmanager
@@ -203,7 +225,7 @@ class Attack(ABC):
         x, y = check_batch(x, y)
         if x.shape[0] == 0:
             return x.clone()
-        with preserve_mode(self.model, self.eval_mode):
+        with preserve_mode(self.model, self.eval_mode), inputs_checked_once(self.model):
             x_adv = self._attack(x, y)
         x_adv = x_adv.detach().to(x.dtype)
         if self.threat is not None:

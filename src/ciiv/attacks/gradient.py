@@ -30,7 +30,10 @@ that means "misclassified iterates beat correctly classified ones, ties go to th
 for a random model the success rate is an E-sample estimate of the probability that a prediction
 is fooled. The scores of the visited points come with their gradient evaluations for free; only
 the final point of each restart costs E extra (no-grad) images. ``keep_best=False`` returns the
-last iterate instead (classic FGSM), choosing between restarts by the same score.
+last iterate instead (classic FGSM), choosing between restarts by the same score. The bookkeeping
+uses ``torch.where``, never boolean indexing, so the loop never waits for the device: the only
+host syncs of a call are the [0, 1] check of x and, per restart after the first, the choice of
+the points still standing.
 
 Restarts: restart r > 0 attacks only the examples whose best success rate is still below 1.
 """
@@ -47,7 +50,15 @@ from torch import Tensor, nn
 
 from ciiv.loss import consistency_loss, view_cross_entropy
 
-from .base import Attack, bpda_context, independent_draws, positive_int, preserve_mode
+from .base import (
+    Attack,
+    bpda_context,
+    check_batch,
+    independent_draws,
+    inputs_checked_once,
+    positive_int,
+    preserve_mode,
+)
 from .objectives import TARGET_MODES, choose_targets
 from .registry import register_attack
 from .threat import canonical_norm, get_threat_model, parse_eps
@@ -57,6 +68,9 @@ __all__ = ["DEFAULT_EPS", "FGSM", "PGD", "GradientEstimate"]
 # Default budgets per norm (SPEC section 6): Linf 8/255, L2 128/255.
 DEFAULT_EPS: dict[str, float] = {"Linf": 8 / 255, "L2": 128 / 255}
 LOSSES: tuple[str, ...] = ("ce", "adaptive")
+# Precision of the attack's model calls: "bf16" runs them under bfloat16 autocast (opt-in, see
+# docs/evaluation.md); objectives, gradients w.r.t. x and iterates stay in float32.
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
 
 @dataclass
@@ -89,6 +103,8 @@ class PGD(Attack):
         adaptive_weight: weight of the consistency term for loss="adaptive".
         targeted: None, "random", "most_likely" or "least_likely" (minimise CE to the target).
         keep_best: return the best visited iterate per example (True) or the last one (False).
+        precision: "fp32" (default) or "bf16": the model calls run under bfloat16 autocast
+            (faster on a GPU; a low-precision attack can be weaker, so it is opt-in).
         seed: seeds the attack's generator (random starts, random targets).
         eval_mode: run the model in eval mode during the attack (flags restored afterwards).
     """
@@ -110,6 +126,7 @@ class PGD(Attack):
         adaptive_weight: float = 1.0,
         targeted: Literal["random", "most_likely", "least_likely"] | None = None,
         keep_best: bool = True,
+        precision: Literal["fp32", "bf16"] = "fp32",
         seed: int | None = None,
         eval_mode: bool = True,
     ) -> None:
@@ -135,31 +152,43 @@ class PGD(Attack):
             raise ValueError(
                 f"unknown targeted {targeted!r}; valid: None, {', '.join(TARGET_MODES)}"
             )
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
         self.random_start = bool(random_start)
         self.bpda = bpda
         self.loss = loss
         self.adaptive_weight = float(adaptive_weight)
         self.targeted = targeted
         self.keep_best = bool(keep_best)
+        self.precision = precision
         self._record(
             norm=norm, eps=self.eps, step_size=self.step_size, steps=self.steps,
             random_start=self.random_start, restarts=self.restarts, eot=self.eot,
             max_batch=self.max_batch, bpda=bpda, loss=loss, adaptive_weight=self.adaptive_weight,
-            targeted=targeted, keep_best=self.keep_best,
+            targeted=targeted, keep_best=self.keep_best, precision=precision,
         )  # fmt: skip
 
     # -- objective and its EOT gradient ------------------------------------------------------
 
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+
     def _objective(self, x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """J [N] and success [N] (bool) for one forward draw of the rows x [N, C, H, W]."""
         if self.loss == "adaptive":
-            out = self.views(x)
-            logits = self.model.combine(out.logits, out.z)
-            ce = view_cross_entropy(out.logits, labels, reduction="none")
-            cons = consistency_loss(out.features, out.z, reduction="none")
+            with self._autocast(x.device):
+                out = self.views(x)
+            view_logits, features = out.logits.float(), out.features.float()
+            logits = self.model.combine(view_logits, out.z)
+            ce = view_cross_entropy(view_logits, labels, reduction="none")
+            cons = consistency_loss(features, out.z, reduction="none")
             value = (-ce if self.targeted else ce) + self.adaptive_weight * cons
         else:
-            logits = self.logits(x)
+            with self._autocast(x.device):
+                logits = self.logits(x)
+            logits = logits.float()  # a no-op in float32
             ce = F.cross_entropy(logits, labels, reduction="none")
             value = -ce if self.targeted else ce
         pred = logits.detach().argmax(1)
@@ -200,15 +229,20 @@ class PGD(Attack):
         one. For audits ("gradients are finite and non-zero") and tests; counted in
         ``forward_passes``; the model's modes are restored.
         """
-        with preserve_mode(self.model, self.eval_mode), bpda_context(self.model, self.bpda):
-            return self._estimate(x.detach(), labels.to(x.device).long(), with_grad=True)
+        x, labels = check_batch(x, labels)
+        with (
+            preserve_mode(self.model, self.eval_mode),
+            inputs_checked_once(self.model),
+            bpda_context(self.model, self.bpda),
+        ):
+            return self._estimate(x, labels, with_grad=True)
 
     def _targets(self, x: Tensor, y: Tensor) -> Tensor:
         """Target classes for a targeted attack, from the clean logits averaged over E draws."""
         draws_ctx = independent_draws(self.model) if self.eot > 1 else contextlib.nullcontext()
-        with draws_ctx:
+        with draws_ctx, self._autocast(x.device):
             logits = self.logits_no_grad(x.repeat(self.eot, 1, 1, 1), self.max_batch)
-        logits = logits.view(self.eot, x.shape[0], -1).mean(0)
+        logits = logits.float().view(self.eot, x.shape[0], -1).mean(0)
         return choose_targets(logits, y, self.targeted, self.generator(x.device))
 
     # -- the loop ------------------------------------------------------------------------------
@@ -221,18 +255,20 @@ class PGD(Attack):
             best_rate = torch.full((x.shape[0],), -1.0, device=x.device)
             best_value = torch.full((x.shape[0],), float("-inf"), device=x.device)
 
-            def consider(idx: Tensor, points: Tensor, est: GradientEstimate) -> None:
+            def consider(idx: slice | Tensor, points: Tensor, est: GradientEstimate) -> None:
+                # torch.where, not boolean indexing: the bookkeeping never waits for the device.
                 rate, value = est.success.to(best_rate.dtype), est.value.to(best_value.dtype)
-                better = (rate > best_rate[idx]) | (
-                    (rate == best_rate[idx]) & (value > best_value[idx])
-                )
-                chosen = idx[better]
-                best_x[chosen] = points[better].detach()
-                best_rate[chosen], best_value[chosen] = rate[better], value[better]
+                old_rate, old_value = best_rate[idx], best_value[idx]
+                better = (rate > old_rate) | ((rate == old_rate) & (value > old_value))
+                best_x[idx] = torch.where(better[:, None, None, None], points.detach(), best_x[idx])
+                best_rate[idx] = torch.where(better, rate, old_rate)
+                best_value[idx] = torch.where(better, value, old_value)
 
-            idx = torch.arange(len(x), device=x.device)
+            # The first restart attacks every example (a slice: no index tensor, no gather).
+            idx: slice | Tensor = slice(None)
             for restart in range(self.restarts):
                 if restart:
+                    # The one host sync of a restart: which examples are still standing.
                     idx = torch.nonzero(best_rate < 1).flatten()
                     if idx.numel() == 0:
                         break
@@ -271,6 +307,7 @@ class FGSM(PGD):
         loss: Literal["ce", "adaptive"] = "ce",
         adaptive_weight: float = 1.0,
         targeted: Literal["random", "most_likely", "least_likely"] | None = None,
+        precision: Literal["fp32", "bf16"] = "fp32",
         seed: int | None = None,
         eval_mode: bool = True,
     ) -> None:
@@ -279,7 +316,8 @@ class FGSM(PGD):
         super().__init__(
             model, norm=norm, eps=eps, step_size=eps, steps=1, random_start=False, restarts=1,
             eot=eot, max_batch=max_batch, bpda=bpda, loss=loss, adaptive_weight=adaptive_weight,
-            targeted=targeted, keep_best=False, seed=seed, eval_mode=eval_mode,
+            targeted=targeted, keep_best=False, precision=precision, seed=seed,
+            eval_mode=eval_mode,
         )  # fmt: skip
         # settings() lists only FGSM's own hyper-parameters (the fixed ones are implied).
         for fixed in ("step_size", "steps", "random_start", "restarts", "keep_best"):

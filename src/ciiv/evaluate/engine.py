@@ -17,13 +17,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ciiv.attacks import attack_class, create_attack, get_threat_model
-from ciiv.models import predict
+from ciiv.attacks import attack_class, create_attack, get_threat_model, independent_draws
+from ciiv.models import CiiVClassifier, Classifier, SmoothedClassifier, predict
 
 from .protocols import Protocol
 from .suites import ResolvedAttack
 
-__all__ = ["derive_seed", "draw_predictions", "evaluate_batch", "seeded"]
+__all__ = ["derive_seed", "draw_predictions", "evaluate_batch", "rows_independent", "seeded"]
 
 # Slack of the ball check on x_adv: float32 rounding of x + delta can exceed eps by ~1 ulp.
 _BALL_TOLERANCE = 1e-5
@@ -50,10 +50,40 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
+def rows_independent(model: nn.Module) -> bool:
+    """Whether copies of one image stacked into a single call of ``model`` (inside
+    :func:`~ciiv.attacks.independent_draws`) are independent draws of its prediction.
+
+    True only for ciiv's own random models: a CiiV model (per-example masks inside
+    ``independent_draws``, fresh noise per element), unless its randomness is fixed, and a
+    smoothed ciiv classifier (Gaussian noise per element). A foreign model may share its
+    randomness across the rows of a batch (one mask per call, as CiiV's official sampler does),
+    so stacked copies of an image could be one draw repeated.
+    """
+    if isinstance(model, CiiVClassifier):
+        return not model.randomness_fixed
+    return isinstance(model, SmoothedClassifier) and type(model.base) is Classifier
+
+
 @torch.no_grad()
-def draw_predictions(model: nn.Module, x: Tensor, draws: int) -> Tensor:
-    """R = ``draws`` predictions of every example, by the model's own rule: int64 [R, B]."""
-    return torch.stack([predict(model, x) for _ in range(draws)])
+def draw_predictions(
+    model: nn.Module, x: Tensor, draws: int, max_batch: int | None = None
+) -> Tensor:
+    """R = ``draws`` predictions of every example, by the model's own rule: int64 [R, B].
+
+    Where the draws stay independent (:func:`rows_independent`) the R copies of the batch go
+    through the model as R * B rows (row r * B + i is draw r of example i), in calls of at most
+    ``max_batch`` images (None: one call), like the EOT draws of an attack; every draw of every
+    example then has its own noise and masks, distributed exactly as in R separate calls. Any
+    other model gets R sequential calls.
+    """
+    if draws == 1 or not rows_independent(model):
+        return torch.stack([predict(model, x) for _ in range(draws)])
+    rows = x.repeat(draws, 1, 1, 1)
+    chunk = max_batch or rows.shape[0]
+    with independent_draws(model):
+        preds = [predict(model, rows[s : s + chunk]) for s in range(0, rows.shape[0], chunk)]
+    return torch.cat(preds).view(draws, x.shape[0])
 
 
 def _accepts(attack: str, parameter: str) -> bool:
@@ -92,7 +122,8 @@ def evaluate_batch(
         protocol: the effective protocol (decides which function the attacks query).
         draws: R, prediction draws per input.
         seed: the evaluation seed.
-        max_batch: most images per model call inside attacks that accept ``max_batch``.
+        max_batch: most images per model call inside attacks that accept ``max_batch``, and
+            per call of the batched prediction draws.
         on_attack: called with each attack's name before it runs (progress display).
     """
     start = time.perf_counter()
@@ -106,7 +137,7 @@ def evaluate_batch(
     }
     labels = y.tolist()
     with seeded(derive_seed(seed, "batch", batch), x.device):
-        clean = draw_predictions(model, x, draws)
+        clean = draw_predictions(model, x, draws, max_batch)
         record["forward_passes"]["predictions"] = draws * x.shape[0]
         correct = (clean == y).all(0)
         standing = correct.clone()
@@ -129,7 +160,7 @@ def evaluate_batch(
                 with protocol.attack_context(model):
                     x_adv = attack(x[idx], y[idx])
                 _check_ball(spec, x_adv, x[idx])
-                preds = draw_predictions(model, x_adv, draws)
+                preds = draw_predictions(model, x_adv, draws, max_batch)
                 record["forward_passes"]["predictions"] += draws * idx.numel()
                 robust = (preds == y[idx]).all(0)
                 if spec.worst_case or spec.in_threat_model:

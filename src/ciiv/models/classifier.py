@@ -169,6 +169,11 @@ class CiiVClassifier(_Normalised):
         logits = self.backbone(views.flatten(0, 1)).view(keep.shape[0], x.shape[0], -1)
         return self.combine(logits, keep.mean(dim=(1, 2)))
 
+    @property
+    def randomness_fixed(self) -> bool:
+        """True inside ``fixed_randomness``: every call then repeats the same draws."""
+        return self._fixed_seed is not None
+
     @contextlib.contextmanager
     def fixed_randomness(self, seed: int) -> Iterator[CiiVClassifier]:
         """Inside the block every forward pass reuses the same seeded draws: a deterministic model.
