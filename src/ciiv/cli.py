@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "eval": "evaluate a trained run against an attack suite",
     "report": "merge evaluation summaries into tables and plots",
     "audit": "check an evaluation for obfuscated gradients",
+    "certify": "certified L2 radii of a randomized-smoothing run (Cohen et al.'s CERTIFY)",
     "experiment": "run a study grid (runs x seeds: train, audit, evaluate) and tabulate it",
     "info": "show the sampler's statistics and a model's shapes (a quick smoke test)",
 }

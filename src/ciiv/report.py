@@ -8,6 +8,10 @@ Tables: one per suite, one row per (run, protocol), columns = clean accuracy, th
 (robust accuracy after each attack, cumulative as in AutoAttack's log), the worst case with its
 95 % interval, then the standalone attacks. Plots: one PNG per suite and sweep family, accuracy
 against eps or against the number of steps, one line per (run, protocol).
+
+Certifications (``RUN_DIR/certify/*/summary.json`` of ``ciiv certify``) add a section: the
+certified L2 accuracy per radius beside the empirical L2 robust accuracy of the same run, with a
+flag wherever the certified figure exceeds the empirical one beyond noise (that is a bug).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Any
 
 __all__ = [
     "attack_eot",
+    "certified_vs_empirical",
+    "load_certifications",
     "find_summaries",
     "load_summaries",
     "plot_sweeps",
@@ -34,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("markdown", "json", "both")
 _REQUIRED = ("suite", "protocol", "clean_accuracy", "robust_accuracy", "per_attack", "attacks")
+CERTIFY_SCHEMA = "ciiv.certify/1"  # summaries of `ciiv certify` (ciiv.certify.run.SCHEMA)
 
 
 def find_summaries(paths: Iterable[str | Path]) -> list[Path]:
@@ -47,6 +54,8 @@ def find_summaries(paths: Iterable[str | Path]) -> list[Path]:
             found.append(path / "summary.json")
         elif path.is_dir() and sorted(path.glob("eval/*/summary.json")):
             found.extend(sorted(path.glob("eval/*/summary.json")))
+        elif path.is_dir() and sorted(path.glob("certify/*/summary.json")):
+            continue  # a run with certifications only: see load_certifications
         else:
             raise ValueError(
                 f"no evaluation summary at {path}: pass a summary.json, an evaluation directory "
@@ -63,6 +72,8 @@ def load_summaries(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        if data.get("schema") == CERTIFY_SCHEMA:
+            continue  # a certification: see load_certifications
         missing = [k for k in _REQUIRED if k not in data]
         if missing:
             raise ValueError(f"{path} is not an evaluation summary (missing {', '.join(missing)})")
@@ -138,8 +149,13 @@ def _eot_label(summary: dict[str, Any]) -> str:
     return str(used[0]) if len(used) == 1 else f"{used[0]}–{used[-1]}"
 
 
-def report_markdown(summaries: Sequence[dict[str, Any]], plots: Sequence[Path] = ()) -> str:
-    """The markdown report: one table per suite (accuracies in %), notes, then the plots."""
+def report_markdown(
+    summaries: Sequence[dict[str, Any]],
+    plots: Sequence[Path] = (),
+    certifications: Sequence[dict[str, Any]] = (),
+) -> str:
+    """The markdown report: one table per suite (accuracies in %), notes, the certified accuracy
+    of ``certifications`` (if any) beside the empirical L2 numbers, then the plots."""
     lines = ["# Robustness report", ""]
     lines.append(
         "Accuracies in %. An example counts as correct only if all R prediction draws are correct "
@@ -190,11 +206,14 @@ def report_markdown(summaries: Sequence[dict[str, Any]], plots: Sequence[Path] =
     missing = _missing_protocols(summaries)
     if missing:
         lines += ["## Missing protocols", "", *(f"- {m}" for m in missing), ""]
+    if certifications:
+        lines += _certified_markdown(certifications, summaries)
     if plots:
         lines += ["## Plots", ""]
         lines += [f"![{p.stem}]({p.name})" for p in plots]
         lines.append("")
-    lines += ["## Sources", "", *(f"- `{s['_path']}`" for s in summaries), ""]
+    sources = [*summaries, *certifications]
+    lines += ["## Sources", "", *(f"- `{s['_path']}`" for s in sources), ""]
     return "\n".join(lines)
 
 
@@ -303,6 +322,184 @@ def report_json(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"rows": rows, "curves": sweep_curves(summaries)}
 
 
+def load_certifications(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Summaries of ``ciiv certify`` behind ``paths`` (summary files, certification directories,
+    run directories with ``certify/*/summary.json``), with ``"_path"`` and ``"_label"`` added as
+    in :func:`load_summaries`; paths without any are skipped."""
+    found = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_file():
+            found.append(path)
+        elif (path / "summary.json").is_file():
+            found.append(path / "summary.json")
+        elif path.is_dir():
+            found.extend(sorted(path.glob("certify/*/summary.json")))
+    certifications = []
+    for path in found:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        if data.get("schema") == CERTIFY_SCHEMA:
+            data["_path"] = str(path)
+            data["_label"] = _label(data, path)
+            certifications.append(data)
+    return certifications
+
+
+def _empirical_l2(summary: dict[str, Any]) -> list[tuple[float, float, float, str]]:
+    """(eps, accuracy, its upper 95 % bound, source) of every L2 figure of an evaluation
+    summary: the worst case of an L2 suite and each standalone L2 attack. Each one bounds the
+    true L2 robust accuracy at its eps from above. For a random model the per-draw mean (the
+    accuracy of one prediction) is used: the fairest comparison with the smoothed classifier."""
+
+    def figure(strict: float, ci: list | None, per_draw: Any) -> tuple[float, float, str]:
+        if summary.get("draws", 1) > 1 and isinstance(per_draw, dict) and "mean" in per_draw:
+            return per_draw["mean"], per_draw["ci95"][1], " (per draw)"
+        return strict, strict if ci is None else ci[1], ""
+
+    name = f"{summary['suite']}/{summary['protocol']}"
+    points = []
+    threat = summary.get("threat_model") or {}
+    if threat.get("norm") == "L2" and threat.get("eps") is not None:
+        value, high, how = figure(
+            summary["robust_accuracy"],
+            summary.get("robust_accuracy_ci95"),
+            summary.get("robust_accuracy_per_draw"),
+        )
+        points.append((threat["eps"], value, high, f"{name} worst case{how}"))
+    for attack, detail in summary["attacks"].items():
+        if detail.get("norm") == "L2" and detail.get("role") == "standalone":
+            if detail.get("eps") is not None:
+                value, high, how = figure(
+                    detail["accuracy"], detail.get("ci95"), detail.get("per_draw")
+                )
+                points.append((detail["eps"], value, high, f"{name} {attack}{how}"))
+    return points
+
+
+def certified_vs_empirical(
+    certifications: Sequence[dict[str, Any]], summaries: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Per certification: its curve and, at every eps where an evaluation of the same run (same
+    label) has an L2 figure, the certified accuracy at r = eps beside it.
+
+    ``flag`` is set where the certified accuracy's 95 % lower bound (Clopper-Pearson over the
+    examples) exceeds the empirical figure's 95 % upper bound: certified accuracy can never
+    exceed the true robust accuracy, which the empirical figure bounds from above. Comparisons
+    are made only when the certified smoothed classifier is the one the run deploys
+    (``run.deployed``: an rs run certified with its own sigma)."""
+    from ciiv.certify.stats import clopper_pearson
+
+    rows = []
+    for cert in certifications:
+        run = cert.get("run") or {}
+        row = {
+            "label": cert["_label"],
+            "source": cert["_path"],
+            "sigma": cert["sigma"],
+            "n": cert["n"],
+            "alpha": cert["alpha"],
+            "n_examples": cert["n_examples"],
+            "abstain_rate": cert["abstain_rate"],
+            "certified_accuracy": cert["certified_accuracy"],
+            "comparisons": [],
+            "note": None,
+        }
+        rows.append(row)
+        if not run.get("deployed"):
+            row["note"] = (
+                "not compared: the certified smoothed classifier is not the deployed model"
+            )
+            continue
+        points = [p for s in summaries if s["_label"] == cert["_label"] for p in _empirical_l2(s)]
+        if not points:
+            row["note"] = "no L2 evaluation of this run to compare with"
+        radii, total = cert["correct_radii"], cert["n_examples"]
+        for eps, value, high, source in sorted(points):
+            k = sum(r >= eps for r in radii)
+            low_cert, high_cert = (float(v) for v in clopper_pearson(k, total))
+            row["comparisons"].append(
+                {
+                    "eps": eps,
+                    "certified": k / total,
+                    "certified_ci95": [low_cert, high_cert],
+                    "empirical": value,
+                    "empirical_upper95": high,
+                    "empirical_source": source,
+                    "flag": low_cert > high,
+                }
+            )
+    return rows
+
+
+def _certified_markdown(
+    certifications: Sequence[dict[str, Any]], summaries: Sequence[dict[str, Any]]
+) -> list[str]:
+    rows = certified_vs_empirical(certifications, summaries)
+    radii = sorted({p["radius"] for c in certifications for p in c["certified_accuracy"]})
+    lines = ["## Certified L2 accuracy (randomized smoothing)", ""]
+    lines.append(
+        "Certified accuracy (%) of the smoothed classifier at L2 radius r (Cohen et al.'s "
+        "CERTIFY: n noise draws, each certificate wrong with probability <= alpha; an abstention "
+        "counts as wrong), beside the empirical L2 robust accuracy of the same run at eps = r "
+        "(per-draw mean for a random model). Certified accuracy can never exceed the true robust "
+        "accuracy, which the empirical figure bounds from above: a certified figure above the "
+        "empirical one beyond their 95 % intervals is flagged (docs/evaluation.md)."
+    )
+    lines.append("")
+    flagged = [(r, c) for r in rows for c in r["comparisons"] if c["flag"]]
+    if flagged:
+        where = "; ".join(f"{r['label']} at r = {c['eps']:.3g}" for r, c in flagged)
+        lines += [
+            f"**FLAG: certified accuracy above the empirical robust accuracy** ({where}).",
+            "",
+        ]
+    header = [
+        "method",
+        "sigma",
+        "n",
+        "alpha",
+        "examples",
+        "abstain",
+        *(f"r = {r:g}" for r in radii),
+    ]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|---|" + "|".join(["---:"] * (len(header) - 1)) + "|")
+    for row in rows:
+        curve = {p["radius"]: p["accuracy"] for p in row["certified_accuracy"]}
+        cells = [
+            row["label"],
+            f"{row['sigma']:g}",
+            str(row["n"]),
+            f"{row['alpha']:g}",
+            str(row["n_examples"]),
+            _pct(row["abstain_rate"]),
+            *(_pct(curve[r]) if r in curve else _pct(0.0) for r in radii),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    compared = [(r, c) for r in rows for c in r["comparisons"]]
+    if compared:
+        lines += ["| method | eps = r | certified | empirical | source | check |"]
+        lines += ["|---|---:|---:|---:|---|---|"]
+        for row, c in compared:
+            low, high = c["certified_ci95"]
+            check = "**FLAG: certified > empirical**" if c["flag"] else "ok"
+            lines.append(
+                f"| {row['label']} | {c['eps']:.4g} | {_pct(c['certified'])} "
+                f"({_pct(low)}–{_pct(high)}) | {_pct(c['empirical'])} (<= "
+                f"{_pct(c['empirical_upper95'])}) | {c['empirical_source']} | {check} |"
+            )
+        lines.append("")
+    notes = [f"{r['label']} / sigma {r['sigma']:g}: {r['note']}" for r in rows if r["note"]]
+    lines += [f"- {n}" for n in notes]
+    if notes:
+        lines.append("")
+    return lines
+
+
 def write_report(
     paths: Iterable[str | Path], out_dir: str | Path, fmt: str = "markdown"
 ) -> list[Path]:
@@ -311,16 +508,25 @@ def write_report(
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
     summaries = load_summaries(paths)
+    certifications = load_certifications(paths)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = plot_sweeps(sweep_curves(summaries), out_dir)
+    if certifications:
+        from ciiv.certify.run import plot_certified_accuracy
+
+        plots.append(plot_certified_accuracy(certifications, out_dir / "certified-accuracy.png"))
     written = []
     if fmt in ("markdown", "both"):
         written.append(out_dir / "report.md")
-        written[-1].write_text(report_markdown(summaries, plots), encoding="utf-8")
+        text = report_markdown(summaries, plots, certifications)
+        written[-1].write_text(text, encoding="utf-8")
     if fmt in ("json", "both"):
         written.append(out_dir / "report.json")
-        text = json.dumps(report_json(summaries), indent=2) + "\n"
+        merged = report_json(summaries)
+        if certifications:
+            merged["certified"] = certified_vs_empirical(certifications, summaries)
+        text = json.dumps(merged, indent=2) + "\n"
         written[-1].write_text(text, encoding="utf-8")
     logger.info("report: %s (%d plots)", ", ".join(map(str, written)), len(plots))
     return [*written, *plots]

@@ -1,0 +1,291 @@
+"""CERTIFY and PREDICT of Cohen, Rosenfeld and Kolter (ICML 2019) for Gaussian smoothing.
+
+For a base classifier f on pixels in [0, 1], the smoothed classifier is
+
+    g(x) = argmax_c P(f(clip(x + d, 0, 1)) = c),   d ~ N(0, sigma^2 I).
+
+**What is certified.** ciiv trains randomized smoothing on clip(x + sigma n, 0, 1)
+(:class:`~ciiv.models.SmoothedClassifier`), and certifies with the same noise, clipping included.
+Clipping makes g differ from Gaussian smoothing of f itself (Cohen et al. add the noise without
+clipping), but g is exactly the Gaussian smoothing of the base classifier h = f o clip, which is
+defined on all of R^d, and Cohen et al.'s theorem holds for any base classifier. So the guarantee
+is unchanged: if pA_lower > 1/2 then g(x + delta) = cA for every delta with
+||delta||_2 < sigma * Phi^-1(pA_lower), inside [0, 1]^d or not, with probability >= 1 - alpha
+over the noise draws of the certification. Clipping also keeps f inside the [0, 1] inputs it was
+trained on.
+
+A random base classifier (e.g. a CiiV model) is allowed: the probability is then over its own
+randomness as well, provided that every row of a batch draws independently (a CiiV sampler is
+switched to per-example masks for the calls, as for EOT).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ciiv.attacks import independent_draws, inputs_checked_once, preserve_mode
+from ciiv.evaluate.engine import derive_seed, seeded
+from ciiv.models import SmoothedClassifier
+
+from .stats import binomial_test_half, clopper_pearson_lower
+
+__all__ = [
+    "ABSTAIN",
+    "Certification",
+    "SmoothedPrediction",
+    "base_classifier",
+    "certify",
+    "noise_counts",
+    "predict",
+]
+
+ABSTAIN = -1  # the prediction of an example on which the smoothed classifier abstains
+
+
+@dataclass(frozen=True)
+class Certification:
+    """What :func:`certify` returns; tensors on the input's device, N = number of examples.
+
+    Attributes:
+        prediction: [N] int64, the certified class cA, or -1 (abstain: pA_lower <= 1/2).
+        radius: [N] float64, sigma * Phi^-1(pA_lower) in L2 pixel units of the [0, 1] scale;
+            0 where abstained.
+        p_lower: [N] float64, the one-sided (1 - alpha) Clopper-Pearson lower bound on pA.
+        count: [N] int64, how many of the n estimation draws the base classifier gave cA.
+        counts: [N, K] int64, the estimation draws per class.
+        selection_counts: [N, K] int64, the n0 selection draws per class (cA is their argmax).
+        sigma, n0, n, alpha: the settings.
+    """
+
+    prediction: Tensor
+    radius: Tensor
+    p_lower: Tensor
+    count: Tensor
+    counts: Tensor
+    selection_counts: Tensor
+    sigma: float
+    n0: int
+    n: int
+    alpha: float
+
+    @property
+    def abstained(self) -> Tensor:
+        """[N] bool: examples on which g abstains."""
+        return self.prediction == ABSTAIN
+
+
+@dataclass(frozen=True)
+class SmoothedPrediction:
+    """What :func:`predict` returns; tensors on the input's device.
+
+    Attributes:
+        prediction: [N] int64, the top class, or -1 where the binomial test between the top two
+            classes is not significant at level alpha (abstain).
+        p_value: [N] float64, the two-sided binomial test's p-value (top count vs. top two).
+        counts: [N, K] int64, the n draws per class.
+        sigma, n, alpha: the settings.
+    """
+
+    prediction: Tensor
+    p_value: Tensor
+    counts: Tensor
+    sigma: float
+    n: int
+    alpha: float
+
+
+def base_classifier(model: nn.Module) -> nn.Module:
+    """The base classifier of ``model``: ``model.base`` for a
+    :class:`~ciiv.models.SmoothedClassifier`, else the model itself (any module mapping [0, 1]
+    inputs [B, ...] to logits [B, K])."""
+    return model.base if isinstance(model, SmoothedClassifier) else model
+
+
+def _positive_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _check(x: Tensor, sigma: float, alpha: float) -> None:
+    if not isinstance(x, Tensor) or x.dim() < 2 or not x.is_floating_point():
+        desc = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must be a float batch [N, ...] (images [N, C, H, W]), got {desc}")
+    if x.shape[0] == 0:
+        raise ValueError("x holds no examples")
+    if not bool(((x >= 0) & (x <= 1)).all()):
+        raise ValueError("x must be finite and in [0, 1]; pass unnormalised pixels")
+    if isinstance(sigma, bool) or not isinstance(sigma, int | float) or not sigma > 0:
+        raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+    if not math.isfinite(sigma):
+        raise ValueError(f"sigma must be finite, got {sigma!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+
+
+def _device(module: nn.Module, fallback: torch.device) -> torch.device:
+    for tensor in [*module.parameters(), *module.buffers()]:
+        return tensor.device
+    return fallback
+
+
+@torch.no_grad()
+def noise_counts(
+    base: nn.Module,
+    x: Tensor,
+    sigma: float,
+    num: int,
+    batch_size: int,
+    generator: torch.Generator,
+) -> Tensor:
+    """How often the base classifier predicts each class on ``num`` noisy copies of each example.
+
+    The copies are clip(x + sigma * d, 0, 1), d ~ N(0, I) drawn from ``generator``. At most
+    ``batch_size`` noisy images go through ``base`` per call: the draws of a group of examples
+    are stacked into one batch (row r * G + i is draw r of example i of the group) and their noise
+    comes from one ``randn`` call.
+
+    Args:
+        base: maps [B, ...] in [0, 1] to logits [B, K]; called in its current mode.
+        x: [N, ...] in [0, 1], on base's device; N >= 1.
+
+    Returns:
+        counts [N, K] int64 on x's device; every row sums to ``num``.
+    """
+    counts = None  # [N, K], allocated once the first call shows K
+    for start in range(0, x.shape[0], batch_size):
+        group = x[start : start + batch_size]
+        size = group.shape[0]
+        per_call = max(1, batch_size // size)
+        remaining = num
+        while remaining > 0:
+            draws = min(per_call, remaining)
+            batch = group.repeat(draws, *([1] * (group.dim() - 1)))
+            noise = torch.randn(batch.shape, generator=generator, device=x.device, dtype=x.dtype)
+            logits = base((batch + sigma * noise).clamp(0, 1))
+            if counts is None:
+                counts = x.new_zeros((x.shape[0], logits.shape[-1]), dtype=torch.long)
+            labels = logits.argmax(-1).view(draws, size).T  # [G, draws]
+            counts[start : start + size].scatter_add_(1, labels, torch.ones_like(labels))
+            remaining -= draws
+    assert counts is not None  # x holds at least one example
+    return counts
+
+
+@contextlib.contextmanager
+def _sampling(model: nn.Module, x: Tensor, seed: int) -> Iterator[tuple]:
+    """(base, x on its device, seeded generator there), with the base classifier in eval mode,
+    drawing its own randomness per row, and without its per-call pixel check (x was checked).
+
+    torch's global generators are seeded too for the block (and restored afterwards): a random
+    base classifier draws from them, and its draws must be reproducible as well."""
+    base = base_classifier(model)
+    device = _device(base, x.device)
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    with seeded(derive_seed(seed, "base"), device), preserve_mode(base):
+        with independent_draws(base), inputs_checked_once(base):
+            yield base, x.detach().to(device), generator
+
+
+def certify(
+    model: nn.Module,
+    x: Tensor,
+    sigma: float,
+    n0: int = 100,
+    n: int = 100_000,
+    alpha: float = 0.001,
+    batch_size: int = 1000,
+    seed: int = 0,
+) -> Certification:
+    """CERTIFY (Cohen et al. 2019, algorithm 1) for every example of x at once.
+
+    Per example: cA = the most frequent class of the base classifier over n0 noisy draws
+    (selection); then n fresh draws (estimation) give nA, the count of cA, and
+    pA_lower = the one-sided (1 - alpha) Clopper-Pearson lower bound of nA / n. If
+    pA_lower > 1/2 the example gets class cA with L2 radius sigma * Phi^-1(pA_lower), else it
+    abstains (-1, radius 0). With probability >= 1 - alpha per example, a returned class is g's
+    and g is constant on the open L2 ball of that radius (see the module docstring for g).
+
+    Args:
+        model: a :class:`~ciiv.models.SmoothedClassifier` (its ``base`` is used, and ``sigma``
+            is still the argument's) or any base classifier mapping [B, ...] in [0, 1] to logits.
+        x: [N, ...] in [0, 1] (images [N, C, H, W]); moved to the model's device.
+        sigma: noise standard deviation in pixel units of the [0, 1] scale.
+        n0, n: selection and estimation draws per example.
+        alpha: failure probability per example.
+        batch_size: noisy images per call of the base classifier.
+        seed: seeds the noise (a generator on the model's device; the same seed, batch_size and
+            device type give the same result).
+
+    Returns:
+        A :class:`Certification` on x's device. The base classifier's train/eval flags are
+        restored afterwards.
+    """
+    _check(x, sigma, alpha)
+    n0, n = _positive_int("n0", n0), _positive_int("n", n)
+    batch_size = _positive_int("batch_size", batch_size)
+    with _sampling(model, x, seed) as (base, xd, generator):
+        selection = noise_counts(base, xd, sigma, n0, batch_size, generator)
+        top = selection.argmax(-1)
+        counts = noise_counts(base, xd, sigma, n, batch_size, generator)
+    count = counts.gather(1, top[:, None])[:, 0]
+    out = x.device
+    p_lower = torch.from_numpy(clopper_pearson_lower(count.cpu().numpy(), n, alpha)).to(out)
+    certified = p_lower > 0.5
+    radius = torch.where(certified, sigma * torch.special.ndtri(p_lower), 0.0)
+    return Certification(
+        prediction=torch.where(certified, top.to(out), ABSTAIN),
+        radius=radius,
+        p_lower=p_lower,
+        count=count.to(out),
+        counts=counts.to(out),
+        selection_counts=selection.to(out),
+        sigma=float(sigma),
+        n0=n0,
+        n=n,
+        alpha=float(alpha),
+    )
+
+
+def predict(
+    model: nn.Module,
+    x: Tensor,
+    sigma: float,
+    n: int = 100_000,
+    alpha: float = 0.001,
+    batch_size: int = 1000,
+    seed: int = 0,
+) -> SmoothedPrediction:
+    """PREDICT (Cohen et al. 2019): the smoothed classifier's class, or abstain.
+
+    Per example: n noisy draws; the two most frequent classes with counts nA >= nB; the class
+    cA unless the two-sided binomial test of nA successes in nA + nB trials at p = 1/2 has
+    p-value > alpha, then -1 (abstain). A returned class differs from g(x) with probability
+    <= alpha. Arguments as in :func:`certify`.
+    """
+    _check(x, sigma, alpha)
+    n = _positive_int("n", n)
+    batch_size = _positive_int("batch_size", batch_size)
+    with _sampling(model, x, seed) as (base, xd, generator):
+        counts = noise_counts(base, xd, sigma, n, batch_size, generator)
+    top = counts.topk(min(2, counts.shape[-1]), dim=-1)
+    first = top.values[:, 0].cpu().numpy()
+    second = top.values[:, 1].cpu().numpy() if counts.shape[-1] > 1 else np.zeros_like(first)
+    p_value = binomial_test_half(first, first + second)
+    significant = torch.from_numpy(p_value <= alpha).to(counts.device)
+    out = x.device
+    return SmoothedPrediction(
+        prediction=torch.where(significant, top.indices[:, 0], ABSTAIN).to(out),
+        p_value=torch.from_numpy(p_value).to(out),
+        counts=counts.to(out),
+        sigma=float(sigma),
+        n=n,
+        alpha=float(alpha),
+    )

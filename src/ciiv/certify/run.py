@@ -1,0 +1,434 @@
+"""Certification on files: per-example rows written batch by batch, a summary and a plot.
+
+The layout of ``out_dir`` is that of an evaluation directory (:mod:`ciiv.evaluate.records`):
+``config.json`` (every setting that determines the results; a resumed run must match it),
+``examples.jsonl`` (one row per example, appended per finished batch), ``batches.jsonl`` (one
+record per finished batch), then ``summary.json`` and ``certified_accuracy.png``. The noise of
+batch b is seeded from (seed, b) alone, so a resumed certification equals an uninterrupted one on
+the same device type.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ciiv.evaluate import records
+from ciiv.evaluate.engine import derive_seed
+from ciiv.models import SmoothedClassifier
+from ciiv.versions import software_versions
+
+from .core import ABSTAIN, _check, _device, _positive_int, base_classifier, certify
+from .stats import clopper_pearson
+
+__all__ = [
+    "DEFAULT_EXAMPLES",
+    "PLOT",
+    "RADIUS_STEP",
+    "SCHEMA",
+    "CertifyResult",
+    "certify_dir_name",
+    "certify_examples",
+    "certify_run",
+    "plot_certified_accuracy",
+]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = "ciiv.certify/1"
+DEFAULT_EXAMPLES = 500
+RADIUS_STEP = 0.25  # the summary's radii: 0, 0.25, 0.5, ... (Cohen et al.'s tables)
+PLOT = "certified_accuracy.png"
+NOISE = "clip(x + sigma * N(0, I), 0, 1), as in training"
+
+ProgressFn = Callable[[str, dict[str, Any]], None]
+"""``progress(event, info)``: "start" {total, done}; "batch" {done, total, certified, seen}
+(certified = correct and not abstained so far)."""
+
+
+class CertifyResult:
+    """What :func:`certify_examples` returns: ``summary`` (the content of summary.json), ``rows``
+    (of examples.jsonl, in example order) and ``out_dir``."""
+
+    def __init__(self, summary: dict[str, Any], rows: list[dict], out_dir: Path | None) -> None:
+        self.summary, self.rows, self.out_dir = summary, rows, out_dir
+
+    def __repr__(self) -> str:
+        curve = ", ".join(
+            f"{p['radius']:g}: {p['accuracy']:.3f}" for p in self.summary["certified_accuracy"]
+        )
+        return f"CertifyResult(sigma={self.summary['sigma']}, n={self.summary['n']}, {curve})"
+
+
+def certify_dir_name(sigma: float, n: int, split: str | None = None) -> str:
+    """``sigma<S>-n<N>``, plus ``-<split>`` for a non-default test split."""
+    return f"sigma{sigma:g}-n{n}" + (f"-{split}" if split else "")
+
+
+def _prepare(out: Path, config: dict[str, Any], overwrite: bool) -> None:
+    """Create ``out`` and write config.json, or check that the one there has the same settings."""
+    records.create_dir(out)
+    if overwrite:
+        records.remove_results(out)
+        (out / PLOT).unlink(missing_ok=True)
+    records.check_config(out, config, "a certification")
+
+
+def _batch_rows(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    batch: int,
+    lo: int,
+    indices: list[int],
+    settings: dict[str, Any],
+) -> tuple[list[dict], dict]:
+    seed = derive_seed(settings["seed"], "certify", batch)
+    started = time.perf_counter()
+    result = certify(
+        model,
+        x,
+        settings["sigma"],
+        n0=settings["n0"],
+        n=settings["n"],
+        alpha=settings["alpha"],
+        batch_size=settings["batch_size"],
+        seed=seed,
+    )
+    prediction, radius = result.prediction.tolist(), result.radius.tolist()
+    count, p_lower = result.count.tolist(), result.p_lower.tolist()
+    elapsed = time.perf_counter() - started
+    size = x.shape[0]
+    rows = [
+        {
+            "index": indices[i],
+            "position": lo + i,
+            "batch": batch,
+            "label": int(y[i]),
+            "prediction": prediction[i],
+            "radius": radius[i],
+            "correct": prediction[i] == int(y[i]),
+            "count": count[i],
+            "n": settings["n"],
+            "p_lower": p_lower[i],
+            "time": elapsed / size,
+        }
+        for i in range(size)
+    ]
+    record = {
+        "batch": batch,
+        "size": size,
+        "seed": seed,
+        "forward_passes": size * (settings["n0"] + settings["n"]),
+        "elapsed_s": elapsed,
+    }
+    return rows, record
+
+
+def certify_examples(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    sigma: float,
+    n0: int = 100,
+    n: int = 100_000,
+    alpha: float = 0.001,
+    batch_size: int = 1000,
+    examples_per_batch: int = 1,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    indices: list[int] | None = None,
+    overwrite: bool = False,
+    run_info: dict[str, Any] | None = None,
+    progress: ProgressFn | None = None,
+) -> CertifyResult:
+    """:func:`~ciiv.certify.certify` on (x, y), batch by batch, with rows and a summary.
+
+    Args:
+        model: a :class:`~ciiv.models.SmoothedClassifier` (its base is certified) or any base
+            classifier mapping [B, ...] in [0, 1] to logits [B, K].
+        x: [N, C, H, W] in [0, 1]; y: [N] integer labels. Batches are moved to the model.
+        sigma, n0, n, alpha, batch_size: as in :func:`~ciiv.certify.certify` (batch_size =
+            noisy images per call of the base classifier).
+        examples_per_batch: examples per batch, the unit of resumption (1: the ``time`` of a row
+            is that example's own, as in Cohen et al.'s logs; more: the batch's time shared).
+        seed: batch b is certified with ``derive_seed(seed, "certify", b)``.
+        out_dir: where the files go (see the module docstring); None keeps everything in memory.
+        indices: per example, its index in the source split (default 0..N-1).
+        overwrite: delete earlier results in ``out_dir`` instead of resuming.
+        run_info: stored as ``summary["run"]``.
+        progress: optional callback, see :data:`ProgressFn`.
+
+    Raises:
+        ValueError: bad settings or inputs, or an ``out_dir`` holding other settings.
+    """
+    started = time.perf_counter()
+    _check(x, sigma, alpha)  # before anything is written
+    _positive_int("n0", n0)
+    _positive_int("n", n)
+    if not isinstance(y, Tensor) or y.shape != (x.shape[0],) or y.is_floating_point():
+        raise ValueError(f"y must be integer labels of shape [{x.shape[0]}]")
+    for name, value in (("examples_per_batch", examples_per_batch), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    total = x.shape[0]
+    indices = list(range(total)) if indices is None else [int(i) for i in indices]
+    if len(indices) != total:
+        raise ValueError(f"indices has {len(indices)} entries for {total} examples")
+    base = base_classifier(model)
+    settings = {
+        "schema": SCHEMA,
+        "sigma": float(sigma),
+        "n0": n0,
+        "n": n,
+        "alpha": float(alpha),
+        "seed": int(seed),
+        "batch_size": batch_size,
+        "examples_per_batch": examples_per_batch,
+        "noise": NOISE,
+        "base": f"{type(base).__module__}.{type(base).__qualname__}",
+        "n_examples": total,
+        "examples_digest": records.examples_digest(x, y, indices),
+    }
+    out = None if out_dir is None else Path(out_dir)
+    done_rows: dict[int, list[dict]] = {}
+    done_records: dict[int, dict] = {}
+    writer = None
+    if out is not None:
+        _prepare(out, settings, overwrite)
+        done_rows, done_records = records.load_done(out)
+        writer = records.BatchWriter(out)
+
+    num_batches = math.ceil(total / examples_per_batch)
+    if done_rows:
+        logger.info("resuming: %d of %d batches done (in %s)", len(done_rows), num_batches, out)
+    if progress:
+        progress("start", {"total": num_batches, "done": len(done_rows)})
+    rows_by_batch, records_by_batch = dict(done_rows), dict(done_records)
+    seen = sum(len(part) for part in rows_by_batch.values())
+    certified = sum(row["correct"] for part in rows_by_batch.values() for row in part)
+    device = _device(base, x.device)
+    for b in range(num_batches):
+        if b in rows_by_batch:
+            continue
+        lo, hi = b * examples_per_batch, min(total, (b + 1) * examples_per_batch)
+        rows, record = _batch_rows(
+            model,
+            x[lo:hi].to(device),
+            y[lo:hi],
+            batch=b,
+            lo=lo,
+            indices=indices[lo:hi],
+            settings=settings,
+        )
+        record["device"] = str(device)
+        if writer is not None:
+            writer.write(rows, record)
+        rows_by_batch[b], records_by_batch[b] = rows, record
+        seen += len(rows)
+        certified += sum(row["correct"] for row in rows)
+        if progress:
+            progress(
+                "batch",
+                {
+                    "done": len(rows_by_batch),
+                    "total": num_batches,
+                    "certified": certified,
+                    "seen": seen,
+                },
+            )
+    rows = [row for b in sorted(rows_by_batch) for row in rows_by_batch[b]]
+    recs = [records_by_batch[b] for b in sorted(records_by_batch)]
+    summary = _summarise(
+        rows,
+        recs,
+        settings=settings,
+        model=model,
+        device=device,
+        run_info=run_info,
+        wall=time.perf_counter() - started,
+    )
+    if out is not None:
+        summary["plot"] = PLOT
+        plot_certified_accuracy([summary], out / PLOT)
+        records.write_json_atomic(out / records.SUMMARY, summary)
+    return CertifyResult(summary, rows, out)
+
+
+def _interval(k: int, total: int) -> list[float]:
+    low, high = clopper_pearson(k, total, 0.95)
+    return [float(low), float(high)]
+
+
+def _summarise(
+    rows: list[dict],
+    recs: list[dict],
+    *,
+    settings: dict[str, Any],
+    model: nn.Module,
+    device: torch.device,
+    run_info: dict[str, Any] | None,
+    wall: float,
+) -> dict[str, Any]:
+    total = len(rows)
+    correct_radii = sorted(r["radius"] for r in rows if r["correct"])
+    largest = max((r["radius"] for r in rows), default=0.0)
+    grid = [k * RADIUS_STEP for k in range(int(largest // RADIUS_STEP) + 1)]
+    curve = []
+    for radius in grid:
+        k = sum(r >= radius for r in correct_radii)
+        curve.append({"radius": radius, "accuracy": k / total, "ci95": _interval(k, total)})
+    abstained = sum(r["prediction"] == ABSTAIN for r in rows)
+    return {
+        **{k: v for k, v in settings.items() if k not in ("examples_digest", "n_examples")},
+        "n_examples": total,
+        "rule": (
+            "certified accuracy at r = fraction of the examples whose certified class is the "
+            "label with radius >= r (an abstention is never correct); each certificate holds "
+            "with probability >= 1 - alpha; intervals are 95 % Clopper-Pearson over examples"
+        ),
+        "certified_accuracy": curve,
+        "radius_step": RADIUS_STEP,
+        "accuracy": len(correct_radii) / total,
+        "accuracy_ci95": _interval(len(correct_radii), total),
+        "abstain_rate": abstained / total,
+        "largest_radius": largest,
+        "correct_radii": correct_radii,
+        "forward_passes": sum(rec["forward_passes"] for rec in recs),
+        "model": {
+            "class": f"{type(model).__module__}.{type(model).__qualname__}",
+            "smoothed": isinstance(model, SmoothedClassifier),
+            "trained_sigma": model.sigma if isinstance(model, SmoothedClassifier) else None,
+        },
+        "run": dict(run_info) if run_info else None,
+        "examples_digest": settings["examples_digest"],
+        "versions": software_versions(device),
+        "elapsed_s": sum(rec["elapsed_s"] for rec in recs),
+        "wall_s_this_session": wall,
+    }
+
+
+def plot_certified_accuracy(summaries: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Certified accuracy (%) against the L2 radius, one step curve per summary (from its
+    ``correct_radii``), as a PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    right = max((max(s["correct_radii"], default=0.0) for s in summaries), default=0.0)
+    right = max(right * 1.05, RADIUS_STEP)
+    for s in summaries:
+        radii = np.asarray(s["correct_radii"], dtype=np.float64)
+        # Accuracy at r counts radii >= r, so it is constant on (r_i, r_{i+1}]: a "pre" step.
+        xs = np.concatenate([[0.0], radii, [right]])
+        ys = [100 * (radii >= r).sum() / s["n_examples"] for r in xs]
+        run = s.get("run") or {}
+        name = f"{run.get('method', 'model')} ({Path(run.get('run_dir', '.')).name})"
+        ax.step(xs, ys, where="pre", label=f"{name} sigma={s['sigma']:g} n={s['n']}")
+    ax.set_xlabel("L2 radius (pixels in [0, 1])")
+    ax.set_ylabel("certified accuracy (%)")
+    ax.set_xlim(0, right)
+    ax.set_ylim(-2, 102)
+    ax.set_title("certified L2 accuracy of the smoothed classifier")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def certify_run(
+    run_dir: str | Path,
+    *,
+    sigma: float | None = None,
+    n0: int = 100,
+    n: int = 100_000,
+    alpha: float = 0.001,
+    n_examples: int = DEFAULT_EXAMPLES,
+    batch_size: int = 1000,
+    examples_per_batch: int = 1,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    checkpoint: str = "best",
+    device: str | torch.device | None = "auto",
+    data_dir: str | Path | None = None,
+    test_split: str | None = None,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+) -> CertifyResult:
+    """Certify a run of ``ciiv train`` on the examples ``ciiv eval`` would evaluate.
+
+    A randomized-smoothing run (method ``rs``) is certified with its own sigma (the config's
+    ``model.smoothing_sigma``) unless ``sigma`` is given. Any other run needs ``sigma``: its model
+    is then the base classifier of a new smoothed classifier (which is not the model the run
+    deploys). The examples are the first ``n_examples`` of a permutation of the test split seeded
+    with ``seed`` (:func:`ciiv.evaluate.selection.evaluation_examples`). Results go to
+    ``RUN_DIR/certify/<sigma..-n..>/`` unless ``out_dir`` is given; see :func:`certify_examples`.
+
+    Raises:
+        ValueError: a run that is not ``rs`` without ``sigma``, bad settings.
+        CheckpointError, DatasetNotFoundError: the run or its data cannot be loaded.
+    """
+    from ciiv.evaluate.selection import describe_run, evaluation_examples
+    from ciiv.train import load_data, load_run
+
+    loaded = load_run(run_dir, checkpoint, device=device)
+    model = loaded.model
+    trained = model.sigma if isinstance(model, SmoothedClassifier) else None
+    if sigma is None:
+        if trained is None:
+            raise ValueError(
+                f"{run_dir} is a {loaded.method!r} run, not randomized smoothing (rs); pass "
+                "--sigma (sigma=...) to certify its model as the base classifier of a smoothed "
+                "classifier"
+            )
+        sigma = trained
+    elif trained is not None and sigma != trained:
+        logger.warning(
+            "certifying with sigma %g, but the run was trained and is deployed with sigma %g",
+            sigma,
+            trained,
+        )
+    splits = load_data(loaded.config.data, data_dir=data_dir)
+    split, index, x, y = evaluation_examples(splits, loaded.dataset, test_split, n_examples, seed)
+    default_split = split == next(iter(splits.test))
+    if out_dir is None:
+        name = certify_dir_name(sigma, n, None if default_split else split)
+        out_dir = Path(run_dir) / "certify" / name
+    run_info = {
+        **describe_run(loaded, split, index, len(splits.test[split]), seed),
+        # Whether the certified smoothed classifier is the one the run deploys (and `ciiv eval`
+        # attacks): only then can certified and empirical accuracies be compared.
+        "deployed": trained is not None and sigma == trained,
+    }
+    return certify_examples(
+        model,
+        x,
+        y,
+        sigma=sigma,
+        n0=n0,
+        n=n,
+        alpha=alpha,
+        batch_size=batch_size,
+        examples_per_batch=examples_per_batch,
+        seed=seed,
+        out_dir=out_dir,
+        indices=index.tolist(),
+        overwrite=overwrite,
+        run_info=run_info,
+        progress=progress,
+    )
