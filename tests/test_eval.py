@@ -6,6 +6,7 @@ strong pixel noise, 12 px), where a budget of a few /255 leaves an intermediate 
 
 import dataclasses
 import json
+import logging
 
 import pytest
 import torch
@@ -360,7 +361,7 @@ def test_stats_from_rows_follow_the_all_draws_rule():
         worst_case_stats([row(0, 2, a=None)], [("a", True, True)], draws=2)
 
 
-def test_interrupted_evaluation_resumes_to_the_uninterrupted_result(vanilla, tmp_path):
+def test_interrupted_evaluation_resumes_to_the_uninterrupted_result(vanilla, tmp_path, caplog):
     x, y = colour_data(90, 3)
     kwargs = {"suite": "quick", "eps": "5/255", "batch_size": 32, "seed": 7}
     whole = evaluate_robustness(vanilla, x, y, out_dir=tmp_path / "whole", **kwargs)
@@ -379,7 +380,9 @@ def test_interrupted_evaluation_resumes_to_the_uninterrupted_result(vanilla, tmp
     with open(tmp_path / "cut" / "examples.jsonl", "a") as f:
         f.write('{"index": 40, "position": 40, "batch": 1, "lab')
     counting = Counting(vanilla)
-    resumed = evaluate_robustness(counting, x, y, out_dir=tmp_path / "cut", **kwargs)
+    with caplog.at_level(logging.INFO, logger="ciiv.evaluate.api"):
+        resumed = evaluate_robustness(counting, x, y, out_dir=tmp_path / "cut", **kwargs)
+    assert "resuming: 1 of 3 batches done" in caplog.text
     assert resumed.rows == whole.rows
     for key in ("clean_accuracy", "robust_accuracy", "per_attack", "forward_passes"):
         assert resumed.summary[key] == whole.summary[key]
@@ -422,10 +425,11 @@ def test_sharded_ranks_merge_into_the_single_process_rows(vanilla, tmp_path, mon
     assert merged.rows == whole.rows
     assert not (out / "shards").exists()
     assert read_jsonl(out / "examples.jsonl") == whole.rows
-    # A later single process finds every batch done and only rewrites the summary.
+    # A later single process finds every batch done and only rewrites the summary (after the
+    # output check on 8 examples).
     counting = Counting(vanilla)
     again = evaluate_robustness(counting, x, y, out_dir=out, **kwargs)
-    assert counting.images == 0
+    assert counting.images == again.summary["forward_passes_by_source"]["output_check"] == 8
     assert again.summary["robust_accuracy"] == whole.summary["robust_accuracy"]
 
 
@@ -456,6 +460,25 @@ def test_bad_inputs_are_refused_with_a_hint(vanilla):
         evaluate_robustness(vanilla, x * 3, y)
     with pytest.raises(ValueError, match="unknown protocol"):
         evaluate_robustness(vanilla, x, y, protocol="weak")
+    for labels in (torch.tensor([0, 1, 4, 2]), torch.tensor([0, -1, 3, 2])):
+        with pytest.raises(ValueError, match=r"but the model has 4 classes \(valid labels: 0..3\)"):
+            evaluate_robustness(vanilla, x, labels)
+    with pytest.raises(ValueError, match=r"Linf eps 2 is out of range; valid: \[0, 1\]"):
+        evaluate_robustness(vanilla, x, y, eps=2)
+    with pytest.raises(ValueError, match=r"L2 eps 21 .*\(the image diameter sqrt\(3\*12\*12\)"):
+        evaluate_robustness(vanilla, x, y, suite="standard-l2", eps=21)
     entry = AttackEntry("a", "pgd")
     with pytest.raises(ValueError, match="entry's own fields"):
         dataclasses.replace(entry, hyper={"eps": 0.1})
+
+
+def test_a_model_that_outputs_probabilities_gets_a_warning(vanilla, caplog):
+    x, y = colour_data(4, 0)
+    softmax = nn.Sequential(vanilla, nn.Softmax(dim=1)).eval()
+    with caplog.at_level(logging.WARNING, logger="ciiv.evaluate.api"):
+        evaluate_robustness(softmax, x, y, suite=_pgd_suite(2 / 255, steps=2))
+    assert "look like probabilities" in caplog.text and "attacks need logits" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ciiv.evaluate.api"):
+        evaluate_robustness(vanilla, x, y, suite=_pgd_suite(2 / 255, steps=2))
+    assert "probabilities" not in caplog.text

@@ -92,6 +92,17 @@ def test_eval_errors_are_reported_not_raised(tmp_path, capsys):
     assert main(["eval", "--list"]) == 0
 
 
+def test_bad_values_exit_2_with_what_is_valid(run_dir, capsys):
+    for extra, message in (
+        (["--n-examples", "-5"], "n_examples must be >= 0 (0 = all examples), got -5"),
+        (["--eps", "2"], "Linf eps 2 is out of range; valid: [0, 1]"),
+        (["--out", "/proc/ciiv-eval"], "cannot create the output directory /proc/ciiv-eval"),
+    ):
+        assert main(_args(run_dir, *extra)) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert message in err and "Traceback" not in err
+
+
 @pytest.mark.slow
 def test_torchrun_splits_examples_and_merges_to_the_single_process_rows(run_dir, tmp_path):
     import os

@@ -130,7 +130,7 @@ def _result_table(summary: dict, out_dir: Path) -> Table:
 def run(args: argparse.Namespace) -> int:
     from ciiv.data import DatasetNotFoundError
     from ciiv.evaluate import evaluate_robustness
-    from ciiv.evaluate.selection import eval_dir_name, evaluation_examples
+    from ciiv.evaluate.selection import describe_run, eval_dir_name, evaluation_examples
     from ciiv.train import CheckpointError, load_data, load_run
     from ciiv.train.distributed import init_distributed
     from ciiv.train.run import resolve_device
@@ -153,17 +153,7 @@ def run(args: argparse.Namespace) -> int:
         split, index, x, y = evaluation_examples(
             splits, loaded.dataset, args.test_split, args.n_examples, args.seed
         )
-        run_info = {
-            "run_dir": str(Path(args.run_dir)),
-            "method": loaded.method,
-            "dataset": loaded.dataset,
-            "backbone": loaded.config.model.backbone,
-            "checkpoint": loaded.checkpoint,
-            "epoch": loaded.epoch,
-            "test_split": split,
-            "selection": f"first {len(index)} of randperm({len(splits.test[split])}, "
-            f"seed={args.seed})",
-        }
+        run_info = describe_run(loaded, split, index, len(splits.test[split]), args.seed)
         default_split = split == next(iter(splits.test))
         audit = not args.no_audit
         for protocol in protocols:

@@ -7,18 +7,17 @@ suite, and a random model's prediction is counted over R draws (see :mod:`.summa
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ciiv.attacks import default_max_batch, preserve_mode
+from ciiv.attacks.threat import check_eps
 from ciiv.versions import software_versions
 
 from . import records
@@ -129,18 +128,37 @@ def _check_inputs(x: Tensor, y: Tensor) -> None:
         raise ValueError(f"y must be integer labels of shape [{x.shape[0]}]")
 
 
+@torch.no_grad()
+def _check_outputs(model: nn.Module, x: Tensor, y: Tensor) -> int:
+    """One forward pass on a few examples x [b, C, H, W]: the labels y [N] must index the model's
+    logits [b, K], and outputs that look like probabilities (in [0, 1], rows summing to 1) get a
+    warning, as AutoAttack's checks give: a softmax output saturates, so gradient attacks stall
+    and the model looks more robust than it is. Returns b, the images it sent through."""
+    with preserve_mode(model):
+        out = model(x)
+    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"the model must return logits [B, K]; it returned {shape}")
+    classes, low, high = out.shape[1], int(y.min()), int(y.max())
+    if low < 0 or high >= classes:
+        raise ValueError(
+            f"labels range over {low}..{high}, but the model has {classes} classes (valid labels: "
+            f"0..{classes - 1})"
+        )
+    in_unit = bool(((out >= 0) & (out <= 1)).all())
+    if in_unit and bool(((out.sum(1) - 1).abs() < 1e-4).all()):
+        logger.warning(
+            "the model's outputs look like probabilities (in [0, 1], each row summing to 1): "
+            "attacks need logits, and a softmax output hides gradients, which overstates "
+            "robustness; return the scores before the softmax"
+        )
+    return x.shape[0]
+
+
 def _model_device(model: nn.Module) -> torch.device:
     for tensor in [*model.parameters(), *model.buffers()]:
         return tensor.device
     return torch.device("cpu")
-
-
-def _digest(x: Tensor, y: Tensor, indices: list[int]) -> str:
-    h = hashlib.sha256()
-    h.update(np.asarray(indices, dtype=np.int64).tobytes())
-    h.update(y.detach().cpu().numpy().astype(np.int64).tobytes())
-    h.update(x.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def _dist() -> tuple[int, int]:
@@ -220,8 +238,9 @@ def evaluate_robustness(
         and the other ranks their own.
 
     Raises:
-        ValueError: bad inputs, an unknown suite/protocol, or ``out_dir`` holding an evaluation
-            with different settings (pass ``overwrite=True`` or another directory).
+        ValueError: bad inputs (labels outside the model's classes, an eps out of range for the
+            norm), an unknown suite/protocol, an ``out_dir`` that cannot be created or that holds
+            an evaluation with different settings (pass ``overwrite=True`` or another directory).
     """
     _check_inputs(x, y)
     started = time.perf_counter()
@@ -239,8 +258,10 @@ def evaluate_robustness(
     y = y.long()
     rank, world = _dist()
 
+    sample = x[: min(n, 8)].to(device)
     with seeded(derive_seed(seed, "traits"), device):
-        traits = detect_traits(model, x[: min(n, 8)].to(device))
+        traits = detect_traits(model, sample)
+        checked = _check_outputs(model, sample, y) * world
     proto = proto_requested.effective(traits)
     r = (DEFAULT_DRAWS if draws is None else int(draws)) if traits.stochastic else 1
     if r < 1:
@@ -248,6 +269,7 @@ def evaluate_robustness(
     attacks, skipped, budget = resolve_suite(
         suite_obj, protocol=proto.name, traits=traits, dataset=dataset, eps=eps, eot=e
     )
+    check_eps(suite_obj.norm, budget, tuple(x.shape[1:]))
     for name, reason in skipped.items():
         logger.info("skipping %s: %s", name, reason)
     config = {
@@ -262,7 +284,7 @@ def evaluate_robustness(
         "dataset": dataset,
         "attacks": {a.name: a.describe() for a in attacks},
         "n_examples": n,
-        "examples_digest": _digest(x, y, indices),
+        "examples_digest": records.examples_digest(x, y, indices),
         "max_batch": max_batch,
     }
     out = None if out_dir is None else Path(out_dir)
@@ -270,18 +292,21 @@ def evaluate_robustness(
     done_records: dict[int, dict] = {}
     writer = None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        records.create_dir(out)
         if overwrite and rank == 0:
             records.remove_results(out)
         _barrier(world)
-        _check_config(out, config, rank)
+        records.check_config(out, config, "an evaluation", write=rank == 0)
         done_rows, done_records = records.load_done(out)
         writer = records.BatchWriter(out if world == 1 else out / records.SHARDS / f"rank{rank}")
 
     num_batches = (n + batch_size - 1) // batch_size
     mine = [b for b in range(num_batches) if b % world == rank]
+    done = sum(b in done_records for b in mine)
+    if done:
+        logger.info("resuming: %d of %d batches done (in %s)", done, len(mine), out)
     if progress:
-        progress("start", {"total": len(mine), "done": sum(b in done_records for b in mine)})
+        progress("start", {"total": len(mine), "done": done})
     rows_by_batch = {b: done_rows[b] for b in mine if b in done_records}
     records_by_batch = {b: done_records[b] for b in mine if b in done_records}
     with preserve_mode(model):
@@ -344,6 +369,7 @@ def evaluate_robustness(
             device=device,
             run_info=run_info,
             elapsed=time.perf_counter() - started,
+            checked=checked,
         )
         if isinstance(audit, Mapping):
             summary["audit"] = dict(audit)
@@ -389,27 +415,6 @@ def _share(summary: dict[str, Any] | None, world: int) -> dict[str, Any]:
     return summary
 
 
-def _check_config(out: Path, config: dict[str, Any], rank: int) -> None:
-    """Write config.json, or make sure the one there matches (resuming needs the same settings)."""
-    path = out / records.CONFIG
-    if path.exists():
-        previous = records.read_json(path)
-        if previous != _jsonable(config):
-            keys = sorted(k for k in config if previous.get(k) != _jsonable(config).get(k))
-            raise ValueError(
-                f"{out} holds an evaluation with different settings ({', '.join(keys)}); "
-                "use another output directory, or overwrite=True (--overwrite) to start afresh"
-            )
-    elif rank == 0:
-        records.write_json_atomic(path, config)
-
-
-def _jsonable(value: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(value))
-
-
 def _summarise(
     rows: list[dict],
     recs: list[dict],
@@ -424,13 +429,14 @@ def _summarise(
     device: torch.device,
     run_info: Mapping[str, Any] | None,
     elapsed: float,
+    checked: int,
 ) -> dict[str, Any]:
     chain = [a.name for a in attacks if a.worst_case]
     standalone = [a.name for a in attacks if not a.worst_case]
     draws = config["draws"]
     entries = [(a.name, a.worst_case, a.worst_case or a.in_threat_model) for a in attacks]
     stats = worst_case_stats(rows, entries, draws)
-    passes: dict[str, int] = {"predictions": 0}
+    passes: dict[str, int] = {"output_check": checked, "predictions": 0}
     attacked: dict[str, int] = {}
     seconds: dict[str, float] = {}
     for rec in recs:

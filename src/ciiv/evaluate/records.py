@@ -16,6 +16,7 @@ by any earlier process, with any number of ranks, can be reused.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,8 +24,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from torch import Tensor
+
 __all__ = [
     "BatchWriter",
+    "check_config",
+    "create_dir",
+    "examples_digest",
     "load_done",
     "read_json",
     "read_jsonl",
@@ -40,6 +47,43 @@ EXAMPLES, BATCHES, CONFIG, SUMMARY, SHARDS = (
     "summary.json",
     "shards",
 )
+
+
+def create_dir(out: Path) -> None:
+    """``mkdir -p out``, with an error that says what to do when it cannot be created."""
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(
+            f"cannot create the output directory {out} ({exc.strerror or exc}); choose one in a "
+            "folder you can write to"
+        ) from None
+
+
+def check_config(out: Path, config: dict[str, Any], what: str, write: bool = True) -> None:
+    """Write ``out/config.json`` (when ``write``), or make sure the one there holds the same
+    settings: resuming an interrupted ``what`` ("evaluation", "certification") needs them."""
+    path = Path(out) / CONFIG
+    config = json.loads(json.dumps(config))
+    if path.exists():
+        previous = read_json(path)
+        if previous != config:
+            keys = sorted(k for k in {*config, *previous} if previous.get(k) != config.get(k))
+            raise ValueError(
+                f"{out} holds {what} with different settings ({', '.join(keys)}); use another "
+                "output directory, or overwrite=True (--overwrite) to start afresh"
+            )
+    elif write:
+        write_json_atomic(path, config)
+
+
+def examples_digest(x: Tensor, y: Tensor, indices: list[int]) -> str:
+    """A short hash of the examples (pixels, labels, source indices): resuming needs the same."""
+    h = hashlib.sha256()
+    h.update(np.asarray(indices, dtype=np.int64).tobytes())
+    h.update(y.detach().cpu().numpy().astype(np.int64).tobytes())
+    h.update(x.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def read_json(path: Path) -> Any:

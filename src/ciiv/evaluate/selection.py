@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["eval_dir_name", "evaluation_examples", "select_examples"]
+__all__ = ["describe_run", "eval_dir_name", "evaluation_examples", "select_examples"]
 
 
 def select_examples(num: int, n_examples: int, seed: int) -> Tensor:
@@ -45,3 +45,18 @@ def eval_dir_name(suite: str, protocol: str, split: str | None, eps: str | None)
     if eps:
         name += "-eps" + eps.replace("/", "_")
     return name
+
+
+def describe_run(loaded, split: str, index: Tensor, split_size: int, seed: int) -> dict:
+    """What a summary records of the evaluated run (a :class:`ciiv.train.LoadedRun`) and of the
+    examples chosen by :func:`evaluation_examples` (``summary["run"]``)."""
+    return {
+        "run_dir": str(loaded.run_dir),
+        "method": loaded.method,
+        "dataset": loaded.dataset,
+        "backbone": loaded.config.model.backbone,
+        "checkpoint": loaded.checkpoint,
+        "epoch": loaded.epoch,
+        "test_split": split,
+        "selection": f"first {len(index)} of randperm({split_size}, seed={seed})",
+    }

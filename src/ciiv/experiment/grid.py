@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +31,14 @@ import yaml
 
 from ciiv.evaluate.checks.settings import audit_settings
 from ciiv.evaluate.suites import format_eps, get_suite
-from ciiv.train.config import ConfigError, TrainConfig, build_dataclass, load_config
+from ciiv.train.config import (
+    ConfigError,
+    TrainConfig,
+    build_dataclass,
+    find_yaml,
+    load_config,
+    shipped_yaml,
+)
 
 __all__ = [
     "Cell",
@@ -141,23 +147,7 @@ class Grid:
 
 def list_grids() -> list[str]:
     """Names of the grids shipped in ``ciiv/grids``."""
-    folder = resources.files("ciiv") / "grids"
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
-
-
-def _grid_path(source: str | Path) -> Path:
-    path = Path(source).expanduser()
-    if path.is_file():
-        return path
-    shipped = Path(
-        str(resources.files("ciiv") / "grids" / f"{str(source).removesuffix('.yaml')}.yaml")
-    )
-    if shipped.is_file():
-        return shipped
-    raise ConfigError(
-        f"grid {str(source)!r} is neither a file nor a built-in grid; built-in: "
-        f"{', '.join(list_grids())}"
-    )
+    return shipped_yaml("grids")
 
 
 def load_grid(source: str | Path | dict[str, Any]) -> Grid:
@@ -172,7 +162,7 @@ def load_grid(source: str | Path | dict[str, Any]) -> Grid:
     if isinstance(source, dict):
         values, name = dict(source), str(source.get("name", "grid"))
     else:
-        path = _grid_path(source)
+        path = find_yaml(source, "grids", "built-in grid")
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:

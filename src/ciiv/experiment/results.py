@@ -26,7 +26,7 @@ from typing import Any
 
 from ciiv.evaluate.records import read_json, read_jsonl
 from ciiv.evaluate.suites import format_eps
-from ciiv.report import attack_eot, load_summaries, write_report
+from ciiv.report import attack_eot, load_certifications, load_summaries, write_report
 
 from .grid import Grid
 from .runner import cell_dir, cell_evaluations, cell_record_path
@@ -86,11 +86,34 @@ def _cell_entry(grid: Grid, cell, out: Path) -> dict[str, Any]:
             "eps": audit["settings"]["eps"],
         },
         "evals": evals,
+        "certified": [_certified_entry(c, out) for c in load_certifications([run_dir])],
+    }
+
+
+def _certified_entry(summary: dict[str, Any], out: Path) -> dict[str, Any]:
+    """A ``ciiv certify`` summary of the cell (randomized smoothing's certified L2 accuracy)."""
+    return {
+        "sigma": summary["sigma"],
+        "n0": summary["n0"],
+        "n": summary["n"],
+        "alpha": summary["alpha"],
+        "n_examples": summary["n_examples"],
+        "abstain_rate": summary["abstain_rate"],
+        "curve": [
+            {"radius": p["radius"], "accuracy": p["accuracy"], "ci95": p["ci95"]}
+            for p in summary["certified_accuracy"]
+        ],
+        "source": _rel(Path(summary["_path"]), out),
     }
 
 
 def _rel(path: Path, out: Path) -> str:
     return path.relative_to(out).as_posix()
+
+
+def _eps_text(eps: float) -> str:
+    """A budget as people write it: 0.2 for MNIST's round budgets, 8/255 for 1/255 steps."""
+    return f"{eps:g}" if round(eps, 2) == eps else format_eps(eps)
 
 
 def _eval_entry(summary: dict[str, Any], suite: str, path: Path, out: Path) -> dict[str, Any]:
@@ -100,7 +123,7 @@ def _eval_entry(summary: dict[str, Any], suite: str, path: Path, out: Path) -> d
         "protocol": summary["protocol"],
         "norm": summary["threat_model"]["norm"],
         "eps": budget,
-        "eps_label": format_eps(budget),
+        "eps_label": _eps_text(budget),
         "views": bool((summary.get("model") or {}).get("views")),
         "n": summary["n_examples"],
         "attack_eot": attack_eot(summary),
@@ -331,6 +354,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             ]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _certified_lines(results["cells"])
     lines += _training_lines(results["cells"])
     lines += ["## Honesty checks", ""]
     if results["flags"]:
@@ -364,6 +388,38 @@ def _status_lines(cells: list[dict[str, Any]]) -> list[str]:
         if cell["status"] == "failed":
             lines.append(f"- **{cell['name']} failed**: {cell['error']}")
     return lines + ([""] if len(lines) > 2 else [])
+
+
+def _certified_lines(cells: list[dict[str, Any]]) -> list[str]:
+    """Certified L2 accuracy of the cells that were certified (``ciiv certify``), if any."""
+    rows = [(c, cert) for c in cells for cert in c.get("certified", [])]
+    if not rows:
+        return []
+    radii = sorted({p["radius"] for _, cert in rows for p in cert["curve"]})
+    lines = [
+        "## Certified L2 accuracy (randomized smoothing)",
+        "",
+        "`ciiv certify` (Cohen et al.'s CERTIFY): the share of the examples whose smoothed "
+        "prediction is certified correct within L2 radius r (each certificate holds with "
+        "probability 1 − alpha). L2 radii in [0, 1] pixel units; a radius r guarantees Linf "
+        "robustness only up to r / sqrt(pixels), so these numbers do not compare with the Linf "
+        "tables above.",
+        "",
+        "| cell | sigma | n | alpha | examples | abstain | "
+        + " | ".join(f"r = {r:g}" for r in radii)
+        + " |",
+        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(radii),
+    ]
+    for cell, cert in rows:
+        at = {p["radius"]: p for p in cert["curve"]}
+        values = ["0.0" if r not in at else f"{100 * at[r]['accuracy']:.1f}" for r in radii]
+        lines.append(
+            f"| {cell['name']} | {cert['sigma']:g} | {cert['n']} | {cert['alpha']:g} | "
+            f"{cert['n_examples']} | {100 * cert['abstain_rate']:.1f} | "
+            + " | ".join(values)
+            + " |"
+        )
+    return [*lines, ""]
 
 
 def _training_lines(cells: list[dict[str, Any]]) -> list[str]:
@@ -487,7 +543,10 @@ def write_results(grid: Grid, out: str | Path) -> list[Path]:
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     (out / "results.md").write_text(render_markdown(results), encoding="utf-8")
     written = [out / "results.json", out / "results.md", *(out / p for p in results["plots"])]
-    sources = [out / e["source"] for c in results["cells"] for e in c["evals"]]
+    # Whole run directories: the per-attack tables of every evaluation, and any certification.
+    sources = [
+        out / Path(c["evals"][0]["source"]).parents[2] for c in results["cells"] if c["evals"]
+    ]
     if sources:
         written += write_report(sources, out / "report", "both")
     return written

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from ciiv.evaluate.records import read_json, write_json_atomic
-from ciiv.evaluate.selection import eval_dir_name, evaluation_examples
+from ciiv.evaluate.selection import describe_run, eval_dir_name, evaluation_examples
 from ciiv.evaluate.suites import format_eps, get_suite
 from ciiv.train.config import config_to_dict
 
@@ -227,15 +227,7 @@ def _load(cell: Cell, run_dir: Path, grid: Grid, device: str | None):
     device_ = next(loaded.model.parameters()).device
     views = detect_traits(loaded.model, x[:8].to(device_)).views
     info = {
-        "run_dir": str(run_dir),
-        "method": loaded.method,
-        "dataset": loaded.dataset,
-        "backbone": loaded.config.model.backbone,
-        "checkpoint": loaded.checkpoint,
-        "epoch": loaded.epoch,
-        "test_split": split,
-        "selection": f"first {len(index)} of randperm({len(splits.test[split])}, "
-        f"seed={grid.eval.seed})",
+        **describe_run(loaded, split, index, len(splits.test[split]), grid.eval.seed),
         "grid_run": cell.run,
         "grid_seed": cell.seed,
     }
