@@ -462,7 +462,8 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
     for (dataset, suite), tables in groups.items():
         tables = sorted(tables, key=lambda t: t["eps"])
         runs = [row["run"] for row in tables[0]["rows"]]
-        colours = plt.get_cmap("tab10")
+        palette = "tab10" if len(runs) <= 10 else "tab20"
+        colours = plt.get_cmap(palette)
         fig, ax = plt.subplots(figsize=(7.5, 4.2))
         for i, run in enumerate(runs):
             rows = [next((r for r in t["rows"] if r["run"] == run), None) for t in tables]
@@ -474,7 +475,7 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
             ax.plot(
                 xs,
                 [100 * clean] + [100 * r["full"]["mean"] for _, r in points],
-                color=colours(i % 10),
+                color=colours(i % colours.N),
                 marker="o",
                 label=f"{run} (full)",
             )
@@ -482,7 +483,7 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
                 ax.plot(
                     xs,
                     [100 * clean] + [100 * r["paper"]["mean"] for _, r in points],
-                    color=colours(i % 10),
+                    color=colours(i % colours.N),
                     marker="s",
                     linestyle="--",
                     label=f"{run} (paper)",

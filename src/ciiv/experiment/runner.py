@@ -149,10 +149,12 @@ def run_cell(
     start = time.perf_counter()
     spec = cell_spec(grid, cell)
     record_path = cell_record_path(out, cell)
-    record = _check_spec(record_path, spec, cell)
-    if record is not None and record.get("status") == "complete":
+    earlier = _check_spec(record_path, spec, cell)
+    if earlier is not None and earlier.get("status") == "complete":
         return CellOutcome(cell, "skipped")
-    record = {"spec": spec, "status": "running", "phases_s": {}, "error": None}
+    # Phase times add up over the sessions that worked on the cell (a resumed cell keeps them).
+    phases = dict((earlier or {}).get("phases_s") or {})
+    record = {"spec": spec, "status": "running", "phases_s": phases, "error": None}
     if _is_main():
         record_path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(record_path, record)
