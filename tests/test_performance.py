@@ -224,22 +224,7 @@ def test_the_whole_compiled_step_trains(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "compile", traced)
     torch._dynamo.reset()
-    config = load_config(
-        None,
-        {
-            "data.options": {"n_train": 48, "n_test": 4, "image_size": 16},
-            "data.val_fraction": 0.25,
-            "model.backbone": "small_cnn",
-            "model.backbone_kwargs": {"width": 4},
-            "model.num_views": 2,
-            "model.samples_per_view": 1,
-            "method.name": "ciiv",
-            "batch_size": 12,
-            "epochs": 2,
-            "device": "cpu",
-            "compile": "step",
-        },
-    )
+    config = _tiny_ciiv(n_train=48, batch_size=12, epochs=2, compile="step")
     result = fit(config, tmp_path / "run")
     assert compiled == ["_Step"]
     assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in result.history)
@@ -251,23 +236,24 @@ def test_fit_on_the_cpu_stays_in_float32(tmp_path, monkeypatch):
     monkeypatch.setattr(
         torch, "autocast", functools.partial(_record_autocast, seen, torch.autocast)
     )
-    config = load_config(
-        None,
-        {
-            "data.options": {"n_train": 24, "n_test": 4, "image_size": 16},
-            "data.val_fraction": 0.25,
-            "model.backbone": "small_cnn",
-            "model.backbone_kwargs": {"width": 4},
-            "model.num_views": 2,
-            "model.samples_per_view": 1,
-            "method.name": "ciiv",
-            "batch_size": 6,
-            "epochs": 1,
-            "device": "cpu",
-        },
-    )
+    config = _tiny_ciiv(n_train=24, batch_size=6, epochs=1)
     fit(config, tmp_path / "run")
     assert seen == []  # amp "auto" on the CPU: no autocast at all
+
+
+def _tiny_ciiv(n_train: int, **settings):
+    """A CiiV run of a few steps on 16-px shapes, on the CPU."""
+    values = {
+        "data.options": {"n_train": n_train, "n_test": 4, "image_size": 16},
+        "data.val_fraction": 0.25,
+        "model.backbone": "small_cnn",
+        "model.backbone_kwargs": {"width": 4},
+        "model.num_views": 2,
+        "model.samples_per_view": 1,
+        "method.name": "ciiv",
+        "device": "cpu",
+    }
+    return load_config(None, {**values, **settings})
 
 
 def _record_autocast(seen, original, *args, **kwargs):

@@ -21,6 +21,7 @@ from ciiv.train import (
     load_run,
     resume,
 )
+from test_train_loop import tiny as tiny_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,25 +29,10 @@ TIMING_KEYS = ("images_per_s", "epoch_time_s")
 
 
 def tiny(method: str = "ciiv", **overrides):
-    """5 steps per epoch of a few milliseconds each, on one CPU core."""
-    values = {
-        "data.options": {"n_train": 112, "n_test": 8, "image_size": 16},
-        "data.val_fraction": 0.25,
-        "model.backbone": "small_cnn",
-        "model.backbone_kwargs": {"width": 8},
-        "model.num_views": 3,
-        "model.samples_per_view": 2,
-        "method.name": method,
-        "optim.lr": 0.05,
-        "optim.milestones": [1],
-        "method.w_reg_milestones": [1],
-        "batch_size": 16,
-        "epochs": 2,
-        "deterministic": True,
-        "device": "cpu",
-        **overrides,
-    }
-    return load_config(None, values)
+    """test_train_loop's tiny run (5 steps per epoch of a few milliseconds), deterministic, with
+    a learning rate and w_reg that change after the first epoch."""
+    schedule = {"optim.milestones": [1], "method.w_reg_milestones": [1], "deterministic": True}
+    return tiny_run(method, **{**schedule, **overrides})
 
 
 def records(run_dir) -> list[dict]:
