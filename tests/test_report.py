@@ -101,6 +101,11 @@ def test_json_report_and_cli(eval_dirs, tmp_path, capsys):
     (run / "eval" / "quick-full").symlink_to(eval_dirs[0])
     assert len(load_summaries([run])) == 1
     assert main(["report", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    # `ciiv report runs/*` with a run not evaluated yet: skipped with a warning, not an error.
+    (tmp_path / "unevaluated" / "checkpoints").mkdir(parents=True)
+    assert len(load_summaries([run, tmp_path / "unevaluated"])) == 1
+    with pytest.raises(ValueError, match="no evaluation summary in any"):
+        load_summaries([tmp_path / "unevaluated", tmp_path / "unevaluated"])
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="not an evaluation summary"):
         load_summaries([tmp_path / "bad.json"])

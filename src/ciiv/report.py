@@ -44,8 +44,14 @@ CERTIFY_SCHEMA = "ciiv.certify/1"  # summaries of `ciiv certify` (ciiv.certify.r
 
 
 def find_summaries(paths: Iterable[str | Path]) -> list[Path]:
-    """The summary files behind ``paths`` (files, evaluation dirs or run dirs), in order."""
+    """The summary files behind ``paths`` (files, evaluation dirs or run dirs), in order.
+
+    A directory without any (a run not evaluated yet, e.g. from ``ciiv report runs/*``) is
+    skipped with a warning; a path that does not exist, or nothing found at all, is an error.
+    """
+    paths = [Path(p) for p in paths]
     found: list[Path] = []
+    skipped: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_file():
@@ -56,11 +62,16 @@ def find_summaries(paths: Iterable[str | Path]) -> list[Path]:
             found.extend(sorted(path.glob("eval/*/summary.json")))
         elif path.is_dir() and sorted(path.glob("certify/*/summary.json")):
             continue  # a run with certifications only: see load_certifications
+        elif path.is_dir() and len(paths) > 1:
+            logger.warning("skipping %s: no evaluation summary in it (run ciiv eval first)", path)
+            skipped.append(path)
         else:
             raise ValueError(
                 f"no evaluation summary at {path}: pass a summary.json, an evaluation directory "
                 "or a run directory evaluated with `ciiv eval`"
             )
+    if len(skipped) == len(paths):
+        raise ValueError(f"no evaluation summary in any of {', '.join(map(str, paths))}")
     return found
 
 
