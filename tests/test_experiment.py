@@ -240,9 +240,10 @@ def test_certified_section_lists_the_curve_of_each_certified_cell():
     curve = [{"radius": 0.0, "accuracy": 0.8, "ci95": [0.5, 0.9]},
              {"radius": 0.25, "accuracy": 0.5, "ci95": [0.2, 0.8]}]  # fmt: skip
     cert = {"sigma": 0.25, "n": 100, "alpha": 0.001, "n_examples": 10, "abstain_rate": 0.1,
+            "elapsed_s": 12.3,
             "curve": curve, "source": "cells/rs-s0/certify/x/summary.json"}  # fmt: skip
     lines = _certified_lines(
         [{"name": "rs-s0", "certified": [cert]}, {"name": "v", "certified": []}]
     )
-    assert "| rs-s0 | 0.25 | 100 | 0.001 | 10 | 10.0 | 80.0 | 50.0 |" in lines
+    assert "| rs-s0 | 0.25 | 100 | 0.001 | 10 | 10.0 | 12 | 80.0 | 50.0 |" in lines
     assert _certified_lines([{"name": "v", "certified": []}]) == []

@@ -99,6 +99,7 @@ def _certified_entry(summary: dict[str, Any], out: Path) -> dict[str, Any]:
         "alpha": summary["alpha"],
         "n_examples": summary["n_examples"],
         "abstain_rate": summary["abstain_rate"],
+        "elapsed_s": round(summary["elapsed_s"], 1),
         "curve": [
             {"radius": p["radius"], "accuracy": p["accuracy"], "ci95": p["ci95"]}
             for p in summary["certified_accuracy"]
@@ -405,17 +406,17 @@ def _certified_lines(cells: list[dict[str, Any]]) -> list[str]:
         "robustness only up to r / sqrt(pixels), so these numbers do not compare with the Linf "
         "tables above.",
         "",
-        "| cell | sigma | n | alpha | examples | abstain | "
+        "| cell | sigma | n | alpha | examples | abstain | s | "
         + " | ".join(f"r = {r:g}" for r in radii)
         + " |",
-        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(radii),
+        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(radii),
     ]
     for cell, cert in rows:
         at = {p["radius"]: p for p in cert["curve"]}
         values = ["0.0" if r not in at else f"{100 * at[r]['accuracy']:.1f}" for r in radii]
         lines.append(
             f"| {cell['name']} | {cert['sigma']:g} | {cert['n']} | {cert['alpha']:g} | "
-            f"{cert['n_examples']} | {100 * cert['abstain_rate']:.1f} | "
+            f"{cert['n_examples']} | {100 * cert['abstain_rate']:.1f} | {cert['elapsed_s']:.0f} | "
             + " | ".join(values)
             + " |"
         )
@@ -441,6 +442,12 @@ def _training_lines(cells: list[dict[str, Any]]) -> list[str]:
             f"{phases.get('train', 0):.0f} | {phases.get('audit', 0):.0f} | "
             f"{phases.get('eval', 0):.0f} | {audit} |"
         )
+    total = sum(v for c in cells for v in c["phases_s"].values())
+    lines += [
+        "",
+        f"The cells' own time, all phases summed (training, loading, audit, evaluation): "
+        f"{total:.0f} s ({total / 60:.1f} min).",
+    ]
     return [*lines, ""]
 
 
