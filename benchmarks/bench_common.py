@@ -27,6 +27,7 @@ from ciiv.models import CiiVClassifier, Classifier, create_model
 from ciiv.sampling import RetinotopicSampler
 from ciiv.train.config import OptimConfig
 from ciiv.train.optim import build_optimizer
+from ciiv.train.run import resolve_device
 
 __all__ = [
     "CIFAR_MEAN",
@@ -47,13 +48,6 @@ __all__ = [
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 # The weight of the consistency loss in CiiV's first epochs (the schedule starts at 0.1).
 W_REG = 0.1
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` is CUDA when available, else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def device_name(device: torch.device) -> str:

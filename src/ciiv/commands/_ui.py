@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 __all__ = [
+    "add_run_arguments",
     "EvalBar",
     "TrainBar",
     "logging_through",
@@ -88,3 +90,24 @@ def logging_through(console: Console) -> Iterator[None]:
         yield
     finally:
         root.handlers = saved
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, n_examples: int) -> None:
+    """The options of the commands that load a trained run and pick test examples from it
+    (``ciiv eval``, ``audit``, ``certify``): which checkpoint, which data, which examples, where."""
+    parser.add_argument(
+        "--n-examples",
+        type=int,
+        default=n_examples,
+        metavar="N",
+        help=f"first N of a seeded permutation of the test split, the same in every command "
+        f"(default {n_examples}; 0 = all)",
+    )
+    parser.add_argument(
+        "--test-split", metavar="NAME", help="test split (default: the dataset's first)"
+    )
+    parser.add_argument(
+        "--checkpoint", choices=("best", "last"), default="best", help="checkpoint (default best)"
+    )
+    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda", help="device")
+    parser.add_argument("--data-dir", metavar="PATH", help="dataset files (default: the run's)")

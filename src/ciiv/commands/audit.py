@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ciiv.commands._ui import add_run_arguments
+
 __all__ = ["DEFAULT_EXAMPLES", "add_arguments", "run"]
 
 logger = logging.getLogger(__name__)
@@ -31,20 +33,12 @@ _STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run written by ciiv train")
+    add_run_arguments(parser, DEFAULT_EXAMPLES)
     parser.add_argument(
         "--eps", metavar="EPS", help="budget, e.g. 8/255 (default: the dataset's, as in ciiv eval)"
     )
     parser.add_argument("--norm", choices=("Linf", "L2"), default="Linf", help="threat model norm")
-    parser.add_argument(
-        "--n-examples",
-        type=int,
-        default=DEFAULT_EXAMPLES,
-        metavar="N",
-        help=f"first N of a seeded permutation of the test split, as ciiv eval picks them "
-        f"(default {DEFAULT_EXAMPLES}; 0 = all)",
-    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the examples and the audit")
-    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda", help="device")
     parser.add_argument(
         "--quick", action="store_true", help="the cheap preset (short attacks, fewer EOT draws)"
     )
@@ -57,13 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="B",
         help="most images per model call (default 64 on the CPU, 256 on a GPU)",
     )
-    parser.add_argument(
-        "--checkpoint", choices=("best", "last"), default="best", help="checkpoint (default best)"
-    )
-    parser.add_argument(
-        "--test-split", metavar="NAME", help="test split (default: the dataset's first)"
-    )
-    parser.add_argument("--data-dir", metavar="PATH", help="dataset files (default: the run's)")
     parser.add_argument(
         "--out", metavar="FILE", help="where to write the JSON (default RUN_DIR/audit/audit.json)"
     )

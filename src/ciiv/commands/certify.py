@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ciiv.commands._ui import progress_bar
+from ciiv.commands._ui import add_run_arguments, progress_bar
 
 __all__ = ["add_arguments", "run"]
 
@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ciiv.certify.run import DEFAULT_EXAMPLES
 
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run written by ciiv train")
+    add_run_arguments(parser, DEFAULT_EXAMPLES)
     parser.add_argument(
         "--sigma",
         type=float,
@@ -40,14 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--alpha", type=float, default=0.001, help="failure probability (default 0.001)"
-    )
-    parser.add_argument(
-        "--n-examples",
-        type=int,
-        default=DEFAULT_EXAMPLES,
-        metavar="N",
-        help=f"first N of a seeded permutation of the test split, as ciiv eval picks them "
-        f"(default {DEFAULT_EXAMPLES}; 0 = all)",
     )
     parser.add_argument(
         "--batch-size",
@@ -66,14 +59,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="example selection and noise seed (default 0)"
     )
-    parser.add_argument(
-        "--test-split", metavar="NAME", help="test split (default: the dataset's first)"
-    )
-    parser.add_argument(
-        "--checkpoint", choices=("best", "last"), default="best", help="checkpoint (default best)"
-    )
-    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda", help="device")
-    parser.add_argument("--data-dir", metavar="PATH", help="dataset files (default: the run's)")
     parser.add_argument("--out", metavar="DIR", help="output directory")
     parser.add_argument(
         "--overwrite", action="store_true", help="discard earlier results instead of resuming"

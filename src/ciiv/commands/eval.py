@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ciiv.commands._ui import EvalBar, progress_bar
+from ciiv.commands._ui import EvalBar, add_run_arguments, progress_bar
 
 __all__ = ["add_arguments", "run"]
 
@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ciiv.evaluate import DEFAULT_DRAWS, DEFAULT_EOT, list_suites
 
     parser.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a run written by ciiv train")
+    add_run_arguments(parser, DEFAULT_EXAMPLES)
     parser.add_argument(
         "--suite",
         default="standard-linf",
@@ -44,14 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="full",
         help="full: attacks query the evaluated function (default); paper: centre view only; "
         "both: one after the other, into separate directories",
-    )
-    parser.add_argument(
-        "--n-examples",
-        type=int,
-        default=DEFAULT_EXAMPLES,
-        metavar="N",
-        help=f"first N of a seeded permutation of the test split (default {DEFAULT_EXAMPLES}; "
-        "0 = all)",
     )
     parser.add_argument(
         "--eot", type=int, metavar="E", help=f"EOT gradient samples (default {DEFAULT_EOT})"
@@ -74,14 +67,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="most images per model call inside gradient attacks (default: 64 on the CPU, "
         "all E * B at once on a GPU)",
     )
-    parser.add_argument(
-        "--test-split", metavar="NAME", help="test split (default: the dataset's first)"
-    )
-    parser.add_argument(
-        "--checkpoint", choices=("best", "last"), default="best", help="checkpoint (default best)"
-    )
-    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda", help="device")
-    parser.add_argument("--data-dir", metavar="PATH", help="dataset files (default: the run's)")
     parser.add_argument("--out", metavar="DIR", help="output directory (one protocol only)")
     parser.add_argument("--no-audit", action="store_true", help="skip the short audit")
     parser.add_argument(

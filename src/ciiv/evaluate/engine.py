@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ciiv.attacks import attack_class, create_attack, get_threat_model, independent_draws
-from ciiv.models import CiiVClassifier, Classifier, SmoothedClassifier, predict
+from ciiv.models import predict
 
 from .protocols import Protocol
 from .suites import ResolvedAttack
@@ -52,17 +52,12 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
 
 def rows_independent(model: nn.Module) -> bool:
     """Whether copies of one image stacked into a single call of ``model`` (inside
-    :func:`~ciiv.attacks.independent_draws`) are independent draws of its prediction.
-
-    True only for ciiv's own random models: a CiiV model (per-example masks inside
-    ``independent_draws``, fresh noise per element), unless its randomness is fixed, and a
-    smoothed ciiv classifier (Gaussian noise per element). A foreign model may share its
-    randomness across the rows of a batch (one mask per call, as CiiV's official sampler does),
-    so stacked copies of an image could be one draw repeated.
+    :func:`~ciiv.attacks.independent_draws`) are independent draws of its prediction: what the
+    model declares as ``independent_rows`` (ciiv's CiiV and smoothed models do). A model that does
+    not say may share its randomness across the rows of a batch (one mask per call, as CiiV's
+    official sampler does), so stacked copies of an image could be one draw repeated.
     """
-    if isinstance(model, CiiVClassifier):
-        return not model.randomness_fixed
-    return isinstance(model, SmoothedClassifier) and type(model.base) is Classifier
+    return bool(getattr(model, "independent_rows", False))
 
 
 @torch.no_grad()

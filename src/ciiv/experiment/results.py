@@ -29,7 +29,7 @@ from ciiv.evaluate.suites import format_eps
 from ciiv.report import attack_eot, load_certifications, load_summaries, write_report
 
 from .grid import Grid
-from .runner import cell_dir, cell_evaluations, cell_record_path
+from .runner import CELLS, cell_dir, cell_evaluations, cell_record_path
 
 __all__ = ["SCHEMA", "collect", "render_markdown", "write_results"]
 
@@ -239,11 +239,9 @@ def _row(run: str, cells: list[dict], suite: str, eps_label: str) -> dict[str, A
         "attack_eot": sorted({v for _, e in full for v in e["attack_eot"]}),
         "draws": full[0][1]["draws"],
         "views": views,
-        "clean": _stat([e["clean"] for _, e in full], full[0][1]["clean_ci95"] if one else None),
-        "full": _stat([e["robust"] for _, e in full], full[0][1]["robust_ci95"] if one else None),
-        "paper": _stat(
-            [e["robust"] for _, e in paper], paper[0][1]["robust_ci95"] if paper and one else None
-        ),
+        "clean": _stat([e["clean"] for _, e in full], _ci(full, "clean_ci95", one)),
+        "full": _stat([e["robust"] for _, e in full], _ci(full, "robust_ci95", one)),
+        "paper": _stat([e["robust"] for _, e in paper], _ci(paper, "robust_ci95", one)),
         "gap": _stat(gaps, None),
         "audit": _audit_verdict([c for c, _ in full]),
         "flags": flags,
@@ -552,9 +550,7 @@ def write_results(grid: Grid, out: str | Path) -> list[Path]:
     (out / "results.md").write_text(render_markdown(results), encoding="utf-8")
     written = [out / "results.json", out / "results.md", *(out / p for p in results["plots"])]
     # Whole run directories: the per-attack tables of every evaluation, and any certification.
-    sources = [
-        out / Path(c["evals"][0]["source"]).parents[2] for c in results["cells"] if c["evals"]
-    ]
+    sources = [out / CELLS / c["name"] for c in results["cells"] if c["evals"]]
     if sources:
         written += write_report(sources, out / "report", "both")
     return written

@@ -174,6 +174,13 @@ class CiiVClassifier(_Normalised):
         """True inside ``fixed_randomness``: every call then repeats the same draws."""
         return self._fixed_seed is not None
 
+    @property
+    def independent_rows(self) -> bool:
+        """Whether copies of one image stacked into one call (inside
+        :func:`ciiv.attacks.independent_draws`, per-example masks) are independent draws: the
+        evaluation then batches its prediction draws. Not while the randomness is fixed."""
+        return not self.randomness_fixed
+
     @contextlib.contextmanager
     def fixed_randomness(self, seed: int) -> Iterator[CiiVClassifier]:
         """Inside the block every forward pass reuses the same seeded draws: a deterministic model.

@@ -11,6 +11,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .classifier import Classifier
+
 __all__ = ["SmoothedClassifier"]
 
 
@@ -46,6 +48,13 @@ class SmoothedClassifier(nn.Module):
         self.sigma = float(sigma)
         self.n_draws = n_draws
         self.n_votes = n_votes
+
+    @property
+    def independent_rows(self) -> bool:
+        """Whether copies of one image stacked into one call are independent draws: the noise is
+        drawn per element, so yes when the base is ciiv's deterministic :class:`Classifier` (a
+        foreign base may share its own randomness across a batch)."""
+        return type(self.base) is Classifier
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}, n_draws={self.n_draws}, n_votes={self.n_votes}"
