@@ -43,6 +43,16 @@ _REQUIRED = ("suite", "protocol", "clean_accuracy", "robust_accuracy", "per_atta
 CERTIFY_SCHEMA = "ciiv.certify/1"  # summaries of `ciiv certify` (ciiv.certify.run.SCHEMA)
 
 
+def _summary_files(path: Path, folder: str) -> list[Path]:
+    """``path`` itself (a file), ``path/summary.json``, or a run's ``<folder>/*/summary.json``
+    (``folder``: "eval" or "certify"); [] when there is none."""
+    if path.is_file():
+        return [path]
+    if (path / "summary.json").is_file():
+        return [path / "summary.json"]
+    return sorted(path.glob(f"{folder}/*/summary.json")) if path.is_dir() else []
+
+
 def find_summaries(paths: Iterable[str | Path]) -> list[Path]:
     """The summary files behind ``paths`` (files, evaluation dirs or run dirs), in order.
 
@@ -52,15 +62,11 @@ def find_summaries(paths: Iterable[str | Path]) -> list[Path]:
     paths = [Path(p) for p in paths]
     found: list[Path] = []
     skipped: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_file():
-            found.append(path)
-        elif (path / "summary.json").is_file():
-            found.append(path / "summary.json")
-        elif path.is_dir() and sorted(path.glob("eval/*/summary.json")):
-            found.extend(sorted(path.glob("eval/*/summary.json")))
-        elif path.is_dir() and sorted(path.glob("certify/*/summary.json")):
+    for path in paths:
+        files = _summary_files(path, "eval")
+        if files:
+            found.extend(files)
+        elif _summary_files(path, "certify"):
             continue  # a run with certifications only: see load_certifications
         elif path.is_dir() and len(paths) > 1:
             logger.warning("skipping %s: no evaluation summary in it (run ciiv eval first)", path)
@@ -337,15 +343,7 @@ def load_certifications(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     """Summaries of ``ciiv certify`` behind ``paths`` (summary files, certification directories,
     run directories with ``certify/*/summary.json``), with ``"_path"`` and ``"_label"`` added as
     in :func:`load_summaries`; paths without any are skipped."""
-    found = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_file():
-            found.append(path)
-        elif (path / "summary.json").is_file():
-            found.append(path / "summary.json")
-        elif path.is_dir():
-            found.extend(sorted(path.glob("certify/*/summary.json")))
+    found = [file for raw in paths for file in _summary_files(Path(raw), "certify")]
     certifications = []
     for path in found:
         try:
