@@ -3,9 +3,11 @@
     ciiv audit runs/a                        # full audit at the dataset's Linf budget
     ciiv audit runs/a --eps 4/255 --quick    # the cheap preset ``ciiv eval`` also runs
     ciiv audit runs/a --norm L2 --n-examples 500 --seed 1
+    ciiv audit --model defense.py:build --weights w.pt --dataset mnist --out evals/mine
 
-Writes RUN_DIR/audit/audit.json and prints one row per check (pass / warn / fail / skip, what was
-found, what to do next). The exit status is 1 when any check fails, 2 on a usage error.
+Writes RUN_DIR/audit/audit.json (DIR/audit/audit.json for a user's --model with --out DIR) and
+prints one row per check (pass / warn / fail / skip, what was found, what to do next). The exit
+status is 1 when any check fails, 2 on a usage error.
 Every check is explained in docs/evaluation.md, "The audit checks".
 """
 
@@ -19,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ciiv.commands._model import add_model_arguments
 from ciiv.commands._ui import add_run_arguments
 
 __all__ = ["DEFAULT_EXAMPLES", "add_arguments", "run"]
@@ -32,7 +35,9 @@ _STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run written by ciiv train")
+    parser.add_argument(
+        "run_dir", metavar="RUN_DIR", nargs="?", help="a run written by ciiv train (or --model)"
+    )
     add_run_arguments(parser, DEFAULT_EXAMPLES)
     parser.add_argument(
         "--eps", metavar="EPS", help="budget, e.g. 8/255 (default: the dataset's, as in ciiv eval)"
@@ -52,8 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="most images per model call (default 64 on the CPU, 256 on a GPU)",
     )
     parser.add_argument(
-        "--out", metavar="FILE", help="where to write the JSON (default RUN_DIR/audit/audit.json)"
+        "--out",
+        metavar="FILE",
+        help="where to write the JSON (default RUN_DIR/audit/audit.json); with --model, the "
+        "model's directory DIR: DIR/audit/audit.json",
     )
+    add_model_arguments(parser)
 
 
 def result_table(result, title: str) -> Table:
@@ -75,23 +84,37 @@ def result_table(result, title: str) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ciiv.commands._model import load_user_target
     from ciiv.data import DatasetNotFoundError
     from ciiv.evaluate.audit import audit
     from ciiv.evaluate.selection import evaluation_examples
     from ciiv.evaluate.suites import get_suite
+    from ciiv.models.external import probe_model
     from ciiv.train import CheckpointError, load_data, load_run
     from ciiv.train.run import resolve_device
 
     console = Console(stderr=True)
     try:
+        if bool(args.run_dir) == bool(args.model):
+            raise ValueError("give RUN_DIR or --model SPEC (see ciiv audit --help)")
         device = resolve_device(args.device)
-        loaded = load_run(args.run_dir, args.checkpoint, device=device)
-        splits = load_data(loaded.config.data, data_dir=args.data_dir)
+        if args.model:
+            target = load_user_target(args, device)
+            model, dataset, splits = target.model, target.dataset, target.splits
+            what, out = f"{args.model} (user model", Path(args.out) / "audit" / "audit.json"
+        else:
+            loaded = load_run(args.run_dir, args.checkpoint, device=device)
+            model, dataset = loaded.model, loaded.dataset
+            splits = load_data(loaded.config.data, data_dir=args.data_dir)
+            what = f"{args.run_dir} ({loaded.method}"
+            out = Path(args.out) if args.out else Path(args.run_dir) / "audit" / "audit.json"
         split, _, x, y = evaluation_examples(
-            splits, loaded.dataset, args.test_split, args.n_examples, args.seed
+            splits, dataset, args.test_split, args.n_examples, args.seed
         )
         x, y = x.to(device), y.to(device)
-        eps = args.eps or get_suite(_BUDGET_SUITES[args.norm]).eps_for(loaded.dataset)
+        if args.model:
+            probe_model(model, x[:2])
+        eps = args.eps or get_suite(_BUDGET_SUITES[args.norm]).eps_for(dataset)
         overrides = {} if args.batch_size is None else {"batch_size": args.batch_size}
         with console.status("audit") as status:
 
@@ -100,18 +123,17 @@ def run(args: argparse.Namespace) -> int:
                     status.update(f"audit: {name}")
 
             result = audit(
-                loaded.model, x, y, eps=eps, norm=args.norm, quick=args.quick, seed=args.seed,
+                model, x, y, eps=eps, norm=args.norm, quick=args.quick, seed=args.seed,
                 checks=args.checks, progress=progress, **overrides,
             )  # fmt: skip
     except (ValueError, CheckpointError, DatasetNotFoundError) as exc:
         logger.debug("ciiv audit failed", exc_info=True)
         console.print(f"[bold red]error:[/] {escape(str(exc))}")
         return 2
-    out = Path(args.out) if args.out else Path(args.run_dir) / "audit" / "audit.json"
     result.write_json(out)
     counts = ", ".join(f"{v} {k}" for k, v in result.counts.items() if v)
     title = (
-        f"audit of {escape(str(args.run_dir))} ({loaded.method}, {loaded.dataset}/{split}, "
+        f"audit of {escape(what)}, {dataset}/{split}, "
         f"{args.norm} eps {float(result.settings['eps']):.4g}, {result.n_examples} examples, "
         f"clean {result.clean_accuracy:.1%})"
     )

@@ -4,9 +4,11 @@
     ciiv eval runs/a --suite paper-cifar10 --protocol both # the paper's protocol, and the full one
     ciiv eval runs/a --suite quick --n-examples 200 --eot 16 --seed 1
     torchrun --nproc_per_node 4 -m ciiv eval runs/a --suite standard-linf   # examples split
+    ciiv eval --model defense.py:build --weights w.pt --dataset cifar10 --out evals/mine
 
 Results go to RUN_DIR/eval/<suite>-<protocol>/ (examples.jsonl, batches.jsonl, config.json,
-summary.json). Running the same command again resumes an interrupted evaluation.
+summary.json); for a user's --model, to DIR/eval/<suite>-<protocol>/ of --out DIR. Running the
+same command again resumes an interrupted evaluation.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ciiv.commands._model import add_model_arguments
 from ciiv.commands._ui import EvalBar, add_run_arguments, progress_bar
 
 __all__ = ["add_arguments", "run"]
@@ -32,7 +35,9 @@ DEFAULT_EXAMPLES = 1000
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ciiv.evaluate import DEFAULT_DRAWS, DEFAULT_EOT, list_suites
 
-    parser.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a run written by ciiv train")
+    parser.add_argument(
+        "run_dir", metavar="RUN_DIR", nargs="?", help="a run written by ciiv train (or --model)"
+    )
     add_run_arguments(parser, DEFAULT_EXAMPLES)
     parser.add_argument(
         "--suite",
@@ -67,12 +72,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="most images per model call inside gradient attacks (default: 64 on the CPU, "
         "all E * B at once on a GPU)",
     )
-    parser.add_argument("--out", metavar="DIR", help="output directory (one protocol only)")
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output directory (one protocol only); with --model, the model's directory: "
+        "results go to DIR/eval/<suite>-<protocol>/",
+    )
     parser.add_argument("--no-audit", action="store_true", help="skip the short audit")
     parser.add_argument(
         "--overwrite", action="store_true", help="discard earlier results instead of resuming"
     )
     parser.add_argument("--list", action="store_true", help="list the suites and exit")
+    add_model_arguments(parser)
 
 
 def _listing(console: Console) -> None:
@@ -113,9 +124,15 @@ def _result_table(summary: dict, out_dir: Path) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ciiv.commands._model import load_user_target, user_protocols, user_run
     from ciiv.data import DatasetNotFoundError
     from ciiv.evaluate import evaluate_robustness
-    from ciiv.evaluate.selection import describe_run, eval_dir_name, evaluation_examples
+    from ciiv.evaluate.selection import (
+        describe_run,
+        describe_selection,
+        eval_dir_name,
+        evaluation_examples,
+    )
     from ciiv.train import CheckpointError, load_data, load_run
     from ciiv.train.distributed import init_distributed
     from ciiv.train.run import resolve_device
@@ -126,27 +143,40 @@ def run(args: argparse.Namespace) -> int:
         return 0
     main_process = int(os.environ.get("RANK", "0")) == 0
     try:
-        if not args.run_dir:
-            raise ValueError("RUN_DIR is required (see ciiv eval --help)")
+        if bool(args.run_dir) == bool(args.model):
+            raise ValueError("give RUN_DIR or --model SPEC (see ciiv eval --help)")
         protocols = ("full", "paper") if args.protocol == "both" else (args.protocol,)
-        if args.out and len(protocols) > 1:
+        if args.out and len(protocols) > 1 and not args.model:
             raise ValueError("--out takes one protocol; drop it or choose --protocol full|paper")
         dist = init_distributed(use_cuda=resolve_device(args.device).type == "cuda")
         device = resolve_device(args.device, dist.local_rank)
-        loaded = load_run(args.run_dir, args.checkpoint, device=device)
-        splits = load_data(loaded.config.data, data_dir=args.data_dir)
+        if args.model:
+            target = load_user_target(args, device)
+            model, dataset, splits = target.model, target.dataset, target.splits
+        else:
+            loaded = load_run(args.run_dir, args.checkpoint, device=device)
+            model, dataset = loaded.model, loaded.dataset
+            splits = load_data(loaded.config.data, data_dir=args.data_dir)
         split, index, x, y = evaluation_examples(
-            splits, loaded.dataset, args.test_split, args.n_examples, args.seed
+            splits, dataset, args.test_split, args.n_examples, args.seed
         )
-        run_info = describe_run(loaded, split, index, len(splits.test[split]), args.seed)
+        if args.model:
+            protocols = user_protocols(model, x[:2].to(device), args.protocol)
+            selection = describe_selection(split, index, len(splits.test[split]), args.seed)
+            run_info = user_run(target, args.out, selection)
+        else:
+            run_info = describe_run(loaded, split, index, len(splits.test[split]), args.seed)
         default_split = split == next(iter(splits.test))
         audit = not args.no_audit
         for protocol in protocols:
             name = eval_dir_name(args.suite, protocol, None if default_split else split, args.eps)
-            out_dir = Path(args.out) if args.out else Path(args.run_dir) / "eval" / name
+            if args.model:
+                out_dir = Path(args.out) / "eval" / name
+            else:
+                out_dir = Path(args.out) if args.out else Path(args.run_dir) / "eval" / name
             with progress_bar(console, disable=not main_process) as bar:
                 result = evaluate_robustness(
-                    loaded.model,
+                    model,
                     x,
                     y,
                     suite=args.suite,
@@ -157,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
                     seed=args.seed,
                     batch_size=args.batch_size,
                     out_dir=out_dir,
-                    dataset=loaded.dataset,
+                    dataset=dataset,
                     indices=index.tolist(),
                     max_batch=args.max_batch,
                     audit=audit,

@@ -2,6 +2,7 @@
 
     ciiv report runs/vanilla runs/ciiv --out reports/shapes
     ciiv report runs/ciiv/eval/standard-linf-full runs/ciiv/eval/standard-linf-paper --format json
+    ciiv report evals/mine --card --card-info card.yaml   # + OUT/cards/*.json, *.md
 
 Each RUN_DIR may be a run directory (all its eval/*/summary.json), an evaluation directory or a
 summary.json file. Only the summary files are read.
@@ -31,6 +32,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="markdown",
         help="report.md, report.json or both (plots are written in every case)",
     )
+    parser.add_argument(
+        "--card",
+        action="store_true",
+        help="also write a model card per evaluation to OUT/cards/ (RobustBench-style JSON + .md)",
+    )
+    parser.add_argument(
+        "--card-info",
+        metavar="FILE",
+        help="YAML/JSON with name, link, authors, venue, architecture, additional_data, "
+        "reported, footnote for the cards",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     try:
         written = write_report(args.paths, args.out, args.format)
+        if args.card or args.card_info:
+            from ciiv.card import load_card_info, write_cards
+
+            info = load_card_info(args.card_info) if args.card_info else None
+            written += write_cards(args.paths, f"{args.out}/cards", info)
     except ValueError as exc:
         logger.debug("ciiv report failed", exc_info=True)
         console.print(f"[bold red]error:[/] {escape(str(exc))}")

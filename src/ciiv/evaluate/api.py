@@ -229,7 +229,9 @@ def evaluate_robustness(
             first ``audit_examples`` examples and stores it as ``summary["audit"]``; a mapping
             (an audit result computed before, e.g. for the other protocol) is stored as is.
         overwrite: delete earlier results in ``out_dir`` instead of resuming.
-        run_info: extra facts stored as ``summary["run"]`` (the command passes the run's).
+        run_info: extra facts stored as ``summary["run"]`` (the command passes the run's). Its
+            ``"model"`` entry, if any (e.g. ``ciiv.models.external.describe_user_model(...)``),
+            also goes into ``config.json``: resuming with another model is refused.
         progress: optional callback, see :data:`ProgressFn`.
 
     Returns:
@@ -287,6 +289,10 @@ def evaluate_robustness(
         "examples_digest": records.examples_digest(x, y, indices),
         "max_batch": max_batch,
     }
+    if run_info and run_info.get("model") is not None:
+        # What identifies the model (a user model's spec and weights digest): a resumed
+        # evaluation must be of the same model.
+        config["model"] = run_info["model"]
     out = None if out_dir is None else Path(out_dir)
     done_rows: dict[int, list[dict]] = {}
     done_records: dict[int, dict] = {}

@@ -9,7 +9,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["describe_run", "eval_dir_name", "evaluation_examples", "select_examples"]
+__all__ = [
+    "describe_run",
+    "describe_selection",
+    "eval_dir_name",
+    "evaluation_examples",
+    "select_examples",
+]
 
 
 def select_examples(num: int, n_examples: int, seed: int) -> Tensor:
@@ -57,6 +63,14 @@ def describe_run(loaded, split: str, index: Tensor, split_size: int, seed: int) 
         "backbone": loaded.config.model.backbone,
         "checkpoint": loaded.checkpoint,
         "epoch": loaded.epoch,
+        **describe_selection(split, index, split_size, seed),
+    }
+
+
+def describe_selection(split: str, index: Tensor, split_size: int, seed: int) -> dict:
+    """The test split and how :func:`evaluation_examples` chose ``index`` from it, for a
+    summary's ``run`` record."""
+    return {
         "test_split": split,
         "selection": f"first {len(index)} of randperm({split_size}, seed={seed})",
     }

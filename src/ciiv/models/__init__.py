@@ -2,6 +2,7 @@
 
 from .build import MODEL_KINDS, ModelConfig, ModelKind, build_model
 from .classifier import CiiVClassifier, Classifier, ViewOutput, check_images, predict
+from .external import ModelLoadError, load_user_model
 from .registry import Backbone, create_model, list_models, register_model
 from .smoothing import SmoothedClassifier
 
@@ -12,12 +13,14 @@ __all__ = [
     "Classifier",
     "ModelConfig",
     "ModelKind",
+    "ModelLoadError",
     "SmoothedClassifier",
     "ViewOutput",
     "build_model",
     "check_images",
     "create_model",
     "list_models",
+    "load_user_model",
     "predict",
     "register_model",
 ]

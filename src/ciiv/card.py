@@ -1,0 +1,457 @@
+"""Model cards: an evaluation summary -> a shareable JSON record and a markdown card.
+
+The JSON takes the shape of RobustBench's ``model_info`` entries, so that a ciiv result sits
+beside theirs: ``name``, ``link``, ``authors``, ``venue``, ``architecture``, ``additional_data``,
+``number_forward_passes``, ``dataset``, ``eps``, ``clean_acc``, ``reported``, ``footnote``,
+``unreliable``, with accuracies in percent as strings with two decimals ("92.44"). Two keys
+differ, on purpose:
+
+- the robust accuracy is ``robust_acc``, not ``autoattack_acc``: it is the per-example worst case
+  over a ciiv suite (which may or may not contain AutoAttack), and the key says so;
+- ``threat_model`` ("Linf" / "L2") is a field, where RobustBench encodes it in the file's folder.
+
+``unreliable`` is the audit's verdict (true when it failed; absent when no audit ran).
+Everything else ciiv knows goes under ``"ciiv"``: the suite and its attacks, the protocol, the
+number of examples, EOT and prediction draws, 95 % intervals, the audit, the model and run
+records, the forward passes and the software versions. :data:`CARD_SCHEMA` is the JSON schema of
+a card. Cards are built from ``summary.json`` files alone; name, link, authors, venue,
+architecture, additional data, the reported figure and a footnote may be supplied
+(:data:`CARD_INFO_KEYS`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CARD_INFO_KEYS",
+    "CARD_SCHEMA",
+    "card_markdown",
+    "load_card_info",
+    "model_card",
+    "write_cards",
+]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_ID = "ciiv.card/1"
+# Fields a user may supply (RobustBench's descriptive fields), with their JSON types.
+CARD_INFO_KEYS: dict[str, type] = {
+    "name": str,
+    "link": str,
+    "authors": str,
+    "venue": str,
+    "architecture": str,
+    "additional_data": bool,
+    "reported": str,
+    "footnote": str,
+}
+
+_PERCENT = {"type": "string", "pattern": r"^(100|[0-9]{1,2})\.[0-9]{2}$"}
+_INTERVAL = {
+    "type": "array",
+    "items": {"type": "number", "minimum": 0, "maximum": 100},
+    "minItems": 2,
+    "maxItems": 2,
+}
+_TEXT = {"type": "string"}
+
+CARD_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": SCHEMA_ID,
+    "title": "ciiv model card: RobustBench model_info fields plus ciiv's evaluation record",
+    "type": "object",
+    "required": [
+        "name",
+        "architecture",
+        "number_forward_passes",
+        "dataset",
+        "threat_model",
+        "eps",
+        "clean_acc",
+        "robust_acc",
+        "footnote",
+        "ciiv",
+    ],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "link": _TEXT,
+        "authors": _TEXT,
+        "venue": _TEXT,
+        "architecture": {"type": "string", "minLength": 1},
+        "additional_data": {"type": "boolean"},
+        "number_forward_passes": {"type": "integer", "minimum": 1},
+        "dataset": {"type": ["string", "null"]},
+        "threat_model": {"enum": ["Linf", "L2"]},
+        "eps": {"type": "string", "pattern": r"^[0-9.]+(/[0-9]+)?$"},
+        "clean_acc": _PERCENT,
+        "robust_acc": _PERCENT,
+        "reported": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"},
+        "footnote": _TEXT,
+        "unreliable": {"type": "boolean"},
+        "ciiv": {
+            "type": "object",
+            "required": [
+                "schema",
+                "suite",
+                "protocol",
+                "attacks",
+                "n_examples",
+                "eot",
+                "draws",
+                "seed",
+                "stochastic",
+                "clean_acc_ci95",
+                "robust_acc_ci95",
+                "audit",
+                "forward_passes",
+                "versions",
+            ],
+            "additionalProperties": False,
+            "properties": {
+                "schema": {"const": SCHEMA_ID},
+                "suite": _TEXT,
+                "suite_description": _TEXT,
+                "protocol": {"enum": ["full", "paper"]},
+                "protocol_note": _TEXT,
+                "attacks": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "role", "accuracy"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "name": _TEXT,
+                            "attack": _TEXT,
+                            "role": {"enum": ["worst_case", "standalone"]},
+                            "counts_for_worst_case": {"type": "boolean"},
+                            "accuracy": _PERCENT,
+                            "ci95": _INTERVAL,
+                            "eot": {"type": "integer", "minimum": 1},
+                        },
+                    },
+                },
+                "skipped_attacks": {"type": "object", "additionalProperties": _TEXT},
+                "n_examples": {"type": "integer", "minimum": 1},
+                "eot": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+                "draws": {"type": "integer", "minimum": 1},
+                "seed": {"type": "integer"},
+                "stochastic": {"type": ["boolean", "null"]},
+                "clean_acc_ci95": _INTERVAL,
+                "robust_acc_ci95": _INTERVAL,
+                "audit": {
+                    "type": "object",
+                    "required": ["verdict"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "verdict": {"enum": ["passed", "failed", "not run"]},
+                        "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                        "failed": {"type": "array", "items": _TEXT},
+                        "warned": {"type": "array", "items": _TEXT},
+                    },
+                },
+                "forward_passes": {"type": "integer", "minimum": 0},
+                "model": {"type": ["object", "null"]},
+                "run": {"type": ["object", "null"]},
+                "versions": {"type": "object", "additionalProperties": _TEXT},
+                "summary": _TEXT,
+            },
+        },
+    },
+}
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+def _interval(ci: Any) -> list[float]:
+    low, high = ci
+    return [round(100 * low, 2), round(100 * high, 2)]
+
+
+def _audit(summary: Mapping[str, Any]) -> dict[str, Any]:
+    audit = summary.get("audit")
+    if not isinstance(audit, Mapping) or audit.get("passed") is None:
+        return {"verdict": "not run"}
+    checks = audit.get("checks") or []
+    return {
+        "verdict": "passed" if audit["passed"] else "failed",
+        "counts": {k: int(v) for k, v in (audit.get("counts") or {}).items()},
+        "failed": [c["name"] for c in checks if c.get("status") == "fail"],
+        "warned": [c["name"] for c in checks if c.get("status") == "warn"],
+    }
+
+
+def _spec(summary: Mapping[str, Any]) -> str | None:
+    """A user model's spec without the folders of its file (``defense.py:build``)."""
+    spec = ((summary.get("run") or {}).get("model") or {}).get("spec")
+    if not spec:
+        return None
+    source, _, attr = spec.rpartition(":")
+    return f"{Path(source).name}:{attr}" if source.endswith(".py") else spec
+
+
+def _default_name(summary: Mapping[str, Any]) -> str:
+    run = summary.get("run") or {}
+    folder = f" ({Path(run['run_dir']).name})" if run.get("run_dir") else ""
+    spec = _spec(summary)
+    if spec:
+        return f"{spec}{folder}"
+    if run.get("method"):
+        return f"{run['method']}{folder}"
+    return _model_class(summary)
+
+
+def _model_class(summary: Mapping[str, Any]) -> str:
+    return str((summary.get("model") or {}).get("class", "model")).rsplit(".", 1)[-1]
+
+
+def _architecture(summary: Mapping[str, Any]) -> str:
+    run = summary.get("run") or {}
+    spec = _spec(summary)
+    if run.get("backbone"):
+        return f"{_model_class(summary)} on {run['backbone']}"
+    if spec and spec.split(":", 1)[0] in ("timm", "tv"):
+        return spec
+    return _model_class(summary)
+
+
+def _footnote(summary: Mapping[str, Any], audit: Mapping[str, Any]) -> str:
+    threat = summary["threat_model"]
+    chain = ", ".join(summary.get("worst_case_chain") or [])
+    text = (
+        f"ciiv {summary['suite']} suite, {summary['protocol']} protocol, "
+        f"{threat['norm']} eps {threat['eps_label']}, {summary['n_examples']} test examples: "
+        f"robust accuracy = per-example worst case over {chain or 'the suite'}"
+    )
+    if summary.get("draws", 1) > 1:
+        text += (
+            f"; a random model: an example counts only if all {summary['draws']} prediction "
+            "draws are correct"
+        )
+    verdict = audit["verdict"]
+    if verdict == "failed":
+        failed = ", ".join(audit["failed"])
+        text += f"; the audit FAILED ({failed}): the robust accuracy may be overstated"
+    else:
+        text += f"; audit {verdict}"
+    return text + "."
+
+
+def model_card(summary: Mapping[str, Any], info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The card of one evaluation summary (the dict of ``summary.json``).
+
+    Args:
+        summary: an evaluation summary (``evaluate_robustness(...).to_dict()``).
+        info: user-supplied fields (:data:`CARD_INFO_KEYS`) that replace the defaults: ``name``
+            (default: the run or model spec and its folder), ``architecture`` (default: the
+            model class and backbone, or the model spec), ``footnote`` (default: how the figures
+            were measured), and ``link``, ``authors``, ``venue``, ``additional_data``,
+            ``reported`` (absent unless given).
+
+    Returns:
+        A dict that validates against :data:`CARD_SCHEMA`.
+    """
+    info = _check_info(info or {})
+    from ciiv.report import attack_eot
+
+    audit = _audit(summary)
+    attacks = []
+    for name, detail in summary["attacks"].items():
+        entry = {
+            "name": name,
+            "attack": detail.get("attack", name),
+            "role": detail["role"],
+            "counts_for_worst_case": bool(detail.get("counts_for_worst_case", True)),
+            "accuracy": _pct(detail["accuracy"]),
+            "ci95": _interval(detail["ci95"]),
+        }
+        eot = (detail.get("hyper") or {}).get("eot")
+        if isinstance(eot, int):
+            entry["eot"] = eot
+        attacks.append(entry)
+    threat = summary["threat_model"]
+    card: dict[str, Any] = {
+        "name": _default_name(summary),
+        "architecture": _architecture(summary),
+        "number_forward_passes": int(summary.get("draws", 1)),
+        "dataset": summary.get("dataset") or (summary.get("run") or {}).get("dataset"),
+        "threat_model": threat["norm"],
+        "eps": str(threat["eps_label"]),
+        "clean_acc": _pct(summary["clean_accuracy"]),
+        "robust_acc": _pct(summary["robust_accuracy"]),
+        "footnote": _footnote(summary, audit),
+    }
+    card.update(info)
+    if audit["verdict"] != "not run":
+        card["unreliable"] = audit["verdict"] == "failed"
+    card["ciiv"] = {
+        "schema": SCHEMA_ID,
+        "suite": summary["suite"],
+        "suite_description": summary.get("suite_description", ""),
+        "protocol": summary["protocol"],
+        "protocol_note": summary.get("protocol_note", ""),
+        "attacks": attacks,
+        "skipped_attacks": dict(summary.get("skipped_attacks") or {}),
+        "n_examples": int(summary["n_examples"]),
+        "eot": attack_eot(summary),
+        "draws": int(summary.get("draws", 1)),
+        "seed": int(summary["seed"]),
+        "stochastic": (summary.get("model") or {}).get("stochastic"),
+        "clean_acc_ci95": _interval(summary["clean_accuracy_ci95"]),
+        "robust_acc_ci95": _interval(summary["robust_accuracy_ci95"]),
+        "audit": audit,
+        "forward_passes": int(summary.get("forward_passes", 0)),
+        "model": summary.get("model"),
+        "run": summary.get("run"),
+        "versions": {k: str(v) for k, v in (summary.get("versions") or {}).items()},
+    }
+    if summary.get("_path"):
+        card["ciiv"]["summary"] = str(summary["_path"])
+    return card
+
+
+def _check_info(info: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(info) - set(CARD_INFO_KEYS))
+    if unknown:
+        raise ValueError(
+            f"unknown card field(s) {', '.join(unknown)}; valid: {', '.join(CARD_INFO_KEYS)}"
+        )
+    for key, value in info.items():
+        if not isinstance(value, CARD_INFO_KEYS[key]):
+            raise ValueError(
+                f"card field {key!r} must be a {CARD_INFO_KEYS[key].__name__}, got {value!r}"
+            )
+    if "reported" in info and not re.fullmatch(r"[0-9]+(\.[0-9]+)?", info["reported"]):
+        raise ValueError(f"card field 'reported' is an accuracy in %, e.g. \"67.31\"; got "
+                         f"{info['reported']!r}")  # fmt: skip
+    return dict(info)
+
+
+def load_card_info(path: str | Path) -> dict[str, Any]:
+    """User-supplied card fields from a YAML or JSON mapping (see :data:`CARD_INFO_KEYS`)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read the card info {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML/JSON: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path} must hold a mapping of card fields ({', '.join(CARD_INFO_KEYS)})")
+    if isinstance(data.get("reported"), int | float):
+        data["reported"] = str(data["reported"])  # YAML reads 67.31 as a number
+    return _check_info(data)
+
+
+def card_markdown(card: Mapping[str, Any]) -> str:
+    """The human-readable card: the headline figures, the attacks, the audit, the versions."""
+    extra = card["ciiv"]
+    clean_low, clean_high = extra["clean_acc_ci95"]
+    low, high = extra["robust_acc_ci95"]
+    lines = [f"# {card['name']}", ""]
+    for key in ("authors", "venue", "link"):
+        if card.get(key):
+            lines.append(f"- {key}: {card[key]}")
+    if any(card.get(k) for k in ("authors", "venue", "link")):
+        lines.append("")
+    eot = "/".join(map(str, extra["eot"])) or "-"
+    rows = [
+        ("dataset", f"{card['dataset']} ({extra['n_examples']} examples, seed {extra['seed']})"),
+        ("architecture", card["architecture"]),
+        ("threat model", f"{card['threat_model']}, eps {card['eps']}"),
+        ("clean accuracy", f"{card['clean_acc']} % (95 % CI {clean_low:.1f}–{clean_high:.1f})"),
+        ("robust accuracy", f"**{card['robust_acc']} %** (95 % CI {low:.1f}–{high:.1f})"),
+        ("suite", f"{extra['suite']}: {extra.get('suite_description', '')}".rstrip(": ")),
+        ("protocol", f"{extra['protocol']}: {extra.get('protocol_note', '')}".rstrip(": ")),
+        ("random model", {True: "yes", False: "no", None: "unknown"}[extra["stochastic"]]),
+        ("EOT draws per step / prediction draws", f"{eot} / {extra['draws']}"),
+        ("audit", _audit_text(extra["audit"])),
+        ("forward passes", f"{extra['forward_passes']:,}"),
+    ]  # fmt: skip
+    if card.get("reported"):
+        rows.append(("reported by the authors", f"{card['reported']} %"))
+    if "additional_data" in card:
+        rows.append(("additional training data", "yes" if card["additional_data"] else "no"))
+    lines += ["| | |", "|---|---|", *(f"| {k} | {_cell(v)} |" for k, v in rows), ""]
+    lines += [card["footnote"], "", "## Attacks", ""]
+    lines += ["| attack | role | accuracy (%) | 95 % CI |", "|---|---|---:|---:|"]
+    for a in extra["attacks"]:
+        role = a["role"] if a.get("counts_for_worst_case", True) else f"{a['role']} (not counted)"
+        lines.append(f"| {a['name']} | {role} | {a['accuracy']} | {a['ci95'][0]:.1f}–"
+                     f"{a['ci95'][1]:.1f} |")  # fmt: skip
+    lines.append("")
+    lines.append(
+        "Worst-case rows give the accuracy after each attack of the chain (cumulative: later "
+        "attacks only see the points still standing); standalone rows are each attack's own."
+    )
+    lines.append("")
+    for name, reason in extra.get("skipped_attacks", {}).items():
+        lines.append(f"- skipped `{name}`: {reason}")
+    if extra.get("skipped_attacks"):
+        lines.append("")
+    versions = ", ".join(f"{k} {v}" for k, v in extra["versions"].items())
+    lines += ["## Versions", "", versions or "-", ""]
+    if extra.get("summary"):
+        lines += [f"Source: `{extra['summary']}` (written by `ciiv report --card`).", ""]
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """A markdown table cell: a "|" would end it."""
+    return str(text).replace("|", "\\|")
+
+
+def _audit_text(audit: Mapping[str, Any]) -> str:
+    if audit["verdict"] == "not run":
+        return "not run (`ciiv audit`, or `ciiv eval` without `--no-audit`)"
+    counts = ", ".join(f"{v} {k}" for k, v in audit.get("counts", {}).items() if v)
+    text = f"{audit['verdict']} ({counts})" if counts else audit["verdict"]
+    if audit.get("failed"):
+        text = f"**{text}**; failed: {', '.join(audit['failed'])}"
+    if audit.get("warned"):
+        text += f"; warnings: {', '.join(audit['warned'])}"
+    return text
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "model"
+
+
+def write_cards(
+    paths: Iterable[str | Path], out_dir: str | Path, info: Mapping[str, Any] | None = None
+) -> list[Path]:
+    """One ``<name>--<evaluation>.json`` card and its ``.md`` per evaluation summary behind
+    ``paths`` (run dirs, evaluation dirs or summary files, as for ``ciiv report``), in
+    ``out_dir``; ``info`` fields go into every card. Returns the written files."""
+    from ciiv.report import load_summaries
+
+    info = _check_info(info or {})
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    used: set[str] = set()
+    for summary in load_summaries(paths):
+        card = model_card(summary, info)
+        stem = base = f"{_slug(card['name'])}--{_slug(Path(summary['_path']).parent.name)}"
+        count = 1
+        while stem in used:
+            count += 1
+            stem = f"{base}-{count}"
+        used.add(stem)
+        json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+        json_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        md_path.write_text(card_markdown(card), encoding="utf-8")
+        written += [json_path, md_path]
+    logger.info("model cards: %d in %s", len(written) // 2, out_dir)
+    return written
