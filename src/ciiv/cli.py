@@ -16,7 +16,7 @@ from ciiv import __version__
 COMMANDS: dict[str, str] = {
     "demo": "train vanilla and CiiV on the built-in shapes data and compare their robustness",
     "train": "train a model with any method on any dataset",
-    "eval": "evaluate a trained run against an attack suite",
+    "eval": "evaluate a trained run (or your own model) against an attack suite",
     "report": "merge evaluation summaries into tables and plots",
     "audit": "check an evaluation for obfuscated gradients",
     "certify": "certified L2 radii of a randomized-smoothing run (Cohen et al.'s CERTIFY)",

@@ -17,9 +17,10 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import Tensor, nn
+if TYPE_CHECKING:  # torch is imported when a command runs, not when its options are parsed
+    from torch import Tensor, nn
 
 __all__ = ["UserModel", "add_model_arguments", "load_user_target", "user_protocols", "user_run"]
 

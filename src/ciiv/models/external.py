@@ -72,11 +72,10 @@ def weights_sha256(path: str | Path) -> str:
 
 
 def describe_user_model(spec: str, weights: str | Path | None = None) -> dict[str, Any]:
-    """What identifies a user's model: ``{"spec", "weights", "weights_sha256"}`` (the last two
-    None without weights)."""
+    """What identifies a user's model: ``{"spec", "weights_sha256"}`` (None without weights).
+    The weights' path is left out: a moved file is the same model, other bytes are not."""
     return {
         "spec": spec,
-        "weights": None if weights is None else str(weights),
         "weights_sha256": None if weights is None else weights_sha256(weights),
     }
 
@@ -326,12 +325,15 @@ def _load_weights(model: nn.Module, weights: str | Path) -> None:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower():
+        # torch names the refused class ("Unsupported global: ..."); anything else is garbage.
+        if "unsupported global" in str(err).lower():
             raise ModelLoadError(
                 f"{path} holds Python objects that torch.load(weights_only=True) refuses (e.g. "
                 "a whole pickled model); save model.state_dict() instead"
             ) from err
-        raise ModelLoadError(f"{path} is not a torch.save file ({_first_line(err)})") from err
+        raise ModelLoadError(
+            f"{path} is not a readable torch.save file (corrupt, or another format)"
+        ) from err
     except (RuntimeError, EOFError, ValueError, OSError) as err:
         raise ModelLoadError(
             f"{path} is not a readable torch.save file (corrupt or truncated: {_first_line(err)})"
