@@ -2,13 +2,14 @@
 AutoAttack adapters and transfer, all behind one registry.
 
     attack = create_attack("pgd", model, eps="8/255", steps=10, eot=8, bpda="identity")
-    x_adv = attack(x, y)        # detached, in [0, 1], inside the ball; model modes restored
+    x_adv = attack(x, y)        # detached, in [0, 1], inside the ball (checked); modes restored
     attack.forward_passes       # images forwarded through the model so far
     attack.settings()           # every hyper-parameter (JSON-serialisable)
 """
 
 from .base import (
     Attack,
+    AttackContractError,
     bpda_context,
     default_max_batch,
     independent_draws,
@@ -32,6 +33,7 @@ __all__ = [
     "PGD",
     "SPSA",
     "Attack",
+    "AttackContractError",
     "AutoAttack",
     "CarliniWagnerL2",
     "GaussianNoise",

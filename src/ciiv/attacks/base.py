@@ -3,8 +3,11 @@
 An attack is a callable object: hyper-parameters go to the constructor, ``attack(x, y)`` returns
 ``x_adv``. The base class guarantees, for every attack:
 
-- ``x_adv`` is detached, has x's shape and dtype, lies in [0, 1] and inside the attack's threat
-  ball (a last projection enforces it, so a subclass bug cannot leak an out-of-budget point);
+- ``x_adv`` is detached, has x's shape and dtype, is finite, lies in [0, 1] and inside the
+  attack's threat ball. The base class *checks* this on the raw output of ``_attack`` and raises
+  :class:`AttackContractError` otherwise; it never repairs a point (a projection here would turn
+  an attack that steps with the wrong eps, or returns garbage, into a valid-looking weaker one).
+  Attacks that need a projection apply it themselves, inside ``_attack``;
 - the model's train/eval flags are restored exactly, module by module (by default the model is put
   in eval mode while the attack runs);
 - ``forward_passes`` counts images sent through the model (see below);
@@ -39,8 +42,11 @@ from .threat import ThreatModel
 
 __all__ = [
     "Attack",
+    "AttackContractError",
+    "ball_tolerance",
     "bpda_context",
     "check_batch",
+    "check_output",
     "default_max_batch",
     "independent_draws",
     "inputs_checked_once",
@@ -168,6 +174,54 @@ def check_batch(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return x.detach(), y.detach().long().to(x.device)
 
 
+class AttackContractError(ValueError):
+    """An attack returned NaN/inf, a point outside [0, 1] or its threat ball, or the wrong shape:
+    a bug in the attack, never a robustness result."""
+
+
+def ball_tolerance(eps: float, dtype: torch.dtype) -> float:
+    """The largest excess of ||x_adv - x|| over ``eps`` that rounding explains for ``dtype``
+    images: (1e-5 + 4 ulp) * max(eps, 1). A real step beyond the ball (1/255 = 4e-3) is far
+    larger; the pixel box [0, 1] gets no slack (models refuse inputs outside it)."""
+    return (1e-5 + 4 * torch.finfo(dtype).eps) * max(eps, 1.0)
+
+
+def check_output(name: str, threat: ThreatModel | None, x_adv: Tensor, x: Tensor) -> None:
+    """Raise :class:`AttackContractError` unless x_adv [B, C, H, W] (x's shape) is finite, in
+    [0, 1] and, when ``threat`` is given, inside its ball around x up to :func:`ball_tolerance`.
+
+    The message names the attack, the norm, the largest excesses and the NaN/inf count; the
+    measurements come back in one device-to-host transfer.
+    """
+    if x_adv.shape != x.shape:
+        raise AttackContractError(
+            f"attack {name!r} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}"
+        )
+    finite = torch.isfinite(x_adv)
+    clean = torch.where(finite, x_adv, x)  # excesses are measured on the finite values
+    measures = [(~finite).sum(), torch.maximum((clean - 1).amax(), (-clean).amax())]
+    if threat is not None:
+        measures.append((threat.distance(clean, x) - threat.eps).amax())
+    nonfinite, box, *ball = torch.stack([m.double() for m in measures]).tolist()
+    tolerance = None if threat is None else ball_tolerance(threat.eps, x.dtype)
+    problems = []
+    if nonfinite:
+        problems.append(f"{int(nonfinite)} NaN/inf value(s)")
+    if box > 0:
+        problems.append(f"pixels outside [0, 1] by up to {box:.3g}")
+    if ball and ball[0] > tolerance:
+        problems.append(
+            f"{threat.norm} distance above eps={threat.eps:.6g} by up to {ball[0]:.3g} "
+            f"(tolerance {tolerance:.2g})"
+        )
+    if problems:
+        raise AttackContractError(
+            f"attack {name!r} broke its contract: {'; '.join(problems)}. An attack must return "
+            "finite points in [0, 1] inside its ball (project inside _attack): this is a bug in "
+            "the attack, not a robustness result"
+        )
+
+
 class Attack(ABC):
     """Base class: ``attack(x [B, C, H, W] in [0, 1], y [B] int64) -> x_adv`` (see module doc).
 
@@ -216,7 +270,12 @@ class Attack(ABC):
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         """Adversarial examples for x [B, C, H, W] in [0, 1] with labels y [B]: detached, in [0, 1],
-        inside the threat ball, same shape and dtype as x."""
+        inside the threat ball, same shape and dtype as x.
+
+        Raises:
+            AttackContractError: ``_attack`` returned a point that breaks the contract (checked,
+                never repaired).
+        """
         if torch.is_inference_mode_enabled():
             raise RuntimeError(
                 "attacks need autograd: call them outside torch.inference_mode() "
@@ -228,13 +287,13 @@ class Attack(ABC):
         with preserve_mode(self.model, self.eval_mode), inputs_checked_once(self.model):
             x_adv = self._attack(x, y)
         x_adv = x_adv.detach().to(x.dtype)
-        if self.threat is not None:
-            return self.threat.project(x_adv, x)
-        return x_adv.clamp(0, 1)
+        check_output(self.name, self.threat, x_adv, x)
+        return x_adv
 
     @abstractmethod
     def _attack(self, x: Tensor, y: Tensor) -> Tensor:
-        """x_adv for a validated, detached, non-empty batch (the model is already in its mode)."""
+        """x_adv for a validated, detached, non-empty batch (the model is already in its mode):
+        finite, in [0, 1] and inside ``self.threat``'s ball, projected here where needed."""
 
     def logits(self, x: Tensor) -> Tensor:
         """``model(x)``, counted: adds x.shape[0] to ``forward_passes``."""

@@ -134,4 +134,5 @@ class CarliniWagnerL2(Attack):
                 lower = torch.where(succeeded, lower, torch.maximum(lower, const))
                 bracketed = torch.isfinite(upper)
                 const = torch.where(bracketed, (lower + upper) / 2, const * 10)
-        return best_x
+        # tanh keeps every iterate in [0, 1]; only the budget needs a projection.
+        return best_x if self.threat is None else self.threat.project(best_x, x)

@@ -46,7 +46,7 @@ class _AdditiveNoise(Attack):
         """Noise of x's shape with per-element standard deviation sigma."""
 
     def _attack(self, x: Tensor, y: Tensor) -> Tensor:
-        return x + self._noise(x, self.generator(x.device))
+        return self.threat.project(x + self._noise(x, self.generator(x.device)), x)
 
 
 @register_attack("gaussian_noise")

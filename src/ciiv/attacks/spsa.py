@@ -102,7 +102,8 @@ class SPSA(Attack):
         best_key = torch.full((x.shape[0], 2), float("-inf"), device=x.device)
         for step in range(self.steps + 1):
             with torch.no_grad():
-                current = (x + perturbation).detach()
+                # Projected, not x + perturbation: the sum can round a hair outside [0, 1].
+                current = self.threat.project(x + perturbation.detach(), x)
                 value = margin(self.logits(current), y)
                 # Lexicographic (fooled, margin): a fooled point beats any unfooled one.
                 key = torch.stack([(value > 0).to(value.dtype), value], 1)
