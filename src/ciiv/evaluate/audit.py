@@ -13,9 +13,7 @@ explains every one. The checks live in :mod:`ciiv.evaluate.checks`, one module e
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ciiv._io import write_json_atomic
 from ciiv.attacks import default_max_batch, parse_eps, preserve_mode
 from ciiv.attacks.threat import canonical_norm
 from ciiv.versions import software_versions
@@ -111,12 +110,7 @@ class AuditResult:
 
     def write_json(self, path: str | Path) -> Path:
         """Write :meth:`to_dict` to ``path`` atomically (a temporary file, then a rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
-        return path
+        return write_json_atomic(path, self.to_dict())
 
 
 def _validate(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
