@@ -38,6 +38,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ciiv._checks import check_images, check_labels
+
 from .threat import ThreatModel
 
 __all__ = [
@@ -161,16 +163,8 @@ def positive_int(name: str, value: int) -> int:
 
 def check_batch(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """Validate an image batch x [B, C, H, W] in [0, 1] and labels y [B]; return them detached."""
-    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
-        desc = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"attacks take float images [B, C, H, W] in [0, 1], got {desc}")
-    if not isinstance(y, Tensor) or y.shape != (x.shape[0],) or y.is_floating_point():
-        desc = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, Tensor) else type(y).__name__
-        raise ValueError(
-            f"labels must be integer class indices of shape [{x.shape[0]}], got {desc}"
-        )
-    if x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
-        raise ValueError("pixels must be finite and in [0, 1]; pass unnormalised images")
+    check_images(x)
+    check_labels(y, x.shape[0])
     return x.detach(), y.detach().long().to(x.device)
 
 
