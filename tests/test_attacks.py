@@ -20,7 +20,7 @@ from ciiv.attacks import (
     parse_eps,
     preserve_mode,
 )
-from ciiv.attacks.base import ball_tolerance, check_output
+from ciiv.attacks.base import BestIterate, ball_tolerance, check_output
 from ciiv.models import Backbone, Classifier
 
 SIZE, CLASSES = 8, 5
@@ -190,6 +190,19 @@ def test_external_attacks_project_and_record_their_excess():
     torch.testing.assert_close(projected, x + 0.1)
     attack._project(x + 0.05, x)
     assert math.isclose(attack.projected_excess, 0.03, rel_tol=1e-4)  # the largest over calls
+
+
+def test_best_iterate_is_lexicographic_keeps_ties_and_updates_subsets():
+    best = BestIterate(torch.zeros(3, 1, 1, 1), initial=(0.0, 0.0))
+    ones, fooled = torch.ones(3, 1, 1, 1), torch.tensor([False, True, False])
+    best.update(ones, fooled, torch.tensor([5.0, -9.0, 0.0]))
+    # 0: same primary, higher secondary; 1: fooled beats any secondary; 2: a tie keeps the old
+    assert best.x.flatten().tolist() == [1, 1, 0]
+    twos, idx = torch.full((2, 1, 1, 1), 2.0), torch.tensor([1, 2])
+    best.update(twos, torch.tensor([0.0, 1.0]), torch.tensor([100.0, -1.0]), idx)
+    # 1: unfooled never beats fooled, whatever its secondary; 2: now fooled
+    assert best.x.flatten().tolist() == [1, 1, 2]
+    assert best.primary.tolist() == [0, 1, 1] and best.secondary.tolist() == [5, -9, -1]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -45,6 +46,7 @@ from .threat import ThreatModel
 __all__ = [
     "Attack",
     "AttackContractError",
+    "BestIterate",
     "ball_tolerance",
     "bpda_context",
     "check_batch",
@@ -166,6 +168,35 @@ def check_batch(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     check_images(x)
     check_labels(y, x.shape[0])
     return x.detach(), y.detach().long().to(x.device)
+
+
+class BestIterate:
+    """The best point seen so far per example, scored lexicographically by (primary, secondary),
+    higher is better, ties kept: e.g. (fooled, loss) so that any fooling point beats every other.
+
+    ``x`` [B, C, H, W] starts as the given points with scores ``initial`` (default -inf: the first
+    update always wins). Updates use ``torch.where``, never boolean indexing, so the bookkeeping
+    never waits for the device. Scores are kept in float32 (float64 for float64 images).
+    """
+
+    def __init__(self, x: Tensor, initial: tuple[float, float] = (-math.inf, -math.inf)) -> None:
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        self.x = x.detach().clone()
+        self.primary = torch.full((x.shape[0],), initial[0], device=x.device, dtype=dtype)
+        self.secondary = torch.full((x.shape[0],), initial[1], device=x.device, dtype=dtype)
+
+    def update(
+        self, points: Tensor, primary: Tensor, secondary: Tensor, idx: slice | Tensor = slice(None)
+    ) -> None:
+        """Offer ``points`` [b, C, H, W] with scores [b] for the examples ``idx`` (a slice or an
+        index tensor of b examples; default all)."""
+        primary, secondary = primary.to(self.primary.dtype), secondary.to(self.secondary.dtype)
+        old_primary, old_secondary = self.primary[idx], self.secondary[idx]
+        better = (primary > old_primary) | ((primary == old_primary) & (secondary > old_secondary))
+        shaped = better.view(-1, *([1] * (points.dim() - 1)))
+        self.x[idx] = torch.where(shaped, points.detach().to(self.x.dtype), self.x[idx])
+        self.primary[idx] = torch.where(better, primary, old_primary)
+        self.secondary[idx] = torch.where(better, secondary, old_secondary)
 
 
 class AttackContractError(ValueError):

@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .base import Attack, bpda_context, positive_int
+from .base import Attack, BestIterate, bpda_context, positive_int
 from .registry import register_attack
 from .threat import L2Threat, canonical_norm
 
@@ -95,8 +95,8 @@ class CarliniWagnerL2(Attack):
         const = torch.full((batch,), self.initial_const, device=x.device, dtype=x.dtype)
         lower = torch.zeros_like(const)
         upper = torch.full_like(const, float("inf"))
-        best_l2 = torch.full_like(const, float("inf"))
-        best_x = x.clone()
+        # (success, -L2) from x itself at (0, 0): only successes replace it, then smaller ones.
+        best = BestIterate(x, initial=(0.0, 0.0))
         check_every = max(self.steps // 10, 1)
         with bpda_context(self.model, self.bpda):
             for _ in range(self.binary_search_steps):
@@ -118,10 +118,7 @@ class CarliniWagnerL2(Attack):
                         (w.grad,) = torch.autograd.grad(loss.sum(), w)
                     with torch.no_grad():
                         success = (logits.argmax(1) != y) & (other - true >= self.confidence)
-                        l2 = l2_sq.sqrt()
-                        improved = success & (l2 < best_l2)
-                        best_l2[improved] = l2[improved]
-                        best_x[improved] = x_adv[improved]
+                        best.update(x_adv, success, -l2_sq.sqrt())
                         succeeded |= success
                     optimizer.step()
                     if self.abort_early and step % check_every == 0:
@@ -135,4 +132,4 @@ class CarliniWagnerL2(Attack):
                 bracketed = torch.isfinite(upper)
                 const = torch.where(bracketed, (lower + upper) / 2, const * 10)
         # tanh keeps every iterate in [0, 1]; only the budget needs a projection.
-        return best_x if self.threat is None else self.threat.project(best_x, x)
+        return best.x if self.threat is None else self.threat.project(best.x, x)

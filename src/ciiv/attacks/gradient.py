@@ -52,6 +52,7 @@ from ciiv.loss import consistency_loss, view_cross_entropy
 
 from .base import (
     Attack,
+    BestIterate,
     bpda_context,
     check_batch,
     independent_draws,
@@ -251,25 +252,14 @@ class PGD(Attack):
         threat, generator = self.threat, self.generator(x.device)
         with bpda_context(self.model, self.bpda):
             labels = self._targets(x, y) if self.targeted else y
-            best_x = x.clone()
-            best_rate = torch.full((x.shape[0],), -1.0, device=x.device)
-            best_value = torch.full((x.shape[0],), float("-inf"), device=x.device)
-
-            def consider(idx: slice | Tensor, points: Tensor, est: GradientEstimate) -> None:
-                # torch.where, not boolean indexing: the bookkeeping never waits for the device.
-                rate, value = est.success.to(best_rate.dtype), est.value.to(best_value.dtype)
-                old_rate, old_value = best_rate[idx], best_value[idx]
-                better = (rate > old_rate) | ((rate == old_rate) & (value > old_value))
-                best_x[idx] = torch.where(better[:, None, None, None], points.detach(), best_x[idx])
-                best_rate[idx] = torch.where(better, rate, old_rate)
-                best_value[idx] = torch.where(better, value, old_value)
+            best = BestIterate(x)  # scored by (success rate, J)
 
             # The first restart attacks every example (a slice: no index tensor, no gather).
             idx: slice | Tensor = slice(None)
             for restart in range(self.restarts):
                 if restart:
                     # The one host sync of a restart: which examples are still standing.
-                    idx = torch.nonzero(best_rate < 1).flatten()
+                    idx = torch.nonzero(best.primary < 1).flatten()
                     if idx.numel() == 0:
                         break
                 x0, target = x[idx], labels[idx]
@@ -277,13 +267,14 @@ class PGD(Attack):
                 for _ in range(self.steps):
                     est = self._estimate(x_adv, target, with_grad=True)
                     if self.keep_best:
-                        consider(idx, x_adv, est)
+                        best.update(x_adv, est.success, est.value, idx)
                     x_adv = threat.project(threat.step(x_adv, est.grad, self.step_size), x0)
                 if self.keep_best or self.restarts > 1:
-                    consider(idx, x_adv, self._estimate(x_adv, target, with_grad=False))
+                    est = self._estimate(x_adv, target, with_grad=False)
+                    best.update(x_adv, est.success, est.value, idx)
                 else:
-                    best_x[idx] = x_adv
-        return best_x
+                    best.x[idx] = x_adv
+        return best.x
 
 
 @register_attack("fgsm")
