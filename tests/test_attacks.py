@@ -15,6 +15,7 @@ from ciiv.attacks import (
     AttackContractError,
     attack_class,
     create_attack,
+    default_eps,
     get_threat_model,
     list_attacks,
     parse_eps,
@@ -248,6 +249,16 @@ def test_preserve_mode_restores_flags_after_an_error():
         assert not model.training
         raise RuntimeError
     assert all(m.training for m in model.modules())
+
+
+def test_default_budgets_per_norm_and_dataset():
+    assert default_eps("linf") == default_eps("Linf", "cifar10") == 8 / 255
+    assert default_eps("L2") == 128 / 255 and default_eps("L2", "mnist") == 2.0
+    assert default_eps("Linf", "mnist") == 0.3
+    for name in ("pgd", "fgsm", "apgd-ce"):
+        for norm in ("Linf", "L2"):
+            attack = create_attack(name, tiny_model(), norm=norm)
+            assert attack.settings()["eps"] == default_eps(norm)
 
 
 @pytest.mark.parametrize(

@@ -28,9 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from .base import Attack, ball_tolerance, positive_int
-from .gradient import DEFAULT_EPS
 from .registry import register_attack
-from .threat import canonical_norm, get_threat_model
+from .threat import canonical_norm, default_eps, get_threat_model
 
 __all__ = ["APGDCE", "AutoAttack", "Square"]
 
@@ -82,7 +81,7 @@ class _External(Attack):
         super().__init__(model, seed=seed, eval_mode=eval_mode)
         norm = canonical_norm(norm)
         self.norm = norm
-        self.threat = get_threat_model(norm, DEFAULT_EPS[norm] if eps is None else eps)
+        self.threat = get_threat_model(norm, default_eps(norm) if eps is None else eps)
         self.eps = self.threat.eps
         self.projected_excess = 0.0
         self._record(norm=norm, eps=self.eps)

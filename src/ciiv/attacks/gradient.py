@@ -62,12 +62,10 @@ from .base import (
 )
 from .objectives import TARGET_MODES, choose_targets
 from .registry import register_attack
-from .threat import canonical_norm, get_threat_model, parse_eps
+from .threat import canonical_norm, default_eps, get_threat_model, parse_eps
 
-__all__ = ["DEFAULT_EPS", "FGSM", "PGD", "GradientEstimate"]
+__all__ = ["FGSM", "PGD", "GradientEstimate"]
 
-# Default budgets per norm (SPEC section 6): Linf 8/255, L2 128/255.
-DEFAULT_EPS: dict[str, float] = {"Linf": 8 / 255, "L2": 128 / 255}
 LOSSES: tuple[str, ...] = ("ce", "adaptive")
 # Precision of the attack's model calls: "bf16" runs them under bfloat16 autocast (opt-in, see
 # docs/evaluation.md); objectives, gradients w.r.t. x and iterates stay in float32.
@@ -133,7 +131,7 @@ class PGD(Attack):
     ) -> None:
         super().__init__(model, seed=seed, eval_mode=eval_mode)
         norm = canonical_norm(norm)
-        self.threat = get_threat_model(norm, DEFAULT_EPS[norm] if eps is None else eps)
+        self.threat = get_threat_model(norm, default_eps(norm) if eps is None else eps)
         self.eps = self.threat.eps
         self.step_size = self.eps / 4 if step_size is None else parse_eps(step_size)
         self.steps = positive_int("steps", steps)
@@ -303,7 +301,7 @@ class FGSM(PGD):
         eval_mode: bool = True,
     ) -> None:
         norm = canonical_norm(norm)
-        eps = parse_eps(DEFAULT_EPS[norm] if eps is None else eps)
+        eps = default_eps(norm) if eps is None else parse_eps(eps)
         super().__init__(
             model, norm=norm, eps=eps, step_size=eps, steps=1, random_start=False, restarts=1,
             eot=eot, max_batch=max_batch, bpda=bpda, loss=loss, adaptive_weight=adaptive_weight,

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ciiv.attacks.threat import parse_eps
+from ciiv.attacks.threat import default_budget, parse_eps
 
 from .protocols import get_protocol
 
@@ -443,8 +443,8 @@ def _unmet(entry: AttackEntry, traits: ModelTraits) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # Built-in suites. eps strings are on the 0-255 scale of SPEC section 6.
 
-_LINF_BUDGET = {"default": "8/255", "mnist": 0.3}
-_L2_BUDGET = {"default": "128/255", "mnist": 2.0}
+_LINF_BUDGET = default_budget("Linf")
+_L2_BUDGET = default_budget("L2")
 
 
 def _pgd(name: str, steps: int, fraction: float = 0.25, **hyper: Any) -> AttackEntry:
