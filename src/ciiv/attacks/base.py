@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from ciiv._checks import check_images, check_labels
+from ciiv.sampling import BPDA_SURROGATES
 
 from .threat import ThreatModel
 
@@ -50,6 +51,7 @@ __all__ = [
     "ball_tolerance",
     "bpda_context",
     "check_batch",
+    "check_bpda",
     "check_output",
     "default_max_batch",
     "independent_draws",
@@ -59,8 +61,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-BPDA_SURROGATES: tuple[str, ...] = ("identity", "smooth")
 
 
 @contextlib.contextmanager
@@ -80,16 +80,21 @@ def preserve_mode(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
             module.training = flag
 
 
+def check_bpda(bpda: str | None) -> str | None:
+    """``bpda`` unchanged if it is None or a BPDA surrogate name; a ValueError listing them else."""
+    if bpda is not None and bpda not in BPDA_SURROGATES:
+        raise ValueError(f"unknown bpda {bpda!r}; valid: None, {', '.join(BPDA_SURROGATES)}")
+    return bpda
+
+
 def bpda_context(model: nn.Module, surrogate: str | None) -> contextlib.AbstractContextManager:
     """``model.bpda(surrogate)`` if requested and the model has one, else a no-op context.
 
     BPDA replaces the backward pass of a non-differentiable layer. A model without ``bpda()`` has no
     such layer known to us, so its own gradient already is the BPDA gradient; we log that once.
     """
-    if surrogate is None:
+    if check_bpda(surrogate) is None:
         return contextlib.nullcontext()
-    if surrogate not in BPDA_SURROGATES:
-        raise ValueError(f"unknown bpda {surrogate!r}; valid: None, {', '.join(BPDA_SURROGATES)}")
     method = getattr(model, "bpda", None)
     if not callable(method):
         logger.info(

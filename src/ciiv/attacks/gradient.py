@@ -55,6 +55,7 @@ from .base import (
     BestIterate,
     bpda_context,
     check_batch,
+    check_bpda,
     independent_draws,
     inputs_checked_once,
     positive_int,
@@ -138,8 +139,7 @@ class PGD(Attack):
         self.restarts = positive_int("restarts", restarts)
         self.eot = positive_int("eot", eot)
         self.max_batch = None if max_batch is None else positive_int("max_batch", max_batch)
-        if bpda not in (None, "identity", "smooth"):
-            raise ValueError(f"unknown bpda {bpda!r}; valid: None, identity, smooth")
+        check_bpda(bpda)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
         if loss == "adaptive" and not callable(getattr(model, "forward_views", None)):
