@@ -53,6 +53,7 @@ __all__ = [
     "check_batch",
     "check_bpda",
     "check_output",
+    "excess",
     "default_max_batch",
     "independent_draws",
     "inputs_checked_once",
@@ -216,32 +217,35 @@ def ball_tolerance(eps: float, dtype: torch.dtype) -> float:
     return (1e-5 + 4 * torch.finfo(dtype).eps) * max(eps, 1.0)
 
 
+def excess(threat: ThreatModel | None, x_adv: Tensor, x: Tensor) -> tuple[int, float, float]:
+    """(NaN/inf count, largest excess outside [0, 1], largest excess of the distance to x over
+    eps: 0 without a threat) of x_adv [B, C, H, W], excesses taken over its finite values; the
+    three come back in one device-to-host transfer."""
+    finite = torch.isfinite(x_adv)
+    clean = torch.where(finite, x_adv, x)
+    ball = x.new_zeros(()) if threat is None else (threat.distance(clean, x) - threat.eps).amax()
+    box = torch.maximum((clean - 1).amax(), (-clean).amax())
+    nonfinite, box, ball = torch.stack([t.double() for t in ((~finite).sum(), box, ball)]).tolist()
+    return int(nonfinite), box, ball
+
+
 def check_output(name: str, threat: ThreatModel | None, x_adv: Tensor, x: Tensor) -> None:
     """Raise :class:`AttackContractError` unless x_adv [B, C, H, W] (x's shape) is finite, in
     [0, 1] and, when ``threat`` is given, inside its ball around x up to :func:`ball_tolerance`.
-
-    The message names the attack, the norm, the largest excesses and the NaN/inf count; the
-    measurements come back in one device-to-host transfer.
-    """
+    The message names the attack, the norm, the largest excesses and the NaN/inf count."""
     if x_adv.shape != x.shape:
         raise AttackContractError(
             f"attack {name!r} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}"
         )
-    finite = torch.isfinite(x_adv)
-    clean = torch.where(finite, x_adv, x)  # excesses are measured on the finite values
-    measures = [(~finite).sum(), torch.maximum((clean - 1).amax(), (-clean).amax())]
-    if threat is not None:
-        measures.append((threat.distance(clean, x) - threat.eps).amax())
-    nonfinite, box, *ball = torch.stack([m.double() for m in measures]).tolist()
-    tolerance = None if threat is None else ball_tolerance(threat.eps, x.dtype)
+    nonfinite, box, ball = excess(threat, x_adv, x)
     problems = []
     if nonfinite:
-        problems.append(f"{int(nonfinite)} NaN/inf value(s)")
+        problems.append(f"{nonfinite} NaN/inf value(s)")
     if box > 0:
         problems.append(f"pixels outside [0, 1] by up to {box:.3g}")
-    if ball and ball[0] > tolerance:
+    if threat is not None and ball > (tolerance := ball_tolerance(threat.eps, x.dtype)):
         problems.append(
-            f"{threat.norm} distance above eps={threat.eps:.6g} by up to {ball[0]:.3g} "
+            f"{threat.norm} distance above eps={threat.eps:.6g} by up to {ball:.3g} "
             f"(tolerance {tolerance:.2g})"
         )
     if problems:

@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .base import Attack, ball_tolerance, positive_int
+from .base import Attack, ball_tolerance, excess, positive_int
 from .registry import register_attack
 from .threat import canonical_norm, default_eps, get_threat_model
 
@@ -89,25 +89,10 @@ class _External(Attack):
     def _project(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """pyautoattack's x_adv projected into the ball and [0, 1], its excess recorded (NaN/inf
         pass through: the contract check reports them)."""
-        clean = torch.where(torch.isfinite(x_adv), x_adv, x)
-        excess = torch.stack(
-            [
-                (self.threat.distance(clean, x) - self.eps).amax(),
-                (clean - 1).amax(),
-                (-clean).amax(),
-            ]
-        )
-        excess = max(float(excess.amax()), 0.0)
-        self.projected_excess = max(self.projected_excess, excess)
-        if excess > ball_tolerance(self.eps, x.dtype):
-            logger.warning(
-                "%s: pyautoattack returned points %.3g beyond the %s ball of eps %.6g or [0, 1]; "
-                "projected",
-                self.name,
-                excess,
-                self.norm,
-                self.eps,
-            )
+        _, box, ball = excess(self.threat, x_adv, x)
+        self.projected_excess = max(self.projected_excess, box, ball)
+        if max(box, ball) > ball_tolerance(self.eps, x.dtype):
+            logger.warning("%s: projected points %.3g outside the ball", self.name, max(box, ball))
         return self.threat.project(x_adv, x)
 
 
