@@ -31,9 +31,9 @@ for a random model the success rate is an E-sample estimate of the probability t
 is fooled. The scores of the visited points come with their gradient evaluations for free; only
 the final point of each restart costs E extra (no-grad) images. ``keep_best=False`` returns the
 last iterate instead (classic FGSM), choosing between restarts by the same score. The bookkeeping
-uses ``torch.where``, never boolean indexing, so the loop never waits for the device: the only
-host syncs of a call are the [0, 1] check of x and, per restart after the first, the choice of
-the points still standing.
+uses ``torch.where``, never boolean indexing (``BestIterate``), so the loop never waits for the
+device: the only host syncs of a call are the [0, 1] check of x, the contract check of x_adv on
+return and, per restart after the first, the choice of the points still standing.
 
 Restarts: restart r > 0 attacks only the examples whose best success rate is still below 1.
 """
