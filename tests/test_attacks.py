@@ -1,5 +1,7 @@
 """Every registered attack honours the contract: x_adv detached, in [0, 1], inside the ball, model
-modes restored, eps = 0 returns x, seeded runs repeat, settings are complete; threat models."""
+modes restored, eps = 0 returns x, seeded runs repeat, settings are complete. The base class checks
+the raw output and never repairs it, so these tests hold only because each attack keeps its own
+points valid; a broken attack is refused. Threat models."""
 
 import json
 import math
@@ -9,13 +11,17 @@ import torch
 from torch import nn
 
 from ciiv.attacks import (
+    Attack,
+    AttackContractError,
     attack_class,
     create_attack,
+    default_eps,
     get_threat_model,
     list_attacks,
     parse_eps,
     preserve_mode,
 )
+from ciiv.attacks.base import BestIterate, ball_tolerance, check_output
 from ciiv.models import Backbone, Classifier
 
 SIZE, CLASSES = 8, 5
@@ -105,6 +111,102 @@ def test_eps_zero_returns_the_input(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_every_attack_passes_the_check_unrepaired(name):
+    """The raw ``_attack`` output is already valid, and ``attack(x, y)`` returns it bit for bit."""
+    model = tiny_model().eval()
+    x, y = batch(seed=5)
+    raw_attack = create_attack(name, model, **fast_hyper(name), seed=7)
+    raw = raw_attack._attack(x, y).detach()
+    check_output(name, raw_attack.threat, raw, x)
+    assert torch.equal(create_attack(name, model, **fast_hyper(name), seed=7)(x, y), raw)
+
+
+class Garbage(Attack):
+    """A broken attack: returns ``make(x, eps)`` as is (a step beyond the ball, NaN, ...)."""
+
+    name = "garbage"
+
+    def __init__(self, model, make, norm="Linf", eps=0.1, bounded=True):
+        super().__init__(model, seed=0)
+        self.threat = get_threat_model(norm, eps) if bounded else None
+        self.make = make
+
+    def _attack(self, x, y):
+        return self.make(x, self.threat.eps if self.threat else 0.1)
+
+
+def mid_batch(n: int = 4):
+    """Images in [0.3, 0.7]: far enough from the box that only the ball can be broken."""
+    x, y = batch(n)
+    return 0.3 + 0.4 * x, y
+
+
+def _l2_overshoot(x, eps):
+    direction = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    return x + 2 * eps * direction / direction.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+
+
+def _some_nan(x, eps):
+    """Two NaN pixel-channels per image, every other value inside the ball."""
+    out = x.clone()
+    out[:, 0, 0, :2] = float("nan")
+    return out
+
+
+@pytest.mark.parametrize(
+    "make, norm, bounded, message",
+    [
+        (lambda x, eps: x + 2 * eps, "Linf", True, r"'garbage'.*Linf distance above eps=0\.1 by"),
+        (_l2_overshoot, "L2", True, r"L2 distance above eps=0\.1 by up to 0\.1"),
+        (lambda x, eps: x + eps + 1e-4, "Linf", True, "Linf distance above eps"),
+        (_some_nan, "Linf", True, r"attack 'garbage' .*: 8 NaN/inf value\(s\)\."),
+        (lambda x, eps: x + 0.8, "Linf", False, r"outside \[0, 1\] by up to 0\.5"),
+        (lambda x, eps: x[:, :1], "Linf", True, r"returned shape \(4, 1, 8, 8\)"),
+    ],
+    ids=["linf-2eps", "l2-2eps", "linf-just-beyond", "nan", "unbounded-box", "shape"],
+)
+def test_a_broken_attack_is_refused_not_repaired(make, norm, bounded, message):
+    x, y = mid_batch()
+    attack = Garbage(tiny_model(), make, norm=norm, bounded=bounded)
+    with pytest.raises(AttackContractError, match=message):
+        attack(x, y)
+
+
+def test_rounding_inside_the_tolerance_passes_unchanged():
+    """An excess of 1e-6 over eps is float error, not a step: returned as is, not clamped."""
+    x, y = mid_batch()
+    assert 1e-6 < ball_tolerance(0.1, x.dtype) < 1e-4
+    attack = Garbage(tiny_model(), lambda x, eps: x + (eps + 1e-6))
+    x_adv = attack(x, y)
+    torch.testing.assert_close(x_adv, x + (0.1 + 1e-6), rtol=0, atol=0)
+    assert attack.threat.distance(x_adv, x).max() > 0.1
+
+
+def test_external_attacks_project_and_record_their_excess():
+    pytest.importorskip("pyautoattack")
+    x, _ = mid_batch()
+    attack = create_attack("apgd-ce", tiny_model(), eps=0.1)
+    projected = attack._project(x + 0.13, x)
+    assert math.isclose(attack.projected_excess, 0.03, rel_tol=1e-4)
+    torch.testing.assert_close(projected, x + 0.1)
+    attack._project(x + 0.05, x)
+    assert math.isclose(attack.projected_excess, 0.03, rel_tol=1e-4)  # the largest over calls
+
+
+def test_best_iterate_is_lexicographic_keeps_ties_and_updates_subsets():
+    best = BestIterate(torch.zeros(3, 1, 1, 1), initial=(0.0, 0.0))
+    ones, fooled = torch.ones(3, 1, 1, 1), torch.tensor([False, True, False])
+    best.update(ones, fooled, torch.tensor([5.0, -9.0, 0.0]))
+    # 0: same primary, higher secondary; 1: fooled beats any secondary; 2: a tie keeps the old
+    assert best.x.flatten().tolist() == [1, 1, 0]
+    twos, idx = torch.full((2, 1, 1, 1), 2.0), torch.tensor([1, 2])
+    best.update(twos, torch.tensor([0.0, 1.0]), torch.tensor([100.0, -1.0]), idx)
+    # 1: unfooled never beats fooled, whatever its secondary; 2: now fooled
+    assert best.x.flatten().tolist() == [1, 1, 2]
+    assert best.primary.tolist() == [0, 1, 1] and best.secondary.tolist() == [5, -9, -1]
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_same_seed_same_result_on_a_deterministic_model(name):
     model = tiny_model().eval()
     x, y = batch(seed=3)
@@ -147,6 +249,16 @@ def test_preserve_mode_restores_flags_after_an_error():
         assert not model.training
         raise RuntimeError
     assert all(m.training for m in model.modules())
+
+
+def test_default_budgets_per_norm_and_dataset():
+    assert default_eps("linf") == default_eps("Linf", "cifar10") == 8 / 255
+    assert default_eps("L2") == 128 / 255 and default_eps("L2", "mnist") == 2.0
+    assert default_eps("Linf", "mnist") == 0.3
+    for name in ("pgd", "fgsm", "apgd-ce"):
+        for norm in ("Linf", "L2"):
+            attack = create_attack(name, tiny_model(), norm=norm)
+            assert attack.settings()["eps"] == default_eps(norm)
 
 
 @pytest.mark.parametrize(

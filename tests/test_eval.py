@@ -188,6 +188,18 @@ def test_budgets_overrides_and_sweeps_resolve_as_documented():
     assert [e.name for e in sweep.expand()] == [
         "f@eps=2/255,steps=5", "f@eps=2/255,steps=10", "f@eps=4/255,steps=5", "f@eps=4/255,steps=10"
     ]  # fmt: skip
+    # The swept values are data in the summary (``sweep``), never parsed back from the names.
+    assert sweep.expand()[1].sweep_point == {"family": "f", "axes": {"eps": 2 / 255, "steps": 10}}
+    described = {a.name: a.describe()["sweep"] for a in attacks}
+    assert described["pgd@steps=50"] == {"family": "pgd", "axes": {"steps": 50}}
+    assert described["fgsm@eps=32/255"] == {"family": "fgsm", "axes": {"eps": 32 / 255}}
+    assert described["pgd-20"] is None
+    # ... and no part of a suite file: the suite's dict round trip is unchanged.
+    data = Suite("s", "", "Linf", {"default": 0.1}, (sweep,)).to_dict()
+    assert "sweep_point" not in data["entries"][0]["base"]
+    assert Suite.from_dict(data).to_dict() == data
+    with pytest.raises(ValueError, match="unknown attack entry key.*sweep_point"):
+        Suite.from_dict({**data, "entries": [{"name": "a", "attack": "pgd", "sweep_point": {}}]})
 
 
 def test_protocols_set_views_and_eot_per_model():

@@ -85,8 +85,9 @@ def test_the_counter_sees_scalar_reads_and_boolean_indexing():
     ],
 )
 def test_pgd_syncs_once_per_call_whatever_the_number_of_steps(hyper):
-    """The one sync is the [0, 1] check of x when the attack is called; the loop itself (steps,
-    EOT draws, best-iterate bookkeeping, the model's forward and backward) never waits."""
+    """The syncs of a call are the [0, 1] check of x (the one seen here) and the contract check of
+    x_adv on return (one ``tolist`` transfer, below the dispatcher); the loop itself (steps, EOT
+    draws, best-iterate bookkeeping, the model's forward and backward) never waits."""
     model, (x, y) = ciiv_model(), batch()
     short = count_syncs(create_attack("pgd", model, steps=1, seed=0, **hyper), x, y)
     long = count_syncs(create_attack("pgd", model, steps=6, seed=0, **hyper), x, y)

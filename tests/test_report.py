@@ -75,6 +75,13 @@ def test_sweep_curves_and_plots(eval_dirs, tmp_path):
     eps_curve = next(c for c in curves if c["axis"] == "eps")
     assert len(eps_curve["lines"]) == 3
     assert eps_curve["lines"][0]["x"] == pytest.approx([2 / 255, 8 / 255, 32 / 255])
+    # Curves come from the recorded ``sweep`` data, not from the attack names.
+    renamed = []
+    for s in load_summaries(eval_dirs):
+        attacks = {n.replace("@", "-at-"): d for n, d in s["attacks"].items()}
+        attacks["fgsm@eps=1/255"] = {**attacks["fgsm"], "sweep": None}  # a name alone is no sweep
+        renamed.append({**s, "attacks": attacks})
+    assert sweep_curves(renamed) == curves
     written = write_report(eval_dirs, tmp_path / "out", "both")
     names = sorted(p.name for p in written)
     assert "report.md" in names and "report.json" in names

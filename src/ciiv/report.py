@@ -235,22 +235,18 @@ def report_markdown(
 
 
 def sweep_curves(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Curves to plot: for each suite, sweep family (the name before "@") and axis ("eps" or
-    "steps") with at least two points, ``{"suite", "family", "axis", "lines": [{"label", "x",
-    "y"}]}``; x sorted."""
+    """Curves to plot: for each suite, sweep family and axis ("eps" or "steps", as each attack's
+    ``sweep`` in the summary records them) with at least two points, ``{"suite", "family",
+    "axis", "lines": [{"label", "x", "y"}]}``; x sorted."""
     curves: dict[tuple[str, str, str], dict[str, list]] = {}
     for s in summaries:
         line_label = f"{s['_label']} / {s['protocol']}"
-        for name, detail in s["attacks"].items():
-            if "@" not in name:
+        for detail in s["attacks"].values():
+            sweep = detail.get("sweep")
+            if not sweep:
                 continue
-            family, swept = name.split("@", 1)
-            axes = [part.split("=", 1)[0] for part in swept.split(",")]
-            for axis in (a for a in axes if a in ("eps", "steps")):
-                value = detail.get(axis)
-                if value is None:
-                    continue
-                key = (s["suite"], family, axis)
+            for axis, value in sweep["axes"].items():
+                key = (s["suite"], sweep["family"], axis)
                 curves.setdefault(key, {}).setdefault(line_label, []).append(
                     (value, detail["accuracy"])
                 )

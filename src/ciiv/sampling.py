@@ -18,10 +18,21 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GRID_FRACTIONS", "RetinotopicSampler", "SamplerOutput", "Surrogate", "grid_centers"]
+__all__ = [
+    "BPDA_SURROGATES",
+    "GRID_FRACTIONS",
+    "SURROGATES",
+    "RetinotopicSampler",
+    "SamplerOutput",
+    "Surrogate",
+    "grid_centers",
+]
 
 Surrogate = Literal["exact", "identity", "smooth"]
-SURROGATES: tuple[str, ...] = ("exact", "identity", "smooth")
+# The spike step's backward: the true gradient, or one of the BPDA substitutes that attacks and
+# the audit may request (``model.bpda(name)``). The one list of these names.
+BPDA_SURROGATES: tuple[str, ...] = ("identity", "smooth")
+SURROGATES: tuple[str, ...] = ("exact", *BPDA_SURROGATES)
 
 # Centre coordinates per axis as fractions of the image size, in the official order: the middle
 # first, so that view 0 is the image centre and the paper's single-view protocol uses it.

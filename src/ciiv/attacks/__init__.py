@@ -2,13 +2,14 @@
 AutoAttack adapters and transfer, all behind one registry.
 
     attack = create_attack("pgd", model, eps="8/255", steps=10, eot=8, bpda="identity")
-    x_adv = attack(x, y)        # detached, in [0, 1], inside the ball; model modes restored
+    x_adv = attack(x, y)        # detached, in [0, 1], inside the ball (checked); modes restored
     attack.forward_passes       # images forwarded through the model so far
     attack.settings()           # every hyper-parameter (JSON-serialisable)
 """
 
 from .base import (
     Attack,
+    AttackContractError,
     bpda_context,
     default_max_batch,
     independent_draws,
@@ -17,21 +18,29 @@ from .base import (
 )
 from .cw import CarliniWagnerL2
 from .external import APGDCE, AutoAttack, Square
-from .gradient import DEFAULT_EPS, FGSM, PGD, GradientEstimate
+from .gradient import FGSM, PGD, GradientEstimate
 from .noise import GaussianNoise, RandomSearch, UniformNoise
 from .objectives import choose_targets, margin
 from .registry import attack_class, create_attack, list_attacks, register_attack
 from .spsa import SPSA
-from .threat import L2Threat, LinfThreat, ThreatModel, get_threat_model, parse_eps
+from .threat import (
+    L2Threat,
+    LinfThreat,
+    ThreatModel,
+    default_budget,
+    default_eps,
+    get_threat_model,
+    parse_eps,
+)
 from .transfer import Transfer
 
 __all__ = [
     "APGDCE",
-    "DEFAULT_EPS",
     "FGSM",
     "PGD",
     "SPSA",
     "Attack",
+    "AttackContractError",
     "AutoAttack",
     "CarliniWagnerL2",
     "GaussianNoise",
@@ -47,6 +56,8 @@ __all__ = [
     "bpda_context",
     "choose_targets",
     "create_attack",
+    "default_budget",
+    "default_eps",
     "default_max_batch",
     "get_threat_model",
     "independent_draws",

@@ -3,8 +3,11 @@
 An attack is a callable object: hyper-parameters go to the constructor, ``attack(x, y)`` returns
 ``x_adv``. The base class guarantees, for every attack:
 
-- ``x_adv`` is detached, has x's shape and dtype, lies in [0, 1] and inside the attack's threat
-  ball (a last projection enforces it, so a subclass bug cannot leak an out-of-budget point);
+- ``x_adv`` is detached, has x's shape and dtype, is finite, lies in [0, 1] and inside the
+  attack's threat ball. The base class *checks* this on the raw output of ``_attack`` and raises
+  :class:`AttackContractError` otherwise; it never repairs a point (a projection here would turn
+  an attack that steps with the wrong eps, or returns garbage, into a valid-looking weaker one).
+  Attacks that need a projection apply it themselves, inside ``_attack``;
 - the model's train/eval flags are restored exactly, module by module (by default the model is put
   in eval mode while the attack runs);
 - ``forward_passes`` counts images sent through the model (see below);
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -35,12 +39,21 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ciiv._checks import check_images, check_labels
+from ciiv.sampling import BPDA_SURROGATES
+
 from .threat import ThreatModel
 
 __all__ = [
     "Attack",
+    "AttackContractError",
+    "BestIterate",
+    "ball_tolerance",
     "bpda_context",
     "check_batch",
+    "check_bpda",
+    "check_output",
+    "excess",
     "default_max_batch",
     "independent_draws",
     "inputs_checked_once",
@@ -49,8 +62,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-BPDA_SURROGATES: tuple[str, ...] = ("identity", "smooth")
 
 
 @contextlib.contextmanager
@@ -70,16 +81,21 @@ def preserve_mode(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
             module.training = flag
 
 
+def check_bpda(bpda: str | None) -> str | None:
+    """``bpda`` unchanged if it is None or a BPDA surrogate name; a ValueError listing them else."""
+    if bpda is not None and bpda not in BPDA_SURROGATES:
+        raise ValueError(f"unknown bpda {bpda!r}; valid: None, {', '.join(BPDA_SURROGATES)}")
+    return bpda
+
+
 def bpda_context(model: nn.Module, surrogate: str | None) -> contextlib.AbstractContextManager:
     """``model.bpda(surrogate)`` if requested and the model has one, else a no-op context.
 
     BPDA replaces the backward pass of a non-differentiable layer. A model without ``bpda()`` has no
     such layer known to us, so its own gradient already is the BPDA gradient; we log that once.
     """
-    if surrogate is None:
+    if check_bpda(surrogate) is None:
         return contextlib.nullcontext()
-    if surrogate not in BPDA_SURROGATES:
-        raise ValueError(f"unknown bpda {surrogate!r}; valid: None, {', '.join(BPDA_SURROGATES)}")
     method = getattr(model, "bpda", None)
     if not callable(method):
         logger.info(
@@ -155,17 +171,89 @@ def positive_int(name: str, value: int) -> int:
 
 def check_batch(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """Validate an image batch x [B, C, H, W] in [0, 1] and labels y [B]; return them detached."""
-    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
-        desc = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"attacks take float images [B, C, H, W] in [0, 1], got {desc}")
-    if not isinstance(y, Tensor) or y.shape != (x.shape[0],) or y.is_floating_point():
-        desc = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, Tensor) else type(y).__name__
-        raise ValueError(
-            f"labels must be integer class indices of shape [{x.shape[0]}], got {desc}"
-        )
-    if x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
-        raise ValueError("pixels must be finite and in [0, 1]; pass unnormalised images")
+    check_images(x)
+    check_labels(y, x.shape[0])
     return x.detach(), y.detach().long().to(x.device)
+
+
+class BestIterate:
+    """The best point seen so far per example, scored lexicographically by (primary, secondary),
+    higher is better, ties kept: e.g. (fooled, loss) so that any fooling point beats every other.
+
+    ``x`` [B, C, H, W] starts as the given points with scores ``initial`` (default -inf: the first
+    update always wins). Updates use ``torch.where``, never boolean indexing, so the bookkeeping
+    never waits for the device. Scores are kept in float32 (float64 for float64 images).
+    """
+
+    def __init__(self, x: Tensor, initial: tuple[float, float] = (-math.inf, -math.inf)) -> None:
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        self.x = x.detach().clone()
+        self.primary = torch.full((x.shape[0],), initial[0], device=x.device, dtype=dtype)
+        self.secondary = torch.full((x.shape[0],), initial[1], device=x.device, dtype=dtype)
+
+    def update(
+        self, points: Tensor, primary: Tensor, secondary: Tensor, idx: slice | Tensor = slice(None)
+    ) -> None:
+        """Offer ``points`` [b, C, H, W] with scores [b] for the examples ``idx`` (a slice or an
+        index tensor of b examples; default all)."""
+        primary, secondary = primary.to(self.primary.dtype), secondary.to(self.secondary.dtype)
+        old_primary, old_secondary = self.primary[idx], self.secondary[idx]
+        better = (primary > old_primary) | ((primary == old_primary) & (secondary > old_secondary))
+        shaped = better.view(-1, *([1] * (points.dim() - 1)))
+        self.x[idx] = torch.where(shaped, points.detach().to(self.x.dtype), self.x[idx])
+        self.primary[idx] = torch.where(better, primary, old_primary)
+        self.secondary[idx] = torch.where(better, secondary, old_secondary)
+
+
+class AttackContractError(ValueError):
+    """An attack returned NaN/inf, a point outside [0, 1] or its threat ball, or the wrong shape:
+    a bug in the attack, never a robustness result."""
+
+
+def ball_tolerance(eps: float, dtype: torch.dtype) -> float:
+    """The largest excess of ||x_adv - x|| over ``eps`` that rounding explains for ``dtype``
+    images: (1e-5 + 4 ulp) * max(eps, 1). A real step beyond the ball (1/255 = 4e-3) is far
+    larger; the pixel box [0, 1] gets no slack (models refuse inputs outside it)."""
+    return (1e-5 + 4 * torch.finfo(dtype).eps) * max(eps, 1.0)
+
+
+def excess(threat: ThreatModel | None, x_adv: Tensor, x: Tensor) -> tuple[int, float, float]:
+    """(NaN/inf count, largest excess outside [0, 1], largest excess of the distance to x over
+    eps: 0 without a threat) of x_adv [B, C, H, W], excesses taken over its finite values; the
+    three come back in one device-to-host transfer."""
+    finite = torch.isfinite(x_adv)
+    clean = torch.where(finite, x_adv, x)
+    ball = x.new_zeros(()) if threat is None else (threat.distance(clean, x) - threat.eps).amax()
+    box = torch.maximum((clean - 1).amax(), (-clean).amax())
+    nonfinite, box, ball = torch.stack([t.double() for t in ((~finite).sum(), box, ball)]).tolist()
+    return int(nonfinite), box, ball
+
+
+def check_output(name: str, threat: ThreatModel | None, x_adv: Tensor, x: Tensor) -> None:
+    """Raise :class:`AttackContractError` unless x_adv [B, C, H, W] (x's shape) is finite, in
+    [0, 1] and, when ``threat`` is given, inside its ball around x up to :func:`ball_tolerance`.
+    The message names the attack, the norm, the largest excesses and the NaN/inf count."""
+    if x_adv.shape != x.shape:
+        raise AttackContractError(
+            f"attack {name!r} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}"
+        )
+    nonfinite, box, ball = excess(threat, x_adv, x)
+    problems = []
+    if nonfinite:
+        problems.append(f"{nonfinite} NaN/inf value(s)")
+    if box > 0:
+        problems.append(f"pixels outside [0, 1] by up to {box:.3g}")
+    if threat is not None and ball > (tolerance := ball_tolerance(threat.eps, x.dtype)):
+        problems.append(
+            f"{threat.norm} distance above eps={threat.eps:.6g} by up to {ball:.3g} "
+            f"(tolerance {tolerance:.2g})"
+        )
+    if problems:
+        raise AttackContractError(
+            f"attack {name!r} broke its contract: {'; '.join(problems)}. An attack must return "
+            "finite points in [0, 1] inside its ball (project inside _attack): this is a bug in "
+            "the attack, not a robustness result"
+        )
 
 
 class Attack(ABC):
@@ -216,7 +304,12 @@ class Attack(ABC):
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         """Adversarial examples for x [B, C, H, W] in [0, 1] with labels y [B]: detached, in [0, 1],
-        inside the threat ball, same shape and dtype as x."""
+        inside the threat ball, same shape and dtype as x.
+
+        Raises:
+            AttackContractError: ``_attack`` returned a point that breaks the contract (checked,
+                never repaired).
+        """
         if torch.is_inference_mode_enabled():
             raise RuntimeError(
                 "attacks need autograd: call them outside torch.inference_mode() "
@@ -228,13 +321,13 @@ class Attack(ABC):
         with preserve_mode(self.model, self.eval_mode), inputs_checked_once(self.model):
             x_adv = self._attack(x, y)
         x_adv = x_adv.detach().to(x.dtype)
-        if self.threat is not None:
-            return self.threat.project(x_adv, x)
-        return x_adv.clamp(0, 1)
+        check_output(self.name, self.threat, x_adv, x)
+        return x_adv
 
     @abstractmethod
     def _attack(self, x: Tensor, y: Tensor) -> Tensor:
-        """x_adv for a validated, detached, non-empty batch (the model is already in its mode)."""
+        """x_adv for a validated, detached, non-empty batch (the model is already in its mode):
+        finite, in [0, 1] and inside ``self.threat``'s ball, projected here where needed."""
 
     def logits(self, x: Tensor) -> Tensor:
         """``model(x)``, counted: adds x.shape[0] to ``forward_passes``."""

@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .base import Attack, bpda_context, positive_int
+from .base import Attack, BestIterate, bpda_context, check_bpda, positive_int
 from .registry import register_attack
 from .threat import L2Threat, canonical_norm
 
@@ -73,8 +73,7 @@ class CarliniWagnerL2(Attack):
         self.threat = None if eps is None else L2Threat(eps)
         if confidence < 0 or initial_const <= 0 or lr <= 0:
             raise ValueError("confidence must be >= 0, initial_const and lr > 0")
-        if bpda not in (None, "identity", "smooth"):
-            raise ValueError(f"unknown bpda {bpda!r}; valid: None, identity, smooth")
+        check_bpda(bpda)
         self.confidence = float(confidence)
         self.initial_const = float(initial_const)
         self.binary_search_steps = positive_int("binary_search_steps", binary_search_steps)
@@ -95,8 +94,8 @@ class CarliniWagnerL2(Attack):
         const = torch.full((batch,), self.initial_const, device=x.device, dtype=x.dtype)
         lower = torch.zeros_like(const)
         upper = torch.full_like(const, float("inf"))
-        best_l2 = torch.full_like(const, float("inf"))
-        best_x = x.clone()
+        # (success, -L2) from x itself at (0, 0): only successes replace it, then smaller ones.
+        best = BestIterate(x, initial=(0.0, 0.0))
         check_every = max(self.steps // 10, 1)
         with bpda_context(self.model, self.bpda):
             for _ in range(self.binary_search_steps):
@@ -118,10 +117,7 @@ class CarliniWagnerL2(Attack):
                         (w.grad,) = torch.autograd.grad(loss.sum(), w)
                     with torch.no_grad():
                         success = (logits.argmax(1) != y) & (other - true >= self.confidence)
-                        l2 = l2_sq.sqrt()
-                        improved = success & (l2 < best_l2)
-                        best_l2[improved] = l2[improved]
-                        best_x[improved] = x_adv[improved]
+                        best.update(x_adv, success, -l2_sq.sqrt())
                         succeeded |= success
                     optimizer.step()
                     if self.abort_early and step % check_every == 0:
@@ -134,4 +130,5 @@ class CarliniWagnerL2(Attack):
                 lower = torch.where(succeeded, lower, torch.maximum(lower, const))
                 bracketed = torch.isfinite(upper)
                 const = torch.where(bracketed, (lower + upper) / 2, const * 10)
-        return best_x
+        # tanh keeps every iterate in [0, 1]; only the budget needs a projection.
+        return best.x if self.threat is None else self.threat.project(best.x, x)

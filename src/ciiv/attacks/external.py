@@ -2,13 +2,17 @@
 AutoAttack ("standard" and "rand" versions), APGD-CE alone and the Square attack.
 
 The algorithms and their settings are the original ones; the adapters only give them the common
-attack contract (counted model queries, restored model modes, a seed, x_adv inside the ball). Two
-things to know:
+attack contract (counted model queries, restored model modes, a seed, x_adv inside the ball).
+Three things to know:
 
 - pyautoattack reseeds torch's *global* generator with the attack's seed. The adapters run it
   inside ``torch.random.fork_rng``, so the caller's global random state is left as it was (a CiiV
   model's noise inside the attack then comes from that seeded, forked state).
 - Like the originals, these attacks return x itself for every example they did not fool.
+- pyautoattack's points can leave the ball by float error (its own runs report the largest
+  perturbation for that reason). The adapters project its output into the ball and [0, 1] and
+  keep the largest excess before that projection in ``projected_excess`` (a warning is logged when
+  it is more than rounding, :func:`~ciiv.attacks.base.ball_tolerance`).
 
 ``pyautoattack`` is an optional dependency: ``pip install pyautoattack`` (or ``ciiv[autoattack]``).
 """
@@ -23,10 +27,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .base import Attack, positive_int
-from .gradient import DEFAULT_EPS
+from .base import Attack, ball_tolerance, excess, positive_int
 from .registry import register_attack
-from .threat import canonical_norm, get_threat_model
+from .threat import canonical_norm, default_eps, get_threat_model
 
 __all__ = ["APGDCE", "AutoAttack", "Square"]
 
@@ -62,7 +65,9 @@ def _isolated(device: torch.device) -> Iterator[None]:
 
 
 class _External(Attack):
-    """Shared constructor part: norm and eps (None = 8/255 Linf, 128/255 L2)."""
+    """Shared part: norm and eps (None = 8/255 Linf, 128/255 L2), and the projection of
+    pyautoattack's output (``projected_excess``: the largest distance beyond eps or [0, 1] seen
+    before it, over every call of this attack object)."""
 
     def __init__(
         self,
@@ -76,9 +81,19 @@ class _External(Attack):
         super().__init__(model, seed=seed, eval_mode=eval_mode)
         norm = canonical_norm(norm)
         self.norm = norm
-        self.threat = get_threat_model(norm, DEFAULT_EPS[norm] if eps is None else eps)
+        self.threat = get_threat_model(norm, default_eps(norm) if eps is None else eps)
         self.eps = self.threat.eps
+        self.projected_excess = 0.0
         self._record(norm=norm, eps=self.eps)
+
+    def _project(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """pyautoattack's x_adv projected into the ball and [0, 1], its excess recorded (NaN/inf
+        pass through: the contract check reports them)."""
+        _, box, ball = excess(self.threat, x_adv, x)
+        self.projected_excess = max(self.projected_excess, box, ball)
+        if max(box, ball) > ball_tolerance(self.eps, x.dtype):
+            logger.warning("%s: projected points %.3g outside the ball", self.name, max(box, ball))
+        return self.threat.project(x_adv, x)
 
 
 @register_attack("apgd-ce")
@@ -121,7 +136,8 @@ class APGDCE(_External):
             device=x.device,
         )  # fmt: skip
         with _isolated(x.device):
-            return apgd.perturb(x, y)
+            x_adv = apgd.perturb(x, y)
+        return self._project(x_adv, x)
 
 
 @register_attack("square")
@@ -166,7 +182,8 @@ class Square(_External):
             targeted=False, loss="margin", resc_schedule=self.resc_schedule, device=x.device,
         )  # fmt: skip
         with _isolated(x.device):
-            return square.perturb(x, y)
+            x_adv = square.perturb(x, y)
+        return self._project(x_adv, x)
 
 
 @register_attack("autoattack")
@@ -235,4 +252,4 @@ class AutoAttack(_External):
         runner.fab.n_target_classes = targets
         with _isolated(x.device):
             x_adv, _ = runner.run_standard_evaluation(x, y, batch_size=self.batch_size or len(x))
-        return x_adv
+        return self._project(x_adv, x)

@@ -31,9 +31,9 @@ for a random model the success rate is an E-sample estimate of the probability t
 is fooled. The scores of the visited points come with their gradient evaluations for free; only
 the final point of each restart costs E extra (no-grad) images. ``keep_best=False`` returns the
 last iterate instead (classic FGSM), choosing between restarts by the same score. The bookkeeping
-uses ``torch.where``, never boolean indexing, so the loop never waits for the device: the only
-host syncs of a call are the [0, 1] check of x and, per restart after the first, the choice of
-the points still standing.
+uses ``torch.where``, never boolean indexing (``BestIterate``), so the loop never waits for the
+device: the only host syncs of a call are the [0, 1] check of x, the contract check of x_adv on
+return and, per restart after the first, the choice of the points still standing.
 
 Restarts: restart r > 0 attacks only the examples whose best success rate is still below 1.
 """
@@ -52,8 +52,10 @@ from ciiv.loss import consistency_loss, view_cross_entropy
 
 from .base import (
     Attack,
+    BestIterate,
     bpda_context,
     check_batch,
+    check_bpda,
     independent_draws,
     inputs_checked_once,
     positive_int,
@@ -61,12 +63,10 @@ from .base import (
 )
 from .objectives import TARGET_MODES, choose_targets
 from .registry import register_attack
-from .threat import canonical_norm, get_threat_model, parse_eps
+from .threat import canonical_norm, default_eps, get_threat_model, parse_eps
 
-__all__ = ["DEFAULT_EPS", "FGSM", "PGD", "GradientEstimate"]
+__all__ = ["FGSM", "PGD", "GradientEstimate"]
 
-# Default budgets per norm (SPEC section 6): Linf 8/255, L2 128/255.
-DEFAULT_EPS: dict[str, float] = {"Linf": 8 / 255, "L2": 128 / 255}
 LOSSES: tuple[str, ...] = ("ce", "adaptive")
 # Precision of the attack's model calls: "bf16" runs them under bfloat16 autocast (opt-in, see
 # docs/evaluation.md); objectives, gradients w.r.t. x and iterates stay in float32.
@@ -132,15 +132,14 @@ class PGD(Attack):
     ) -> None:
         super().__init__(model, seed=seed, eval_mode=eval_mode)
         norm = canonical_norm(norm)
-        self.threat = get_threat_model(norm, DEFAULT_EPS[norm] if eps is None else eps)
+        self.threat = get_threat_model(norm, default_eps(norm) if eps is None else eps)
         self.eps = self.threat.eps
         self.step_size = self.eps / 4 if step_size is None else parse_eps(step_size)
         self.steps = positive_int("steps", steps)
         self.restarts = positive_int("restarts", restarts)
         self.eot = positive_int("eot", eot)
         self.max_batch = None if max_batch is None else positive_int("max_batch", max_batch)
-        if bpda not in (None, "identity", "smooth"):
-            raise ValueError(f"unknown bpda {bpda!r}; valid: None, identity, smooth")
+        check_bpda(bpda)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
         if loss == "adaptive" and not callable(getattr(model, "forward_views", None)):
@@ -251,25 +250,14 @@ class PGD(Attack):
         threat, generator = self.threat, self.generator(x.device)
         with bpda_context(self.model, self.bpda):
             labels = self._targets(x, y) if self.targeted else y
-            best_x = x.clone()
-            best_rate = torch.full((x.shape[0],), -1.0, device=x.device)
-            best_value = torch.full((x.shape[0],), float("-inf"), device=x.device)
-
-            def consider(idx: slice | Tensor, points: Tensor, est: GradientEstimate) -> None:
-                # torch.where, not boolean indexing: the bookkeeping never waits for the device.
-                rate, value = est.success.to(best_rate.dtype), est.value.to(best_value.dtype)
-                old_rate, old_value = best_rate[idx], best_value[idx]
-                better = (rate > old_rate) | ((rate == old_rate) & (value > old_value))
-                best_x[idx] = torch.where(better[:, None, None, None], points.detach(), best_x[idx])
-                best_rate[idx] = torch.where(better, rate, old_rate)
-                best_value[idx] = torch.where(better, value, old_value)
+            best = BestIterate(x)  # scored by (success rate, J)
 
             # The first restart attacks every example (a slice: no index tensor, no gather).
             idx: slice | Tensor = slice(None)
             for restart in range(self.restarts):
                 if restart:
                     # The one host sync of a restart: which examples are still standing.
-                    idx = torch.nonzero(best_rate < 1).flatten()
+                    idx = torch.nonzero(best.primary < 1).flatten()
                     if idx.numel() == 0:
                         break
                 x0, target = x[idx], labels[idx]
@@ -277,13 +265,14 @@ class PGD(Attack):
                 for _ in range(self.steps):
                     est = self._estimate(x_adv, target, with_grad=True)
                     if self.keep_best:
-                        consider(idx, x_adv, est)
+                        best.update(x_adv, est.success, est.value, idx)
                     x_adv = threat.project(threat.step(x_adv, est.grad, self.step_size), x0)
                 if self.keep_best or self.restarts > 1:
-                    consider(idx, x_adv, self._estimate(x_adv, target, with_grad=False))
+                    est = self._estimate(x_adv, target, with_grad=False)
+                    best.update(x_adv, est.success, est.value, idx)
                 else:
-                    best_x[idx] = x_adv
-        return best_x
+                    best.x[idx] = x_adv
+        return best.x
 
 
 @register_attack("fgsm")
@@ -312,7 +301,7 @@ class FGSM(PGD):
         eval_mode: bool = True,
     ) -> None:
         norm = canonical_norm(norm)
-        eps = parse_eps(DEFAULT_EPS[norm] if eps is None else eps)
+        eps = default_eps(norm) if eps is None else parse_eps(eps)
         super().__init__(
             model, norm=norm, eps=eps, step_size=eps, steps=1, random_start=False, restarts=1,
             eot=eot, max_batch=max_batch, bpda=bpda, loss=loss, adaptive_weight=adaptive_weight,

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Attack, positive_int
+from .base import Attack, BestIterate, positive_int
 from .registry import register_attack
 from .threat import canonical_norm, get_threat_model
 
@@ -46,7 +46,7 @@ class _AdditiveNoise(Attack):
         """Noise of x's shape with per-element standard deviation sigma."""
 
     def _attack(self, x: Tensor, y: Tensor) -> Tensor:
-        return x + self._noise(x, self.generator(x.device))
+        return self.threat.project(x + self._noise(x, self.generator(x.device)), x)
 
 
 @register_attack("gaussian_noise")
@@ -110,27 +110,19 @@ class RandomSearch(Attack):
     def _attack(self, x: Tensor, y: Tensor) -> Tensor:
         batch, generator = x.shape[0], self.generator(x.device)
         per_call = max((self.max_batch or self.draws * batch) // batch, 1)
-        best_x = x.clone()
-        best_flip = torch.zeros(batch, dtype=torch.bool, device=x.device)
-        best_loss = torch.full((batch,), float("-inf"), device=x.device)
+        best = BestIterate(x)  # scored by (label flipped, cross-entropy)
         done = 0
-        while done < self.draws and not bool(best_flip.all()):
+        while done < self.draws and not bool((best.primary > 0).all()):
             n = min(per_call, self.draws - done)
             points = self.threat.random_init(x.repeat(n, 1, 1, 1), generator)  # row d * B + i
             logits = self.logits_no_grad(points)
             labels = y.repeat(n)
             flip = (logits.argmax(1) != labels).view(n, batch)
-            loss = F.cross_entropy(logits, labels, reduction="none").view(n, batch).to(best_loss)
+            loss = F.cross_entropy(logits, labels, reduction="none").view(n, batch)
             # The best draw of this chunk per example: flipping draws first, then the highest loss.
             score = torch.where(flip, loss, loss.new_tensor(float("-inf")))
             pick = torch.where(flip.any(0), score.argmax(0), loss.argmax(0))
             cols = torch.arange(batch, device=x.device)
-            chunk_flip, chunk_loss = flip[pick, cols], loss[pick, cols]
-            better = (chunk_flip & ~best_flip) | (
-                (chunk_flip == best_flip) & (chunk_loss > best_loss)
-            )
-            best_x[better] = points.view(n, *x.shape)[pick, cols][better]
-            best_flip |= chunk_flip
-            best_loss[better] = chunk_loss[better]
+            best.update(points.view(n, *x.shape)[pick, cols], flip[pick, cols], loss[pick, cols])
             done += n
-        return best_x
+        return best.x

@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .base import Attack, positive_int
+from .base import Attack, BestIterate, positive_int
 from .objectives import margin
 from .registry import register_attack
 from .threat import LinfThreat, canonical_norm
@@ -98,18 +98,13 @@ class SPSA(Attack):
         x_adv = self.threat.random_init(x, generator) if self.random_start else x.clone()
         perturbation = (x_adv - x).requires_grad_(True)
         optimizer = torch.optim.Adam([perturbation], lr=self.lr)
-        best_x = x_adv.clone()
-        best_key = torch.full((x.shape[0], 2), float("-inf"), device=x.device)
+        best = BestIterate(x_adv)  # a fooled point beats any unfooled one, then the margin
         for step in range(self.steps + 1):
             with torch.no_grad():
-                current = (x + perturbation).detach()
+                # Projected, not x + perturbation: the sum can round a hair outside [0, 1].
+                current = self.threat.project(x + perturbation.detach(), x)
                 value = margin(self.logits(current), y)
-                # Lexicographic (fooled, margin): a fooled point beats any unfooled one.
-                key = torch.stack([(value > 0).to(value.dtype), value], 1)
-                better = (key[:, 0] > best_key[:, 0]) | (
-                    (key[:, 0] == best_key[:, 0]) & (key[:, 1] > best_key[:, 1])
-                )
-                best_x[better], best_key[better] = current[better], key[better]
+                best.update(current, value > 0, value)
             if step == self.steps:
                 break
             # Adam minimises, so it gets the negated ascent direction.
@@ -117,4 +112,4 @@ class SPSA(Attack):
             optimizer.step()
             with torch.no_grad():
                 perturbation.copy_(self.threat.project(x + perturbation, x) - x)
-        return best_x
+        return best.x

@@ -24,6 +24,8 @@ __all__ = [
     "Norm",
     "ThreatModel",
     "check_eps",
+    "default_budget",
+    "default_eps",
     "get_threat_model",
     "parse_eps",
 ]
@@ -55,6 +57,27 @@ def parse_eps(eps: float | int | str) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"eps must be finite and >= 0, got {eps!r}")
     return value
+
+
+# The default budgets per norm and dataset (SPEC section 6, on the 0-255 scale): 8/255 Linf and
+# 128/255 L2; MNIST gets the community's larger ones (0.3 Linf, 2.0 L2).
+_DEFAULT_BUDGETS: dict[str, dict[str, float | str]] = {
+    "Linf": {"default": "8/255", "mnist": 0.3},
+    "L2": {"default": "128/255", "mnist": 2.0},
+}
+
+
+def default_budget(norm: str) -> dict[str, float | str]:
+    """``{dataset: eps}`` of ``norm``'s default budgets, with a ``"default"`` key for every other
+    dataset (values as written: floats or fractions like "8/255"); a fresh copy."""
+    return dict(_DEFAULT_BUDGETS[canonical_norm(norm)])
+
+
+def default_eps(norm: str, dataset: str | None = None) -> float:
+    """The default budget of ``norm`` for ``dataset`` in pixel units (None or an unlisted
+    dataset: 8/255 for Linf, 128/255 for L2)."""
+    budget = default_budget(norm)
+    return parse_eps(budget.get(dataset or "default", budget["default"]))
 
 
 def check_eps(norm: str, eps: float, image_shape: tuple[int, ...] | None = None) -> None:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ciiv._checks import check_images
 from ciiv.attacks import independent_draws, inputs_checked_once, preserve_mode
 from ciiv.evaluate.engine import derive_seed, seeded
 from ciiv.models import SmoothedClassifier
@@ -115,13 +116,7 @@ def _positive_int(name: str, value: int) -> int:
 
 
 def _check(x: Tensor, sigma: float, alpha: float) -> None:
-    if not isinstance(x, Tensor) or x.dim() < 2 or not x.is_floating_point():
-        desc = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must be a float batch [N, ...] (images [N, C, H, W]), got {desc}")
-    if x.shape[0] == 0:
-        raise ValueError("x holds no examples")
-    if not bool(((x >= 0) & (x <= 1)).all()):
-        raise ValueError("x must be finite and in [0, 1]; pass unnormalised pixels")
+    check_images(x, nonempty=True, image=False)
     if isinstance(sigma, bool) or not isinstance(sigma, int | float) or not sigma > 0:
         raise ValueError(f"sigma must be a positive number, got {sigma!r}")
     if not math.isfinite(sigma):

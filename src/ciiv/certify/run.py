@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ciiv._checks import check_labels
 from ciiv.evaluate import records
 from ciiv.evaluate.engine import derive_seed
 from ciiv.models import SmoothedClassifier
@@ -176,8 +177,7 @@ def certify_examples(
     _check(x, sigma, alpha)  # before anything is written
     _positive_int("n0", n0)
     _positive_int("n", n)
-    if not isinstance(y, Tensor) or y.shape != (x.shape[0],) or y.is_floating_point():
-        raise ValueError(f"y must be integer labels of shape [{x.shape[0]}]")
+    check_labels(y, x.shape[0])
     for name, value in (("examples_per_batch", examples_per_batch), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -29,8 +29,6 @@ __all__ = ["DEFAULT_EXAMPLES", "add_arguments", "run"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_EXAMPLES = 200
-# The suites that hold each norm's per-dataset budget (Linf 8/255, MNIST 0.3; L2 128/255, MNIST 2).
-_BUDGET_SUITES = {"Linf": "standard-linf", "L2": "standard-l2"}
 _STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
 
@@ -84,11 +82,11 @@ def result_table(result, title: str) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ciiv.attacks import default_eps
     from ciiv.commands._model import load_user_target
     from ciiv.data import DatasetNotFoundError
     from ciiv.evaluate.audit import audit
     from ciiv.evaluate.selection import evaluation_examples
-    from ciiv.evaluate.suites import get_suite
     from ciiv.models.external import probe_model
     from ciiv.train import CheckpointError, load_data, load_run
     from ciiv.train.run import resolve_device
@@ -114,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         x, y = x.to(device), y.to(device)
         if args.model:
             probe_model(model, x[:2])
-        eps = args.eps or get_suite(_BUDGET_SUITES[args.norm]).eps_for(dataset)
+        eps = args.eps or default_eps(args.norm, dataset)
         overrides = {} if args.batch_size is None else {"batch_size": args.batch_size}
         with console.status("audit") as status:
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ciiv._io import atomic_write
 from ciiv.data.paths import cache_root
 
 __all__ = [
@@ -131,16 +132,6 @@ def save_tensor_cache(path: Path, payload: dict[str, Any]) -> None:
     speed, so the failure is logged, not raised.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-        os.close(handle)
+        atomic_write(path, lambda f: torch.save(payload, f), binary=True)
     except OSError as exc:
         logger.warning("cannot write cache %s (%s)", path, exc)
-        return
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    except OSError as exc:
-        logger.warning("cannot write cache %s (%s)", path, exc)
-    finally:
-        Path(temporary).unlink(missing_ok=True)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ciiv._checks import check_images, check_labels
 from ciiv.attacks import default_max_batch, preserve_mode
 from ciiv.attacks.threat import check_eps
 from ciiv.versions import software_versions
@@ -114,18 +115,8 @@ def detect_traits(model: nn.Module, x: Tensor) -> ModelTraits:
 
 
 def _check_inputs(x: Tensor, y: Tensor) -> None:
-    if not isinstance(x, Tensor) or x.dim() != 4:
-        raise ValueError("x must be an image tensor [N, C, H, W] with values in [0, 1]")
-    if not x.is_floating_point():
-        raise ValueError(
-            f"x has dtype {x.dtype}; pass float pixels in [0, 1] (divide uint8 by 255)"
-        )
-    if x.shape[0] == 0:
-        raise ValueError("x holds no examples")
-    if not bool(((x >= 0) & (x <= 1)).all()):
-        raise ValueError("pixels must be finite and in [0, 1]; pass unnormalised images")
-    if not isinstance(y, Tensor) or y.shape != (x.shape[0],) or y.is_floating_point():
-        raise ValueError(f"y must be integer labels of shape [{x.shape[0]}]")
+    check_images(x, nonempty=True)
+    check_labels(y, x.shape[0])
 
 
 @torch.no_grad()

@@ -13,9 +13,7 @@ explains every one. The checks live in :mod:`ciiv.evaluate.checks`, one module e
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ciiv._checks import check_images, check_labels
+from ciiv._io import write_json_atomic
 from ciiv.attacks import default_max_batch, parse_eps, preserve_mode
 from ciiv.attacks.threat import canonical_norm
 from ciiv.versions import software_versions
@@ -111,30 +111,19 @@ class AuditResult:
 
     def write_json(self, path: str | Path) -> Path:
         """Write :meth:`to_dict` to ``path`` atomically (a temporary file, then a rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
-        return path
+        return write_json_atomic(path, self.to_dict())
 
 
 def _validate(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """Check the inputs; return x and y on the model's device (labels as int64)."""
     if not callable(model):
         raise ValueError(f"model must be a callable nn.Module, got {type(model).__name__}")
-    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
-        desc = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must be float images [N, C, H, W] in [0, 1], got {desc}")
-    if not isinstance(y, Tensor) or y.shape != (x.shape[0],) or y.is_floating_point():
-        desc = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, Tensor) else type(y).__name__
-        raise ValueError(f"y must be integer labels of shape [{x.shape[0]}], got {desc}")
+    check_images(x)
+    check_labels(y, x.shape[0])
     if x.shape[0] < 2:
         raise ValueError(
             "the audit compares accuracies over examples: pass at least 2 (100+ advised)"
         )
-    if not bool(((x >= 0) & (x <= 1)).all()):
-        raise ValueError("pixels must be finite and in [0, 1]; pass unnormalised images")
     param = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
     device = x.device if param is None else param.device
     return x.detach().to(device), y.detach().to(device).long()

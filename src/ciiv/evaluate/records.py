@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from ciiv._io import write_json_atomic, write_jsonl_atomic
+
 __all__ = [
     "BatchWriter",
     "check_config",
@@ -91,18 +93,6 @@ def read_json(path: Path) -> Any:
         return json.load(f)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file and rename it over ``path`` (never a half-written file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSON-lines file. An unterminated last line (a write cut short) is ignored."""
     path = Path(path)
@@ -162,16 +152,8 @@ class BatchWriter:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         rows, records = _complete(self.directory)
-        self._rewrite(EXAMPLES, (row for b in sorted(rows) for row in rows[b]))
-        self._rewrite(BATCHES, (records[b] for b in sorted(records)))
-
-    def _rewrite(self, name: str, items: Iterable[dict]) -> None:
-        path = self.directory / name
-        tmp = path.with_name(f".{name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for item in items:
-                f.write(json.dumps(item) + "\n")
-        os.replace(tmp, path)
+        write_jsonl_atomic(self.directory / EXAMPLES, (r for b in sorted(rows) for r in rows[b]))
+        write_jsonl_atomic(self.directory / BATCHES, (records[b] for b in sorted(records)))
 
     def _append(self, name: str, items: Iterable[dict]) -> None:
         with open(self.directory / name, "a", encoding="utf-8") as f:
@@ -193,13 +175,7 @@ def write_merged(out_dir: Path, rows: list[dict], records: list[dict]) -> None:
         (EXAMPLES, sorted(rows, key=lambda r: r["position"])),
         (BATCHES, sorted(records, key=lambda r: r["batch"])),
     ):
-        tmp = out_dir / f".{name}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            for item in items:
-                f.write(json.dumps(item) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out_dir / name)
+        write_jsonl_atomic(out_dir / name, items)
     shutil.rmtree(out_dir / SHARDS, ignore_errors=True)
 
 

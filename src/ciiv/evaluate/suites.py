@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ciiv.attacks.threat import parse_eps
+from ciiv.attacks.threat import default_budget, parse_eps
 
 from .protocols import get_protocol
 
@@ -85,6 +85,9 @@ class AttackEntry:
         requires: model traits the entry needs: "views" (a CiiV model: BPDA, adaptive loss) or
             "stochastic" (a random model: EOT-only entries). Entries whose needs are unmet are
             skipped and listed with the reason in the summary.
+        sweep_point: set by :meth:`Sweep.expand` only: ``{"family": sweep name, "axes": {"eps":
+            value, "steps": value}}`` (the swept ones), recorded in the summary as ``sweep`` so
+            that reports read it as data. Never part of a suite file.
     """
 
     name: str
@@ -98,6 +101,7 @@ class AttackEntry:
     eot_hyper: Mapping[str, Any] = field(default_factory=dict)
     worst_case: bool = True
     requires: tuple[str, ...] = ()
+    sweep_point: Mapping[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.name or any(c in self.name for c in "\n\t"):
@@ -157,13 +161,14 @@ class Sweep:
         entries = []
         for eps in eps_values:
             for steps in step_values:
-                parts = []
+                parts, axes = [], {}
                 hyper = dict(self.base.hyper)
                 if eps is not None:
                     parts.append(f"eps={format_eps(eps)}")
+                    axes["eps"] = eps
                 if steps is not None:
                     parts.append(f"steps={steps}")
-                    hyper["steps"] = steps
+                    hyper["steps"] = axes["steps"] = steps
                 entries.append(
                     dataclasses.replace(
                         self.base,
@@ -171,6 +176,7 @@ class Sweep:
                         hyper=hyper,
                         eps=self.base.eps if eps is None else eps,
                         worst_case=False,
+                        sweep_point={"family": self.name, "axes": axes},
                     )
                 )
         return entries
@@ -260,6 +266,7 @@ def _entry_to_dict(entry: AttackEntry | Sweep) -> dict[str, Any]:
         }
     out = dataclasses.asdict(entry)
     out["requires"] = list(entry.requires)
+    del out["sweep_point"]
     return out
 
 
@@ -272,7 +279,8 @@ def _entry_from_dict(data: Mapping[str, Any]) -> AttackEntry | Sweep:
             eps=tuple(data.get("eps", ())),
             steps=tuple(data.get("steps", ())),
         )
-    _reject_unknown("attack entry", data, {f.name for f in dataclasses.fields(AttackEntry)})
+    keys = {f.name for f in dataclasses.fields(AttackEntry)} - {"sweep_point"}
+    _reject_unknown("attack entry", data, keys)
     return AttackEntry(**{**data, "requires": tuple(data.get("requires", ()))})
 
 
@@ -337,6 +345,8 @@ class ResolvedAttack:
             for the worst case even when standalone (a point it breaks is not robust).
         protocol_views: "centre" when the attack queries the centre view only (paper protocol on a
             CiiV model), else "all".
+        sweep: for one point of a sweep, ``{"family": name, "axes": {"eps"/"steps": value}}``;
+            None otherwise.
     """
 
     name: str
@@ -348,6 +358,7 @@ class ResolvedAttack:
     worst_case: bool
     in_threat_model: bool
     protocol_views: str
+    sweep: Mapping[str, Any] | None = None
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description for the summary."""
@@ -361,6 +372,7 @@ class ResolvedAttack:
             "in_threat_model": self.in_threat_model,
             "views": self.protocol_views,
             "hyper": dict(self.hyper),
+            "sweep": self.sweep,
         }
 
 
@@ -427,6 +439,7 @@ def resolve_suite(
                 worst_case=entry.worst_case,
                 in_threat_model=inside,
                 protocol_views=proto.attack_views(),
+                sweep=entry.sweep_point,
             )
         )
     return resolved, skipped, budget
@@ -443,8 +456,8 @@ def _unmet(entry: AttackEntry, traits: ModelTraits) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # Built-in suites. eps strings are on the 0-255 scale of SPEC section 6.
 
-_LINF_BUDGET = {"default": "8/255", "mnist": 0.3}
-_L2_BUDGET = {"default": "128/255", "mnist": 2.0}
+_LINF_BUDGET = default_budget("Linf")
+_L2_BUDGET = default_budget("L2")
 
 
 def _pgd(name: str, steps: int, fraction: float = 0.25, **hyper: Any) -> AttackEntry:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ciiv._checks import check_images
 from ciiv.sampling import SURROGATES, RetinotopicSampler, Surrogate
 
 from .registry import Backbone
@@ -25,33 +26,6 @@ def predict(model: nn.Module, x: Tensor) -> Tensor:
     smoothing votes), else the argmax of its logits."""
     rule = getattr(model, "predict", None)
     return rule(x) if callable(rule) else model(x).argmax(1)
-
-
-def check_images(x: Tensor, channels: int, size: tuple[int, int] | None = None) -> None:
-    """Raise a ValueError unless x is a finite float batch [B, channels, H, W] in [0, 1].
-
-    One fused reduction (NaN fails both comparisons), so the check costs a single sync.
-    """
-    if not isinstance(x, Tensor) or x.dim() != 4:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"expected an image batch [B, C, H, W], got {shape}")
-    if not x.is_floating_point():
-        raise ValueError(
-            f"expected float pixels in [0, 1], got dtype {x.dtype}; divide uint8 by 255"
-        )
-    if x.shape[1] != channels:
-        raise ValueError(
-            f"model expects {channels} channel(s), got {x.shape[1]} (shape {tuple(x.shape)})"
-        )
-    if size is not None and tuple(x.shape[-2:]) != tuple(size):
-        raise ValueError(
-            f"model expects {size[0]}x{size[1]} images, got {x.shape[-2]}x{x.shape[-1]}"
-        )
-    if not bool(((x >= 0) & (x <= 1)).all()):
-        raise ValueError(
-            "pixels must be finite and in [0, 1] (got NaN/inf or values outside); the model "
-            "normalises internally, so pass unnormalised images scaled to [0, 1]"
-        )
 
 
 class _Normalised(nn.Module):
@@ -72,7 +46,7 @@ class _Normalised(nn.Module):
 
     def normalise(self, x: Tensor, size: tuple[int, int] | None = None) -> Tensor:
         if self.check_inputs:
-            check_images(x, self.in_channels, size)
+            check_images(x, channels=self.in_channels, size=size)
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
 

@@ -6,15 +6,14 @@ states as tensors), so loading it never unpickles arbitrary objects.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ciiv._io import TMP_SUFFIX, atomic_write
 from ciiv.versions import software_versions
 
 __all__ = [
@@ -32,7 +31,6 @@ FORMAT = "ciiv-train-checkpoint"
 # 2: mid-epoch checkpoints ("step" > 0 and the running epoch's state); version 1 files still load.
 FORMAT_VERSION = 2
 _REQUIRED = ("model", "config", "method", "dataset", "epoch")
-_TMP_SUFFIX = ".tmp"
 
 
 class CheckpointError(RuntimeError):
@@ -42,30 +40,19 @@ class CheckpointError(RuntimeError):
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` (plus format tags) to ``path`` atomically: a temporary file in the same
     folder, flushed to disk, then ``os.replace`` -- a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "versions": software_versions(),
         **state,
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(payload, f), binary=True)
 
 
 def remove_temporaries(folder: str | Path) -> list[Path]:
     """Delete what a process killed inside :func:`save_checkpoint` left in ``folder`` (hidden
     ``.<name>.pt.*.tmp`` files, never read); returns the deleted paths."""
-    stale = sorted(Path(folder).glob(f".*.pt.*{_TMP_SUFFIX}"))
+    stale = sorted(Path(folder).glob(f".*.pt.*{TMP_SUFFIX}"))
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

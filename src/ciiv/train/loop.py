@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ciiv._io import write_jsonl_atomic
 from ciiv.attacks.threat import check_eps
 from ciiv.data import ImageTensors, batches_per_epoch, iterate_batches, random_crop_flip, to_float
 from ciiv.models import Backbone, build_model, predict
@@ -350,12 +351,6 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, dist: Dis
     return restoring
 
 
-def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
-    os.replace(tmp, path)
-
-
 def resume(
     run_dir: str | Path,
     overrides: list[str] | dict[str, Any] | None = None,
@@ -530,7 +525,7 @@ class _Trainer:
         # that finished after this checkpoint was written (a crash in between).
         self.history = list(state["history"])
         if self.dist.is_main:
-            _write_history(self.run_dir / "metrics.jsonl", self.history)
+            write_jsonl_atomic(self.run_dir / "metrics.jsonl", self.history)
         self._restore_best(state)
         self.resumed = self._resumed_progress(state.get("epoch_progress"))
         if step:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ciiv.attacks import attack_class, create_attack, get_threat_model
 from ciiv.models import predict
+from ciiv.sampling import BPDA_SURROGATES
 
 from .measure import Stability, draws_shared_by_batch, eot_stability, logit_draws
 from .settings import AuditSettings
@@ -35,7 +36,6 @@ T = TypeVar("T")
 # Two forward passes of a deterministic model can differ by float noise (non-deterministic GPU
 # kernels); only differences above this fraction of the logit scale count as randomness.
 _RANDOM_RTOL = 1e-4
-SURROGATES: tuple[str, ...] = ("identity", "smooth")
 
 
 @dataclass
@@ -253,7 +253,7 @@ class AuditContext:
     @property
     def surrogates(self) -> tuple[str, ...]:
         """BPDA backwards the model offers (``model.bpda``), else ()."""
-        return SURROGATES if callable(getattr(self.model, "bpda", None)) else ()
+        return BPDA_SURROGATES if callable(getattr(self.model, "bpda", None)) else ()
 
     def stability(self, surrogate: str | None = None) -> Stability:
         """EOT stability of the true gradient (None) or a BPDA one, on the gradient points."""

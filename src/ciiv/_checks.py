@@ -1,0 +1,61 @@
+"""The one check of pixel batches and labels at ciiv's edges (models, attacks, evaluation, audit,
+certification): a refusal names the argument, what it got and what is valid."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+__all__ = ["check_images", "check_labels"]
+
+
+def _describe(t: object) -> str:
+    return f"{t.dtype} {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
+
+
+def check_images(
+    x: Tensor,
+    *,
+    name: str = "x",
+    channels: int | None = None,
+    size: tuple[int, int] | None = None,
+    nonempty: bool = False,
+    image: bool = True,
+) -> None:
+    """Raise a ValueError unless ``x`` is a float batch of finite pixels in [0, 1].
+
+    Args:
+        x: images [B, C, H, W] (with ``image=False``: any batch [B, ...] of 2+ dims).
+        name: the argument's name in messages.
+        channels, size: the C and (H, W) a model expects (None: any).
+        nonempty: refuse B = 0.
+
+    The range test is one fused reduction (NaN fails both comparisons): a single host sync.
+    """
+    if not isinstance(x, Tensor) or x.dim() < 2 or (image and x.dim() != 4):
+        what = "images [B, C, H, W]" if image else "a batch [B, ...]"
+        raise ValueError(f"{name} must be {what} of float pixels in [0, 1], got {_describe(x)}")
+    if not x.is_floating_point():
+        raise ValueError(
+            f"{name} has dtype {x.dtype}; pass float pixels in [0, 1] (divide uint8 by 255)"
+        )
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(
+            f"model expects {channels} channel(s), got {x.shape[1]} (shape {tuple(x.shape)})"
+        )
+    if size is not None and tuple(x.shape[-2:]) != tuple(size):
+        raise ValueError(
+            f"model expects {size[0]}x{size[1]} images, got {x.shape[-2]}x{x.shape[-1]}"
+        )
+    if nonempty and x.shape[0] == 0:
+        raise ValueError(f"{name} holds no examples")
+    if not bool(((x >= 0) & (x <= 1)).all()):
+        raise ValueError(
+            f"{name}: pixels must be finite and in [0, 1] (got NaN/inf or values outside); "
+            "pass unnormalised images scaled to [0, 1] (models normalise internally)"
+        )
+
+
+def check_labels(y: Tensor, n: int, *, name: str = "y") -> None:
+    """Raise a ValueError unless ``y`` is an integer tensor of shape [n] (class indices)."""
+    if not isinstance(y, Tensor) or y.shape != (n,) or y.is_floating_point():
+        raise ValueError(f"{name} must be integer class indices of shape [{n}], got {_describe(y)}")
