@@ -14,6 +14,7 @@ import ciiv.data.imagefolder
 from ciiv.cli import main
 from ciiv.data import DatasetNotFoundError, load_splits
 from ciiv.data.tensors import channel_stats
+from ciiv.data.torchvision_sets import CIFAR10_INFO
 
 # Real data lives next to the repository (../shared/data), see the "data" marker.
 CIFAR_JPEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg-q75.tar.gz"
@@ -175,3 +176,88 @@ def test_real_cifar10_jpeg_archive():
     assert splits.train.images.shape[1:] == (3, 32, 32)
     # JPEG q75 barely moves the CIFAR-10 statistics.
     assert all(abs(a - b) < 0.01 for a, b in zip(info.mean, (0.4914, 0.4822, 0.4465), strict=True))
+
+
+# --- CIFAR-10 / CIFAR-100 from an image-folder copy -------------------------------------------
+
+CIFAR10_NAMES = CIFAR10_INFO.class_names
+
+
+def _cifar_tree(root: Path, names=CIFAR10_NAMES, order=None, fmt: str = "png", size: int = 32):
+    """A tiny CIFAR-shaped tree: 3 train and 1 test image per class; red channel = class index
+    in CIFAR's canonical order, so labels can be checked whatever the folder order."""
+    for split, count in (("train", 3), ("test", 1)):
+        for name in order or names:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            label = names.index(name) if name in names else 0
+            for i in range(count):
+                Image.new("RGB", (size, size), (label * 20, i * 50, 7)).save(folder / f"{i}.{fmt}")
+    return root
+
+
+def _no_download(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("an image-folder copy must never reach torchvision")
+
+    monkeypatch.setattr(ciiv.data.torchvision_sets, "_open", fail)
+
+
+def test_cifar10_from_a_folder_keeps_canonical_labels_and_constants(tmp_path, monkeypatch):
+    _no_download(monkeypatch)
+    tree = _cifar_tree(tmp_path / "cifar", order=list(reversed(CIFAR10_NAMES)))
+    splits = load_splits("cifar10", tree, val_fraction=0.0)
+    assert splits.info == CIFAR10_INFO  # normalisation, spike scale, class names
+    assert (len(splits.train), len(splits.test["test"])) == (30, 10)
+    for part in (splits.train, splits.test["test"]):
+        assert torch.equal(part.images[:, 0, 0, 0].long(), 20 * part.labels)
+    assert torch.bincount(splits.train.labels).tolist() == [3] * 10
+
+
+def test_cifar10_from_a_jpeg_tarball_warns_that_it_is_lossy(tmp_path, monkeypatch, caplog):
+    _no_download(monkeypatch)
+    tree = _cifar_tree(tmp_path / "cifar", fmt="jpg")
+    archive = _make_archive(tree, tmp_path / "cifar10-jpeg.tar.gz", wrapper=None)
+    with caplog.at_level("WARNING", logger="ciiv.data.torchvision_sets"):
+        splits = load_splits("cifar10", archive, val_fraction=0.0)
+    assert len(splits.train) == 30 and splits.info.name == "cifar10"
+    assert "lossy" in caplog.text and "not comparable" in caplog.text
+    with pytest.raises(DatasetNotFoundError, match="does not exist"):
+        load_splits("cifar10", tmp_path / "absent.tar.gz")
+
+
+def test_cifar100_tree_with_cifar10_names_is_a_clear_error(tmp_path, monkeypatch):
+    _no_download(monkeypatch)
+    tree = _cifar_tree(tmp_path / "cifar")
+    with pytest.raises(ValueError, match="not cifar100's classes .100 missing, 10 unknown"):
+        load_splits("cifar100", tree)
+    args = ["train", "--dataset", "cifar100", "--data-dir", str(tree), "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"order": [*CIFAR10_NAMES[:9], "lorry"]}, r"1 missing, 1 unknown: lorry"),
+        ({"size": 16}, "16 x 16 px, not 32 x 32"),
+    ],
+)
+def test_cifar10_tree_with_wrong_classes_or_size(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        load_splits("cifar10", _cifar_tree(tmp_path / "cifar", **kwargs))
+
+
+def test_cifar10_without_files_or_tree_mentions_the_image_folder_layout(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetNotFoundError, match="image-folder copy"):
+        load_splits("cifar10", tmp_path / "empty", download=False)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+@pytest.mark.skipif(not CIFAR_JPEG.is_file(), reason="no CIFAR-10 JPEG archive under shared/data")
+def test_real_cifar10_jpeg_archive_as_cifar10():
+    splits = load_splits("cifar10", CIFAR_JPEG, download=False)
+    assert splits.info.mean == (0.4914, 0.4822, 0.4465)  # CIFAR-10's constants, not the tree's
+    assert (len(splits.train), len(splits.val), len(splits.test["test"])) == (45000, 5000, 10000)
+    assert torch.bincount(splits.test["test"].labels).tolist() == [1000] * 10

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ciiv.cli import main
-from ciiv.demo import DemoSettings, run_demo, table_rows
+from ciiv.demo import DemoSettings, reading_notes, run_demo, table_rows, write_report
 
 TINY = DemoSettings(epochs=1, n_train=160, n_test=8, eot=2, draws=2)
 
@@ -36,8 +36,14 @@ def test_demo_writes_results_report_and_plot(demo):
     assert {r[0]: r[bpda] for r in rows if r[1] == "iid"}["vanilla"] == "n/a"
     for method in ("vanilla", "ciiv"):
         assert (out / "runs" / method / "checkpoints" / "best.pt").exists()
-        summary = results["methods"][method]["splits"]["iid"]["summary"]
-        assert json.loads(open(summary).read())["protocol"] == "full"
+        numbers = results["methods"][method]["splits"]["iid"]
+        summary = json.loads(open(numbers["summary"]).read())
+        assert summary["protocol"] == "full"
+        # The plot's error bars are the summary's intervals; `ciiv report` can group the splits.
+        assert numbers["robust_accuracy_ci95"] == summary["robust_accuracy_ci95"]
+        assert numbers["per_attack_ci95"]["fgsm"] == summary["attacks"]["fgsm"]["ci95"]
+        assert (summary["run"]["dataset"], summary["run"]["test_split"]) == ("shapes", "iid")
+    assert results["num_classes"] == 4
 
 
 def test_demo_never_overwrites_earlier_results(demo, capsys):
@@ -51,3 +57,53 @@ def test_demo_never_overwrites_earlier_results(demo, capsys):
 def test_demo_settings_are_validated():
     with pytest.raises(ValueError, match="epochs"):
         DemoSettings(epochs=0)
+
+
+def _results(vanilla_shifted=(0.81, [0.72, 0.88]), ciiv_shifted=(0.39, [0.30, 0.49])) -> dict:
+    """A demo's results.json (two methods, both splits) with chosen shifted clean accuracies."""
+
+    def split(clean, worst):
+        return {
+            "clean_accuracy": clean[0],
+            "clean_accuracy_ci95": clean[1],
+            "robust_accuracy": worst[0],
+            "robust_accuracy_ci95": worst[1],
+            "per_attack": {"fgsm": worst[0]},
+            "per_attack_ci95": {"fgsm": worst[1]},
+            "eot": 1,
+        }
+
+    settings = {**vars(DemoSettings()), "methods": ["vanilla", "ciiv"]}
+    return {
+        "settings": settings,
+        "num_classes": 4,
+        "methods": {
+            "vanilla": {"splits": {"iid": split((0.97, [0.92, 0.99]), (0.71, [0.61, 0.79])),
+                                   "shifted": split(vanilla_shifted, (0.05, [0.02, 0.11]))}},
+            "ciiv": {"splits": {"iid": split((0.85, [0.77, 0.91]), (0.85, [0.77, 0.91])),
+                                "shifted": split(ciiv_shifted, (0.30, [0.21, 0.40]))}},
+        },
+    }  # fmt: skip
+
+
+def test_report_says_when_methods_are_indistinguishable_or_at_chance(tmp_path):
+    results = _results()
+    write_report(results, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    notes = reading_notes(results)
+    assert all(note in text for note in notes)
+    # iid worst case: 61-79 % and 77-91 % overlap; iid clean (92-99 vs 77-91) does not.
+    assert "indistinguishable" in notes[0]
+    assert "worst-case accuracy on `iid` (vanilla 61–79 %, ciiv 77–91 %)" in notes[0]
+    assert "clean accuracy on `iid`" not in notes[0]
+    assert "clean accuracy on `shifted`" not in notes[0]
+    # shifted: chance = 1/4; ciiv's worst case (21-40 %) contains it, vanilla's (2-11 %) does not.
+    assert notes[1].startswith("At chance on `shifted` (1/4 = 25 %")
+    assert notes[1].endswith(": ciiv's worst-case accuracy (21–40 %).")
+    assert (tmp_path / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    # Separated everywhere and above chance: nothing to add.
+    separated = _results(ciiv_shifted=(0.60, [0.50, 0.69]))
+    for record, low in zip(separated["methods"].values(), (0.3, 0.6), strict=True):
+        for numbers in record["splits"].values():
+            numbers["robust_accuracy_ci95"] = [low, low + 0.2]
+    assert reading_notes(separated) == []

@@ -9,7 +9,9 @@ number comes from :func:`ciiv.evaluate.evaluate_robustness`, so it has the same 
 files, R prediction draws and worst-case accounting as ``ciiv eval``.
 
 Outputs, under ``out_dir``: ``runs/<method>/`` (full training runs, evaluations under
-``eval/``), ``results.json``, ``report.md`` and ``accuracy.png``.
+``eval/``), ``results.json``, ``report.md`` and ``accuracy.png``. The plot shows each number with
+its 95 % interval and the chance level; the report says in words where the numbers cannot carry a
+conclusion: the methods' intervals overlap on a split, or a method is at chance on ``shifted``.
 """
 
 from __future__ import annotations
@@ -137,18 +139,31 @@ def run_demo(
                 seed=settings.seed,
                 dataset="shapes",
                 out_dir=run_dir / "eval" / f"{settings.suite}-full-{split}",
+                run_info={  # what `ciiv report` groups and labels by
+                    "run_dir": str(run_dir),
+                    "method": method,
+                    "dataset": "shapes",
+                    "test_split": split,
+                    "checkpoint": "best",
+                    "epoch": loaded.epoch,
+                    "selection": f"first {len(y)} of the split",
+                },
                 progress=eval_progress(label) if eval_progress else None,
             )
             summary = result.to_dict()
             per_split[split] = {
                 "clean_accuracy": summary["clean_accuracy"],
+                "clean_accuracy_ci95": summary["clean_accuracy_ci95"],
                 "robust_accuracy": summary["robust_accuracy"],
+                "robust_accuracy_ci95": summary["robust_accuracy_ci95"],
                 "per_attack": summary["per_attack"],
+                "per_attack_ci95": {k: v["ci95"] for k, v in summary["attacks"].items()},
                 "eot": summary["eot"],
                 "n_examples": summary["n_examples"],
                 "forward_passes": summary["forward_passes"],
                 "summary": str(result.out_dir / "summary.json"),
             }
+        results["num_classes"] = loaded.dataset_info.num_classes
         results["methods"][method] = {
             "run_dir": str(run_dir),
             "best_epoch": loaded.epoch,
@@ -187,8 +202,61 @@ def _half_width(n: int) -> float:
     return 100 * 1.96 * math.sqrt(0.25 / n)
 
 
+def _measures(numbers: dict[str, Any]) -> dict[str, tuple[float, list[float] | None]]:
+    """(accuracy, 95 % interval) of a split's clean and worst-case accuracy."""
+    return {
+        "clean": (numbers["clean_accuracy"], numbers.get("clean_accuracy_ci95")),
+        "worst-case": (numbers["robust_accuracy"], numbers.get("robust_accuracy_ci95")),
+    }
+
+
+def _interval_text(ci: list[float]) -> str:
+    return f"{100 * ci[0]:.0f}–{100 * ci[1]:.0f} %"
+
+
+def reading_notes(results: dict[str, Any]) -> list[str]:
+    """Sentences for the report where the numbers cannot carry a conclusion: the methods are
+    indistinguishable on a split (their 95 % intervals overlap, so the demo does not rank them
+    there), or a method is at chance on ``shifted`` (1 / K inside its interval), where the
+    colour shortcut no longer helps."""
+    methods = results["methods"]
+    overlaps = []
+    for split in SPLITS:
+        for measure in ("clean", "worst-case"):
+            intervals = {
+                name: _measures(record["splits"][split])[measure][1]
+                for name, record in methods.items()
+            }
+            if len(intervals) < 2 or None in intervals.values():
+                continue
+            if max(ci[0] for ci in intervals.values()) <= min(ci[1] for ci in intervals.values()):
+                listed = ", ".join(f"{n} {_interval_text(ci)}" for n, ci in intervals.items())
+                overlaps.append(f"{measure} accuracy on `{split}` ({listed})")
+    notes = []
+    if overlaps:
+        notes.append(
+            "The methods are indistinguishable (their 95 % intervals overlap) in "
+            + "; ".join(overlaps)
+            + ": this demo does not rank them there, and more test images (`--n-test`) would "
+            "narrow the intervals."
+        )
+    k = results.get("num_classes")
+    at_chance = []
+    for name, record in methods.items():
+        for measure, (_, ci) in _measures(record["splits"]["shifted"]).items():
+            if k and ci is not None and ci[0] <= 1 / k <= ci[1]:
+                at_chance.append(f"{name}'s {measure} accuracy ({_interval_text(ci)})")
+    if at_chance:
+        notes.append(
+            f"At chance on `shifted` (1/{k} = {100 / k:.0f} % lies inside the 95 % interval, "
+            f"so no better than guessing the shape): {'; '.join(at_chance)}."
+        )
+    return notes
+
+
 def write_report(results: dict[str, Any], out: Path) -> None:
-    """``report.md`` (the table and how to read it) and ``accuracy.png`` (grouped bars)."""
+    """``report.md`` (the table and how to read it) and ``accuracy.png`` (grouped bars with the
+    95 % intervals and the chance level)."""
     header, rows = table_rows(results)
     settings = results["settings"]
     eot = max(split["eot"] for m in results["methods"].values() for split in m["splits"].values())
@@ -205,12 +273,16 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         "background colour resists small perturbations (a colour survives them) yet fails on "
         "`shifted`, so its robust accuracy on `iid` is not evidence that it recognises shapes. "
         f"With {settings['n_test']} images per split, the 95 % interval of each number is up to "
-        f"+-{_half_width(settings['n_test']):.0f} points (exact intervals in the summaries).",
+        f"+-{_half_width(settings['n_test']):.0f} points (exact intervals in the summaries and "
+        "as error bars in the plot).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    notes = reading_notes(results)
+    if notes:
+        lines += ["", "**What these numbers cannot tell.** " + " ".join(notes)]
     lines += [
         "",
         f"Training: `shapes-fast` preset, backbone `{settings['backbone']}`, {settings['epochs']} "
@@ -227,30 +299,30 @@ def write_report(results: dict[str, Any], out: Path) -> None:
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    """Grouped bars per split (one panel each): clean, each attack, worst case; one bar per
+    method with its 95 % interval; the chance level 1 / K dashed (where K is recorded)."""
+    from ciiv.report import plot_bars
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    header, rows = table_rows(results)
-    labels = header[2:]
-    fig, axes = plt.subplots(1, len(SPLITS), figsize=(5 * len(SPLITS), 3.8), sharey=True)
-    methods = list(results["methods"])
-    width = 0.8 / len(methods)
-    for ax, split in zip(axes, SPLITS, strict=True):
-        for i, method in enumerate(methods):
-            row = next(r for r in rows if r[0] == method and r[1] == split)
-            heights = [float("nan") if v == "n/a" else float(v) for v in row[2:]]
-            xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(labels))]
-            ax.bar(xs, heights, width, label=method)
-        ax.set_xticks(range(len(labels)))
-        ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
-        ax.set_title(f"{split} test split")
-        ax.set_ylim(0, 100)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("accuracy (%)")
-    axes[0].legend()
-    fig.suptitle(f"shapes, Linf eps {results['settings']['eps']}, full protocol")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    attacks = _attacks(results)
+    categories = ["clean", *attacks, "worst case"]
+    panels = []
+    for split in SPLITS:
+        series = []
+        for method, record in results["methods"].items():
+            numbers = record["splits"][split]
+            ci = numbers.get("per_attack_ci95", {})
+            values = [numbers["clean_accuracy"]]
+            values += [numbers["per_attack"].get(name) for name in attacks]
+            values.append(numbers["robust_accuracy"])
+            intervals = [numbers.get("clean_accuracy_ci95")]
+            intervals += [ci.get(name) for name in attacks]
+            intervals.append(numbers.get("robust_accuracy_ci95"))
+            series.append({"label": method, "values": values, "ci95": intervals})
+        panels.append({"title": f"{split} test split", "categories": categories, "series": series})
+    k = results.get("num_classes")
+    plot_bars(
+        panels,
+        path,
+        title=f"shapes, Linf eps {results['settings']['eps']}, full protocol",
+        chance=1 / k if k else None,
+    )

@@ -4,10 +4,14 @@ Reads only ``summary.json`` files (written by :func:`ciiv.evaluate.evaluate_robu
 ``ciiv eval``); it never touches a model. A path may be a summary file, an evaluation directory
 (holding ``summary.json``) or a run directory (every ``eval/*/summary.json`` inside).
 
-Tables: one per suite, one row per (run, protocol), columns = clean accuracy, the worst-case chain
-(robust accuracy after each attack, cumulative as in AutoAttack's log), the worst case with its
-95 % interval, then the standalone attacks. Plots: one PNG per suite and sweep family, accuracy
-against eps or against the number of steps, one line per (run, protocol).
+Tables: one per dataset and suite (numbers from different datasets never share a table; the
+report says so when several are given), one row per (run, protocol), columns = dataset, run,
+method, clean accuracy, the worst-case chain (robust accuracy after each attack, cumulative as in
+AutoAttack's log), the worst case with its 95 % interval, then the standalone attacks. Plots,
+always: one PNG per table with grouped bars of accuracy per attack and run, the 95 % intervals as
+error bars, the chance level 1 / K as a line, one panel per protocol side by side; and one PNG per
+suite and sweep family, accuracy against eps or against the number of steps, one line per (run,
+protocol).
 
 Certifications (``RUN_DIR/certify/*/summary.json`` of ``ciiv certify``) add a section: the
 certified L2 accuracy per radius beside the empirical L2 robust accuracy of the same run, with a
@@ -21,14 +25,21 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import matplotlib.figure
 
 __all__ = [
+    "accuracy_bars",
     "attack_eot",
     "certified_vs_empirical",
+    "chance_accuracy",
     "load_certifications",
     "find_summaries",
     "load_summaries",
+    "plot_accuracy_bars",
+    "plot_bars",
     "plot_sweeps",
     "report_json",
     "report_markdown",
@@ -126,12 +137,75 @@ def _columns(group: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:
     return chain, standalone
 
 
+def _dataset(summary: dict[str, Any]) -> str:
+    """The data a summary was measured on: the run's dataset (else the one given to the
+    evaluation), with its test split when that is not the only one ("shapes (shifted)")."""
+    run = summary.get("run") or {}
+    name = run.get("dataset") or summary.get("dataset") or "unspecified"
+    split = run.get("test_split")
+    return name if split in (None, "test") else f"{name} ({split})"
+
+
+def _run_name(summary: dict[str, Any]) -> str:
+    run = summary.get("run") or {}
+    if run.get("run_dir"):
+        return Path(run["run_dir"]).name
+    return Path(summary["_path"]).parent.name
+
+
+def _method(summary: dict[str, Any]) -> str:
+    run = summary.get("run") or {}
+    return run.get("method") or (summary.get("model") or {}).get("class", "?").rsplit(".", 1)[-1]
+
+
 def _by_suite(summaries: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Summaries per table: one per dataset, suite and threat model, in first-seen order."""
     groups: dict[str, list[dict[str, Any]]] = {}
+    several = len({_dataset(s) for s in summaries}) > 1
     for summary in summaries:
         key = f"{summary['suite']} ({_threat(summary)})"
+        if several:
+            key = f"{_dataset(summary)}: {key}"
         groups.setdefault(key, []).append(summary)
     return groups
+
+
+def _mixed_datasets_note(summaries: Sequence[dict[str, Any]]) -> str | None:
+    datasets = list(dict.fromkeys(_dataset(s) for s in summaries))
+    if len(datasets) < 2:
+        return None
+    return (
+        f"**{len(datasets)} datasets** ({', '.join(f'`{d}`' for d in datasets)}): one table "
+        "and one plot per dataset. Accuracies measured on different datasets (or test splits) "
+        "are not comparable; compare runs only within a table."
+    )
+
+
+def chance_accuracy(summaries: Sequence[dict[str, Any]]) -> float | None:
+    """1 / K, the accuracy of guessing, shared by ``summaries``; None when K is unknown or differs.
+
+    K is the summary's ``num_classes`` (the model's output size, recorded by the evaluation);
+    for older summaries it comes from the registry entry of the summary's dataset, when that
+    entry needs no files.
+    """
+    counts = {_num_classes(s) for s in summaries}
+    if len(counts) != 1 or None in counts:
+        return None
+    return 1 / counts.pop()
+
+
+def _num_classes(summary: dict[str, Any]) -> int | None:
+    if summary.get("num_classes"):
+        return int(summary["num_classes"])
+    name = (summary.get("run") or {}).get("dataset") or summary.get("dataset")
+    if not name or name == "imagefolder":  # imagefolder: K depends on files the report lacks
+        return None
+    from ciiv.data import get_dataset_info
+
+    try:
+        return get_dataset_info(name).num_classes
+    except (ValueError, FileNotFoundError):  # a dataset this installation does not know
+        return None
 
 
 def _threat(summary: dict[str, Any]) -> str:
@@ -183,19 +257,25 @@ def report_markdown(
         "per attack step that the attacks used (a range when they differ)."
     )
     lines.append("")
+    mixed = _mixed_datasets_note(summaries)
+    if mixed:
+        lines += [mixed, ""]
     for title, group in _by_suite(summaries).items():
         chain, standalone = _columns(group)
-        header = ["method", "protocol", "E", "R", "n", "clean", *chain, "worst case", *standalone]
+        header = ["dataset", "run", "method", "protocol", "E", "R", "n", "clean", *chain]
+        header += ["worst case", *standalone]
         lines += [f"## {title}", ""]
         lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["---"] * 5 + ["---:"] * (len(header) - 5)) + "|")
+        lines.append("|" + "|".join(["---"] * 7 + ["---:"] * (len(header) - 7)) + "|")
         for s in group:
             low, high = s.get("robust_accuracy_ci95", [None, None])
             worst = f"**{_pct(s['robust_accuracy'])}**"
             if low is not None:
                 worst += f" ({_pct(low)}–{_pct(high)})"
             cells = [
-                s["_label"],
+                _dataset(s),
+                _run_name(s),
+                _method(s),
                 s["protocol"],
                 _eot_label(s),
                 str(s.get("draws", "")),
@@ -227,6 +307,13 @@ def report_markdown(
         lines += _certified_markdown(certifications, summaries)
     if plots:
         lines += ["## Plots", ""]
+        lines.append(
+            "`accuracy-*.png`: per table, the accuracy (%) of each run after each attack (bars), "
+            "its 95 % interval (error bars) and the chance level 1/K (dashed), one panel per "
+            "protocol; left of the dotted line the worst-case chain (cumulative) and the worst "
+            "case, right of it the standalone attacks (sweeps have their own line plots)."
+        )
+        lines.append("")
         lines += [f"![{p.stem}]({p.name})" for p in plots]
         lines.append("")
     sources = [*summaries, *certifications]
@@ -272,6 +359,166 @@ def sweep_curves(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _interval(summary: dict[str, Any], category: str) -> tuple[float | None, list | None]:
+    """(accuracy, 95 % interval) of a bar: "clean", "worst case" or an attack; (None, None) when
+    the summary lacks it (an attack skipped for this model)."""
+    if category in ("clean", "worst case"):
+        key = "clean_accuracy" if category == "clean" else "robust_accuracy"
+        return summary[key], summary.get(f"{key}_ci95")
+    detail = summary["attacks"].get(category)
+    if detail is None:
+        return summary["per_attack"].get(category), None
+    return detail["accuracy"], detail.get("ci95")
+
+
+def accuracy_bars(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the bar plots show, one entry per table of :func:`report_markdown`:
+    ``{"title", "dataset", "chance", "panels": [{"title", "categories", "series": [{"label",
+    "values", "ci95"}]}]}`` with one panel per protocol (``full`` first) and one series per run.
+
+    Categories: clean, the worst-case chain (cumulative, as in the table), the worst case, then
+    the standalone attacks except sweep points (``name@...``: their own plot shows them).
+    Values are accuracies in [0, 1], None where a run lacks the attack; ``chance`` is
+    :func:`chance_accuracy` of the table.
+    """
+    out = []
+    for group in _by_suite(summaries).values():
+        chain, standalone = _columns(group)
+        categories = ["clean", *chain, "worst case", *(n for n in standalone if "@" not in n)]
+        protocols = sorted({s["protocol"] for s in group}, key=lambda p: (p != "full", p))
+        panels = []
+        for protocol in protocols:
+            series = []
+            for s in (s for s in group if s["protocol"] == protocol):
+                values, intervals = zip(*(_interval(s, c) for c in categories), strict=True)
+                series.append(
+                    {"label": s["_label"], "values": list(values), "ci95": list(intervals)}
+                )
+            panels.append(
+                {"title": f"{protocol} protocol", "categories": categories, "series": series}
+            )
+        first = group[0]
+        out.append(
+            {
+                "title": f"{_dataset(first)}: {first['suite']} ({_threat(first)})",
+                "dataset": _dataset(first),
+                "chance": chance_accuracy(group),
+                "panels": panels,
+            }
+        )
+    return out
+
+
+def plot_bars(
+    panels: Sequence[dict[str, Any]],
+    path: str | Path,
+    *,
+    title: str,
+    chance: float | None = None,
+) -> Path:
+    """Grouped bars of accuracy (%), one panel per entry of ``panels``, side by side (one under
+    the other when side by side would be too wide to read), sharing the y axis.
+
+    Each panel is ``{"title", "categories", "series": [{"label", "values", "ci95"}]}``: one group
+    of bars per category, one bar per series (the same colour for a label in every panel), the
+    95 % interval ``[low, high]`` as an error bar where given (values and bounds in [0, 1], None
+    for a missing bar). ``chance`` (in [0, 1]) draws a dashed line. The legend sits below the
+    panels, outside the axes, so it never covers a bar. Returns ``path`` (a PNG).
+    """
+    fig = _bar_figure(panels, title=title, chance=chance)
+    import matplotlib.pyplot as plt  # after _bar_figure chose the Agg backend
+
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _bar_figure(
+    panels: Sequence[dict[str, Any]], *, title: str, chance: float | None
+) -> matplotlib.figure.Figure:
+    """The figure of :func:`plot_bars`, not saved (tests measure where its legend lies)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(sr["label"] for panel in panels for sr in panel["series"]))
+    colours = {label: f"C{i % 10}" for i, label in enumerate(labels)}
+    widest = max(len(panel["categories"]) for panel in panels)
+    panel_width = min(14.0, max(4.0, 1.0 + widest * (0.35 + 0.22 * len(labels))))
+    legend_height = 0.2 * (len(labels) + 3) / 3
+    # Side by side when that stays readable, else one panel under the other (same categories).
+    stacked = len(panels) > 1 and panel_width * len(panels) > 14.0
+    rows, columns = (len(panels), 1) if stacked else (1, len(panels))
+    fig, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(panel_width * columns, 3.6 * rows + 0.8 + legend_height),
+        sharex=stacked,
+        sharey=True,
+        squeeze=False,
+        layout="constrained",
+    )
+    axes = axes.ravel()
+    for ax, panel in zip(axes, panels, strict=True):
+        series, categories = panel["series"], panel["categories"]
+        bar = 0.8 / max(1, len(series))
+        for i, sr in enumerate(series):
+            xs, heights, errors = [], [], [[], []]
+            for j, (value, ci) in enumerate(zip(sr["values"], sr["ci95"], strict=True)):
+                x = j + (i - (len(series) - 1) / 2) * bar
+                if value is None:  # e.g. BPDA on a model without views: say so, draw nothing
+                    style = {"ha": "center", "va": "bottom", "fontsize": 7, "color": "dimgray"}
+                    ax.text(x, 1, "n/a", rotation=90, **style)
+                    continue
+                xs.append(x)
+                heights.append(100 * value)
+                low, high = (value, value) if ci is None else ci
+                errors[0].append(100 * max(0.0, value - low))
+                errors[1].append(100 * max(0.0, high - value))
+            ax.bar(xs, heights, bar, color=colours[sr["label"]], label=sr["label"])
+            ax.errorbar(xs, heights, yerr=errors, fmt="none", ecolor="black", lw=0.8, capsize=2)
+        if "worst case" in categories[:-1]:  # chain and worst case | standalone attacks
+            ax.axvline(categories.index("worst case") + 0.5, color="grey", lw=0.6, ls=":")
+        if chance is not None:
+            label = f"chance (1/{round(1 / chance)} = {100 * chance:.3g} %)"
+            ax.axhline(100 * chance, color="black", lw=1, ls="--", label=label)
+        ax.set_xticks(range(len(categories)))
+        ax.set_xticklabels(categories, rotation=30, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, len(categories) - 0.4)
+        ax.set_ylim(0, 100)
+        ax.set_title(panel["title"], fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes if stacked else axes[:1]:
+        ax.set_ylabel("accuracy (%), 95 % interval")
+    entries: dict[str, Any] = {}  # runs in order of appearance, then the chance line
+    for ax in axes:
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(name, handle)
+    names = sorted(entries, key=lambda name: name.startswith("chance ("))
+    handles = [entries[name] for name in names]
+    legend_columns = min(3, len(names))
+    fig.legend(handles, names, loc="outside lower center", ncols=legend_columns, fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def plot_accuracy_bars(bars: Sequence[dict[str, Any]], out_dir: str | Path) -> list[Path]:
+    """One PNG per entry of :func:`accuracy_bars` (``accuracy-<table>.png``); the written paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        plot_bars(
+            table["panels"],
+            out_dir / f"accuracy-{_slug(table['title'])}.png",
+            title=table["title"],
+            chance=table["chance"],
+        )
+        for table in bars
+    ]
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
 
@@ -308,13 +555,18 @@ def plot_sweeps(curves: Sequence[dict[str, Any]], out_dir: str | Path) -> list[P
 
 
 def report_json(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The merged report as JSON: compact rows per (run, protocol) and the sweep curves."""
+    """The merged report as JSON: compact rows per (run, protocol), the bar plots' data and the
+    sweep curves."""
     rows = []
     for s in summaries:
         rows.append(
             {
                 "label": s["_label"],
                 "source": s["_path"],
+                "dataset": _dataset(s),
+                "run_name": _run_name(s),
+                "method": _method(s),
+                "num_classes": _num_classes(s),
                 "suite": s["suite"],
                 "threat_model": s.get("threat_model"),
                 "protocol": s["protocol"],
@@ -332,7 +584,7 @@ def report_json(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 "audit_passed": (s.get("audit") or {}).get("passed"),
             }
         )
-    return {"rows": rows, "curves": sweep_curves(summaries)}
+    return {"rows": rows, "bars": accuracy_bars(summaries), "curves": sweep_curves(summaries)}
 
 
 def load_certifications(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
@@ -514,9 +766,13 @@ def write_report(
         raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
     summaries = load_summaries(paths)
     certifications = load_certifications(paths)
+    if _mixed_datasets_note(summaries):
+        datasets = ", ".join(dict.fromkeys(_dataset(s) for s in summaries))
+        logger.warning("summaries from several datasets (%s): one table per dataset", datasets)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = plot_sweeps(sweep_curves(summaries), out_dir)
+    plots = plot_accuracy_bars(accuracy_bars(summaries), out_dir)
+    plots += plot_sweeps(sweep_curves(summaries), out_dir)
     if certifications:
         from ciiv.certify.run import plot_certified_accuracy
 

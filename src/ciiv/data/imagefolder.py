@@ -34,7 +34,7 @@ from ciiv.data.registry import (
 )
 from ciiv.data.tensors import ImageTensors, channel_stats
 
-__all__ = ["ImageFolderOptions", "load_imagefolder"]
+__all__ = ["ImageFolderOptions", "decode_tree", "find_tree", "load_imagefolder", "tree_root"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,22 +72,39 @@ class ImageFolderOptions:
             raise ValueError(f"image_size must be positive, got {self.image_size}")
 
 
-def _dataset_root(data_dir: Path | None) -> Path:
-    layout = "a folder with train/<class>/ and test/<class>/ sub-folders, or a .tar.gz of one"
-    if data_dir is None:
-        raise DatasetNotFoundError(f"imagefolder needs --data-dir: {layout}")
-    if not data_dir.exists():
-        raise DatasetNotFoundError(f"imagefolder: {data_dir} does not exist; expected {layout}")
-    root = extract_archive(data_dir) if is_archive(data_dir) else data_dir
+_LAYOUT = "a folder with train/<class>/ and test/<class>/ sub-folders, or a .tar.gz of one"
+
+
+def find_tree(root: Path) -> Path | None:
+    """The folder holding ``train/`` and ``test/``: ``root`` itself or one of its sub-folders
+    (an archive's single wrapper folder); None when there is none."""
+    if not root.is_dir():
+        return None
     candidates = [root] + sorted(
         p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
     )
     for candidate in candidates:
         if (candidate / "train").is_dir() and (candidate / "test").is_dir():
             return candidate
-    raise DatasetNotFoundError(
-        f"imagefolder: no train/ and test/ folders in {data_dir}; expected {layout}"
-    )
+    return None
+
+
+def tree_root(data_dir: Path | None, dataset: str = "imagefolder") -> Path:
+    """The image tree behind ``data_dir`` (a folder, or an archive extracted once into the cache).
+
+    Raises:
+        DatasetNotFoundError: no ``data_dir``, it does not exist, or it has no train/ + test/.
+    """
+    if data_dir is None:
+        raise DatasetNotFoundError(f"{dataset} needs --data-dir: {_LAYOUT}")
+    if not data_dir.exists():
+        raise DatasetNotFoundError(f"{dataset}: {data_dir} does not exist; expected {_LAYOUT}")
+    root = find_tree(extract_archive(data_dir) if is_archive(data_dir) else data_dir)
+    if root is None:
+        raise DatasetNotFoundError(
+            f"{dataset}: no train/ and test/ folders in {data_dir}; expected {_LAYOUT}"
+        )
+    return root
 
 
 def _class_folders(folder: Path) -> list[str]:
@@ -114,8 +131,11 @@ def _scan(folder: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
     return files, labels
 
 
-def _decoded(root: Path, image_size: int | None) -> dict:
-    """Decoded splits, class names and training statistics (from the cache when it is current)."""
+def decode_tree(root: Path, image_size: int | None) -> dict:
+    """Decoded splits of the tree at ``root`` (from the cache when it is current): ``classes``
+    (the sorted folder names of ``train/``), ``train_images`` / ``test_images`` (uint8
+    [N, 3, S, S]), ``train_labels`` / ``test_labels`` (int64 indices into ``classes``), and the
+    training images' per-channel ``mean`` / ``std``."""
     classes = _class_folders(root / "train")
     train_files, train_labels = _scan(root / "train", classes)
     test_files, test_labels = _scan(root / "test", classes)
@@ -144,8 +164,8 @@ def _decoded(root: Path, image_size: int | None) -> dict:
 
 def load_imagefolder(request: LoadRequest, options: ImageFolderOptions) -> LoadedData:
     """Load (and cache) the tree at ``request.data_dir``; the validation split is carved later."""
-    root = _dataset_root(request.data_dir)
-    payload = _decoded(root, options.image_size)
+    root = tree_root(request.data_dir)
+    payload = decode_tree(root, options.image_size)
     train = ImageTensors(payload["train_images"], payload["train_labels"])
     size = train.images.shape[-1]
     mean = options.mean if options.mean is not None else tuple(payload["mean"])

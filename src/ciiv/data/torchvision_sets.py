@@ -9,6 +9,15 @@ they were looked for and how to provide them. MNIST's files are checked before t
 them, so a corrupt or truncated one is named. Normalisation constants are the usual per-channel
 training-set statistics (std is the per-pixel standard deviation, not the often-copied
 0.2023/0.1994/0.2010).
+
+CIFAR-10 and CIFAR-100 also read an image-folder copy: when ``data_dir`` is a ``.tar.gz`` / ``.tgz``
+/ ``.tar`` archive, or a folder with ``train/<class>/`` and ``test/<class>/`` (at its top level or
+one folder down) and no torchvision files, the images are read from there as by the ``imagefolder``
+dataset (same extraction and decoded cache), never downloaded. The class folders must carry the
+dataset's own class names (labels follow the canonical class order, not the folder order) and the
+images must be 32 x 32; the dataset keeps its normalisation constants, spike scale and attack
+budgets. A lossy copy (CIFAR-10-JPEG) is a different dataset in all but name: its accuracies are
+not comparable with published CIFAR figures, so loading one logs a warning.
 """
 
 from __future__ import annotations
@@ -25,6 +34,9 @@ import numpy as np
 import torch
 from torchvision import datasets
 
+from ciiv.data.cache import ARCHIVE_SUFFIXES, is_archive
+from ciiv.data.decode import list_images
+from ciiv.data.imagefolder import decode_tree, find_tree, tree_root
 from ciiv.data.paths import DATA_ENV, DatasetNotFoundError, resolve_data_dir
 from ciiv.data.registry import (
     DatasetBuilder,
@@ -162,6 +174,7 @@ class _Source:
     dataset_class: type
     folder: str  # what torchvision expects under the root, for error messages
     check: Callable[[Path], None] | None = None  # raises on corrupt files in root / folder
+    image_tree: bool = False  # also reads a train/<class> + test/<class> image tree or archive
 
 
 def _open(source: _Source, root: Path, train: bool, download: bool) -> datasets.VisionDataset:
@@ -175,6 +188,8 @@ def _open(source: _Source, root: Path, train: bool, download: bool) -> datasets.
         f"Put the torchvision files at {root / source.folder} or point --data-dir (or the "
         f"{DATA_ENV} environment variable) at a folder that contains {source.folder}/"
     )
+    if source.image_tree:
+        hint += " (or at an image-folder copy: train/<class>/ + test/<class>/, or a .tar.gz of one)"
     if not download:
         raise DatasetNotFoundError(
             f"{source.info.name} not found (or corrupted) under {root}; downloading is disabled. "
@@ -201,9 +216,63 @@ def _to_tensors(dataset: datasets.VisionDataset) -> ImageTensors:
     return ImageTensors(images, labels)
 
 
+def _tree_dir(source: _Source, root: Path) -> Path | None:
+    """``root`` when it is an image-folder copy of ``source``'s dataset (an archive, or a folder
+    with train/ + test/ and without the torchvision files), else None."""
+    if not source.image_tree:
+        return None
+    if root.name.lower().endswith(ARCHIVE_SUFFIXES) and not root.exists():
+        raise DatasetNotFoundError(f"{source.info.name}: {root} does not exist")
+    if is_archive(root):
+        return root
+    if root.is_dir() and not (root / source.folder).exists() and find_tree(root) is not None:
+        return root
+    return None
+
+
+def _load_tree(info: DatasetInfo, data_dir: Path) -> LoadedData:
+    """The image tree at ``data_dir`` as dataset ``info``: labels in ``info``'s class order."""
+    root = tree_root(data_dir, info.name)
+    payload = decode_tree(root, None)
+    folders = payload["classes"]
+    missing = sorted(set(info.class_names) - set(folders))
+    unexpected = sorted(set(folders) - set(info.class_names))
+    if missing or unexpected:
+        listed = ", ".join(unexpected[:5]) + (", ..." if len(unexpected) > 5 else "")
+        raise ValueError(
+            f"{info.name}: the class folders of {root / 'train'} are not {info.name}'s classes "
+            f"({len(missing)} missing, {len(unexpected)} unknown: {listed or 'none'}); name them "
+            f"{', '.join(info.class_names[:3])}, ... or use --dataset imagefolder"
+        )
+    size = payload["train_images"].shape[-1]
+    if size != info.image_size:
+        raise ValueError(
+            f"{info.name}: the images in {root} are {size} x {size} px, not {info.image_size} x "
+            f"{info.image_size}; use --dataset imagefolder (with the image_size option) for them"
+        )
+    # Folder order -> canonical order (they agree for CIFAR's sorted names, but never rely on it).
+    order = torch.tensor([info.class_names.index(name) for name in folders])
+    train = ImageTensors(payload["train_images"], order[payload["train_labels"]])
+    test = ImageTensors(payload["test_images"], order[payload["test_labels"]])
+    sample = list_images(root / "train" / folders[0])[0]
+    if sample.suffix.lower() in (".jpg", ".jpeg"):
+        logger.warning(
+            "%s from JPEG files (%s): lossy, so accuracies are not comparable with published "
+            "%s figures",
+            info.name,
+            data_dir,
+            info.name,
+        )
+    logger.info("%s: image-folder copy at %s", info.name, root)
+    return LoadedData(info=info, train=train, test={"test": test})
+
+
 def _loader(source: _Source):
     def load(request: LoadRequest, options: NoOptions) -> LoadedData:
         root = resolve_data_dir(request.data_dir)
+        tree = _tree_dir(source, root)
+        if tree is not None:
+            return _load_tree(source.info, tree)
         train = _to_tensors(_open(source, root, True, request.download))
         test = _to_tensors(_open(source, root, False, request.download))
         return LoadedData(info=source.info, train=train, test={"test": test})
@@ -213,8 +282,8 @@ def _loader(source: _Source):
 
 for _source in (
     _Source(MNIST_INFO, datasets.MNIST, "MNIST/raw", _check_mnist),
-    _Source(CIFAR10_INFO, datasets.CIFAR10, "cifar-10-batches-py"),
-    _Source(CIFAR100_INFO, datasets.CIFAR100, "cifar-100-python"),
+    _Source(CIFAR10_INFO, datasets.CIFAR10, "cifar-10-batches-py", image_tree=True),
+    _Source(CIFAR100_INFO, datasets.CIFAR100, "cifar-100-python", image_tree=True),
 ):
     register_dataset(
         DatasetBuilder(

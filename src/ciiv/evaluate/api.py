@@ -120,11 +120,12 @@ def _check_inputs(x: Tensor, y: Tensor) -> None:
 
 
 @torch.no_grad()
-def _check_outputs(model: nn.Module, x: Tensor, y: Tensor) -> int:
+def _check_outputs(model: nn.Module, x: Tensor, y: Tensor) -> tuple[int, int]:
     """One forward pass on a few examples x [b, C, H, W]: the labels y [N] must index the model's
     logits [b, K], and outputs that look like probabilities (in [0, 1], rows summing to 1) get a
     warning, as AutoAttack's checks give: a softmax output saturates, so gradient attacks stall
-    and the model looks more robust than it is. Returns b, the images it sent through."""
+    and the model looks more robust than it is. Returns (b, K): the images it sent through and
+    the number of classes."""
     with preserve_mode(model):
         out = model(x)
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
@@ -143,7 +144,7 @@ def _check_outputs(model: nn.Module, x: Tensor, y: Tensor) -> int:
             "attacks need logits, and a softmax output hides gradients, which overstates "
             "robustness; return the scores before the softmax"
         )
-    return x.shape[0]
+    return x.shape[0], classes
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -254,7 +255,8 @@ def evaluate_robustness(
     sample = x[: min(n, 8)].to(device)
     with seeded(derive_seed(seed, "traits"), device):
         traits = detect_traits(model, sample)
-        checked = _check_outputs(model, sample, y) * world
+        checked, num_classes = _check_outputs(model, sample, y)
+        checked *= world
     proto = proto_requested.effective(traits)
     r = (DEFAULT_DRAWS if draws is None else int(draws)) if traits.stochastic else 1
     if r < 1:
@@ -367,6 +369,7 @@ def evaluate_robustness(
             run_info=run_info,
             elapsed=time.perf_counter() - started,
             checked=checked,
+            num_classes=num_classes,
         )
         if isinstance(audit, Mapping):
             summary["audit"] = dict(audit)
@@ -427,6 +430,7 @@ def _summarise(
     run_info: Mapping[str, Any] | None,
     elapsed: float,
     checked: int,
+    num_classes: int,
 ) -> dict[str, Any]:
     chain = [a.name for a in attacks if a.worst_case]
     standalone = [a.name for a in attacks if not a.worst_case]
@@ -489,6 +493,7 @@ def _summarise(
         "seed": config["seed"],
         "batch_size": config["batch_size"],
         "dataset": config["dataset"],
+        "num_classes": num_classes,  # the model's K: chance accuracy is 1 / K
         "clean_accuracy": clean["accuracy"],
         "clean_accuracy_ci95": clean["ci95"],
         "clean_accuracy_per_draw": clean["per_draw"],
