@@ -11,11 +11,21 @@ from .base import (
     Attack,
     bpda_context,
     default_max_batch,
-    independent_draws,
     inputs_checked_once,
     preserve_mode,
 )
 from .cw import CarliniWagnerL2
+from .draws import (
+    RowVerdict,
+    assume_rows,
+    declared_rows,
+    draw_calls,
+    independent_draws,
+    known_rows,
+    measure_rows,
+    row_verdict,
+    rows_independent,
+)
 from .external import APGDCE, AutoAttack, Square
 from .gradient import DEFAULT_EPS, FGSM, PGD, GradientEstimate
 from .noise import GaussianNoise, RandomSearch, UniformNoise
@@ -39,21 +49,29 @@ __all__ = [
     "L2Threat",
     "LinfThreat",
     "RandomSearch",
+    "RowVerdict",
     "Square",
     "ThreatModel",
     "Transfer",
     "UniformNoise",
+    "assume_rows",
     "attack_class",
     "bpda_context",
     "choose_targets",
     "create_attack",
+    "declared_rows",
     "default_max_batch",
+    "draw_calls",
     "get_threat_model",
     "independent_draws",
     "inputs_checked_once",
+    "known_rows",
     "list_attacks",
     "margin",
+    "measure_rows",
     "parse_eps",
     "preserve_mode",
     "register_attack",
+    "row_verdict",
+    "rows_independent",
 ]
