@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
                 batch_size=args.batch_size,
                 dataset=run.dataset,
+                audit=False,  # the seconds measure the attacks alone
             )
             row = {
                 "variant": variant,

@@ -195,19 +195,46 @@ def test_random_input_transformation_fails_randomness(points, transform):
     check = result.check("randomness")
     assert check.status == "fail", check.detail
     numbers = check.numbers
-    assert numbers["stochastic"] and not numbers["draws_shared_by_batch"]
+    assert numbers["stochastic"] and numbers["rows"]["independent"]
+    assert numbers["rows"]["source"] == "measured" and numbers["draw_layout"] == "stacked"
+    assert numbers["reproducible_with_seed"] is True
     cosines = list(numbers["exact"]["cosine_by_eot"].values())
     assert cosines[0] < 0.8 <= cosines[-1]  # one draw is unstable, 32 are enough
     assert numbers["eot_gain"]["diff"] > numbers["eot_gain"]["tolerance"]  # EOT finds more
     assert result.check("fixed_randomness").status != "skip"
 
 
-def test_randomness_drawn_once_per_batch_is_caught(points):
+def test_randomness_drawn_once_per_batch_is_caught_and_drawn_one_call_at_a_time(points):
     x, y = points
     model = RandomInput(train_mlp(batch_translation), batch_translation)
+    calls: list[int] = []
+    model.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
     result = audit(model, x, y, eps=EPS, checks=["randomness"], raise_errors=True, **FAST)
     check = result.check("randomness")
-    assert check.status == "fail" and check.numbers["draws_shared_by_batch"] is True
+    rows = check.numbers["rows"]
+    assert rows["source"] == "measured" and not rows["independent"]
+    assert rows["spread_ratio"] == 0.0 and rows["p_value"] < 0.01
+    assert check.numbers["draw_layout"] == "one call per draw"
+    assert "one call per EOT and prediction draw" in check.detail
+    # 4 logit draws of the 16 gradient points, the spread test (4 calls of 4 copies of 8), two
+    # seeded passes, then the 2 x 8 EOT draws of the stability measurement: one call each.
+    assert calls[:10] == [16] * 4 + [32] * 4 + [16] * 2
+    assert calls[10 : 10 + 2 * 8] == [16] * 16
+    assert result.forward_passes == sum(calls)
+
+
+def test_a_false_independent_rows_declaration_fails_randomness(points):
+    x, y = points
+
+    class Declared(RandomInput):
+        independent_rows = True
+
+    model = Declared(train_mlp(batch_translation), batch_translation)
+    result = audit(model, x, y, eps=EPS, checks=["randomness"], raise_errors=True, **FAST)
+    check = result.check("randomness")
+    assert check.status == "fail" and "declares independent_rows" in check.detail
+    assert check.numbers["declared_independent_rows"] is True
+    assert not check.numbers["rows"]["independent"]
 
 
 @pytest.fixture(scope="module")

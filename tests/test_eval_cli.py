@@ -47,7 +47,10 @@ def test_eval_writes_rows_and_summary_for_both_protocols_and_resumes(run_dir):
         summary = json.loads((out / "summary.json").read_text())
         assert summary["protocol"] == protocol and summary["n_examples"] == 12
         assert summary["run"]["method"] == "ciiv" and summary["run"]["test_split"] == "iid"
-        assert summary["eot"] == 2 and summary["draws"] == 2
+        # The EOT the attacks used: E under the full protocol, 1 under the paper's (issue 11.6).
+        assert summary["eot"] == (2 if protocol == "full" else 1) and summary["draws"] == 2
+        assert summary["eot_requested"] == 2
+        assert set(summary["eot_by_attack"].values()) == {summary["eot"]}
         assert "audit" not in summary
         rows = read_jsonl(out / "examples.jsonl")
         assert [r["index"] for r in rows] == select_examples(48, 12, 0).tolist()
@@ -60,7 +63,7 @@ def test_eval_writes_rows_and_summary_for_both_protocols_and_resumes(run_dir):
     assert main(_args(run_dir, "--seed", "3")) == 2
 
 
-def test_eval_stores_the_audit_and_names_directories(run_dir, monkeypatch):
+def test_eval_stores_the_audit_and_names_directories(run_dir, monkeypatch, capsys):
     import ciiv.evaluate.audit as audit_module
 
     calls = []
@@ -69,8 +72,8 @@ def test_eval_stores_the_audit_and_names_directories(run_dir, monkeypatch):
         def to_dict(self):
             return {"passed": True, "counts": {"pass": 1}}
 
-    def fake_audit(model, x, y, eps, norm, quick, seed):
-        calls.append((x.shape[0], eps, norm, quick))
+    def fake_audit(model, x, y, eps, norm, quick, seed, checks, **settings):
+        calls.append((x.shape[0], eps, norm, quick, tuple(checks)))
         return Fake()
 
     monkeypatch.setattr(audit_module, "audit", fake_audit)
@@ -79,8 +82,16 @@ def test_eval_stores_the_audit_and_names_directories(run_dir, monkeypatch):
     args.remove("--no-audit")
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
+    default = summary["audit"].pop("default")
     assert summary["audit"] == {"passed": True, "counts": {"pass": 1}}
-    assert calls == [(12, pytest.approx(4 / 255), "Linf", True)]
+    # The default audit of a random model: randomness and gradient health, sized to the suite.
+    n = default["examples"]
+    assert calls == [(n, pytest.approx(4 / 255), "Linf", True, ("randomness", "gradient_health"))]
+    assert 2 <= n <= 12 and default["suite_forward_passes"] == summary["forward_passes"]
+    # The cost was announced before the batches, the time estimate after the first one.
+    err = " ".join(capsys.readouterr().err.split())
+    assert "plan: 12 examples; suite <=" in err and "default audit (randomness" in err
+    assert "first batch" in err and "left for the suite" in err
     assert summary["threat_model"]["eps_label"] == "4/255"
     assert summary["run"]["test_split"] == "shifted"
     assert eval_dir_name("quick", "full", "shifted", "4/255") == "quick-full-shifted-eps4_255"

@@ -12,8 +12,8 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import ciiv.models.classifier
-from ciiv.attacks import create_attack
-from ciiv.evaluate.engine import draw_predictions, rows_independent, seeded
+from ciiv.attacks import create_attack, rows_independent
+from ciiv.evaluate.engine import draw_predictions, seeded
 from ciiv.models import Backbone, CiiVClassifier, Classifier, SmoothedClassifier
 from ciiv.sampling import RetinotopicSampler
 from ciiv.train import ConfigError, OptimConfig, fit, load_config

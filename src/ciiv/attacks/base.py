@@ -24,7 +24,8 @@ depend on ``max_batch`` chunking and measures the query cost of the attack.
 Randomness: ``seed`` seeds a torch.Generator (one per device, created on first use) that drives
 the attack's own draws (random starts, targets, noise). The model's randomness is separate: a
 CiiV model draws its noise from torch's global generator unless it is inside
-``model.fixed_randomness(seed)``.
+``model.fixed_randomness(seed)``. Whether several draws of one image may share a call is decided
+in :mod:`ciiv.attacks.draws`.
 """
 
 from __future__ import annotations
@@ -55,7 +56,6 @@ __all__ = [
     "check_output",
     "excess",
     "default_max_batch",
-    "independent_draws",
     "inputs_checked_once",
     "positive_int",
     "preserve_mode",
@@ -124,30 +124,6 @@ def inputs_checked_once(model: nn.Module) -> Iterator[None]:
     finally:
         for module, flag in zip(flagged, flags, strict=True):
             module.check_inputs = flag
-
-
-@contextlib.contextmanager
-def independent_draws(model: nn.Module) -> Iterator[None]:
-    """Make every row of a batch get its own random masks in a CiiV model, for batched EOT.
-
-    A CiiV sampler with shared masks (the official behaviour) draws one mask per view and sample for
-    the whole batch, so E copies of an image stacked into one batch would share their masks and the
-    E "draws" would not be independent. Switching the sampler to per-example masks during the
-    attack gives each row its own mask. For the attack this is the same random function: the
-    per-example loss and gradient depend only on that example's own masks, whose distribution is
-    identical under both settings (the rows are independent in eval mode). Only the correlation
-    *between* examples of a batch changes, which a per-example attack never uses. Models without
-    such a sampler are left untouched: their draws are assumed independent per row.
-    """
-    sampler = getattr(model, "sampler", None)
-    if sampler is None or getattr(sampler, "per_example_masks", True):
-        yield
-        return
-    sampler.per_example_masks = True
-    try:
-        yield
-    finally:
-        sampler.per_example_masks = False
 
 
 # Images per model call on the CPU: calls of 64 images (x L views) stay in cache and run 2-3x faster

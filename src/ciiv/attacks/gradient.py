@@ -11,12 +11,14 @@ where CE_views is ``ciiv.loss.view_cross_entropy`` of the per-view logits (reduc
 consistency is CiiV's view-consistency loss per example: maximising it breaks the agreement
 between views that CiiV trains for. "adaptive" needs a CiiV model (``forward_views``).
 
-EOT: the gradient is the mean of the gradients of J over E random forward passes. The E draws are
-batched: the batch is repeated E times along dim 0 (row e * B + i is draw e of example i) and sent
-in calls of at most ``max_batch`` images. For a CiiV model whose masks are shared by the batch,
-repeated rows inside one call would share their masks, so for E > 1 the sampler is switched to
-per-example masks during the attack (see ``independent_draws``): each draw of each example then has
-its own noise *and* masks, with exactly the per-example distribution of the deployed model.
+EOT: the gradient is the mean of the gradients of J over E random forward passes. The batch is
+repeated E times along dim 0 (row e * B + i is draw e of example i) and sent in calls of at most
+``max_batch`` images. Where the model's rows are independent draws (``rows_independent``: declared
+by the model, or measured by the evaluation, see :mod:`ciiv.attacks.draws`) the E draws are
+stacked into the same calls, inside ``independent_draws(model)`` (a CiiV model then gives each row
+its own masks, with exactly the per-example distribution of the deployed model). Any other model
+gets one call per draw, each holding one draw of every example: a model that draws its randomness
+once per call would otherwise give the E copies of an image one draw.
 
 BPDA: with ``bpda="identity" | "smooth"`` the whole attack runs inside ``model.bpda(...)``: the
 forward value is unchanged, the spike step's backward is replaced, and the masks are constants
@@ -56,11 +58,11 @@ from .base import (
     bpda_context,
     check_batch,
     check_bpda,
-    independent_draws,
     inputs_checked_once,
     positive_int,
     preserve_mode,
 )
+from .draws import draw_calls, independent_draws, rows_independent
 from .objectives import TARGET_MODES, choose_targets
 from .registry import register_attack
 from .threat import canonical_norm, default_eps, get_threat_model, parse_eps
@@ -199,12 +201,11 @@ class PGD(Attack):
         batch, draws = x.shape[0], self.eot
         rows = x.detach().repeat(draws, 1, 1, 1) if draws > 1 else x.detach()
         row_labels = labels.repeat(draws)
-        chunk = self.max_batch or rows.shape[0]
+        stacked = draws > 1 and rows_independent(self.model)
         values, successes, grads = [], [], []
-        draws_ctx = independent_draws(self.model) if draws > 1 else contextlib.nullcontext()
-        with draws_ctx:
-            for start in range(0, rows.shape[0], chunk):
-                part, part_labels = rows[start : start + chunk], row_labels[start : start + chunk]
+        with independent_draws(self.model) if stacked else contextlib.nullcontext():
+            for call in draw_calls(batch, draws, self.max_batch, stacked):
+                part, part_labels = rows[call], row_labels[call]
                 if with_grad:
                     part = part.clone().requires_grad_(True)
                     with torch.enable_grad():
@@ -238,9 +239,12 @@ class PGD(Attack):
 
     def _targets(self, x: Tensor, y: Tensor) -> Tensor:
         """Target classes for a targeted attack, from the clean logits averaged over E draws."""
-        draws_ctx = independent_draws(self.model) if self.eot > 1 else contextlib.nullcontext()
-        with draws_ctx, self._autocast(x.device):
-            logits = self.logits_no_grad(x.repeat(self.eot, 1, 1, 1), self.max_batch)
+        rows = x.repeat(self.eot, 1, 1, 1)
+        stacked = self.eot > 1 and rows_independent(self.model)
+        calls = draw_calls(x.shape[0], self.eot, self.max_batch, stacked)
+        draws_ctx = independent_draws(self.model) if stacked else contextlib.nullcontext()
+        with draws_ctx, self._autocast(x.device), torch.no_grad():
+            logits = torch.cat([self.logits(rows[call]) for call in calls])
         logits = logits.float().view(self.eot, x.shape[0], -1).mean(0)
         return choose_targets(logits, y, self.targeted, self.generator(x.device))
 

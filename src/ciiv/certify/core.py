@@ -15,8 +15,10 @@ over the noise draws of the certification. Clipping also keeps f inside the [0, 
 trained on.
 
 A random base classifier (e.g. a CiiV model) is allowed: the probability is then over its own
-randomness as well, provided that every row of a batch draws independently (a CiiV sampler is
-switched to per-example masks for the calls, as for EOT).
+randomness as well, provided that the draws are independent. Where the base's rows are
+independent draws (declared, or measured by the spread test of :mod:`ciiv.attacks.draws`) many
+draws go through one call (a CiiV sampler is switched to per-example masks, as for EOT); a base
+that draws its randomness once per call gets one call per draw, so the counts stay binomial.
 """
 
 from __future__ import annotations
@@ -31,7 +33,14 @@ import torch
 from torch import Tensor, nn
 
 from ciiv._checks import check_images
-from ciiv.attacks import independent_draws, inputs_checked_once, preserve_mode
+from ciiv.attacks import (
+    assume_rows,
+    independent_draws,
+    inputs_checked_once,
+    preserve_mode,
+    row_verdict,
+    rows_independent,
+)
 from ciiv.evaluate.engine import derive_seed, seeded
 from ciiv.models import SmoothedClassifier
 
@@ -145,7 +154,8 @@ def noise_counts(
     The copies are clip(x + sigma * d, 0, 1), d ~ N(0, I) drawn from ``generator``. At most
     ``batch_size`` noisy images go through ``base`` per call: the draws of a group of examples
     are stacked into one batch (row r * G + i is draw r of example i of the group) and their noise
-    comes from one ``randn`` call.
+    comes from one ``randn`` call. A base whose rows are not known to be independent draws
+    (:func:`~ciiv.attacks.rows_independent`) gets one draw of the group per call.
 
     Args:
         base: maps [B, ...] in [0, 1] to logits [B, K]; called in its current mode.
@@ -158,7 +168,7 @@ def noise_counts(
     for start in range(0, x.shape[0], batch_size):
         group = x[start : start + batch_size]
         size = group.shape[0]
-        per_call = max(1, batch_size // size)
+        per_call = max(1, batch_size // size) if rows_independent(base) else 1
         remaining = num
         while remaining > 0:
             draws = min(per_call, remaining)
@@ -179,14 +189,20 @@ def _sampling(model: nn.Module, x: Tensor, seed: int) -> Iterator[tuple]:
     """(base, x on its device, seeded generator there), with the base classifier in eval mode,
     drawing its own randomness per row, and without its per-call pixel check (x was checked).
 
-    torch's global generators are seeded too for the block (and restored afterwards): a random
-    base classifier draws from them, and its draws must be reproducible as well."""
+    The global generators (torch, ``random``, ``numpy``) are seeded too for the block (and
+    restored afterwards): a random base classifier draws from them, and its draws must be
+    reproducible as well. A base that declares nothing about its rows is measured first (the
+    spread test, a few calls), so that the counts use independent draws."""
     base = base_classifier(model)
     device = _device(base, x.device)
     generator = torch.Generator(device=device).manual_seed(int(seed))
-    with seeded(derive_seed(seed, "base"), device), preserve_mode(base):
-        with independent_draws(base), inputs_checked_once(base):
-            yield base, x.detach().to(device), generator
+    xd = x.detach().to(device)
+    with preserve_mode(base), inputs_checked_once(base):
+        with seeded(derive_seed(seed, "rows"), device):
+            verdict = row_verdict(base, xd, seed=seed)
+        with seeded(derive_seed(seed, "base"), device), assume_rows(base, verdict):
+            with independent_draws(base):
+                yield base, xd, generator
 
 
 def certify(

@@ -78,7 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="output directory (one protocol only); with --model, the model's directory: "
         "results go to DIR/eval/<suite>-<protocol>/",
     )
-    parser.add_argument("--no-audit", action="store_true", help="skip the short audit")
+    parser.add_argument(
+        "--no-audit",
+        action="store_true",
+        help="skip the default audit of a random model (randomness and gradient checks, at most "
+        "the suite's cost; `ciiv audit` runs the full one)",
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="discard earlier results instead of resuming"
     )
@@ -113,14 +118,53 @@ def _result_table(summary: dict, out_dir: Path) -> Table:
     )
     for name, reason in summary["skipped_attacks"].items():
         table.add_row(name, "skipped", escape(reason))
+    randomness = summary.get("randomness") or {}
+    if randomness.get("stochastic"):
+        layout = randomness["rows"]["layout"]
+        table.add_row("draws", "", f"{summary['draws']} per input, {layout}")
     audit = summary.get("audit")
     if audit:
         passed = {True: "passed", False: "[bold red]FAILED[/]", None: "not run"}[
             audit.get("passed")
         ]
-        counts = ", ".join(f"{k} {v}" for k, v in (audit.get("counts") or {}).items())
-        table.add_row("audit", "", f"{passed} {counts}".strip())
+        checks = audit.get("checks")
+        if checks:
+            verdicts = ", ".join(f"{c['name']} {c['status']}" for c in checks)
+        else:
+            verdicts = ", ".join(f"{k} {v}" for k, v in (audit.get("counts") or {}).items())
+        if audit.get("passed") is None and audit.get("detail"):
+            verdicts = escape(audit["detail"])
+        table.add_row("audit", "", f"{passed} {verdicts}".strip())
     return table
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def _announcing(console: Console, progress):
+    """The progress callback, plus a printed line for the plan (forward passes of the suite and
+    the default audit, before the long part) and one for the time estimate after the first
+    batch."""
+
+    def callback(event: str, info: dict) -> None:
+        if event == "plan":
+            passes = info["forward_passes"]
+            line = f"plan: {info['examples']} examples; suite <= {passes['suite']:,} forward passes"
+            if passes["audit"] is not None:
+                line += f", default audit ({info['audit']}) <= {passes['audit']:,}"
+            console.print(line + " (images through the model)")
+        elif event == "estimate":
+            line = (
+                f"first batch {info['batch_s']:.1f} s ({info['images_per_s']:,.0f} images/s): "
+                f"about {_duration(info['suite_s'])} left for the suite"
+            )
+            if info["audit_s"] is not None:
+                line += f", at most about {_duration(info['audit_s'])} for the audit"
+            console.print(line)
+        progress(event, info)
+
+    return callback
 
 
 def run(args: argparse.Namespace) -> int:
@@ -193,7 +237,9 @@ def run(args: argparse.Namespace) -> int:
                     audit=audit,
                     overwrite=args.overwrite,
                     run_info=run_info,
-                    progress=EvalBar(bar, f"{args.suite}/{protocol}") if main_process else None,
+                    progress=_announcing(console, EvalBar(bar, f"{args.suite}/{protocol}"))
+                    if main_process
+                    else None,
                 )
             # The audit does not depend on the protocol: run it once, store it with both.
             audit = result.summary.get("audit", False)

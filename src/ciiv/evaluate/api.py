@@ -17,11 +17,12 @@ import torch
 from torch import Tensor, nn
 
 from ciiv._checks import check_images, check_labels
-from ciiv.attacks import default_max_batch, preserve_mode
+from ciiv.attacks import RowVerdict, assume_rows, default_max_batch, preserve_mode, row_verdict
 from ciiv.attacks.threat import check_eps
 from ciiv.versions import software_versions
 
 from . import records
+from .default_audit import DEFAULT_CHECKS, AuditPlan, plan_audit
 from .engine import derive_seed, evaluate_batch, seeded
 from .protocols import get_protocol
 from .suites import DEFAULT_EOT, ModelTraits, Suite, format_eps, get_suite, resolve_suite
@@ -43,8 +44,12 @@ DEFAULT_DRAWS = 10
 SCHEMA = "ciiv.eval/1"
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
-"""``progress(event, info)``: "start" {total, done}, "attack" {batch, name}, "batch" {batch,
-done, total, robust, seen}, "audit" {}."""
+"""``progress(event, info)``: "plan" {examples, batches, done, forward_passes: {suite, audit},
+audit} before the batches (forward passes are upper bounds: every attack on every example; audit
+None when none runs), "start" {total, done}, "attack" {batch, name}, "batch" {batch, done,
+total, robust, seen}, "estimate" {batch_s, images_per_s, suite_s, audit_s} once after the first
+batch this session computed (seconds left, extrapolated from that batch), "audit" {examples,
+forward_passes}."""
 
 
 class EvaluationResult:
@@ -187,7 +192,7 @@ def evaluate_robustness(
     dataset: str | None = None,
     indices: list[int] | None = None,
     max_batch: int | None = None,
-    audit: bool | Mapping[str, Any] = False,
+    audit: bool | Mapping[str, Any] = True,
     audit_examples: int = 100,
     overwrite: bool = False,
     run_info: Mapping[str, Any] | None = None,
@@ -217,9 +222,12 @@ def evaluate_robustness(
         max_batch: most images per model call inside the gradient attacks (None: the device's
             fastest, :func:`ciiv.attacks.default_max_batch`: 64 on the CPU, all E * B rows of an
             EOT step in one call on a GPU).
-        audit: True runs the short audit (``ciiv.evaluate.audit.audit(..., quick=True)``) on the
-            first ``audit_examples`` examples and stores it as ``summary["audit"]``; a mapping
-            (an audit result computed before, e.g. for the other protocol) is stored as is.
+        audit: True (the default) runs the default audit when the model is random: the
+            randomness and gradient-health checks (:mod:`ciiv.evaluate.default_audit`) on at
+            most the first ``audit_examples`` examples, sized to cost at most the suite's
+            forward passes, stored as ``summary["audit"]``; a deterministic model gets none (a
+            note). False runs none. A mapping (an audit result computed before, e.g. for the
+            other protocol) is stored as is.
         overwrite: delete earlier results in ``out_dir`` instead of resuming.
         run_info: extra facts stored as ``summary["run"]`` (the command passes the run's). Its
             ``"model"`` entry, if any (e.g. ``ciiv.models.external.describe_user_model(...)``),
@@ -257,6 +265,12 @@ def evaluate_robustness(
         traits = detect_traits(model, sample)
         checked, num_classes = _check_outputs(model, sample, y)
         checked *= world
+        # How the model's draws may go through it (ciiv.attacks.draws): measured once, here.
+        layout = row_verdict(model, sample, stochastic=traits.stochastic, seed=seed)
+    detection = 0 if getattr(model, "stochastic", None) is not None else 2 * len(sample)
+    detection = (detection + layout.forward_passes) * world
+    if not layout.independent:
+        logger.info("%s: %s", type(model).__name__, layout.describe())
     proto = proto_requested.effective(traits)
     r = (DEFAULT_DRAWS if draws is None else int(draws)) if traits.stochastic else 1
     if r < 1:
@@ -304,11 +318,29 @@ def evaluate_robustness(
     done = sum(b in done_records for b in mine)
     if done:
         logger.info("resuming: %d of %d batches done (in %s)", done, len(mine), out)
+    planned = _planned_passes(attacks, n, r) + checked + detection
+    audit_plan = _plan_default_audit(
+        audit, model, traits, layout, suite_obj.norm, budget, n, audit_examples, planned, max_batch
+    )
     if progress:
+        progress(
+            "plan",
+            {
+                "examples": n,
+                "batches": len(mine),
+                "done": done,
+                "forward_passes": {
+                    "suite": planned,
+                    "audit": None if audit_plan is None else audit_plan.bound,
+                },
+                "audit": None if audit_plan is None else ", ".join(DEFAULT_CHECKS),
+            },
+        )
         progress("start", {"total": len(mine), "done": done})
     rows_by_batch = {b: done_rows[b] for b in mine if b in done_records}
     records_by_batch = {b: done_records[b] for b in mine if b in done_records}
-    with preserve_mode(model):
+    computed = 0
+    with preserve_mode(model), assume_rows(model, layout):
         for b in mine:
             if b in records_by_batch:
                 continue
@@ -333,6 +365,7 @@ def evaluate_robustness(
             if writer is not None:
                 writer.write(batch_rows, record)
             rows_by_batch[b], records_by_batch[b] = batch_rows, record
+            computed += 1
             if progress:
                 seen = [row for rows in rows_by_batch.values() for row in rows]
                 progress(
@@ -345,6 +378,9 @@ def evaluate_robustness(
                         "seen": len(seen),
                     },
                 )
+                if computed == 1:
+                    remaining = len(mine) - len(records_by_batch)
+                    progress("estimate", _estimate(record, remaining, audit_plan))
 
     all_rows = [row for b in sorted(rows_by_batch) for row in rows_by_batch[b]]
     all_records = [records_by_batch[b] for b in sorted(records_by_batch)]
@@ -370,20 +406,36 @@ def evaluate_robustness(
             elapsed=time.perf_counter() - started,
             checked=checked,
             num_classes=num_classes,
+            detection=detection,
         )
+        summary["randomness"] = {
+            "stochastic": traits.stochastic,
+            "rows": layout.to_dict(),
+            "draws": (
+                "stacked: the EOT and prediction draws of an example share model calls"
+                if layout.independent
+                else "one call per draw: each model call holds one draw of each example"
+            ),
+            "seeded_generators": ["torch", "random", "numpy"],
+        }
         if isinstance(audit, Mapping):
             summary["audit"] = dict(audit)
         elif audit:
-            if progress:
-                progress("audit", {})
             t0 = time.perf_counter()
-            summary["audit"] = _run_audit(
+            summary["audit"] = _default_audit(
                 model,
-                x[:audit_examples].to(device),
-                y[:audit_examples].to(device),
+                x,
+                y,
+                device,
+                traits,
+                layout,
                 suite_obj.norm,
                 budget,
                 seed,
+                audit_examples,
+                summary["forward_passes"],
+                max_batch,
+                progress,
             )
             summary["elapsed_s"] += time.perf_counter() - t0
         if out is not None:
@@ -431,13 +483,18 @@ def _summarise(
     elapsed: float,
     checked: int,
     num_classes: int,
+    detection: int,
 ) -> dict[str, Any]:
     chain = [a.name for a in attacks if a.worst_case]
     standalone = [a.name for a in attacks if not a.worst_case]
     draws = config["draws"]
     entries = [(a.name, a.worst_case, a.worst_case or a.in_threat_model) for a in attacks]
     stats = worst_case_stats(rows, entries, draws)
-    passes: dict[str, int] = {"output_check": checked, "predictions": 0}
+    passes: dict[str, int] = {
+        "output_check": checked,
+        "randomness_detection": detection,
+        "predictions": 0,
+    }
     attacked: dict[str, int] = {}
     seconds: dict[str, float] = {}
     for rec in recs:
@@ -471,6 +528,7 @@ def _summarise(
             "elapsed_s": seconds.get(spec.name, 0.0),
         }
     clean, robust = stats["clean"], stats["robust"]
+    eot_used = {a.name: int(a.hyper["eot"]) for a in attacks if "eot" in a.hyper}
     return {
         "schema": SCHEMA,
         "suite": suite.name,
@@ -482,7 +540,10 @@ def _summarise(
         },
         "protocol": config["protocol"],
         "protocol_note": proto_note,
-        "eot": config["eot"],
+        # The EOT the attacks used (under the paper protocol most take 1 whatever E was asked).
+        "eot": max(eot_used.values(), default=1),
+        "eot_requested": config["eot"],
+        "eot_by_attack": eot_used,
         "draws": draws,
         "rule": (
             "an example is correct under an input only if all `draws` predictions are correct; "
@@ -518,12 +579,97 @@ def _summarise(
     }
 
 
-def _run_audit(model, x, y, norm, eps, seed) -> dict[str, Any]:
-    """The short audit's result as a dict, or why it did not run."""
-    try:
-        from .audit import audit
-    except ImportError as err:
-        return {"passed": None, "detail": f"ciiv.evaluate.audit could not be imported: {err}"}
-    with preserve_mode(model):
-        result = audit(model, x, y, eps=eps, norm=norm, quick=True, seed=seed)
-    return result.to_dict()
+def _planned_passes(attacks: list, n: int, draws: int) -> int:
+    """Upper bound on the suite's forward passes: every attack on every example, R prediction
+    draws on the clean points and after every attack."""
+    return n * (draws + sum(a.queries_per_example() + draws for a in attacks))
+
+
+def _plan_default_audit(
+    audit: bool | Mapping[str, Any],
+    model: nn.Module,
+    traits: ModelTraits,
+    layout: RowVerdict,
+    norm: str,
+    eps: float,
+    n: int,
+    audit_examples: int,
+    budget: int,
+    max_batch: int | None,
+) -> AuditPlan | None:
+    """The default audit that will run (sized to ``budget``, the suite's planned passes), or None
+    when none will: a precomputed or disabled audit, a deterministic model, a zero budget."""
+    if isinstance(audit, Mapping) or not audit or not traits.stochastic or eps <= 0:
+        return None
+    bpda = callable(getattr(model, "bpda", None))
+    return plan_audit(
+        eps,
+        norm,
+        available=min(audit_examples, n),
+        budget=budget,
+        surrogates=2 if bpda else 0,
+        rows_measured=layout.source == "measured",
+        batch_size=max_batch,
+    )
+
+
+def _estimate(record: dict[str, Any], remaining: int, audit_plan: AuditPlan | None) -> dict:
+    """Seconds left, extrapolated from the first batch computed this session."""
+    seconds = record["elapsed_s"]
+    images = sum(record["forward_passes"].values())
+    rate = images / seconds if seconds > 0 else float("inf")
+    audit_s = None if audit_plan is None else audit_plan.bound / rate
+    return {
+        "batch_s": seconds,
+        "images_per_s": rate,
+        "suite_s": seconds * remaining,
+        "audit_s": audit_s,
+    }
+
+
+def _default_audit(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    device: torch.device,
+    traits: ModelTraits,
+    layout: RowVerdict,
+    norm: str,
+    eps: float,
+    seed: int,
+    audit_examples: int,
+    suite_passes: int,
+    max_batch: int | None,
+    progress: ProgressFn | None,
+) -> dict[str, Any]:
+    """The default audit's result as a dict (:mod:`.default_audit`), or why none ran."""
+    if not traits.stochastic:
+        return {
+            "passed": None,
+            "detail": "not run: the model is deterministic (the default audit checks random "
+            "models; `ciiv audit` audits any model)",
+        }
+    if eps <= 0:
+        return {"passed": None, "detail": "not run: the budget is 0"}
+    plan = _plan_default_audit(
+        True, model, traits, layout, norm, eps, x.shape[0], audit_examples, suite_passes, max_batch
+    )
+    if plan is None:
+        return {"passed": None, "detail": "not run: the audit needs at least 2 examples"}
+    from .audit import audit
+
+    if progress:
+        progress("audit", {"examples": plan.n, "forward_passes": plan.bound})
+    with preserve_mode(model), assume_rows(model, layout):
+        result = audit(
+            model,
+            x[: plan.n].to(device),
+            y[: plan.n].to(device),
+            eps=eps,
+            norm=norm,
+            quick=True,
+            seed=seed,
+            checks=DEFAULT_CHECKS,
+            **plan.overrides,
+        )
+    return {**result.to_dict(), "default": plan.to_dict()}

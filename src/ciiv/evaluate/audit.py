@@ -13,14 +13,14 @@ explains every one. The checks live in :mod:`ciiv.evaluate.checks`, one module e
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from ciiv._checks import check_images, check_labels
@@ -39,6 +39,7 @@ from .checks import (
     list_checks,
 )
 from .checks.base import jsonable
+from .engine import seeded
 
 __all__ = ["AuditResult", "audit", "describe_checks", "list_checks"]
 
@@ -64,6 +65,9 @@ class AuditResult:
             model failed before that could be measured).
         model: the model's class name.
         elapsed_s: wall-clock seconds of the whole audit.
+        forward_passes: images the model received over the whole audit (calls x images, every
+            measurement and attack included; counted by a forward hook, so 0 for a model that is
+            a plain callable).
     """
 
     checks: list[CheckResult]
@@ -76,6 +80,7 @@ class AuditResult:
     stochastic: bool | None
     model: str
     elapsed_s: float
+    forward_passes: int = 0
 
     def check(self, name: str) -> CheckResult:
         """The result of check ``name``; KeyError listing the checks that ran otherwise."""
@@ -106,6 +111,7 @@ class AuditResult:
                 "settings": self.settings,
                 "versions": self.versions,
                 "elapsed_s": round(self.elapsed_s, 2),
+                "forward_passes": self.forward_passes,
             }
         )
 
@@ -156,8 +162,8 @@ def audit(
         norm: "Linf" or "L2".
         quick: the cheap preset (short attacks, fewer EOT draws and queries): what ``ciiv eval``
             runs alongside every evaluation. The full preset is for ``ciiv audit``.
-        seed: seeds every draw of the audit (attacks and the model's randomness); torch's global
-            generator state is restored afterwards.
+        seed: seeds every draw of the audit (attacks and the model's randomness); the global
+            generators' states (torch, ``random``, ``numpy``) are restored afterwards.
         checks: names of the checks to run (default all, see :func:`list_checks`); checks share
             their measurements, so a subset costs less.
         raise_errors: re-raise an exception inside a check (debugging) instead of recording the
@@ -181,9 +187,13 @@ def audit(
     for name in names:
         get_check(name)  # unknown names fail before any work
     results: list[CheckResult] = []
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), preserve_mode(model):
-        torch.manual_seed(settings.seed)
+    seen = [0]
+
+    def count(_module: nn.Module, args: tuple) -> None:
+        seen[0] += len(args[0])
+
+    hook = model.register_forward_pre_hook(count) if isinstance(model, nn.Module) else None
+    with seeded(settings.seed, x.device), preserve_mode(model), _removed(hook):
         ctx = AuditContext(model, x, y, settings)
         for name in names:
             if progress:
@@ -224,7 +234,18 @@ def audit(
         stochastic=stochastic,
         model=type(model).__name__,
         elapsed_s=time.perf_counter() - started,
+        forward_passes=seen[0],
     )
+
+
+@contextlib.contextmanager
+def _removed(hook) -> Iterator[None]:
+    """Remove a hook handle (None: nothing) when the block ends."""
+    try:
+        yield
+    finally:
+        if hook is not None:
+            hook.remove()
 
 
 def describe_checks() -> dict[str, str]:

@@ -10,20 +10,29 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
+import random
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ciiv.attacks import attack_class, create_attack, get_threat_model, independent_draws
+from ciiv.attacks import (
+    attack_class,
+    create_attack,
+    draw_calls,
+    get_threat_model,
+    independent_draws,
+    rows_independent,
+)
 from ciiv.models import predict
 
 from .protocols import Protocol
 from .suites import ResolvedAttack
 
-__all__ = ["derive_seed", "draw_predictions", "evaluate_batch", "rows_independent", "seeded"]
+__all__ = ["derive_seed", "draw_predictions", "evaluate_batch", "seeded"]
 
 # Slack of the ball check on x_adv: float32 rounding of x + delta can exceed eps by ~1 ulp.
 _BALL_TOLERANCE = 1e-5
@@ -37,27 +46,28 @@ def derive_seed(seed: int, *keys: object) -> int:
 
 @contextlib.contextmanager
 def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch's global generators for the block, and restore the caller's state afterwards.
+    """Seed the global generators of torch, Python's ``random`` and NumPy's legacy
+    ``numpy.random`` for the block, and restore the caller's states afterwards.
 
-    The model's own randomness (CiiV's noise and masks, smoothing noise) comes from the global
-    generator, so this is what makes a batch reproducible.
+    A model's own randomness (CiiV's noise and masks, smoothing noise, a foreign defence's
+    ``random.randint`` or ``np.random.rand``) comes from these, so this is what makes a batch
+    reproducible. A model with a private generator (``np.random.default_rng()``, its own
+    ``torch.Generator``) is not reached; the audit's randomness check says when a seeded
+    evaluation of a model is not reproducible.
     """
     devices = []
     if device.type == "cuda":
         devices = [torch.cuda.current_device() if device.index is None else device.index]
+    python_state, numpy_state = random.getstate(), np.random.get_state()  # noqa: NPY002
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        yield
-
-
-def rows_independent(model: nn.Module) -> bool:
-    """Whether copies of one image stacked into a single call of ``model`` (inside
-    :func:`~ciiv.attacks.independent_draws`) are independent draws of its prediction: what the
-    model declares as ``independent_rows`` (ciiv's CiiV and smoothed models do). A model that does
-    not say may share its randomness across the rows of a batch (one mask per call, as CiiV's
-    official sampler does), so stacked copies of an image could be one draw repeated.
-    """
-    return bool(getattr(model, "independent_rows", False))
+        random.seed(seed)
+        np.random.seed(seed % 2**32)  # noqa: NPY002 (the legacy global generator is the shared one)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)  # noqa: NPY002
 
 
 @torch.no_grad()
@@ -66,18 +76,19 @@ def draw_predictions(
 ) -> Tensor:
     """R = ``draws`` predictions of every example, by the model's own rule: int64 [R, B].
 
-    Where the draws stay independent (:func:`rows_independent`) the R copies of the batch go
-    through the model as R * B rows (row r * B + i is draw r of example i), in calls of at most
-    ``max_batch`` images (None: one call), like the EOT draws of an attack; every draw of every
-    example then has its own noise and masks, distributed exactly as in R separate calls. Any
-    other model gets R sequential calls.
+    Where the model's rows are independent draws (:func:`~ciiv.attacks.rows_independent`:
+    declared, or measured by the evaluation) the R copies of the batch go through the model as
+    R * B rows (row r * B + i is draw r of example i), in calls of at most ``max_batch`` images
+    (None: one call), inside :func:`~ciiv.attacks.independent_draws`, like the EOT draws of an
+    attack; every draw of every example then has its own noise and masks, distributed exactly as
+    in R separate calls. Any other model gets R calls, one per draw.
     """
     if draws == 1 or not rows_independent(model):
         return torch.stack([predict(model, x) for _ in range(draws)])
     rows = x.repeat(draws, 1, 1, 1)
-    chunk = max_batch or rows.shape[0]
     with independent_draws(model):
-        preds = [predict(model, rows[s : s + chunk]) for s in range(0, rows.shape[0], chunk)]
+        calls = draw_calls(x.shape[0], draws, max_batch, independent=True)
+        preds = [predict(model, rows[call]) for call in calls]
     return torch.cat(preds).view(draws, x.shape[0])
 
 

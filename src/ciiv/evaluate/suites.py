@@ -375,6 +375,20 @@ class ResolvedAttack:
             "sweep": self.sweep,
         }
 
+    def queries_per_example(self) -> int:
+        """Images this attack sends through the model per example, estimated from its settings:
+        gradient steps (+ 1 with a random start) x EOT x restarts (x 2 * samples for SPSA), a
+        query budget, or noise draws. Exact for FGSM and PGD, an estimate for attacks whose
+        queries depend on more than their settings (AutoAttack, C&W)."""
+        hyper = self.hyper
+        if "n_queries" in hyper:
+            return int(hyper["n_queries"])
+        if "draws" in hyper and "steps" not in hyper:
+            return int(hyper["draws"])
+        steps = int(hyper.get("steps", 1)) + (1 if hyper.get("random_start") else 0)
+        samples = int(hyper.get("nb_sample", 1)) * 2 if "nb_sample" in hyper else 1
+        return steps * int(hyper.get("eot", 1)) * samples * int(hyper.get("restarts", 1))
+
 
 def resolve_suite(
     suite: Suite,

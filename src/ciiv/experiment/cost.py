@@ -25,17 +25,6 @@ def _traits(kind: str) -> ModelTraits:
     return ModelTraits(stochastic=kind in ("ciiv", "smoothed"), views=kind == "ciiv")
 
 
-def _attack_passes(hyper: dict[str, Any]) -> int:
-    """Model queries per example of one attack (gradient steps x EOT x restarts, or queries)."""
-    if "n_queries" in hyper:
-        return int(hyper["n_queries"])
-    if "draws" in hyper and "steps" not in hyper:
-        return int(hyper["draws"])
-    steps = int(hyper.get("steps", 1)) + (1 if hyper.get("random_start") else 0)
-    samples = int(hyper.get("nb_sample", 1)) * 2 if "nb_sample" in hyper else 1
-    return steps * int(hyper.get("eot", 1)) * samples * int(hyper.get("restarts", 1))
-
-
 def cell_cost(grid: Grid, cell: Cell, train_size: int | None) -> dict[str, Any]:
     """``{"train": image-passes or None (unknown data size), "eval": image-passes, "evals": N}``.
 
@@ -65,7 +54,7 @@ def cell_cost(grid: Grid, cell: Cell, train_size: int | None) -> dict[str, Any]:
                     eps=eps,
                     eot=grid.eval.eot or DEFAULT_EOT,
                 )
-                queries = sum(_attack_passes(a.hyper) for a in attacks)
+                queries = sum(a.queries_per_example() for a in attacks)
                 predictions = draws * (1 + len(attacks))
                 total += n * (queries * attack_views + predictions * views)
                 evals += 1

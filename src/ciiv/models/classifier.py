@@ -150,10 +150,27 @@ class CiiVClassifier(_Normalised):
 
     @property
     def independent_rows(self) -> bool:
-        """Whether copies of one image stacked into one call (inside
-        :func:`ciiv.attacks.independent_draws`, per-example masks) are independent draws: the
-        evaluation then batches its prediction draws. Not while the randomness is fixed."""
+        """Whether copies of one image stacked into one call (inside :meth:`independent_draws`)
+        are independent draws: attacks and the evaluation then stack their draws (see
+        :mod:`ciiv.attacks.draws`). Not while the randomness is fixed."""
         return not self.randomness_fixed
+
+    @contextlib.contextmanager
+    def independent_draws(self) -> Iterator[CiiVClassifier]:
+        """Inside the block every row of a batch gets its own masks, for stacked EOT draws.
+
+        With shared masks (the official behaviour) the sampler draws one mask per view and sample
+        for the whole batch, so E copies of an image in one call would share their masks and the
+        E "draws" would be one. Per-example masks give each row its own. For an attack this is
+        the same random function: an example's loss and gradient depend only on its own masks,
+        distributed alike under both settings (rows are independent in eval mode); only the
+        correlation *between* examples of a batch changes, which a per-example attack never uses.
+        """
+        previous, self.sampler.per_example_masks = self.sampler.per_example_masks, True
+        try:
+            yield self
+        finally:
+            self.sampler.per_example_masks = previous
 
     @contextlib.contextmanager
     def fixed_randomness(self, seed: int) -> Iterator[CiiVClassifier]:

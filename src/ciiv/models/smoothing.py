@@ -6,6 +6,7 @@ model predicts by a majority vote over fresh noisy draws, so, like CiiV, it is r
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -50,11 +51,23 @@ class SmoothedClassifier(nn.Module):
         self.n_votes = n_votes
 
     @property
-    def independent_rows(self) -> bool:
+    def independent_rows(self) -> bool | None:
         """Whether copies of one image stacked into one call are independent draws: the noise is
-        drawn per element, so yes when the base is ciiv's deterministic :class:`Classifier` (a
-        foreign base may share its own randomness across a batch)."""
-        return type(self.base) is Classifier
+        drawn per element, so yes when the base is ciiv's deterministic :class:`Classifier`;
+        otherwise what the base declares (None: unknown, a foreign base may share its own
+        randomness across a batch, see :mod:`ciiv.attacks.draws`)."""
+        if type(self.base) is Classifier:
+            return True
+        declared = getattr(self.base, "independent_rows", None)
+        if declared is None and getattr(self.base, "stochastic", None) is False:
+            return True
+        return declared
+
+    def independent_draws(self) -> contextlib.AbstractContextManager:
+        """The base's ``independent_draws()`` when it has one (stacked draws of a CiiV base get
+        their own masks), else a no-op context."""
+        hook = getattr(self.base, "independent_draws", None)
+        return hook() if callable(hook) else contextlib.nullcontext()
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}, n_draws={self.n_draws}, n_votes={self.n_votes}"

@@ -20,11 +20,20 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from ciiv.attacks import attack_class, create_attack, get_threat_model
+from ciiv.attacks import (
+    RowVerdict,
+    assume_rows,
+    attack_class,
+    create_attack,
+    get_threat_model,
+    known_rows,
+    measure_rows,
+)
 from ciiv.models import predict
 from ciiv.sampling import BPDA_SURROGATES
 
-from .measure import Stability, draws_shared_by_batch, eot_stability, logit_draws
+from ..engine import seeded
+from .measure import Stability, eot_stability, logit_draws
 from .settings import AuditSettings
 
 __all__ = ["AttackRun", "AuditContext", "Comparison", "compare", "fixed_randomness", "worst_case"]
@@ -122,10 +131,12 @@ class AttackRun:
 class _Fixed(nn.Module):
     """A random model with its randomness fixed: every forward pass reuses the same seeded draws.
 
-    Uses ``model.fixed_randomness(seed)`` when the model has it (CiiV); otherwise reseeds torch's
-    global generators before every forward pass (restoring their state afterwards), which fixes
-    any model that draws its noise from them (``torch.rand``, ``randn``, dropout, ...). Models
-    with a private generator stay random; the audit verifies the result and says so.
+    Uses ``model.fixed_randomness(seed)`` when the model has it (CiiV); otherwise reseeds the
+    global generators of torch, Python's ``random`` and NumPy before every forward pass
+    (restoring their states afterwards, :func:`~ciiv.evaluate.engine.seeded`), which fixes any
+    model that draws its noise from them (``torch.rand``, dropout, ``random.random``,
+    ``np.random.rand``, ...). Models with a private generator stay random; the audit verifies the
+    result and says so.
     """
 
     stochastic = False
@@ -142,9 +153,7 @@ class _Fixed(nn.Module):
             with own(self.seed):
                 yield
             return
-        devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed)
+        with seeded(self.seed, device):
             yield
 
     def forward(self, x: Tensor) -> Tensor:
@@ -240,15 +249,47 @@ class AuditContext:
         return self.memo("stochastic", measure)
 
     @property
-    def shared_draws(self) -> bool:
-        """A random model that draws its randomness once per call: copies of an image inside one
-        batch are then the same draw, and batched EOT (what the attacks do) averages nothing."""
+    def rows(self) -> RowVerdict:
+        """Whether copies of an image stacked into one call are independent draws, measured.
+
+        Inside an evaluation that measured it already, its verdict; otherwise the spread test
+        (:func:`~ciiv.attacks.measure_rows`) on the gradient points, also for a model that
+        declares ``independent_rows`` (the randomness check compares the two). Trivially
+        independent for a deterministic model.
+        """
+
+        def measure() -> RowVerdict:
+            if not self.stochastic:
+                return RowVerdict(independent=True, source="deterministic")
+            known = known_rows(self.model)
+            if known is not None and known.source == "measured":
+                return known
+            x, _ = self.grad_points()
+            return measure_rows(self.model, x[:8], seed=self.settings.seed)
+
+        return self.memo("rows", measure)
+
+    def draw_layout(self) -> contextlib.AbstractContextManager:
+        """A context in which the audit's attacks and measurements stack the draws of the audited
+        model exactly as the evaluation would: as it declares, else as :attr:`rows` measured."""
+        return assume_rows(self.model, self.rows)
+
+    @property
+    def reproducible(self) -> bool:
+        """Whether two forward passes of the gradient points under the same seed of the global
+        generators (torch, ``random``, ``numpy``) give the same logits: what makes a seeded
+        evaluation of the model repeatable."""
 
         def measure() -> bool:
             x, _ = self.grad_points()
-            return self.stochastic and draws_shared_by_batch(self.model, x, _RANDOM_RTOL)
+            outs = []
+            for _ in range(2):
+                with seeded(self.settings.seed + 1, x.device):
+                    outs.append(self.logits(x).float())
+            spread = (outs[0] - outs[1]).abs().amax().item()
+            return spread <= _RANDOM_RTOL * (1.0 + outs[0].abs().amax().item())
 
-        return self.memo("shared_draws", measure)
+        return self.memo("reproducible", measure)
 
     @property
     def surrogates(self) -> tuple[str, ...]:
@@ -259,12 +300,12 @@ class AuditContext:
         """EOT stability of the true gradient (None) or a BPDA one, on the gradient points."""
         x, y = self.grad_points()
         grid = self.settings.eot_grid if self.stochastic else (1,)
-        return self.memo(
-            f"stability:{surrogate}",
-            lambda: eot_stability(
-                self.model, x, y, grid, surrogate, self.settings.batch_size, not self.shared_draws
-            ),
-        )
+
+        def measure() -> Stability:
+            with self.draw_layout():
+                return eot_stability(self.model, x, y, grid, surrogate, self.settings.batch_size)
+
+        return self.memo(f"stability:{surrogate}", measure)
 
     def eot(self, surrogate: str | None = None) -> int:
         """Draws per gradient for an attack with this backward: 1 for a deterministic model, else
@@ -353,16 +394,18 @@ class AuditContext:
             hyper.setdefault("max_batch", self.settings.batch_size)
         hyper.setdefault("seed", self.next_seed())
         instance = create_attack(attack, model, **hyper)
+        layout = self.draw_layout()  # measures the rows first, outside the query count
         seen = [0]
         hook = model.register_forward_hook(
             lambda _m, args, _o: seen.__setitem__(0, seen[0] + len(args[0]))
         )
         flags = [m.training for m in model.modules()]
         start = time.perf_counter()
-        try:
-            x_adv = instance(self.x, self.y)
-        finally:
-            hook.remove()
+        with layout:
+            try:
+                x_adv = instance(self.x, self.y)
+            finally:
+                hook.remove()
         elapsed = time.perf_counter() - start
         restored = flags == [m.training for m in model.modules()]
         run = AttackRun(

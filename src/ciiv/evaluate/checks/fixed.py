@@ -2,9 +2,9 @@
 the attack must succeed at least as well as against the random model.
 
 CiiV models fix their draws with ``model.fixed_randomness(seed)``; any other random model is
-fixed by reseeding torch's global generators before each forward pass (see
-``context.fixed_randomness``). If that does not make the model deterministic (a private
-generator), the check is skipped and says so.
+fixed by reseeding the global generators of torch, Python's ``random`` and NumPy before each
+forward pass (see ``context.fixed_randomness``). If that does not make the model deterministic (a
+private generator), the check is skipped and says so.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ def fixed_randomness_check(ctx: AuditContext) -> CheckResult:
         return CheckResult(
             "fixed_randomness",
             "skip",
-            "Reseeding torch's generators before each forward pass does not make this model "
-            "deterministic (it draws from its own generator). Give the model a "
+            "Reseeding the global generators (torch, random, numpy) before each forward pass "
+            "does not make this model deterministic (it draws from its own generator), so a "
+            "seeded evaluation of it is not reproducible either. Give the model a "
             "fixed_randomness(seed) context manager (as CiiVClassifier has) to run this check.",
             {"fixed_is_deterministic": False},
         )

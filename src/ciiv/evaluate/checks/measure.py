@@ -15,13 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ciiv.attacks import bpda_context, independent_draws, margin
+from ciiv.attacks import bpda_context, independent_draws, margin, rows_independent
 
 __all__ = [
     "LOSSES",
     "Stability",
     "cosine",
-    "draws_shared_by_batch",
     "eot_stability",
     "input_gradients",
     "logit_draws",
@@ -64,16 +63,20 @@ def input_gradients(
         loss: "ce" or "margin" (see :func:`per_example_loss`).
         surrogate: None for the true gradient, else a BPDA backward ("identity" | "smooth") set
             through ``model.bpda``.
-        copies: independent draws; the copies of a batch go through the model together, with
-            per-example random masks for a CiiV model (``independent_draws``).
+        copies: independent draws; where the model's rows are independent draws
+            (:func:`~ciiv.attacks.rows_independent`) the copies of a batch go through the model
+            together, inside ``independent_draws`` (per-example masks for a CiiV model), else
+            one call per copy.
         batch_size: most images per model call (at least one copy of the batch).
     Returns:
         [copies, N, C, H, W].
     """
     out = []
-    draws_ctx = independent_draws(model) if copies > 1 else contextlib.nullcontext()
+    stacked = copies > 1 and rows_independent(model)
+    groups = _copies(x.shape[0], copies, batch_size) if stacked else [1] * copies
+    draws_ctx = independent_draws(model) if stacked else contextlib.nullcontext()
     with draws_ctx, bpda_context(model, surrogate), torch.enable_grad():
-        for k in _copies(x.shape[0], copies, batch_size):
+        for k in groups:
             rows = x.detach().repeat(k, 1, 1, 1).requires_grad_(True)
             value = per_example_loss(model(rows), y.repeat(k), loss)
             (grad,) = torch.autograd.grad(value.sum(), rows)
@@ -143,21 +146,19 @@ def eot_stability(
     grid: tuple[int, ...],
     surrogate: str | None = None,
     batch_size: int = 256,
-    batched: bool = True,
 ) -> Stability:
     """Measure the EOT gradient's stability at E in ``grid`` (see :class:`Stability`).
 
     Draws 2 * max(grid) CE gradients per example and deals them alternately to two streams, so
     at every E the two running means are independent EOT-E estimates. Memory stays at three
-    gradients per example whatever max(grid) is. ``batched=False`` makes one model call per draw,
-    for models that draw their randomness once per call.
+    gradients per example whatever max(grid) is. The draws go through the model as
+    :func:`input_gradients` lays them out (one call per draw unless rows are independent).
     """
     e_max = max(grid)
     sums = torch.zeros((2, *x.shape), dtype=torch.float64, device=x.device)
     counts = [0, 0]
     cosines: dict[int, float] = {}
-    calls = _copies(x.shape[0], 2 * e_max, batch_size) if batched else [1] * (2 * e_max)
-    for k in calls:
+    for k in _copies(x.shape[0], 2 * e_max, batch_size):
         grads = input_gradients(model, x, y, "ce", surrogate, copies=k, batch_size=batch_size)
         for g in grads:
             stream = counts.index(min(counts))
@@ -172,15 +173,6 @@ def eot_stability(
         cosine=[cosines[e] for e in eot],
         mean_gradient=(sums.sum(0) / sum(counts)).to(x.dtype),
     )
-
-
-@torch.no_grad()
-def draws_shared_by_batch(model: nn.Module, x: Tensor, rtol: float) -> bool:
-    """Whether two copies of the same images in one call get the same logits (randomness drawn
-    once per call, not per row), with per-example masks for a CiiV model as batched EOT uses."""
-    with independent_draws(model):
-        logits = model(x.repeat(2, 1, 1, 1)).float().view(2, x.shape[0], -1)
-    return (logits[0] - logits[1]).abs().amax().item() <= rtol * (1.0 + logits.abs().amax().item())
 
 
 @torch.no_grad()

@@ -1,15 +1,50 @@
-"""Check 1, randomness: does the same input give different logits, and how many draws does a
-gradient attack need to average (EOT) before its direction is stable?"""
+"""Check 1, randomness: does the same input give different logits, how many draws does a
+gradient attack need to average (EOT) before its direction is stable, are copies of an image in
+one call independent draws (the spread test of :mod:`ciiv.attacks.draws`), and does a seed make
+the model repeatable?"""
 
 from __future__ import annotations
 
-from .base import CheckResult, register_check
+from ciiv.attacks import declared_rows
+
+from .base import CheckResult, Status, register_check
 from .base import sentence as _sentence
 from .context import AuditContext
+
+_RANK = {"pass": 0, "warn": 1, "fail": 2}
 
 
 def _describe(surrogate: str | None) -> str:
     return "the true gradient" if surrogate is None else f"the BPDA '{surrogate}' gradient"
+
+
+def _layout(ctx: AuditContext, numbers: dict) -> tuple[str, str | None]:
+    """(a sentence on how the model's draws are laid out in calls, a failure or None)."""
+    rows, declared = ctx.rows, declared_rows(ctx.model)
+    stacked = rows.independent if declared is None else declared
+    numbers["rows"] = rows.to_dict()
+    numbers["declared_independent_rows"] = declared
+    numbers["draw_layout"] = "stacked" if stacked else "one call per draw"
+    measured = (
+        f"spread ratio {rows.spread_ratio:.2f}, p = {rows.p_value:.3g}"
+        if rows.source == "measured"
+        else rows.source
+    )
+    if declared and not rows.independent:
+        return "", (
+            "The model declares independent_rows, but copies of an image in one call share their "
+            f"randomness ({measured}): the evaluation stacks its EOT and prediction draws into "
+            "one call, so they are one draw repeated and every EOT result is a single-draw "
+            "result. Fix the model's independent_draws() or drop the declaration (ciiv then "
+            "measures the rows and makes one call per draw)."
+        )
+    if not rows.independent:
+        return (
+            f" The model draws its randomness once per call for the whole batch ({measured}): "
+            "the evaluation and this audit make one call per EOT and prediction draw, so the "
+            "draws are independent."
+        ), None
+    return "", None
 
 
 @register_check(
@@ -40,6 +75,30 @@ def randomness(ctx: AuditContext) -> CheckResult:
             "logits, so gradient attacks need no EOT.",
             numbers,
         )
+    layout, broken = _layout(ctx, numbers)
+    numbers["reproducible_with_seed"] = ctx.reproducible
+    unseeded = (
+        ""
+        if ctx.reproducible
+        else " The model is not reproducible: two passes under the same seed of torch's, "
+        "Python's and NumPy's global generators differ, so it draws from a generator ciiv does "
+        "not seed (np.random.default_rng(), its own torch.Generator) and a seeded evaluation "
+        "of it cannot be repeated. Draw from the global generators or offer "
+        "fixed_randomness(seed)."
+    )
+
+    def result(status: Status, text: str) -> CheckResult:
+        if not ctx.reproducible and _RANK[status] < _RANK["warn"]:
+            status = "warn"
+        return CheckResult("randomness", status, text + unseeded, numbers)
+
+    relative = f"{spread / scale:.0%}" if scale > 0 else "all"
+    intro = (
+        f"Random model: logits vary by {spread:.3g} (std over passes, {relative} of their scale) "
+        f"and predictions flip on {flips:.0%} of the inputs.{layout}"
+    )
+    if broken is not None:
+        return result("fail", f"{intro} {broken}")
     t = s.cosine_threshold
     options = [None, *ctx.surrogates]
     for surrogate in options:
@@ -48,35 +107,16 @@ def randomness(ctx: AuditContext) -> CheckResult:
     needed = ctx.stability(best).needed(t)
     numbers["best_gradient"] = best or "exact"
     numbers["eot_used_by_audit"] = {s_ or "exact": ctx.eot(s_) for s_ in options}
-    relative = f"{spread / scale:.0%}" if scale > 0 else "all"
-    intro = (
-        f"Random model: logits vary by {spread:.3g} (std over passes, {relative} of their scale) "
-        f"and predictions flip on {flips:.0%} of the inputs."
-    )
-    numbers["draws_shared_by_batch"] = ctx.shared_draws
-    if ctx.shared_draws:
-        return CheckResult(
-            "randomness",
-            "fail",
-            f"{intro} The model draws its randomness once per call: copies of an image in one "
-            "batch get the same draw, so batched EOT (E copies per call, as the attacks do it) "
-            "averages nothing and every EOT result is a single-draw result. Draw the randomness "
-            "per example, or attack with one call per EOT draw ("
-            + (f"E >= {needed} here)." if needed else f"more than {max(s.eot_grid)} draws here)."),
-            numbers,
-        )
     if needed is None:
         extra = ctx.stability(best).extrapolated(t)
         guess = f"about {extra:.0f}" if extra is not None else "an unknown number of"
         cos = ctx.stability(best).cosine[-1]
-        return CheckResult(
-            "randomness",
+        return result(
             "fail",
             f"{intro} No gradient gives a stable direction with E = {max(s.eot_grid)} draws "
             f"(best: {_describe(best)}, cosine {cos:.2f} < {t}); gradient attacks are unreliable "
             f"here. Run EOT with {guess} draws, try BPDA surrogates, and trust gradient-free "
             "attacks (Square, SPSA) as much as PGD.",
-            numbers,
         )
     # What averaging buys: single-draw PGD against EOT PGD with the same steps and backward.
     single = ctx.pgd(surrogate=best, eot=1)
@@ -86,42 +126,34 @@ def randomness(ctx: AuditContext) -> CheckResult:
     gain = ctx.compare(single.correct, averaged.correct)
     numbers["eot_gain"] = gain.to_dict()
     if gain.violated:
-        return CheckResult(
-            "randomness",
+        return result(
             "fail",
             f"{intro} The randomness hides the gradient (stochastic gradients, Athalye et al. "
             f"2018): single-draw PGD leaves {single.accuracy:.1%} accuracy, PGD averaging "
             f"{ctx.eot(best)} draws (EOT) only {averaged.accuracy:.1%}. Only attacks with EOT over "
             f"E >= {needed} draws using {_describe(best)} measure this model; robust accuracies "
             "from single-draw attacks (e.g. the paper protocol) are overstated.",
-            numbers,
         )
     exact = ctx.stability(None)
     if best is not None and exact.needed(t) is None:
-        return CheckResult(
-            "randomness",
+        return result(
             "warn",
             f"{intro} The true gradient never gives a stable direction (cosine "
             f"{exact.cosine[-1]:.2f} between independent EOT-{exact.eot[-1]} estimates): averaging "
             "does not repair it. "
             f"{_sentence(_describe(best))} is stable with E >= {needed} draws: gradient attacks "
             "on this model must use BPDA (see gradient_health).",
-            numbers,
         )
     if needed == 1:
-        return CheckResult(
-            "randomness",
+        return result(
             "pass",
             f"{intro} One draw already gives a stable gradient direction (cosine >= {t}) and EOT "
             "does not make PGD stronger, so the randomness does not hide the gradient.",
-            numbers,
         )
-    return CheckResult(
-        "randomness",
+    return result(
         "warn",
         f"{intro} A stable gradient direction needs E >= {needed} draws (EOT) using "
         f"{_describe(best)}, although here single-draw PGD ({single.accuracy:.1%}) and EOT-"
         f"{ctx.eot(best)} PGD ({averaged.accuracy:.1%}) agree within sampling error. Use EOT in "
         "every reported gradient attack (the audit's attacks do).",
-        numbers,
     )

@@ -1,0 +1,274 @@
+"""How the random draws of a model are laid out in calls: stacked in one call, or one call each.
+
+EOT attacks and the evaluation's prediction draws need several independent draws of the same
+image. The fast way stacks the copies into one batch (row d * B + i is draw d of example i); that
+is only right when every row of a call draws its own randomness. Many randomized defences draw
+once per call for the whole batch (one mask, one shift, one noise pattern: the official CiiV
+sampler does), and then stacked copies are one draw repeated: EOT averages nothing.
+
+A model says how its draws behave, or ciiv measures it:
+
+- ``model.independent_rows`` (a bool attribute or property): True when copies of an image
+  stacked into one call, inside ``model.independent_draws()``, are independent draws; False when
+  they are not. A model that declares ``stochastic = False`` needs nothing: its copies are equal.
+- ``model.independent_draws()`` (optional): a context manager that makes the rows of a call draw
+  independently (CiiV switches its sampler to per-example masks). :func:`independent_draws`
+  calls it when present; it is the one entry point the attacks use.
+- A model that declares neither is measured once per evaluation (:func:`measure_rows`) and the
+  verdict is passed down with :func:`assume_rows`. Until then, and whenever the verdict is
+  "shared", every call holds one draw of each example (:func:`draw_calls`): always correct,
+  only slower.
+
+The measurement (the "spread test"): ``calls`` separate calls, each holding ``copies`` copies of
+the same n images. Per example, W = the variance of its logits across the copies inside a call,
+A = the variance across calls (both averaged over classes and over the other index). Independent
+rows make all ``calls * copies`` rows of an example exchangeable draws, so W / A is about 1;
+randomness drawn once per call makes the copies in a call equal or close, so W / A is near 0.
+The statistic is the median over examples of W / A (robust to examples whose logits vary on very
+different scales). Its null distribution comes from permutations: under independence any
+reassignment of an example's rows to calls is as likely as the observed one, so shuffling rows
+(per example, 999 times, a seeded generator) gives an exact p-value without assuming anything
+about the logits' distribution. Rows are "shared" when p < ``alpha`` (0.01). The cost is
+``calls`` forward calls of ``copies * n`` images (4 calls of 4 x 8 = 128 images by default).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "RowVerdict",
+    "assume_rows",
+    "declared_rows",
+    "draw_calls",
+    "independent_draws",
+    "known_rows",
+    "measure_rows",
+    "row_verdict",
+    "rows_independent",
+]
+
+Source = Literal["declared", "deterministic", "measured", "unknown"]
+
+# Two forward passes of a deterministic model can differ by float noise (non-deterministic GPU
+# kernels); only differences above this fraction of the logit scale count as randomness.
+RANDOM_RTOL = 1e-4
+
+
+@dataclass(frozen=True)
+class RowVerdict:
+    """Whether copies of an image stacked into one model call are independent draws.
+
+    Attributes:
+        independent: the verdict; False means one call per draw.
+        source: "declared" (``model.independent_rows`` or ``stochastic = False``),
+            "deterministic" (measured: the same input gives the same logits), "measured" (the
+            spread test) or "unknown" (not measured: treated as shared).
+        spread_ratio: the spread test's median over examples of within-call / across-call
+            variance (about 1 for independent rows, near 0 for shared ones); None unless measured.
+        p_value: permutation p-value of a ratio that small under independent rows.
+        examples, copies, calls: the measurement's size.
+        forward_passes: images the measurement sent through the model.
+    """
+
+    independent: bool
+    source: Source
+    spread_ratio: float | None = None
+    p_value: float | None = None
+    examples: int = 0
+    copies: int = 0
+    calls: int = 0
+    forward_passes: int = 0
+
+    @property
+    def layout(self) -> str:
+        """How draws go through the model: "stacked" (one call holds many draws of an example)
+        or "one call per draw"."""
+        return "stacked" if self.independent else "one call per draw"
+
+    def describe(self) -> str:
+        """One line for tables and logs."""
+        if self.source == "measured":
+            kind = "independent" if self.independent else "shared by the batch"
+            return (
+                f"draws {kind} (spread ratio {self.spread_ratio:.2f}, p = {self.p_value:.3g}): "
+                f"{self.layout}"
+            )
+        kind = "independent per row" if self.independent else "not known to be independent"
+        return f"draws {kind} ({self.source}): {self.layout}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "independent": self.independent,
+            "layout": self.layout,
+            "source": self.source,
+            "spread_ratio": None if self.spread_ratio is None else round(self.spread_ratio, 4),
+            "p_value": None if self.p_value is None else round(self.p_value, 4),
+            "examples": self.examples,
+            "copies": self.copies,
+            "calls": self.calls,
+            "forward_passes": self.forward_passes,
+        }
+
+
+_ASSUMED: ContextVar[tuple[nn.Module, RowVerdict] | None] = ContextVar(
+    "ciiv_assumed_rows", default=None
+)
+
+
+def declared_rows(model: nn.Module) -> bool | None:
+    """What ``model`` declares: its ``independent_rows`` (True/False), True for a model that
+    declares ``stochastic = False`` (equal copies need no independence), else None."""
+    declared = getattr(model, "independent_rows", None)
+    if declared is not None:
+        return bool(declared)
+    if getattr(model, "stochastic", None) is False:
+        return True
+    return None
+
+
+def known_rows(model: nn.Module) -> RowVerdict | None:
+    """The verdict for ``model`` without measuring: declared, or assumed by an enclosing
+    :func:`assume_rows` for this very model; None when nothing is known."""
+    declared = declared_rows(model)
+    if declared is not None:
+        return RowVerdict(independent=declared, source="declared")
+    assumed = _ASSUMED.get()
+    if assumed is not None and assumed[0] is model:
+        return assumed[1]
+    return None
+
+
+def rows_independent(model: nn.Module) -> bool:
+    """Whether draws of ``model`` may be stacked into one call (:func:`known_rows`); False when
+    nothing is known, so an unknown model gets one call per draw."""
+    known = known_rows(model)
+    return known is not None and known.independent
+
+
+@contextlib.contextmanager
+def assume_rows(model: nn.Module, verdict: RowVerdict) -> Iterator[RowVerdict]:
+    """Inside the block, :func:`rows_independent` answers ``verdict`` for ``model`` (unless the
+    model declares its own). The evaluation measures once and runs its batches inside this."""
+    token = _ASSUMED.set((model, verdict))
+    try:
+        yield verdict
+    finally:
+        _ASSUMED.reset(token)
+
+
+def independent_draws(model: nn.Module) -> contextlib.AbstractContextManager:
+    """``model.independent_draws()`` when the model offers it (rows of a call then draw
+    independently, e.g. CiiV's per-example masks), else a no-op context."""
+    hook = getattr(model, "independent_draws", None)
+    return hook() if callable(hook) else contextlib.nullcontext()
+
+
+def draw_calls(batch: int, draws: int, max_batch: int | None, independent: bool) -> list[slice]:
+    """Row ranges of ``draws`` stacked copies of a batch (row d * batch + i is draw d of example
+    i), one per model call, each of at most ``max_batch`` rows (None: no limit).
+
+    With ``independent`` the ranges run over all rows; otherwise no range holds two draws of the
+    same example (one call per draw; other examples share the call).
+    """
+    if independent or draws == 1:
+        total = batch * draws
+        chunk = max_batch or total
+        return [slice(s, min(s + chunk, total)) for s in range(0, total, chunk)]
+    chunk = max_batch or batch
+    return [
+        slice(d * batch + s, d * batch + min(s + chunk, batch))
+        for d in range(draws)
+        for s in range(0, batch, chunk)
+    ]
+
+
+def _spread_ratio(distances: Tensor, within: Tensor, across: Tensor) -> Tensor:
+    """Median over examples of within-call / across-call variance.
+
+    ``distances`` [..., n, R, R] holds the squared distances between the logits of an example's
+    R = calls * copies rows; ``within`` / ``across`` [R, R] mark the pairs in one call (two
+    copies) and the pairs of one copy slot in two calls. A variance averaged over classes is half
+    the mean squared distance of its pairs, so the ratio of the two means is W / A (module doc).
+    Examples without any spread are left out (NaN if none is left).
+    """
+    w = (distances * within).sum((-2, -1)) / within.sum()
+    a = (distances * across).sum((-2, -1)) / across.sum()
+    return (w / a).nanmedian(-1).values
+
+
+@torch.no_grad()
+def measure_rows(
+    model: nn.Module,
+    x: Tensor,
+    *,
+    copies: int = 4,
+    calls: int = 4,
+    alpha: float = 0.01,
+    permutations: int = 999,
+    seed: int = 0,
+) -> RowVerdict:
+    """The spread test (module doc) on x [n, C, H, W] in [0, 1] (n = 8 is plenty).
+
+    ``copies`` copies of x per call, inside :func:`independent_draws`, in ``calls`` calls; the
+    model's randomness comes from wherever it draws it (seed the generators around the call for
+    a reproducible verdict). Shared when the permutation p-value is below ``alpha``.
+    """
+    if copies < 2 or calls < 2:
+        raise ValueError(f"the spread test needs copies >= 2 and calls >= 2, got {copies}, {calls}")
+    n, rows = x.shape[0], calls * copies
+    stacked = x.detach().repeat(copies, 1, 1, 1)
+    with independent_draws(model):
+        out = torch.stack([model(stacked) for _ in range(calls)])
+    logits = out.detach().double().cpu().view(rows, n, -1)  # row r = call r // copies
+    size = {"examples": n, "copies": copies, "calls": calls, "forward_passes": rows * n}
+    scale = logits.abs().amax().item()
+    if (logits - logits[:1]).abs().amax().item() <= RANDOM_RTOL * (1.0 + scale):
+        return RowVerdict(independent=True, source="deterministic", **size)
+    per_example = logits.transpose(0, 1)  # [n, R, K]
+    distances = torch.cdist(per_example, per_example).square()  # [n, R, R]
+    call, slot = torch.arange(rows) // copies, torch.arange(rows) % copies
+    same_call, same_slot = call[:, None] == call[None], slot[:, None] == slot[None]
+    within = (same_call & ~same_slot).double()
+    across = (same_slot & ~same_call).double()
+    observed = _spread_ratio(distances, within, across).item()
+    if observed != observed:  # NaN: no example varies across calls, only within them
+        return RowVerdict(independent=True, source="measured", spread_ratio=float("inf"),
+                          p_value=1.0, **size)  # fmt: skip
+    # Per example, a random reassignment of its R rows to the (call, copy) slots.
+    generator = torch.Generator().manual_seed(int(seed))
+    order = torch.rand(permutations, n, rows, generator=generator).argsort(-1)  # [P, n, R]
+    example = torch.arange(n)[None, :, None, None]
+    null = _spread_ratio(distances[example, order[..., :, None], order[..., None, :]], within,
+                         across)  # fmt: skip
+    p_value = (1 + (null <= observed).sum().item()) / (permutations + 1)
+    return RowVerdict(
+        independent=p_value >= alpha,
+        source="measured",
+        spread_ratio=observed,
+        p_value=p_value,
+        **size,
+    )
+
+
+def row_verdict(
+    model: nn.Module, x: Tensor, *, stochastic: bool | None = None, seed: int = 0
+) -> RowVerdict:
+    """The verdict for ``model``: known (:func:`known_rows`), else trivially independent for a
+    deterministic model (``stochastic=False``), else the spread test on the first 8 images of x.
+
+    Draws from torch's global generators when it measures: seed them around the call.
+    """
+    known = known_rows(model)
+    if known is not None:
+        return known
+    if stochastic is False:
+        return RowVerdict(independent=True, source="deterministic")
+    return measure_rows(model, x[:8], seed=seed)
