@@ -20,7 +20,13 @@ from .external import APGDCE, AutoAttack, Square
 from .gradient import DEFAULT_EPS, FGSM, PGD, GradientEstimate
 from .noise import GaussianNoise, RandomSearch, UniformNoise
 from .objectives import choose_targets, margin
-from .registry import attack_class, create_attack, list_attacks, register_attack
+from .registry import (
+    attack_class,
+    check_attack_dependencies,
+    create_attack,
+    list_attacks,
+    register_attack,
+)
 from .spsa import SPSA
 from .threat import L2Threat, LinfThreat, ThreatModel, get_threat_model, parse_eps
 from .transfer import Transfer
@@ -45,6 +51,7 @@ __all__ = [
     "UniformNoise",
     "attack_class",
     "bpda_context",
+    "check_attack_dependencies",
     "choose_targets",
     "create_attack",
     "default_max_batch",

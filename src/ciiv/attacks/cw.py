@@ -98,8 +98,9 @@ class CarliniWagnerL2(Attack):
         best_l2 = torch.full_like(const, float("inf"))
         best_x = x.clone()
         check_every = max(self.steps // 10, 1)
+        total_steps = self.binary_search_steps * self.steps  # an upper bound (early aborts)
         with bpda_context(self.model, self.bpda):
-            for _ in range(self.binary_search_steps):
+            for search in range(self.binary_search_steps):
                 w = w_clean.clone().requires_grad_(True)
                 optimizer = torch.optim.Adam([w], lr=self.lr)
                 succeeded = torch.zeros(batch, dtype=torch.bool, device=x.device)
@@ -124,6 +125,7 @@ class CarliniWagnerL2(Attack):
                         best_x[improved] = x_adv[improved]
                         succeeded |= success
                     optimizer.step()
+                    self._step_done(search * self.steps + step + 1, total_steps)
                     if self.abort_early and step % check_every == 0:
                         total = float(loss.detach().sum())
                         if total > previous * 0.9999:

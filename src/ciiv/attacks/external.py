@@ -23,6 +23,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ciiv.deps import require
+
 from .base import Attack, positive_int
 from .gradient import DEFAULT_EPS
 from .registry import register_attack
@@ -36,15 +38,9 @@ VERSIONS: tuple[str, ...] = ("standard", "rand")
 
 
 def _pyautoattack():
-    try:
-        import pyautoattack
-        import pyautoattack.autopgd_base
-        import pyautoattack.square
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "this attack needs the pyautoattack package: pip install pyautoattack "
-            "(or pip install 'ciiv[autoattack]')"
-        ) from err
+    pyautoattack = require("pyautoattack", needed_by="this attack")
+    for part in ("autopgd_base", "square"):
+        require(f"pyautoattack.{part}", "autoattack", needed_by="this attack")
     return pyautoattack
 
 
@@ -63,6 +59,8 @@ def _isolated(device: torch.device) -> Iterator[None]:
 
 class _External(Attack):
     """Shared constructor part: norm and eps (None = 8/255 Linf, 128/255 L2)."""
+
+    requires = ("pyautoattack",)
 
     def __init__(
         self,

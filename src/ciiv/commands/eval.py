@@ -3,6 +3,7 @@
     ciiv eval runs/a --suite standard-linf                 # full protocol (the default)
     ciiv eval runs/a --suite paper-cifar10 --protocol both # the paper's protocol, and the full one
     ciiv eval runs/a --suite quick --n-examples 200 --eot 16 --seed 1
+    ciiv eval runs/a --suite my_suite.yaml                 # a suite of your own (Suite.from_dict)
     torchrun --nproc_per_node 4 -m ciiv eval runs/a --suite standard-linf   # examples split
 
 Results go to RUN_DIR/eval/<suite>-<protocol>/ (examples.jsonl, batches.jsonl, config.json,
@@ -20,7 +21,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ciiv.commands._ui import EvalBar, add_run_arguments, progress_bar
+from ciiv.commands._progress import EvalProgress, ProgressDisplay
+from ciiv.commands._ui import add_run_arguments
 
 __all__ = ["add_arguments", "run"]
 
@@ -37,28 +39,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--suite",
         default="standard-linf",
-        help=f"attack suite: {', '.join(list_suites())} (default standard-linf)",
+        metavar="NAME|FILE",
+        help=f"the attacks to run: {', '.join(list_suites())} (default standard-linf; --list "
+        "describes them), or a YAML file with your own suite (docs/evaluation.md, 'Custom suites')",
     )
     parser.add_argument(
         "--protocol",
         choices=("full", "paper", "both"),
         default="full",
-        help="full: attacks query the evaluated function (default); paper: centre view only; "
-        "both: one after the other, into separate directories",
+        help="full: the attacks query the model exactly as it predicts, all views, with EOT "
+        "(default); paper: the centre view only, as the authors' code; both: one after the "
+        "other, into separate directories",
     )
     parser.add_argument(
-        "--eot", type=int, metavar="E", help=f"EOT gradient samples (default {DEFAULT_EOT})"
+        "--eot",
+        type=int,
+        metavar="E",
+        help=f"random forward passes averaged into each attack gradient of a random model "
+        f"(default {DEFAULT_EOT})",
     )
     parser.add_argument(
         "--draws",
         type=int,
         metavar="R",
-        help=f"prediction draws per input for a random model (default {DEFAULT_DRAWS})",
+        help=f"predictions per input for a random model; it counts as correct only if all R are "
+        f"(default {DEFAULT_DRAWS})",
     )
-    parser.add_argument("--eps", metavar="EPS", help="override the suite's budget, e.g. 4/255")
-    parser.add_argument("--seed", type=int, default=0, help="evaluation seed (default 0)")
     parser.add_argument(
-        "--batch-size", type=int, default=128, metavar="B", help="examples per batch (default 128)"
+        "--eps",
+        metavar="EPS",
+        help="attack budget in place of the suite's, e.g. 4/255 (default: the suite's budget "
+        "for the run's dataset)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the example choice and of every random draw (default 0)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=128,
+        metavar="B",
+        help="examples attacked together; results are saved after each batch, so an "
+        "interrupted evaluation resumes there (default 128)",
     )
     parser.add_argument(
         "--max-batch",
@@ -67,23 +92,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="most images per model call inside gradient attacks (default: 64 on the CPU, "
         "all E * B at once on a GPU)",
     )
-    parser.add_argument("--out", metavar="DIR", help="output directory (one protocol only)")
-    parser.add_argument("--no-audit", action="store_true", help="skip the short audit")
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where the results go (default RUN_DIR/eval/<suite>-<protocol>; one protocol only)",
+    )
+    parser.add_argument(
+        "--no-audit",
+        action="store_true",
+        help="skip the short check for obfuscated gradients that runs after the attacks",
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="discard earlier results instead of resuming"
     )
-    parser.add_argument("--list", action="store_true", help="list the suites and exit")
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="describe the built-in suites and their attacks, then exit",
+    )
 
 
 def _listing(console: Console) -> None:
+    """Every built-in suite: name, threat model, description and attacks, never truncated (long
+    lines are left to the terminal to wrap, so names stay whole for copying)."""
     from ciiv.evaluate import get_suite, list_suites
 
-    table = Table("suite", "threat model", "attacks")
     for name in list_suites():
         suite = get_suite(name)
-        budget = ", ".join(f"{k}: {v}" for k, v in suite.budget.items())
-        table.add_row(name, f"{suite.norm} ({budget})", ", ".join(e.name for e in suite.expanded()))
-    console.print(table)
+        budget = ", ".join(f"{k} {v}" for k, v in suite.budget.items())
+        console.print(
+            f"[bold]{escape(name)}[/]  {suite.norm}, eps {escape(budget)}", soft_wrap=True
+        )
+        console.print(f"  {escape(suite.description)}", soft_wrap=True, highlight=False)
+        attacks = ", ".join(e.name for e in suite.expanded())
+        console.print(f"  attacks: {escape(attacks)}", soft_wrap=True, highlight=False)
+    console.print(
+        "A suite of your own: --suite my_suite.yaml (docs/evaluation.md, 'Custom suites').",
+        soft_wrap=True,
+    )
 
 
 def _result_table(summary: dict, out_dir: Path) -> Table:
@@ -114,7 +160,7 @@ def _result_table(summary: dict, out_dir: Path) -> Table:
 
 def run(args: argparse.Namespace) -> int:
     from ciiv.data import DatasetNotFoundError
-    from ciiv.evaluate import evaluate_robustness
+    from ciiv.evaluate import evaluate_robustness, get_suite
     from ciiv.evaluate.selection import describe_run, eval_dir_name, evaluation_examples
     from ciiv.train import CheckpointError, load_data, load_run
     from ciiv.train.distributed import init_distributed
@@ -128,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not args.run_dir:
             raise ValueError("RUN_DIR is required (see ciiv eval --help)")
+        suite = get_suite(args.suite)  # a bad name or suite file fails before the model loads
         protocols = ("full", "paper") if args.protocol == "both" else (args.protocol,)
         if args.out and len(protocols) > 1:
             raise ValueError("--out takes one protocol; drop it or choose --protocol full|paper")
@@ -142,14 +189,16 @@ def run(args: argparse.Namespace) -> int:
         default_split = split == next(iter(splits.test))
         audit = not args.no_audit
         for protocol in protocols:
-            name = eval_dir_name(args.suite, protocol, None if default_split else split, args.eps)
+            name = eval_dir_name(suite.name, protocol, None if default_split else split, args.eps)
             out_dir = Path(args.out) if args.out else Path(args.run_dir) / "eval" / name
-            with progress_bar(console, disable=not main_process) as bar:
+            label = f"{suite.name}/{protocol}"
+            title = f"eval {args.run_dir}"
+            with ProgressDisplay(console, title, enabled=main_process) as display:
                 result = evaluate_robustness(
                     loaded.model,
                     x,
                     y,
-                    suite=args.suite,
+                    suite=suite,
                     protocol=protocol,
                     eps=args.eps,
                     eot=args.eot,
@@ -163,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
                     audit=audit,
                     overwrite=args.overwrite,
                     run_info=run_info,
-                    progress=EvalBar(bar, f"{args.suite}/{protocol}") if main_process else None,
+                    progress=EvalProgress(display, label) if main_process else None,
                 )
             # The audit does not depend on the protocol: run it once, store it with both.
             audit = result.summary.get("audit", False)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ciiv.attacks import default_max_batch, preserve_mode
+from ciiv.attacks import check_attack_dependencies, default_max_batch, preserve_mode
 from ciiv.attacks.threat import check_eps
 from ciiv.versions import software_versions
 
@@ -42,8 +42,11 @@ DEFAULT_DRAWS = 10
 SCHEMA = "ciiv.eval/1"
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
-"""``progress(event, info)``: "start" {total, done}, "attack" {batch, name}, "batch" {batch,
-done, total, robust, seen}, "audit" {}."""
+"""``progress(event, info)``: "start" {total, done} (batches of this process); "attack" {batch,
+name, index, attacks} before each attack of a batch (``index`` of ``attacks``, from 0); "step"
+{batch, name, step, steps} after each iteration of an iterative attack; "batch" {batch, done,
+total, robust, seen} after each batch; "audit" {check, status, done, total} before (status None)
+and after each check of the short audit."""
 
 
 class EvaluationResult:
@@ -270,6 +273,8 @@ def evaluate_robustness(
         suite_obj, protocol=proto.name, traits=traits, dataset=dataset, eps=eps, eot=e
     )
     check_eps(suite_obj.norm, budget, tuple(x.shape[1:]))
+    # Before anything is written: an attack whose package is missing stops the run here.
+    check_attack_dependencies(a.attack for a in attacks)
     for name, reason in skipped.items():
         logger.info("skipping %s: %s", name, reason)
     config = {
@@ -326,7 +331,14 @@ def evaluate_robustness(
                 draws=r,
                 seed=seed,
                 max_batch=max_batch,
-                on_attack=(lambda name, b=b: progress("attack", {"batch": b, "name": name}))
+                on_attack=(lambda name, b=b: progress("attack", _attack_info(b, name, attacks)))
+                if progress
+                else None,
+                on_step=(
+                    lambda name, step, steps, b=b: progress(
+                        "step", {"batch": b, "name": name, "step": step, "steps": steps}
+                    )
+                )
                 if progress
                 else None,
             )
@@ -374,8 +386,6 @@ def evaluate_robustness(
         if isinstance(audit, Mapping):
             summary["audit"] = dict(audit)
         elif audit:
-            if progress:
-                progress("audit", {})
             t0 = time.perf_counter()
             summary["audit"] = _run_audit(
                 model,
@@ -384,6 +394,7 @@ def evaluate_robustness(
                 suite_obj.norm,
                 budget,
                 seed,
+                progress,
             )
             summary["elapsed_s"] += time.perf_counter() - t0
         if out is not None:
@@ -516,12 +527,22 @@ def _summarise(
     }
 
 
-def _run_audit(model, x, y, norm, eps, seed) -> dict[str, Any]:
+def _attack_info(batch: int, name: str, attacks: list) -> dict[str, Any]:
+    """The "attack" progress event's info."""
+    names = [a.name for a in attacks]
+    return {"batch": batch, "name": name, "index": names.index(name), "attacks": len(names)}
+
+
+def _run_audit(model, x, y, norm, eps, seed, progress: ProgressFn | None) -> dict[str, Any]:
     """The short audit's result as a dict, or why it did not run."""
     try:
-        from .audit import audit
+        from .audit import audit, check_events, list_checks
     except ImportError as err:
         return {"passed": None, "detail": f"ciiv.evaluate.audit could not be imported: {err}"}
+    checks = list_checks()
+    events = check_events(lambda info: progress("audit", info), checks) if progress else None
     with preserve_mode(model):
-        result = audit(model, x, y, eps=eps, norm=norm, quick=True, seed=seed)
+        result = audit(
+            model, x, y, eps=eps, norm=norm, quick=True, seed=seed, checks=checks, progress=events
+        )
     return result.to_dict()
