@@ -378,7 +378,7 @@ def show_audit(display: ProgressDisplay, info: dict[str, Any]) -> None:
     check, status = info.get("check"), info.get("status")
     if "audit" not in display:
         display.start(
-            "audit", "audit checks", info.get("total"), completed=info.get("done", 0), phase=False
+            "audit", "audit checks", info.get("total"), completed=info.get("done", 0), quiet=True
         )
     stats = "" if check is None else (check if status is None else f"{check}: {status}")
     display.update("audit", completed=info.get("done"), stats=stats, phase=status is None)

@@ -23,29 +23,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
         default="demo-out",
+        metavar="DIR",
         help="a new directory for the runs, report.md and accuracy.png (default demo-out)",
     )
     parser.add_argument(
-        "--epochs", type=int, default=6, help="training epochs of each model (default 6)"
+        "--epochs",
+        type=int,
+        default=6,
+        metavar="N",
+        help="training epochs of each model (default 6)",
     )
     parser.add_argument(
-        "--n-train", type=int, default=4000, help="training images of shapes (default 4000)"
+        "--n-train",
+        type=int,
+        default=4000,
+        metavar="N",
+        help="training images of shapes (default 4000)",
     )
     parser.add_argument(
         "--n-test",
         type=int,
         default=100,
+        metavar="N",
         help="test images attacked per split, iid and shifted (default 100)",
     )
-    parser.add_argument("--eps", default="8/255", help="Linf budget of the attacks (default 8/255)")
+    parser.add_argument(
+        "--eps", default="8/255", metavar="EPS", help="Linf budget of the attacks (default 8/255)"
+    )
     parser.add_argument(
         "--eot",
         type=int,
+        metavar="E",
         help="random forward passes averaged into each attack gradient (default: ciiv eval's)",
     )
     parser.add_argument(
         "--device",
         default="auto",
+        metavar="auto|cpu|cuda",
         help="where to run: auto takes a GPU when there is one, cpu or cuda (default auto)",
     )
     parser.add_argument(

@@ -34,9 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", metavar="DIR", help="the study directory (resumed if it exists)")
     parser.add_argument(
-        "--data-dir", metavar="PATH", help="dataset files for every run (data.data_dir)"
+        "--data-dir",
+        metavar="PATH",
+        help="where the datasets' files are, for every run (data.data_dir)",
     )
-    parser.add_argument("--device", metavar="auto|cpu|cuda", help="device for every run")
+    parser.add_argument(
+        "--device",
+        metavar="auto|cpu|cuda",
+        help="where every cell trains and is evaluated: auto takes a GPU when there is one",
+    )
     parser.add_argument(
         "--cell",
         type=int,
@@ -45,7 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run only cell I (repeatable); see --dry-run for the numbers",
     )
     parser.add_argument(
-        "--max-batch", type=int, metavar="M", help="most images per model call in attacks"
+        "--max-batch",
+        type=int,
+        metavar="M",
+        help="most images per model call in attacks; lower it when memory runs out",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="print the cells and their cost, run nothing"

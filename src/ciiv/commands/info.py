@@ -20,10 +20,18 @@ EXAMPLE_BATCH = 2  # images sent through the model to show the shapes
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--image-size", type=int, default=32, help="square image size in pixels (default 32)"
+        "--image-size",
+        type=int,
+        default=32,
+        metavar="PX",
+        help="square image size in pixels (default 32)",
     )
     parser.add_argument(
-        "--views", type=int, default=9, help="number of views L of the sampler (default 9)"
+        "--views",
+        type=int,
+        default=9,
+        metavar="L",
+        help="number of views L of the sampler (default 9)",
     )
     parser.add_argument(
         "--backbone",
@@ -33,9 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default preact_resnet18)",
     )
     parser.add_argument(
-        "--channels", type=int, default=3, help="image channels: 3 for RGB, 1 for MNIST (default 3)"
+        "--channels",
+        type=int,
+        default=3,
+        metavar="C",
+        help="image channels: 3 for RGB, 1 for MNIST (default 3)",
     )
-    parser.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
+    parser.add_argument(
+        "--classes", type=int, default=10, metavar="K", help="number of classes (default 10)"
+    )
 
 
 def _shape(t) -> str:

@@ -36,7 +36,7 @@ _SHORTCUTS: dict[str, str] = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
-        "Precedence: built-in defaults (the paper's CIFAR-10 setting) < --config < the shortcut "
+        "Precedence: built-in defaults (the paper's CIFAR-10 setting) < --config < the shortcut\n"
         "flags < --set. `ciiv train --list` shows presets, methods, datasets and backbones."
     )
     parser.add_argument(
