@@ -552,3 +552,16 @@ def test_suite_files_load_and_bad_ones_say_what_is_wrong(tmp_path):
         assert str(path) in str(error.value) and message in str(error.value), error.value
     with pytest.raises(ValueError, match="or a YAML file"):
         get_suite("no-such-suite")
+
+
+def test_the_documented_suite_file_example_loads(tmp_path):
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text()
+    block = doc.split("### Custom suites", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "my_suite.yaml").write_text(block)
+    suite = get_suite(str(tmp_path / "my_suite.yaml"))
+    names = [e.name for e in suite.expanded()]
+    assert suite.name == "my-linf" and names == [
+        "fgsm", "pgd-50-bpda", "fgsm@eps=16/255", "fgsm@eps=32/255",
+    ]  # fmt: skip
