@@ -177,9 +177,12 @@ def test_the_training_adapter_follows_every_step_and_the_validation():
         assert "epoch 2/2 0/4" in lines(out)[-1]
         train(ProgressEvent("epoch_end", 1, 2, 4, 4, {"val_acc": 0.8}))
         assert "run" not in display and "epoch" not in display  # the run is over
-        # A second fit() in the same display (the demo) starts its own run bar.
+        # A second fit() in the same display (the demo) starts its own run bar, and the bars of
+        # what ran in between (an evaluation) go.
+        display.start("eval", "ciiv / iid batches", 1, completed=1)
         train(ProgressEvent("epoch_start", 0, 3, 0, 5))
         assert display.completed("run") == 0 and "epochs 0/3" in display.line()
+        assert "eval" not in display
 
 
 def test_the_evaluation_adapter_shows_batches_attacks_and_steps():
@@ -200,6 +203,7 @@ def test_the_evaluation_adapter_shows_batches_attacks_and_steps():
         assert "step" in display and display.completed("step") == 12
         progress("audit", {"check": "randomness", "status": None, "done": 0, "total": 9})
         progress("plan", {"anything": 1})  # an event it does not know is ignored
+        assert "eval" in display and "audit" in display
     text = lines(out)
     # Attacks and batches are phases (a line each); steps come at most every 10 s.
     assert sum("step " in line for line in text) <= 3
@@ -207,3 +211,7 @@ def test_the_evaluation_adapter_shows_batches_attacks_and_steps():
     assert "job  quick/full batches 0/8  attack pgd-10 1/2  step 20/40  ETA 1m36s" in text[3]
     assert "quick/full batches 1/8  robust so far 50/128" in text[-1]
     assert "audit checks 0/9  randomness" in text[-1]
+    # The next evaluation in the same display (the demo, a grid) replaces every bar.
+    with display:
+        EvalProgress(display, "quick/paper")("start", {"total": 8, "done": 0})
+    assert display.line().endswith("job  quick/paper batches 0/8")

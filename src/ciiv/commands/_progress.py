@@ -225,6 +225,11 @@ class ProgressDisplay:
         if self._rich is not None and bar.task is not None:
             self._rich.remove_task(bar.task)
 
+    def clear(self) -> None:
+        """Remove every bar (a new phase of the command: the last one's bars are done)."""
+        for key in [k for k, b in self._bars.items() if b.parent is None]:
+            self.remove(key)
+
     def completed(self, key: str) -> float | None:
         """Units done of bar ``key`` (None if there is no such bar)."""
         bar = self._bars.get(key)
@@ -342,6 +347,7 @@ class TrainProgress:
         if event.kind == "epoch_start":
             done = d.completed("run")
             if done is None or event.epoch < done:  # a new fit() (the demo trains two models)
+                d.clear()
                 d.start("run", "epochs", event.epochs, completed=event.epoch, quiet=True)
             self.running = ""
             d.start(
@@ -393,8 +399,8 @@ class EvalProgress:
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         d = self.display
-        if event == "start":
-            d.remove("audit")
+        if event == "start":  # a new evaluation: the bars of what ran before are done
+            d.clear()
             d.start("eval", f"{self.label} batches", info["total"], completed=info["done"])
         elif event == "attack":
             d.start(
