@@ -103,7 +103,7 @@ class ProgressDisplay:
 
     Args:
         console: where the display goes (the commands use stderr).
-        title: the first words of every plain line (e.g. ``"eval quick/full"``).
+        title: the first words of every plain line (e.g. ``"eval runs/a"``).
         enabled: False shows nothing (the other processes of a torchrun job).
         live: rich bars (True) or plain lines (False); None: bars when ``console`` is a terminal.
         interval: seconds between plain lines (None: :func:`progress_interval`).
