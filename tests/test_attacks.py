@@ -5,6 +5,7 @@ points valid; a broken attack is refused. Threat models."""
 
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -303,3 +304,51 @@ def test_l2_random_init_fills_the_ball():
     radius = threat.distance(threat.random_init(x, torch.Generator().manual_seed(0)), x)
     assert radius.max() <= 0.1 + 1e-6
     assert abs(radius.mean().item() - 0.1 * 4 / 5) < 0.003
+
+
+def _unbreakable_batch(model, n: int = 4):
+    """A batch labelled with the model's own predictions: at a tiny eps nothing is fooled, so
+    every restart of an attack runs in full."""
+    x, _ = batch(n)
+    with torch.no_grad():
+        return x, model.eval()(x).argmax(1)
+
+
+@pytest.mark.parametrize(
+    "name, hyper, total",
+    [
+        ("pgd", dict(steps=3, restarts=2), 6),
+        ("fgsm", {}, 1),
+        ("spsa", dict(steps=2, nb_sample=4), 2),
+        ("cw", dict(steps=4, binary_search_steps=2, abort_early=False), 8),
+    ],
+)
+def test_iterative_attacks_report_every_step_to_on_step(name, hyper, total):
+    model = tiny_model()
+    x, y = _unbreakable_batch(model)
+    attack = create_attack(name, model, **({"eps": 1e-6} if name != "cw" else {}), **hyper)
+    calls = []
+    attack.on_step = lambda step, steps: calls.append((step, steps))
+    attack(x, y)
+    assert calls == [(step, total) for step in range(1, total + 1)]
+    calls.clear()
+    attack.on_step = None  # off: the attack runs as before
+    attack(x, y)
+    assert calls == []
+
+
+def test_attacks_declare_their_optional_packages(monkeypatch):
+    from ciiv.attacks import check_attack_dependencies
+    from ciiv.deps import MissingDependency
+
+    assert attack_class("autoattack").requires == ("pyautoattack",)
+    assert attack_class("pgd").requires == ()
+    monkeypatch.setitem(sys.modules, "pyautoattack", None)  # as if it were not installed
+    check_attack_dependencies(["pgd", "fgsm", "cw"])
+    for name in ("autoattack", "apgd-ce", "square"):
+        with pytest.raises(MissingDependency, match=rf"attack '{name}'.*ciiv\[autoattack\]"):
+            check_attack_dependencies(["pgd", name])
+        with pytest.raises(MissingDependency, match=r'pip install "ciiv\[autoattack\]"'):
+            create_attack(name, tiny_model(), **fast_hyper(name))(*batch())
+    with pytest.raises(ValueError, match="unknown attack 'pgdd'"):
+        check_attack_dependencies(["pgdd"])

@@ -46,6 +46,20 @@ def test_audit_command_writes_json_and_passes(run_dir, capsys):
     assert all(c["status"] == "pass" for c in data["checks"])
     out = capsys.readouterr()
     assert "randomness" in out.out and "output_sanity" in out.out and "passed" in out.err
+    # Off a terminal, progress comes as timestamped lines: one per check as it starts.
+    progress = [line for line in out.err.splitlines() if f"audit {run_dir}  audit checks" in line]
+    assert "audit checks 0/2  randomness" in progress[0]
+    assert "audit checks 1/2  output_sanity" in progress[1]
+
+
+def test_audit_help_lists_the_check_names(capsys):
+    from ciiv.evaluate.audit import list_checks
+
+    with pytest.raises(SystemExit):
+        main(["audit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in list_checks():
+        assert name in text
 
 
 class _Quantised(nn.Module):

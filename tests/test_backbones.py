@@ -13,8 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ciiv.deps import MissingDependency
 from ciiv.models import registry
-from ciiv.models.registry import Backbone, create_model, list_models, register_model
+from ciiv.models.registry import (
+    Backbone,
+    check_model_dependencies,
+    create_model,
+    list_models,
+    register_model,
+)
 
 NUM_CLASSES = 7
 SMALL_KWARGS: dict[str, dict] = {"wrn34_10": {"depth": 10, "widen_factor": 1}}
@@ -203,5 +210,10 @@ def test_timm_adapter() -> None:
 
 def test_timm_missing_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "timm", None)  # makes `import timm` raise ImportError
-    with pytest.raises(ImportError, match=r"pip install ciiv\[timm\]"):
+    with pytest.raises(MissingDependency, match=r'pip install "ciiv\[timm\]"'):
         create_model("timm:resnet18")
+    # The check before a run writes anything says the same without importing timm.
+    with pytest.raises(MissingDependency, match=r"backbone 'timm:resnet18'.*ciiv\[timm\]"):
+        check_model_dependencies("timm:resnet18")
+    check_model_dependencies("small_cnn")  # native names need nothing
+    check_model_dependencies("tv:resnet18")  # torchvision is a core dependency

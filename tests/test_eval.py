@@ -7,10 +7,12 @@ strong pixel noise, 12 px), where a budget of a few /255 leaves an intermediate 
 import dataclasses
 import json
 import logging
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 from ciiv.attacks import create_attack
@@ -494,3 +496,84 @@ def test_a_model_that_outputs_probabilities_gets_a_warning(vanilla, caplog):
     with caplog.at_level(logging.WARNING, logger="ciiv.evaluate.api"):
         evaluate_robustness(vanilla, x, y, suite=_pgd_suite(2 / 255, steps=2))
     assert "probabilities" not in caplog.text
+
+
+def test_progress_reports_batches_attacks_and_every_attack_step(vanilla):
+    x, y = colour_data(10, 6)
+    events = []
+
+    def progress(event, info):
+        events.append((event, dict(info)))
+
+    evaluate_robustness(
+        vanilla, x, y, suite=_pgd_suite(2 / 255, steps=3), batch_size=6, progress=progress
+    )
+    per_batch = [
+        ("attack", {"name": "pgd-3", "index": 0, "attacks": 1}),
+        *[("step", {"name": "pgd-3", "step": s, "steps": 3}) for s in (1, 2, 3)],
+    ]
+    expected = [("start", {"total": 2, "done": 0})]
+    for b, seen in ((0, 6), (1, 10)):
+        expected += [(event, {"batch": b, **info}) for event, info in per_batch]
+        expected.append(("batch", {"batch": b, "done": b + 1, "total": 2, "seen": seen}))
+    for (event, info), (want_event, want) in zip(events, expected, strict=True):
+        assert event == want_event and want.items() <= info.items()
+
+
+def test_a_missing_attack_package_stops_the_evaluation_before_it_writes(vanilla, tmp_path,
+                                                                        monkeypatch):  # fmt: skip
+    from ciiv.deps import MissingDependency
+
+    monkeypatch.setitem(sys.modules, "pyautoattack", None)  # as if it were not installed
+    x, y = colour_data(4, 0)
+    with pytest.raises(MissingDependency, match=r"attack 'autoattack'.*ciiv\[autoattack\]"):
+        evaluate_robustness(vanilla, x, y, suite="standard-linf", out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_suite_files_load_and_bad_ones_say_what_is_wrong(tmp_path):
+    from ciiv.evaluate.suites import load_suite_file
+
+    good = tmp_path / "mine.yaml"
+    good.write_text(yaml.safe_dump(_pgd_suite(4 / 255, steps=2)))
+    assert get_suite(str(good)) == Suite.from_dict(_pgd_suite(4 / 255, steps=2))
+    assert get_suite(good).name == "pgd-2"
+    entry = {"name": "a", "attack": "pgd"}
+    for text, message in (
+        (None, "cannot read suite file"),
+        ("[1, 2]", "must hold a mapping with name"),
+        ("name: x\nnorm: Linf\nbudget: {default: 8/255}\n", "lacks entries"),
+        ("name: x\nnorm: Linf\nbudget: {default: 8/255}\nentries: {a: 1}\n", "list of mappings"),
+        ("name: x\nnorm: Linf\nbudget: {default: 8/255}\nentries: [{attack: pgd}]\n",
+         "attack entry lacks name"),
+        ("name: x\nnorm: Linf\nbudget: {default: 8/255}\nentries: [{name: a, attack: pgdd}]\n",
+         "unknown attack 'pgdd'"),
+        (yaml.safe_dump({"name": "x", "norm": "Linf", "budget": {"default": "8/255"},
+                         "entries": [{**entry, "hyper": {"stepz": 3}}]}),
+         "unknown hyper-parameter(s) stepz for attack 'pgd'"),
+        ("name: x\nnorm: L3\nbudget: {default: 8/255}\nentries: [{name: a, attack: pgd}]\n",
+         "unknown norm"),
+        ("name: x\nnorm: Linf\nbudget: {default: 8/255\n", "cannot read suite file"),
+    ):  # fmt: skip
+        path = tmp_path / "bad.yaml"
+        path.unlink(missing_ok=True)
+        if text is not None:
+            path.write_text(text)
+        with pytest.raises(ValueError) as error:
+            load_suite_file(path)
+        assert str(path) in str(error.value) and message in str(error.value), error.value
+    with pytest.raises(ValueError, match="or a YAML file"):
+        get_suite("no-such-suite")
+
+
+def test_the_documented_suite_file_example_loads(tmp_path):
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text()
+    block = doc.split("### Custom suites", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "my_suite.yaml").write_text(block)
+    suite = get_suite(str(tmp_path / "my_suite.yaml"))
+    names = [e.name for e in suite.expanded()]
+    assert suite.name == "my-linf" and names == [
+        "fgsm", "pgd-50-bpda", "fgsm@eps=16/255", "fgsm@eps=32/255",
+    ]  # fmt: skip

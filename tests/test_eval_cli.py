@@ -1,8 +1,11 @@
 """`ciiv eval` on a run directory: files, example selection, resume, both protocols, audit hook."""
 
 import json
+import re
+import sys
 
 import pytest
+import yaml
 
 from ciiv.cli import main
 from ciiv.evaluate.records import read_jsonl
@@ -72,7 +75,7 @@ def test_eval_stores_the_audit_and_names_directories(run_dir, monkeypatch, capsy
         def to_dict(self):
             return {"passed": True, "counts": {"pass": 1}}
 
-    def fake_audit(model, x, y, eps, norm, quick, seed, checks, **settings):
+    def fake_audit(model, x, y, eps, norm, quick, seed, checks, **options):
         calls.append((x.shape[0], eps, norm, quick, tuple(checks)))
         return Fake()
 
@@ -101,6 +104,86 @@ def test_eval_errors_are_reported_not_raised(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "missing"), "--device", "cpu"]) == 2
     assert "error" in capsys.readouterr().err
     assert main(["eval", "--list"]) == 0
+
+
+def test_eval_list_prints_every_suite_and_attack_name_whole(capsys):
+    from ciiv.evaluate import get_suite, list_suites
+
+    assert main(["eval", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out and "..." not in out
+    words = set(out.replace(",", " ").split())
+    for name in list_suites():
+        assert name in words
+        assert {e.name for e in get_suite(name).expanded()} <= words
+
+
+def test_off_a_terminal_progress_comes_as_timestamped_lines(run_dir, capsys):
+    assert main(_args(run_dir, "--out", str(run_dir / "lines"))) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if f"eval {run_dir}  " in line]
+    pattern = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  eval ")
+    assert lines and all(pattern.match(line) for line in lines)
+    # At once at the start, at every attack of every batch (phases), after every batch.
+    assert "quick/full batches 0/3" in lines[0]
+    assert sum("attack pgd-10 " in line for line in lines) >= 3
+    assert "quick/full batches 3/3  robust so far" in lines[-1]
+
+
+def test_a_suite_file_runs_and_bad_ones_exit_2_before_anything_is_written(run_dir, tmp_path,
+                                                                          capsys):  # fmt: skip
+    suite = {
+        "name": "mine",
+        "description": "FGSM and a 2-step PGD",
+        "norm": "Linf",
+        "budget": {"default": "4/255"},
+        "entries": [
+            {"name": "fgsm", "attack": "fgsm"},
+            {"name": "pgd-2", "attack": "pgd", "hyper": {"steps": 2}, "step_fraction": 0.5},
+        ],
+    }
+    path = tmp_path / "my_suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    args = _args(run_dir, "--n-examples", "4")
+    args[args.index("quick")] = str(path)
+    assert main(args) == 0
+    summary = json.loads((run_dir / "eval" / "mine-full" / "summary.json").read_text())
+    assert summary["suite"] == "mine" and set(summary["per_attack"]) == {"fgsm", "pgd-2"}
+    capsys.readouterr()
+    for name, text, message in (
+        ("missing.yaml", None, "cannot read suite file"),
+        (
+            "typo.yaml",
+            yaml.safe_dump(
+                {
+                    **suite,
+                    "name": "typo",
+                    "entries": [{"name": "p", "attack": "pgd", "hyper": {"stepz": 2}}],
+                }
+            ),
+            "stepz",
+        ),  # fmt: skip
+    ):
+        bad = tmp_path / name
+        if text is not None:
+            bad.write_text(text)
+        args[args.index(str(path))] = str(bad)
+        assert main(args) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert str(bad) in err and message in err and "Traceback" not in err
+        args[args.index(str(bad))] = str(path)
+    assert not (run_dir / "eval" / "typo-full").exists()
+
+
+def test_a_missing_optional_package_is_one_line_before_the_run_starts(run_dir, capsys,
+                                                                      monkeypatch):  # fmt: skip
+    monkeypatch.setitem(sys.modules, "pyautoattack", None)  # as if it were not installed
+    args = _args(run_dir)
+    args[args.index("quick")] = "standard-linf"
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: attack 'autoattack' needs the optional package 'pyautoattack'")
+    assert err.endswith('pip install "ciiv[autoattack]"') and len(err.splitlines()) == 1
+    assert not (run_dir / "eval" / "standard-linf-full").exists()
 
 
 def test_bad_values_exit_2_with_what_is_valid(run_dir, capsys):

@@ -186,6 +186,44 @@ def test_bad_grids_fail_before_anything_runs(tmp_path, capsys, change, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "module, change, message",
+    [
+        ("timm", {"set": {**TINY["set"], "model.backbone": "timm:resnet18"}},
+         "backbone 'timm:resnet18' needs the optional package 'timm'"),
+        ("pyautoattack", {"eval": {**TINY["eval"], "suites": ["quick", "standard-linf"]}},
+         "attack 'autoattack' needs the optional package 'pyautoattack'"),
+    ],
+)  # fmt: skip
+def test_a_missing_optional_package_stops_the_grid_before_it_writes(
+    tmp_path, capsys, monkeypatch, module, change, message
+):
+    monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed
+    grid = _write_grid(tmp_path / "grid.yaml", **change)
+    assert main(["experiment", str(grid), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "pip install" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_grid_takes_suite_files_and_names_their_directories_after_the_suite(tmp_path):
+    from ciiv.experiment.runner import cell_evaluations
+
+    suite = {"name": "mine", "norm": "Linf", "budget": {"default": "8/255"},
+             "entries": [{"name": "fgsm", "attack": "fgsm"}]}  # fmt: skip
+    path = tmp_path / "suites" / "mine.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(suite))
+    grid = load_grid(
+        _write_grid(tmp_path / "grid.yaml", eval={**TINY["eval"], "suites": [str(path)]})
+    )
+    names = [name for _, _, _, name in cell_evaluations(grid, views=False)]
+    assert names == ["mine-full-eps4_255", "mine-full-eps8_255"]
+    path.write_text("name: mine\n")
+    with pytest.raises(ValueError, match=r"eval.suites: suite file .*mine.yaml"):
+        load_grid(tmp_path / "grid.yaml")
+
+
 @pytest.mark.parametrize("name", list_grids())
 def test_built_in_grids_resolve(name):
     grid = load_grid(name)

@@ -15,7 +15,7 @@ import yaml
 
 import ciiv.commands.train
 from ciiv.cli import main
-from ciiv.commands._ui import TrainBar
+from ciiv.commands._progress import TrainProgress
 from ciiv.data import iterate_batches, to_float
 from ciiv.models import predict
 from ciiv.train import load_checkpoint, load_data, load_run
@@ -48,6 +48,19 @@ def test_train_then_resume_for_more_epochs(tmp_path, capsys):
     assert main(["train", "--resume", str(run), "--epochs", "1"]) == 2  # 2 are done
     assert "epochs: 1 is below the 2 epochs" in " ".join(capsys.readouterr().err.split())
     assert yaml.safe_load((run / "config.yaml").read_text())["epochs"] == 2
+
+
+def test_a_missing_backbone_package_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # as if timm were not installed
+    run = tmp_path / "run"
+    args = ["train", *TINY, "--backbone", "timm:resnet18", "--epochs", "1", "--out", str(run)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: backbone 'timm:resnet18' needs the optional package 'timm', which is not "
+        'installed: pip install "ciiv[timm]"'
+    )
+    assert not run.exists()
 
 
 def test_print_config_applies_preset_flags_and_sets_in_order(capsys):
@@ -116,13 +129,13 @@ def test_an_out_that_cannot_be_created_exits_2(tmp_path, capsys):
 
 
 def test_ctrl_c_saves_the_step_and_exits_130(tmp_path, capsys, monkeypatch):
-    class CtrlC(TrainBar):
+    class CtrlC(TrainProgress):
         def __call__(self, event):
             super().__call__(event)
-            if event.kind == "step":
+            if event.kind == "step" and event.step == event.steps:
                 os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(ciiv.commands.train, "TrainBar", CtrlC)
+    monkeypatch.setattr(ciiv.commands.train, "TrainProgress", CtrlC)
     run = tmp_path / "run"
     # The bar hears of epoch 1's last step: the loop finishes the epoch, saves it and stops.
     assert main(["train", *TINY, "--method", "vanilla", "--epochs", "2", "--out", str(run)]) == 130

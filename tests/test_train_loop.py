@@ -72,11 +72,20 @@ def test_fit_writes_config_metrics_and_checkpoints(tmp_path):
     last = load_checkpoint(run / "checkpoints" / "last.pt")
     assert last["epoch"] == 2 and last["method"] == "ciiv" and last["versions"]["torch"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
-    # progress: epoch_start, steps every 2 (and the last), epoch_end -- per epoch
+    # progress per epoch: epoch_start, a step event after every step (the running loss and
+    # accuracy every 2 steps and at the last: they cost a sync), validation batches, epoch_end
     steps = 84 // 16
-    kinds = [e.kind for e in events if e.epoch == 0]
-    assert kinds == ["epoch_start"] + ["step"] * 3 + ["epoch_end"]
-    assert [e.step for e in events if e.kind == "step"][:3] == [2, 4, steps]
+    first = [e for e in events if e.epoch == 0]
+    validate = [e for e in first if e.kind == "validate"]
+    assert [e.kind for e in first] == (
+        ["epoch_start"] + ["step"] * steps + ["validate"] * len(validate) + ["epoch_end"]
+    )
+    stepped = [e for e in first if e.kind == "step"]
+    assert [e.step for e in stepped] == list(range(1, steps + 1))
+    assert all(e.steps == steps and e.metrics["images_per_s"] > 0 for e in stepped)
+    assert [e.step for e in stepped if "loss" in e.metrics] == [2, 4, steps]
+    batches = validate[0].steps
+    assert batches >= 1 and [e.step for e in validate] == list(range(batches + 1))
     assert events[-1].metrics == rows[-1]
     assert not result.model.training
 

@@ -1,7 +1,8 @@
-"""Command-line entry point: `ciiv <command> ...`. Wiring only.
+"""Command-line entry point: ``ciiv <command> ...``.
 
 Each command lives in ``ciiv.commands.<name>`` and defines ``add_arguments(parser)`` and
-``run(args) -> int``. Modules are imported lazily so that ``ciiv --help`` stays fast.
+``run(args) -> int``; its module docstring (usage examples) is its ``--help`` description. Modules
+are imported lazily so that ``ciiv --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -24,26 +25,63 @@ COMMANDS: dict[str, str] = {
     "info": "show the sampler's statistics and a model's shapes (a quick smoke test)",
 }
 
+DESCRIPTION = """\
+Train image classifiers with CiiV (causal intervention by instrumental variable,
+arXiv 2106.09534) or a baseline, and evaluate their robustness honestly: attacks that
+query the model as it predicts (EOT, BPDA, adaptive), per-example worst cases, and an
+audit for obfuscated gradients.
+
+quick start:
+  ciiv demo --out demo-out                           # vanilla vs CiiV on built-in data, CPU minutes
+  ciiv train --config shapes-fast --out runs/ciiv    # train CiiV yourself (--list: other choices)
+  ciiv eval runs/ciiv --suite quick && ciiv report runs/ciiv     # attack it; table and plot
+"""
+
+EPILOG = "`ciiv COMMAND --help` shows a command's options and examples; the guides are in docs/."
+
 
 def _command_module(name: str):
     return importlib.import_module(f"ciiv.commands.{name.replace('-', '_')}")
 
 
+def _description(module, fallback: str) -> str:
+    """A command module's docstring as its --help text, without the reST markup."""
+    text = (module.__doc__ or fallback).replace("``", "`")
+    return text.strip() + "\n"
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ciiv", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="ciiv",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"ciiv {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also print debug messages and tracebacks"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     # Only the chosen command's module is imported: the others just get their one-line help.
     chosen = next((a for a in argv if a in COMMANDS), None)
     for name, help_text in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
-            _command_module(name).add_arguments(p)
+            module = _command_module(name)
+            p = sub.add_parser(
+                name,
+                help=help_text,
+                description=_description(module, help_text),
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+            module.add_arguments(p)
+        else:
+            sub.add_parser(name, help=help_text, description=help_text)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ciiv.deps import MissingDependency
+
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     logging.basicConfig(
@@ -53,7 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         build_parser([]).print_help()
         return 0
-    return int(_command_module(args.command).run(args) or 0)
+    try:
+        return int(_command_module(args.command).run(args) or 0)
+    except MissingDependency as exc:  # an optional package: one line that says what to install
+        logging.getLogger(__name__).debug("ciiv %s failed", args.command, exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

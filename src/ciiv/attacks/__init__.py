@@ -31,7 +31,13 @@ from .external import APGDCE, AutoAttack, Square
 from .gradient import FGSM, PGD, GradientEstimate
 from .noise import GaussianNoise, RandomSearch, UniformNoise
 from .objectives import choose_targets, margin
-from .registry import attack_class, create_attack, list_attacks, register_attack
+from .registry import (
+    attack_class,
+    check_attack_dependencies,
+    create_attack,
+    list_attacks,
+    register_attack,
+)
 from .spsa import SPSA
 from .threat import (
     L2Threat,
@@ -66,6 +72,7 @@ __all__ = [
     "assume_rows",
     "attack_class",
     "bpda_context",
+    "check_attack_dependencies",
     "choose_targets",
     "create_attack",
     "declared_rows",

@@ -34,7 +34,7 @@ import contextlib
 import logging
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -240,6 +240,11 @@ class Attack(ABC):
     """
 
     name: ClassVar[str] = "attack"
+    # Optional packages the attack imports (checked up front, e.g. by evaluate_robustness).
+    requires: ClassVar[tuple[str, ...]] = ()
+    # Progress hook (None: off): the iterative attacks call on_step(step, steps) after each of
+    # their iterations, restarts included; set it on the instance. It must not touch tensors.
+    on_step: Callable[[int, int], None] | None = None
 
     def __init__(
         self, model: nn.Module, *, seed: int | None = None, eval_mode: bool | None = True
@@ -270,6 +275,11 @@ class Attack(ABC):
     def settings(self) -> dict[str, Any]:
         """Every hyper-parameter, JSON-serialisable (eps as a float, the resolved seed)."""
         return dict(self._hyper)
+
+    def _step_done(self, step: int, steps: int) -> None:
+        """Tell :attr:`on_step` that iteration ``step`` of ``steps`` is done (no device sync)."""
+        if self.on_step is not None:
+            self.on_step(step, steps)
 
     def generator(self, device: torch.device) -> torch.Generator:
         """The attack's seeded generator on ``device`` (one per device, advanced across calls)."""

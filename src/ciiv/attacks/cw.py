@@ -97,8 +97,9 @@ class CarliniWagnerL2(Attack):
         # (success, -L2) from x itself at (0, 0): only successes replace it, then smaller ones.
         best = BestIterate(x, initial=(0.0, 0.0))
         check_every = max(self.steps // 10, 1)
+        total_steps = self.binary_search_steps * self.steps  # an upper bound (early aborts)
         with bpda_context(self.model, self.bpda):
-            for _ in range(self.binary_search_steps):
+            for search in range(self.binary_search_steps):
                 w = w_clean.clone().requires_grad_(True)
                 optimizer = torch.optim.Adam([w], lr=self.lr)
                 succeeded = torch.zeros(batch, dtype=torch.bool, device=x.device)
@@ -120,6 +121,7 @@ class CarliniWagnerL2(Attack):
                         best.update(x_adv, success, -l2_sq.sqrt())
                         succeeded |= success
                     optimizer.step()
+                    self._step_done(search * self.steps + step + 1, total_steps)
                     if self.abort_early and step % check_every == 0:
                         total = float(loss.detach().sum())
                         if total > previous * 0.9999:

@@ -27,6 +27,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ciiv.deps import require
+
 from .base import Attack, ball_tolerance, excess, positive_int
 from .registry import register_attack
 from .threat import canonical_norm, default_eps, get_threat_model
@@ -39,15 +41,9 @@ VERSIONS: tuple[str, ...] = ("standard", "rand")
 
 
 def _pyautoattack():
-    try:
-        import pyautoattack
-        import pyautoattack.autopgd_base
-        import pyautoattack.square
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "this attack needs the pyautoattack package: pip install pyautoattack "
-            "(or pip install 'ciiv[autoattack]')"
-        ) from err
+    pyautoattack = require("pyautoattack", needed_by="this attack")
+    for part in ("autopgd_base", "square"):
+        require(f"pyautoattack.{part}", "autoattack", needed_by="this attack")
     return pyautoattack
 
 
@@ -68,6 +64,8 @@ class _External(Attack):
     """Shared part: norm and eps (None = 8/255 Linf, 128/255 L2), and the projection of
     pyautoattack's output (``projected_excess``: the largest distance beyond eps or [0, 1] seen
     before it, over every call of this attack object)."""
+
+    requires = ("pyautoattack",)
 
     def __init__(
         self,

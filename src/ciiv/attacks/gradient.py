@@ -266,11 +266,12 @@ class PGD(Attack):
                         break
                 x0, target = x[idx], labels[idx]
                 x_adv = threat.random_init(x0, generator) if self.random_start else x0.clone()
-                for _ in range(self.steps):
+                for step in range(self.steps):
                     est = self._estimate(x_adv, target, with_grad=True)
                     if self.keep_best:
                         best.update(x_adv, est.success, est.value, idx)
                     x_adv = threat.project(threat.step(x_adv, est.grad, self.step_size), x0)
+                    self._step_done(restart * self.steps + step + 1, self.restarts * self.steps)
                 if self.keep_best or self.restarts > 1:
                     est = self._estimate(x_adv, target, with_grad=False)
                     best.update(x_adv, est.success, est.value, idx)

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from torch import nn
 
+from ciiv.deps import check_available
+
 from .base import Attack
 
-__all__ = ["attack_class", "create_attack", "list_attacks", "register_attack"]
+__all__ = [
+    "attack_class",
+    "check_attack_arguments",
+    "check_attack_dependencies",
+    "create_attack",
+    "list_attacks",
+    "register_attack",
+]
 
 _ATTACKS: dict[str, type[Attack]] = {}
 
@@ -42,14 +51,28 @@ def attack_class(name: str) -> type[Attack]:
     return _ATTACKS[name]
 
 
+def check_attack_dependencies(names: Iterable[str]) -> None:
+    """Before a long run: ValueError for an unknown attack name, and
+    :class:`~ciiv.deps.MissingDependency` (naming the extra to install) for an attack whose
+    optional package (its class's ``requires``) is not installed. Nothing is imported."""
+    for name in dict.fromkeys(names):
+        check_available(attack_class(name).requires, needed_by=f"attack {name!r}")
+
+
 def create_attack(name: str, model: nn.Module, **hyper: Any) -> Attack:
     """Build the attack ``name`` against ``model`` with hyper-parameters in natural units.
 
     Unknown hyper-parameters raise a ValueError listing the valid ones (attacks that forward extra
     keywords to another attack, like "transfer", validate them there).
     """
-    cls = attack_class(name)
-    params = inspect.signature(cls.__init__).parameters
+    check_attack_arguments(name, hyper)
+    return attack_class(name)(model, **hyper)
+
+
+def check_attack_arguments(name: str, hyper: Iterable[str]) -> None:
+    """ValueError for an unknown attack ``name`` or hyper-parameter names it does not take (the
+    message lists the valid ones); values are checked by the attack's constructor."""
+    params = inspect.signature(attack_class(name).__init__).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         valid = [p for p in params if p not in ("self", "model")]
         unknown = sorted(set(hyper) - set(valid))
@@ -58,4 +81,3 @@ def create_attack(name: str, model: nn.Module, **hyper: Any) -> Attack:
                 f"unknown hyper-parameter(s) {', '.join(unknown)} for attack {name!r}; "
                 f"valid: {', '.join(valid)}"
             )
-    return cls(model, **hyper)

@@ -112,4 +112,5 @@ class SPSA(Attack):
             optimizer.step()
             with torch.no_grad():
                 perturbation.copy_(self.threat.project(x + perturbation, x) - x)
+            self._step_done(step + 1, self.steps)
         return best.x

@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ciiv.commands._model import add_model_arguments
+from ciiv.commands._progress import ProgressDisplay, audit_progress
 from ciiv.commands._ui import add_run_arguments
 
 __all__ = ["DEFAULT_EXAMPLES", "add_arguments", "run"]
@@ -33,26 +34,43 @@ _STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ciiv.evaluate.audit import list_checks
+
     parser.add_argument(
         "run_dir", metavar="RUN_DIR", nargs="?", help="a run written by ciiv train (or --model)"
     )
     add_run_arguments(parser, DEFAULT_EXAMPLES)
     parser.add_argument(
-        "--eps", metavar="EPS", help="budget, e.g. 8/255 (default: the dataset's, as in ciiv eval)"
-    )
-    parser.add_argument("--norm", choices=("Linf", "L2"), default="Linf", help="threat model norm")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the examples and the audit")
-    parser.add_argument(
-        "--quick", action="store_true", help="the cheap preset (short attacks, fewer EOT draws)"
+        "--eps",
+        metavar="EPS",
+        help="attack budget the checks use, e.g. 8/255 (default: the dataset's, as in ciiv eval)",
     )
     parser.add_argument(
-        "--checks", nargs="+", metavar="NAME", help="run only these checks (default: all)"
+        "--norm",
+        choices=("Linf", "L2"),
+        default="Linf",
+        help="threat model: Linf (each pixel moves at most eps) or L2 (default Linf)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the example choice and of every draw"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the cheap preset ciiv eval runs: shorter attacks, fewer EOT draws (default: full)",
+    )
+    parser.add_argument(
+        "--checks",
+        nargs="+",
+        metavar="NAME",
+        help=f"run only these checks (default: all): {', '.join(list_checks())}",
     )
     parser.add_argument(
         "--batch-size",
         type=int,
         metavar="B",
-        help="most images per model call (default 64 on the CPU, 256 on a GPU)",
+        help="most images per model call; lower it when memory runs out (default 64 on the "
+        "CPU, 256 on a GPU)",
     )
     parser.add_argument(
         "--out",
@@ -85,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from ciiv.attacks import default_eps
     from ciiv.commands._model import load_user_target
     from ciiv.data import DatasetNotFoundError
-    from ciiv.evaluate.audit import audit
+    from ciiv.evaluate.audit import audit, list_checks
     from ciiv.evaluate.selection import evaluation_examples
     from ciiv.models.external import probe_model
     from ciiv.train import CheckpointError, load_data, load_run
@@ -114,15 +132,11 @@ def run(args: argparse.Namespace) -> int:
             probe_model(model, x[:2])
         eps = args.eps or default_eps(args.norm, dataset)
         overrides = {} if args.batch_size is None else {"batch_size": args.batch_size}
-        with console.status("audit") as status:
-
-            def progress(name: str, result) -> None:
-                if result is None:
-                    status.update(f"audit: {name}")
-
+        checks = args.checks or list_checks()
+        with ProgressDisplay(console, f"audit {args.model or args.run_dir}") as display:
             result = audit(
                 model, x, y, eps=eps, norm=args.norm, quick=args.quick, seed=args.seed,
-                checks=args.checks, progress=progress, **overrides,
+                checks=checks, progress=audit_progress(display, checks), **overrides,
             )  # fmt: skip
     except (ValueError, CheckpointError, DatasetNotFoundError) as exc:
         logger.debug("ciiv audit failed", exc_info=True)

@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ciiv.commands._ui import add_run_arguments, progress_bar
+from ciiv.commands._progress import CertifyProgress, ProgressDisplay
+from ciiv.commands._ui import add_run_arguments
 
 __all__ = ["add_arguments", "run"]
 
@@ -32,15 +33,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sigma",
         type=float,
-        help="noise std in [0, 1] pixel units (default: the rs run's model.smoothing_sigma; "
-        "required for other runs)",
-    )
-    parser.add_argument("--n0", type=int, default=100, help="selection draws (default 100)")
-    parser.add_argument(
-        "--n", type=int, default=100_000, help="estimation draws per example (default 100000)"
+        help="Gaussian noise std in [0, 1] pixel units; larger certifies larger radii at lower "
+        "accuracy (default: the rs run's model.smoothing_sigma; required for other runs)",
     )
     parser.add_argument(
-        "--alpha", type=float, default=0.001, help="failure probability (default 0.001)"
+        "--n0",
+        type=int,
+        default=100,
+        help="noisy draws per example that pick the predicted class (default 100)",
+    )
+    parser.add_argument(
+        "--n",
+        type=int,
+        default=100_000,
+        help="noisy draws per example that bound its probability; more draws certify larger "
+        "radii and cost proportionally more time (default 100000)",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=0.001,
+        help="probability that a certificate is wrong (default 0.001)",
     )
     parser.add_argument(
         "--batch-size",
@@ -54,31 +67,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         metavar="E",
-        help="examples per resumable batch (default 1)",
+        help="examples per saved batch; an interrupted run resumes after the last one (default 1)",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="example selection and noise seed (default 0)"
     )
-    parser.add_argument("--out", metavar="DIR", help="output directory")
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where the results go (default RUN_DIR/certify/sigma<S>-n<N>)",
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="discard earlier results instead of resuming"
     )
-
-
-class CertifyBar:
-    """Progress callback of ``certify_examples``: one bar over the batches."""
-
-    def __init__(self, progress, label: str) -> None:
-        self.progress, self.label, self.task = progress, label, None
-
-    def __call__(self, event: str, info: dict) -> None:
-        if event == "start":
-            self.task = self.progress.add_task(
-                self.label, total=info["total"], completed=info["done"], stats=""
-            )
-        elif event == "batch":
-            stats = f"certified so far {info['certified']}/{info['seen']}"
-            self.progress.update(self.task, completed=info["done"], stats=stats)
 
 
 def _result_table(summary: dict, out_dir) -> Table:
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     try:
-        with progress_bar(console) as bar:
+        with ProgressDisplay(console, f"certify {args.run_dir}") as display:
             result = certify_run(
                 args.run_dir,
                 sigma=args.sigma,
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
                 data_dir=args.data_dir,
                 test_split=args.test_split,
                 overwrite=args.overwrite,
-                progress=CertifyBar(bar, "certify"),
+                progress=CertifyProgress(display),
             )
     except (ValueError, CheckpointError, DatasetNotFoundError) as exc:
         logger.debug("ciiv certify failed", exc_info=True)

@@ -12,7 +12,7 @@ import logging
 from rich.console import Console
 from rich.table import Table
 
-from ciiv.commands._ui import EvalBar, TrainBar, logging_through, progress_bar
+from ciiv.commands._progress import EvalProgress, ProgressDisplay, TrainProgress
 
 __all__ = ["add_arguments", "run"]
 
@@ -20,14 +20,51 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="demo-out", help="new output directory (default demo-out)")
-    parser.add_argument("--epochs", type=int, default=6, help="training epochs per method")
-    parser.add_argument("--n-train", type=int, default=4000, help="training images")
-    parser.add_argument("--n-test", type=int, default=100, help="test images per split")
-    parser.add_argument("--eps", default="8/255", help="Linf budget of the attacks")
-    parser.add_argument("--eot", type=int, help="EOT draws per attack step (default: eval's)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--out",
+        default="demo-out",
+        metavar="DIR",
+        help="a new directory for the runs, report.md and accuracy.png (default demo-out)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=6,
+        metavar="N",
+        help="training epochs of each model (default 6)",
+    )
+    parser.add_argument(
+        "--n-train",
+        type=int,
+        default=4000,
+        metavar="N",
+        help="training images of shapes (default 4000)",
+    )
+    parser.add_argument(
+        "--n-test",
+        type=int,
+        default=100,
+        metavar="N",
+        help="test images attacked per split, iid and shifted (default 100)",
+    )
+    parser.add_argument(
+        "--eps", default="8/255", metavar="EPS", help="Linf budget of the attacks (default 8/255)"
+    )
+    parser.add_argument(
+        "--eot",
+        type=int,
+        metavar="E",
+        help="random forward passes averaged into each attack gradient (default: ciiv eval's)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        metavar="auto|cpu|cuda",
+        help="where to run: auto takes a GPU when there is one, cpu or cuda (default auto)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the data, training and attacks (default 0)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,14 +81,13 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=args.device,
         )
-        with progress_bar(console, transient=True) as bar:
-            with logging_through(bar.console):
-                results = run_demo(
-                    args.out,
-                    settings,
-                    train_progress=TrainBar(bar),
-                    eval_progress=lambda label: EvalBar(bar, label),
-                )
+        with ProgressDisplay(console, "demo", transient=True) as display:
+            results = run_demo(
+                args.out,
+                settings,
+                train_progress=TrainProgress(display),
+                eval_progress=lambda label: EvalProgress(display, label),
+            )
     except (ValueError, FileExistsError) as error:
         console.print(f"[bold red]error:[/] {error}")
         return 2

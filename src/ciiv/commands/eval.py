@@ -3,6 +3,7 @@
     ciiv eval runs/a --suite standard-linf                 # full protocol (the default)
     ciiv eval runs/a --suite paper-cifar10 --protocol both # the paper's protocol, and the full one
     ciiv eval runs/a --suite quick --n-examples 200 --eot 16 --seed 1
+    ciiv eval runs/a --suite my_suite.yaml                 # a suite of your own (Suite.from_dict)
     torchrun --nproc_per_node 4 -m ciiv eval runs/a --suite standard-linf   # examples split
     ciiv eval --model defense.py:build --weights w.pt --dataset cifar10 --out evals/mine
 
@@ -23,7 +24,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from ciiv.commands._model import add_model_arguments
-from ciiv.commands._ui import EvalBar, add_run_arguments, progress_bar
+from ciiv.commands._progress import EvalProgress, ProgressDisplay
+from ciiv.commands._ui import add_run_arguments
+from ciiv.formatting import format_duration, format_rate
 
 __all__ = ["add_arguments", "run"]
 
@@ -42,28 +45,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--suite",
         default="standard-linf",
-        help=f"attack suite: {', '.join(list_suites())} (default standard-linf)",
+        metavar="NAME|FILE",
+        help=f"the attacks to run: {', '.join(list_suites())} (default standard-linf; --list "
+        "describes them), or a YAML file with your own suite (docs/evaluation.md, 'Custom suites')",
     )
     parser.add_argument(
         "--protocol",
         choices=("full", "paper", "both"),
         default="full",
-        help="full: attacks query the evaluated function (default); paper: centre view only; "
-        "both: one after the other, into separate directories",
+        help="full: the attacks query the model exactly as it predicts, all views, with EOT "
+        "(default); paper: the centre view only, as the authors' code; both: one after the "
+        "other, into separate directories",
     )
     parser.add_argument(
-        "--eot", type=int, metavar="E", help=f"EOT gradient samples (default {DEFAULT_EOT})"
+        "--eot",
+        type=int,
+        metavar="E",
+        help=f"random forward passes averaged into each attack gradient of a random model "
+        f"(default {DEFAULT_EOT})",
     )
     parser.add_argument(
         "--draws",
         type=int,
         metavar="R",
-        help=f"prediction draws per input for a random model (default {DEFAULT_DRAWS})",
+        help=f"predictions per input for a random model; it counts as correct only if all R are "
+        f"(default {DEFAULT_DRAWS})",
     )
-    parser.add_argument("--eps", metavar="EPS", help="override the suite's budget, e.g. 4/255")
-    parser.add_argument("--seed", type=int, default=0, help="evaluation seed (default 0)")
     parser.add_argument(
-        "--batch-size", type=int, default=128, metavar="B", help="examples per batch (default 128)"
+        "--eps",
+        metavar="EPS",
+        help="attack budget in place of the suite's, e.g. 4/255 (default: the suite's budget "
+        "for the run's dataset)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the example choice and of every random draw (default 0)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=128,
+        metavar="B",
+        help="examples attacked together; results are saved after each batch, so an "
+        "interrupted evaluation resumes there (default 128)",
     )
     parser.add_argument(
         "--max-batch",
@@ -75,8 +101,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
         metavar="DIR",
-        help="output directory (one protocol only); with --model, the model's directory: "
-        "results go to DIR/eval/<suite>-<protocol>/",
+        help="where the results go (default RUN_DIR/eval/<suite>-<protocol>; one protocol only); "
+        "with --model, the model's directory: results go to DIR/eval/<suite>-<protocol>/",
     )
     parser.add_argument(
         "--no-audit",
@@ -87,19 +113,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="discard earlier results instead of resuming"
     )
-    parser.add_argument("--list", action="store_true", help="list the suites and exit")
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="describe the built-in suites and their attacks, then exit",
+    )
     add_model_arguments(parser)
 
 
 def _listing(console: Console) -> None:
+    """Every built-in suite: name, threat model, description and attacks, never truncated (long
+    lines are left to the terminal to wrap, so names stay whole for copying)."""
     from ciiv.evaluate import get_suite, list_suites
 
-    table = Table("suite", "threat model", "attacks")
     for name in list_suites():
         suite = get_suite(name)
-        budget = ", ".join(f"{k}: {v}" for k, v in suite.budget.items())
-        table.add_row(name, f"{suite.norm} ({budget})", ", ".join(e.name for e in suite.expanded()))
-    console.print(table)
+        budget = ", ".join(f"{k} {v}" for k, v in suite.budget.items())
+        console.print(
+            f"[bold]{escape(name)}[/]  {suite.norm}, eps {escape(budget)}", soft_wrap=True
+        )
+        console.print(f"  {escape(suite.description)}", soft_wrap=True, highlight=False)
+        attacks = ", ".join(e.name for e in suite.expanded())
+        console.print(f"  attacks: {escape(attacks)}", soft_wrap=True, highlight=False)
+    console.print(
+        "A suite of your own: --suite my_suite.yaml (docs/evaluation.md, 'Custom suites').",
+        soft_wrap=True,
+    )
 
 
 def _result_table(summary: dict, out_dir: Path) -> Table:
@@ -138,10 +177,6 @@ def _result_table(summary: dict, out_dir: Path) -> Table:
     return table
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
-
-
 def _announcing(console: Console, progress):
     """The progress callback, plus a printed line for the plan (forward passes of the suite and
     the default audit, before the long part) and one for the time estimate after the first
@@ -155,12 +190,11 @@ def _announcing(console: Console, progress):
                 line += f", default audit ({info['audit']}) <= {passes['audit']:,}"
             console.print(line + " (images through the model)")
         elif event == "estimate":
-            line = (
-                f"first batch {info['batch_s']:.1f} s ({info['images_per_s']:,.0f} images/s): "
-                f"about {_duration(info['suite_s'])} left for the suite"
-            )
+            rate, left = format_rate(info["images_per_s"]), format_duration(info["suite_s"])
+            line = f"first batch {info['batch_s']:.1f} s ({rate} images/s): about {left} left"
+            line += " for the suite"
             if info["audit_s"] is not None:
-                line += f", at most about {_duration(info['audit_s'])} for the audit"
+                line += f", at most about {format_duration(info['audit_s'])} for the audit"
             console.print(line)
         progress(event, info)
 
@@ -170,7 +204,7 @@ def _announcing(console: Console, progress):
 def run(args: argparse.Namespace) -> int:
     from ciiv.commands._model import load_user_target, user_protocols, user_run
     from ciiv.data import DatasetNotFoundError
-    from ciiv.evaluate import evaluate_robustness
+    from ciiv.evaluate import evaluate_robustness, get_suite
     from ciiv.evaluate.selection import (
         describe_run,
         describe_selection,
@@ -189,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if bool(args.run_dir) == bool(args.model):
             raise ValueError("give RUN_DIR or --model SPEC (see ciiv eval --help)")
+        suite = get_suite(args.suite)  # a bad name or suite file fails before the model loads
         protocols = ("full", "paper") if args.protocol == "both" else (args.protocol,)
         if args.out and len(protocols) > 1 and not args.model:
             raise ValueError("--out takes one protocol; drop it or choose --protocol full|paper")
@@ -213,17 +248,19 @@ def run(args: argparse.Namespace) -> int:
         default_split = split == next(iter(splits.test))
         audit = not args.no_audit
         for protocol in protocols:
-            name = eval_dir_name(args.suite, protocol, None if default_split else split, args.eps)
+            name = eval_dir_name(suite.name, protocol, None if default_split else split, args.eps)
             if args.model:
                 out_dir = Path(args.out) / "eval" / name
             else:
                 out_dir = Path(args.out) if args.out else Path(args.run_dir) / "eval" / name
-            with progress_bar(console, disable=not main_process) as bar:
+            label = f"{suite.name}/{protocol}"
+            title = f"eval {args.model or args.run_dir}"
+            with ProgressDisplay(console, title, enabled=main_process) as display:
                 result = evaluate_robustness(
                     model,
                     x,
                     y,
-                    suite=args.suite,
+                    suite=suite,
                     protocol=protocol,
                     eps=args.eps,
                     eot=args.eot,
@@ -237,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
                     audit=audit,
                     overwrite=args.overwrite,
                     run_info=run_info,
-                    progress=_announcing(console, EvalBar(bar, f"{args.suite}/{protocol}"))
+                    progress=_announcing(console, EvalProgress(display, label))
                     if main_process
                     else None,
                 )

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ciiv.commands._ui import EvalBar, TrainBar, logging_through, progress_bar
+from ciiv.commands._progress import EvalProgress, ProgressDisplay, TrainProgress, show_audit
 
 __all__ = ["add_arguments", "run"]
 
@@ -34,9 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", metavar="DIR", help="the study directory (resumed if it exists)")
     parser.add_argument(
-        "--data-dir", metavar="PATH", help="dataset files for every run (data.data_dir)"
+        "--data-dir",
+        metavar="PATH",
+        help="where the datasets' files are, for every run (data.data_dir)",
     )
-    parser.add_argument("--device", metavar="auto|cpu|cuda", help="device for every run")
+    parser.add_argument(
+        "--device",
+        metavar="auto|cpu|cuda",
+        help="where every cell trains and is evaluated: auto takes a GPU when there is one",
+    )
     parser.add_argument(
         "--cell",
         type=int,
@@ -45,7 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run only cell I (repeatable); see --dry-run for the numbers",
     )
     parser.add_argument(
-        "--max-batch", type=int, metavar="M", help="most images per model call in attacks"
+        "--max-batch",
+        type=int,
+        metavar="M",
+        help="most images per model call in attacks; lower it when memory runs out",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="print the cells and their cost, run nothing"
@@ -122,23 +131,19 @@ def _dry_run(console: Console, grid, out: Path, overrides: dict) -> None:
 
 
 class _Feedback:
-    """Progress of the running cell: the training bar, then one bar per evaluation."""
+    """Progress of the running cell: training, the audit's checks, then each evaluation."""
 
-    def __init__(self, progress) -> None:
-        self.progress = progress
-        self.train = TrainBar(progress)
-        self.evals: dict[str, EvalBar] = {}
+    def __init__(self, display: ProgressDisplay) -> None:
+        self.display = display
+        self.train = TrainProgress(display)
 
     def __call__(self, phase: str, info: dict) -> None:
         if phase == "train":
             self.train(info["event"])
         elif phase == "eval":
-            label = info["label"]
-            if label not in self.evals:
-                self.evals[label] = EvalBar(self.progress, label)
-            self.evals[label](info["event"], info["info"])
+            EvalProgress(self.display, info["label"])(info["event"], info["info"])
         elif phase == "audit":
-            logger.info("auditing (the quick randomness and gradient checks)")
+            show_audit(self.display, info)
 
 
 def _outcome_table(outcomes) -> Table:
@@ -189,18 +194,18 @@ def run(args: argparse.Namespace) -> int:
                 elif status == "failed":
                     console.print(f"[bold red]cell {cell.name} failed[/]; going on")
 
-            with progress_bar(console, disable=not main_process) as bar:
-                with logging_through(bar.console):
-                    outcomes = run_grid(
-                        grid,
-                        out,
-                        cells=args.cell,
-                        overrides=overrides,
-                        device=args.device,
-                        max_batch=args.max_batch,
-                        progress=_Feedback(bar) if main_process else None,
-                        on_cell=on_cell if main_process else None,
-                    )
+            title = f"experiment {grid.name}"
+            with ProgressDisplay(console, title, enabled=main_process) as display:
+                outcomes = run_grid(
+                    grid,
+                    out,
+                    cells=args.cell,
+                    overrides=overrides,
+                    device=args.device,
+                    max_batch=args.max_batch,
+                    progress=_Feedback(display) if main_process else None,
+                    on_cell=on_cell if main_process else None,
+                )
             if main_process:
                 console.print(_outcome_table(outcomes))
                 console.print(f"grid wall time {time.perf_counter() - start:.0f}s")

@@ -25,7 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "paths", metavar="RUN_DIR", nargs="+", help="run dirs, evaluation dirs or summary files"
     )
-    parser.add_argument("--out", default="report", metavar="DIR", help="output dir (./report)")
+    parser.add_argument(
+        "--out",
+        default="report",
+        metavar="DIR",
+        help="where the report and its plots go (default ./report)",
+    )
     parser.add_argument(
         "--format",
         choices=("markdown", "json", "both"),

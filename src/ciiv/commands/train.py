@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ciiv.commands._ui import TrainBar, logging_through, progress_bar
+from ciiv.commands._progress import ProgressDisplay, TrainProgress
 
 __all__ = ["add_arguments", "run"]
 
@@ -36,17 +36,42 @@ _SHORTCUTS: dict[str, str] = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
-        "Precedence: built-in defaults (the paper's CIFAR-10 setting) < --config < the shortcut "
+        "Precedence: built-in defaults (the paper's CIFAR-10 setting) < --config < the shortcut\n"
         "flags < --set. `ciiv train --list` shows presets, methods, datasets and backbones."
     )
-    parser.add_argument("--config", metavar="PRESET|FILE", help="a preset name or a YAML file")
-    parser.add_argument("--dataset", metavar="NAME", help="dataset (data.dataset)")
-    parser.add_argument("--method", metavar="NAME", help="training method (method.name)")
-    parser.add_argument("--backbone", metavar="NAME", help="backbone (model.backbone)")
-    parser.add_argument("--epochs", type=int, metavar="N", help="training epochs (epochs)")
-    parser.add_argument("--data-dir", metavar="PATH", help="dataset files (data.data_dir)")
     parser.add_argument(
-        "--device", metavar="auto|cpu|cuda", help="training device (device); default auto"
+        "--config",
+        metavar="PRESET|FILE",
+        help="start from a preset (e.g. paper-cifar10, shapes-fast; see --list) or a YAML file",
+    )
+    parser.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="what to train on, e.g. cifar10, mnist, shapes (data.dataset)",
+    )
+    parser.add_argument(
+        "--method",
+        metavar="NAME",
+        help="how to train: ciiv, vanilla, pgd_at, trades, rs, ... (method.name; see --list)",
+    )
+    parser.add_argument(
+        "--backbone",
+        metavar="NAME",
+        help="the network, e.g. preact_resnet18, small_cnn, tv:resnet18, timm:resnet18 "
+        '(model.backbone; timm: needs pip install "ciiv[timm]")',
+    )
+    parser.add_argument(
+        "--epochs", type=int, metavar="N", help="passes over the training set (epochs)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="PATH",
+        help="where the dataset's files are, or will be downloaded to (data.data_dir)",
+    )
+    parser.add_argument(
+        "--device",
+        metavar="auto|cpu|cuda",
+        help="where to train: auto takes a GPU when there is one (device; default auto)",
     )
     parser.add_argument(
         "--set",
@@ -56,12 +81,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set optim.lr=0.05 --set method.pgd.eps=8/255",
     )
-    parser.add_argument("--out", metavar="RUN_DIR", help="new run directory (must not exist)")
+    parser.add_argument(
+        "--out",
+        metavar="RUN_DIR",
+        help="where the run goes: config, checkpoints, metrics (a new or empty directory)",
+    )
     parser.add_argument(
         "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint"
     )
     parser.add_argument(
-        "--print-config", action="store_true", help="print the resolved config and exit"
+        "--print-config",
+        action="store_true",
+        help="print the config these options give (every key, as YAML) and exit",
     )
     parser.add_argument(
         "--list", action="store_true", help="list presets, methods, datasets and backbones"
@@ -144,13 +175,13 @@ def run(args: argparse.Namespace) -> int:
         main_process = int(os.environ.get("RANK", "0")) == 0
         if not main_process:  # under torchrun, rank 0 speaks for all processes
             logging.getLogger().setLevel(logging.WARNING)
-        with progress_bar(console, disable=not main_process) as bar:
-            callback = TrainBar(bar) if main_process else None
-            with logging_through(bar.console):
-                if args.resume:
-                    result = resume(args.resume, overrides, progress=callback)
-                else:
-                    result = fit(load_config(args.config, overrides), args.out, progress=callback)
+        title = f"train {args.resume or args.out}"
+        with ProgressDisplay(console, title, enabled=main_process) as display:
+            callback = TrainProgress(display) if main_process else None
+            if args.resume:
+                result = resume(args.resume, overrides, progress=callback)
+            else:
+                result = fit(load_config(args.config, overrides), args.out, progress=callback)
     except TrainingInterrupted as exc:
         console.print(f"[bold yellow]{escape(str(exc))}[/]")
         return exc.exit_code

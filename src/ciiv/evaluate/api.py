@@ -17,7 +17,14 @@ import torch
 from torch import Tensor, nn
 
 from ciiv._checks import check_images, check_labels
-from ciiv.attacks import RowVerdict, assume_rows, default_max_batch, preserve_mode, row_verdict
+from ciiv.attacks import (
+    RowVerdict,
+    assume_rows,
+    check_attack_dependencies,
+    default_max_batch,
+    preserve_mode,
+    row_verdict,
+)
 from ciiv.attacks.threat import check_eps
 from ciiv.versions import software_versions
 
@@ -46,10 +53,13 @@ SCHEMA = "ciiv.eval/1"
 ProgressFn = Callable[[str, dict[str, Any]], None]
 """``progress(event, info)``: "plan" {examples, batches, done, forward_passes: {suite, audit},
 audit} before the batches (forward passes are upper bounds: every attack on every example; audit
-None when none runs), "start" {total, done}, "attack" {batch, name}, "batch" {batch, done,
-total, robust, seen}, "estimate" {batch_s, images_per_s, suite_s, audit_s} once after the first
-batch this session computed (seconds left, extrapolated from that batch), "audit" {examples,
-forward_passes}."""
+None when none runs); "start" {total, done} (batches of this process); "attack" {batch, name,
+index, attacks} before each attack of a batch (``index`` of ``attacks``, from 0); "step" {batch,
+name, step, steps} after each iteration of an iterative attack; "batch" {batch, done, total,
+robust, seen} after each batch; "estimate" {batch_s, images_per_s, suite_s, audit_s} once after
+the first batch this session computed (seconds left, extrapolated from that batch); "audit"
+{check, status, done, total, examples, forward_passes} before (status None) and after each
+check of the default audit."""
 
 
 class EvaluationResult:
@@ -279,6 +289,8 @@ def evaluate_robustness(
         suite_obj, protocol=proto.name, traits=traits, dataset=dataset, eps=eps, eot=e
     )
     check_eps(suite_obj.norm, budget, tuple(x.shape[1:]))
+    # Before anything is written: an attack whose package is missing stops the run here.
+    check_attack_dependencies(a.attack for a in attacks)
     for name, reason in skipped.items():
         logger.info("skipping %s: %s", name, reason)
     config = {
@@ -357,7 +369,14 @@ def evaluate_robustness(
                 draws=r,
                 seed=seed,
                 max_batch=max_batch,
-                on_attack=(lambda name, b=b: progress("attack", {"batch": b, "name": name}))
+                on_attack=(lambda name, b=b: progress("attack", _attack_info(b, name, attacks)))
+                if progress
+                else None,
+                on_step=(
+                    lambda name, step, steps, b=b: progress(
+                        "step", {"batch": b, "name": name, "step": step, "steps": steps}
+                    )
+                )
                 if progress
                 else None,
             )
@@ -579,6 +598,12 @@ def _summarise(
     }
 
 
+def _attack_info(batch: int, name: str, attacks: list) -> dict[str, Any]:
+    """The "attack" progress event's info."""
+    names = [a.name for a in attacks]
+    return {"batch": batch, "name": name, "index": names.index(name), "attacks": len(names)}
+
+
 def _planned_passes(attacks: list, n: int, draws: int) -> int:
     """Upper bound on the suite's forward passes: every attack on every example, R prediction
     draws on the clean points and after every attack."""
@@ -656,10 +681,12 @@ def _default_audit(
     )
     if plan is None:
         return {"passed": None, "detail": "not run: the audit needs at least 2 examples"}
-    from .audit import audit
+    from .audit import audit, check_events
 
+    events = None
     if progress:
-        progress("audit", {"examples": plan.n, "forward_passes": plan.bound})
+        sizes = {"examples": plan.n, "forward_passes": plan.bound}
+        events = check_events(lambda info: progress("audit", {**info, **sizes}), DEFAULT_CHECKS)
     with preserve_mode(model), assume_rows(model, layout):
         result = audit(
             model,
@@ -670,6 +697,7 @@ def _default_audit(
             quick=True,
             seed=seed,
             checks=DEFAULT_CHECKS,
+            progress=events,
             **plan.overrides,
         )
     return {**result.to_dict(), "default": plan.to_dict()}

@@ -41,7 +41,7 @@ from .checks import (
 from .checks.base import jsonable
 from .engine import seeded
 
-__all__ = ["AuditResult", "audit", "describe_checks", "list_checks"]
+__all__ = ["AuditResult", "audit", "check_events", "describe_checks", "list_checks"]
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +246,20 @@ def _removed(hook) -> Iterator[None]:
     finally:
         if hook is not None:
             hook.remove()
+
+
+def check_events(emit: Callable[[dict[str, Any]], None], checks: Sequence[str]) -> ProgressFn:
+    """An :func:`audit` ``progress`` callback for a run of ``checks`` that calls ``emit`` with
+    ``{check, status, done, total}`` before (status None) and after each check: the "audit"
+    event of the evaluation's and the experiment's progress callbacks."""
+    done = [0]
+
+    def progress(name: str, result: CheckResult | None) -> None:
+        done[0] += result is not None
+        status = None if result is None else result.status
+        emit({"check": name, "status": status, "done": done[0], "total": len(checks)})
+
+    return progress
 
 
 def describe_checks() -> dict[str, str]:

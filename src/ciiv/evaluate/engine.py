@@ -115,6 +115,7 @@ def evaluate_batch(
     seed: int,
     max_batch: int | None = None,
     on_attack: Callable[[str], None] | None = None,
+    on_step: Callable[[str, int, int], None] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Evaluate one batch; returns (one row per example, the batch record).
 
@@ -131,6 +132,8 @@ def evaluate_batch(
         max_batch: most images per model call inside attacks that accept ``max_batch``, and
             per call of the batched prediction draws.
         on_attack: called with each attack's name before it runs (progress display).
+        on_step: called as ``on_step(name, step, steps)`` after each iteration of an iterative
+            attack (:attr:`ciiv.attacks.Attack.on_step`; progress display).
     """
     start = time.perf_counter()
     record: dict[str, Any] = {
@@ -159,6 +162,8 @@ def evaluate_batch(
             if max_batch is not None and _accepts(spec.attack, "max_batch"):
                 hyper["max_batch"] = max_batch
             attack = create_attack(spec.attack, model, **hyper)
+            if on_step is not None:
+                attack.on_step = lambda step, steps, name=spec.name: on_step(name, step, steps)
             record["settings"][spec.name] = attack.settings()
             idx = torch.nonzero(standing if spec.worst_case else correct).flatten()
             rows_out: list[dict | None] = [None] * x.shape[0]

@@ -14,8 +14,10 @@ Two roles (see docs/evaluation.md):
   of an eps sweep) also counts for the worst case: a point it breaks is not robust.
 
 Suites are plain data: :meth:`Suite.from_dict` reads a YAML-like mapping (unknown keys are
-rejected), :meth:`Suite.to_dict` writes one, and :func:`resolve_suite` turns a suite into the
-concrete :class:`ResolvedAttack` list for one dataset, protocol, EOT count and model.
+rejected), :meth:`Suite.to_dict` writes one, :func:`load_suite_file` reads one from a YAML file
+(wherever a suite name is accepted, a path to such a file is too), and :func:`resolve_suite` turns
+a suite into the concrete :class:`ResolvedAttack` list for one dataset, protocol, EOT count and
+model.
 """
 
 from __future__ import annotations
@@ -23,8 +25,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from ciiv.attacks.registry import check_attack_arguments
 from ciiv.attacks.threat import default_budget, parse_eps
 
 from .protocols import get_protocol
@@ -39,6 +45,7 @@ __all__ = [
     "format_eps",
     "get_suite",
     "list_suites",
+    "load_suite_file",
     "register_suite",
     "resolve_suite",
 ]
@@ -246,7 +253,14 @@ class Suite:
         "steps": [...], "base": {entry}}``.
         """
         _reject_unknown("suite", data, {f.name for f in dataclasses.fields(cls)})
-        entries = tuple(_entry_from_dict(e) for e in data.get("entries", ()))
+        _require_keys("suite", data, ("name", "norm", "budget", "entries"))
+        if not isinstance(data["budget"], Mapping):
+            raise ValueError("suite budget must be a mapping of dataset -> eps with a 'default'")
+        if isinstance(data["entries"], (str, Mapping)) or not all(
+            isinstance(e, Mapping) for e in data["entries"]
+        ):
+            raise ValueError("suite entries must be a list of mappings (attack entries, sweeps)")
+        entries = tuple(_entry_from_dict(e) for e in data["entries"])
         return cls(
             name=data["name"],
             description=data.get("description", ""),
@@ -273,6 +287,9 @@ def _entry_to_dict(entry: AttackEntry | Sweep) -> dict[str, Any]:
 def _entry_from_dict(data: Mapping[str, Any]) -> AttackEntry | Sweep:
     if "sweep" in data:
         _reject_unknown("sweep", data, {"sweep", "base", "eps", "steps"})
+        _require_keys("sweep", data, ("sweep", "base"))
+        if not isinstance(data["base"], Mapping):
+            raise ValueError(f"sweep {data['sweep']!r}: base must be an attack entry mapping")
         return Sweep(
             name=data["sweep"],
             base=_entry_from_dict(data["base"]),
@@ -281,6 +298,7 @@ def _entry_from_dict(data: Mapping[str, Any]) -> AttackEntry | Sweep:
         )
     keys = {f.name for f in dataclasses.fields(AttackEntry)} - {"sweep_point"}
     _reject_unknown("attack entry", data, keys)
+    _require_keys("attack entry", data, ("name", "attack"))
     return AttackEntry(**{**data, "requires": tuple(data.get("requires", ()))})
 
 
@@ -288,6 +306,50 @@ def _reject_unknown(what: str, data: Mapping[str, Any], valid: set[str]) -> None
     unknown = sorted(set(data) - valid)
     if unknown:
         raise ValueError(f"unknown {what} key(s) {unknown}; valid: {', '.join(sorted(valid))}")
+
+
+def _require_keys(what: str, data: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+    missing = [key for key in keys if key not in data]
+    if missing:
+        label = data.get("name", data.get("sweep"))
+        named = f"{what} {label!r}" if label is not None else what
+        raise ValueError(f"{named} lacks {', '.join(missing)} (needs {', '.join(keys)})")
+
+
+SUITE_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def load_suite_file(path: str | Path) -> Suite:
+    """A suite from a YAML (or JSON) file holding a :meth:`Suite.from_dict` mapping.
+
+    Every entry's attack name and hyper-parameter names are checked here, so a typo fails before
+    an evaluation starts.
+
+    Raises:
+        ValueError: the file is missing or unreadable, not a mapping, or not a valid suite; the
+            message names the file and what is wrong.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read suite file {path}: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ValueError(
+            f"suite file {path} must hold a mapping with name, description, norm, budget and "
+            "entries (the form of Suite.from_dict; docs/evaluation.md, 'Custom suites')"
+        )
+    try:
+        suite = Suite.from_dict(data)
+        for entry in suite.expanded():
+            check_attack_arguments(entry.attack, entry.hyper)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"suite file {path}: {exc}") from None
+    return suite
+
+
+def _is_suite_file(name: str | Path) -> bool:
+    return isinstance(name, Path) or str(name).lower().endswith(SUITE_FILE_SUFFIXES)
 
 
 _SUITES: dict[str, Suite] = {}
@@ -306,15 +368,21 @@ def list_suites() -> list[str]:
     return sorted(_SUITES)
 
 
-def get_suite(suite: str | Suite | Mapping[str, Any]) -> Suite:
-    """A registered suite by name, a :class:`Suite` as is, or a mapping through ``from_dict``."""
+def get_suite(suite: str | Path | Suite | Mapping[str, Any]) -> Suite:
+    """A registered suite by name, a suite file (a path ending in .yaml, .yml or .json, see
+    :func:`load_suite_file`), a :class:`Suite` as is, or a mapping through ``from_dict``."""
     if isinstance(suite, Suite):
         return suite
     if isinstance(suite, Mapping):
         return Suite.from_dict(suite)
-    if suite not in _SUITES:
-        raise ValueError(f"unknown suite {suite!r}; valid: {', '.join(list_suites())}")
-    return _SUITES[suite]
+    if suite in _SUITES:
+        return _SUITES[suite]
+    if _is_suite_file(suite):
+        return load_suite_file(suite)
+    raise ValueError(
+        f"unknown suite {suite!r}; valid: {', '.join(list_suites())}, or a YAML file "
+        "(name.yaml) holding a suite mapping"
+    )
 
 
 @dataclass(frozen=True)

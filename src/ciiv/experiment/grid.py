@@ -66,7 +66,9 @@ class EvalSpec:
     """How every cell is evaluated.
 
     Attributes:
-        suites: attack suites (:func:`ciiv.evaluate.list_suites`).
+        suites: attack suites: built-in names (:func:`ciiv.evaluate.list_suites`) or suite
+            YAML files (paths relative to the working directory, see
+            :func:`ciiv.evaluate.suites.load_suite_file`).
         protocols: "full" and/or "paper".
         eps: budgets, floats or strings such as "8/255"; empty = each suite's budget for the
             dataset.

@@ -29,9 +29,11 @@ from typing import Any
 
 import yaml
 
+from ciiv.attacks import check_attack_dependencies
 from ciiv.evaluate.records import read_json, write_json_atomic
 from ciiv.evaluate.selection import describe_run, eval_dir_name, evaluation_examples
 from ciiv.evaluate.suites import format_eps, get_suite
+from ciiv.models.registry import check_model_dependencies
 from ciiv.train.config import config_to_dict
 
 from .grid import Cell, Grid
@@ -56,7 +58,8 @@ _PLACEMENT_KEYS = ("device", "data_dir")
 
 Progress = Callable[[str, dict[str, Any]], None]
 """``progress(phase, info)``: "train" (a ciiv.train ProgressEvent under ``event``), "eval"
-(``label`` and an evaluation progress ``event``/``info``), "audit"."""
+(``label`` and an evaluation progress ``event``/``info``), "audit" ({check, status, done, total}
+before (status None) and after each check of the cell's audit)."""
 
 
 class GridChangedError(ValueError):
@@ -98,11 +101,17 @@ def cell_spec(grid: Grid, cell: Cell) -> dict[str, Any]:
 
 
 def cell_evaluations(grid: Grid, views: bool) -> list[tuple[str, str, float | None, str]]:
-    """``(suite, protocol, eps, directory name)`` of each evaluation of a cell. A model without
-    views runs the paper protocol exactly as the full one, so it is evaluated once (full)."""
+    """``(suite, protocol, eps, directory name)`` of each evaluation of a cell (a suite file's
+    directory is named after the suite's ``name``). A model without views runs the paper protocol
+    exactly as the full one, so it is evaluated once (full)."""
     protocols = [p for p in grid.eval.protocols if views or p == "full"] or ["full"]
     return [
-        (suite, protocol, eps, eval_dir_name(suite, protocol, None, _eps_label(eps)))
+        (
+            suite,
+            protocol,
+            eps,
+            eval_dir_name(get_suite(suite).name, protocol, None, _eps_label(eps)),
+        )
         for suite in grid.eval.suites
         for protocol in protocols
         for eps in grid.eval.budgets()
@@ -246,13 +255,12 @@ def _audit_budget(grid: Grid, dataset: str) -> tuple[str, float]:
 
 def _audit(grid, model, x, y, run_dir: Path, info, progress) -> dict[str, Any]:
     """The cell's audit (``run_dir/audit/audit.json``), run once and then read back."""
-    from ciiv.evaluate.audit import audit
+    from ciiv.evaluate.audit import audit, check_events, list_checks
 
     path = run_dir / "audit" / "audit.json"
     if path.is_file():
         return read_json(path)
-    if progress:
-        progress("audit", {})
+    checks = list_checks()
     norm, eps = _audit_budget(grid, info["dataset"])
     n = grid.eval.audit_examples
     device = next(model.parameters()).device
@@ -264,6 +272,8 @@ def _audit(grid, model, x, y, run_dir: Path, info, progress) -> dict[str, Any]:
         norm=norm,
         quick=grid.audit == "quick",
         seed=grid.eval.seed,
+        checks=checks,
+        progress=check_events(lambda e: progress("audit", e), checks) if progress else None,
         **grid.audit_settings,
     )
     if _is_main():
@@ -334,6 +344,12 @@ def run_grid(
                 f"{len(chosen) - 1} (see --dry-run)"
             )
         chosen = [chosen[i] for i in cells]
+    # A missing optional package (timm, pyautoattack) stops the grid before it writes anything,
+    # not after hours of training.
+    for cell in chosen:
+        check_model_dependencies(cell.config.model.backbone)
+    for suite in grid.eval.suites:
+        check_attack_dependencies(entry.attack for entry in get_suite(suite).expanded())
     if _is_main():
         out.mkdir(parents=True, exist_ok=True)
         (out / "grid.yaml").write_text(yaml.safe_dump(grid.to_dict(), sort_keys=False))

@@ -19,8 +19,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ciiv.deps import check_available
+
 __all__ = [
     "Backbone",
+    "check_model_dependencies",
     "create_model",
     "list_models",
     "register_model",
@@ -75,6 +78,7 @@ class _Prefix:
     factory: PrefixFactory
     names: Callable[[], list[str]]
     hint: str
+    requires: tuple[str, ...] = ()
 
 
 _MODELS: dict[str, ModelFactory] = {}
@@ -96,12 +100,13 @@ def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
 
 
 def register_prefix(
-    prefix: str, names: Callable[[], list[str]], hint: str
+    prefix: str, names: Callable[[], list[str]], hint: str, requires: tuple[str, ...] = ()
 ) -> Callable[[PrefixFactory], PrefixFactory]:
     """Decorator registering ``fn(name, num_classes, in_channels, **kw)`` for ``"<prefix>:<name>"``.
 
     ``names()`` lists the valid names after the prefix (used by :func:`list_models` and error
-    messages); ``hint`` is a short description shown in error messages.
+    messages); ``hint`` is a short description shown in error messages; ``requires`` names the
+    optional packages the zoo needs (:func:`check_model_dependencies`).
     """
     if not prefix or ":" in prefix:
         raise ValueError(f"prefix {prefix!r} must be non-empty and contain no ':'")
@@ -109,7 +114,7 @@ def register_prefix(
     def decorator(fn: PrefixFactory) -> PrefixFactory:
         if prefix in _PREFIXES:
             raise ValueError(f"prefix {prefix!r} is already registered")
-        _PREFIXES[prefix] = _Prefix(factory=fn, names=names, hint=hint)
+        _PREFIXES[prefix] = _Prefix(factory=fn, names=names, hint=hint, requires=tuple(requires))
         return fn
 
     return decorator
@@ -127,6 +132,16 @@ def list_models(include_prefixes: bool = False) -> list[str]:
         for prefix in sorted(_PREFIXES):
             names.extend(f"{prefix}:{n}" for n in sorted(_PREFIXES[prefix].names()))
     return names
+
+
+def check_model_dependencies(name: str) -> None:
+    """Raise :class:`~ciiv.deps.MissingDependency` when the optional package behind ``name``'s
+    prefix (``timm:`` needs timm) is not installed, without importing it: a check to make before
+    anything is written. Native names and unknown prefixes pass (:func:`create_model` reports
+    those)."""
+    prefix, sep, _ = name.partition(":")
+    if sep and prefix in _PREFIXES:
+        check_available(_PREFIXES[prefix].requires, needed_by=f"backbone {name!r}")
 
 
 def create_model(

@@ -40,7 +40,9 @@ from torch.nn.parallel import DistributedDataParallel
 from ciiv._io import write_jsonl_atomic
 from ciiv.attacks.threat import check_eps
 from ciiv.data import ImageTensors, batches_per_epoch, iterate_batches, random_crop_flip, to_float
+from ciiv.formatting import format_rate
 from ciiv.models import Backbone, build_model, predict
+from ciiv.models.registry import check_model_dependencies
 
 from .checkpoint import (
     CheckpointError,
@@ -96,16 +98,20 @@ class ProgressEvent:
     """What a progress callback receives.
 
     Attributes:
-        kind: "epoch_start", "step" (every ``progress_every`` steps and at the last step of an
-            epoch) or "epoch_end" (after the epoch's checkpoint and metrics line are written).
+        kind: "epoch_start", "step" (after every optimiser step), "validate" (before the first
+            and after every batch of the epoch's validation) or "epoch_end" (after the epoch's
+            checkpoint and metrics line are written).
         epoch: 0-based epoch; ``epochs``: the run's total.
         step, steps: optimiser steps done in this epoch (for "epoch_start", those done before a
-            mid-epoch resume), and steps per epoch.
-        metrics: for "step", running ``loss``, ``acc`` and ``images_per_s`` of this process's
-            epoch so far; for "epoch_end", the epoch's full metrics record.
+            mid-epoch resume), and steps per epoch; for "validate", validation batches done and
+            their total.
+        metrics: for "step", the running ``images_per_s`` of this process's epoch so far, and
+            every ``progress_every`` steps and at the epoch's last step also the running
+            ``loss`` and ``acc`` (they cost a device sync); for "epoch_end", the epoch's full
+            metrics record.
     """
 
-    kind: Literal["epoch_start", "step", "epoch_end"]
+    kind: Literal["epoch_start", "step", "validate", "epoch_end"]
     epoch: int
     epochs: int
     step: int = 0
@@ -387,14 +393,17 @@ def fit(
         resume: continue from ``out_dir/checkpoints/last.pt``; ``config`` may differ from the
             saved one only in ``RESUMABLE_KEYS`` (see also :func:`resume`).
         progress: called with a :class:`ProgressEvent` on rank 0 (never on other ranks).
-        progress_every: steps between "step" events (each costs one device sync); under DDP
-            also between the ranks' checks for a stop signal.
+        progress_every: steps between the running loss and accuracy of "step" events (each
+            costs one device sync); under DDP also between the ranks' checks for a stop signal.
 
     Raises:
         TrainingInterrupted: SIGINT or SIGTERM arrived; ``last.pt`` holds the step it stopped at.
+        MissingDependency: the backbone needs an optional package that is not installed
+            (raised before anything is written).
         ConfigError, RunDirError, CheckpointError, DatasetNotFoundError, ValueError.
     """
     config = config_from_dict(config_to_dict(config))  # validates a hand-built config too
+    check_model_dependencies(config.model.backbone)  # before the run directory is written
     run_dir = Path(out_dir)
     wants_cuda = resolve_device(config.device).type == "cuda"
     dist = init_distributed(use_cuda=wants_cuda)
@@ -659,13 +668,12 @@ class _Trainer:
         start = time.perf_counter() - progress.elapsed_s
         for i, (x, y) in enumerate(self._batches(epoch, skip), start=skip):
             self._train_step(x, y, StepContext(epoch=epoch, step=epoch * steps + i), progress)
-            if self.progress and ((i + 1) % self.progress_every == 0 or i + 1 == steps):
+            if self.progress:
                 seen, elapsed = progress.seen, time.perf_counter() - start
-                running = {
-                    "loss": progress.sums["loss"].item() / seen,
-                    "acc": progress.sums["correct"].item() / seen,
-                    "images_per_s": seen * self.dist.world_size / elapsed,
-                }
+                running = {"images_per_s": seen * self.dist.world_size / elapsed}
+                if (i + 1) % self.progress_every == 0 or i + 1 == steps:  # a device sync
+                    running["loss"] = progress.sums["loss"].item() / seen
+                    running["acc"] = progress.sums["correct"].item() / seen
                 self.progress(ProgressEvent("step", epoch, config.epochs, i + 1, steps, running))
             if i + 1 < steps:  # the epoch's end has a checkpoint of its own
                 progress.elapsed_s = time.perf_counter() - start
@@ -683,7 +691,7 @@ class _Trainer:
                 f"training diverged in epoch {epoch}: the loss is {means['loss']}; lower "
                 "optim.lr, or use amp=none or bf16"
             )
-        val_acc = self._validate()
+        val_acc = self._validate(epoch)
         record: dict[str, Any] = {
             "epoch": epoch,
             "lr": lr,
@@ -702,14 +710,14 @@ class _Trainer:
         self._save(epoch, best=improved or val_acc is None)
         if self.dist.is_main:
             logger.info(
-                "epoch %d/%d: loss %.4f, train acc %.4f, val acc %s, lr %.3g, %.0f images/s",
+                "epoch %d/%d: loss %.4f, train acc %.4f, val acc %s, lr %.3g, %s images/s",
                 epoch + 1,
                 config.epochs,
                 record["train_loss"],
                 record["train_acc"],
                 "n/a" if val_acc is None else f"{val_acc:.4f}",
                 lr,
-                record["images_per_s"],
+                format_rate(record["images_per_s"]),
             )
         if self.progress:
             self.progress(ProgressEvent("epoch_end", epoch, config.epochs, steps, steps, record))
@@ -764,7 +772,7 @@ class _Trainer:
         return TrainingInterrupted(signum, self.run_dir, epochs_done, step)
 
     @torch.no_grad()
-    def _validate(self) -> float | None:
+    def _validate(self, epoch: int) -> float | None:
         """Accuracy on the validation split by the model's own inference rule, or None if empty.
 
         The random models (CiiV, RS) draw from a fixed seed here, so that every epoch is judged on
@@ -778,11 +786,17 @@ class _Trainer:
         images, labels = self.val.images[rank::ranks], self.val.labels[rank::ranks]
         correct = torch.zeros((), device=self.device)
         devices = [self.device] if self.device.type == "cuda" else []
+        size, epochs = self.config.eval_batch_size, self.config.epochs
+        batches = math.ceil(len(labels) / size)
+        if self.progress:
+            self.progress(ProgressEvent("validate", epoch, epochs, 0, batches))
         with torch.random.fork_rng(devices=devices), self._autocast():
             torch.manual_seed(self.config.seed + rank)
-            for x, y in iterate_batches(images, labels, self.config.eval_batch_size):
+            for i, (x, y) in enumerate(iterate_batches(images, labels, size), start=1):
                 x = to_float(x, self.device, channels_last=self.channels_last)
                 correct += (predict(self.model, x) == y.to(self.device)).sum()
+                if self.progress:
+                    self.progress(ProgressEvent("validate", epoch, epochs, i, batches))
         count = torch.tensor(float(len(labels)), device=self.device)
         total = all_reduce_sum(torch.stack([correct, count]), self.dist)
         correct_all, count_all = total.tolist()

@@ -10,17 +10,12 @@ import importlib.util
 
 from torch import nn
 
+from ciiv.deps import require
 from ciiv.models.registry import Backbone, register_prefix, unknown_name_message
-
-_INSTALL_HINT = "timm is not installed; run `pip install ciiv[timm]` to use timm: models"
 
 
 def _timm():
-    try:
-        import timm
-    except ImportError as err:
-        raise ImportError(_INSTALL_HINT) from err
-    return timm
+    return require("timm", needed_by="a timm: backbone")
 
 
 def timm_names() -> list[str]:
@@ -62,7 +57,12 @@ class TimmBackbone(Backbone):
         self.name = name
 
 
-@register_prefix("timm", names=timm_names, hint="timm.create_model, needs `pip install ciiv[timm]`")
+@register_prefix(
+    "timm",
+    names=timm_names,
+    hint='timm.create_model, needs `pip install "ciiv[timm]"`',
+    requires=("timm",),
+)
 def create_timm(name: str, num_classes: int, in_channels: int, **timm_kwargs) -> TimmBackbone:
     """Factory behind ``create_model("timm:<name>", ...)``."""
     return TimmBackbone(name, num_classes, in_channels, **timm_kwargs)
