@@ -208,7 +208,7 @@ def test_a_missing_timm_names_the_extra_to_install(monkeypatch):
     with pytest.raises(ModelLoadError) as info:
         load_user_model("timm:resnet18", num_classes=10)
     message = str(info.value)
-    assert "pip install ciiv[timm]" in message and "\n" not in message
+    assert 'pip install "ciiv[timm]"' in message and "\n" not in message
 
 
 def test_timm_models_build_with_the_dataset_classes_and_channels():
