@@ -8,6 +8,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from ciiv._mapping import check_keys
+
 from .base import Attack
 
 __all__ = ["attack_class", "create_attack", "list_attacks", "register_attack"]
@@ -52,10 +54,5 @@ def create_attack(name: str, model: nn.Module, **hyper: Any) -> Attack:
     params = inspect.signature(cls.__init__).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         valid = [p for p in params if p not in ("self", "model")]
-        unknown = sorted(set(hyper) - set(valid))
-        if unknown:
-            raise ValueError(
-                f"unknown hyper-parameter(s) {', '.join(unknown)} for attack {name!r}; "
-                f"valid: {', '.join(valid)}"
-            )
+        check_keys(hyper, valid, "hyper-parameter", owner=f"attack {name!r}")
     return cls(model, **hyper)

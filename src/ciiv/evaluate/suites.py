@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ciiv._mapping import build_dataclass, check_keys
 from ciiv.attacks.threat import parse_eps
 
 from .protocols import get_protocol
@@ -239,15 +240,10 @@ class Suite:
         An entry with a ``sweep`` key is a :class:`Sweep`: ``{"sweep": name, "eps": [...],
         "steps": [...], "base": {entry}}``.
         """
-        _reject_unknown("suite", data, {f.name for f in dataclasses.fields(cls)})
+        check_keys(data, [f.name for f in dataclasses.fields(cls)], "suite key")
         entries = tuple(_entry_from_dict(e) for e in data.get("entries", ()))
-        return cls(
-            name=data["name"],
-            description=data.get("description", ""),
-            norm=data["norm"],
-            budget=dict(data["budget"]),
-            entries=entries,
-        )
+        values = {"description": "", **data, "entries": entries}
+        return build_dataclass(cls, values, what="suite key")
 
 
 def _entry_to_dict(entry: AttackEntry | Sweep) -> dict[str, Any]:
@@ -264,22 +260,13 @@ def _entry_to_dict(entry: AttackEntry | Sweep) -> dict[str, Any]:
 
 
 def _entry_from_dict(data: Mapping[str, Any]) -> AttackEntry | Sweep:
-    if "sweep" in data:
-        _reject_unknown("sweep", data, {"sweep", "base", "eps", "steps"})
-        return Sweep(
-            name=data["sweep"],
-            base=_entry_from_dict(data["base"]),
-            eps=tuple(data.get("eps", ())),
-            steps=tuple(data.get("steps", ())),
-        )
-    _reject_unknown("attack entry", data, {f.name for f in dataclasses.fields(AttackEntry)})
-    return AttackEntry(**{**data, "requires": tuple(data.get("requires", ()))})
-
-
-def _reject_unknown(what: str, data: Mapping[str, Any], valid: set[str]) -> None:
-    unknown = sorted(set(data) - valid)
-    if unknown:
-        raise ValueError(f"unknown {what} key(s) {unknown}; valid: {', '.join(sorted(valid))}")
+    if "sweep" not in data:
+        return build_dataclass(AttackEntry, data, what="attack entry key")
+    check_keys(data, ("sweep", "base", "eps", "steps"), "sweep key")
+    values = {"name": data["sweep"], **{k: v for k, v in data.items() if k != "sweep"}}
+    if "base" in values:
+        values["base"] = _entry_from_dict(values["base"])
+    return build_dataclass(Sweep, values, what="sweep key")
 
 
 _SUITES: dict[str, Suite] = {}

@@ -12,18 +12,15 @@ names them and ``load_config("paper-cifar10")`` finds them by name.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
-import types
 import typing
 from dataclasses import dataclass, field
-from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from ciiv._mapping import ConfigError, build_dataclass, check_keys
 from ciiv.attacks.threat import check_eps
 from ciiv.models.build import ModelConfig
 
@@ -45,10 +42,6 @@ __all__ = [
     "save_config",
     "shipped_yaml",
 ]
-
-
-class ConfigError(ValueError):
-    """A bad training configuration; the message names the offending key."""
 
 
 @dataclass
@@ -200,102 +193,11 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Parsing: nested dicts -> dataclasses, with strict keys and typed values.
+# Parsing: nested dicts -> dataclasses, with strict keys and typed values (ciiv._mapping).
 
 
 def _keys(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
-
-
-def _unknown_key(key: str, cls: type) -> ConfigError:
-    prefix, _, name = key.rpartition(".")
-    prefix = f"{prefix}." if prefix else ""
-    valid = _keys(cls)
-    close = difflib.get_close_matches(name, valid, n=1)
-    hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
-    listed = ", ".join(prefix + k for k in valid)
-    return ConfigError(f"unknown config key '{key}'{hint} (valid: {listed})")
-
-
-def _parse_fraction(value: str, key: str) -> float:
-    """'8/255' -> 0.0313..., '0.5' -> 0.5."""
-    try:
-        return float(Fraction(value.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise ConfigError(
-            f"{key}: expected a number or a fraction like 8/255, got {value!r}"
-        ) from None
-
-
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check ``value`` against a type annotation; return it converted (ints to floats, etc.)."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        errors = []
-        for option in options:
-            try:
-                return _coerce(value, option, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] + (" (or null)" if type(None) in args else ""))
-    if origin is Literal:
-        if value not in args:
-            valid = ", ".join(repr(a) for a in args)
-            raise ConfigError(f"{key}: {value!r} is not one of {valid}")
-        return value
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise ConfigError(f"{key}: expected a mapping with string keys, got {value!r}")
-        return dict(value)
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of {', '.join(_keys(annotation))}")
-        return build_dataclass(annotation, value, key + ".")
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, str):
-            value = _parse_fraction(value, key)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    if annotation is Any:
-        return value
-    raise TypeError(f"{key}: unsupported annotation {annotation!r}")  # a bug in this module
-
-
-def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
-    """``cls(**values)`` for a dataclass, strictly: unknown keys raise a :class:`ConfigError`
-    that lists the valid ones, and each value is checked against its annotation (nested
-    dataclasses, lists, literals, "8/255" fractions for floats). ``prefix`` names the keys."""
-    hints = typing.get_type_hints(cls)
-    for name in values:
-        if name not in hints:
-            raise _unknown_key(prefix + str(name), cls)
-    kwargs = {name: _coerce(v, hints[name], prefix + name) for name, v in values.items()}
-    return cls(**kwargs)
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
@@ -319,8 +221,8 @@ def _set_path(values: dict[str, Any], key: str, value: Any) -> None:
     node = values
     for depth, part in enumerate(parts):
         hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
-        if dataclasses.is_dataclass(cls) and part not in hints:
-            raise _unknown_key(".".join(parts[: depth + 1]), cls)
+        if dataclasses.is_dataclass(cls):
+            check_keys([part], hints, "config key", "".join(p + "." for p in parts[:depth]))
         if depth == len(parts) - 1:
             node[part] = value
             return
