@@ -21,6 +21,7 @@ from ciiv.train import (
     load_run,
     resume,
 )
+from ciiv.train.methods import option_names
 
 TIMING_KEYS = ("images_per_s", "epoch_time_s")
 
@@ -37,7 +38,7 @@ def tiny(method: str = "ciiv", **overrides):
         "model.smoothing_draws": 2,
         "model.smoothing_votes": 3,
         "method.name": method,
-        "method.pgd.steps": 2,
+        **({"method.pgd.steps": 2} if "pgd" in option_names(method) else {}),
         "optim.lr": 0.05,
         "batch_size": 16,
         "epochs": 2,

@@ -12,6 +12,7 @@ from ciiv.data import generate_shapes, get_dataset_info
 from ciiv.loss import consistency_loss, view_cross_entropy
 from ciiv.models import CiiVClassifier, Classifier, SmoothedClassifier, build_model, predict
 from ciiv.train import StepContext, create_method, get_method, list_methods, load_config
+from ciiv.train.methods import option_names
 from ciiv.train.methods.adversarial import trades_kl
 from ciiv.train.methods.standard import quantise
 
@@ -25,7 +26,7 @@ def tiny_config(method: str):
         None,
         {
             "method.name": method,
-            "method.pgd.steps": 2,
+            **({"method.pgd.steps": 2} if "pgd" in option_names(method) else {}),
             "model.backbone": "small_cnn",
             "model.backbone_kwargs": {"width": 8},
             "model.num_views": 3,
@@ -123,7 +124,7 @@ def test_trades_inner_maximisation_stays_in_the_ball_and_raises_the_kl():
     x, _ = batch(8)
     x_adv = objective.craft(model, x)
     assert model.training  # mode restored
-    assert (x_adv - x).abs().max() <= config.method.pgd.eps + 1e-6
+    assert (x_adv - x).abs().max() <= config.method.options.pgd.eps + 1e-6
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     with torch.no_grad():
         clean = model.eval()(x)

@@ -462,9 +462,10 @@ class _Trainer:
         self.steps_per_epoch = batches_per_epoch(
             len(self.train), self.batch_size, drop_last=True, world_size=self.dist.world_size
         )
-        pgd = self.config.method.pgd
+        pgd = getattr(self.config.method.options, "pgd", None)
         try:  # an L2 budget needs the image size, known only now
-            check_eps(pgd.norm, pgd.eps, tuple(self.train.images.shape[1:]))
+            if pgd is not None:
+                check_eps(pgd.norm, pgd.eps, tuple(self.train.images.shape[1:]))
         except ValueError as exc:
             raise ConfigError(f"method.pgd.eps: {exc}") from None
 
