@@ -121,8 +121,8 @@ def test_trades_inner_maximisation_stays_in_the_ball_and_raises_the_kl():
     config = tiny_config("trades")
     objective = create_method(config.method)
     model = build_model(config.model, INFO, "plain").train()
-    x, _ = batch(8)
-    x_adv = objective.craft(model, x)
+    x, y = batch(8)
+    x_adv = objective.craft(model, x, y)
     assert model.training  # mode restored
     assert (x_adv - x).abs().max() <= config.method.options.pgd.eps + 1e-6
     assert x_adv.min() >= 0 and x_adv.max() <= 1

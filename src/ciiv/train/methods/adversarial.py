@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ciiv.attacks import create_attack, get_threat_model, preserve_mode
+from ciiv.attacks import create_attack
 from ciiv.attacks.threat import check_eps
 
 from .base import Objective, StepContext, StepOutput, register_method
@@ -57,13 +56,13 @@ class AdversarialOptions:
     pgd: PGDOptions = field(default_factory=PGDOptions)
 
 
-def craft_pgd(model: nn.Module, x: Tensor, y: Tensor, pgd: PGDOptions) -> Tensor:
+def craft_pgd(model: nn.Module, x: Tensor, y: Tensor, pgd: PGDOptions, loss: str = "ce") -> Tensor:
     """PGD examples against ``model``: detached, in [0, 1], inside the ball.
 
-    The shared attack runs the model in eval mode and restores its modes; it starts uniformly in
-    the ball and returns the last iterate (Madry et al.), not the best one, which would cost an
-    extra forward pass per step. Its seed comes from torch's global generator, so a seeded run
-    crafts the same examples.
+    The shared attack maximises ``loss`` ("ce"; "kl" for TRADES), runs the model in eval mode and
+    restores its modes; it starts uniformly in the ball and returns the last iterate (Madry et
+    al.), not the best one, which would cost an extra forward pass per step. Its seed comes from
+    torch's global generator, so a seeded run crafts the same examples.
     """
     attack = create_attack(
         "pgd",
@@ -75,6 +74,7 @@ def craft_pgd(model: nn.Module, x: Tensor, y: Tensor, pgd: PGDOptions) -> Tensor
         random_start=True,
         eot=pgd.eot,
         bpda=pgd.bpda,
+        loss=loss,
         keep_best=False,
     )
     return attack(x, y)
@@ -105,9 +105,8 @@ def trades_kl(logits_clean: Tensor, logits_adv: Tensor) -> Tensor:
 class Trades(Objective):
     """TRADES: CE(f(x), y) + beta * KL(p(x) || p(x_adv)), beta = 6.
 
-    x_adv maximises the KL term (not the cross-entropy) by projected steps of the shared threat
-    model from a uniform random start in the ball, against the clean prediction of the eval-mode
-    model.
+    x_adv maximises the KL term (not the cross-entropy): the shared PGD with ``loss="kl"``, from
+    a uniform random start in the ball, against the clean prediction of the eval-mode model.
     Clean and adversarial images then go through the train-mode model in separate passes.
     """
 
@@ -121,23 +120,12 @@ class Trades(Objective):
             if self.beta < 0:
                 raise ValueError(f"beta: must be >= 0, got {self.beta}")
 
-    def craft(self, model: nn.Module, x: Tensor) -> Tensor:
+    def craft(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """The KL-maximising x_adv [B, C, H, W] in the ball around x, detached (eval mode)."""
-        pgd = self.options.pgd
-        threat = get_threat_model(pgd.norm, pgd.eps)
-        with preserve_mode(model):
-            with torch.no_grad():
-                target = model(x)
-            x_adv = threat.random_init(x)
-            for _ in range(pgd.steps):
-                with torch.enable_grad():  # also under an outer no_grad (e.g. a validation pass)
-                    x_adv.requires_grad_(True)
-                    (grad,) = torch.autograd.grad(trades_kl(target, model(x_adv)), x_adv)
-                x_adv = threat.project(threat.step(x_adv.detach(), grad, pgd.step_size), x)
-        return x_adv.detach()
+        return craft_pgd(model, x, y, self.options.pgd, loss="kl")
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
-        x_adv = self.craft(model, x)
+        x_adv = self.craft(model, x, y)
         logits = model(x)
         ce = F.cross_entropy(logits, y)
         kl = trades_kl(logits, model(x_adv))
