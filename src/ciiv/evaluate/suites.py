@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ciiv._mapping import build_dataclass, check_keys
 from ciiv.attacks.threat import parse_eps
@@ -70,15 +70,14 @@ class AttackEntry:
         name: unique label in the suite (a key of the results), e.g. ``"pgd-20"``.
         attack: name in the :mod:`ciiv.attacks` registry.
         hyper: other hyper-parameters passed to ``create_attack`` (``steps``, ``bpda``, ...).
-        eps: a fixed budget (float or ``"16/255"``); None uses ``eps_scale`` times the suite's
-            budget, so ``eps=`` overrides of the budget reach it.
-        eps_scale: multiple of the suite budget when ``eps`` is None.
+        eps: a fixed budget (float or ``"16/255"``); None uses the suite's budget, so ``eps=``
+            overrides of the budget reach it.
         norm: "Linf" or "L2"; None uses the suite's.
         step_fraction: ``step_size = step_fraction * eps`` (keeps the step right when eps changes);
             None leaves the step to ``hyper`` or the attack's default.
         eot: None (no EOT for this attack), "protocol" (E under the full protocol, 1 under the
-            paper's), "E" (E under both: the named EOT attacks) or a fixed int. A deterministic
-            model always gets 1.
+            paper's) or "E" (E under both: the named EOT attacks). A deterministic model always
+            gets 1.
         eot_hyper: how the attack expresses EOT when it takes no ``eot`` argument: these
             hyper-parameters are added when the resolved E is above 1 (AutoAttack:
             ``{"version": "rand"}``, its EOT-20 version for randomized defences).
@@ -92,10 +91,9 @@ class AttackEntry:
     attack: str
     hyper: Mapping[str, Any] = field(default_factory=dict)
     eps: float | str | None = None
-    eps_scale: float = 1.0
     norm: str | None = None
     step_fraction: float | None = None
-    eot: int | str | None = None
+    eot: Literal["protocol", "E"] | None = None
     eot_hyper: Mapping[str, Any] = field(default_factory=dict)
     worst_case: bool = True
     requires: tuple[str, ...] = ()
@@ -112,10 +110,8 @@ class AttackEntry:
             raise ValueError(
                 f"{self.name}: unknown requirement(s) {unknown}; valid: {', '.join(REQUIREMENTS)}"
             )
-        if self.eot is not None and not (
-            self.eot in EOT_MODES or (isinstance(self.eot, int) and self.eot >= 1)
-        ):
-            raise ValueError(f"{self.name}: eot must be None, 'protocol', 'E' or an int >= 1")
+        if self.eot is not None and self.eot not in EOT_MODES:
+            raise ValueError(f"{self.name}: eot must be None, 'protocol' or 'E'")
         reserved = {"eps", "norm", "eot", "seed"} & set(self.hyper)
         if reserved:
             raise ValueError(
@@ -385,7 +381,7 @@ def resolve_suite(
         if reason:
             skipped[entry.name] = reason
             continue
-        entry_eps = budget * entry.eps_scale if entry.eps is None else parse_eps(entry.eps)
+        entry_eps = budget if entry.eps is None else parse_eps(entry.eps)
         norm = entry.norm or suite.norm
         inside = norm == suite.norm and entry_eps <= budget * (1 + 1e-9)
         if entry.worst_case and not inside:
