@@ -12,11 +12,11 @@ from ciiv.sampling import RetinotopicSampler
 SIZE, CLASSES = 8, 4
 
 
-def ciiv_model(per_example_masks: bool = False, seed: int = 0) -> CiiVClassifier:
+def ciiv_model(per_example_masks: bool = False, seed: int = 0, **sampler_kwargs) -> CiiVClassifier:
     torch.manual_seed(seed)
     features = nn.Sequential(nn.Flatten(), nn.Linear(3 * SIZE * SIZE, 16), nn.Tanh())
     sampler = RetinotopicSampler(
-        SIZE, num_views=3, samples_per_view=2, per_example_masks=per_example_masks
+        SIZE, num_views=3, samples_per_view=2, per_example_masks=per_example_masks, **sampler_kwargs
     )
     return CiiVClassifier(Backbone(features, 16, CLASSES), sampler, (0.5,) * 3, (0.5,) * 3).eval()
 
@@ -118,12 +118,18 @@ def test_fixed_randomness_makes_attacks_repeatable():
 
 
 def test_single_view_protocol_attacks_the_centre_view_only():
-    model = ciiv_model()
+    # A steep density (P(keep) = m, gamma 10) keeps pixels near the view's own centre, and on
+    # near-white images every spike fires (v > a), so a view shows its masks: which view the
+    # attack's queries saw is readable from them.
+    model = ciiv_model(per_example_masks=True, keep_threshold=1.0, gamma=10.0)
     model.num_views = 1
     views = []
-    model.sampler.register_forward_hook(lambda module, args, out: views.append(out.views.shape[0]))
-    x, y = batch()
+    model.sampler.register_forward_hook(lambda module, args, out: views.append(out.views))
+    x, y = torch.ones(16, 3, SIZE, SIZE), torch.arange(16) % CLASSES
     attack = create_attack("pgd", model, eps=0.03, steps=2, eot=2)
     attack(x, y)
-    assert set(views) == {1}
-    assert attack.forward_passes == 3 * 2 * 4  # images, not views
+    assert {v.shape[0] for v in views} == {1}
+    assert attack.forward_passes == 3 * 2 * 16  # images, not views
+    mean = torch.cat([v[0] for v in views]).mean((0, 1))  # [H, W]
+    distance = (model.sampler.keep_probability() - mean).square().sum((1, 2))
+    assert distance.argmin() == 0 and distance[0] < distance[1:].min() / 10

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ciiv.attacks import choose_targets, create_attack
+from ciiv.attacks import choose_targets, create_attack, get_threat_model
 from ciiv.models import Backbone, Classifier
 
 SIZE, CLASSES = 8, 4
@@ -207,3 +207,34 @@ def test_attack_works_inside_no_grad_and_leaves_parameters_alone(trained):
 def test_adaptive_loss_needs_a_ciiv_model():
     with pytest.raises(ValueError, match="forward_views"):
         create_attack("pgd", linear_model(), loss="adaptive")
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_kl_loss_is_trades_inner_maximisation(norm):
+    """loss="kl" maximises KL(p(x) || p(x_adv)) summed over classes from a random start (its
+    gradient is 0 at x itself): the same iterates as TRADES' projected ascent written by hand."""
+    model = linear_model(seed=3)
+    x, y = inner_batch(6, seed=2)
+    eps, step = (0.1, 0.03) if norm == "Linf" else (1.0, 0.3)
+    attack = create_attack("pgd", model, norm=norm, eps=eps, step_size=step, steps=3,
+                           loss="kl", keep_best=False, seed=5)  # fmt: skip
+    x_adv = attack(x, y)
+
+    def kl(point: torch.Tensor) -> torch.Tensor:
+        clean = model(x).detach().log_softmax(1)
+        return F.kl_div(model(point).log_softmax(1), clean, reduction="none", log_target=True)
+
+    threat = get_threat_model(norm, eps)
+    point = threat.random_init(x, torch.Generator().manual_seed(5))  # the attack's own draw
+    start = point.clone()
+    for _ in range(3):
+        point.requires_grad_(True)
+        (grad,) = torch.autograd.grad(kl(point).sum(), point)
+        point = threat.project(threat.step(point.detach(), grad, step), x)
+    assert torch.allclose(x_adv, point, atol=1e-6)
+    with torch.no_grad():
+        assert (kl(x_adv).sum(1) > kl(start).sum(1)).all()
+    with pytest.raises(ValueError, match="untargeted"):
+        create_attack("pgd", model, loss="kl", targeted="random")
+    with pytest.raises(ValueError, match="clean batch"):
+        attack.loss_gradient(x, y)

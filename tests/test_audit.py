@@ -19,11 +19,13 @@ from ciiv.evaluate.audit import AuditResult, audit, describe_checks, list_checks
 from ciiv.evaluate.checks import (
     AttackRun,
     AuditContext,
+    CheckResult,
     audit_settings,
     compare,
     fixed_randomness,
     get_check,
 )
+from ciiv.evaluate.checks import base as checks_base
 from ciiv.evaluate.checks.measure import Stability, eot_stability
 from ciiv.loss import view_cross_entropy
 from ciiv.models import CiiVClassifier, create_model
@@ -272,8 +274,29 @@ def test_ciiv_gets_a_complete_honest_report(ciiv_model, points):
     assert set(health["bpda_vs_true"]) == {"identity", "smooth"}
     blackbox = result.check("whitebox_vs_blackbox").numbers["black_box"]
     assert "transfer-from-expected" in blackbox
-    assert result.passed == all(s != "fail" for s in got.values())
-    json.dumps(result.to_dict())
+    report = json.loads(json.dumps(result.to_dict()))
+    assert {c["name"]: c["status"] for c in report["checks"]} == got  # every verdict recorded
+    assert report["stochastic"] is True
+
+
+def test_warnings_and_skips_pass_the_audit_a_failure_fails_it(vanilla, points, monkeypatch):
+    x, y = points
+    for order, status in enumerate(("pass", "warn", "skip", "fail"), start=1000):
+
+        def fixed(ctx, status=status):
+            return CheckResult(f"always_{status}", status, "a fixed outcome")
+
+        entry = checks_base._Entry(order, fixed, status)
+        monkeypatch.setitem(checks_base._CHECKS, f"always_{status}", entry)
+
+    def passed(*statuses: str) -> bool:
+        checks = [f"always_{status}" for status in statuses]
+        result = audit(vanilla, x, y, eps=EPS, checks=checks, raise_errors=True, **FAST)
+        assert [c.status for c in result.checks] == list(statuses)
+        return result.passed
+
+    assert passed("pass", "warn", "skip") and passed("warn")
+    assert not passed("pass", "fail") and not passed("warn", "skip", "fail")
 
 
 # -- framework -----------------------------------------------------------------------------------

@@ -52,6 +52,16 @@ def test_num_views_override_uses_the_centre_view():
     out = model.forward_views(x)
     assert out.logits.shape == (1, 2, 4) and out.z.shape == (1,)
     assert model(x).shape == (2, 4)
+    # Which view: on a white image every spike fires (v > a), so a view shows its masks; with a
+    # steep density (P(keep) = m, gamma 10) they cluster around the view's own centre.
+    model = _ciiv(keep_threshold=1.0, gamma=10.0, per_example_masks=True)
+    model.num_views = 1
+    views = []
+    model.sampler.register_forward_hook(lambda module, args, out: views.append(out.views))
+    model(torch.ones(64, 3, 16, 16))
+    mean = torch.cat(views, 1)[0].mean((0, 1))  # [H, W]
+    distance = (model.sampler.keep_probability() - mean).square().sum((1, 2))
+    assert distance.argmin() == 0 and distance[0] < distance[1:].min() / 10
 
 
 def test_gradients_reach_input_and_every_parameter():

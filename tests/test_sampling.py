@@ -114,6 +114,17 @@ def test_generator_reproducibility_and_fresh_draws():
     assert not torch.equal(sampler(v).views, sampler(v).views)
 
 
+def test_a_single_view_is_the_centre_view():
+    """Views of a bright image show their masks (every spike fires: v > a). With a steep density
+    (gamma 10, P(keep) = m) the kept pixels cluster around the view's centre, so the single view
+    must match the keep probability of view 0, the image centre, and of no other view."""
+    sampler = RetinotopicSampler(16, keep_threshold=1.0, gamma=10.0, per_example_masks=True)
+    out = sampler(torch.full((64, 3, 16, 16), 2.5), num_views=1, generator=_gen(0))
+    assert out.views.shape == (1, 64, 3, 16, 16)
+    distance = (sampler.keep_probability() - out.views[0].mean((0, 1))).square().sum((1, 2))
+    assert distance.argmin() == 0 and distance[0] < distance[1:].min() / 10
+
+
 def test_num_views_override_and_random_centers():
     sampler = RetinotopicSampler(16)
     v = torch.randn(2, 3, 16, 16)

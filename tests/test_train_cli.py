@@ -90,11 +90,11 @@ def test_list_names_presets_and_methods(capsys):
         (["--set", "data.options.rho=7"], "rho"),
         (["--config", "nope"], "neither a file nor a preset"),
         (
-            ["--set", "method.pgd.eps=5"],
+            ["--method", "pgd_at", "--set", "method.pgd.eps=5"],
             "method.pgd.eps: Linf eps 5 is out of range; valid: [0, 1]",
         ),
         (
-            ["--set", "method.pgd.norm=L2", "--set", "method.pgd.eps=30"],
+            ["--method", "pgd_at", "--set", "method.pgd.norm=L2", "--set", "method.pgd.eps=30"],
             "L2 eps 30 is out of range; valid: [0, 27.71] (the image diameter sqrt(3*16*16))",
         ),
         (["--set", "checkpoint_every=-1"], "checkpoint_every: must be >= 0"),

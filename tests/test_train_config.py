@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -9,6 +10,7 @@ import yaml
 
 from ciiv.train import (
     ConfigError,
+    MethodConfig,
     TrainConfig,
     config_from_dict,
     config_to_dict,
@@ -16,6 +18,7 @@ from ciiv.train import (
     load_config,
     save_config,
 )
+from ciiv.train.methods import NoOptions, get_method
 from ciiv.train.optim import lr_factor
 
 
@@ -38,10 +41,12 @@ def test_defaults_are_the_papers_cifar_setting():
         9,
         3,
     )
-    assert (c.method.name, c.method.w_reg, c.method.w_reg_factor) == ("ciiv", 0.1, 10.0)
-    assert c.method.w_reg_milestones == [25, 50, 75]
-    assert (c.method.trades_beta, c.method.mixup_alpha, c.model.smoothing_sigma) == (6.0, 1.0, 0.25)
-    assert c.method.pgd.eps == pytest.approx(8 / 255) and c.method.pgd.steps == 10
+    ciiv = c.method.options
+    assert (c.method.name, ciiv.w_reg, ciiv.w_reg_factor) == ("ciiv", 0.1, 10.0)
+    assert ciiv.w_reg_milestones == [25, 50, 75]
+    trades, mixup = MethodConfig("trades").options, MethodConfig("mixup").options
+    assert (trades.beta, mixup.alpha, c.model.smoothing_sigma) == (6.0, 1.0, 0.25)
+    assert trades.pgd.eps == pytest.approx(8 / 255) and trades.pgd.steps == 10
 
 
 def test_presets_load_with_their_dataset_settings():
@@ -76,6 +81,7 @@ def test_overrides_are_typed_and_take_precedence(tmp_path):
         path,
         [
             "optim.lr=0.05",
+            "method.name=pgd_at",
             "method.pgd.eps=4/255",
             "data.options.n_train=100",
             "model.spike_scale=null",
@@ -83,7 +89,7 @@ def test_overrides_are_typed_and_take_precedence(tmp_path):
         ],
     )
     assert c.optim.lr == 0.05 and c.epochs == 3
-    assert c.method.pgd.eps == pytest.approx(4 / 255)
+    assert c.method.options.pgd.eps == pytest.approx(4 / 255)
     assert c.data.options == {"n_train": 100}
     assert c.model.spike_scale is None and c.optim.milestones == [1, 2]
     assert isinstance(load_config(None, {"optim.lr": 1}).optim.lr, float)
@@ -102,7 +108,11 @@ def test_roundtrip_through_yaml(tmp_path):
         ("optim.lrr=0.1", "unknown config key 'optim.lrr'; did you mean 'optim.lr'?"),
         ("optim.lrr=0.1", "(valid: optim.name, optim.lr,"),
         ("bogus=1", "unknown config key 'bogus'"),
-        ("method.pgd.epss=1", "unknown config key 'method.pgd.epss'"),
+        ("method.w_regg=1", "unknown config key 'method.w_regg'; did you mean 'method.w_reg'?"),
+        (
+            "method.pgd.eps=1/255",
+            "method 'ciiv': unknown config key 'method.pgd' (valid: method.w_ce",
+        ),
         ("epochs.x=1", "epochs has no sub-keys"),
         ("optim.lr=fast", "optim.lr: expected a number"),
         ("optim.lr=-1", "optim.lr: must be > 0"),
@@ -174,3 +184,55 @@ def test_max_train_and_max_val_shrink_the_splits_not_the_test_set():
     assert abs(len(small.train) - 120) <= 2 and abs(len(small.val) - 20) <= 2
     assert {k: len(v) for k, v in small.test.items()} == {k: len(v) for k, v in full.test.items()}
     assert set(small.train.labels.tolist()) == set(full.train.labels.tolist())  # every class
+
+
+def test_each_method_takes_its_own_options():
+    c = load_config(None, ["method.name=trades", "method.beta=3", "method.pgd.steps=4"])
+    assert isinstance(c.method.options, get_method("trades").Options)
+    assert (c.method.options.beta, c.method.options.pgd.steps) == (3.0, 4)
+    assert config_to_dict(c)["method"] == {"name": "trades", **dataclasses.asdict(c.method.options)}
+    assert load_config(None, ["method.name=vanilla"]).method.options == NoOptions()
+    for override, fragment in [
+        ("method.beta=-1", "method.beta: must be >= 0, got -1"),
+        ("method.pgd.steps=0", "method.pgd.steps: must be >= 1"),
+        ("method.pgd.bpda=straight", "method.pgd.bpda: 'straight' is not one of"),
+        ("method.trades_beta=3", "method.trades_beta is now method.beta"),
+        ("method.alpha=1", "method 'trades': unknown config key 'method.alpha'"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            load_config(None, ["method.name=trades", override])
+        assert fragment in str(info.value)
+    with pytest.raises(ConfigError, match="method 'vanilla': unknown config key 'method.pgd'"):
+        load_config(None, ["method.name=vanilla", "method.pgd.steps=2"])
+
+
+def test_choosing_another_method_keeps_the_options_it_takes():
+    # options set before the method is chosen (a preset, a grid's shared `set`) reach the
+    # methods that take them and no other
+    shared = {"method.w_reg": 0.5, "method.pgd": {"steps": 3}, "method.alpha": 0.2}
+    at = load_config(None, {**shared, "method.name": "ciiv_at"}).method.options
+    assert (at.w_reg, at.pgd.steps) == (0.5, 3)
+    mixup = load_config(None, {**shared, "method.name": "mixup"}).method.options
+    assert mixup == get_method("mixup").Options(alpha=0.2)
+    assert load_config(None, {**shared, "method.name": "rs"}).method.options == NoOptions()
+    preset = load_config("paper-cifar10", ["method.name=ciiv_mixup"]).method.options
+    assert preset.w_reg_milestones == [25, 50, 75] and preset.alpha == 1.0
+    with pytest.raises(ConfigError, match="unknown config key 'method.pgd'"):
+        load_config(None, {"method.pgd": {"steps": 3}})  # still ciiv, which crafts nothing
+
+
+def test_a_config_saved_with_every_methods_options_still_loads():
+    """Configs of runs trained before each method owned its options held all methods' options
+    in one flat `method` mapping; they load as the run's own method and its options."""
+    old = {
+        "name": "trades", "w_ce": 1.0, "w_reg": 0.1, "w_reg_factor": 10.0,
+        "w_reg_milestones": [25, 50, 75], "consistency": "smooth_l1",
+        "pgd": {"norm": "Linf", "eps": 0.1, "step_size": 0.02, "steps": 7, "bpda": None, "eot": 1},
+        "trades_beta": 3.0, "mixup_alpha": 1.0, "bpfc_step": 0.125, "bpfc_noise": 0.03,
+        "bpfc_weight": 1.0, "bpfc_factor": 9.0, "bpfc_milestones": [25, 50, 75],
+    }  # fmt: skip
+    trades = config_from_dict({"method": old}).method
+    assert trades == load_config(None, {"method.name": "trades", "method.beta": 3.0,
+                                        "method.pgd": old["pgd"]}).method  # fmt: skip
+    bpfc = config_from_dict({"method": {**old, "name": "bpfc"}}).method.options
+    assert (bpfc.step, bpfc.noise, bpfc.milestones) == (0.125, 0.03, [25, 50, 75])

@@ -21,6 +21,8 @@ from ciiv.train import (
     load_run,
     resume,
 )
+from ciiv.train.methods import option_names
+from ciiv.train.methods.standard import Vanilla
 
 TIMING_KEYS = ("images_per_s", "epoch_time_s")
 
@@ -37,7 +39,7 @@ def tiny(method: str = "ciiv", **overrides):
         "model.smoothing_draws": 2,
         "model.smoothing_votes": 3,
         "method.name": method,
-        "method.pgd.steps": 2,
+        **({"method.pgd.steps": 2} if "pgd" in option_names(method) else {}),
         "optim.lr": 0.05,
         "batch_size": 16,
         "epochs": 2,
@@ -197,10 +199,24 @@ def test_settings_that_cannot_run_are_rejected(tmp_path):
             fit(tiny(device="cuda"), tmp_path / "c")
 
 
-def test_bf16_autocast_trains_on_the_cpu(tmp_path):
+def test_bf16_autocast_trains_on_the_cpu(tmp_path, monkeypatch):
+    seen = []  # (autocast on, dtype of the logits) of every training step
+    step = Vanilla.__call__
+
+    def recording(self, model, x, y, ctx):
+        out = step(self, model, x, y, ctx)
+        seen.append((torch.is_autocast_enabled("cpu"), out.logits.dtype))
+        return out
+
+    monkeypatch.setattr(Vanilla, "__call__", recording)
     result = fit(tiny("vanilla", epochs=1, amp="bf16"), tmp_path / "run")
     assert result.history[0]["train_loss"] > 0
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["amp"] == "bf16"
+    assert seen and set(seen) == {(True, torch.bfloat16)}
+    assert next(result.model.parameters()).dtype == torch.float32  # the weights stay float32
+    seen.clear()
+    fit(tiny("vanilla", epochs=1, amp="none"), tmp_path / "none")
+    assert seen and set(seen) == {(False, torch.float32)}
 
 
 @pytest.mark.slow

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from ciiv.attacks import create_attack
 from ciiv.data import generate_shapes, get_dataset_info
 from ciiv.loss import consistency_loss, view_cross_entropy
 from ciiv.models import CiiVClassifier, Classifier, SmoothedClassifier, build_model, predict
 from ciiv.train import StepContext, create_method, get_method, list_methods, load_config
+from ciiv.train.methods import option_names
 from ciiv.train.methods.adversarial import trades_kl
 from ciiv.train.methods.standard import quantise
 
@@ -20,12 +23,14 @@ INFO = get_dataset_info("shapes", image_size=SIZE)
 KINDS = {"plain": Classifier, "ciiv": CiiVClassifier, "smoothed": SmoothedClassifier}
 
 
-def tiny_config(method: str):
+def tiny_config(method: str, **options):
+    """A small model and ``method`` (PGD with 2 steps), with ``options`` of the method."""
     return load_config(
         None,
         {
             "method.name": method,
-            "method.pgd.steps": 2,
+            **({"method.pgd.steps": 2} if "pgd" in option_names(method) else {}),
+            **{f"method.{key}": value for key, value in options.items()},
             "model.backbone": "small_cnn",
             "model.backbone_kwargs": {"width": 8},
             "model.num_views": 3,
@@ -115,31 +120,117 @@ def test_bpfc_quantisation_and_weight_schedule():
     )
 
 
+# -- each loss is its formula, computed here by hand with torch ops ------------------------------
+
+
+def ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy, by hand: -log softmax at the label."""
+    log_p = logits - logits.exp().sum(1, keepdim=True).log()
+    return -log_p.gather(1, labels[:, None]).mean()
+
+
+def method_and_model(method: str, **options):
+    """The objective with ``options`` and a tiny model in train mode, as the loop calls it."""
+    config = tiny_config(method, **options)
+    objective = create_method(config.method)
+    torch.manual_seed(0)
+    return objective, build_model(config.model, INFO, objective.model_kind).train()
+
+
+def test_bpfc_loss_is_ce_plus_scheduled_logit_distance_to_the_quantised_image():
+    objective, model = method_and_model("bpfc", step=0.25, noise=0.05)
+    x, y = batch(8)
+    torch.manual_seed(3)
+    out = objective(model, x, y, StepContext(epoch=30, step=0))
+    torch.manual_seed(3)  # the same pre-noise: U(-0.05, 0.05) per pixel
+    noisy = x + 0.05 * (2 * torch.rand_like(x) - 1)
+    quantised = (torch.floor(noisy / 0.25) * 0.25 + 0.125).clamp(0, 1)
+    logits, logits_q = model(x), model(quantised)
+    distance = ((logits - logits_q) ** 2).sum(1).mean()
+    assert out.loss.item() == pytest.approx((ce(logits, y) + 9 * distance).item(), rel=1e-5)
+    assert out.metrics["bpfc"].item() == pytest.approx(distance.item(), rel=1e-5)
+    assert distance > 0  # the quantisation changed the prediction: the term has work to do
+
+
+def test_mixup_loss_is_the_weighted_ce_of_both_labels():
+    objective, model = method_and_model("mixup", alpha=0.4)
+    x, y = batch(16)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        out = objective(model, x, y, StepContext(0, 0))
+        torch.manual_seed(seed)  # the same draws: lam ~ Beta(0.4, 0.4), then the pairing
+        lam = torch.distributions.Beta(0.4, 0.4).sample().item()
+        perm = torch.randperm(16)
+        logits = model(lam * x + (1 - lam) * x[perm])
+        expected = lam * ce(logits, y) + (1 - lam) * ce(logits, y[perm])
+        assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+        assert torch.allclose(out.logits, logits, atol=1e-6)
+
+
+def test_mixup_targets_follow_the_larger_weight():
+    objective, model = method_and_model("mixup")
+    x, y = batch(16)
+    weights = []
+    for seed in range(8):
+        torch.manual_seed(seed)
+        out = objective(model, x, y, StepContext(0, 0))
+        torch.manual_seed(seed)
+        lam = torch.distributions.Beta(1.0, 1.0).sample().item()
+        perm = torch.randperm(16)
+        assert bool((y != y[perm]).any())  # the two label sets differ: the choice is visible
+        assert torch.equal(out.targets, y if lam >= 0.5 else y[perm]), lam
+        weights.append(lam)
+    assert min(weights) < 0.5 < max(weights)  # both cases were checked
+
+
+def test_pgd_at_loss_is_the_ce_of_pgd_examples():
+    objective, model = method_and_model("pgd_at", pgd={"eps": 0.1, "step_size": 0.03, "steps": 3})
+    x, y = batch(8)
+    twin = copy.deepcopy(model)  # crafting reads BatchNorm statistics the training pass updates
+    torch.manual_seed(4)
+    out = objective(model, x, y, StepContext(0, 0))
+    torch.manual_seed(4)  # the attack's seed comes from torch's generator
+    x_adv = create_attack("pgd", twin, eps=0.1, step_size=0.03, steps=3, keep_best=False)(x, y)
+    assert 0 < (x_adv - x).abs().max() <= 0.1 + 1e-6
+    logits = twin(x_adv)
+    assert torch.allclose(out.logits, logits, atol=1e-5)
+    assert out.loss.item() == pytest.approx(ce(logits, y).item(), rel=1e-5)
+    assert out.loss > ce(twin(x), y)  # the examples are adversarial
+
+
+def test_trades_loss_is_ce_plus_beta_kl_from_the_clean_prediction():
+    objective, model = method_and_model("trades", beta=2.5, pgd={"eps": 0.1, "steps": 3})
+    x, y = batch(8)
+    twin = copy.deepcopy(model)
+    torch.manual_seed(5)
+    out = objective(model, x, y, StepContext(0, 0))
+    torch.manual_seed(5)
+    x_adv = create_attack(
+        "pgd", twin, eps=0.1, step_size=2 / 255, steps=3, loss="kl", keep_best=False
+    )(x, y)
+    logits, logits_adv = twin(x), twin(x_adv)
+    p, q = logits.softmax(1), logits_adv.softmax(1)
+    kl = (p * (p.log() - q.log())).sum(1).mean()  # KL(p(x) || p(x_adv)), batch mean
+    expected = ce(logits, y) + 2.5 * kl
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    assert out.metrics["kl"].item() == pytest.approx(kl.item(), rel=1e-4) and kl > 0
+
+
 def test_trades_inner_maximisation_stays_in_the_ball_and_raises_the_kl():
     torch.manual_seed(0)
     config = tiny_config("trades")
     objective = create_method(config.method)
     model = build_model(config.model, INFO, "plain").train()
-    x, _ = batch(8)
-    x_adv = objective.craft(model, x)
+    x, y = batch(8)
+    x_adv = objective.craft(model, x, y)
     assert model.training  # mode restored
-    assert (x_adv - x).abs().max() <= config.method.pgd.eps + 1e-6
+    assert (x_adv - x).abs().max() <= config.method.options.pgd.eps + 1e-6
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     with torch.no_grad():
         clean = model.eval()(x)
         kl_adv = trades_kl(clean, model(x_adv))
         kl_noise = trades_kl(clean, model((x + 0.5 * (x_adv - x)).clamp(0, 1)))
     assert kl_adv > kl_noise
-
-
-def test_mixup_targets_follow_the_larger_weight():
-    torch.manual_seed(0)
-    config = tiny_config("mixup")
-    objective = create_method(config.method)
-    model = build_model(config.model, INFO, "plain")
-    x, y = batch(8)
-    out = objective(model, x, y, StepContext(0, 0))
-    assert out.targets is not None and out.targets.shape == y.shape
 
 
 def test_smoothed_classifier_forward_and_vote():

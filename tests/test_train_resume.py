@@ -21,6 +21,7 @@ from ciiv.train import (
     load_run,
     resume,
 )
+from ciiv.train.methods import option_names
 from test_train_loop import tiny as tiny_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,7 +32,9 @@ TIMING_KEYS = ("images_per_s", "epoch_time_s")
 def tiny(method: str = "ciiv", **overrides):
     """test_train_loop's tiny run (5 steps per epoch of a few milliseconds), deterministic, with
     a learning rate and w_reg that change after the first epoch."""
-    schedule = {"optim.milestones": [1], "method.w_reg_milestones": [1], "deterministic": True}
+    schedule = {"optim.milestones": [1], "deterministic": True}
+    if "w_reg_milestones" in option_names(method):
+        schedule["method.w_reg_milestones"] = [1]
     return tiny_run(method, **{**schedule, **overrides})
 
 

@@ -7,9 +7,12 @@ the per-example bookkeeping.
 Objective J (maximised, one value per example):
     loss="ce"        untargeted: CE(model(x), y);               targeted: -CE(model(x), t)
     loss="adaptive"  untargeted: CE_views(y) + w * consistency;  targeted: -CE_views(t) + w * cons.
+    loss="kl"        KL(p(x_clean) || p(x)), untargeted only (TRADES' inner maximisation)
 where CE_views is ``ciiv.loss.view_cross_entropy`` of the per-view logits (reduction "none") and
 consistency is CiiV's view-consistency loss per example: maximising it breaks the agreement
-between views that CiiV trains for. "adaptive" needs a CiiV model (``forward_views``).
+between views that CiiV trains for. "adaptive" needs a CiiV model (``forward_views``). For "kl",
+p(x_clean) is the model's softmax on the clean batch (one no-grad pass, mean logits over the E
+draws), and an iterate succeeds when its prediction differs from the clean one.
 
 EOT: the gradient is the mean of the gradients of J over E random forward passes. The batch is
 repeated E times along dim 0 (row e * B + i is draw e of example i) and sent in calls of at most
@@ -69,7 +72,7 @@ from .threat import canonical_norm, default_eps, get_threat_model, parse_eps
 
 __all__ = ["FGSM", "PGD", "GradientEstimate"]
 
-LOSSES: tuple[str, ...] = ("ce", "adaptive")
+LOSSES: tuple[str, ...] = ("ce", "adaptive", "kl")
 # Precision of the attack's model calls: "bf16" runs them under bfloat16 autocast (opt-in, see
 # docs/evaluation.md); objectives, gradients w.r.t. x and iterates stay in float32.
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
@@ -101,7 +104,8 @@ class PGD(Attack):
         eot: E, random forward passes averaged per gradient (1 = plain gradient).
         max_batch: most images per model call when the E * B rows are forwarded (None = all).
         bpda: None, "identity" or "smooth": BPDA backward of CiiV's spike step (``model.bpda``).
-        loss: "ce" or "adaptive" (CiiV: per-view CE + adaptive_weight * view consistency).
+        loss: "ce", "adaptive" (CiiV: per-view CE + adaptive_weight * view consistency) or "kl"
+            (KL divergence from the clean prediction, TRADES; untargeted).
         adaptive_weight: weight of the consistency term for loss="adaptive".
         targeted: None, "random", "most_likely" or "least_likely" (minimise CE to the target).
         keep_best: return the best visited iterate per example (True) or the last one (False).
@@ -124,7 +128,7 @@ class PGD(Attack):
         eot: int = 1,
         max_batch: int | None = None,
         bpda: Literal["identity", "smooth"] | None = None,
-        loss: Literal["ce", "adaptive"] = "ce",
+        loss: Literal["ce", "adaptive", "kl"] = "ce",
         adaptive_weight: float = 1.0,
         targeted: Literal["random", "most_likely", "least_likely"] | None = None,
         keep_best: bool = True,
@@ -149,6 +153,8 @@ class PGD(Attack):
                 f"loss='adaptive' needs a CiiV model with forward_views(); "
                 f"{type(model).__name__} has none: use loss='ce'"
             )
+        if loss == "kl" and targeted is not None:
+            raise ValueError("loss='kl' is untargeted (it moves away from the clean prediction)")
         if targeted is not None and targeted not in TARGET_MODES:
             raise ValueError(
                 f"unknown targeted {targeted!r}; valid: None, {', '.join(TARGET_MODES)}"
@@ -177,7 +183,9 @@ class PGD(Attack):
         return torch.autocast(device.type, dtype=torch.bfloat16)
 
     def _objective(self, x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """J [N] and success [N] (bool) for one forward draw of the rows x [N, C, H, W]."""
+        """J [N] and success [N] (bool) for one forward draw of the rows x [N, C, H, W].
+
+        ``labels``: classes [N], or for loss="kl" the clean log-probabilities [N, K]."""
         if self.loss == "adaptive":
             with self._autocast(x.device):
                 out = self.views(x)
@@ -186,6 +194,12 @@ class PGD(Attack):
             ce = view_cross_entropy(view_logits, labels, reduction="none")
             cons = consistency_loss(features, out.z, reduction="none")
             value = (-ce if self.targeted else ce) + self.adaptive_weight * cons
+        elif self.loss == "kl":
+            with self._autocast(x.device):
+                logits = self.logits(x)
+            log_p = logits.float().log_softmax(1)
+            value = F.kl_div(log_p, labels, reduction="none", log_target=True).sum(1)
+            labels = labels.argmax(1)  # success: the prediction leaves the clean one
         else:
             with self._autocast(x.device):
                 logits = self.logits(x)
@@ -200,7 +214,7 @@ class PGD(Attack):
         """EOT estimate over ``self.eot`` draws at x [B, C, H, W] (see the module doc)."""
         batch, draws = x.shape[0], self.eot
         rows = x.detach().repeat(draws, 1, 1, 1) if draws > 1 else x.detach()
-        row_labels = labels.repeat(draws)
+        row_labels = labels.repeat(draws, *([1] * (labels.dim() - 1)))
         stacked = draws > 1 and rows_independent(self.model)
         values, successes, grads = [], [], []
         with independent_draws(self.model) if stacked else contextlib.nullcontext():
@@ -229,6 +243,8 @@ class PGD(Attack):
         one. For audits ("gradients are finite and non-zero") and tests; counted in
         ``forward_passes``; the model's modes are restored.
         """
+        if self.loss == "kl":
+            raise ValueError("loss='kl' is measured from the clean batch of an attack(x, y) call")
         x, labels = check_batch(x, labels)
         with (
             preserve_mode(self.model, self.eval_mode),
@@ -248,12 +264,22 @@ class PGD(Attack):
         logits = logits.float().view(self.eot, x.shape[0], -1).mean(0)
         return choose_targets(logits, y, self.targeted, self.generator(x.device))
 
+    def _clean_log_probs(self, x: Tensor) -> Tensor:
+        """log p(x) [B, K] of the clean batch for loss="kl" (logits averaged over E draws)."""
+        draws_ctx = independent_draws(self.model) if self.eot > 1 else contextlib.nullcontext()
+        with draws_ctx, self._autocast(x.device):
+            logits = self.logits_no_grad(x.repeat(self.eot, 1, 1, 1), self.max_batch)
+        return logits.float().view(self.eot, x.shape[0], -1).mean(0).log_softmax(1)
+
     # -- the loop ------------------------------------------------------------------------------
 
     def _attack(self, x: Tensor, y: Tensor) -> Tensor:
         threat, generator = self.threat, self.generator(x.device)
         with bpda_context(self.model, self.bpda):
-            labels = self._targets(x, y) if self.targeted else y
+            if self.loss == "kl":
+                labels = self._clean_log_probs(x)
+            else:
+                labels = self._targets(x, y) if self.targeted else y
             best = BestIterate(x)  # scored by (success rate, J)
 
             # The first restart attacks every example (a slice: no index tensor, no gather).

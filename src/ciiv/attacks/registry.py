@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from ciiv._mapping import check_keys
 from ciiv.deps import check_available
 
 from .base import Attack
@@ -75,9 +76,4 @@ def check_attack_arguments(name: str, hyper: Iterable[str]) -> None:
     params = inspect.signature(attack_class(name).__init__).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         valid = [p for p in params if p not in ("self", "model")]
-        unknown = sorted(set(hyper) - set(valid))
-        if unknown:
-            raise ValueError(
-                f"unknown hyper-parameter(s) {', '.join(unknown)} for attack {name!r}; "
-                f"valid: {', '.join(valid)}"
-            )
+        check_keys(hyper, valid, "hyper-parameter", owner=f"attack {name!r}")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ciiv._mapping import build_dataclass
 from ciiv.data.tensors import ImageTensors, split_validation
 
 __all__ = [
@@ -167,12 +168,8 @@ def _builder(name: str) -> DatasetBuilder:
 
 
 def _parse_options(builder: DatasetBuilder, options: Mapping[str, Any]) -> Any:
-    valid = [f.name for f in dataclasses.fields(builder.options)]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        takes = ", ".join(valid) if valid else "no options"
-        raise ValueError(f"dataset {builder.name!r} takes {takes}; unknown: {', '.join(unknown)}")
-    return builder.options(**options)
+    owner = f"dataset {builder.name!r}"
+    return build_dataclass(builder.options, options, what="option", owner=owner)
 
 
 def _as_path(data_dir: str | os.PathLike[str] | None) -> Path | None:

@@ -38,10 +38,8 @@ class Protocol:
     centre_view_only: bool
     eot_by_default: bool
 
-    def eot(self, mode: int | str, e: int) -> int:
-        """Gradient samples for an entry's ``eot`` mode ("protocol", "E" or a fixed int)."""
-        if isinstance(mode, int):
-            return mode
+    def eot(self, mode: str, e: int) -> int:
+        """Gradient samples for an entry's ``eot`` mode: "protocol" or "E"."""
         if mode == "E":
             return e
         return e if self.eot_by_default else 1

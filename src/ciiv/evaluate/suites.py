@@ -26,10 +26,11 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from ciiv._mapping import build_dataclass, check_keys
 from ciiv.attacks.registry import check_attack_arguments
 from ciiv.attacks.threat import default_budget, parse_eps
 
@@ -76,15 +77,14 @@ class AttackEntry:
         name: unique label in the suite (a key of the results), e.g. ``"pgd-20"``.
         attack: name in the :mod:`ciiv.attacks` registry.
         hyper: other hyper-parameters passed to ``create_attack`` (``steps``, ``bpda``, ...).
-        eps: a fixed budget (float or ``"16/255"``); None uses ``eps_scale`` times the suite's
-            budget, so ``eps=`` overrides of the budget reach it.
-        eps_scale: multiple of the suite budget when ``eps`` is None.
+        eps: a fixed budget (float or ``"16/255"``); None uses the suite's budget, so ``eps=``
+            overrides of the budget reach it.
         norm: "Linf" or "L2"; None uses the suite's.
         step_fraction: ``step_size = step_fraction * eps`` (keeps the step right when eps changes);
             None leaves the step to ``hyper`` or the attack's default.
         eot: None (no EOT for this attack), "protocol" (E under the full protocol, 1 under the
-            paper's), "E" (E under both: the named EOT attacks) or a fixed int. A deterministic
-            model always gets 1.
+            paper's) or "E" (E under both: the named EOT attacks). A deterministic model always
+            gets 1.
         eot_hyper: how the attack expresses EOT when it takes no ``eot`` argument: these
             hyper-parameters are added when the resolved E is above 1 (AutoAttack:
             ``{"version": "rand"}``, its EOT-20 version for randomized defences).
@@ -101,10 +101,9 @@ class AttackEntry:
     attack: str
     hyper: Mapping[str, Any] = field(default_factory=dict)
     eps: float | str | None = None
-    eps_scale: float = 1.0
     norm: str | None = None
     step_fraction: float | None = None
-    eot: int | str | None = None
+    eot: Literal["protocol", "E"] | None = None
     eot_hyper: Mapping[str, Any] = field(default_factory=dict)
     worst_case: bool = True
     requires: tuple[str, ...] = ()
@@ -122,10 +121,8 @@ class AttackEntry:
             raise ValueError(
                 f"{self.name}: unknown requirement(s) {unknown}; valid: {', '.join(REQUIREMENTS)}"
             )
-        if self.eot is not None and not (
-            self.eot in EOT_MODES or (isinstance(self.eot, int) and self.eot >= 1)
-        ):
-            raise ValueError(f"{self.name}: eot must be None, 'protocol', 'E' or an int >= 1")
+        if self.eot is not None and self.eot not in EOT_MODES:
+            raise ValueError(f"{self.name}: eot must be None, 'protocol' or 'E'")
         reserved = {"eps", "norm", "eot", "seed"} & set(self.hyper)
         if reserved:
             raise ValueError(
@@ -252,22 +249,10 @@ class Suite:
         An entry with a ``sweep`` key is a :class:`Sweep`: ``{"sweep": name, "eps": [...],
         "steps": [...], "base": {entry}}``.
         """
-        _reject_unknown("suite", data, {f.name for f in dataclasses.fields(cls)})
-        _require_keys("suite", data, ("name", "norm", "budget", "entries"))
-        if not isinstance(data["budget"], Mapping):
-            raise ValueError("suite budget must be a mapping of dataset -> eps with a 'default'")
-        if isinstance(data["entries"], (str, Mapping)) or not all(
-            isinstance(e, Mapping) for e in data["entries"]
-        ):
-            raise ValueError("suite entries must be a list of mappings (attack entries, sweeps)")
-        entries = tuple(_entry_from_dict(e) for e in data["entries"])
-        return cls(
-            name=data["name"],
-            description=data.get("description", ""),
-            norm=data["norm"],
-            budget=dict(data["budget"]),
-            entries=entries,
-        )
+        check_keys(data, [f.name for f in dataclasses.fields(cls)], "suite key")
+        entries = tuple(_entry_from_dict(e) for e in data.get("entries", ()))
+        values = {"description": "", **data, "entries": entries}
+        return build_dataclass(cls, values, what="suite key")
 
 
 def _entry_to_dict(entry: AttackEntry | Sweep) -> dict[str, Any]:
@@ -285,35 +270,15 @@ def _entry_to_dict(entry: AttackEntry | Sweep) -> dict[str, Any]:
 
 
 def _entry_from_dict(data: Mapping[str, Any]) -> AttackEntry | Sweep:
-    if "sweep" in data:
-        _reject_unknown("sweep", data, {"sweep", "base", "eps", "steps"})
-        _require_keys("sweep", data, ("sweep", "base"))
-        if not isinstance(data["base"], Mapping):
-            raise ValueError(f"sweep {data['sweep']!r}: base must be an attack entry mapping")
-        return Sweep(
-            name=data["sweep"],
-            base=_entry_from_dict(data["base"]),
-            eps=tuple(data.get("eps", ())),
-            steps=tuple(data.get("steps", ())),
-        )
-    keys = {f.name for f in dataclasses.fields(AttackEntry)} - {"sweep_point"}
-    _reject_unknown("attack entry", data, keys)
-    _require_keys("attack entry", data, ("name", "attack"))
-    return AttackEntry(**{**data, "requires": tuple(data.get("requires", ()))})
-
-
-def _reject_unknown(what: str, data: Mapping[str, Any], valid: set[str]) -> None:
-    unknown = sorted(set(data) - valid)
-    if unknown:
-        raise ValueError(f"unknown {what} key(s) {unknown}; valid: {', '.join(sorted(valid))}")
-
-
-def _require_keys(what: str, data: Mapping[str, Any], keys: tuple[str, ...]) -> None:
-    missing = [key for key in keys if key not in data]
-    if missing:
-        label = data.get("name", data.get("sweep"))
-        named = f"{what} {label!r}" if label is not None else what
-        raise ValueError(f"{named} lacks {', '.join(missing)} (needs {', '.join(keys)})")
+    if "sweep" not in data:
+        keys = [f.name for f in dataclasses.fields(AttackEntry) if f.name != "sweep_point"]
+        check_keys(data, keys, "attack entry key")
+        return build_dataclass(AttackEntry, data, what="attack entry key")
+    check_keys(data, ("sweep", "base", "eps", "steps"), "sweep key")
+    values = {"name": data["sweep"], **{k: v for k, v in data.items() if k != "sweep"}}
+    if "base" in values:
+        values["base"] = _entry_from_dict(values["base"])
+    return build_dataclass(Sweep, values, what="sweep key")
 
 
 SUITE_FILE_SUFFIXES = (".yaml", ".yml", ".json")
@@ -492,7 +457,7 @@ def resolve_suite(
         if reason:
             skipped[entry.name] = reason
             continue
-        entry_eps = budget * entry.eps_scale if entry.eps is None else parse_eps(entry.eps)
+        entry_eps = budget if entry.eps is None else parse_eps(entry.eps)
         norm = entry.norm or suite.norm
         inside = norm == suite.norm and entry_eps <= budget * (1 + 1e-9)
         if entry.worst_case and not inside:

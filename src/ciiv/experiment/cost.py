@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ciiv.evaluate.suites import DEFAULT_EOT, ModelTraits, get_suite, resolve_suite
-from ciiv.train.methods import create_method, get_method
+from ciiv.train.methods import get_method
 
 from .grid import Cell, Grid
 
@@ -33,7 +33,7 @@ def cell_cost(grid: Grid, cell: Cell, train_size: int | None) -> dict[str, Any]:
     config = cell.config
     kind = get_method(config.method.name).model_kind
     views = config.model.num_views if kind == "ciiv" else 1
-    pgd = getattr(create_method(config.method), "pgd", None)  # objectives that craft examples
+    pgd = getattr(config.method.options, "pgd", None)  # methods that craft PGD examples
     per_image = views * (1 + (pgd.steps * pgd.eot if pgd is not None else 0))
     train = None if train_size is None else config.epochs * train_size * per_image
     traits = _traits(kind)

@@ -24,3 +24,7 @@ __all__ = [
     "predict",
     "register_model",
 ]
+
+# Registers the built-in backbone families. Last, so that a backbone module may import anything
+# above (from ciiv.models or its submodules); the registry itself imports no backbone.
+from . import backbones  # noqa: E402, F401

@@ -6,8 +6,9 @@ head W on top. Native families register a factory under a plain name
 (``create_model("tv:resnet18")``, ``create_model("timm:resnet18")``) whose factory receives the
 part after the colon.
 
-Importing this module imports :mod:`ciiv.models.backbones`, so every built-in name and prefix is
-registered by the time :func:`create_model` can be called.
+The built-in families register themselves when :mod:`ciiv.models` is imported (its last line
+imports :mod:`ciiv.models.backbones`), which Python does before this module: every built-in name
+and prefix is registered by the time :func:`create_model` can be called.
 """
 
 from __future__ import annotations
@@ -198,7 +199,3 @@ def _check_positive_int(what: str, value: object) -> None:
     # bool is an int subclass; num_classes=True is a bug, not 1.
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{what} must be a positive integer, got {value!r}")
-
-
-# Registers the built-in families; placed last because they import the names defined above.
-from ciiv.models import backbones as _backbones  # noqa: E402, F401

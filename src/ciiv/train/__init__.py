@@ -14,7 +14,6 @@ from .config import (
     MethodConfig,
     ModelConfig,
     OptimConfig,
-    PGDConfig,
     TrainConfig,
     config_from_dict,
     config_to_dict,
@@ -25,6 +24,7 @@ from .config import (
 from .loop import RESUMABLE_KEYS, FitResult, ProgressEvent, TrainingInterrupted, fit, resume
 from .methods import (
     Objective,
+    PGDOptions,
     StepContext,
     StepOutput,
     create_method,
@@ -53,7 +53,7 @@ __all__ = [
     "ModelConfig",
     "Objective",
     "OptimConfig",
-    "PGDConfig",
+    "PGDOptions",
     "ProgressEvent",
     "RunDirError",
     "RunDirExistsError",

@@ -11,21 +11,22 @@ names them and ``load_config("paper-cifar10")`` finds them by name.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import difflib
-import math
-import types
 import typing
 from dataclasses import dataclass, field
-from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from ciiv.attacks.threat import check_eps
+from ciiv._mapping import ConfigError, build_dataclass, check_keys
+from ciiv.data import list_datasets
+from ciiv.models import list_models
 from ciiv.models.build import ModelConfig
+
+from .methods import MethodConfig, get_method, switch_method
 
 __all__ = [
     "ConfigError",
@@ -33,7 +34,6 @@ __all__ = [
     "MethodConfig",
     "ModelConfig",
     "OptimConfig",
-    "PGDConfig",
     "TrainConfig",
     "build_dataclass",
     "config_from_dict",
@@ -45,10 +45,6 @@ __all__ = [
     "save_config",
     "shipped_yaml",
 ]
-
-
-class ConfigError(ValueError):
-    """A bad training configuration; the message names the offending key."""
 
 
 @dataclass
@@ -80,58 +76,15 @@ class DataConfig:
     max_val: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
-
-@dataclass
-class PGDConfig:
-    """The inner maximisation of adversarial training (pgd_at, trades, ciiv_at).
-
-    ``eps`` and ``step_size`` are in [0, 1] pixel units; YAML and overrides accept fractions
-    such as ``8/255``. ``bpda``/``eot`` only matter for a random (CiiV) model.
-    """
-
-    norm: Literal["Linf", "L2"] = "Linf"
-    eps: float = 8 / 255
-    step_size: float = 2 / 255
-    steps: int = 10
-    bpda: Literal["identity", "smooth"] | None = None
-    eot: int = 1
-
-
-@dataclass
-class MethodConfig:
-    """The training method (a name from :func:`ciiv.train.list_methods`) and its settings.
-
-    Attributes:
-        name: training method.
-        w_ce: weight of CiiV's per-view cross-entropy.
-        w_reg, w_reg_factor, w_reg_milestones: w_reg starts at ``w_reg`` and is multiplied by
-            ``w_reg_factor`` after each milestone epoch (0.1, x10 after 25, 50, 75).
-        consistency: CiiV's view-consistency loss, "smooth_l1" (paper) or "l2".
-        pgd: adversarial-example settings (pgd_at, trades, ciiv_at).
-        trades_beta: TRADES' weight of the KL term (6).
-        mixup_alpha: Beta(alpha, alpha) of the mixing weight (mixup, ciiv_mixup; 1).
-        bpfc_step, bpfc_noise: BPFC quantisation step and uniform pre-noise amplitude,
-            [0, 1] units (32/255 and 8/255).
-        bpfc_weight, bpfc_factor, bpfc_milestones: weight of BPFC's logit-consistency term
-            (1, x9 after 25, 50, 75).
-    Randomized smoothing (rs) takes its noise level from ``model.smoothing_sigma``: the training
-    noise and the smoothing noise are the same number.
-    """
-
-    name: str = "ciiv"
-    w_ce: float = 1.0
-    w_reg: float = 0.1
-    w_reg_factor: float = 10.0
-    w_reg_milestones: list[int] = field(default_factory=lambda: [25, 50, 75])
-    consistency: Literal["smooth_l1", "l2"] = "smooth_l1"
-    pgd: PGDConfig = field(default_factory=PGDConfig)
-    trades_beta: float = 6.0
-    mixup_alpha: float = 1.0
-    bpfc_step: float = 32 / 255
-    bpfc_noise: float = 8 / 255
-    bpfc_weight: float = 1.0
-    bpfc_factor: float = 9.0
-    bpfc_milestones: list[int] = field(default_factory=lambda: [25, 50, 75])
+    def __post_init__(self) -> None:
+        _check(
+            self.val_fraction is None or 0 <= self.val_fraction < 1,
+            "val_fraction",
+            f"must be in [0, 1) or null, got {self.val_fraction}",
+        )
+        for key in ("max_train", "max_val"):
+            value = getattr(self, key)
+            _check(value is None or value >= 1, key, f"must be >= 1 or null, got {value}")
 
 
 @dataclass
@@ -161,6 +114,27 @@ class OptimConfig:
     milestones: list[int] = field(default_factory=lambda: [10, 100, 105])
     gamma: float = 0.1
     warmup_fraction: float = 0.3
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _check(self.momentum >= 0, "momentum", f"must be >= 0, got {self.momentum}")
+        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            "betas",
+            f"must be two numbers in [0, 1), got {self.betas}",
+        )
+        _check(
+            _increasing(self.milestones),
+            "milestones",
+            f"must be increasing epochs >= 0, got {self.milestones}",
+        )
+        _check(self.gamma > 0, "gamma", f"must be > 0, got {self.gamma}")
+        _check(
+            0 < self.warmup_fraction < 1,
+            "warmup_fraction",
+            f"must be in (0, 1), got {self.warmup_fraction}",
+        )
 
 
 @dataclass
@@ -198,141 +172,85 @@ class TrainConfig:
     deterministic: bool = False
     checkpoint_every: int | None = None
 
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "eval_batch_size"):
+            _check(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
+        _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        _check(
+            self.checkpoint_every is None or self.checkpoint_every >= 0,
+            "checkpoint_every",
+            f"must be >= 0 (optimiser steps; 0 or null: only at epoch ends), got "
+            f"{self.checkpoint_every}",
+        )
+        device = self.device
+        _check(
+            device in ("auto", "cpu", "cuda")
+            or (device.startswith("cuda:") and device[5:].isdigit()),
+            "device",
+            f"must be auto, cpu, cuda or cuda:N, got {device!r}",
+        )
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    # "key: message"; parsing prefixes the section ("optim.lr: must be > 0").
+    if not ok:
+        raise ValueError(f"{key}: {message}")
+
+
+def _increasing(values: list[int]) -> bool:
+    pairs = zip(values[:-1], values[1:], strict=True)
+    return all(v >= 0 for v in values) and all(a < b for a, b in pairs)
+
 
 # ---------------------------------------------------------------------------------------------
-# Parsing: nested dicts -> dataclasses, with strict keys and typed values.
-
-
-def _keys(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
-
-
-def _unknown_key(key: str, cls: type) -> ConfigError:
-    prefix, _, name = key.rpartition(".")
-    prefix = f"{prefix}." if prefix else ""
-    valid = _keys(cls)
-    close = difflib.get_close_matches(name, valid, n=1)
-    hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
-    listed = ", ".join(prefix + k for k in valid)
-    return ConfigError(f"unknown config key '{key}'{hint} (valid: {listed})")
-
-
-def _parse_fraction(value: str, key: str) -> float:
-    """'8/255' -> 0.0313..., '0.5' -> 0.5."""
-    try:
-        return float(Fraction(value.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise ConfigError(
-            f"{key}: expected a number or a fraction like 8/255, got {value!r}"
-        ) from None
-
-
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check ``value`` against a type annotation; return it converted (ints to floats, etc.)."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        errors = []
-        for option in options:
-            try:
-                return _coerce(value, option, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] + (" (or null)" if type(None) in args else ""))
-    if origin is Literal:
-        if value not in args:
-            valid = ", ".join(repr(a) for a in args)
-            raise ConfigError(f"{key}: {value!r} is not one of {valid}")
-        return value
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise ConfigError(f"{key}: expected a mapping with string keys, got {value!r}")
-        return dict(value)
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of {', '.join(_keys(annotation))}")
-        return build_dataclass(annotation, value, key + ".")
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, str):
-            value = _parse_fraction(value, key)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    if annotation is Any:
-        return value
-    raise TypeError(f"{key}: unsupported annotation {annotation!r}")  # a bug in this module
-
-
-def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
-    """``cls(**values)`` for a dataclass, strictly: unknown keys raise a :class:`ConfigError`
-    that lists the valid ones, and each value is checked against its annotation (nested
-    dataclasses, lists, literals, "8/255" fractions for floats). ``prefix`` names the keys."""
-    hints = typing.get_type_hints(cls)
-    for name in values:
-        if name not in hints:
-            raise _unknown_key(prefix + str(name), cls)
-    kwargs = {name: _coerce(v, hints[name], prefix + name) for name, v in values.items()}
-    return cls(**kwargs)
+# Parsing: nested dicts -> dataclasses, with strict keys and typed values (ciiv._mapping).
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     """A validated :class:`TrainConfig` from a nested dict (missing keys take the defaults)."""
     if not isinstance(values, dict):
-        raise ConfigError(f"a config must be a mapping of {', '.join(_keys(TrainConfig))}")
+        keys = ", ".join(f.name for f in dataclasses.fields(TrainConfig))
+        raise ConfigError(f"a config must be a mapping of {keys}")
     config = build_dataclass(TrainConfig, values)
     validate_config(config)
     return config
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
-    """The config as a nested dict of plain YAML/JSON types."""
-    return dataclasses.asdict(config)
+    """The config as a nested dict of plain YAML/JSON types (``method``: ``{name, **options}``)."""
+    return {**dataclasses.asdict(config), "method": config.method.to_dict()}
 
 
 def _set_path(values: dict[str, Any], key: str, value: Any) -> None:
-    """values[a][b][c] = value for key 'a.b.c', checking each level against the schema."""
-    cls: Any = TrainConfig
+    """values[a][b][c] = value for key 'a.b.c', checking each level against the schema. Keys
+    below a dict (``data.options``) or below ``method`` (they depend on the method) are checked
+    when the whole config is parsed; ``method.name`` keeps the options the new method takes."""
     parts = key.split(".")
+    if parts == ["method", "name"]:
+        method = values.get("method") or {}
+        if not isinstance(method, dict):
+            raise ConfigError("method must be a mapping")
+        values["method"] = switch_method(method, value)
+        return
+    cls: Any = TrainConfig
     node = values
     for depth, part in enumerate(parts):
-        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
-        if dataclasses.is_dataclass(cls) and part not in hints:
-            raise _unknown_key(".".join(parts[: depth + 1]), cls)
+        path = ".".join(parts[: depth + 1])
+        if cls is not None:
+            hints = typing.get_type_hints(cls)
+            check_keys([part], hints, "config key", "".join(p + "." for p in parts[:depth]))
         if depth == len(parts) - 1:
             node[part] = value
             return
-        annotation = hints.get(part) if hints else None
-        if annotation is None or not (
-            dataclasses.is_dataclass(annotation) or typing.get_origin(annotation) is dict
-        ):
-            raise ConfigError(f"{'.'.join(parts[: depth + 1])} has no sub-keys (got {key!r})")
+        annotation = hints[part] if cls is not None else None
+        nested = dataclasses.is_dataclass(annotation) or typing.get_origin(annotation) is dict
+        if cls is not None and not nested:
+            raise ConfigError(f"{path} has no sub-keys (got {key!r})")
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"{'.'.join(parts[: depth + 1])} must be a mapping")
-        cls = annotation if dataclasses.is_dataclass(annotation) else None
+            raise ConfigError(f"{path} must be a mapping")
+        free = cls is None or annotation is MethodConfig or not dataclasses.is_dataclass(annotation)
+        cls = None if free else annotation
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
@@ -404,7 +322,7 @@ def load_config(
     if source is None:
         values: dict[str, Any] = {}
     elif isinstance(source, dict):
-        values = _deep_copy(source)
+        values = copy.deepcopy(source)
     else:
         values = _read_yaml(find_yaml(source))
     if isinstance(overrides, dict):
@@ -420,149 +338,59 @@ def load_config(
     return config_from_dict(values)
 
 
-def _deep_copy(values: Any) -> Any:
-    if isinstance(values, dict):
-        return {k: _deep_copy(v) for k, v in values.items()}
-    if isinstance(values, list | tuple):
-        return [_deep_copy(v) for v in values]
-    return values
-
-
 def save_config(config: TrainConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (keys in schema order)."""
     Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
 # ---------------------------------------------------------------------------------------------
-# Value checks beyond types. Names (method, dataset, backbone) are checked against registries.
-
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {message}")
-
-
-def _increasing(values: list[int]) -> bool:
-    pairs = zip(values[:-1], values[1:], strict=True)
-    return all(v >= 0 for v in values) and all(a < b for a, b in pairs)
+# Checks across sections and against the registries (each section checks its own ranges).
 
 
 def validate_config(config: TrainConfig) -> None:
-    """Range and registry checks; raises :class:`ConfigError` naming the first bad key."""
-    from ciiv.data import list_datasets
-    from ciiv.models import list_models
-    from ciiv.train.methods import get_method, list_methods
-
-    data, model, method, optim = config.data, config.model, config.method, config.optim
-    _check(
-        data.dataset in list_datasets(),
-        "data.dataset",
-        f"unknown dataset {data.dataset!r}; valid: {', '.join(list_datasets())}",
-    )
-    _check(
-        data.val_fraction is None or 0 <= data.val_fraction < 1,
-        "data.val_fraction",
-        f"must be in [0, 1) or null, got {data.val_fraction}",
-    )
-    for key in ("max_train", "max_val"):
-        value = getattr(data, key)
-        _check(value is None or value >= 1, f"data.{key}", f"must be >= 1 or null, got {value}")
-    backbone_ok = ":" in model.backbone or model.backbone in list_models()
-    _check(
-        backbone_ok,
-        "model.backbone",
-        f"unknown backbone {model.backbone!r}; valid: {', '.join(list_models())} "
-        "(or a prefixed name such as tv:resnet18)",
-    )
-    for key in ("num_views", "samples_per_view", "smoothing_draws", "smoothing_votes"):
-        _check(getattr(model, key) >= 1, f"model.{key}", f"must be >= 1, got {getattr(model, key)}")
-    _check(
-        model.random_centers or model.num_views <= 9,
-        "model.num_views",
-        f"at most 9 views on the 3x3 grid (got {model.num_views}); or set model.random_centers",
-    )
-    for key in ("alpha", "gamma", "spike_eps", "smoothing_sigma"):
-        _check(getattr(model, key) > 0, f"model.{key}", f"must be > 0, got {getattr(model, key)}")
-    _check(
-        model.spike_scale is None or model.spike_scale > 0,
-        "model.spike_scale",
-        f"must be > 0 or null (the dataset's), got {model.spike_scale}",
-    )
-    _check(
-        0 < model.keep_threshold <= 1,
-        "model.keep_threshold",
-        f"must be in (0, 1], got {model.keep_threshold}",
-    )
-    methods = list_methods()
-    _check(
-        method.name in methods,
-        "method.name",
-        f"unknown method {method.name!r}; valid: {', '.join(methods)}",
-    )
-    _check(
-        get_method(method.name).model_kind != "ciiv" or model.num_views >= 2,
-        "model.num_views",
-        f"method {method.name!r} needs at least 2 views for its consistency loss",
-    )
-    for key in ("w_ce", "w_reg", "trades_beta", "bpfc_weight"):
-        _check(
-            getattr(method, key) >= 0, f"method.{key}", f"must be >= 0, got {getattr(method, key)}"
-        )
-    for key in ("w_reg_factor", "mixup_alpha", "bpfc_step", "bpfc_factor"):
-        _check(
-            getattr(method, key) > 0, f"method.{key}", f"must be > 0, got {getattr(method, key)}"
-        )
-    _check(method.bpfc_noise >= 0, "method.bpfc_noise", f"must be >= 0, got {method.bpfc_noise}")
-    for key in ("w_reg_milestones", "bpfc_milestones"):
-        _check(
-            _increasing(getattr(method, key)),
-            f"method.{key}",
-            f"must be increasing epochs >= 0, got {getattr(method, key)}",
-        )
-    pgd = method.pgd
-    try:
-        check_eps(pgd.norm, pgd.eps)  # L2 against the image size: the trainer, once it is known
-    except ValueError as exc:
-        raise ConfigError(f"method.pgd.eps: {exc}") from None
-    _check(pgd.step_size > 0, "method.pgd.step_size", f"must be > 0, got {pgd.step_size}")
-    _check(pgd.steps >= 1, "method.pgd.steps", f"must be >= 1, got {pgd.steps}")
-    _check(pgd.eot >= 1, "method.pgd.eot", f"must be >= 1, got {pgd.eot}")
-    _check(optim.lr > 0, "optim.lr", f"must be > 0, got {optim.lr}")
-    _check(optim.momentum >= 0, "optim.momentum", f"must be >= 0, got {optim.momentum}")
-    _check(optim.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {optim.weight_decay}")
-    _check(
-        len(optim.betas) == 2 and all(0 <= b < 1 for b in optim.betas),
-        "optim.betas",
-        f"must be two numbers in [0, 1), got {optim.betas}",
-    )
-    _check(
-        _increasing(optim.milestones),
-        "optim.milestones",
-        f"must be increasing epochs >= 0, got {optim.milestones}",
-    )
-    _check(optim.gamma > 0, "optim.gamma", f"must be > 0, got {optim.gamma}")
-    _check(
-        0 < optim.warmup_fraction < 1,
-        "optim.warmup_fraction",
-        f"must be in (0, 1), got {optim.warmup_fraction}",
-    )
-    _check(config.epochs >= 1, "epochs", f"must be >= 1, got {config.epochs}")
-    _check(config.batch_size >= 1, "batch_size", f"must be >= 1, got {config.batch_size}")
-    _check(
-        config.eval_batch_size >= 1,
-        "eval_batch_size",
-        f"must be >= 1, got {config.eval_batch_size}",
-    )
-    _check(config.seed >= 0, "seed", f"must be >= 0, got {config.seed}")
-    _check(
-        config.checkpoint_every is None or config.checkpoint_every >= 0,
-        "checkpoint_every",
-        f"must be >= 0 (optimiser steps; 0 or null: only at epoch ends), got "
-        f"{config.checkpoint_every}",
-    )
-    device = config.device
-    _check(
-        device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()),
-        "device",
-        f"must be auto, cpu, cuda or cuda:N, got {device!r}",
-    )
+    """Registry and cross-section checks; raises :class:`ConfigError` naming the first bad key."""
+    model = config.model
+    checks = [
+        (
+            config.data.dataset in list_datasets(),
+            "data.dataset",
+            f"unknown dataset {config.data.dataset!r}; valid: {', '.join(list_datasets())}",
+        ),
+        (
+            ":" in model.backbone or model.backbone in list_models(),
+            "model.backbone",
+            f"unknown backbone {model.backbone!r}; valid: {', '.join(list_models())} "
+            "(or a prefixed name such as tv:resnet18)",
+        ),
+        *(
+            (getattr(model, key) >= 1, f"model.{key}", f"must be >= 1, got {getattr(model, key)}")
+            for key in ("num_views", "samples_per_view", "smoothing_draws", "smoothing_votes")
+        ),
+        (
+            model.random_centers or model.num_views <= 9,
+            "model.num_views",
+            f"at most 9 views on the 3x3 grid (got {model.num_views}); or set model.random_centers",
+        ),
+        *(
+            (getattr(model, key) > 0, f"model.{key}", f"must be > 0, got {getattr(model, key)}")
+            for key in ("alpha", "gamma", "spike_eps", "smoothing_sigma")
+        ),
+        (
+            model.spike_scale is None or model.spike_scale > 0,
+            "model.spike_scale",
+            f"must be > 0 or null (the dataset's), got {model.spike_scale}",
+        ),
+        (
+            0 < model.keep_threshold <= 1,
+            "model.keep_threshold",
+            f"must be in (0, 1], got {model.keep_threshold}",
+        ),
+        (
+            get_method(config.method.name).model_kind != "ciiv" or model.num_views >= 2,
+            "model.num_views",
+            f"method {config.method.name!r} needs at least 2 views for its consistency loss",
+        ),
+    ]
+    for ok, key, message in checks:
+        if not ok:
+            raise ConfigError(f"{key}: {message}")

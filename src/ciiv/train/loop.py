@@ -48,7 +48,6 @@ from .checkpoint import (
     CheckpointError,
     capture_rng_state,
     load_checkpoint,
-    remove_temporaries,
     restore_rng_state,
     save_checkpoint,
 )
@@ -64,11 +63,12 @@ from .distributed import DistContext, all_gather_objects, all_reduce_sum, init_d
 from .methods import Objective, StepContext, StepOutput, create_method
 from .optim import build_optimizer, build_scheduler
 from .run import (
-    RunDirError,
-    RunDirExistsError,
+    RESUMABLE_KEYS,
+    check_resumable,
     checkpoint_path,
     dataset_info_dict,
     load_data,
+    prepare_run_dir,
     resolve_device,
     saved_config,
 )
@@ -77,19 +77,6 @@ __all__ = ["RESUMABLE_KEYS", "FitResult", "ProgressEvent", "TrainingInterrupted"
 
 logger = logging.getLogger(__name__)
 
-# Config keys that may change when a run is resumed: they do not change what is computed (or, for
-# epochs, only extend it; a cosine or one-cycle schedule is then stretched from that point on).
-RESUMABLE_KEYS: tuple[str, ...] = (
-    "epochs",
-    "device",
-    "eval_batch_size",
-    "compile",
-    "checkpoint_every",
-    "data.data_dir",
-)
-
-# What a run directory holds before its first checkpoint: a new run may start afresh there.
-_UNSTARTED_RUN = frozenset({"config.yaml", "metrics.jsonl", "checkpoints"})
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -292,71 +279,6 @@ def _place(split: ImageTensors, device: torch.device) -> ImageTensors:
     return ImageTensors(split.images.pin_memory(), split.labels.to(device))
 
 
-def _check_resumable(saved: TrainConfig, config: TrainConfig) -> None:
-    old, new = _flatten(config_to_dict(saved)), _flatten(config_to_dict(config))
-    changed = [k for k in old if old[k] != new.get(k) and k not in RESUMABLE_KEYS]
-    if changed:
-        diffs = ", ".join(f"{k} ({old[k]!r} -> {new.get(k)!r})" for k in changed)
-        raise ConfigError(
-            f"cannot resume with a different config: {diffs}; only {', '.join(RESUMABLE_KEYS)} "
-            "may change. Start a new run with another --out instead"
-        )
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and key != "options" and key != "backbone_kwargs":
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _unstarted(run_dir: Path) -> bool:
-    """Whether a new run may use ``run_dir``: it does not exist, is empty, or holds only what a
-    run stopped before its first checkpoint leaves (config.yaml, metrics.jsonl, no .pt file)."""
-    if not run_dir.exists():
-        return True
-    if not run_dir.is_dir() or not {p.name for p in run_dir.iterdir()} <= _UNSTARTED_RUN:
-        return False
-    checkpoints = run_dir / "checkpoints"
-    return not checkpoints.exists() or not any(checkpoints.glob("*.pt"))
-
-
-def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, dist: DistContext) -> bool:
-    """Check and create ``run_dir``; True when it holds ``checkpoints/last.pt`` to resume from.
-
-    Resuming a run that has no checkpoint yet starts it afresh from its config.yaml; a new run
-    may use a directory that holds no checkpoint. Leftovers of an interrupted save are removed.
-    """
-    last = checkpoint_path(run_dir, "last")
-    restoring = resume and last.is_file()
-    # Every rank checks before rank 0 creates anything, so all ranks agree on the outcome.
-    if resume and not restoring:
-        _check_resumable(config_from_dict(saved_config(run_dir)), config)
-        logger.info("%s has no checkpoint yet: starting it afresh from its config", run_dir)
-    elif not resume and not _unstarted(run_dir):
-        raise RunDirExistsError(
-            f"run directory {run_dir} already exists and is not empty (it holds a checkpoint or "
-            f"files of its own); pick another --out, or continue that run with --resume {run_dir}"
-        )
-    dist.barrier()
-    if dist.is_main:
-        try:
-            last.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RunDirError(
-                f"cannot create the run directory {run_dir} ({exc.strerror or exc}); choose an "
-                "--out in a folder you can write to"
-            ) from None
-        for path in remove_temporaries(last.parent):
-            logger.info("removed %s, left by an interrupted save", path)
-        if not restoring:
-            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    return restoring
-
-
 def resume(
     run_dir: str | Path,
     overrides: list[str] | dict[str, Any] | None = None,
@@ -466,9 +388,10 @@ class _Trainer:
         self.steps_per_epoch = batches_per_epoch(
             len(self.train), self.batch_size, drop_last=True, world_size=self.dist.world_size
         )
-        pgd = self.config.method.pgd
+        pgd = getattr(self.config.method.options, "pgd", None)
         try:  # an L2 budget needs the image size, known only now
-            check_eps(pgd.norm, pgd.eps, tuple(self.train.images.shape[1:]))
+            if pgd is not None:
+                check_eps(pgd.norm, pgd.eps, tuple(self.train.images.shape[1:]))
         except ValueError as exc:
             raise ConfigError(f"method.pgd.eps: {exc}") from None
 
@@ -501,7 +424,7 @@ class _Trainer:
 
     def _restore(self) -> None:
         state = load_checkpoint(checkpoint_path(self.run_dir, "last"), map_location=self.device)
-        _check_resumable(config_from_dict(state["config"]), self.config)
+        check_resumable(config_from_dict(state["config"]), self.config)
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -588,7 +511,7 @@ class _Trainer:
 
     def run(self, resume: bool) -> FitResult:
         config = self.config
-        restoring = _prepare_run_dir(self.run_dir, config, resume, self.dist)
+        restoring = prepare_run_dir(self.run_dir, config, resume, self.dist)
         if self.dist.is_main and not restoring:
             # Before the data: a run stopped while loading them can be resumed from its config.
             save_config(config, self.run_dir / "config.yaml")
@@ -658,12 +581,19 @@ class _Trainer:
             yield x, labels.to(self.device, non_blocking=True)
 
     def _epoch(self, epoch: int) -> None:
+        progress, start = self._train_steps(epoch)
+        self._finish_epoch(epoch, progress, start)
+
+    def _train_steps(self, epoch: int) -> tuple[_EpochProgress, float]:
+        """The optimiser steps of ``epoch`` (from where a mid-epoch checkpoint left it), with
+        its "epoch_start" and "step" events and the checkpoints inside it. Returns the epoch's
+        progress and its start on the ``time.perf_counter`` clock."""
         config, steps = self.config, self.steps_per_epoch
         progress = self.resumed or _EpochProgress(lr=self.optimizer.param_groups[0]["lr"])
         self.resumed = None
         if self.progress:
             self.progress(ProgressEvent("epoch_start", epoch, config.epochs, progress.step, steps))
-        lr, skip = progress.lr, progress.step
+        skip = progress.step
         self.model.train()
         start = time.perf_counter() - progress.elapsed_s
         for i, (x, y) in enumerate(self._batches(epoch, skip), start=skip):
@@ -678,9 +608,14 @@ class _Trainer:
             if i + 1 < steps:  # the epoch's end has a checkpoint of its own
                 progress.elapsed_s = time.perf_counter() - start
                 self._checkpoint_within(epoch, progress)
-        sums, seen = progress.sums, progress.seen
+        return progress, start
+
+    def _finish_epoch(self, epoch: int, progress: _EpochProgress, start: float) -> None:
+        """After the last step of ``epoch``: its metrics summed over the processes, validation,
+        the best epoch, the checkpoint and metrics line, the log line and the "epoch_end" event."""
+        config, sums = self.config, progress.sums
         totals = all_reduce_sum(
-            torch.stack([*sums.values(), torch.tensor(float(seen), device=self.device)]),
+            torch.stack([*sums.values(), torch.tensor(float(progress.seen), device=self.device)]),
             self.dist,
         ).tolist()
         train_time = time.perf_counter() - start
@@ -694,7 +629,7 @@ class _Trainer:
         val_acc = self._validate(epoch)
         record: dict[str, Any] = {
             "epoch": epoch,
-            "lr": lr,
+            "lr": progress.lr,
             **self.objective.epoch_values(epoch),
             "train_loss": means.pop("loss"),
             "train_acc": means.pop("correct"),
@@ -716,10 +651,11 @@ class _Trainer:
                 record["train_loss"],
                 record["train_acc"],
                 "n/a" if val_acc is None else f"{val_acc:.4f}",
-                lr,
+                progress.lr,
                 format_rate(record["images_per_s"]),
             )
         if self.progress:
+            steps = self.steps_per_epoch
             self.progress(ProgressEvent("epoch_end", epoch, config.epochs, steps, steps, record))
 
     def _train_step(self, x: Tensor, y: Tensor, ctx: StepContext, progress: _EpochProgress) -> None:

@@ -7,6 +7,8 @@ Layout of ``RUN_DIR``::
     checkpoints/last.pt      full training state after the latest epoch, or mid-epoch after a
                              stop signal or ``checkpoint_every`` steps (for --resume)
     checkpoints/best.pt      the same, for the epoch with the best validation accuracy
+
+Also here: preparing a run directory for a new or resumed run, and what may change on resuming.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -23,7 +25,7 @@ from torch import nn
 from ciiv.data import DatasetInfo, Splits, load_splits, stratified_subset
 from ciiv.models import build_model
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, remove_temporaries
 from .config import (
     ConfigError,
     DataConfig,
@@ -32,16 +34,20 @@ from .config import (
     config_to_dict,
     load_config,
 )
+from .distributed import DistContext
 from .methods import get_method
 
 __all__ = [
     "CHECKPOINTS",
+    "RESUMABLE_KEYS",
     "LoadedRun",
     "RunDirError",
     "RunDirExistsError",
+    "check_resumable",
     "checkpoint_path",
     "load_data",
     "load_run",
+    "prepare_run_dir",
     "resolve_device",
     "saved_config",
 ]
@@ -86,6 +92,88 @@ def saved_config(run_dir: str | Path) -> dict:
         return config_to_dict(load_config(saved))
     except ConfigError as exc:
         raise CheckpointError(f"cannot resume {run_dir}: {exc}") from exc
+
+
+# Config keys that may change when a run is resumed: they do not change what is computed (or, for
+# epochs, only extend it; a cosine or one-cycle schedule is then stretched from that point on).
+RESUMABLE_KEYS: tuple[str, ...] = (
+    "epochs",
+    "device",
+    "eval_batch_size",
+    "compile",
+    "checkpoint_every",
+    "data.data_dir",
+)
+
+# What a run directory holds before its first checkpoint: a new run may start afresh there.
+_UNSTARTED_RUN = frozenset({"config.yaml", "metrics.jsonl", "checkpoints"})
+
+
+def check_resumable(saved: TrainConfig, config: TrainConfig) -> None:
+    """A :class:`ConfigError` listing the changes unless ``config`` differs from the ``saved``
+    one only in :data:`RESUMABLE_KEYS`."""
+    old, new = _flatten(config_to_dict(saved)), _flatten(config_to_dict(config))
+    changed = [k for k in old if old[k] != new.get(k) and k not in RESUMABLE_KEYS]
+    if changed:
+        diffs = ", ".join(f"{k} ({old[k]!r} -> {new.get(k)!r})" for k in changed)
+        raise ConfigError(
+            f"cannot resume with a different config: {diffs}; only {', '.join(RESUMABLE_KEYS)} "
+            "may change. Start a new run with another --out instead"
+        )
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and key != "options" and key != "backbone_kwargs":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _unstarted(run_dir: Path) -> bool:
+    """Whether a new run may use ``run_dir``: it does not exist, is empty, or holds only what a
+    run stopped before its first checkpoint leaves (config.yaml, metrics.jsonl, no .pt file)."""
+    if not run_dir.exists():
+        return True
+    if not run_dir.is_dir() or not {p.name for p in run_dir.iterdir()} <= _UNSTARTED_RUN:
+        return False
+    checkpoints = run_dir / "checkpoints"
+    return not checkpoints.exists() or not any(checkpoints.glob("*.pt"))
+
+
+def prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, dist: DistContext) -> bool:
+    """Check and create ``run_dir``; True when it holds ``checkpoints/last.pt`` to resume from.
+
+    Resuming a run that has no checkpoint yet starts it afresh from its config.yaml; a new run
+    may use a directory that holds no checkpoint. Leftovers of an interrupted save are removed.
+    """
+    last = checkpoint_path(run_dir, "last")
+    restoring = resume and last.is_file()
+    # Every rank checks before rank 0 creates anything, so all ranks agree on the outcome.
+    if resume and not restoring:
+        check_resumable(config_from_dict(saved_config(run_dir)), config)
+        logger.info("%s has no checkpoint yet: starting it afresh from its config", run_dir)
+    elif not resume and not _unstarted(run_dir):
+        raise RunDirExistsError(
+            f"run directory {run_dir} already exists and is not empty (it holds a checkpoint or "
+            f"files of its own); pick another --out, or continue that run with --resume {run_dir}"
+        )
+    dist.barrier()
+    if dist.is_main:
+        try:
+            last.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(
+                f"cannot create the run directory {run_dir} ({exc.strerror or exc}); choose an "
+                "--out in a folder you can write to"
+            ) from None
+        for path in remove_temporaries(last.parent):
+            logger.info("removed %s, left by an interrupted save", path)
+        if not restoring:
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    return restoring
 
 
 def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ciiv._mapping import build_dataclass, check_keys
+
 __all__ = ["AuditSettings", "audit_settings"]
 
 # Overrides of the defaults that make the audit cheap enough to run inside every `ciiv eval`.
@@ -122,9 +124,8 @@ class AuditSettings:
 def audit_settings(eps: float, norm: str = "Linf", quick: bool = False, **overrides: Any):
     """Settings for budget ``eps`` and ``norm``: the full preset, or the quick one, then
     ``overrides`` (any :class:`AuditSettings` field). Unknown names raise a ValueError."""
-    valid = {f.name for f in dataclasses.fields(AuditSettings)} - {"eps", "norm", "quick"}
-    unknown = sorted(set(overrides) - valid)
-    if unknown:
-        raise ValueError(f"unknown audit setting(s) {unknown}; valid: {', '.join(sorted(valid))}")
-    values = {**(QUICK if quick else {}), **overrides}
-    return AuditSettings(eps=eps, norm=norm, quick=quick, **values)
+    fixed = ("eps", "norm", "quick")  # the arguments, not overrides
+    valid = [f.name for f in dataclasses.fields(AuditSettings) if f.name not in fixed]
+    check_keys(overrides, valid, "audit setting")
+    values = {**(QUICK if quick else {}), **overrides, "eps": eps, "norm": norm, "quick": quick}
+    return build_dataclass(AuditSettings, values, what="audit setting")

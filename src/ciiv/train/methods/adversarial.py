@@ -7,30 +7,62 @@ inner maximisation does not update them. The training pass that follows runs in 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import Literal
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ciiv.attacks import create_attack, get_threat_model, preserve_mode
+from ciiv.attacks import create_attack
+from ciiv.attacks.threat import check_eps
 
 from .base import Objective, StepContext, StepOutput, register_method
 
-if TYPE_CHECKING:
-    from ciiv.train.config import MethodConfig, PGDConfig
-
-__all__ = ["PGDTraining", "Trades", "craft_pgd", "trades_kl"]
+__all__ = ["AdversarialOptions", "PGDOptions", "PGDTraining", "Trades", "craft_pgd", "trades_kl"]
 
 
-def craft_pgd(model: nn.Module, x: Tensor, y: Tensor, pgd: PGDConfig) -> Tensor:
+@dataclass(frozen=True)
+class PGDOptions:
+    """The inner maximisation of adversarial training (``method.pgd``).
+
+    ``eps`` and ``step_size`` are in [0, 1] pixel units; YAML and overrides accept fractions
+    such as ``8/255``. ``bpda``/``eot`` only matter for a random (CiiV) model. An L2 ``eps`` is
+    checked against the image size once the data are loaded.
+    """
+
+    norm: Literal["Linf", "L2"] = "Linf"
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+    steps: int = 10
+    bpda: Literal["identity", "smooth"] | None = None
+    eot: int = 1
+
+    def __post_init__(self) -> None:
+        try:
+            check_eps(self.norm, self.eps)
+        except ValueError as exc:
+            raise ValueError(f"eps: {exc}") from None
+        if self.step_size <= 0:
+            raise ValueError(f"step_size: must be > 0, got {self.step_size}")
+        for key in ("steps", "eot"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}: must be >= 1, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
+class AdversarialOptions:
+    """Options of a method that trains on PGD examples."""
+
+    pgd: PGDOptions = field(default_factory=PGDOptions)
+
+
+def craft_pgd(model: nn.Module, x: Tensor, y: Tensor, pgd: PGDOptions, loss: str = "ce") -> Tensor:
     """PGD examples against ``model``: detached, in [0, 1], inside the ball.
 
-    ``pgd`` holds norm, eps, step_size, steps, bpda and eot (a :class:`~ciiv.train.PGDConfig`).
-    The shared attack runs the model in eval mode and restores its modes; it starts uniformly in
-    the ball and returns the last iterate (Madry et al.), not the best one, which would cost an
-    extra forward pass per step. Its seed comes from torch's global generator, so a seeded run
-    crafts the same examples.
+    The shared attack maximises ``loss`` ("ce"; "kl" for TRADES), runs the model in eval mode and
+    restores its modes; it starts uniformly in the ball and returns the last iterate (Madry et
+    al.), not the best one, which would cost an extra forward pass per step. Its seed comes from
+    torch's global generator, so a seeded run crafts the same examples.
     """
     attack = create_attack(
         "pgd",
@@ -42,6 +74,7 @@ def craft_pgd(model: nn.Module, x: Tensor, y: Tensor, pgd: PGDConfig) -> Tensor:
         random_start=True,
         eot=pgd.eot,
         bpda=pgd.bpda,
+        loss=loss,
         keep_best=False,
     )
     return attack(x, y)
@@ -51,15 +84,10 @@ def craft_pgd(model: nn.Module, x: Tensor, y: Tensor, pgd: PGDConfig) -> Tensor:
 class PGDTraining(Objective):
     """Madry et al.: cross-entropy on PGD examples only (Linf 8/255, step 2/255, 10 steps)."""
 
-    def __init__(self, pgd: PGDConfig) -> None:
-        self.pgd = pgd
-
-    @classmethod
-    def from_config(cls, config: MethodConfig) -> PGDTraining:
-        return cls(config.pgd)
+    Options = AdversarialOptions
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
-        logits = model(craft_pgd(model, x, y, self.pgd))
+        logits = model(craft_pgd(model, x, y, self.options.pgd))
         return StepOutput(F.cross_entropy(logits, y), logits)
 
 
@@ -77,36 +105,29 @@ def trades_kl(logits_clean: Tensor, logits_adv: Tensor) -> Tensor:
 class Trades(Objective):
     """TRADES: CE(f(x), y) + beta * KL(p(x) || p(x_adv)), beta = 6.
 
-    x_adv maximises the KL term (not the cross-entropy) by projected steps of the shared threat
-    model from a uniform random start in the ball, against the clean prediction of the eval-mode
-    model. Clean and adversarial images then go through the train-mode model in separate passes.
+    x_adv maximises the KL term (not the cross-entropy): the shared PGD with ``loss="kl"``, from
+    a uniform random start in the ball, against the clean prediction of the eval-mode model.
+    Clean and adversarial images then go through the train-mode model in separate passes.
     """
 
-    def __init__(self, pgd: PGDConfig, beta: float = 6.0) -> None:
-        self.pgd, self.beta = pgd, beta
+    @dataclass(frozen=True)
+    class Options(AdversarialOptions):
+        """``beta``: weight of the KL term (6)."""
 
-    @classmethod
-    def from_config(cls, config: MethodConfig) -> Trades:
-        return cls(config.pgd, config.trades_beta)
+        beta: float = 6.0
 
-    def craft(self, model: nn.Module, x: Tensor) -> Tensor:
+        def __post_init__(self) -> None:
+            if self.beta < 0:
+                raise ValueError(f"beta: must be >= 0, got {self.beta}")
+
+    def craft(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """The KL-maximising x_adv [B, C, H, W] in the ball around x, detached (eval mode)."""
-        threat = get_threat_model(self.pgd.norm, self.pgd.eps)
-        with preserve_mode(model):
-            with torch.no_grad():
-                target = model(x)
-            x_adv = threat.random_init(x)
-            for _ in range(self.pgd.steps):
-                with torch.enable_grad():  # also under an outer no_grad (e.g. a validation pass)
-                    x_adv.requires_grad_(True)
-                    (grad,) = torch.autograd.grad(trades_kl(target, model(x_adv)), x_adv)
-                x_adv = threat.project(threat.step(x_adv.detach(), grad, self.pgd.step_size), x)
-        return x_adv.detach()
+        return craft_pgd(model, x, y, self.options.pgd, loss="kl")
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
-        x_adv = self.craft(model, x)
+        x_adv = self.craft(model, x, y)
         logits = model(x)
         ce = F.cross_entropy(logits, y)
         kl = trades_kl(logits, model(x_adv))
         metrics = {"ce": ce.detach(), "kl": kl.detach()}
-        return StepOutput(ce + self.beta * kl, logits, metrics=metrics)
+        return StepOutput(ce + self.options.beta * kl, logits, metrics=metrics)

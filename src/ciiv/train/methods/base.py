@@ -3,32 +3,43 @@
 A method is an objective: ``objective(model, x, y, ctx) -> StepOutput``. The training loop is
 the same for every method; what differs is the loss (and any adversarial or noisy inputs it
 builds) and the kind of model it trains (``model_kind``: plain, CiiV or smoothed).
+
+Each method owns its settings: a frozen ``Options`` dataclass on the objective class, validated
+in its ``__post_init__`` (messages start with the option's name). The config's ``method`` section
+is ``{name: <method>, **options}`` (:class:`MethodConfig`), so adding a method is one file.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from ciiv._mapping import ConfigError, build_dataclass
 from ciiv.models.build import ModelKind
 from ciiv.models.registry import unknown_name_message
 
-if TYPE_CHECKING:
-    from ciiv.train.config import MethodConfig
-
 __all__ = [
+    "MethodConfig",
+    "NoOptions",
     "Objective",
     "StepContext",
     "StepOutput",
+    "check_milestones",
     "create_method",
     "get_method",
     "list_methods",
+    "option_names",
     "register_method",
+    "switch_method",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,15 +68,28 @@ class StepOutput:
     metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
+def check_milestones(key: str, values: list[int]) -> None:
+    """For an ``Options.__post_init__``: a ValueError naming ``key`` unless ``values`` are
+    strictly increasing epochs >= 0."""
+    pairs = zip(values[:-1], values[1:], strict=True)
+    if any(v < 0 for v in values) or any(a >= b for a, b in pairs):
+        raise ValueError(f"{key}: must be increasing epochs >= 0, got {values}")
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a method that has none."""
+
+
 class Objective(ABC):
-    """One training method. Subclasses set ``model_kind`` and build themselves from the config."""
+    """One training method. Subclasses set ``model_kind`` and, if they have settings, ``Options``
+    (a frozen dataclass whose defaults are the published ones)."""
 
     model_kind: ClassVar[ModelKind] = "plain"
+    Options: ClassVar[type] = NoOptions
 
-    @classmethod
-    @abstractmethod
-    def from_config(cls, config: MethodConfig) -> Objective:
-        """The objective with the settings in ``config`` (the only place it reads the config)."""
+    def __init__(self, options: Any = None) -> None:
+        self.options = self.Options() if options is None else options
 
     @abstractmethod
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
@@ -104,5 +128,85 @@ def get_method(name: str) -> type[Objective]:
 
 
 def create_method(config: MethodConfig) -> Objective:
-    """The objective named ``config.name``, built from ``config``."""
-    return get_method(config.name).from_config(config)
+    """The objective named ``config.name``, with ``config.options``."""
+    return get_method(config.name)(config.options)
+
+
+# Option names of configs saved before each method owned its options (one flat `method` mapping
+# with every method's knobs): old name -> the owning method's name for it.
+_RENAMED = {
+    "trades_beta": "beta",
+    "mixup_alpha": "alpha",
+    "bpfc_step": "step",
+    "bpfc_noise": "noise",
+    "bpfc_weight": "weight",
+    "bpfc_factor": "factor",
+    "bpfc_milestones": "milestones",
+}
+
+
+def option_names(name: str) -> list[str]:
+    """The option names of training method ``name`` (ValueError for an unknown method)."""
+    return [f.name for f in dataclasses.fields(get_method(name).Options)]
+
+
+def switch_method(values: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The raw ``method`` mapping after choosing method ``name`` (``--method``, ``method.name=``):
+    options that ``name`` also takes are kept, since an option name means the same in every
+    method that has it (``pgd``, ``alpha``, ``w_reg``, ...); the others were another method's and
+    are dropped. A mapping saved before methods owned their options is read the same way, with
+    its old option names renamed."""
+    values = dict(values)
+    if set(_RENAMED) <= set(values):
+        values = {_RENAMED.get(key, key): value for key, value in values.items()}
+    try:
+        valid = option_names(name)
+    except ValueError:  # unknown: MethodConfig.from_mapping reports it with the valid names
+        return {**values, "name": name}
+    kept = {key: value for key, value in values.items() if key in valid}
+    dropped = sorted(set(values) - set(kept) - {"name"})
+    if dropped:
+        logger.debug("method %s does not take %s: dropped", name, ", ".join(dropped))
+    return {"name": name, **kept}
+
+
+@dataclass
+class MethodConfig:
+    """The training method: a name from :func:`list_methods` and that method's ``Options``.
+
+    Read from and written as one mapping, ``{name: trades, beta: 6.0, pgd: {...}}``.
+    """
+
+    name: str = "ciiv"
+    options: Any = None  # get_method(name).Options(); None: its defaults
+
+    def __post_init__(self) -> None:
+        options_type = get_method(self.name).Options
+        if self.options is None:
+            self.options = options_type()
+        elif not isinstance(self.options, options_type):
+            raise ConfigError(
+                f"method {self.name!r} takes {options_type.__qualname__}, "
+                f"got {type(self.options).__qualname__}"
+            )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], prefix: str = "method.") -> MethodConfig:
+        """Parse ``{name, **options}`` strictly: the options are those of method ``name``."""
+        name = values.get("name", cls.name)
+        if not isinstance(name, str) or name not in _METHODS:
+            raise ConfigError(
+                f"{prefix}name: unknown method {name!r}; valid: {', '.join(list_methods())}"
+            )
+        if set(_RENAMED) <= set(values):  # a config saved before methods owned their options
+            values = switch_method(values, name)
+        options = {key: value for key, value in values.items() if key != "name"}
+        for old, new in _RENAMED.items():
+            if old in options and new in option_names(name):
+                raise ConfigError(f"{prefix}{old} is now {prefix}{new}")
+        owner = f"method {name!r}"
+        return cls(name, build_dataclass(get_method(name).Options, options, prefix, owner=owner))
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{name, **options}`` in plain YAML/JSON types."""
+        return {"name": self.name, **dataclasses.asdict(self.options)}

@@ -6,19 +6,17 @@ loss = w_ce * (1/L) sum_l CE(logits_l, y) + w_reg(epoch) * L_reg(phi, z), comput
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import Literal
 
 from torch import Tensor, nn
 
 from ciiv.loss import RegWeightSchedule, consistency_loss, view_cross_entropy
 from ciiv.models import CiiVClassifier
 
-from .adversarial import craft_pgd
-from .base import Objective, StepContext, StepOutput, register_method
-from .standard import MixupBatch, mix
-
-if TYPE_CHECKING:
-    from ciiv.train.config import MethodConfig, PGDConfig
+from .adversarial import PGDOptions, craft_pgd
+from .base import Objective, StepContext, StepOutput, check_milestones, register_method
+from .standard import MixupBatch, MixupOptions, mix
 
 __all__ = ["CiiV", "CiiVAdversarial", "CiiVMixup"]
 
@@ -29,15 +27,36 @@ class CiiV(Objective):
 
     model_kind = "ciiv"
 
-    def __init__(self, w_ce: float, w_reg: RegWeightSchedule, consistency: str) -> None:
-        self.w_ce, self.w_reg, self.consistency = w_ce, w_reg, consistency
+    @dataclass(frozen=True)
+    class Options:
+        """CiiV's loss (SPEC section 4).
 
-    @classmethod
-    def from_config(cls, config: MethodConfig) -> CiiV:
-        schedule = RegWeightSchedule(
-            config.w_reg, config.w_reg_factor, tuple(config.w_reg_milestones)
-        )
-        return cls(config.w_ce, schedule, config.consistency)
+        Attributes:
+            w_ce: weight of the per-view cross-entropy (1).
+            w_reg, w_reg_factor, w_reg_milestones: w_reg starts at ``w_reg`` and is multiplied
+                by ``w_reg_factor`` after each milestone epoch (0.1, x10 after 25, 50, 75).
+            consistency: the view-consistency loss, "smooth_l1" (paper) or "l2".
+        """
+
+        w_ce: float = 1.0
+        w_reg: float = 0.1
+        w_reg_factor: float = 10.0
+        w_reg_milestones: list[int] = field(default_factory=lambda: [25, 50, 75])
+        consistency: Literal["smooth_l1", "l2"] = "smooth_l1"
+
+        def __post_init__(self) -> None:
+            for key in ("w_ce", "w_reg"):
+                if getattr(self, key) < 0:
+                    raise ValueError(f"{key}: must be >= 0, got {getattr(self, key)}")
+            if self.w_reg_factor <= 0:
+                raise ValueError(f"w_reg_factor: must be > 0, got {self.w_reg_factor}")
+            check_milestones("w_reg_milestones", self.w_reg_milestones)
+
+    def __init__(self, options: Options | None = None) -> None:
+        super().__init__(options)
+        o = self.options
+        self.w_ce, self.consistency = o.w_ce, o.consistency
+        self.w_reg = RegWeightSchedule(o.w_reg, o.w_reg_factor, tuple(o.w_reg_milestones))
 
     def epoch_values(self, epoch: int) -> dict[str, float]:
         return {"w_reg": self.w_reg(epoch)}
@@ -68,34 +87,28 @@ class CiiVAdversarial(CiiV):
     """CiiV loss on PGD examples crafted against the CiiV model itself (all views, fresh
     randomness per step; ``method.pgd.bpda`` / ``eot`` select BPDA and EOT gradients)."""
 
-    def __init__(
-        self, w_ce: float, w_reg: RegWeightSchedule, consistency: str, pgd: PGDConfig
-    ) -> None:
-        super().__init__(w_ce, w_reg, consistency)
-        self.pgd = pgd
+    @dataclass(frozen=True)
+    class Options(CiiV.Options):
+        """CiiV's options and ``pgd``, the PGD examples' settings."""
 
-    @classmethod
-    def from_config(cls, config: MethodConfig) -> CiiVAdversarial:
-        base = CiiV.from_config(config)
-        return cls(base.w_ce, base.w_reg, base.consistency, config.pgd)
+        pgd: PGDOptions = field(default_factory=PGDOptions)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
-        return self.ciiv_loss(model, craft_pgd(model, x, y, self.pgd), y, ctx.epoch)
+        return self.ciiv_loss(model, craft_pgd(model, x, y, self.options.pgd), y, ctx.epoch)
 
 
 @register_method("ciiv_mixup")
 class CiiVMixup(CiiV):
     """CiiV with mixup: mixup cross-entropy of every view (alpha = 1) + w_reg * L_reg."""
 
-    def __init__(self, w_ce: float, w_reg: RegWeightSchedule, consistency: str, alpha: float):
-        super().__init__(w_ce, w_reg, consistency)
-        self.alpha = alpha
+    @dataclass(frozen=True)
+    class Options(MixupOptions, CiiV.Options):
+        """CiiV's options and mixup's ``alpha``."""
 
-    @classmethod
-    def from_config(cls, config: MethodConfig) -> CiiVMixup:
-        base = CiiV.from_config(config)
-        return cls(base.w_ce, base.w_reg, base.consistency, config.mixup_alpha)
+        def __post_init__(self) -> None:
+            CiiV.Options.__post_init__(self)
+            MixupOptions.__post_init__(self)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
-        batch = mix(x, y, self.alpha)
+        batch = mix(x, y, self.options.alpha)
         return self.ciiv_loss(model, batch.x, batch, ctx.epoch)

@@ -3,8 +3,7 @@ vanilla cross-entropy, mixup, randomized smoothing's noise training and BPFC (SP
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -12,21 +11,23 @@ from torch import Tensor, nn
 
 from ciiv.loss import RegWeightSchedule
 
-from .base import Objective, StepContext, StepOutput, register_method
+from .base import Objective, StepContext, StepOutput, check_milestones, register_method
 
-if TYPE_CHECKING:
-    from ciiv.train.config import MethodConfig
-
-__all__ = ["BPFC", "Mixup", "MixupBatch", "NoiseTraining", "Vanilla", "mix", "quantise"]
+__all__ = [
+    "BPFC",
+    "Mixup",
+    "MixupBatch",
+    "MixupOptions",
+    "NoiseTraining",
+    "Vanilla",
+    "mix",
+    "quantise",
+]
 
 
 @register_method("vanilla")
 class Vanilla(Objective):
     """Plain cross-entropy."""
-
-    @classmethod
-    def from_config(cls, config: MethodConfig) -> Vanilla:
-        return cls()
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
         logits = model(x)
@@ -59,19 +60,25 @@ def mix(x: Tensor, y: Tensor, alpha: float) -> MixupBatch:
     return MixupBatch(lam * x + (1 - lam) * x[perm], y, y[perm], lam)
 
 
+@dataclass(frozen=True)
+class MixupOptions:
+    """``alpha``: the mixing weight is drawn from Beta(alpha, alpha) (1)."""
+
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.alpha <= 0:
+            raise ValueError(f"alpha: must be > 0, got {self.alpha}")
+
+
 @register_method("mixup")
 class Mixup(Objective):
     """Mixup cross-entropy with Beta(alpha, alpha) mixing weights (alpha = 1)."""
 
-    def __init__(self, alpha: float = 1.0) -> None:
-        self.alpha = alpha
-
-    @classmethod
-    def from_config(cls, config: MethodConfig) -> Mixup:
-        return cls(config.mixup_alpha)
+    Options = MixupOptions
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
-        batch = mix(x, y, self.alpha)
+        batch = mix(x, y, self.options.alpha)
         logits = model(batch.x)
         loss = batch.loss(lambda labels: F.cross_entropy(logits, labels))
         return StepOutput(loss, logits, targets=batch.dominant)
@@ -86,10 +93,6 @@ class NoiseTraining(Objective):
     """
 
     model_kind = "smoothed"
-
-    @classmethod
-    def from_config(cls, config: MethodConfig) -> NoiseTraining:
-        return cls()
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
         logits = model.base(model.noisy(x))
@@ -116,15 +119,36 @@ class BPFC(Objective):
     the model in separate passes (each with its own BatchNorm batch statistics).
     """
 
-    def __init__(self, step: float, noise: float, weight: RegWeightSchedule) -> None:
-        self.step, self.noise, self.weight = step, noise, weight
+    @dataclass(frozen=True)
+    class Options:
+        """BPFC's settings ([0, 1] pixel units).
 
-    @classmethod
-    def from_config(cls, config: MethodConfig) -> BPFC:
-        weight = RegWeightSchedule(
-            config.bpfc_weight, config.bpfc_factor, tuple(config.bpfc_milestones)
-        )
-        return cls(config.bpfc_step, config.bpfc_noise, weight)
+        Attributes:
+            step, noise: quantisation bin width and uniform pre-noise amplitude (32/255, 8/255).
+            weight, factor, milestones: weight of the logit-consistency term, multiplied by
+                ``factor`` after each milestone epoch (1, x9 after 25, 50, 75).
+        """
+
+        step: float = 32 / 255
+        noise: float = 8 / 255
+        weight: float = 1.0
+        factor: float = 9.0
+        milestones: list[int] = field(default_factory=lambda: [25, 50, 75])
+
+        def __post_init__(self) -> None:
+            for key in ("step", "factor"):
+                if getattr(self, key) <= 0:
+                    raise ValueError(f"{key}: must be > 0, got {getattr(self, key)}")
+            for key in ("noise", "weight"):
+                if getattr(self, key) < 0:
+                    raise ValueError(f"{key}: must be >= 0, got {getattr(self, key)}")
+            check_milestones("milestones", self.milestones)
+
+    def __init__(self, options: Options | None = None) -> None:
+        super().__init__(options)
+        o = self.options
+        self.step, self.noise = o.step, o.noise
+        self.weight = RegWeightSchedule(o.weight, o.factor, tuple(o.milestones))
 
     def epoch_values(self, epoch: int) -> dict[str, float]:
         return {"w_bpfc": self.weight(epoch)}
