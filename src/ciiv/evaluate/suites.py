@@ -250,7 +250,10 @@ class Suite:
         "steps": [...], "base": {entry}}``.
         """
         check_keys(data, [f.name for f in dataclasses.fields(cls)], "suite key")
-        entries = tuple(_entry_from_dict(e) for e in data.get("entries", ()))
+        raw = data.get("entries", ())
+        if isinstance(raw, str | Mapping) or not all(isinstance(e, Mapping) for e in raw):
+            raise ValueError("suite entries must be a list of mappings (attack entries, sweeps)")
+        entries = tuple(_entry_from_dict(e) for e in raw)
         values = {"description": "", **data, "entries": entries}
         return build_dataclass(cls, values, what="suite key")
 
