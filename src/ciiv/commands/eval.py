@@ -191,8 +191,8 @@ def _announcing(console: Console, progress):
             console.print(line + " (images through the model)")
         elif event == "estimate":
             rate, left = format_rate(info["images_per_s"]), format_duration(info["suite_s"])
-            line = f"first batch {info['batch_s']:.1f} s ({rate} images/s): about {left} left"
-            line += " for the suite"
+            line = f"first batch {info['batch_s']:.1f} s ({rate} images/s): "
+            line += f"about {left} left for the suite" if info["suite_s"] > 0 else "suite done"
             if info["audit_s"] is not None:
                 line += f", at most about {format_duration(info['audit_s'])} for the audit"
             console.print(line)
