@@ -94,7 +94,7 @@ def test_eval_stores_the_audit_and_names_directories(run_dir, monkeypatch, capsy
     # The cost was announced before the batches, the time estimate after the first one.
     err = " ".join(capsys.readouterr().err.split())
     assert "plan: 12 examples; suite <=" in err and "default audit (randomness" in err
-    assert "first batch" in err and "suite done" in err  # one batch: nothing left
+    assert "first batch" in err and "left for the suite" in err
     assert summary["threat_model"]["eps_label"] == "4/255"
     assert summary["run"]["test_split"] == "shifted"
     assert eval_dir_name("quick", "full", "shifted", "4/255") == "quick-full-shifted-eps4_255"
