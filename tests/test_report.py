@@ -269,3 +269,26 @@ def test_chance_level_of_older_summaries_comes_from_the_dataset(quick_eval):
         assert chance_accuracy([summary]) == chance
     mixed = [{**summary, "num_classes": 10}, {**summary, "num_classes": 3}]
     assert chance_accuracy(mixed) is None
+
+
+def test_two_evaluations_of_one_run_get_their_own_rows_bars_and_legend_entries(
+    quick_eval, tmp_path
+):
+    run = _as_run(quick_eval, tmp_path, "a", dataset="cifar10")
+    again = tmp_path / "elsewhere" / "rerun"  # the same run evaluated again into another folder
+    again.mkdir(parents=True)
+    (again / "summary.json").write_text(
+        (run / "eval" / quick_eval.name / "summary.json").read_text()
+    )
+    summaries = load_summaries([run, again])
+    labels = [s["_label"] for s in summaries]
+    assert len(set(labels)) == 2 and all(label.startswith("a (a) [") for label in labels)
+    (bars,) = accuracy_bars(summaries)
+    assert [sr["label"] for sr in bars["panels"][0]["series"]] == labels
+    fig = _bar_figure(bars["panels"], title="t", chance=bars["chance"])
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    assert fig.bbox.contains(*legend.get_window_extent(renderer).p0)
+    assert fig.bbox.contains(*legend.get_window_extent(renderer).p1)  # long names still fit
+    fig.clf()

@@ -108,7 +108,22 @@ def load_summaries(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
         data["_path"] = str(path)
         data["_label"] = _label(data, path)
         summaries.append(data)
+    _disambiguate(summaries)
     return summaries
+
+
+def _disambiguate(summaries: list[dict[str, Any]]) -> None:
+    """Two evaluations of one run under the same suite, protocol and data (e.g. a re-run into
+    another folder) would share a label, a table row name and a bar colour: name their folders."""
+    rows: dict[tuple, list[dict[str, Any]]] = {}
+    for s in summaries:
+        key = (s["_label"], s["suite"], s["protocol"], _dataset(s), _threat(s))
+        rows.setdefault(key, []).append(s)
+    for group in rows.values():
+        if len(group) > 1:
+            for s in group:
+                s["_where"] = f" [{Path(s['_path']).parent}]"
+                s["_label"] += s["_where"]
 
 
 def _label(summary: dict[str, Any], path: Path) -> str:
@@ -148,9 +163,8 @@ def _dataset(summary: dict[str, Any]) -> str:
 
 def _run_name(summary: dict[str, Any]) -> str:
     run = summary.get("run") or {}
-    if run.get("run_dir"):
-        return Path(run["run_dir"]).name
-    return Path(summary["_path"]).parent.name
+    name = Path(run["run_dir"]).name if run.get("run_dir") else Path(summary["_path"]).parent.name
+    return name + summary.get("_where", "")
 
 
 def _method(summary: dict[str, Any]) -> str:
@@ -447,10 +461,15 @@ def _bar_figure(
     colours = {label: f"C{i % 10}" for i, label in enumerate(labels)}
     widest = max(len(panel["categories"]) for panel in panels)
     panel_width = min(14.0, max(4.0, 1.0 + widest * (0.35 + 0.22 * len(labels))))
-    legend_height = 0.2 * (len(labels) + 3) / 3
     # Side by side when that stays readable, else one panel under the other (same categories).
     stacked = len(panels) > 1 and panel_width * len(panels) > 14.0
     rows, columns = (len(panels), 1) if stacked else (1, len(panels))
+    # Legend columns that fit the figure's width (about 0.075 inch per character at size 8),
+    # one more for the chance line; the legend's rows make the figure taller.
+    entry_inches = 0.075 * (max(len(label) for label in labels) + 6)
+    panel_width = max(panel_width, entry_inches / columns)  # a name longer than the panels
+    legend_columns = max(1, min(3, int(panel_width * columns / entry_inches), len(labels) + 1))
+    legend_height = 0.2 * (-(-(len(labels) + 1) // legend_columns) + 1)
     fig, axes = plt.subplots(
         rows,
         columns,
@@ -498,7 +517,7 @@ def _bar_figure(
             entries.setdefault(name, handle)
     names = sorted(entries, key=lambda name: name.startswith("chance ("))
     handles = [entries[name] for name in names]
-    legend_columns = min(3, len(names))
+    legend_columns = min(legend_columns, len(names))
     fig.legend(handles, names, loc="outside lower center", ncols=legend_columns, fontsize=8)
     fig.suptitle(title, fontsize=11)
     return fig
