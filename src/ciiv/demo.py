@@ -161,6 +161,7 @@ def run_demo(
                 "eot": summary["eot"],
                 "n_examples": summary["n_examples"],
                 "forward_passes": summary["forward_passes"],
+                "audit": _audit_verdict(summary.get("audit")),
                 "summary": str(result.out_dir / "summary.json"),
             }
         results["num_classes"] = loaded.dataset_info.num_classes
@@ -172,6 +173,17 @@ def run_demo(
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     write_report(results, out)
     return results
+
+
+def _audit_verdict(audit: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The default audit's verdict and the checks that warned or failed (None: none ran)."""
+    if not audit or audit.get("passed") is None:
+        return None
+    checks = audit.get("checks") or []
+    return {
+        "passed": audit["passed"],
+        **{k: [c["name"] for c in checks if c["status"] == k] for k in ("warn", "fail")},
+    }
 
 
 def _attacks(results: dict[str, Any]) -> list[str]:
@@ -250,6 +262,22 @@ def reading_notes(results: dict[str, Any]) -> list[str]:
         notes.append(
             f"At chance on `shifted` (1/{k} = {100 / k:.0f} % lies inside the 95 % interval, "
             f"so no better than guessing the shape): {'; '.join(at_chance)}."
+        )
+    flagged = []
+    for name, record in methods.items():
+        verdicts = [(split, n.get("audit")) for split, n in record["splits"].items()]
+        checks = {c for _, v in verdicts if v for c in v["warn"] + v["fail"]}
+        if checks:
+            failed = any(v and not v["passed"] for _, v in verdicts)
+            flagged.append(
+                f"{name} ({'failed' if failed else 'warned'}: {', '.join(sorted(checks))})"
+            )
+    if flagged:
+        notes.append(
+            f"The default audit flagged {'; '.join(flagged)}: the true gradient of a random "
+            "model may be obfuscated, so trust its accuracy under the BPDA attacks of the suite, "
+            "not under plain PGD, and run `ciiv audit` on the run for the full audit (details in "
+            "each summary's `audit`)."
         )
     return notes
 
