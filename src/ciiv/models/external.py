@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from .classifier import Classifier
+from .registry import unknown_name_message
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -176,8 +177,7 @@ def _resolve(spec: str) -> Callable[..., Any]:
     obj: Any = holder
     for part in attr.split("."):
         if not hasattr(obj, part):
-            public = sorted(n for n in vars(holder) if callable(getattr(holder, n, None)))
-            public = [n for n in public if not n.startswith("_")]
+            public = sorted(n for n, v in vars(holder).items() if callable(v) and n[0] != "_")
             raise ModelLoadError(
                 f"{source} has no attribute {attr!r}; its callables: {', '.join(public) or 'none'}"
             )
@@ -260,7 +260,8 @@ def _timm_model(name: str, num_classes: int, in_channels: int) -> tuple[nn.Modul
     except ImportError as err:
         raise ModelLoadError(str(err)) from None
     if not timm.is_model(name):
-        raise ModelLoadError(_unknown("timm model", name, timm.list_models(), "timm.list_models()"))
+        listing = "See timm.list_models()."
+        raise ModelLoadError(unknown_name_message("timm model", name, timm.list_models(), listing))
     model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return model, (
@@ -276,7 +277,7 @@ def _tv_model(name: str, num_classes: int, in_channels: int) -> tuple[nn.Module,
 
     valid = torchvision_names()
     if name not in valid:
-        raise ModelLoadError(_unknown("torchvision model", name, valid, None))
+        raise ModelLoadError(unknown_name_message("torchvision model", name, valid))
     if in_channels != 3:
         raise ModelLoadError(
             f"tv:{name} takes 3-channel images and the dataset has {in_channels}; wrap the model "
@@ -292,12 +293,6 @@ _BACKBONES: dict[str, Callable[[str, int, int], tuple[nn.Module, tuple]]] = {
 }
 
 
-def _unknown(kind: str, name: str, valid: list[str], listing: str | None) -> str:
-    from .registry import unknown_name_message
-
-    return unknown_name_message(kind, name, valid, listing=f"See {listing}." if listing else None)
-
-
 def _normalised(
     model: nn.Module, mean: Sequence[float], std: Sequence[float], channels: int, spec: str
 ) -> nn.Module:
@@ -310,9 +305,7 @@ def _normalised(
             f"{spec}: normalisation mean/std have {len(mean)}/{len(std)} values for "
             f"{channels} channels"
         )
-    wrapped = Classifier(model, mean, std)  # type: ignore[arg-type]  (any logits module works)
-    # timm / torchvision classifiers are deterministic at inference (dropout is off in eval).
-    return wrapped
+    return Classifier(model, mean, std)  # type: ignore[arg-type]  (any logits module works)
 
 
 # --- weights ------------------------------------------------------------------------------------
