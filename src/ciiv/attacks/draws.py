@@ -37,7 +37,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
@@ -105,17 +105,10 @@ class RowVerdict:
         return f"draws {kind} ({self.source}): {self.layout}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "independent": self.independent,
-            "layout": self.layout,
-            "source": self.source,
-            "spread_ratio": None if self.spread_ratio is None else round(self.spread_ratio, 4),
-            "p_value": None if self.p_value is None else round(self.p_value, 4),
-            "examples": self.examples,
-            "copies": self.copies,
-            "calls": self.calls,
-            "forward_passes": self.forward_passes,
-        }
+        out = {"independent": self.independent, "layout": self.layout, **asdict(self)}
+        for key in ("spread_ratio", "p_value"):
+            out[key] = None if out[key] is None else round(out[key], 4)
+        return out
 
 
 _ASSUMED: ContextVar[tuple[nn.Module, RowVerdict] | None] = ContextVar(
@@ -129,9 +122,7 @@ def declared_rows(model: nn.Module) -> bool | None:
     declared = getattr(model, "independent_rows", None)
     if declared is not None:
         return bool(declared)
-    if getattr(model, "stochastic", None) is False:
-        return True
-    return None
+    return True if getattr(model, "stochastic", None) is False else None
 
 
 def known_rows(model: nn.Module) -> RowVerdict | None:
