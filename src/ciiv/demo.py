@@ -177,11 +177,8 @@ def run_demo(
 
 def _attacks(results: dict[str, Any]) -> list[str]:
     """Attack names of the suite, in run order, over every method."""
-    names: list[str] = []
-    for method in results["methods"].values():
-        for split in method["splits"].values():
-            names += [name for name in split["per_attack"] if name not in names]
-    return names
+    splits = (split for m in results["methods"].values() for split in m["splits"].values())
+    return list(dict.fromkeys(name for split in splits for name in split["per_attack"]))
 
 
 def _bars(n: dict[str, Any], attacks: list[str]) -> tuple[list, list]:

@@ -132,16 +132,9 @@ def _pct(value: float | None) -> str:
 
 def _columns(group: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:
     """Chain and standalone attack names of a suite's summaries, in first-seen order."""
-    chain: list[str] = []
-    standalone: list[str] = []
-    for summary in group:
-        for name in summary.get("worst_case_chain", []):
-            if name not in chain:
-                chain.append(name)
-        for name in summary.get("standalone", []):
-            if name not in standalone:
-                standalone.append(name)
-    return chain, standalone
+    chain = dict.fromkeys(name for s in group for name in s.get("worst_case_chain", []))
+    standalone = dict.fromkeys(name for s in group for name in s.get("standalone", []))
+    return list(chain), list(standalone)
 
 
 def _dataset(summary: dict[str, Any]) -> str:
@@ -353,21 +346,11 @@ def sweep_curves(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for (suite, family, axis), lines in curves.items():
         if max(len(points) for points in lines.values()) < 2:
             continue
-        out.append(
-            {
-                "suite": suite,
-                "family": family,
-                "axis": axis,
-                "lines": [
-                    {
-                        "label": label,
-                        "x": [p[0] for p in sorted(points)],
-                        "y": [p[1] for p in sorted(points)],
-                    }
-                    for label, points in lines.items()
-                ],
-            }
-        )
+        plotted = []
+        for label, points in lines.items():
+            x, y = zip(*sorted(points), strict=True)
+            plotted.append({"label": label, "x": list(x), "y": list(y)})
+        out.append({"suite": suite, "family": family, "axis": axis, "lines": plotted})
     return out
 
 
