@@ -92,8 +92,6 @@ def load_user_model(
     """Build the model named by ``spec`` and load ``weights`` into it (see the module docstring).
 
     Args:
-        spec: ``module:factory``, ``file.py:factory``, ``timm:<name>`` or ``tv:<name>``.
-        weights: a file written by ``torch.save`` (None: the factory's own parameters).
         num_classes: K, passed to a factory that takes ``num_classes``; required for ``timm:`` /
             ``tv:`` models.
         in_channels: image channels, for ``timm:`` / ``tv:`` models.
@@ -102,13 +100,9 @@ def load_user_model(
             torchvision); ``((0,) * C, (1,) * C)`` feeds raw pixels. Not allowed with a factory,
             whose model owns its preprocessing.
 
-    Returns:
-        The model in eval mode, on the CPU.
-
     Raises:
-        ModelLoadError: a malformed spec, a module, file or attribute that does not exist, a
-            factory that fails or returns no ``nn.Module``, a missing timm (with the extra to
-            install), or weights that are missing, unreadable or do not fit the model.
+        ModelLoadError: anything that keeps the model from being built or its weights loaded
+            (the message says what to do).
     """
     prefix, sep, name = spec.partition(":")
     if sep and prefix in _BACKBONES:
@@ -125,8 +119,7 @@ def load_user_model(
                 f"{spec}: a normalisation applies to timm: / tv: models only; a factory's model "
                 "takes pixels in [0, 1] and normalises them itself"
             )
-        factory = _resolve(spec)
-        model = _call_factory(factory, spec, num_classes)
+        model = _call_factory(_resolve(spec), spec, num_classes)
         if weights is not None:
             _load_weights(model, weights)
     return model.eval()
