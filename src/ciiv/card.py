@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ciiv.report import attack_eot, load_summaries
+from ciiv.report import _model_class, attack_eot, load_summaries
 
 __all__ = [
     "CARD_INFO_KEYS",
@@ -147,18 +147,11 @@ def _default_name(summary: Mapping[str, Any]) -> str:
     return _model_class(summary)
 
 
-def _model_class(summary: Mapping[str, Any]) -> str:
-    return str((summary.get("model") or {}).get("class", "model")).rsplit(".", 1)[-1]
-
-
 def _architecture(summary: Mapping[str, Any]) -> str:
-    run = summary.get("run") or {}
-    spec = _spec(summary)
-    if run.get("backbone"):
-        return f"{_model_class(summary)} on {run['backbone']}"
-    if spec and spec.split(":", 1)[0] in ("timm", "tv"):
-        return spec
-    return _model_class(summary)
+    backbone, spec = (summary.get("run") or {}).get("backbone"), _spec(summary)
+    if backbone:
+        return f"{_model_class(summary)} on {backbone}"
+    return spec if spec and spec.split(":", 1)[0] in ("timm", "tv") else _model_class(summary)
 
 
 def _footnote(summary: Mapping[str, Any], audit: Mapping[str, Any]) -> str:

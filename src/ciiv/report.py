@@ -118,11 +118,11 @@ def _read(path: Path) -> dict[str, Any]:
     if run.get("run_dir"):
         label = f"{run.get('method', '?')} ({Path(run['run_dir']).name})"
     else:
-        label = f"{_model_class(data, 'model')} ({path.parent.name})"
+        label = f"{_model_class(data)} ({path.parent.name})"
     return {**data, "_path": str(path), "_label": label}
 
 
-def _model_class(summary: dict[str, Any], default: str) -> str:
+def _model_class(summary: dict[str, Any], default: str = "model") -> str:
     return (summary.get("model") or {}).get("class", default).rsplit(".", 1)[-1]
 
 
