@@ -552,33 +552,32 @@ def plot_sweeps(curves: Sequence[dict[str, Any]], out_dir: str | Path) -> list[P
 def report_json(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The merged report as JSON: compact rows per (run, protocol), the bar plots' data and the
     sweep curves."""
-    rows = []
-    for s in summaries:
-        rows.append(
-            {
-                "label": s["_label"],
-                "source": s["_path"],
-                "dataset": _dataset(s),
-                "run_name": _run_name(s),
-                "method": _method(s),
-                "num_classes": _num_classes(s),
-                "suite": s["suite"],
-                "threat_model": s.get("threat_model"),
-                "protocol": s["protocol"],
-                "eot": s.get("eot"),
-                "attack_eot": attack_eot(s),
-                "draws": s.get("draws"),
-                "n_examples": s.get("n_examples"),
-                "clean_accuracy": s["clean_accuracy"],
-                "robust_accuracy": s["robust_accuracy"],
-                "robust_accuracy_ci95": s.get("robust_accuracy_ci95"),
-                "per_attack": s["per_attack"],
-                "worst_case_chain": s.get("worst_case_chain", []),
-                "standalone": s.get("standalone", []),
-                "run": s.get("run"),
-                "audit_passed": (s.get("audit") or {}).get("passed"),
-            }
-        )
+    rows = [
+        {
+            "label": s["_label"],
+            "source": s["_path"],
+            "dataset": _dataset(s),
+            "run_name": _run_name(s),
+            "method": _method(s),
+            "num_classes": _num_classes(s),
+            "suite": s["suite"],
+            "threat_model": s.get("threat_model"),
+            "protocol": s["protocol"],
+            "eot": s.get("eot"),
+            "attack_eot": attack_eot(s),
+            "draws": s.get("draws"),
+            "n_examples": s.get("n_examples"),
+            "clean_accuracy": s["clean_accuracy"],
+            "robust_accuracy": s["robust_accuracy"],
+            "robust_accuracy_ci95": s.get("robust_accuracy_ci95"),
+            "per_attack": s["per_attack"],
+            "worst_case_chain": s.get("worst_case_chain", []),
+            "standalone": s.get("standalone", []),
+            "run": s.get("run"),
+            "audit_passed": (s.get("audit") or {}).get("passed"),
+        }
+        for s in summaries
+    ]
     return {"rows": rows, "bars": accuracy_bars(summaries), "curves": sweep_curves(summaries)}
 
 
