@@ -493,8 +493,7 @@ def _bar_figure(
             entries.setdefault(name, handle)
     names = sorted(entries, key=lambda name: name.startswith("chance ("))
     handles = [entries[name] for name in names]
-    legend_columns = min(3, len(names))
-    fig.legend(handles, names, loc="outside lower center", ncols=legend_columns, fontsize=8)
+    fig.legend(handles, names, loc="outside lower center", ncols=min(3, len(names)), fontsize=8)
     fig.suptitle(title, fontsize=11)
     return fig
 
