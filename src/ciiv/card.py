@@ -38,14 +38,8 @@ logger = logging.getLogger(__name__)
 SCHEMA_ID = "ciiv.card/1"
 # Fields a user may supply (RobustBench's descriptive fields), with their JSON types.
 CARD_INFO_KEYS: dict[str, type] = {
-    "name": str,
-    "link": str,
-    "authors": str,
-    "venue": str,
-    "architecture": str,
-    "additional_data": bool,
-    "reported": str,
-    "footnote": str,
+    **dict.fromkeys(("name", "link", "authors", "venue", "architecture"), str),
+    **{"additional_data": bool, "reported": str, "footnote": str},
 }
 
 _TEXT, _BOOL = {"type": "string"}, {"type": "boolean"}
