@@ -1,22 +1,16 @@
 """Model cards: an evaluation summary -> a shareable JSON record and a markdown card.
 
-The JSON takes the shape of RobustBench's ``model_info`` entries, so that a ciiv result sits
-beside theirs: ``name``, ``link``, ``authors``, ``venue``, ``architecture``, ``additional_data``,
-``number_forward_passes``, ``dataset``, ``eps``, ``clean_acc``, ``reported``, ``footnote``,
-``unreliable``, with accuracies in percent as strings with two decimals ("92.44"). Two keys
-differ, on purpose:
+The JSON takes the shape of RobustBench's ``model_info`` entries (accuracies in percent as
+strings with two decimals, "92.44"), so that a ciiv result sits beside theirs. Two keys differ,
+on purpose:
 
 - the robust accuracy is ``robust_acc``, not ``autoattack_acc``: it is the per-example worst case
   over a ciiv suite (which may or may not contain AutoAttack), and the key says so;
 - ``threat_model`` ("Linf" / "L2") is a field, where RobustBench encodes it in the file's folder.
 
 ``unreliable`` is the audit's verdict (true when it failed; absent when no audit ran).
-Everything else ciiv knows goes under ``"ciiv"``: the suite and its attacks, the protocol, the
-number of examples, EOT and prediction draws, 95 % intervals, the audit, the model and run
-records, the forward passes and the software versions. :data:`CARD_SCHEMA` is the JSON schema of
-a card. Cards are built from ``summary.json`` files alone; name, link, authors, venue,
-architecture, additional data, the reported figure and a footnote may be supplied
-(:data:`CARD_INFO_KEYS`).
+Everything else ciiv knows goes under ``"ciiv"`` (:data:`CARD_SCHEMA`). Cards are built from
+``summary.json`` files alone; the descriptive fields of :data:`CARD_INFO_KEYS` may be supplied.
 """
 
 from __future__ import annotations
@@ -27,6 +21,8 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from ciiv.report import _model_class, attack_eot, load_summaries
 
 __all__ = [
     "CARD_INFO_KEYS",
@@ -42,130 +38,65 @@ logger = logging.getLogger(__name__)
 SCHEMA_ID = "ciiv.card/1"
 # Fields a user may supply (RobustBench's descriptive fields), with their JSON types.
 CARD_INFO_KEYS: dict[str, type] = {
-    "name": str,
-    "link": str,
-    "authors": str,
-    "venue": str,
-    "architecture": str,
-    "additional_data": bool,
-    "reported": str,
-    "footnote": str,
+    **dict.fromkeys(("name", "link", "authors", "venue", "architecture"), str),
+    **{"additional_data": bool, "reported": str, "footnote": str},
 }
 
+_TEXT, _BOOL = {"type": "string"}, {"type": "boolean"}
+_NAME = {"type": "string", "minLength": 1}
+_COUNT = {"type": "integer", "minimum": 1}
 _PERCENT = {"type": "string", "pattern": r"^(100|[0-9]{1,2})\.[0-9]{2}$"}
-_INTERVAL = {
-    "type": "array",
-    "items": {"type": "number", "minimum": 0, "maximum": 100},
-    "minItems": 2,
-    "maxItems": 2,
-}
-_TEXT = {"type": "string"}
+_INTERVAL = {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 100},
+             "minItems": 2, "maxItems": 2}  # fmt: skip
+_REPORTED = r"[0-9]+(\.[0-9]+)?"  # an accuracy in %, e.g. "67.31"
+
+
+def _object(fields: dict[str, Any]) -> dict[str, Any]:
+    """A JSON object with exactly ``fields`` (name -> schema); a name ending in "?" is optional."""
+    return {
+        "type": "object",
+        "required": [k for k in fields if not k.endswith("?")],
+        "additionalProperties": False,
+        "properties": {k.rstrip("?"): v for k, v in fields.items()},
+    }
+
 
 CARD_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": SCHEMA_ID,
     "title": "ciiv model card: RobustBench model_info fields plus ciiv's evaluation record",
-    "type": "object",
-    "required": [
-        "name",
-        "architecture",
-        "number_forward_passes",
-        "dataset",
-        "threat_model",
-        "eps",
-        "clean_acc",
-        "robust_acc",
-        "footnote",
-        "ciiv",
-    ],
-    "additionalProperties": False,
-    "properties": {
-        "name": {"type": "string", "minLength": 1},
-        "link": _TEXT,
-        "authors": _TEXT,
-        "venue": _TEXT,
-        "architecture": {"type": "string", "minLength": 1},
-        "additional_data": {"type": "boolean"},
-        "number_forward_passes": {"type": "integer", "minimum": 1},
-        "dataset": {"type": ["string", "null"]},
-        "threat_model": {"enum": ["Linf", "L2"]},
+    **_object({
+        "name": _NAME, "link?": _TEXT, "authors?": _TEXT, "venue?": _TEXT,
+        "architecture": _NAME, "additional_data?": _BOOL, "number_forward_passes": _COUNT,
+        "dataset": {"type": ["string", "null"]}, "threat_model": {"enum": ["Linf", "L2"]},
         "eps": {"type": "string", "pattern": r"^[0-9.]+(/[0-9]+)?$"},
-        "clean_acc": _PERCENT,
-        "robust_acc": _PERCENT,
-        "reported": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"},
-        "footnote": _TEXT,
-        "unreliable": {"type": "boolean"},
-        "ciiv": {
-            "type": "object",
-            "required": [
-                "schema",
-                "suite",
-                "protocol",
-                "attacks",
-                "n_examples",
-                "eot",
-                "draws",
-                "seed",
-                "stochastic",
-                "clean_acc_ci95",
-                "robust_acc_ci95",
-                "audit",
-                "forward_passes",
-                "versions",
-            ],
-            "additionalProperties": False,
-            "properties": {
-                "schema": {"const": SCHEMA_ID},
-                "suite": _TEXT,
-                "suite_description": _TEXT,
-                "protocol": {"enum": ["full", "paper"]},
-                "protocol_note": _TEXT,
-                "attacks": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "role", "accuracy"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "name": _TEXT,
-                            "attack": _TEXT,
-                            "role": {"enum": ["worst_case", "standalone"]},
-                            "counts_for_worst_case": {"type": "boolean"},
-                            "accuracy": _PERCENT,
-                            "ci95": _INTERVAL,
-                            "eot": {"type": "integer", "minimum": 1},
-                        },
-                    },
-                },
-                "skipped_attacks": {"type": "object", "additionalProperties": _TEXT},
-                "n_examples": {"type": "integer", "minimum": 1},
-                "eot": {"type": "array", "items": {"type": "integer", "minimum": 1}},
-                "draws": {"type": "integer", "minimum": 1},
-                "seed": {"type": "integer"},
-                "stochastic": {"type": ["boolean", "null"]},
-                "clean_acc_ci95": _INTERVAL,
-                "robust_acc_ci95": _INTERVAL,
-                "audit": {
-                    "type": "object",
-                    "required": ["verdict"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "verdict": {"enum": ["passed", "failed", "not run"]},
-                        "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
-                        "failed": {"type": "array", "items": _TEXT},
-                        "warned": {"type": "array", "items": _TEXT},
-                    },
-                },
-                "forward_passes": {"type": "integer", "minimum": 0},
-                "model": {"type": ["object", "null"]},
-                "run": {"type": ["object", "null"]},
-                "versions": {"type": "object", "additionalProperties": _TEXT},
-                "summary": _TEXT,
-            },
-        },
-    },
-}
+        "clean_acc": _PERCENT, "robust_acc": _PERCENT,
+        "reported?": {"type": "string", "pattern": f"^{_REPORTED}$"},
+        "footnote": _TEXT, "unreliable?": _BOOL,
+        "ciiv": _object({
+            "schema": {"const": SCHEMA_ID}, "suite": _TEXT, "suite_description?": _TEXT,
+            "protocol": {"enum": ["full", "paper"]}, "protocol_note?": _TEXT,
+            "attacks": {"type": "array", "minItems": 1, "items": _object({
+                "name": _TEXT, "attack?": _TEXT, "role": {"enum": ["worst_case", "standalone"]},
+                "counts_for_worst_case?": _BOOL, "accuracy": _PERCENT, "ci95?": _INTERVAL,
+                "eot?": _COUNT,
+            })},
+            "skipped_attacks?": {"type": "object", "additionalProperties": _TEXT},
+            "n_examples": _COUNT, "eot": {"type": "array", "items": _COUNT}, "draws": _COUNT,
+            "seed": {"type": "integer"}, "stochastic": {"type": ["boolean", "null"]},
+            "clean_acc_ci95": _INTERVAL, "robust_acc_ci95": _INTERVAL,
+            "audit": _object({
+                "verdict": {"enum": ["passed", "failed", "not run"]},
+                "counts?": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "failed?": {"type": "array", "items": _TEXT},
+                "warned?": {"type": "array", "items": _TEXT},
+            }),
+            "forward_passes": {"type": "integer", "minimum": 0},
+            "model?": {"type": ["object", "null"]}, "run?": {"type": ["object", "null"]},
+            "versions": {"type": "object", "additionalProperties": _TEXT}, "summary?": _TEXT,
+        }),
+    }),
+}  # fmt: skip
 
 
 def _pct(value: float) -> str:
@@ -210,18 +141,11 @@ def _default_name(summary: Mapping[str, Any]) -> str:
     return _model_class(summary)
 
 
-def _model_class(summary: Mapping[str, Any]) -> str:
-    return str((summary.get("model") or {}).get("class", "model")).rsplit(".", 1)[-1]
-
-
 def _architecture(summary: Mapping[str, Any]) -> str:
-    run = summary.get("run") or {}
-    spec = _spec(summary)
-    if run.get("backbone"):
-        return f"{_model_class(summary)} on {run['backbone']}"
-    if spec and spec.split(":", 1)[0] in ("timm", "tv"):
-        return spec
-    return _model_class(summary)
+    backbone, spec = (summary.get("run") or {}).get("backbone"), _spec(summary)
+    if backbone:
+        return f"{_model_class(summary)} on {backbone}"
+    return spec if spec and spec.split(":", 1)[0] in ("timm", "tv") else _model_class(summary)
 
 
 def _footnote(summary: Mapping[str, Any], audit: Mapping[str, Any]) -> str:
@@ -261,8 +185,6 @@ def model_card(summary: Mapping[str, Any], info: Mapping[str, Any] | None = None
         A dict that validates against :data:`CARD_SCHEMA`.
     """
     info = _check_info(info or {})
-    from ciiv.report import attack_eot
-
     audit = _audit(summary)
     attacks = []
     for name, detail in summary["attacks"].items():
@@ -330,7 +252,7 @@ def _check_info(info: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(
                 f"card field {key!r} must be a {CARD_INFO_KEYS[key].__name__}, got {value!r}"
             )
-    if "reported" in info and not re.fullmatch(r"[0-9]+(\.[0-9]+)?", info["reported"]):
+    if "reported" in info and not re.fullmatch(_REPORTED, info["reported"]):
         raise ValueError(f"card field 'reported' is an accuracy in %, e.g. \"67.31\"; got "
                          f"{info['reported']!r}")  # fmt: skip
     return dict(info)
@@ -359,12 +281,8 @@ def card_markdown(card: Mapping[str, Any]) -> str:
     extra = card["ciiv"]
     clean_low, clean_high = extra["clean_acc_ci95"]
     low, high = extra["robust_acc_ci95"]
-    lines = [f"# {card['name']}", ""]
-    for key in ("authors", "venue", "link"):
-        if card.get(key):
-            lines.append(f"- {key}: {card[key]}")
-    if any(card.get(k) for k in ("authors", "venue", "link")):
-        lines.append("")
+    about = [f"- {key}: {card[key]}" for key in ("authors", "venue", "link") if card.get(key)]
+    lines = [f"# {card['name']}", "", *about, *([""] if about else [])]
     eot = "/".join(map(str, extra["eot"])) or "-"
     rows = [
         ("dataset", f"{card['dataset']} ({extra['n_examples']} examples, seed {extra['seed']})"),
@@ -383,33 +301,28 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         rows.append(("reported by the authors", f"{card['reported']} %"))
     if "additional_data" in card:
         rows.append(("additional training data", "yes" if card["additional_data"] else "no"))
-    lines += ["| | |", "|---|---|", *(f"| {k} | {_cell(v)} |" for k, v in rows), ""]
+    escaped = ((k, str(v).replace("|", "\\|")) for k, v in rows)  # a "|" would end the cell
+    lines += ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in escaped), ""]
     lines += [card["footnote"], "", "## Attacks", ""]
     lines += ["| attack | role | accuracy (%) | 95 % CI |", "|---|---|---:|---:|"]
     for a in extra["attacks"]:
         role = a["role"] if a.get("counts_for_worst_case", True) else f"{a['role']} (not counted)"
         lines.append(f"| {a['name']} | {role} | {a['accuracy']} | {a['ci95'][0]:.1f}–"
                      f"{a['ci95'][1]:.1f} |")  # fmt: skip
-    lines.append("")
-    lines.append(
+    skipped = [f"- skipped `{k}`: {why}" for k, why in extra.get("skipped_attacks", {}).items()]
+    lines += [
+        "",
         "Worst-case rows give the accuracy after each attack of the chain (cumulative: later "
-        "attacks only see the points still standing); standalone rows are each attack's own."
-    )
-    lines.append("")
-    for name, reason in extra.get("skipped_attacks", {}).items():
-        lines.append(f"- skipped `{name}`: {reason}")
-    if extra.get("skipped_attacks"):
-        lines.append("")
+        "attacks only see the points still standing); standalone rows are each attack's own.",
+        "",
+        *skipped,
+        *([""] if skipped else []),
+    ]
     versions = ", ".join(f"{k} {v}" for k, v in extra["versions"].items())
     lines += ["## Versions", "", versions or "-", ""]
     if extra.get("summary"):
         lines += [f"Source: `{extra['summary']}` (written by `ciiv report --card`).", ""]
     return "\n".join(lines)
-
-
-def _cell(text: str) -> str:
-    """A markdown table cell: a "|" would end it."""
-    return str(text).replace("|", "\\|")
 
 
 def _audit_text(audit: Mapping[str, Any]) -> str:
@@ -434,8 +347,6 @@ def write_cards(
     """One ``<name>--<evaluation>.json`` card and its ``.md`` per evaluation summary behind
     ``paths`` (run dirs, evaluation dirs or summary files, as for ``ciiv report``), in
     ``out_dir``; ``info`` fields go into every card. Returns the written files."""
-    from ciiv.report import load_summaries
-
     info = _check_info(info or {})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -16,13 +16,14 @@ conclusion: the methods' intervals overlap on a split, or a method is at chance 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from ciiv._io import write_json_atomic
 
 __all__ = ["DemoSettings", "run_demo", "write_report"]
 
@@ -170,7 +171,7 @@ def run_demo(
             "best_epoch": loaded.epoch,
             "splits": per_split,
         }
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json_atomic(out / "results.json", results)
     write_report(results, out)
     return results
 
@@ -188,11 +189,16 @@ def _audit_verdict(audit: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _attacks(results: dict[str, Any]) -> list[str]:
     """Attack names of the suite, in run order, over every method."""
-    names: list[str] = []
-    for method in results["methods"].values():
-        for split in method["splits"].values():
-            names += [name for name in split["per_attack"] if name not in names]
-    return names
+    splits = (split for m in results["methods"].values() for split in m["splits"].values())
+    return list(dict.fromkeys(name for split in splits for name in split["per_attack"]))
+
+
+def _bars(n: dict[str, Any], attacks: list[str]) -> tuple[list, list]:
+    """Accuracies and 95 % intervals of a split's clean, attacks and worst case (None: n/a)."""
+    ci = n.get("per_attack_ci95", {})
+    values = [n["clean_accuracy"], *map(n["per_attack"].get, attacks), n["robust_accuracy"]]
+    cis = [n.get("clean_accuracy_ci95"), *map(ci.get, attacks), n.get("robust_accuracy_ci95")]
+    return values, cis
 
 
 def table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -201,10 +207,7 @@ def table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for method, record in results["methods"].items():
         for split, numbers in record["splits"].items():
-            values = [numbers["clean_accuracy"]]
-            values += [numbers["per_attack"].get(name) for name in attacks]
-            values.append(numbers["robust_accuracy"])
-            cells = ["n/a" if v is None else f"{100 * v:.1f}" for v in values]
+            cells = ("n/a" if v is None else f"{100 * v:.1f}" for v in _bars(numbers, attacks)[0])
             rows.append([method, split, *cells])
     return ["method", "test split", "clean", *attacks, "worst case"], rows
 
@@ -337,14 +340,7 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     for split in SPLITS:
         series = []
         for method, record in results["methods"].items():
-            numbers = record["splits"][split]
-            ci = numbers.get("per_attack_ci95", {})
-            values = [numbers["clean_accuracy"]]
-            values += [numbers["per_attack"].get(name) for name in attacks]
-            values.append(numbers["robust_accuracy"])
-            intervals = [numbers.get("clean_accuracy_ci95")]
-            intervals += [ci.get(name) for name in attacks]
-            intervals.append(numbers.get("robust_accuracy_ci95"))
+            values, intervals = _bars(record["splits"][split], attacks)
             series.append({"label": method, "values": values, "ci95": intervals})
         panels.append({"title": f"{split} test split", "categories": categories, "series": series})
     k = results.get("num_classes")

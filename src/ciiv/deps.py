@@ -44,13 +44,9 @@ def _importable(module: str) -> bool:
 
 
 def require(module: str, extra: str | None = None, needed_by: str | None = None) -> ModuleType:
-    """Import ``module`` and return it; :class:`MissingDependency` naming the extra otherwise.
-
-    Args:
-        module: the importable name, e.g. ``"timm"``.
-        extra: the ciiv extra that installs it (default: :data:`EXTRAS`).
-        needed_by: what needs it, for the message (e.g. ``"backbone 'timm:resnet18'"``).
-    """
+    """Import ``module`` and return it; otherwise :class:`MissingDependency` naming the ciiv
+    ``extra`` that installs it (default: :data:`EXTRAS`) and what needs it (``needed_by``, e.g.
+    ``"backbone 'timm:resnet18'"``)."""
     try:
         return importlib.import_module(module)
     except ImportError as err:

@@ -27,6 +27,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ciiv._io import atomic_write, write_json_atomic
+
 if TYPE_CHECKING:
     import matplotlib.figure
 
@@ -96,17 +98,12 @@ def load_summaries(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     """Summaries (dicts) with ``"_path"`` and ``"_label"`` added; bad files raise ValueError."""
     summaries = []
     for path in find_summaries(paths):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        data = _read(path)
         if data.get("schema") == CERTIFY_SCHEMA:
             continue  # a certification: see load_certifications
         missing = [k for k in _REQUIRED if k not in data]
         if missing:
             raise ValueError(f"{path} is not an evaluation summary (missing {', '.join(missing)})")
-        data["_path"] = str(path)
-        data["_label"] = _label(data, path)
         summaries.append(data)
     _disambiguate(summaries)
     return summaries
@@ -126,12 +123,22 @@ def _disambiguate(summaries: list[dict[str, Any]]) -> None:
                 s["_label"] += s["_where"]
 
 
-def _label(summary: dict[str, Any], path: Path) -> str:
-    run = summary.get("run") or {}
+def _read(path: Path) -> dict[str, Any]:
+    """A summary file, with ``"_path"`` and ``"_label"`` (the run's method and folder) added."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    run = data.get("run") or {}
     if run.get("run_dir"):
-        return f"{run.get('method', '?')} ({Path(run['run_dir']).name})"
-    model = (summary.get("model") or {}).get("class", "model").rsplit(".", 1)[-1]
-    return f"{model} ({path.parent.name})"
+        label = f"{run.get('method', '?')} ({Path(run['run_dir']).name})"
+    else:
+        label = f"{_model_class(data)} ({path.parent.name})"
+    return {**data, "_path": str(path), "_label": label}
+
+
+def _model_class(summary: dict[str, Any], default: str = "model") -> str:
+    return (summary.get("model") or {}).get("class", default).rsplit(".", 1)[-1]
 
 
 def _pct(value: float | None) -> str:
@@ -140,16 +147,9 @@ def _pct(value: float | None) -> str:
 
 def _columns(group: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:
     """Chain and standalone attack names of a suite's summaries, in first-seen order."""
-    chain: list[str] = []
-    standalone: list[str] = []
-    for summary in group:
-        for name in summary.get("worst_case_chain", []):
-            if name not in chain:
-                chain.append(name)
-        for name in summary.get("standalone", []):
-            if name not in standalone:
-                standalone.append(name)
-    return chain, standalone
+    chain = dict.fromkeys(name for s in group for name in s.get("worst_case_chain", []))
+    standalone = dict.fromkeys(name for s in group for name in s.get("standalone", []))
+    return list(chain), list(standalone)
 
 
 def _dataset(summary: dict[str, Any]) -> str:
@@ -168,8 +168,7 @@ def _run_name(summary: dict[str, Any]) -> str:
 
 
 def _method(summary: dict[str, Any]) -> str:
-    run = summary.get("run") or {}
-    return run.get("method") or (summary.get("model") or {}).get("class", "?").rsplit(".", 1)[-1]
+    return (summary.get("run") or {}).get("method") or _model_class(summary, "?")
 
 
 def _by_suite(summaries: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -261,16 +260,17 @@ def report_markdown(
 ) -> str:
     """The markdown report: one table per suite (accuracies in %), notes, the certified accuracy
     of ``certifications`` (if any) beside the empirical L2 numbers, then the plots."""
-    lines = ["# Robustness report", ""]
-    lines.append(
+    lines = [
+        "# Robustness report",
+        "",
         "Accuracies in %. An example counts as correct only if all R prediction draws are correct "
         "(R = 1 for deterministic models). Worst-case columns give the robust accuracy *after* "
         "each attack of the chain (cumulative, in run order); standalone columns are each "
         "attack's own accuracy. `paper` = the authors' protocol (attacks see the centre view "
         "only); `full` = attacks query the evaluated function (all views, EOT). E = gradient draws "
-        "per attack step that the attacks used (a range when they differ)."
-    )
-    lines.append("")
+        "per attack step that the attacks used (a range when they differ).",
+        "",
+    ]
     mixed = _mixed_datasets_note(summaries)
     if mixed:
         lines += [mixed, ""]
@@ -311,28 +311,33 @@ def report_markdown(
             audit = s.get("audit")
             if isinstance(audit, dict) and audit.get("passed") is False:
                 notes.append(f"{s['_label']} / {s['protocol']}: **the audit failed** (see summary)")
-        lines += [f"- {n}" for n in notes]
-        if notes:
-            lines.append("")
+        lines += _bullets(notes)
     missing = _missing_protocols(summaries)
     if missing:
         lines += ["## Missing protocols", "", *(f"- {m}" for m in missing), ""]
     if certifications:
         lines += _certified_markdown(certifications, summaries)
     if plots:
-        lines += ["## Plots", ""]
-        lines.append(
+        lines += [
+            "## Plots",
+            "",
             "`accuracy-*.png`: per table, the accuracy (%) of each run after each attack (bars), "
             "its 95 % interval (error bars) and the chance level 1/K (dashed), one panel per "
             "protocol; left of the dotted line the worst-case chain (cumulative) and the worst "
-            "case, right of it the standalone attacks (sweeps have their own line plots)."
-        )
-        lines.append("")
-        lines += [f"![{p.stem}]({p.name})" for p in plots]
-        lines.append("")
+            "case, right of it the standalone attacks (sweeps have their own line plots).",
+            "",
+            *(f"![{p.stem}]({p.name})" for p in plots),
+            "",
+        ]
     sources = [*summaries, *certifications]
-    lines += ["## Sources", "", *(f"- `{s['_path']}`" for s in sources), ""]
+    lines += ["## Sources", "", *_bullets(f"`{s['_path']}`" for s in sources)]
     return "\n".join(lines)
+
+
+def _bullets(items: Iterable[str]) -> list[str]:
+    """A markdown list and the blank line after it; nothing for no items."""
+    items = [f"- {item}" for item in items]
+    return [*items, ""] if items else []
 
 
 def sweep_curves(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -355,21 +360,11 @@ def sweep_curves(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for (suite, family, axis), lines in curves.items():
         if max(len(points) for points in lines.values()) < 2:
             continue
-        out.append(
-            {
-                "suite": suite,
-                "family": family,
-                "axis": axis,
-                "lines": [
-                    {
-                        "label": label,
-                        "x": [p[0] for p in sorted(points)],
-                        "y": [p[1] for p in sorted(points)],
-                    }
-                    for label, points in lines.items()
-                ],
-            }
-        )
+        plotted = []
+        for label, points in lines.items():
+            x, y = zip(*sorted(points), strict=True)
+            plotted.append({"label": label, "x": list(x), "y": list(y)})
+        out.append({"suite": suite, "family": family, "axis": axis, "lines": plotted})
     return out
 
 
@@ -576,33 +571,32 @@ def plot_sweeps(curves: Sequence[dict[str, Any]], out_dir: str | Path) -> list[P
 def report_json(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The merged report as JSON: compact rows per (run, protocol), the bar plots' data and the
     sweep curves."""
-    rows = []
-    for s in summaries:
-        rows.append(
-            {
-                "label": s["_label"],
-                "source": s["_path"],
-                "dataset": _dataset(s),
-                "run_name": _run_name(s),
-                "method": _method(s),
-                "num_classes": _num_classes(s),
-                "suite": s["suite"],
-                "threat_model": s.get("threat_model"),
-                "protocol": s["protocol"],
-                "eot": s.get("eot"),
-                "attack_eot": attack_eot(s),
-                "draws": s.get("draws"),
-                "n_examples": s.get("n_examples"),
-                "clean_accuracy": s["clean_accuracy"],
-                "robust_accuracy": s["robust_accuracy"],
-                "robust_accuracy_ci95": s.get("robust_accuracy_ci95"),
-                "per_attack": s["per_attack"],
-                "worst_case_chain": s.get("worst_case_chain", []),
-                "standalone": s.get("standalone", []),
-                "run": s.get("run"),
-                "audit_passed": (s.get("audit") or {}).get("passed"),
-            }
-        )
+    rows = [
+        {
+            "label": s["_label"],
+            "source": s["_path"],
+            "dataset": _dataset(s),
+            "run_name": _run_name(s),
+            "method": _method(s),
+            "num_classes": _num_classes(s),
+            "suite": s["suite"],
+            "threat_model": s.get("threat_model"),
+            "protocol": s["protocol"],
+            "eot": s.get("eot"),
+            "attack_eot": attack_eot(s),
+            "draws": s.get("draws"),
+            "n_examples": s.get("n_examples"),
+            "clean_accuracy": s["clean_accuracy"],
+            "robust_accuracy": s["robust_accuracy"],
+            "robust_accuracy_ci95": s.get("robust_accuracy_ci95"),
+            "per_attack": s["per_attack"],
+            "worst_case_chain": s.get("worst_case_chain", []),
+            "standalone": s.get("standalone", []),
+            "run": s.get("run"),
+            "audit_passed": (s.get("audit") or {}).get("passed"),
+        }
+        for s in summaries
+    ]
     return {"rows": rows, "bars": accuracy_bars(summaries), "curves": sweep_curves(summaries)}
 
 
@@ -610,18 +604,8 @@ def load_certifications(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     """Summaries of ``ciiv certify`` behind ``paths`` (summary files, certification directories,
     run directories with ``certify/*/summary.json``), with ``"_path"`` and ``"_label"`` added as
     in :func:`load_summaries`; paths without any are skipped."""
-    found = [file for raw in paths for file in _summary_files(Path(raw), "certify")]
-    certifications = []
-    for path in found:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from None
-        if data.get("schema") == CERTIFY_SCHEMA:
-            data["_path"] = str(path)
-            data["_label"] = _label(data, path)
-            certifications.append(data)
-    return certifications
+    found = [_read(file) for raw in paths for file in _summary_files(Path(raw), "certify")]
+    return [data for data in found if data.get("schema") == CERTIFY_SCHEMA]
 
 
 def _empirical_l2(summary: dict[str, Any]) -> list[tuple[float, float, float, str]]:
@@ -670,21 +654,11 @@ def certified_vs_empirical(
 
     rows = []
     for cert in certifications:
-        run = cert.get("run") or {}
-        row = {
-            "label": cert["_label"],
-            "source": cert["_path"],
-            "sigma": cert["sigma"],
-            "n": cert["n"],
-            "alpha": cert["alpha"],
-            "n_examples": cert["n_examples"],
-            "abstain_rate": cert["abstain_rate"],
-            "certified_accuracy": cert["certified_accuracy"],
-            "comparisons": [],
-            "note": None,
-        }
+        copied = ("sigma", "n", "alpha", "n_examples", "abstain_rate", "certified_accuracy")
+        row = {"label": cert["_label"], "source": cert["_path"], **{k: cert[k] for k in copied}}
+        row.update(comparisons=[], note=None)
         rows.append(row)
-        if not run.get("deployed"):
+        if not (cert.get("run") or {}).get("deployed"):
             row["note"] = (
                 "not compared: the certified smoothed classifier is not the deployed model"
             )
@@ -715,32 +689,24 @@ def _certified_markdown(
 ) -> list[str]:
     rows = certified_vs_empirical(certifications, summaries)
     radii = sorted({p["radius"] for c in certifications for p in c["certified_accuracy"]})
-    lines = ["## Certified L2 accuracy (randomized smoothing)", ""]
-    lines.append(
+    lines = [
+        "## Certified L2 accuracy (randomized smoothing)",
+        "",
         "Certified accuracy (%) of the smoothed classifier at L2 radius r (Cohen et al.'s "
         "CERTIFY: n noise draws, each certificate wrong with probability <= alpha; an abstention "
         "counts as wrong), beside the empirical L2 robust accuracy of the same run at eps = r "
         "(per-draw mean for a random model). Certified accuracy can never exceed the true robust "
         "accuracy, which the empirical figure bounds from above: a certified figure above the "
-        "empirical one beyond their 95 % intervals is flagged (docs/evaluation.md)."
-    )
-    lines.append("")
+        "empirical one beyond their 95 % intervals is flagged (docs/evaluation.md).",
+        "",
+    ]
     flagged = [(r, c) for r in rows for c in r["comparisons"] if c["flag"]]
     if flagged:
         where = "; ".join(f"{r['label']} at r = {c['eps']:.3g}" for r, c in flagged)
-        lines += [
-            f"**FLAG: certified accuracy above the empirical robust accuracy** ({where}).",
-            "",
-        ]
-    header = [
-        "method",
-        "sigma",
-        "n",
-        "alpha",
-        "examples",
-        "abstain",
-        *(f"r = {r:g}" for r in radii),
-    ]
+        lines.append(f"**FLAG: certified accuracy above the empirical robust accuracy** ({where}).")
+        lines.append("")
+    header = ["method", "sigma", "n", "alpha", "examples", "abstain"]
+    header += [f"r = {r:g}" for r in radii]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|---|" + "|".join(["---:"] * (len(header) - 1)) + "|")
     for row in rows:
@@ -752,7 +718,7 @@ def _certified_markdown(
             f"{row['alpha']:g}",
             str(row["n_examples"]),
             _pct(row["abstain_rate"]),
-            *(_pct(curve[r]) if r in curve else _pct(0.0) for r in radii),
+            *(_pct(curve.get(r, 0.0)) for r in radii),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
@@ -770,10 +736,7 @@ def _certified_markdown(
             )
         lines.append("")
     notes = [f"{r['label']} / sigma {r['sigma']:g}: {r['note']}" for r in rows if r["note"]]
-    lines += [f"- {n}" for n in notes]
-    if notes:
-        lines.append("")
-    return lines
+    return lines + _bullets(notes)
 
 
 def write_report(
@@ -798,15 +761,12 @@ def write_report(
         plots.append(plot_certified_accuracy(certifications, out_dir / "certified-accuracy.png"))
     written = []
     if fmt in ("markdown", "both"):
-        written.append(out_dir / "report.md")
         text = report_markdown(summaries, plots, certifications)
-        written[-1].write_text(text, encoding="utf-8")
+        written.append(atomic_write(out_dir / "report.md", lambda f: f.write(text)))
     if fmt in ("json", "both"):
-        written.append(out_dir / "report.json")
         merged = report_json(summaries)
         if certifications:
             merged["certified"] = certified_vs_empirical(certifications, summaries)
-        text = json.dumps(merged, indent=2) + "\n"
-        written[-1].write_text(text, encoding="utf-8")
+        written.append(write_json_atomic(out_dir / "report.json", merged))
     logger.info("report: %s (%d plots)", ", ".join(map(str, written)), len(plots))
     return [*written, *plots]

@@ -1,35 +1,19 @@
 """How the random draws of a model are laid out in calls: stacked in one call, or one call each.
 
 EOT attacks and the evaluation's prediction draws need several independent draws of the same
-image. The fast way stacks the copies into one batch (row d * B + i is draw d of example i); that
-is only right when every row of a call draws its own randomness. Many randomized defences draw
-once per call for the whole batch (one mask, one shift, one noise pattern: the official CiiV
-sampler does), and then stacked copies are one draw repeated: EOT averages nothing.
+image. Stacking the copies into one batch (row d * B + i is draw d of example i) is only right
+when every row of a call draws its own randomness; many randomized defences draw once per call
+(one mask for the whole batch: the official CiiV sampler does), and then EOT averages nothing.
 
-A model says how its draws behave, or ciiv measures it:
-
-- ``model.independent_rows`` (a bool attribute or property): True when copies of an image
-  stacked into one call, inside ``model.independent_draws()``, are independent draws; False when
-  they are not. A model that declares ``stochastic = False`` needs nothing: its copies are equal.
+- ``model.independent_rows`` (declared): whether copies stacked into one call, inside
+  ``model.independent_draws()``, are independent draws; ``stochastic = False`` needs nothing.
 - ``model.independent_draws()`` (optional): a context manager that makes the rows of a call draw
-  independently (CiiV switches its sampler to per-example masks). :func:`independent_draws`
-  calls it when present; it is the one entry point the attacks use.
-- A model that declares neither is measured once per evaluation (:func:`measure_rows`) and the
-  verdict is passed down with :func:`assume_rows`. Until then, and whenever the verdict is
+  independently; :func:`independent_draws` is the one entry point that calls it.
+- A model that declares neither is measured once per evaluation by the spread test
+  (:func:`measure_rows`; the statistic is explained in docs/evaluation.md, "Random models") and
+  the verdict passed down with :func:`assume_rows`. Until then, and whenever the verdict is
   "shared", every call holds one draw of each example (:func:`draw_calls`): always correct,
   only slower.
-
-The measurement (the "spread test"): ``calls`` separate calls, each holding ``copies`` copies of
-the same n images. Per example, W = the variance of its logits across the copies inside a call,
-A = the variance across calls (both averaged over classes and over the other index). Independent
-rows make all ``calls * copies`` rows of an example exchangeable draws, so W / A is about 1;
-randomness drawn once per call makes the copies in a call equal or close, so W / A is near 0.
-The statistic is the median over examples of W / A (robust to examples whose logits vary on very
-different scales). Its null distribution comes from permutations: under independence any
-reassignment of an example's rows to calls is as likely as the observed one, so shuffling rows
-(per example, 999 times, a seeded generator) gives an exact p-value without assuming anything
-about the logits' distribution. Rows are "shared" when p < ``alpha`` (0.01). The cost is
-``calls`` forward calls of ``copies * n`` images (4 calls of 4 x 8 = 128 images by default).
 """
 
 from __future__ import annotations
@@ -37,7 +21,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
@@ -105,17 +89,10 @@ class RowVerdict:
         return f"draws {kind} ({self.source}): {self.layout}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "independent": self.independent,
-            "layout": self.layout,
-            "source": self.source,
-            "spread_ratio": None if self.spread_ratio is None else round(self.spread_ratio, 4),
-            "p_value": None if self.p_value is None else round(self.p_value, 4),
-            "examples": self.examples,
-            "copies": self.copies,
-            "calls": self.calls,
-            "forward_passes": self.forward_passes,
-        }
+        out = {"independent": self.independent, "layout": self.layout, **asdict(self)}
+        for key in ("spread_ratio", "p_value"):
+            out[key] = None if out[key] is None else round(out[key], 4)
+        return out
 
 
 _ASSUMED: ContextVar[tuple[nn.Module, RowVerdict] | None] = ContextVar(
@@ -129,9 +106,7 @@ def declared_rows(model: nn.Module) -> bool | None:
     declared = getattr(model, "independent_rows", None)
     if declared is not None:
         return bool(declared)
-    if getattr(model, "stochastic", None) is False:
-        return True
-    return None
+    return True if getattr(model, "stochastic", None) is False else None
 
 
 def known_rows(model: nn.Module) -> RowVerdict | None:
@@ -196,8 +171,8 @@ def _spread_ratio(distances: Tensor, within: Tensor, across: Tensor) -> Tensor:
     ``distances`` [..., n, R, R] holds the squared distances between the logits of an example's
     R = calls * copies rows; ``within`` / ``across`` [R, R] mark the pairs in one call (two
     copies) and the pairs of one copy slot in two calls. A variance averaged over classes is half
-    the mean squared distance of its pairs, so the ratio of the two means is W / A (module doc).
-    Examples without any spread are left out (NaN if none is left).
+    the mean squared distance of its pairs, so the ratio of the two means is W / A. Examples
+    without any spread are left out (NaN if none is left).
     """
     w = (distances * within).sum((-2, -1)) / within.sum()
     a = (distances * across).sum((-2, -1)) / across.sum()
@@ -215,11 +190,13 @@ def measure_rows(
     permutations: int = 999,
     seed: int = 0,
 ) -> RowVerdict:
-    """The spread test (module doc) on x [n, C, H, W] in [0, 1] (n = 8 is plenty).
-
-    ``copies`` copies of x per call, inside :func:`independent_draws`, in ``calls`` calls; the
-    model's randomness comes from wherever it draws it (seed the generators around the call for
-    a reproducible verdict). Shared when the permutation p-value is below ``alpha``.
+    """The spread test on x [n, C, H, W] in [0, 1] (n = 8 is plenty): ``calls`` calls, each of
+    ``copies`` copies of x, inside :func:`independent_draws`. Per example, W = the variance of
+    its logits across the copies inside a call, A = across calls; the statistic is the median
+    over examples of W / A (about 1 for independent rows, near 0 for rows that share a draw). Its
+    p-value is exact: ``permutations`` seeded reassignments of each example's rows to (call,
+    copy) slots. Shared when the p-value is below ``alpha``. The model's randomness comes from
+    wherever it draws it: seed the generators around the call for a reproducible verdict.
     """
     if copies < 2 or calls < 2:
         raise ValueError(f"the spread test needs copies >= 2 and calls >= 2, got {copies}, {calls}")

@@ -27,7 +27,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -46,7 +46,6 @@ __all__ = [
     "ProgressDisplay",
     "TrainProgress",
     "audit_progress",
-    "logging_through",
     "progress_interval",
     "show_audit",
 ]
@@ -62,28 +61,11 @@ def progress_interval() -> float:
     raw = os.environ.get(INTERVAL_ENV)
     if raw is None:
         return DEFAULT_INTERVAL
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value >= 0):
-        logger.warning("%s=%r is not a number of seconds >= 0; using 10", INTERVAL_ENV, raw)
-        return DEFAULT_INTERVAL
-    return value
-
-
-@contextlib.contextmanager
-def logging_through(console: Console) -> Iterator[None]:
-    """Send log records through ``console`` while a progress bar is live (no torn lines)."""
-    root = logging.getLogger()
-    saved = root.handlers[:]
-    handler = RichHandler(console=console, show_path=False, log_time_format="%H:%M:%S")
-    handler.setLevel(min((h.level for h in saved), default=logging.INFO))
-    root.handlers = [handler]
-    try:
-        yield
-    finally:
-        root.handlers = saved
+    with contextlib.suppress(ValueError):
+        if math.isfinite(float(raw)) and float(raw) >= 0:
+            return float(raw)
+    logger.warning("%s=%r is not a number of seconds >= 0; using 10", INTERVAL_ENV, raw)
+    return DEFAULT_INTERVAL
 
 
 @dataclass
@@ -149,11 +131,17 @@ class ProgressDisplay:
     def __enter__(self) -> ProgressDisplay:
         if self._rich is not None:
             self._stack.enter_context(self._rich)
-            self._stack.enter_context(logging_through(self._rich.console))
+            # Log records go through the live display (no torn lines) until it closes.
+            root = logging.getLogger()
+            handler = RichHandler(console=self.console, show_path=False, log_time_format="%H:%M:%S")
+            handler.setLevel(min((h.level for h in root.handlers), default=logging.INFO))
+            self._stack.callback(setattr, root, "handlers", root.handlers[:])
+            root.handlers = [handler]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._flush()
+        if self._pending:  # the state changed since the last line: print the line still owed
+            self._emit(self.clock())
         self._stack.close()
 
     # -- bars ----------------------------------------------------------------------------------
@@ -184,11 +172,8 @@ class ProgressDisplay:
         bar = _Bar(description, total, float(completed), parent, self.clock(), stats=stats)
         self._bars[key] = bar
         bar.start_fraction = self.fraction(key) or 0.0
-        if self._rich is not None:
-            depth = len(self._ancestors(key))
-            bar.task = self._rich.add_task(
-                "  " * depth + description, total=total, count="", stats="", eta=""
-            )
+        if self._rich is not None:  # drawn by _changed below
+            bar.task = self._rich.add_task("", total=total, count="", stats="", eta="")
         if quiet and self._rich is None:
             self._pending = True
         else:
@@ -219,7 +204,7 @@ class ProgressDisplay:
         """Remove bar ``key`` and its children."""
         if key not in self._bars:
             return
-        for child in [k for k, b in self._bars.items() if b.parent == key]:
+        for child in self._children(key):
             self.remove(child)
         bar = self._bars.pop(key)
         if self._rich is not None and bar.task is not None:
@@ -227,7 +212,7 @@ class ProgressDisplay:
 
     def clear(self) -> None:
         """Remove every bar (a new phase of the command: the last one's bars are done)."""
-        for key in [k for k, b in self._bars.items() if b.parent is None]:
+        for key in self._children(None):
             self.remove(key)
 
     def completed(self, key: str) -> float | None:
@@ -241,7 +226,7 @@ class ProgressDisplay:
         bar = self._bars.get(key)
         if bar is None or not bar.total:
             return None
-        children = [k for k, b in self._bars.items() if b.parent == key]
+        children = self._children(key)
         part = (self.fraction(children[-1]) or 0.0) if children else 0.0
         return min(1.0, max(0.0, (bar.completed + part) / bar.total))
 
@@ -265,8 +250,7 @@ class ProgressDisplay:
             parts.append(f"{bar.description} {self._count(bar)}".strip())
             if bar.stats:
                 parts.append(bar.stats)
-        roots = [k for k in self._ordered() if self._bars[k].parent is None]
-        running = [k for k in roots if (self.fraction(k) or 0.0) < 1.0]
+        running = [k for k in self._children(None) if (self.fraction(k) or 0.0) < 1.0]
         eta = self.eta(running[0]) if running else None
         if eta is not None:
             parts.append(f"ETA {format_duration(eta)}")
@@ -281,24 +265,17 @@ class ProgressDisplay:
             parent = self._bars[parent].parent
         return out
 
-    def _ordered(self) -> list[str]:
+    def _children(self, key: str | None) -> list[str]:
+        """The bars under ``key`` (None: the roots), in the order they started."""
+        return [k for k, bar in self._bars.items() if bar.parent == key]
+
+    def _ordered(self, parent: str | None = None) -> list[str]:
         """Keys depth first: each root, then its children, in the order they started."""
-        out: list[str] = []
-
-        def visit(parent: str | None) -> None:
-            for key, bar in self._bars.items():
-                if bar.parent == parent:
-                    out.append(key)
-                    visit(key)
-
-        visit(None)
-        return out
+        return [k for child in self._children(parent) for k in (child, *self._ordered(child))]
 
     @staticmethod
     def _count(bar: _Bar) -> str:
-        if bar.total is None:
-            return f"{int(bar.completed)}"
-        return f"{int(bar.completed)}/{int(bar.total)}"
+        return f"{int(bar.completed)}" + ("" if bar.total is None else f"/{int(bar.total)}")
 
     def _changed(self, key: str, phase: bool) -> None:
         if self._rich is not None:
@@ -327,11 +304,6 @@ class ProgressDisplay:
         self._last_line, self._pending = now, False
         if self._bars:
             print(self.line(), file=self.console.file, flush=True)
-
-    def _flush(self) -> None:
-        """Print the line still owed (the state changed since the last one), if any."""
-        if self._pending:
-            self._emit(self.clock())
 
 
 class TrainProgress:

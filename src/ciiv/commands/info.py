@@ -16,44 +16,22 @@ from rich.table import Table
 from ciiv.sampling import RetinotopicSampler, grid_centers
 
 EXAMPLE_BATCH = 2  # images sent through the model to show the shapes
+OPTIONS = (  # flag, default, metavar, help
+    ("--image-size", 32, "PX", "square image size in pixels"),
+    ("--views", 9, "L", "number of views L of the sampler"),
+    ("--backbone", "preact_resnet18", "NAME",
+     "backbone of the model whose shapes are shown, e.g. small_cnn, tv:resnet18"),
+    ("--channels", 3, "C", "image channels: 3 for RGB, 1 for MNIST"),
+    ("--classes", 10, "K", "number of classes"),
+)  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--image-size",
-        type=int,
-        default=32,
-        metavar="PX",
-        help="square image size in pixels (default 32)",
-    )
-    parser.add_argument(
-        "--views",
-        type=int,
-        default=9,
-        metavar="L",
-        help="number of views L of the sampler (default 9)",
-    )
-    parser.add_argument(
-        "--backbone",
-        default="preact_resnet18",
-        metavar="NAME",
-        help="backbone of the model whose shapes are shown, e.g. small_cnn, tv:resnet18 "
-        "(default preact_resnet18)",
-    )
-    parser.add_argument(
-        "--channels",
-        type=int,
-        default=3,
-        metavar="C",
-        help="image channels: 3 for RGB, 1 for MNIST (default 3)",
-    )
-    parser.add_argument(
-        "--classes", type=int, default=10, metavar="K", help="number of classes (default 10)"
-    )
-
-
-def _shape(t) -> str:
-    return "[" + ", ".join(str(n) for n in t.shape) + "]"
+    for flag, default, metavar, text in OPTIONS:
+        parser.add_argument(
+            flag, type=type(default), default=default, metavar=metavar,
+            help=f"{text} (default {default})",
+        )  # fmt: skip
 
 
 def _model_table(args: argparse.Namespace, sampler: RetinotopicSampler) -> Table:
@@ -84,12 +62,15 @@ def _model_table(args: argparse.Namespace, sampler: RetinotopicSampler) -> Table
     table = Table(title=f"CiiV model on {escape(args.backbone)}, a batch of B = {b} images")
     table.add_column("what")
     table.add_column("shape", justify="right")
-    table.add_row("input x in [0, 1]", _shape(x))
-    table.add_row(f"backbone input: L * B = {l * b} views in one batch", _shape(seen[0]))
-    table.add_row(f"features phi per view (D = {backbone.num_features})", _shape(views.features))
-    table.add_row("logits per view", _shape(views.logits))
-    table.add_row("sampling density z per view", _shape(views.z))
-    table.add_row("prediction logits (1/L) sum_l logits_l / z_l", _shape(logits))
+    for what, t in (
+        ("input x in [0, 1]", x),
+        (f"backbone input: L * B = {l * b} views in one batch", seen[0]),
+        (f"features phi per view (D = {backbone.num_features})", views.features),
+        ("logits per view", views.logits),
+        ("sampling density z per view", views.z),
+        ("prediction logits (1/L) sum_l logits_l / z_l", logits),
+    ):
+        table.add_row(what, str(list(t.shape)))
     table.add_row("backbone parameters", f"{params:,}")
     return table
 

@@ -9,11 +9,10 @@ that tell whether the evaluation's gradient attacks measure a random model at al
   whether EOT PGD beats single-draw PGD;
 - ``gradient_health``: finite, non-zero gradients, and the true gradient against BPDA ones;
 
-with the quick preset made cheaper (:data:`DEFAULT_SETTINGS`: 10 PGD steps, E at most 8, EOT
-stability over E in (1, 2, 4, 8) on 8 points, 2 prediction draws). Its size is then chosen so
-that its forward passes (images through the model) stay at most the suite's: as many of the
-evaluated examples as :func:`forward_pass_bound` allows within the passes the suite actually
-used, up to ``audit_examples``. A suite too small to afford even two audited examples still gets
+with the quick preset made cheaper (:data:`DEFAULT_SETTINGS`). Its size is then chosen so that
+its forward passes (images through the model) stay at most the suite's: as many of the evaluated
+examples as :func:`forward_pass_bound` allows within the passes the suite actually used, up to
+``audit_examples``. A suite too small to afford even two audited examples still gets
 the smallest audit (two examples, a few hundred passes), since its randomness verdict is the
 point; the summary records the bound and the suite's passes. ``ciiv audit`` runs all checks with
 the full preset.

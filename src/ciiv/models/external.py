@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from .classifier import Classifier
+from .registry import unknown_name_message
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -91,8 +92,6 @@ def load_user_model(
     """Build the model named by ``spec`` and load ``weights`` into it (see the module docstring).
 
     Args:
-        spec: ``module:factory``, ``file.py:factory``, ``timm:<name>`` or ``tv:<name>``.
-        weights: a file written by ``torch.save`` (None: the factory's own parameters).
         num_classes: K, passed to a factory that takes ``num_classes``; required for ``timm:`` /
             ``tv:`` models.
         in_channels: image channels, for ``timm:`` / ``tv:`` models.
@@ -101,13 +100,9 @@ def load_user_model(
             torchvision); ``((0,) * C, (1,) * C)`` feeds raw pixels. Not allowed with a factory,
             whose model owns its preprocessing.
 
-    Returns:
-        The model in eval mode, on the CPU.
-
     Raises:
-        ModelLoadError: a malformed spec, a module, file or attribute that does not exist, a
-            factory that fails or returns no ``nn.Module``, a missing timm (with the extra to
-            install), or weights that are missing, unreadable or do not fit the model.
+        ModelLoadError: anything that keeps the model from being built or its weights loaded
+            (the message says what to do).
     """
     prefix, sep, name = spec.partition(":")
     if sep and prefix in _BACKBONES:
@@ -124,8 +119,7 @@ def load_user_model(
                 f"{spec}: a normalisation applies to timm: / tv: models only; a factory's model "
                 "takes pixels in [0, 1] and normalises them itself"
             )
-        factory = _resolve(spec)
-        model = _call_factory(factory, spec, num_classes)
+        model = _call_factory(_resolve(spec), spec, num_classes)
         if weights is not None:
             _load_weights(model, weights)
     return model.eval()
@@ -176,8 +170,7 @@ def _resolve(spec: str) -> Callable[..., Any]:
     obj: Any = holder
     for part in attr.split("."):
         if not hasattr(obj, part):
-            public = sorted(n for n in vars(holder) if callable(getattr(holder, n, None)))
-            public = [n for n in public if not n.startswith("_")]
+            public = sorted(n for n, v in vars(holder).items() if callable(v) and n[0] != "_")
             raise ModelLoadError(
                 f"{source} has no attribute {attr!r}; its callables: {', '.join(public) or 'none'}"
             )
@@ -260,7 +253,8 @@ def _timm_model(name: str, num_classes: int, in_channels: int) -> tuple[nn.Modul
     except ImportError as err:
         raise ModelLoadError(str(err)) from None
     if not timm.is_model(name):
-        raise ModelLoadError(_unknown("timm model", name, timm.list_models(), "timm.list_models()"))
+        listing = "See timm.list_models()."
+        raise ModelLoadError(unknown_name_message("timm model", name, timm.list_models(), listing))
     model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return model, (
@@ -276,7 +270,7 @@ def _tv_model(name: str, num_classes: int, in_channels: int) -> tuple[nn.Module,
 
     valid = torchvision_names()
     if name not in valid:
-        raise ModelLoadError(_unknown("torchvision model", name, valid, None))
+        raise ModelLoadError(unknown_name_message("torchvision model", name, valid))
     if in_channels != 3:
         raise ModelLoadError(
             f"tv:{name} takes 3-channel images and the dataset has {in_channels}; wrap the model "
@@ -292,12 +286,6 @@ _BACKBONES: dict[str, Callable[[str, int, int], tuple[nn.Module, tuple]]] = {
 }
 
 
-def _unknown(kind: str, name: str, valid: list[str], listing: str | None) -> str:
-    from .registry import unknown_name_message
-
-    return unknown_name_message(kind, name, valid, listing=f"See {listing}." if listing else None)
-
-
 def _normalised(
     model: nn.Module, mean: Sequence[float], std: Sequence[float], channels: int, spec: str
 ) -> nn.Module:
@@ -310,9 +298,7 @@ def _normalised(
             f"{spec}: normalisation mean/std have {len(mean)}/{len(std)} values for "
             f"{channels} channels"
         )
-    wrapped = Classifier(model, mean, std)  # type: ignore[arg-type]  (any logits module works)
-    # timm / torchvision classifiers are deterministic at inference (dropout is off in eval).
-    return wrapped
+    return Classifier(model, mean, std)  # type: ignore[arg-type]  (any logits module works)
 
 
 # --- weights ------------------------------------------------------------------------------------
