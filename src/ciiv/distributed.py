@@ -1,8 +1,8 @@
 """The processes of a torchrun job (``torchrun --nproc_per_node N -m ciiv train|eval|experiment``).
 
 One module for every part that runs under torchrun: training (DistributedDataParallel), the
-evaluation and certification batch loop (:mod:`ciiv.evaluate.batches`: batches split across
-ranks, rows gathered on rank 0) and the experiment runner. torchrun sets RANK, WORLD_SIZE and
+batch loop of evaluation and certification (:class:`ciiv.evaluate.records.Batches`: batches split
+across ranks, rows gathered on rank 0) and the experiment runner. torchrun sets RANK, WORLD_SIZE and
 LOCAL_RANK; without them everything runs in one process. NCCL is used when the processes run on
 CUDA devices, gloo on the CPU.
 """
