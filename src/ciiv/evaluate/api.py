@@ -479,17 +479,15 @@ def _default_audit(
 ) -> dict[str, Any]:
     """The default audit's result as a dict (:mod:`.default_audit`), sized to the forward passes
     the suite took, or why none ran."""
-    if not plan.traits.stochastic:
-        return {
-            "passed": None,
-            "detail": "not run: the model is deterministic (the default audit checks random "
-            "models; `ciiv audit` audits any model)",
-        }
-    if plan.settings.eps <= 0:
-        return {"passed": None, "detail": "not run: the budget is 0"}
     audit_plan = _audit_plan(model, plan, suite_passes)
     if audit_plan is None:
-        return {"passed": None, "detail": "not run: the audit needs at least 2 examples"}
+        why = "the audit needs at least 2 examples"
+        if not plan.traits.stochastic:
+            why = "the model is deterministic (the default audit checks random models; `ciiv "
+            why += "audit` audits any model)"
+        elif plan.settings.eps <= 0:
+            why = "the budget is 0"
+        return {"passed": None, "detail": f"not run: {why}"}
     from .audit import audit, check_events
 
     events = None

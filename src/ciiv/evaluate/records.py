@@ -89,12 +89,15 @@ def check_config(out: Path, config: dict[str, Any], what: str, write: bool = Tru
         write_json_atomic(path, config)
 
 
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted keys where two JSON mappings differ (``settings.seed``), nested mappings opened."""
-    if not (isinstance(old, dict) and isinstance(new, dict)):
-        return [prefix.rstrip(".") or "config"]
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The keys where two configs differ, a ``settings`` block's by field (``settings.seed``)."""
     keys = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
-    return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    before, after = old.get("settings"), new.get("settings")
+    if "settings" in keys and isinstance(before, dict) and isinstance(after, dict):
+        fields = {*before, *after}
+        keys.remove("settings")
+        keys += sorted(f"settings.{k}" for k in fields if before.get(k) != after.get(k))
+    return keys
 
 
 def examples_digest(x: Tensor, y: Tensor, indices: list[int]) -> str:
