@@ -15,9 +15,12 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from ciiv import distributed
 from ciiv.attacks import create_attack
+from ciiv.distributed import DistContext
 from ciiv.evaluate import (
     AttackEntry,
+    EvalSettings,
     ModelTraits,
     Suite,
     Sweep,
@@ -28,7 +31,6 @@ from ciiv.evaluate import (
     resolve_suite,
     worst_case_stats,
 )
-from ciiv.evaluate import api as eval_api
 from ciiv.evaluate.records import load_done, read_jsonl
 from ciiv.loss import consistency_loss, view_cross_entropy
 from ciiv.models import CiiVClassifier, Classifier, create_model
@@ -417,20 +419,24 @@ def test_sharded_ranks_merge_into_the_single_process_rows(vanilla, tmp_path, mon
 
     # Two ranks, run one after the other: each computes and writes only its own batches. The
     # all-gather is simulated by reading every finished batch from the shard files.
-    def gather(rows, recs, world):
-        done_rows, done_recs = load_done(out)
-        return [r for b in sorted(done_rows) for r in done_rows[b]], list(done_recs.values())
+    class Rank(DistContext):
+        def barrier(self):
+            pass
 
-    monkeypatch.setattr(eval_api, "_gather", gather)
-    monkeypatch.setattr(eval_api, "_barrier", lambda world: None)
-    monkeypatch.setattr(eval_api, "_share", lambda summary, world: summary)
-    monkeypatch.setattr(eval_api, "_dist", lambda: (1, 2))
+        def all_gather(self, obj):
+            rows, recs = load_done(out)
+            return [([r for b in sorted(rows) for r in rows[b]], list(recs.values()))]
+
+        def broadcast(self, obj):
+            return obj
+
+    monkeypatch.setattr(distributed, "current", lambda: Rank(1, 2))
     part = evaluate_robustness(vanilla, x, y, out_dir=out, **kwargs)
     assert {r["batch"] % 2 for r in part.rows} == {1}  # a rank's own rows
     assert (out / "shards" / "rank1" / "examples.jsonl").exists()
     counting = Counting(vanilla)
     if finisher == "rank0":
-        monkeypatch.setattr(eval_api, "_dist", lambda: (0, 2))
+        monkeypatch.setattr(distributed, "current", lambda: Rank(0, 2))
     else:  # the multi-process run died after rank 1 finished; one process resumes it
         monkeypatch.undo()
     merged = evaluate_robustness(counting, x, y, out_dir=out, **kwargs)
@@ -445,6 +451,28 @@ def test_sharded_ranks_merge_into_the_single_process_rows(vanilla, tmp_path, mon
     again = evaluate_robustness(counting, x, y, out_dir=out, **kwargs)
     assert counting.images == again.summary["forward_passes_by_source"]["output_check"] == 8
     assert again.summary["robust_accuracy"] == whole.summary["robust_accuracy"]
+
+
+def test_config_stores_the_resolved_settings_and_they_resume_the_evaluation(vanilla, tmp_path):
+    x, y = colour_data(12, 3)
+    keywords = {"suite": "quick", "eps": "4/255", "batch_size": 8, "seed": 5, "audit": False}
+    whole = evaluate_robustness(vanilla, x, y, out_dir=tmp_path, **keywords)
+    config = json.loads((tmp_path / "config.json").read_text())
+    stored = EvalSettings.from_dict(config["settings"])
+    # Every default resolved for this deterministic model on the CPU: E = R = 1, 64 per call.
+    resolved = dataclasses.replace(EvalSettings(**keywords), eot=1, draws=1, max_batch=64)
+    assert stored == resolved and stored.eps == 4 / 255 and stored.suite == get_suite("quick")
+    assert config["n_examples"] == 12 and set(config["attacks"]) == set(whole.per_attack)
+    # The stored settings, passed back, resume the directory: nothing is recomputed.
+    counting = Counting(vanilla)
+    again = evaluate_robustness(counting, x, y, out_dir=tmp_path, settings=stored)
+    assert again.rows == whole.rows and counting.images == 8  # the output check only
+    with pytest.raises(ValueError, match="not both"):
+        evaluate_robustness(vanilla, x, y, settings=stored, seed=6)
+    with pytest.raises(ValueError, match="unknown evaluation setting 'sead'; did you mean 'seed'"):
+        EvalSettings.from_dict({**config["settings"], "sead": 1})
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
+        EvalSettings(batch_size=0)
 
 
 def test_summary_schema_and_files(vanilla, tmp_path):

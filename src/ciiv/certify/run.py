@@ -11,7 +11,6 @@ the same device type.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,9 +20,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ciiv import distributed
 from ciiv._checks import check_labels
-from ciiv.evaluate import records
 from ciiv.evaluate.engine import derive_seed
+from ciiv.evaluate.records import Batches, examples_digest
 from ciiv.models import SmoothedClassifier
 from ciiv.versions import software_versions
 
@@ -74,15 +74,6 @@ def certify_dir_name(sigma: float, n: int, split: str | None = None) -> str:
     return f"sigma{sigma:g}-n{n}" + (f"-{split}" if split else "")
 
 
-def _prepare(out: Path, config: dict[str, Any], overwrite: bool) -> None:
-    """Create ``out`` and write config.json, or check that the one there has the same settings."""
-    records.create_dir(out)
-    if overwrite:
-        records.remove_results(out)
-        (out / PLOT).unlink(missing_ok=True)
-    records.check_config(out, config, "a certification")
-
-
 def _batch_rows(
     model: nn.Module,
     x: Tensor,
@@ -131,6 +122,7 @@ def _batch_rows(
         "seed": seed,
         "forward_passes": size * (settings["n0"] + settings["n"]),
         "elapsed_s": elapsed,
+        "device": str(x.device),
     }
     return rows, record
 
@@ -165,6 +157,8 @@ def certify_examples(
             is that example's own, as in Cohen et al.'s logs; more: the batch's time shared).
         seed: batch b is certified with ``derive_seed(seed, "certify", b)``.
         out_dir: where the files go (see the module docstring); None keeps everything in memory.
+            Under torch.distributed the batches are split across the ranks (as in
+            :class:`ciiv.evaluate.records.Batches`); every rank gets the summary and the rows.
         indices: per example, its index in the source split (default 0..N-1).
         overwrite: delete earlier results in ``out_dir`` instead of resuming.
         run_info: stored as ``summary["run"]``.
@@ -198,70 +192,40 @@ def certify_examples(
         "noise": NOISE,
         "base": f"{type(base).__module__}.{type(base).__qualname__}",
         "n_examples": total,
-        "examples_digest": records.examples_digest(x, y, indices),
+        "examples_digest": examples_digest(x, y, indices),
     }
     out = None if out_dir is None else Path(out_dir)
-    done_rows: dict[int, list[dict]] = {}
-    done_records: dict[int, dict] = {}
-    writer = None
-    if out is not None:
-        _prepare(out, settings, overwrite)
-        done_rows, done_records = records.load_done(out)
-        writer = records.BatchWriter(out)
-
-    num_batches = math.ceil(total / examples_per_batch)
-    if done_rows:
-        logger.info("resuming: %d of %d batches done (in %s)", len(done_rows), num_batches, out)
-    if progress:
-        progress("start", {"total": num_batches, "done": len(done_rows)})
-    rows_by_batch, records_by_batch = dict(done_rows), dict(done_records)
-    seen = sum(len(part) for part in rows_by_batch.values())
-    certified = sum(row["correct"] for part in rows_by_batch.values() for row in part)
-    device = _device(base, x.device)
-    for b in range(num_batches):
-        if b in rows_by_batch:
-            continue
-        lo, hi = b * examples_per_batch, min(total, (b + 1) * examples_per_batch)
-        rows, record = _batch_rows(
-            model,
-            x[lo:hi].to(device),
-            y[lo:hi],
-            batch=b,
-            lo=lo,
-            indices=indices[lo:hi],
-            settings=settings,
-        )
-        record["device"] = str(device)
-        if writer is not None:
-            writer.write(rows, record)
-        rows_by_batch[b], records_by_batch[b] = rows, record
-        seen += len(rows)
-        certified += sum(row["correct"] for row in rows)
-        if progress:
-            progress(
-                "batch",
-                {
-                    "done": len(rows_by_batch),
-                    "total": num_batches,
-                    "certified": certified,
-                    "seen": seen,
-                },
-            )
-    rows = [row for b in sorted(rows_by_batch) for row in rows_by_batch[b]]
-    recs = [records_by_batch[b] for b in sorted(records_by_batch)]
-    summary = _summarise(
-        rows,
-        recs,
-        settings=settings,
-        model=model,
-        device=device,
-        run_info=run_info,
-        wall=time.perf_counter() - started,
+    ctx, extra = distributed.current(), (PLOT,)
+    batches = Batches(
+        out, settings, "a certification", total, examples_per_batch, ctx, overwrite, extra
     )
-    if out is not None:
-        summary["plot"] = PLOT
-        plot_certified_accuracy([summary], out / PLOT)
-        records.write_json_atomic(out / records.SUMMARY, summary)
+    if batches.done:
+        logger.info("resuming: %d of %d batches done (in %s)", batches.done, batches.total, out)
+    device = _device(base, x.device)
+
+    def compute(b: int, lo: int, hi: int) -> tuple[list[dict], dict]:
+        inputs, labels, where = x[lo:hi].to(device), y[lo:hi], indices[lo:hi]
+        return _batch_rows(model, inputs, labels, batch=b, lo=lo, indices=where, settings=settings)
+
+    def on_batch(b: int) -> None:
+        seen = list(batches.seen())
+        info = {"certified": sum(row["correct"] for row in seen), "seen": len(seen)}
+        progress("batch", {"done": batches.done, "total": batches.total, **info})
+
+    def summarise(rows: list[dict], recs: list[dict]) -> dict[str, Any]:
+        wall = time.perf_counter() - started
+        summary = _summarise(
+            rows, recs, settings=settings, model=model, device=device, run_info=run_info, wall=wall
+        )
+        if out is not None:
+            summary["plot"] = PLOT
+            plot_certified_accuracy([summary], out / PLOT)
+        return summary
+
+    if progress:
+        progress("start", {"total": batches.total, "done": batches.done})
+    batches.run(compute, on_batch if progress else None)
+    summary, rows = batches.finish(summarise)
     return CertifyResult(summary, rows, out)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
 from rich.console import Console
@@ -204,6 +203,7 @@ def _announcing(console: Console, progress):
 def run(args: argparse.Namespace) -> int:
     from ciiv.commands._model import load_user_target, user_protocols, user_run
     from ciiv.data import DatasetNotFoundError
+    from ciiv.distributed import init_distributed, is_main_process
     from ciiv.evaluate import evaluate_robustness, get_suite
     from ciiv.evaluate.selection import (
         describe_run,
@@ -212,14 +212,13 @@ def run(args: argparse.Namespace) -> int:
         evaluation_examples,
     )
     from ciiv.train import CheckpointError, load_data, load_run
-    from ciiv.train.distributed import init_distributed
     from ciiv.train.run import resolve_device
 
     console = Console(stderr=True)
     if args.list:
         _listing(Console())
         return 0
-    main_process = int(os.environ.get("RANK", "0")) == 0
+    main_process = is_main_process()
     try:
         if bool(args.run_dir) == bool(args.model):
             raise ValueError("give RUN_DIR or --model SPEC (see ciiv eval --help)")

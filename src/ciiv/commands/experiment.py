@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -160,6 +159,7 @@ def _outcome_table(outcomes) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ciiv.distributed import is_main_process
     from ciiv.experiment import list_grids, load_grid, run_grid, write_results
 
     console = Console(stderr=True)
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
             grid = load_grid(name)
             Console().print(f"[bold]{name}[/]: {escape(grid.description.strip().splitlines()[0])}")
         return 0
-    main_process = int(os.environ.get("RANK", "0")) == 0
+    main_process = is_main_process()
     try:
         if not args.grid or not args.out:
             raise ValueError("GRID and --out DIR are required (see ciiv experiment --help)")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 
 import yaml
 from rich.console import Console
@@ -139,6 +138,7 @@ def _summary(console: Console, result) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ciiv.data import DatasetNotFoundError
+    from ciiv.distributed import is_main_process
     from ciiv.train import (
         CheckpointError,
         ConfigError,
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
                 config = load_config(args.config, overrides)
             print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
             return 0
-        main_process = int(os.environ.get("RANK", "0")) == 0
+        main_process = is_main_process()
         if not main_process:  # under torchrun, rank 0 speaks for all processes
             logging.getLogger().setLevel(logging.WARNING)
         title = f"train {args.resume or args.out}"

@@ -16,7 +16,8 @@ from typing import Any
 _EXPORTS: dict[str, str] = {
     "evaluate_robustness": "api",
     "EvaluationResult": "api",
-    "DEFAULT_DRAWS": "api",
+    "DEFAULT_DRAWS": "settings",
+    "EvalSettings": "settings",
     "detect_traits": "api",
     "eval_dir_name": "selection",
     "evaluation_examples": "selection",

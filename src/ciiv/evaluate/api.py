@@ -7,6 +7,7 @@ suite, and a random model's prediction is counted over R draws (see :mod:`.summa
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -16,9 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ciiv import distributed
 from ciiv._checks import check_images, check_labels
 from ciiv.attacks import (
-    RowVerdict,
     assume_rows,
     check_attack_dependencies,
     default_max_batch,
@@ -26,17 +27,20 @@ from ciiv.attacks import (
     row_verdict,
 )
 from ciiv.attacks.threat import check_eps
-from ciiv.versions import software_versions
+from ciiv.distributed import DistContext
 
 from . import records
 from .default_audit import DEFAULT_CHECKS, AuditPlan, plan_audit
 from .engine import derive_seed, evaluate_batch, seeded
 from .protocols import get_protocol
-from .suites import DEFAULT_EOT, ModelTraits, Suite, format_eps, get_suite, resolve_suite
-from .summary import worst_case_stats
+from .records import Batches
+from .settings import DEFAULT_DRAWS, SCHEMA, EvalPlan, EvalSettings
+from .suites import DEFAULT_EOT, ModelTraits, Suite, resolve_suite
+from .summary import build_summary
 
 __all__ = [
     "DEFAULT_DRAWS",
+    "EvalSettings",
     "EvaluationResult",
     "ProgressFn",
     "detect_traits",
@@ -44,11 +48,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-# Prediction draws per input for a random model (R). Each draw is one forward pass of the deployed
-# model; an example counts as correct only if all R draws are.
-DEFAULT_DRAWS = 10
-SCHEMA = "ciiv.eval/1"
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
 """``progress(event, info)``: "plan" {examples, batches, done, forward_passes: {suite, audit},
@@ -129,11 +128,6 @@ def detect_traits(model: nn.Module, x: Tensor) -> ModelTraits:
     return ModelTraits(stochastic=not torch.equal(first, second), views=views)
 
 
-def _check_inputs(x: Tensor, y: Tensor) -> None:
-    check_images(x, nonempty=True)
-    check_labels(y, x.shape[0])
-
-
 @torch.no_grad()
 def _check_outputs(model: nn.Module, x: Tensor, y: Tensor) -> tuple[int, int]:
     """One forward pass on a few examples x [b, C, H, W]: the labels y [N] must index the model's
@@ -168,14 +162,6 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _dist() -> tuple[int, int]:
-    """(rank, world size) of an initialised torch.distributed group, else (0, 1)."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _model_info(model: nn.Module, traits: ModelTraits) -> dict[str, Any]:
     return {
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
@@ -207,31 +193,25 @@ def evaluate_robustness(
     overwrite: bool = False,
     run_info: Mapping[str, Any] | None = None,
     progress: ProgressFn | None = None,
+    settings: EvalSettings | None = None,
 ) -> EvaluationResult:
     """Evaluate ``model`` on (x, y) against an attack suite; per-example worst case over R draws.
+
+    Three steps: plan (the model's traits, the resolved settings and attacks, the audit's size),
+    run the batches (resumable, split across the ranks of a torch.distributed group, see
+    :class:`.records.Batches`), summarise (:func:`.summary.build_summary`, then the default audit).
 
     Args:
         model: maps pixels [B, C, H, W] in [0, 1] to logits [B, K] (optionally ``predict(x)`` for
             its own inference rule and ``stochastic``); it stays on its device, and x is moved
             there batch by batch. Its train/eval flags are restored afterwards.
         x: images [N, C, H, W], float in [0, 1]; y: labels [N], integer.
-        suite: a suite name (:func:`~ciiv.evaluate.list_suites`), a :class:`Suite` or a mapping.
-        protocol: "full" (attacks query the evaluated function with EOT) or "paper" (centre view).
-        eps: overrides the suite's budget (float or "8/255"); None uses the suite's for
-            ``dataset``.
-        eot: E, gradient samples per step under the full protocol (None: DEFAULT_EOT). A
-            deterministic model always gets 1.
-        draws: R, prediction draws per input for a random model (None: DEFAULT_DRAWS); 1 for a
-            deterministic model.
-        seed: fixes every random draw (per batch, derived from the seed and the batch index).
-        batch_size: examples per batch (the unit of resumption).
+        suite, protocol, eps, eot, draws, seed, batch_size, dataset, max_batch, audit_examples:
+            the :class:`EvalSettings` (see there; the suite is a name from
+            :func:`~ciiv.evaluate.list_suites`, a :class:`Suite` or a mapping).
         out_dir: where ``examples.jsonl``, ``batches.jsonl``, ``config.json`` and
             ``summary.json`` go; an interrupted evaluation resumes there. None keeps it in memory.
-        dataset: dataset name choosing the suite's budget (e.g. "mnist" -> 0.3 for Linf).
         indices: per example, its index in the source split (written to the rows); default 0..N-1.
-        max_batch: most images per model call inside the gradient attacks (None: the device's
-            fastest, :func:`ciiv.attacks.default_max_batch`: 64 on the CPU, all E * B rows of an
-            EOT step in one call on a GPU).
         audit: True (the default) runs the default audit when the model is random: the
             randomness and gradient-health checks (:mod:`ciiv.evaluate.default_audit`) on at
             most the first ``audit_examples`` examples, sized to cost at most the suite's
@@ -243,359 +223,213 @@ def evaluate_robustness(
             ``"model"`` entry, if any (e.g. ``ciiv.models.external.describe_user_model(...)``),
             also goes into ``config.json``: resuming with another model is refused.
         progress: optional callback, see :data:`ProgressFn`.
+        settings: the settings as one :class:`EvalSettings`, instead of the keyword arguments
+            above (which must then keep their defaults; ``audit`` may still be a mapping).
 
     Returns:
         An :class:`EvaluationResult` (``to_dict()`` = summary.json). Under torch.distributed
-        batches are split across ranks; every rank gets the merged summary, rank 0 all the rows
-        and the other ranks their own.
+        every rank gets the merged summary and all the rows.
 
     Raises:
         ValueError: bad inputs (labels outside the model's classes, an eps out of range for the
             norm), an unknown suite/protocol, an ``out_dir`` that cannot be created or that holds
             an evaluation with different settings (pass ``overwrite=True`` or another directory).
     """
-    _check_inputs(x, y)
     started = time.perf_counter()
-    suite_obj = get_suite(suite)
-    proto_requested = get_protocol(protocol)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    e = DEFAULT_EOT if eot is None else eot
+    precomputed = dict(audit) if isinstance(audit, Mapping) else None
+    keywords = EvalSettings(
+        suite=suite,
+        protocol=protocol,
+        eps=eps,
+        eot=eot,
+        draws=draws,
+        seed=seed,
+        batch_size=batch_size,
+        max_batch=max_batch,
+        dataset=dataset,
+        audit=precomputed is not None or bool(audit),
+        audit_examples=audit_examples,
+    )
+    if settings is not None and keywords != EvalSettings():
+        raise ValueError("pass settings=EvalSettings(...) or the keyword settings, not both")
+    check_images(x, nonempty=True)
+    check_labels(y, x.shape[0])
+    ctx = distributed.current()
+    y = y.long()
+    settings = keywords if settings is None else settings
+    plan = _plan(model, x, y, settings, indices, ctx, precomputed is None, run_info)
+    out = None if out_dir is None else Path(out_dir)
+    n, size = plan.n, plan.settings.batch_size
+    batches = Batches(out, plan.config, "an evaluation", n, size, ctx, overwrite=overwrite)
+    if batches.done:
+        logger.info("resuming: %d of %d batches done (in %s)", batches.done, batches.total, out)
+    if progress:
+        bound = None if plan.audit is None else plan.audit.bound
+        progress(
+            "plan",
+            {
+                "examples": n,
+                "batches": batches.total,
+                "done": batches.done,
+                "forward_passes": {"suite": plan.suite_bound(), "audit": bound},
+                "audit": None if plan.audit is None else ", ".join(DEFAULT_CHECKS),
+            },
+        )
+        progress("start", {"total": batches.total, "done": batches.done})
+
+    def on_batch(b: int) -> None:
+        seen = list(batches.seen())
+        info = {"batch": b, "done": batches.done, "total": batches.total}
+        progress("batch", {**info, "robust": sum(r["robust"] for r in seen), "seen": len(seen)})
+        if batches.computed == 1:
+            left = batches.total - batches.done
+            progress("estimate", _estimate(batches.records[b], left, plan.audit))
+
+    def summarise(rows: list[dict], recs: list[dict]) -> dict[str, Any]:
+        info = _model_info(model, plan.traits)
+        wall = time.perf_counter() - started
+        summary = build_summary(plan, rows, recs, model=info, run_info=run_info, wall=wall)
+        if precomputed is not None and plan.settings.audit:
+            summary["audit"] = precomputed
+        elif plan.settings.audit:
+            t0 = time.perf_counter()
+            passes = summary["forward_passes"]
+            summary["audit"] = _default_audit(model, x, y, plan, passes, progress)
+            summary["elapsed_s"] += time.perf_counter() - t0
+        return summary
+
+    with preserve_mode(model), assume_rows(model, plan.layout):
+        batches.run(
+            lambda b, lo, hi: _batch(model, x, y, plan, b, lo, hi, progress),
+            on_batch if progress else None,
+        )
+    summary, rows = batches.finish(summarise)
+    return EvaluationResult(summary, rows, out)
+
+
+def _plan(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    settings: EvalSettings,
+    indices: list[int] | None,
+    ctx: DistContext,
+    run_audit: bool,
+    run_info: Mapping[str, Any] | None,
+) -> EvalPlan:
+    """Everything decided before the batches: the model's traits (from a few examples), the
+    settings resolved for it, the attacks, config.json and the default audit's size. Raises
+    before anything is written: bad indices, labels, eps or a missing attack package."""
     n = x.shape[0]
     indices = list(range(n)) if indices is None else [int(i) for i in indices]
     if len(indices) != n:
         raise ValueError(f"indices has {len(indices)} entries for {n} examples")
     device = _model_device(model)
-    max_batch = default_max_batch(device) if max_batch is None else max_batch
-    y = y.long()
-    rank, world = _dist()
-
     sample = x[: min(n, 8)].to(device)
-    with seeded(derive_seed(seed, "traits"), device):
+    with seeded(derive_seed(settings.seed, "traits"), device):
         traits = detect_traits(model, sample)
         checked, num_classes = _check_outputs(model, sample, y)
-        checked *= world
         # How the model's draws may go through it (ciiv.attacks.draws): measured once, here.
-        layout = row_verdict(model, sample, stochastic=traits.stochastic, seed=seed)
+        layout = row_verdict(model, sample, stochastic=traits.stochastic, seed=settings.seed)
     detection = 0 if getattr(model, "stochastic", None) is not None else 2 * len(sample)
-    detection = (detection + layout.forward_passes) * world
+    passes = {
+        "output_check": checked * ctx.world_size,
+        "randomness_detection": (detection + layout.forward_passes) * ctx.world_size,
+    }
     if not layout.independent:
         logger.info("%s: %s", type(model).__name__, layout.describe())
-    proto = proto_requested.effective(traits)
-    r = (DEFAULT_DRAWS if draws is None else int(draws)) if traits.stochastic else 1
-    if r < 1:
-        raise ValueError(f"draws must be >= 1, got {draws!r}")
-    attacks, skipped, budget = resolve_suite(
-        suite_obj, protocol=proto.name, traits=traits, dataset=dataset, eps=eps, eot=e
+    requested = get_protocol(settings.protocol)
+    protocol = requested.effective(traits)
+    random = traits.stochastic
+    settings = dataclasses.replace(
+        settings,
+        eot=(DEFAULT_EOT if settings.eot is None else settings.eot) if random else 1,
+        draws=(DEFAULT_DRAWS if settings.draws is None else settings.draws) if random else 1,
+        max_batch=settings.max_batch or default_max_batch(device),
     )
-    check_eps(suite_obj.norm, budget, tuple(x.shape[1:]))
+    suite = settings.suite
+    attacks, skipped, budget = resolve_suite(
+        suite,
+        protocol=protocol.name,
+        traits=traits,
+        dataset=settings.dataset,
+        eps=settings.eps,
+        eot=settings.eot,
+    )
+    settings = dataclasses.replace(settings, eps=budget)
+    check_eps(suite.norm, budget, tuple(x.shape[1:]))
     # Before anything is written: an attack whose package is missing stops the run here.
     check_attack_dependencies(a.attack for a in attacks)
     for name, reason in skipped.items():
         logger.info("skipping %s: %s", name, reason)
     config = {
         "schema": SCHEMA,
-        "suite": suite_obj.to_dict(),
-        "protocol": proto_requested.name,
-        "eot": e if traits.stochastic else 1,
-        "draws": r,
-        "seed": int(seed),
-        "batch_size": batch_size,
-        "budget": budget,
-        "dataset": dataset,
+        "settings": settings.to_dict(),
         "attacks": {a.name: a.describe() for a in attacks},
         "n_examples": n,
         "examples_digest": records.examples_digest(x, y, indices),
-        "max_batch": max_batch,
     }
     if run_info and run_info.get("model") is not None:
         # What identifies the model (a user model's spec and weights digest): a resumed
         # evaluation must be of the same model.
         config["model"] = run_info["model"]
-    out = None if out_dir is None else Path(out_dir)
-    done_rows: dict[int, list[dict]] = {}
-    done_records: dict[int, dict] = {}
-    writer = None
-    if out is not None:
-        records.create_dir(out)
-        if overwrite and rank == 0:
-            records.remove_results(out)
-        _barrier(world)
-        records.check_config(out, config, "an evaluation", write=rank == 0)
-        done_rows, done_records = records.load_done(out)
-        writer = records.BatchWriter(out if world == 1 else out / records.SHARDS / f"rank{rank}")
-
-    num_batches = (n + batch_size - 1) // batch_size
-    mine = [b for b in range(num_batches) if b % world == rank]
-    done = sum(b in done_records for b in mine)
-    if done:
-        logger.info("resuming: %d of %d batches done (in %s)", done, len(mine), out)
-    planned = _planned_passes(attacks, n, r) + checked + detection
-    audit_plan = _plan_default_audit(
-        audit, model, traits, layout, suite_obj.norm, budget, n, audit_examples, planned, max_batch
+    plan = EvalPlan(
+        settings=settings,
+        protocol=protocol,
+        protocol_note=requested.note(traits),
+        attacks=attacks,
+        skipped=skipped,
+        traits=traits,
+        layout=layout,
+        device=device,
+        indices=indices,
+        num_classes=num_classes,
+        passes=passes,
+        audit=None,
+        config=config,
     )
-    if progress:
-        progress(
-            "plan",
-            {
-                "examples": n,
-                "batches": len(mine),
-                "done": done,
-                "forward_passes": {
-                    "suite": planned,
-                    "audit": None if audit_plan is None else audit_plan.bound,
-                },
-                "audit": None if audit_plan is None else ", ".join(DEFAULT_CHECKS),
-            },
-        )
-        progress("start", {"total": len(mine), "done": done})
-    rows_by_batch = {b: done_rows[b] for b in mine if b in done_records}
-    records_by_batch = {b: done_records[b] for b in mine if b in done_records}
-    computed = 0
-    with preserve_mode(model), assume_rows(model, layout):
-        for b in mine:
-            if b in records_by_batch:
-                continue
-            lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
-            batch_rows, record = evaluate_batch(
-                model,
-                x[lo:hi].to(device),
-                y[lo:hi].to(device),
-                batch=b,
-                positions=list(range(lo, hi)),
-                indices=indices[lo:hi],
-                attacks=attacks,
-                protocol=proto,
-                draws=r,
-                seed=seed,
-                max_batch=max_batch,
-                on_attack=(lambda name, b=b: progress("attack", _attack_info(b, name, attacks)))
-                if progress
-                else None,
-                on_step=(
-                    lambda name, step, steps, b=b: progress(
-                        "step", {"batch": b, "name": name, "step": step, "steps": steps}
-                    )
-                )
-                if progress
-                else None,
-            )
-            record["device"] = str(device)
-            if writer is not None:
-                writer.write(batch_rows, record)
-            rows_by_batch[b], records_by_batch[b] = batch_rows, record
-            computed += 1
-            if progress:
-                seen = [row for rows in rows_by_batch.values() for row in rows]
-                progress(
-                    "batch",
-                    {
-                        "batch": b,
-                        "done": len(records_by_batch),
-                        "total": len(mine),
-                        "robust": sum(row["robust"] for row in seen),
-                        "seen": len(seen),
-                    },
-                )
-                if computed == 1:
-                    remaining = len(mine) - len(records_by_batch)
-                    progress("estimate", _estimate(record, remaining, audit_plan))
-
-    all_rows = [row for b in sorted(rows_by_batch) for row in rows_by_batch[b]]
-    all_records = [records_by_batch[b] for b in sorted(records_by_batch)]
-    if world > 1:
-        all_rows, all_records = _gather(all_rows, all_records, world)
-    summary = None
-    if rank == 0:
-        if out is not None and (world > 1 or (out / records.SHARDS).exists()):
-            # Rows of other ranks (or of an earlier multi-process run) go into the merged files.
-            records.write_merged(out, all_rows, all_records)
-        summary = _summarise(
-            all_rows,
-            all_records,
-            config=config,
-            suite=suite_obj,
-            attacks=attacks,
-            skipped=skipped,
-            traits=traits,
-            proto_note=proto_requested.note(traits),
-            model=model,
-            device=device,
-            run_info=run_info,
-            elapsed=time.perf_counter() - started,
-            checked=checked,
-            num_classes=num_classes,
-            detection=detection,
-        )
-        summary["randomness"] = {
-            "stochastic": traits.stochastic,
-            "rows": layout.to_dict(),
-            "draws": (
-                "stacked: the EOT and prediction draws of an example share model calls"
-                if layout.independent
-                else "one call per draw: each model call holds one draw of each example"
-            ),
-            "seeded_generators": ["torch", "random", "numpy"],
-        }
-        if isinstance(audit, Mapping):
-            summary["audit"] = dict(audit)
-        elif audit:
-            t0 = time.perf_counter()
-            summary["audit"] = _default_audit(
-                model,
-                x,
-                y,
-                device,
-                traits,
-                layout,
-                suite_obj.norm,
-                budget,
-                seed,
-                audit_examples,
-                summary["forward_passes"],
-                max_batch,
-                progress,
-            )
-            summary["elapsed_s"] += time.perf_counter() - t0
-        if out is not None:
-            records.write_json_atomic(out / records.SUMMARY, summary)
-    summary = _share(summary, world)
-    return EvaluationResult(summary, sorted(all_rows, key=lambda r: r["position"]), out)
+    if not run_audit:
+        return plan
+    return dataclasses.replace(plan, audit=_audit_plan(model, plan, plan.suite_bound()))
 
 
-def _barrier(world: int) -> None:
-    if world > 1:
-        torch.distributed.barrier()
-
-
-def _gather(rows: list[dict], recs: list[dict], world: int) -> tuple[list[dict], list[dict]]:
-    gathered: list[Any] = [None] * world
-    torch.distributed.all_gather_object(gathered, (rows, recs))
-    return (
-        [row for part in gathered for row in part[0]],
-        [rec for part in gathered for rec in part[1]],
-    )
-
-
-def _share(summary: dict[str, Any] | None, world: int) -> dict[str, Any]:
-    """Rank 0's summary on every rank."""
-    if world > 1:
-        holder = [summary]
-        torch.distributed.broadcast_object_list(holder, src=0)
-        summary = holder[0]
-    return summary
-
-
-def _summarise(
-    rows: list[dict],
-    recs: list[dict],
-    *,
-    config: dict[str, Any],
-    suite: Suite,
-    attacks: list,
-    skipped: dict[str, str],
-    traits: ModelTraits,
-    proto_note: str,
+def _batch(
     model: nn.Module,
-    device: torch.device,
-    run_info: Mapping[str, Any] | None,
-    elapsed: float,
-    checked: int,
-    num_classes: int,
-    detection: int,
-) -> dict[str, Any]:
-    chain = [a.name for a in attacks if a.worst_case]
-    standalone = [a.name for a in attacks if not a.worst_case]
-    draws = config["draws"]
-    entries = [(a.name, a.worst_case, a.worst_case or a.in_threat_model) for a in attacks]
-    stats = worst_case_stats(rows, entries, draws)
-    passes: dict[str, int] = {
-        "output_check": checked,
-        "randomness_detection": detection,
-        "predictions": 0,
-    }
-    attacked: dict[str, int] = {}
-    seconds: dict[str, float] = {}
-    for rec in recs:
-        for name, count in rec["forward_passes"].items():
-            passes[name] = passes.get(name, 0) + count
-        for name, count in rec["attacked"].items():
-            attacked[name] = attacked.get(name, 0) + count
-        for name, value in rec["elapsed"].items():
-            seconds[name] = seconds.get(name, 0.0) + value
-    first = recs[0]["settings"] if recs else {}
-    # Attack seeds differ per batch; the summary gives the rule, examples.jsonl's batches the rest.
-    settings = {
-        name: {**value, "seed": "derive_seed(seed, 'attack', batch, name)"}
-        if "seed" in value
-        else dict(value)
-        for name, value in first.items()
-    }
-    details = {}
-    for spec in attacks:
-        block = stats["attacks"][spec.name]
-        details[spec.name] = {
-            **spec.describe(),
-            "role": "worst_case" if spec.worst_case else "standalone",
-            "counts_for_worst_case": spec.worst_case or spec.in_threat_model,
-            "accuracy": block["accuracy"],
-            "ci95": block["ci95"],
-            "per_draw": block["per_draw"],
-            "attacked": attacked.get(spec.name, 0),
-            "newly_broken": stats["broken_by"].get(spec.name),
-            "forward_passes": passes.get(spec.name, 0),
-            "elapsed_s": seconds.get(spec.name, 0.0),
-        }
-    clean, robust = stats["clean"], stats["robust"]
-    eot_used = {a.name: int(a.hyper["eot"]) for a in attacks if "eot" in a.hyper}
-    return {
-        "schema": SCHEMA,
-        "suite": suite.name,
-        "suite_description": suite.description,
-        "threat_model": {
-            "norm": suite.norm,
-            "eps": config["budget"],
-            "eps_label": format_eps(config["budget"]),
-        },
-        "protocol": config["protocol"],
-        "protocol_note": proto_note,
-        # The EOT the attacks used (under the paper protocol most take 1 whatever E was asked).
-        "eot": max(eot_used.values(), default=1),
-        "eot_requested": config["eot"],
-        "eot_by_attack": eot_used,
-        "draws": draws,
-        "rule": (
-            "an example is correct under an input only if all `draws` predictions are correct; "
-            "robust = correct on clean input and under every worst-case attack; the worst-case "
-            "chain attacks only the points still standing"
-        ),
-        "n_examples": len(rows),
-        "seed": config["seed"],
-        "batch_size": config["batch_size"],
-        "dataset": config["dataset"],
-        "num_classes": num_classes,  # the model's K: chance accuracy is 1 / K
-        "clean_accuracy": clean["accuracy"],
-        "clean_accuracy_ci95": clean["ci95"],
-        "clean_accuracy_per_draw": clean["per_draw"],
-        "robust_accuracy": robust["accuracy"],
-        "robust_accuracy_ci95": robust["ci95"],
-        "robust_accuracy_per_draw": robust["per_draw"],
-        "per_attack": {name: block["accuracy"] for name, block in stats["attacks"].items()},
-        "worst_case_chain": chain,
-        "standalone": standalone,
-        "broken_by": stats["broken_by"],
-        "attacks": details,
-        "skipped_attacks": skipped,
-        "attack_settings": settings,
-        "forward_passes": sum(passes.values()),
-        "forward_passes_by_source": passes,
-        "model": _model_info(model, traits),
-        "run": dict(run_info) if run_info else None,
-        "examples_digest": config["examples_digest"],
-        "versions": software_versions(device),
-        "elapsed_s": sum(rec["elapsed_s"] for rec in recs),
-        "wall_s_this_session": elapsed,
-    }
+    x: Tensor,
+    y: Tensor,
+    plan: EvalPlan,
+    b: int,
+    lo: int,
+    hi: int,
+    progress: ProgressFn | None,
+) -> tuple[list[dict], dict]:
+    """Rows and record of batch b: examples lo..hi-1 (see :func:`.engine.evaluate_batch`)."""
+    settings, device = plan.settings, plan.device
+    batch_rows, record = evaluate_batch(
+        model,
+        x[lo:hi].to(device),
+        y[lo:hi].to(device),
+        batch=b,
+        positions=list(range(lo, hi)),
+        indices=plan.indices[lo:hi],
+        attacks=plan.attacks,
+        protocol=plan.protocol,
+        draws=settings.draws,
+        seed=settings.seed,
+        max_batch=settings.max_batch,
+        on_attack=(lambda name: progress("attack", _attack_info(b, name, plan.attacks)))
+        if progress
+        else None,
+        on_step=(
+            lambda name, step, steps: progress(
+                "step", {"batch": b, "name": name, "step": step, "steps": steps}
+            )
+        )
+        if progress
+        else None,
+    )
+    record["device"] = str(device)
+    return batch_rows, record
 
 
 def _attack_info(batch: int, name: str, attacks: list) -> dict[str, Any]:
@@ -604,37 +438,20 @@ def _attack_info(batch: int, name: str, attacks: list) -> dict[str, Any]:
     return {"batch": batch, "name": name, "index": names.index(name), "attacks": len(names)}
 
 
-def _planned_passes(attacks: list, n: int, draws: int) -> int:
-    """Upper bound on the suite's forward passes: every attack on every example, R prediction
-    draws on the clean points and after every attack."""
-    return n * (draws + sum(a.queries_per_example() + draws for a in attacks))
-
-
-def _plan_default_audit(
-    audit: bool | Mapping[str, Any],
-    model: nn.Module,
-    traits: ModelTraits,
-    layout: RowVerdict,
-    norm: str,
-    eps: float,
-    n: int,
-    audit_examples: int,
-    budget: int,
-    max_batch: int | None,
-) -> AuditPlan | None:
-    """The default audit that will run (sized to ``budget``, the suite's planned passes), or None
-    when none will: a precomputed or disabled audit, a deterministic model, a zero budget."""
-    if isinstance(audit, Mapping) or not audit or not traits.stochastic or eps <= 0:
+def _audit_plan(model: nn.Module, plan: EvalPlan, budget: int) -> AuditPlan | None:
+    """The default audit that will run (sized to ``budget`` forward passes), or None when none
+    will: no audit asked for, a deterministic model, a zero budget, fewer than two examples."""
+    settings = plan.settings
+    if not settings.audit or not plan.traits.stochastic or settings.eps <= 0:
         return None
-    bpda = callable(getattr(model, "bpda", None))
     return plan_audit(
-        eps,
-        norm,
-        available=min(audit_examples, n),
+        settings.eps,
+        settings.suite.norm,
+        available=min(settings.audit_examples, plan.n),
         budget=budget,
-        surrogates=2 if bpda else 0,
-        rows_measured=layout.source == "measured",
-        batch_size=max_batch,
+        surrogates=2 if callable(getattr(model, "bpda", None)) else 0,
+        rows_measured=plan.layout.source == "measured",
+        batch_size=settings.max_batch,
     )
 
 
@@ -656,48 +473,39 @@ def _default_audit(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    device: torch.device,
-    traits: ModelTraits,
-    layout: RowVerdict,
-    norm: str,
-    eps: float,
-    seed: int,
-    audit_examples: int,
+    plan: EvalPlan,
     suite_passes: int,
-    max_batch: int | None,
     progress: ProgressFn | None,
 ) -> dict[str, Any]:
-    """The default audit's result as a dict (:mod:`.default_audit`), or why none ran."""
-    if not traits.stochastic:
-        return {
-            "passed": None,
-            "detail": "not run: the model is deterministic (the default audit checks random "
-            "models; `ciiv audit` audits any model)",
-        }
-    if eps <= 0:
-        return {"passed": None, "detail": "not run: the budget is 0"}
-    plan = _plan_default_audit(
-        True, model, traits, layout, norm, eps, x.shape[0], audit_examples, suite_passes, max_batch
-    )
-    if plan is None:
-        return {"passed": None, "detail": "not run: the audit needs at least 2 examples"}
+    """The default audit's result as a dict (:mod:`.default_audit`), sized to the forward passes
+    the suite took, or why none ran."""
+    audit_plan = _audit_plan(model, plan, suite_passes)
+    if audit_plan is None:
+        why = "the audit needs at least 2 examples"
+        if not plan.traits.stochastic:
+            why = "the model is deterministic (the default audit checks random models; `ciiv "
+            why += "audit` audits any model)"
+        elif plan.settings.eps <= 0:
+            why = "the budget is 0"
+        return {"passed": None, "detail": f"not run: {why}"}
     from .audit import audit, check_events
 
     events = None
     if progress:
-        sizes = {"examples": plan.n, "forward_passes": plan.bound}
+        sizes = {"examples": audit_plan.n, "forward_passes": audit_plan.bound}
         events = check_events(lambda info: progress("audit", {**info, **sizes}), DEFAULT_CHECKS)
-    with preserve_mode(model), assume_rows(model, layout):
+    device = plan.device
+    with preserve_mode(model), assume_rows(model, plan.layout):
         result = audit(
             model,
-            x[: plan.n].to(device),
-            y[: plan.n].to(device),
-            eps=eps,
-            norm=norm,
+            x[: audit_plan.n].to(device),
+            y[: audit_plan.n].to(device),
+            eps=plan.settings.eps,
+            norm=plan.settings.suite.norm,
             quick=True,
-            seed=seed,
+            seed=plan.settings.seed,
             checks=DEFAULT_CHECKS,
             progress=events,
-            **plan.overrides,
+            **audit_plan.overrides,
         )
-    return {**result.to_dict(), "default": plan.to_dict()}
+    return {**result.to_dict(), "default": audit_plan.to_dict()}

@@ -1,8 +1,9 @@
 """Result files of an evaluation directory, written so that an interrupted run can resume.
 
 Layout of ``out_dir``:
-- ``config.json``: everything that determines the results (suite, protocol, E, R, seed, batch size,
-  resolved attacks, a digest of the examples). A resumed run must match it.
+- ``config.json``: everything that determines the results (for an evaluation the resolved
+  :class:`~ciiv.evaluate.settings.EvalSettings`, the resolved attacks, a digest of the examples).
+  A resumed run must match it.
 - ``examples.jsonl``: one row per example (appended batch by batch, flushed and fsynced).
 - ``batches.jsonl``: one record per finished batch (forward passes and time per attack), written
   *after* that batch's rows. A batch counts as done only when its record is there, so rows of a
@@ -10,8 +11,15 @@ Layout of ``out_dir``:
 - ``shards/rank<r>/``: the same two files per rank of a multi-process run, merged by rank 0.
 - ``summary.json``: the aggregate (written last, atomically).
 
-Batch b always has the same examples and randomness (derived from the seed and b), so batches done
-by any earlier process, with any number of ranks, can be reused.
+:class:`Batches` is the loop that reads and writes them, for evaluation and certification alike::
+
+    batches = Batches(out, config, "an evaluation", n, batch_size, ctx, overwrite=overwrite)
+    batches.run(compute)  # compute(batch, lo, hi) -> (rows, record) of examples lo..hi-1
+    summary, rows = batches.finish(summarise)  # summarise(rows, records) -> summary, on rank 0
+
+Rank r of a torch.distributed group takes the batches b with b mod world = r. Batch b always holds
+the same examples and the caller derives its randomness from (seed, b), so batches done by any
+earlier process, with any number of ranks, are reused.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +36,11 @@ import numpy as np
 from torch import Tensor
 
 from ciiv._io import write_json_atomic, write_jsonl_atomic
+from ciiv.distributed import DistContext
 
 __all__ = [
     "BatchWriter",
+    "Batches",
     "check_config",
     "create_dir",
     "examples_digest",
@@ -70,13 +80,24 @@ def check_config(out: Path, config: dict[str, Any], what: str, write: bool = Tru
     if path.exists():
         previous = read_json(path)
         if previous != config:
-            keys = sorted(k for k in {*config, *previous} if previous.get(k) != config.get(k))
+            keys = ", ".join(_differences(previous, config))
             raise ValueError(
-                f"{out} holds {what} with different settings ({', '.join(keys)}); use another "
-                "output directory, or overwrite=True (--overwrite) to start afresh"
+                f"{out} holds {what} with different settings ({keys}); use another output "
+                "directory, or overwrite=True (--overwrite) to start afresh"
             )
     elif write:
         write_json_atomic(path, config)
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The keys where two configs differ, a ``settings`` block's by field (``settings.seed``)."""
+    keys = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+    before, after = old.get("settings"), new.get("settings")
+    if "settings" in keys and isinstance(before, dict) and isinstance(after, dict):
+        fields = {*before, *after}
+        keys.remove("settings")
+        keys += sorted(f"settings.{k}" for k in fields if before.get(k) != after.get(k))
+    return keys
 
 
 def examples_digest(x: Tensor, y: Tensor, indices: list[int]) -> str:
@@ -179,9 +200,108 @@ def write_merged(out_dir: Path, rows: list[dict], records: list[dict]) -> None:
     shutil.rmtree(out_dir / SHARDS, ignore_errors=True)
 
 
-def remove_results(out_dir: Path) -> None:
-    """Delete the evaluation files of ``out_dir`` (only those this module writes)."""
+def remove_results(out_dir: Path, extra: Iterable[str] = ()) -> None:
+    """Delete the evaluation files of ``out_dir`` (only those this module writes, and the files
+    named in ``extra``)."""
     out_dir = Path(out_dir)
-    for name in (EXAMPLES, BATCHES, CONFIG, SUMMARY):
+    for name in (EXAMPLES, BATCHES, CONFIG, SUMMARY, *extra):
         (out_dir / name).unlink(missing_ok=True)
     shutil.rmtree(out_dir / SHARDS, ignore_errors=True)
+
+
+Compute = Callable[[int, int, int], tuple[list[dict], dict]]
+Summarise = Callable[[list[dict], list[dict]], dict[str, Any]]
+
+
+class Batches:
+    """This process's batches of ``n`` examples in batches of ``batch_size``, resumed from
+    ``out`` (None: kept in memory only).
+
+    Attributes:
+        mine: the batch numbers this rank computes, in order.
+        rows, records: rows and record of every finished batch of this rank, by batch number
+            (those found in ``out`` and those computed since).
+        computed: batches computed by this session.
+    """
+
+    def __init__(
+        self,
+        out: Path | None,
+        config: dict[str, Any],
+        what: str,
+        n: int,
+        batch_size: int,
+        ctx: DistContext,
+        overwrite: bool = False,
+        extra_files: tuple[str, ...] = (),
+    ) -> None:
+        """Open ``out``: remove earlier results when ``overwrite`` (also ``extra_files``), then
+        write ``config.json`` or check that the one there holds ``config`` (a ValueError naming
+        ``what``, e.g. "an evaluation", and the differing keys otherwise)."""
+        self.out, self.n, self.batch_size, self.ctx = out, n, batch_size, ctx
+        self.mine = list(range(ctx.rank, -(-n // batch_size), ctx.world_size))
+        self.rows: dict[int, list[dict]] = {}
+        self.records: dict[int, dict] = {}
+        self.computed = 0
+        self._writer = None
+        if out is None:
+            return
+        create_dir(out)
+        if overwrite and ctx.is_main:
+            remove_results(out, extra_files)
+        ctx.barrier()
+        check_config(out, config, what, write=ctx.is_main)
+        done_rows, done_records = load_done(out)
+        for b in self.mine:
+            if b in done_records:
+                self.rows[b], self.records[b] = done_rows[b], done_records[b]
+        shard = out if ctx.world_size == 1 else out / SHARDS / f"rank{ctx.rank}"
+        self._writer = BatchWriter(shard)
+
+    @property
+    def total(self) -> int:
+        """Batches of this rank."""
+        return len(self.mine)
+
+    @property
+    def done(self) -> int:
+        """Finished batches of this rank."""
+        return len(self.records)
+
+    def seen(self) -> Iterator[dict]:
+        """Rows of this rank's finished batches."""
+        return (row for rows in self.rows.values() for row in rows)
+
+    def run(self, compute: Compute, on_batch: Callable[[int], None] | None = None) -> None:
+        """Compute every batch of this rank that is not done: ``compute(b, lo, hi)`` returns the
+        rows and record of examples lo..hi-1; the rows, then the record, are written to disk
+        before ``on_batch(b)`` is called."""
+        for b in self.mine:
+            if b in self.records:
+                continue
+            lo, hi = b * self.batch_size, min(self.n, (b + 1) * self.batch_size)
+            rows, record = compute(b, lo, hi)
+            if self._writer is not None:
+                self._writer.write(rows, record)
+            self.rows[b], self.records[b] = rows, record
+            self.computed += 1
+            if on_batch:
+                on_batch(b)
+
+    def finish(self, summarise: Summarise) -> tuple[dict[str, Any], list[dict]]:
+        """Gather every rank's rows and records; on rank 0 merge the shard files, build the
+        summary with ``summarise(rows, records)`` (rows in example order, records in batch order)
+        and write it to ``summary.json``. Returns (rank 0's summary, every row) on every rank."""
+        parts = self.ctx.all_gather((list(self.seen()), list(self.records.values())))
+        rows = sorted((row for part in parts for row in part[0]), key=lambda r: r["position"])
+        recs = sorted((rec for part in parts for rec in part[1]), key=lambda r: r["batch"])
+        summary = None
+        if self.ctx.is_main:
+            out = self.out
+            if out is not None and (self.ctx.enabled or (out / SHARDS).exists()):
+                # Rows of other ranks (or of an earlier multi-process run) go into the merged files.
+                write_merged(out, rows, recs)
+            summary = summarise(rows, recs)
+            if out is not None:
+                write_json_atomic(out / SUMMARY, summary)
+        return self.ctx.broadcast(summary), rows

@@ -13,16 +13,28 @@ per-draw accuracy (the accuracy of one random prediction), taken per example at 
 broke it (an upper bound for points removed early: later attacks never saw them).
 
 Intervals are 95 %: Wilson score intervals for fractions of examples, normal intervals over
-examples for per-draw means.
+examples for per-draw means. :func:`build_summary` turns the rows and batch records of an
+evaluation into the content of ``summary.json``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["accuracy_stats", "mean_interval", "wilson_interval", "worst_case_stats"]
+from ciiv.versions import software_versions
+
+from .settings import SCHEMA, EvalPlan
+from .suites import format_eps
+
+__all__ = [
+    "accuracy_stats",
+    "build_summary",
+    "mean_interval",
+    "wilson_interval",
+    "worst_case_stats",
+]
 
 Z95 = 1.959963984540054
 
@@ -118,3 +130,112 @@ def worst_case_stats(
     out["robust"] = accuracy_stats(standing, worst_frac)
     out["broken_by"] = broken_by
     return out
+
+
+def _totals(recs: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
+    """Per-attack sums of the batch records' ``key`` block."""
+    totals: dict[str, Any] = {}
+    for rec in recs:
+        for name, value in rec[key].items():
+            totals[name] = totals.get(name, 0) + value
+    return totals
+
+
+def build_summary(
+    plan: EvalPlan,
+    rows: Sequence[dict[str, Any]],
+    recs: Sequence[dict[str, Any]],
+    *,
+    model: dict[str, Any],
+    run_info: Mapping[str, Any] | None,
+    wall: float,
+) -> dict[str, Any]:
+    """The content of ``summary.json`` (docs/evaluation.md lists its keys) from every row and
+    batch record of the evaluation ``plan``; ``model`` describes the model, ``wall`` is the
+    seconds this session took."""
+    settings, attacks = plan.settings, plan.attacks
+    draws, budget = settings.draws, settings.eps
+    entries = [(a.name, a.worst_case, a.worst_case or a.in_threat_model) for a in attacks]
+    stats = worst_case_stats(rows, entries, draws)
+    passes = {**plan.passes, "predictions": 0, **_totals(recs, "forward_passes")}
+    attacked, seconds = _totals(recs, "attacked"), _totals(recs, "elapsed")
+    first = recs[0]["settings"] if recs else {}
+    # Attack seeds differ per batch; the summary gives the rule, examples.jsonl's batches the rest.
+    attack_settings = {
+        name: {**value, "seed": "derive_seed(seed, 'attack', batch, name)"}
+        if "seed" in value
+        else dict(value)
+        for name, value in first.items()
+    }
+    details = {}
+    for spec in attacks:
+        block = stats["attacks"][spec.name]
+        details[spec.name] = {
+            **spec.describe(),
+            "role": "worst_case" if spec.worst_case else "standalone",
+            "counts_for_worst_case": spec.worst_case or spec.in_threat_model,
+            "accuracy": block["accuracy"],
+            "ci95": block["ci95"],
+            "per_draw": block["per_draw"],
+            "attacked": attacked.get(spec.name, 0),
+            "newly_broken": stats["broken_by"].get(spec.name),
+            "forward_passes": passes.get(spec.name, 0),
+            "elapsed_s": float(seconds.get(spec.name, 0.0)),
+        }
+    clean, robust = stats["clean"], stats["robust"]
+    eot_used = {a.name: int(a.hyper["eot"]) for a in attacks if "eot" in a.hyper}
+    suite = settings.suite
+    return {
+        "schema": SCHEMA,
+        "suite": suite.name,
+        "suite_description": suite.description,
+        "threat_model": {"norm": suite.norm, "eps": budget, "eps_label": format_eps(budget)},
+        "protocol": settings.protocol,
+        "protocol_note": plan.protocol_note,
+        # The EOT the attacks used (under the paper protocol most take 1 whatever E was asked).
+        "eot": max(eot_used.values(), default=1),
+        "eot_requested": settings.eot,
+        "eot_by_attack": eot_used,
+        "draws": draws,
+        "rule": (
+            "an example is correct under an input only if all `draws` predictions are correct; "
+            "robust = correct on clean input and under every worst-case attack; the worst-case "
+            "chain attacks only the points still standing"
+        ),
+        "n_examples": len(rows),
+        "seed": settings.seed,
+        "batch_size": settings.batch_size,
+        "dataset": settings.dataset,
+        "num_classes": plan.num_classes,  # the model's K: chance accuracy is 1 / K
+        "clean_accuracy": clean["accuracy"],
+        "clean_accuracy_ci95": clean["ci95"],
+        "clean_accuracy_per_draw": clean["per_draw"],
+        "robust_accuracy": robust["accuracy"],
+        "robust_accuracy_ci95": robust["ci95"],
+        "robust_accuracy_per_draw": robust["per_draw"],
+        "per_attack": {name: block["accuracy"] for name, block in stats["attacks"].items()},
+        "worst_case_chain": [a.name for a in attacks if a.worst_case],
+        "standalone": [a.name for a in attacks if not a.worst_case],
+        "broken_by": stats["broken_by"],
+        "attacks": details,
+        "skipped_attacks": plan.skipped,
+        "attack_settings": attack_settings,
+        "forward_passes": sum(passes.values()),
+        "forward_passes_by_source": passes,
+        "model": model,
+        "run": dict(run_info) if run_info else None,
+        "examples_digest": plan.config["examples_digest"],
+        "versions": software_versions(plan.device),
+        "elapsed_s": sum(rec["elapsed_s"] for rec in recs),
+        "wall_s_this_session": wall,
+        "randomness": {
+            "stochastic": plan.traits.stochastic,
+            "rows": plan.layout.to_dict(),
+            "draws": (
+                "stacked: the EOT and prediction draws of an example share model calls"
+                if plan.layout.independent
+                else "one call per draw: each model call holds one draw of each example"
+            ),
+            "seeded_generators": ["torch", "random", "numpy"],
+        },
+    }

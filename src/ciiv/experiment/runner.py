@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Any
 import yaml
 
 from ciiv.attacks import check_attack_dependencies
+from ciiv.distributed import is_main_process
 from ciiv.evaluate.records import read_json, write_json_atomic
 from ciiv.evaluate.selection import describe_run, eval_dir_name, evaluation_examples
 from ciiv.evaluate.suites import format_eps, get_suite
@@ -122,10 +122,6 @@ def _eps_label(eps: float | None) -> str | None:
     return None if eps is None else format_eps(eps)
 
 
-def _is_main() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def _check_spec(path: Path, spec: dict[str, Any], cell: Cell) -> dict[str, Any] | None:
     """The cell's earlier record, after making sure it was made with ``spec``."""
     if not path.is_file():
@@ -164,7 +160,7 @@ def run_cell(
     # Phase times add up over the sessions that worked on the cell (a resumed cell keeps them).
     phases = dict((earlier or {}).get("phases_s") or {})
     record = {"spec": spec, "status": "running", "phases_s": phases, "error": None}
-    if _is_main():
+    if is_main_process():
         record_path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(record_path, record)
     run_dir = cell_dir(out, cell)
@@ -186,11 +182,11 @@ def run_cell(
                 )  # fmt: skip
     except Exception as exc:
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-        if _is_main():
+        if is_main_process():
             write_json_atomic(record_path, record)
         raise
     record["status"] = "complete"
-    if _is_main():
+    if is_main_process():
         write_json_atomic(record_path, record)
     return CellOutcome(cell, "complete", time.perf_counter() - start)
 
@@ -223,9 +219,9 @@ def _train(cell: Cell, run_dir: Path, progress: Progress | None) -> None:
 
 def _load(cell: Cell, run_dir: Path, grid: Grid, device: str | None):
     """The best checkpoint's model, the evaluated examples and what the reports need."""
+    from ciiv.distributed import init_distributed
     from ciiv.evaluate.api import detect_traits
     from ciiv.train import load_data, load_run
-    from ciiv.train.distributed import init_distributed
     from ciiv.train.run import resolve_device
 
     # Under torchrun, fit() closes its process group; the evaluation splits batches again.
@@ -276,7 +272,7 @@ def _audit(grid, model, x, y, run_dir: Path, info, progress) -> dict[str, Any]:
         progress=check_events(lambda e: progress("audit", e), checks) if progress else None,
         **grid.audit_settings,
     )
-    if _is_main():
+    if is_main_process():
         result.write_json(path)
     return result.to_dict()
 
@@ -350,7 +346,7 @@ def run_grid(
         check_model_dependencies(cell.config.model.backbone)
     for suite in grid.eval.suites:
         check_attack_dependencies(entry.attack for entry in get_suite(suite).expanded())
-    if _is_main():
+    if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         (out / "grid.yaml").write_text(yaml.safe_dump(grid.to_dict(), sort_keys=False))
     outcomes = []

@@ -40,6 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ciiv._io import write_jsonl_atomic
 from ciiv.attacks.threat import check_eps
 from ciiv.data import ImageTensors, batches_per_epoch, iterate_batches, random_crop_flip, to_float
+from ciiv.distributed import DistContext, init_distributed
 from ciiv.formatting import format_rate
 from ciiv.models import Backbone, build_model, predict
 from ciiv.models.registry import check_model_dependencies
@@ -59,7 +60,6 @@ from .config import (
     load_config,
     save_config,
 )
-from .distributed import DistContext, all_gather_objects, all_reduce_sum, init_distributed
 from .methods import Objective, StepContext, StepOutput, create_method
 from .optim import build_optimizer, build_scheduler
 from .run import (
@@ -614,9 +614,8 @@ class _Trainer:
         """After the last step of ``epoch``: its metrics summed over the processes, validation,
         the best epoch, the checkpoint and metrics line, the log line and the "epoch_end" event."""
         config, sums = self.config, progress.sums
-        totals = all_reduce_sum(
-            torch.stack([*sums.values(), torch.tensor(float(progress.seen), device=self.device)]),
-            self.dist,
+        totals = self.dist.all_reduce_sum(
+            torch.stack([*sums.values(), torch.tensor(float(progress.seen), device=self.device)])
         ).tolist()
         train_time = time.perf_counter() - start
         count = totals[-1]
@@ -700,7 +699,7 @@ class _Trainer:
         if step is not None and step % self.progress_every:
             return False
         flag = torch.tensor(float(requested), device=self.device)
-        return all_reduce_sum(flag, self.dist).item() > 0
+        return self.dist.all_reduce_sum(flag).item() > 0
 
     def _interrupted(self, epochs_done: int, step: int) -> TrainingInterrupted:
         # A rank that did not get the signal itself stops as on SIGTERM.
@@ -734,7 +733,7 @@ class _Trainer:
                 if self.progress:
                     self.progress(ProgressEvent("validate", epoch, epochs, i, batches))
         count = torch.tensor(float(len(labels)), device=self.device)
-        total = all_reduce_sum(torch.stack([correct, count]), self.dist)
+        total = self.dist.all_reduce_sum(torch.stack([correct, count]))
         correct_all, count_all = total.tolist()
         return correct_all / count_all
 
@@ -742,7 +741,7 @@ class _Trainer:
         """Write checkpoints/last.pt (and best.pt if ``best``) at the end of ``epoch``, or inside
         it when ``progress`` says how far (each rank's running sums are saved with it)."""
         mine = None if progress is None else progress.to_state()
-        gathered = all_gather_objects((capture_rng_state(), mine), self.dist)
+        gathered = self.dist.all_gather((capture_rng_state(), mine))
         if not self.dist.is_main:
             return
         state = {

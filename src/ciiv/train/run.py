@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ciiv.data import DatasetInfo, Splits, load_splits, stratified_subset
+from ciiv.distributed import DistContext
 from ciiv.models import build_model
 
 from .checkpoint import CheckpointError, load_checkpoint, remove_temporaries
@@ -34,7 +35,6 @@ from .config import (
     config_to_dict,
     load_config,
 )
-from .distributed import DistContext
 from .methods import get_method
 
 __all__ = [
