@@ -84,7 +84,8 @@ PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 class GradientEstimate:
     """EOT estimates at a batch of points: grad [B, C, H, W] (None without gradient), value [B]
     (mean objective J), success [B] (fraction of draws in which the attack succeeded, in [0, 1]).
-    Per draw (``loss_gradient(..., per_draw=True)``): grad [E, B, C, H, W], value and success [E, B]."""
+    Per draw (``loss_gradient(..., per_draw=True)``): grad [E, B, C, H, W], value, success [E, B].
+    """
 
     grad: Tensor | None
     value: Tensor
