@@ -122,6 +122,22 @@ def test_every_attack_passes_the_check_unrepaired(name):
     assert torch.equal(create_attack(name, model, **fast_hyper(name), seed=7)(x, y), raw)
 
 
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n == "autoattack" else n for n in NAMES],
+)
+def test_every_attack_accepts_seed_and_max_batch(name):
+    """The evaluation and the audit pass both to every attack (ignored where meaningless)."""
+    model = tiny_model().eval()
+    x, y = batch()
+    attack = create_attack(name, model, **{**fast_hyper(name), "seed": 3, "max_batch": 2})
+    chunked = attack.base if name == "transfer" else attack  # transfer forwards it to its base
+    assert attack.seed == 3 and chunked.max_batch == 2
+    check_output(name, attack.threat, attack(x, y), x)
+    with pytest.raises(ValueError, match="max_batch must be a positive integer"):
+        create_attack(name, model, **{**fast_hyper(name), "max_batch": 0})
+
+
 class Garbage(Attack):
     """A broken attack: returns ``make(x, eps)`` as is (a step beyond the ball, NaN, ...)."""
 

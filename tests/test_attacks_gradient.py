@@ -158,6 +158,28 @@ def test_eot_batching_and_chunking_give_the_same_gradient_and_count():
         assert attack.forward_passes == eot * 5
 
 
+def test_margin_loss_is_the_cw_margin_and_its_gradient_is_analytic():
+    """loss="margin": J = max_{j != y} z_j - z_y, so on a linear model dJ/dx = W_j* - W_y (and
+    targeted J = z_t - max_{j != t} z_j); per_draw returns the E draws, whose mean is the EOT."""
+    model = linear_model(seed=4)
+    x, y = inner_batch(n=6)
+    weight = model.backbone.head.weight
+    with torch.no_grad():
+        logits = model(x)
+    runner_up = logits.scatter(1, y[:, None], float("-inf")).argmax(1)
+    estimate = create_attack("pgd", model, loss="margin").loss_gradient(x, y)
+    expected = logits.gather(1, runner_up[:, None])[:, 0] - logits.gather(1, y[:, None])[:, 0]
+    torch.testing.assert_close(estimate.value, expected)
+    torch.testing.assert_close(estimate.grad, (weight[runner_up] - weight[y]).view_as(x))
+    targeted = create_attack("pgd", model, loss="margin", targeted="random")
+    best_other = logits.scatter(1, runner_up[:, None], float("-inf")).amax(1)
+    toward = logits.gather(1, runner_up[:, None])[:, 0] - best_other
+    torch.testing.assert_close(targeted.loss_gradient(x, runner_up).value, toward)
+    draws = create_attack("pgd", model, loss="margin", eot=3).loss_gradient(x, y, per_draw=True)
+    assert draws.grad.shape == (3, *x.shape) and draws.value.shape == draws.success.shape == (3, 6)
+    torch.testing.assert_close(draws.grad.mean(0), estimate.grad)
+
+
 def test_restarts_only_attack_points_still_standing(trained):
     model, x, y = trained
     x, y = x[:4], y[:4]

@@ -279,6 +279,19 @@ def test_ciiv_gets_a_complete_honest_report(ciiv_model, points):
     assert report["stochastic"] is True
 
 
+def test_every_check_alone_gives_its_verdict_in_the_full_audit(ciiv_model, points):
+    """Issue 13.7: measurements and attack runs are cached under what defines them and seeded by
+    it, and the white-box baseline is a declared list, so no check depends on what ran before."""
+    x, y = points[0][:16], points[1][:16]
+    full = audit(ciiv_model, x, y, eps=EPS, quick=True, raise_errors=True, **FAST)
+    for check in full.checks:
+        alone = audit(ciiv_model, x, y, eps=EPS, quick=True, checks=[check.name],
+                      raise_errors=True, **FAST).checks[0]  # fmt: skip
+        assert alone.status == check.status, (check.name, alone.detail, check.detail)
+        if check.name != "bookkeeping":  # its evidence spans every run of the audit
+            assert alone.to_dict()["numbers"] == check.to_dict()["numbers"], check.name
+
+
 def test_warnings_and_skips_pass_the_audit_a_failure_fails_it(vanilla, points, monkeypatch):
     x, y = points
     for order, status in enumerate(("pass", "warn", "skip", "fail"), start=1000):

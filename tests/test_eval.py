@@ -16,7 +16,8 @@ import yaml
 from torch import nn
 
 from ciiv import distributed
-from ciiv.attacks import create_attack
+from ciiv.attacks import PGD, AttackContractError, create_attack
+from ciiv.attacks import registry as attack_registry
 from ciiv.distributed import DistContext
 from ciiv.evaluate import (
     AttackEntry,
@@ -31,6 +32,7 @@ from ciiv.evaluate import (
     resolve_suite,
     worst_case_stats,
 )
+from ciiv.evaluate.engine import derive_seed, run_attack
 from ciiv.evaluate.records import load_done, read_jsonl
 from ciiv.loss import consistency_loss, view_cross_entropy
 from ciiv.models import CiiVClassifier, Classifier, create_model
@@ -316,6 +318,32 @@ def test_only_standing_points_are_attacked_and_every_pass_is_counted(vanilla):
     assert all(r["attacks"]["pgd-5-all"]["robust"] for r in robust_rows)
     assert "fgsm-big" not in s["broken_by"]
     assert sum(v for k, v in s["broken_by"].items() if k != "clean") == clean_ok - len(robust_rows)
+
+
+def test_run_attack_is_seeded_by_its_key_and_refuses_another_ball(vanilla, monkeypatch):
+    """The one way the evaluation and the audit run an attack: the seed derives from (seed, key)
+    alone, max_batch reaches the attack, R prediction draws where asked, the images the model saw
+    are counted; an attack built with another ball than the one asked for is refused."""
+    x, y = colour_data(6, 3)
+    hyper = {"norm": "Linf", "eps": 4 / 255, "steps": 2}
+    kwargs = dict(hyper=hyper, seed=5, max_batch=4)
+    first = run_attack(vanilla, "pgd", x, y, key=(0, "pgd"), draws=2, **kwargs)
+    again = run_attack(vanilla, "pgd", x, y, key=(0, "pgd"), draws=2, **kwargs)
+    other = run_attack(vanilla, "pgd", x, y, key=(1, "pgd"), **kwargs)
+    assert first.settings["seed"] == derive_seed(5, "attack", 0, "pgd") != other.settings["seed"]
+    assert torch.equal(first.x_adv, again.x_adv) and first.settings["max_batch"] == 4
+    assert first.preds.shape == (2, 6) and other.preds is None
+    assert first.queried == first.forward_passes == 3 * 6 and first.mode_restored
+
+    class Loose(PGD):  # steps and checks its points in a ball twice the one asked for
+        def __init__(self, model, *, eps, **rest):
+            super().__init__(model, eps=2 * eps, **rest)
+
+    monkeypatch.setitem(attack_registry._ATTACKS, "loose", Loose)
+    with pytest.raises(
+        AttackContractError, match=r"Linf ball of radius 0.0156863 but checks .*eps=0.0313725"
+    ):
+        run_attack(vanilla, "loose", x, y, **kwargs)
 
 
 def test_random_model_is_counted_over_all_draws():

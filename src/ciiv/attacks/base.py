@@ -21,6 +21,10 @@ with E draws of that batch counts 128 * E whether the draws are batched into one
 CiiV image counts once although the model runs its L views internally. The count therefore does not
 depend on ``max_batch`` chunking and measures the query cost of the attack.
 
+Model calls: ``max_batch`` caps the images per model call of the attacks that forward many
+images at once (EOT draws, probes, random draws); every attack accepts it, and those whose calls
+are the batch itself ignore it.
+
 Randomness: ``seed`` seeds a torch.Generator (one per device, created on first use) that drives
 the attack's own draws (random starts, targets, noise). The model's randomness is separate: a
 CiiV model draws its noise from torch's global generator unless it is inside
@@ -236,7 +240,8 @@ class Attack(ABC):
     """Base class: ``attack(x [B, C, H, W] in [0, 1], y [B] int64) -> x_adv`` (see module doc).
 
     Subclasses implement ``_attack`` and set ``self.threat`` (None only for an unbounded attack) and
-    record their hyper-parameters with ``self._record(...)``.
+    record their hyper-parameters with ``self._record(...)`` (``max_batch`` only where they use
+    it).
     """
 
     name: ClassVar[str] = "attack"
@@ -247,11 +252,17 @@ class Attack(ABC):
     on_step: Callable[[int, int], None] | None = None
 
     def __init__(
-        self, model: nn.Module, *, seed: int | None = None, eval_mode: bool | None = True
+        self,
+        model: nn.Module,
+        *,
+        seed: int | None = None,
+        max_batch: int | None = None,
+        eval_mode: bool | None = True,
     ) -> None:
         if not callable(model):
             raise ValueError(f"model must be a callable nn.Module, got {type(model).__name__}")
         self.model = model
+        self.max_batch = None if max_batch is None else positive_int("max_batch", max_batch)
         self.forward_passes = 0
         # Without a seed, draw one from torch's global generator: torch.manual_seed then still
         # reproduces the run, and settings() records the seed that was used.
@@ -321,9 +332,9 @@ class Attack(ABC):
         self.forward_passes += x.shape[0]
         return out
 
-    def logits_no_grad(self, x: Tensor, max_batch: int | None = None) -> Tensor:
+    def logits_no_grad(self, x: Tensor) -> Tensor:
         """``model(x)`` without gradient, in calls of at most ``max_batch`` images (None: one)."""
-        chunk = max_batch or x.shape[0]
+        chunk = self.max_batch or x.shape[0]
         with torch.no_grad():
             return torch.cat([self.logits(x[s : s + chunk]) for s in range(0, x.shape[0], chunk)])
 

@@ -48,6 +48,7 @@ class CarliniWagnerL2(Attack):
             every steps // 10 iterations, as in the original).
         bpda: None, "identity" or "smooth" (CiiV: BPDA backward of the spike step).
         seed: recorded for the interface; the attack itself draws nothing at random.
+        max_batch: accepted for the interface; the attack forwards the batch itself.
         eval_mode: run the model in eval mode during the attack (flags restored afterwards).
     """
 
@@ -65,9 +66,10 @@ class CarliniWagnerL2(Attack):
         abort_early: bool = True,
         bpda: Literal["identity", "smooth"] | None = None,
         seed: int | None = None,
+        max_batch: int | None = None,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(model, seed=seed, eval_mode=eval_mode)
+        super().__init__(model, seed=seed, max_batch=max_batch, eval_mode=eval_mode)
         if canonical_norm(norm) != "L2":
             raise ValueError(f"C&W here is the L2 attack; got norm={norm!r}")
         self.threat = None if eps is None else L2Threat(eps)

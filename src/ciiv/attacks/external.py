@@ -74,9 +74,10 @@ class _External(Attack):
         norm: str,
         eps: float | str | None,
         seed: int | None,
+        max_batch: int | None,
         eval_mode: bool,
     ) -> None:
-        super().__init__(model, seed=seed, eval_mode=eval_mode)
+        super().__init__(model, seed=seed, max_batch=max_batch, eval_mode=eval_mode)
         norm = canonical_norm(norm)
         self.norm = norm
         self.threat = get_threat_model(norm, default_eps(norm) if eps is None else eps)
@@ -105,6 +106,7 @@ class APGDCE(_External):
         eot: gradients averaged over this many forward passes (AutoAttack rand: 20).
         rho: step-size decrease threshold (0.75).
         seed: seeds pyautoattack's start points; eval_mode: model in eval mode during the attack.
+        max_batch: accepted for the interface (pyautoattack batches itself).
     """
 
     def __init__(
@@ -118,9 +120,12 @@ class APGDCE(_External):
         eot: int = 1,
         rho: float = 0.75,
         seed: int | None = None,
+        max_batch: int | None = None,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(model, norm=norm, eps=eps, seed=seed, eval_mode=eval_mode)
+        super().__init__(
+            model, norm=norm, eps=eps, seed=seed, max_batch=max_batch, eval_mode=eval_mode
+        )
         self.steps = positive_int("steps", steps)
         self.restarts = positive_int("restarts", restarts)
         self.eot = positive_int("eot", eot)
@@ -148,6 +153,7 @@ class Square(_External):
         n_queries: query budget per restart (5000); p_init: initial square fraction (0.8).
         restarts: 1; resc_schedule: rescale the p-schedule to n_queries (AutoAttack: False).
         seed: seeds pyautoattack's draws; eval_mode: model in eval mode during the attack.
+        max_batch: accepted for the interface (pyautoattack batches itself).
     """
 
     def __init__(
@@ -161,9 +167,12 @@ class Square(_External):
         restarts: int = 1,
         resc_schedule: bool = False,
         seed: int | None = None,
+        max_batch: int | None = None,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(model, norm=norm, eps=eps, seed=seed, eval_mode=eval_mode)
+        super().__init__(
+            model, norm=norm, eps=eps, seed=seed, max_batch=max_batch, eval_mode=eval_mode
+        )
         self.n_queries = positive_int("n_queries", n_queries)
         self.p_init = float(p_init)
         self.restarts = positive_int("restarts", restarts)
@@ -202,6 +211,7 @@ class AutoAttack(_External):
         n_target_classes: target classes of APGD-T and FAB-T.
         batch_size: pyautoattack's internal batch size (None = the whole batch at once).
         seed: seeds pyautoattack; eval_mode: model in eval mode during the attack.
+        max_batch: accepted for the interface (``batch_size`` is pyautoattack's own).
     """
 
     def __init__(
@@ -214,9 +224,12 @@ class AutoAttack(_External):
         n_target_classes: int = 9,
         batch_size: int | None = None,
         seed: int | None = None,
+        max_batch: int | None = None,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(model, norm=norm, eps=eps, seed=seed, eval_mode=eval_mode)
+        super().__init__(
+            model, norm=norm, eps=eps, seed=seed, max_batch=max_batch, eval_mode=eval_mode
+        )
         if version not in VERSIONS:
             raise ValueError(
                 f"unknown AutoAttack version {version!r}; valid: {', '.join(VERSIONS)}"

@@ -6,11 +6,13 @@ the per-example bookkeeping.
 
 Objective J (maximised, one value per example):
     loss="ce"        untargeted: CE(model(x), y);               targeted: -CE(model(x), t)
+    loss="margin"    untargeted: max_{j != y} Z_j - Z_y;         targeted: Z_t - max_{j != t} Z_j
     loss="adaptive"  untargeted: CE_views(y) + w * consistency;  targeted: -CE_views(t) + w * cons.
     loss="kl"        KL(p(x_clean) || p(x)), untargeted only (TRADES' inner maximisation)
-where CE_views is ``ciiv.loss.view_cross_entropy`` of the per-view logits (reduction "none") and
-consistency is CiiV's view-consistency loss per example: maximising it breaks the agreement
-between views that CiiV trains for. "adaptive" needs a CiiV model (``forward_views``). For "kl",
+where Z are the logits (Carlini and Wagner's margin, which never saturates), CE_views is
+``ciiv.loss.view_cross_entropy`` of the per-view logits (reduction "none") and consistency is
+CiiV's view-consistency loss per example: maximising it breaks the agreement between views that
+CiiV trains for. "adaptive" needs a CiiV model (``forward_views``). For "kl",
 p(x_clean) is the model's softmax on the clean batch (one no-grad pass, mean logits over the E
 draws), and an iterate succeeds when its prediction differs from the clean one.
 
@@ -66,13 +68,13 @@ from .base import (
     preserve_mode,
 )
 from .draws import draw_calls, independent_draws, rows_independent
-from .objectives import TARGET_MODES, choose_targets
+from .objectives import TARGET_MODES, choose_targets, margin
 from .registry import register_attack
 from .threat import canonical_norm, default_eps, get_threat_model, parse_eps
 
 __all__ = ["FGSM", "PGD", "GradientEstimate"]
 
-LOSSES: tuple[str, ...] = ("ce", "adaptive", "kl")
+LOSSES: tuple[str, ...] = ("ce", "margin", "adaptive", "kl")
 # Precision of the attack's model calls: "bf16" runs them under bfloat16 autocast (opt-in, see
 # docs/evaluation.md); objectives, gradients w.r.t. x and iterates stay in float32.
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
@@ -81,7 +83,9 @@ PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 @dataclass
 class GradientEstimate:
     """EOT estimates at a batch of points: grad [B, C, H, W] (None without gradient), value [B]
-    (mean objective J), success [B] (fraction of draws in which the attack succeeded, in [0, 1])."""
+    (mean objective J), success [B] (fraction of draws in which the attack succeeded, in [0, 1]).
+    Per draw (``loss_gradient(..., per_draw=True)``): grad [E, B, C, H, W], value, success [E, B].
+    """
 
     grad: Tensor | None
     value: Tensor
@@ -104,8 +108,9 @@ class PGD(Attack):
         eot: E, random forward passes averaged per gradient (1 = plain gradient).
         max_batch: most images per model call when the E * B rows are forwarded (None = all).
         bpda: None, "identity" or "smooth": BPDA backward of CiiV's spike step (``model.bpda``).
-        loss: "ce", "adaptive" (CiiV: per-view CE + adaptive_weight * view consistency) or "kl"
-            (KL divergence from the clean prediction, TRADES; untargeted).
+        loss: "ce", "margin" (C&W margin on the logits), "adaptive" (CiiV: per-view CE +
+            adaptive_weight * view consistency) or "kl" (KL divergence from the clean prediction,
+            TRADES; untargeted).
         adaptive_weight: weight of the consistency term for loss="adaptive".
         targeted: None, "random", "most_likely" or "least_likely" (minimise CE to the target).
         keep_best: return the best visited iterate per example (True) or the last one (False).
@@ -128,7 +133,7 @@ class PGD(Attack):
         eot: int = 1,
         max_batch: int | None = None,
         bpda: Literal["identity", "smooth"] | None = None,
-        loss: Literal["ce", "adaptive", "kl"] = "ce",
+        loss: Literal["ce", "margin", "adaptive", "kl"] = "ce",
         adaptive_weight: float = 1.0,
         targeted: Literal["random", "most_likely", "least_likely"] | None = None,
         keep_best: bool = True,
@@ -136,7 +141,7 @@ class PGD(Attack):
         seed: int | None = None,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(model, seed=seed, eval_mode=eval_mode)
+        super().__init__(model, seed=seed, max_batch=max_batch, eval_mode=eval_mode)
         norm = canonical_norm(norm)
         self.threat = get_threat_model(norm, default_eps(norm) if eps is None else eps)
         self.eps = self.threat.eps
@@ -144,7 +149,6 @@ class PGD(Attack):
         self.steps = positive_int("steps", steps)
         self.restarts = positive_int("restarts", restarts)
         self.eot = positive_int("eot", eot)
-        self.max_batch = None if max_batch is None else positive_int("max_batch", max_batch)
         check_bpda(bpda)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
@@ -204,14 +208,20 @@ class PGD(Attack):
             with self._autocast(x.device):
                 logits = self.logits(x)
             logits = logits.float()  # a no-op in float32
-            ce = F.cross_entropy(logits, labels, reduction="none")
-            value = -ce if self.targeted else ce
+            if self.loss == "margin":
+                value = margin(logits, labels)
+            else:
+                value = F.cross_entropy(logits, labels, reduction="none")
+            value = -value if self.targeted else value
         pred = logits.detach().argmax(1)
         success = pred == labels if self.targeted else pred != labels
         return value, success
 
-    def _estimate(self, x: Tensor, labels: Tensor, with_grad: bool) -> GradientEstimate:
-        """EOT estimate over ``self.eot`` draws at x [B, C, H, W] (see the module doc)."""
+    def _estimate(
+        self, x: Tensor, labels: Tensor, with_grad: bool, per_draw: bool = False
+    ) -> GradientEstimate:
+        """EOT estimate over ``self.eot`` draws at x [B, C, H, W] (see the module doc); with
+        ``per_draw`` the E draws themselves instead of their mean."""
         batch, draws = x.shape[0], self.eot
         rows = x.detach().repeat(draws, 1, 1, 1) if draws > 1 else x.detach()
         row_labels = labels.repeat(draws, *([1] * (labels.dim() - 1)))
@@ -231,13 +241,17 @@ class PGD(Attack):
                         value, success = self._objective(part, part_labels)
                 values.append(value.detach())
                 successes.append(success)
-        value = torch.cat(values).view(draws, batch).mean(0)
-        rate = torch.cat(successes).to(value.dtype).view(draws, batch).mean(0)
-        grad = torch.cat(grads).view(draws, *x.shape).mean(0) if with_grad else None
-        return GradientEstimate(grad=grad, value=value, success=rate)
+        value = torch.cat(values).view(draws, batch)
+        rate = torch.cat(successes).to(value.dtype).view(draws, batch)
+        grad = torch.cat(grads).view(draws, *x.shape) if with_grad else None
+        if per_draw:
+            return GradientEstimate(grad=grad, value=value, success=rate)
+        mean = None if grad is None else grad.mean(0)
+        return GradientEstimate(grad=mean, value=value.mean(0), success=rate.mean(0))
 
-    def loss_gradient(self, x: Tensor, labels: Tensor) -> GradientEstimate:
-        """The attack's EOT objective and gradient at x (BPDA, loss and eot as configured).
+    def loss_gradient(self, x: Tensor, labels: Tensor, per_draw: bool = False) -> GradientEstimate:
+        """The attack's EOT objective and gradient at x (BPDA, loss and eot as configured); with
+        ``per_draw`` each of the E draws (the audit's gradient measurements), else their mean.
 
         ``labels`` are true labels for an untargeted attack and target classes for a targeted
         one. For audits ("gradients are finite and non-zero") and tests; counted in
@@ -251,7 +265,7 @@ class PGD(Attack):
             inputs_checked_once(self.model),
             bpda_context(self.model, self.bpda),
         ):
-            return self._estimate(x, labels, with_grad=True)
+            return self._estimate(x, labels, with_grad=True, per_draw=per_draw)
 
     def _targets(self, x: Tensor, y: Tensor) -> Tensor:
         """Target classes for a targeted attack, from the clean logits averaged over E draws."""
@@ -268,7 +282,7 @@ class PGD(Attack):
         """log p(x) [B, K] of the clean batch for loss="kl" (logits averaged over E draws)."""
         draws_ctx = independent_draws(self.model) if self.eot > 1 else contextlib.nullcontext()
         with draws_ctx, self._autocast(x.device):
-            logits = self.logits_no_grad(x.repeat(self.eot, 1, 1, 1), self.max_batch)
+            logits = self.logits_no_grad(x.repeat(self.eot, 1, 1, 1))
         return logits.float().view(self.eot, x.shape[0], -1).mean(0).log_softmax(1)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -324,7 +338,7 @@ class FGSM(PGD):
         eot: int = 1,
         max_batch: int | None = None,
         bpda: Literal["identity", "smooth"] | None = None,
-        loss: Literal["ce", "adaptive"] = "ce",
+        loss: Literal["ce", "margin", "adaptive"] = "ce",
         adaptive_weight: float = 1.0,
         targeted: Literal["random", "most_likely", "least_likely"] | None = None,
         precision: Literal["fp32", "bf16"] = "fp32",

@@ -22,7 +22,7 @@ __all__ = ["GaussianNoise", "RandomSearch", "UniformNoise"]
 
 class _AdditiveNoise(Attack):
     """x + noise with standard deviation sigma per pixel-channel, projected into the eps-ball and
-    [0, 1]. The model is never queried (``forward_passes`` stays 0)."""
+    [0, 1]. The model is never queried (``forward_passes`` stays 0; ``max_batch`` is ignored)."""
 
     def __init__(
         self,
@@ -32,8 +32,9 @@ class _AdditiveNoise(Attack):
         eps: float | str = "16/255",
         sigma: float = 0.1,
         seed: int | None = None,
+        max_batch: int | None = None,
     ) -> None:
-        super().__init__(model, seed=seed, eval_mode=None)
+        super().__init__(model, seed=seed, max_batch=max_batch, eval_mode=None)
         norm = canonical_norm(norm)
         self.threat = get_threat_model(norm, eps)
         if not sigma >= 0:
@@ -100,11 +101,10 @@ class RandomSearch(Attack):
         seed: int | None = None,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(model, seed=seed, eval_mode=eval_mode)
+        super().__init__(model, seed=seed, max_batch=max_batch, eval_mode=eval_mode)
         norm = canonical_norm(norm)
         self.threat = get_threat_model(norm, eps)
         self.draws = positive_int("draws", draws)
-        self.max_batch = None if max_batch is None else positive_int("max_batch", max_batch)
         self._record(norm=norm, eps=self.threat.eps, draws=self.draws, max_batch=self.max_batch)
 
     def _attack(self, x: Tensor, y: Tensor) -> Tensor:

@@ -65,7 +65,7 @@ class SPSA(Attack):
         seed: int | None = None,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(model, seed=seed, eval_mode=eval_mode)
+        super().__init__(model, seed=seed, max_batch=max_batch, eval_mode=eval_mode)
         if canonical_norm(norm) != "Linf":
             raise ValueError(f"SPSA here is the Linf attack; got norm={norm!r}")
         self.threat = LinfThreat(eps)
@@ -75,7 +75,6 @@ class SPSA(Attack):
         self.nb_sample = positive_int("nb_sample", nb_sample)
         self.steps = positive_int("steps", steps)
         self.random_start = bool(random_start)
-        self.max_batch = None if max_batch is None else positive_int("max_batch", max_batch)
         self._record(
             norm="Linf", eps=self.threat.eps, delta=self.delta, nb_sample=self.nb_sample,
             steps=self.steps, lr=self.lr, random_start=self.random_start, max_batch=self.max_batch,
@@ -88,7 +87,7 @@ class SPSA(Attack):
         bits = torch.randint(0, 2, (samples, *x.shape), generator=generator, device=x.device)
         v = (2 * bits - 1).to(x.dtype)  # [S, B, C, H, W]
         probes = torch.cat([x + self.delta * v, x - self.delta * v]).clamp(0, 1).flatten(0, 1)
-        logits = self.logits_no_grad(probes, self.max_batch)
+        logits = self.logits_no_grad(probes)
         values = margin(logits, y.repeat(2 * samples)).view(2, samples, batch)
         slope = (values[0] - values[1]) / (2 * self.delta)  # [S, B]
         return (slope.view(samples, batch, *([1] * (x.dim() - 1))).to(x.dtype) * v).mean(0)

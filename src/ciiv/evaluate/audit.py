@@ -39,7 +39,7 @@ from .checks import (
     list_checks,
 )
 from .checks.base import jsonable
-from .engine import seeded
+from .engine import derive_seed, seeded
 
 __all__ = ["AuditResult", "audit", "check_events", "describe_checks", "list_checks"]
 
@@ -165,7 +165,8 @@ def audit(
         seed: seeds every draw of the audit (attacks and the model's randomness); the global
             generators' states (torch, ``random``, ``numpy``) are restored afterwards.
         checks: names of the checks to run (default all, see :func:`list_checks`); checks share
-            their measurements, so a subset costs less.
+            their measurements, so a subset costs less, and each gives the verdict it gives in
+            the full audit (every measurement and attack run is seeded by what defines it).
         raise_errors: re-raise an exception inside a check (debugging) instead of recording the
             check as failed with the error.
         progress: optional callback, see :data:`ProgressFn`.
@@ -200,7 +201,9 @@ def audit(
                 progress(name, None)
             t0 = time.perf_counter()
             try:
-                result = get_check(name)(ctx)
+                # Its own seed: a check draws the same whichever checks ran before it.
+                with seeded(derive_seed(settings.seed, "check", name), x.device):
+                    result = get_check(name)(ctx)
             except Exception as err:
                 if raise_errors:
                     raise

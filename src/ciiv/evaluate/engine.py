@@ -1,4 +1,5 @@
-"""One batch of an evaluation: prediction draws, the worst-case chain and standalone attacks.
+"""One batch of an evaluation: prediction draws, the worst-case chain and standalone attacks;
+and :func:`run_attack`, the one way the evaluation and the audit run an attack.
 
 Everything random in a batch (the model's draws, the attacks' seeds) derives from the evaluation
 seed and the batch index alone, so a batch gives the same rows whenever and wherever it runs: a
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
+import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -20,22 +23,27 @@ import torch
 from torch import Tensor, nn
 
 from ciiv.attacks import (
-    attack_class,
+    AttackContractError,
     create_attack,
     draw_calls,
-    get_threat_model,
     independent_draws,
+    parse_eps,
     rows_independent,
 )
+from ciiv.attacks.threat import canonical_norm
 from ciiv.models import predict
 
 from .protocols import Protocol
 from .suites import ResolvedAttack
 
-__all__ = ["derive_seed", "draw_predictions", "evaluate_batch", "seeded"]
-
-# Slack of the ball check on x_adv: float32 rounding of x + delta can exceed eps by ~1 ulp.
-_BALL_TOLERANCE = 1e-5
+__all__ = [
+    "AttackOutcome",
+    "derive_seed",
+    "draw_predictions",
+    "evaluate_batch",
+    "run_attack",
+    "seeded",
+]
 
 
 def derive_seed(seed: int, *keys: object) -> int:
@@ -78,22 +86,87 @@ def draw_predictions(
 
     Where the model's rows are independent draws (:func:`~ciiv.attacks.rows_independent`:
     declared, or measured by the evaluation) the R copies of the batch go through the model as
-    R * B rows (row r * B + i is draw r of example i), in calls of at most ``max_batch`` images
-    (None: one call), inside :func:`~ciiv.attacks.independent_draws`, like the EOT draws of an
-    attack; every draw of every example then has its own noise and masks, distributed exactly as
-    in R separate calls. Any other model gets R calls, one per draw.
+    R * B rows (row r * B + i is draw r of example i) inside
+    :func:`~ciiv.attacks.independent_draws`, like the EOT draws of an attack; every draw of every
+    example then has its own noise and masks, distributed exactly as in R separate calls. Any
+    other model gets one call per draw. Calls hold at most ``max_batch`` images (None: no limit).
     """
-    if draws == 1 or not rows_independent(model):
-        return torch.stack([predict(model, x) for _ in range(draws)])
-    rows = x.repeat(draws, 1, 1, 1)
-    with independent_draws(model):
-        calls = draw_calls(x.shape[0], draws, max_batch, independent=True)
+    stacked = draws > 1 and rows_independent(model)
+    rows = x.repeat(draws, 1, 1, 1) if draws > 1 else x
+    with independent_draws(model) if stacked else contextlib.nullcontext():
+        calls = draw_calls(x.shape[0], draws, max_batch, stacked)
         preds = [predict(model, rows[call]) for call in calls]
     return torch.cat(preds).view(draws, x.shape[0])
 
 
-def _accepts(attack: str, parameter: str) -> bool:
-    return parameter in inspect.signature(attack_class(attack).__init__).parameters
+@dataclass
+class AttackOutcome:
+    """One run of an attack (:func:`run_attack`): x_adv [B, C, H, W] (checked by the attack's
+    contract), ``preds`` [R, B] int64 of the model on x_adv (None without draws), the attack's
+    ``settings()``, its ``forward_passes``, the images the model received while it ran
+    (``queried``, a forward hook) and whether every module's train/eval flag came back."""
+
+    x_adv: Tensor
+    preds: Tensor | None
+    settings: dict[str, Any]
+    forward_passes: int
+    queried: int
+    mode_restored: bool
+
+
+def run_attack(
+    model: nn.Module,
+    attack: str,
+    x: Tensor,
+    y: Tensor,
+    *,
+    hyper: Mapping[str, Any],
+    seed: int,
+    key: tuple = (),
+    protocol: Protocol | None = None,
+    draws: int = 0,
+    max_batch: int | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> AttackOutcome:
+    """Build attack ``attack`` against ``model`` through the registry, run it, predict: the one
+    way the evaluation and the audit run an attack.
+
+    Args:
+        model: the evaluated model, pixels in [0, 1] -> logits.
+        attack: registry name; hyper: its hyper-parameters, ``eps`` and ``norm`` included (an
+            attack that would check its points against another ball is refused).
+        x, y: images [B, C, H, W] in [0, 1] and labels [B] on the model's device.
+        seed, key: the attack's seed is ``derive_seed(seed, "attack", *key)``: a run depends on
+            them alone, never on what ran before.
+        protocol: what the attack queries while it runs (None: the model itself).
+        draws: R, predictions of ``model`` on x_adv (:func:`draw_predictions`); 0: none.
+        max_batch: most images per model call of the attack and the predictions (None: its own).
+        on_step: progress hook of the iterative attacks (:attr:`ciiv.attacks.Attack.on_step`).
+    """
+    hyper = {**hyper, "seed": derive_seed(seed, "attack", *key)}
+    if max_batch is not None:
+        hyper["max_batch"] = max_batch
+    instance = create_attack(attack, model, **hyper)
+    norm, eps, threat = canonical_norm(hyper["norm"]), parse_eps(hyper["eps"]), instance.threat
+    if threat is None or threat.norm != norm or not math.isclose(threat.eps, eps, rel_tol=1e-9):
+        raise AttackContractError(
+            f"attack {attack!r} was asked for the {norm} ball of radius {eps:.6g} but checks its "
+            f"points against {threat!r}: a bug in the attack, not a robustness result"
+        )
+    instance.on_step = on_step
+    seen: list[int] = []  # images per model call while the attack runs
+    hook = model.register_forward_pre_hook(lambda _m, args: seen.append(len(args[0])))
+    flags = [m.training for m in model.modules()]
+    try:
+        with protocol.attack_context(model) if protocol is not None else contextlib.nullcontext():
+            x_adv = instance(x, y)
+    finally:
+        hook.remove()
+    preds = draw_predictions(model, x_adv, draws, max_batch) if draws and len(x) else None
+    restored = flags == [m.training for m in model.modules()]
+    return AttackOutcome(
+        x_adv, preds, instance.settings(), instance.forward_passes, sum(seen), restored
+    )
 
 
 def _outcome(values: list[int], label: int) -> dict[str, Any]:
@@ -129,8 +202,8 @@ def evaluate_batch(
         protocol: the effective protocol (decides which function the attacks query).
         draws: R, prediction draws per input.
         seed: the evaluation seed.
-        max_batch: most images per model call inside attacks that accept ``max_batch``, and
-            per call of the batched prediction draws.
+        max_batch: most images per model call inside the attacks and per call of the
+            prediction draws.
         on_attack: called with each attack's name before it runs (progress display).
         on_step: called as ``on_step(name, step, steps)`` after each iteration of an iterative
             attack (:attr:`ciiv.attacks.Attack.on_step`; progress display).
@@ -156,24 +229,18 @@ def evaluate_batch(
             if on_attack is not None:
                 on_attack(spec.name)
             t0 = time.perf_counter()
-            hyper = dict(spec.hyper)
-            if _accepts(spec.attack, "seed"):
-                hyper["seed"] = derive_seed(seed, "attack", batch, spec.name)
-            if max_batch is not None and _accepts(spec.attack, "max_batch"):
-                hyper["max_batch"] = max_batch
-            attack = create_attack(spec.attack, model, **hyper)
-            if on_step is not None:
-                attack.on_step = lambda step, steps, name=spec.name: on_step(name, step, steps)
-            record["settings"][spec.name] = attack.settings()
             idx = torch.nonzero(standing if spec.worst_case else correct).flatten()
+            step = None if on_step is None else partial(on_step, spec.name)
+            run = run_attack(
+                model, spec.attack, x[idx], y[idx], hyper=spec.hyper, seed=seed,
+                key=(batch, spec.name), protocol=protocol, draws=draws, max_batch=max_batch,
+                on_step=step,
+            )  # fmt: skip
+            record["settings"][spec.name] = run.settings
             rows_out: list[dict | None] = [None] * x.shape[0]
             if idx.numel():
-                with protocol.attack_context(model):
-                    x_adv = attack(x[idx], y[idx])
-                _check_ball(spec, x_adv, x[idx])
-                preds = draw_predictions(model, x_adv, draws, max_batch)
                 record["forward_passes"]["predictions"] += draws * idx.numel()
-                robust = (preds == y[idx]).all(0)
+                robust = (run.preds == y[idx]).all(0)
                 if spec.worst_case or spec.in_threat_model:
                     # A point broken inside the threat model is not robust, whatever the role.
                     newly = idx[~robust & standing[idx]]
@@ -181,11 +248,11 @@ def evaluate_batch(
                     for i in newly.tolist():
                         broken_by[i] = spec.name
                 # One device-to-host copy per attack, not one per example.
-                for i, values in zip(idx.tolist(), preds.T.tolist(), strict=True):
+                for i, values in zip(idx.tolist(), run.preds.T.tolist(), strict=True):
                     rows_out[i] = _outcome(values, labels[i])
             outcomes[spec.name] = rows_out
             record["attacked"][spec.name] = idx.numel()
-            record["forward_passes"][spec.name] = attack.forward_passes
+            record["forward_passes"][spec.name] = run.forward_passes
             record["elapsed"][spec.name] = time.perf_counter() - t0
     rows = []
     clean_values = clean.T.tolist()
@@ -204,19 +271,3 @@ def evaluate_batch(
         )
     record["elapsed_s"] = time.perf_counter() - start
     return rows, record
-
-
-def _check_ball(spec: ResolvedAttack, x_adv: Tensor, x: Tensor) -> None:
-    """Refuse an x_adv outside [0, 1] or the entry's ball (an attack bug, never a result)."""
-    distance = get_threat_model(spec.norm, spec.eps).distance(x_adv, x)
-    limit = spec.eps + _BALL_TOLERANCE
-    if (
-        x_adv.shape != x.shape
-        or bool((distance > limit).any())
-        or not bool(((x_adv >= 0) & (x_adv <= 1)).all())
-    ):
-        raise RuntimeError(
-            f"attack {spec.name!r} returned points outside [0, 1] or outside its {spec.norm} ball "
-            f"of radius {spec.eps:.6g} (largest distance {float(distance.max()):.6g}); this is a "
-            "bug in the attack, not a robustness result"
-        )

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 from .base import CheckResult, register_check
 from .context import AttackRun, AuditContext, worst_case
 from .standins import stand_ins
@@ -31,7 +29,7 @@ def black_box(ctx: AuditContext) -> tuple[list[AttackRun], dict[str, str]]:
         plans.append(
             ("transfer-from-expected", "transfer",
              {"surrogate": surrogate, "base": "pgd", "steps": s.steps,
-              "step_size": 2.5 * s.eps / s.steps, "max_batch": s.batch_size})
+              "step_size": 2.5 * s.eps / s.steps})
         )  # fmt: skip
     runs, errors = [], {}
     for label, name, hyper in plans:
@@ -43,26 +41,14 @@ def black_box(ctx: AuditContext) -> tuple[list[AttackRun], dict[str, str]]:
     return runs, errors
 
 
-def white_box_worst(ctx: AuditContext) -> tuple[torch.Tensor, list[AttackRun]]:
-    """Per-example worst case ([1, N] fractions, see ``worst_case``) over every gradient attack on
-    the audited model at its budget (the standard ones plus whatever earlier checks ran there)."""
-    ctx.white_box()
-    eps = ctx.settings.eps
-    runs = [
-        r
-        for r in ctx.runs.values()
-        if r.target == "model" and r.attack in ("pgd", "fgsm") and abs(r.eps - eps) < 1e-12
-    ]
-    return worst_case(runs), runs
-
-
 @register_check(
     "whitebox_vs_blackbox",
     order=60,
     summary="the best gradient attack beats Square, SPSA, transfer and random noise",
 )
 def whitebox_vs_blackbox(ctx: AuditContext) -> CheckResult:
-    worst, wb_runs = white_box_worst(ctx)
+    wb_runs = ctx.white_box()
+    worst = worst_case(wb_runs)  # per example, [1, N] fractions
     bb_runs, errors = black_box(ctx)
     p_wb = worst[0]
     numbers: dict = {

@@ -1,38 +1,33 @@
 """The state the checks share: model, points, settings, cached measurements and attack runs.
 
 Checks ask the context for what they need (``ctx.clean_correct``, ``ctx.pgd(...)``,
-``ctx.memo(...)``); whatever one check computed, the next reuses. Every attack run is kept with
-its evidence (adversarial points, per-draw correctness, forward passes, images the model actually
-saw, whether the model's modes were restored), which the bookkeeping check inspects at the end.
+``ctx.memo(...)``); whatever one check computed, the next reuses. A cached value is keyed on what
+defines it (a measurement's parameters; an attack run's attack, target, draws and frozen
+hyper-parameters, never its display name) and computed under its own seed, derived from the
+audit's seed and that key: it is the same whichever check asks first, so a check run alone gives
+the verdict it gives in the full audit. Every attack run is kept with its evidence (adversarial
+points, per-draw correctness, forward passes, images the model actually saw, whether the model's
+modes were restored), which the bookkeeping check inspects at the end.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-from ciiv.attacks import (
-    RowVerdict,
-    assume_rows,
-    attack_class,
-    create_attack,
-    get_threat_model,
-    known_rows,
-    measure_rows,
-)
+from ciiv.attacks import RowVerdict, assume_rows, get_threat_model, known_rows, measure_rows
 from ciiv.models import predict
 from ciiv.sampling import BPDA_SURROGATES
 
-from ..engine import seeded
+from ..engine import derive_seed, draw_predictions, run_attack, seeded
 from .measure import Stability, eot_stability, logit_draws
 from .settings import AuditSettings
 
@@ -194,9 +189,8 @@ class AuditContext:
         self.y = y
         self.settings = settings
         self.threat = get_threat_model(settings.norm, settings.eps)
-        self.runs: dict[str, AttackRun] = {}
+        self.runs: dict[tuple, AttackRun] = {}
         self._memo: dict[str, Any] = {}
-        self._seed_counter = 0
 
     # -- basics ----------------------------------------------------------------------------
 
@@ -205,15 +199,12 @@ class AuditContext:
         return self.x.shape[0]
 
     def memo(self, key: str, factory: Callable[[], T]) -> T:
-        """``factory()`` computed once per audit and cached under ``key``."""
+        """``factory()`` computed once per audit and cached under ``key`` (what defines the
+        value), with the global generators seeded from the audit's seed and ``key`` meanwhile."""
         if key not in self._memo:
-            self._memo[key] = factory()
+            with seeded(derive_seed(self.settings.seed, "memo", key), self.x.device):
+                self._memo[key] = factory()
         return self._memo[key]
-
-    def next_seed(self) -> int:
-        """A fresh seed derived from the audit's seed (one per attack run)."""
-        self._seed_counter += 1
-        return self.settings.seed * 1000 + self._seed_counter
 
     def grad_points(self) -> tuple[Tensor, Tensor]:
         """The first ``grad_examples`` examples, used by the gradient measurements."""
@@ -342,23 +333,24 @@ class AuditContext:
         size = self.settings.batch_size
         return torch.cat([model(points[s : s + size]) for s in range(0, len(points), size)])
 
-    @torch.no_grad()
     def labels(self, points: Tensor, model: nn.Module | None = None) -> Tensor:
         """One prediction of ``model`` by its own rule (``ciiv.models.predict``), in batches."""
         model = self.model if model is None else model
-        size = self.settings.batch_size
-        return torch.cat(
-            [predict(model, points[s : s + size]) for s in range(0, len(points), size)]
-        )
+        return draw_predictions(model, points, 1, self.settings.batch_size)[0]
+
+    def _draws(self, model: nn.Module) -> int:
+        """Prediction draws per accuracy: settings.draws for the audited model when it is
+        random, else 1."""
+        return self.settings.draws if (model is self.model and self.stochastic) else 1
 
     def correct(self, points: Tensor, model: nn.Module | None = None, draws: int | None = None):
         """[D, N] bool: whether each of D predictions of ``model`` (default: the audited one) on
-        ``points`` is right. D = ``draws`` or, by default, settings.draws for a random model and
-        1 for a deterministic one."""
+        ``points`` is right, drawn as the evaluation draws them. D = ``draws`` or, by default,
+        settings.draws for a random model and 1 for a deterministic one."""
         model = self.model if model is None else model
-        if draws is None:
-            draws = self.settings.draws if (model is self.model and self.stochastic) else 1
-        return torch.stack([self.labels(points, model) == self.y for _ in range(draws)])
+        draws = self._draws(model) if draws is None else draws
+        with self.draw_layout() if draws > 1 else contextlib.nullcontext():
+            return draw_predictions(model, points, draws, self.settings.batch_size) == self.y
 
     @property
     def clean_correct(self) -> Tensor:
@@ -381,50 +373,46 @@ class AuditContext:
         **hyper: Any,
     ) -> AttackRun:
         """Run attack ``attack`` (registry name) with ``hyper`` against ``model`` (default: the
-        audited one) on all points, evaluate the result on the same model, cache it as ``label``.
+        audited one; ``target`` names the function) on all points, through
+        :func:`~ciiv.evaluate.engine.run_attack`, and evaluate the result on the same model.
 
-        ``eps``/``norm`` default to the audit's; a seed is drawn from the audit's seed. The
-        attacked module gets a forward hook that counts the images it really receives.
+        ``eps``/``norm`` default to the audit's. The run is cached under its key, (attack,
+        target, draws, frozen hyper-parameters); ``label`` only names it in the reports. The
+        attack's seed and the model's draws derive from the audit's seed and that key, so a run
+        gives the same points whichever check asks for it first. The model's images are counted
+        by a forward hook.
         """
-        if label in self.runs:
-            return self.runs[label]
         model = self.model if model is None else model
+        draws = self._draws(model) if draws is None else draws
         hyper = {"eps": self.settings.eps, "norm": self.settings.norm, **hyper}
-        if "max_batch" in inspect.signature(attack_class(attack).__init__).parameters:
-            hyper.setdefault("max_batch", self.settings.batch_size)
-        hyper.setdefault("seed", self.next_seed())
-        instance = create_attack(attack, model, **hyper)
-        layout = self.draw_layout()  # measures the rows first, outside the query count
-        seen = [0]
-        hook = model.register_forward_hook(
-            lambda _m, args, _o: seen.__setitem__(0, seen[0] + len(args[0]))
-        )
-        flags = [m.training for m in model.modules()]
+        key = (attack, target, draws, _frozen(hyper))
+        if key in self.runs:
+            return self.runs[key]
         start = time.perf_counter()
-        with layout:
-            try:
-                x_adv = instance(self.x, self.y)
-            finally:
-                hook.remove()
+        # draw_layout() measures the rows first, outside the query count.
+        with self.draw_layout(), seeded(derive_seed(self.settings.seed, *key), self.x.device):
+            out = run_attack(
+                model, attack, self.x, self.y, hyper=hyper, seed=self.settings.seed, key=key,
+                draws=draws, max_batch=self.settings.batch_size,
+            )  # fmt: skip
         elapsed = time.perf_counter() - start
-        restored = flags == [m.training for m in model.modules()]
         run = AttackRun(
             label=label,
             attack=attack,
             target=target,
-            settings=instance.settings(),
+            settings=out.settings,
             x=self.x,
-            x_adv=x_adv,
-            correct=self.correct(x_adv, model, draws),
-            forward_passes=instance.forward_passes,
-            queried=seen[0],
-            mode_restored=restored,
+            x_adv=out.x_adv,
+            correct=out.preds == self.y,
+            forward_passes=out.forward_passes,
+            queried=out.queried,
+            mode_restored=out.mode_restored,
             eps=float(hyper["eps"]),
             norm=str(hyper["norm"]),
             elapsed_s=elapsed,
         )
         logger.info("audit: %s accuracy %.3f (%.1fs)", label, run.accuracy, elapsed)
-        self.runs[label] = run
+        self.runs[key] = run
         return run
 
     def pgd(
@@ -459,11 +447,26 @@ class AuditContext:
         return self.run(label, "fgsm", eot=eot, bpda=surrogate)
 
     def white_box(self) -> list[AttackRun]:
-        """Gradient attacks at the audit's budget on the audited model: FGSM and PGD with the
-        true gradient and every BPDA backward the model offers."""
-        runs = [self.fgsm(), self.pgd()]
-        runs += [self.pgd(surrogate=s) for s in self.surrogates]
-        return runs
+        """The declared white-box baseline at the audit's budget on the audited model: FGSM and
+        PGD through the true gradient and every BPDA backward the model offers, then, through
+        :attr:`best_surrogate`, the longest PGD of ``step_grid`` and PGD with ``restarts``.
+
+        A fixed list, never "whatever ran so far": the checks that compare against it give the
+        same verdict alone and in the full audit.
+        """
+        s, best, backwards = self.settings, self.best_surrogate, [None, *self.surrogates]
+        runs = [self.fgsm(b) for b in backwards] + [self.pgd(surrogate=b) for b in backwards]
+        runs += [self.pgd(max(s.step_grid), surrogate=best)]
+        runs += [self.pgd(restarts=s.restarts, surrogate=best)]
+        return list({id(run): run for run in runs}.values())  # each run once
+
+
+def _frozen(hyper: Mapping[str, Any]) -> tuple:
+    """Hyper-parameters as a sorted tuple, hashable and with a repr that is stable across runs
+    (a module, e.g. a transfer attack's surrogate, by its class name)."""
+    return tuple(
+        sorted((k, type(v).__name__ if isinstance(v, nn.Module) else v) for k, v in hyper.items())
+    )
 
 
 def _label(

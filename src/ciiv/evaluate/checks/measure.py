@@ -1,43 +1,23 @@
 """Measurements on the model itself, without an attack: input gradients, their EOT stability, and
 the spread of the logits over random forward passes.
 
-Gradients are per example: losses are summed over the batch before ``autograd.grad``, which gives
-each example the gradient of its own loss as long as examples do not interact (eval mode).
+Gradients are PGD's own (:meth:`ciiv.attacks.PGD.loss_gradient`): the same objective, EOT draws,
+BPDA backward and call layout as the audited attacks, per example (losses are summed over the
+batch before ``autograd.grad``, which gives each example the gradient of its own loss as long as
+examples do not interact, in eval mode).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ciiv.attacks import bpda_context, independent_draws, margin, rows_independent
+from ciiv.attacks import PGD
 
-__all__ = [
-    "LOSSES",
-    "Stability",
-    "cosine",
-    "eot_stability",
-    "input_gradients",
-    "logit_draws",
-    "per_example_loss",
-]
-
-LOSSES: tuple[str, ...] = ("ce", "margin")
-
-
-def per_example_loss(logits: Tensor, y: Tensor, loss: str) -> Tensor:
-    """The attacker's objective per example [B]: cross-entropy, or the Carlini-Wagner margin
-    max_{j != y} logit_j - logit_y (which never saturates for logits)."""
-    if loss == "ce":
-        return F.cross_entropy(logits, y, reduction="none")
-    if loss == "margin":
-        return margin(logits, y)
-    raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+__all__ = ["Stability", "cosine", "eot_stability", "input_gradients", "logit_draws"]
 
 
 def _copies(n: int, copies: int, batch_size: int) -> list[int]:
@@ -60,28 +40,18 @@ def input_gradients(
     Args:
         model: maps x [N, C, H, W] in [0, 1] to logits.
         x, y: images [N, C, H, W] in [0, 1] and labels [N].
-        loss: "ce" or "margin" (see :func:`per_example_loss`).
+        loss: "ce" or "margin" (max_{j != y} z_j - z_y, which never saturates for logits).
         surrogate: None for the true gradient, else a BPDA backward ("identity" | "smooth") set
             through ``model.bpda``.
-        copies: independent draws; where the model's rows are independent draws
-            (:func:`~ciiv.attacks.rows_independent`) the copies of a batch go through the model
-            together, inside ``independent_draws`` (per-example masks for a CiiV model), else
-            one call per copy.
-        batch_size: most images per model call (at least one copy of the batch).
+        copies: independent draws: PGD's EOT draws, laid out as PGD lays them out (stacked
+            into calls inside ``independent_draws`` where the model's rows are independent
+            draws, see :func:`~ciiv.attacks.rows_independent`, else one call per draw).
+        batch_size: most images per model call.
     Returns:
         [copies, N, C, H, W].
     """
-    out = []
-    stacked = copies > 1 and rows_independent(model)
-    groups = _copies(x.shape[0], copies, batch_size) if stacked else [1] * copies
-    draws_ctx = independent_draws(model) if stacked else contextlib.nullcontext()
-    with draws_ctx, bpda_context(model, surrogate), torch.enable_grad():
-        for k in groups:
-            rows = x.detach().repeat(k, 1, 1, 1).requires_grad_(True)
-            value = per_example_loss(model(rows), y.repeat(k), loss)
-            (grad,) = torch.autograd.grad(value.sum(), rows)
-            out.append(grad.view(k, *x.shape))
-    return torch.cat(out)
+    pgd = PGD(model, loss=loss, eot=copies, max_batch=batch_size, bpda=surrogate, seed=0)
+    return pgd.loss_gradient(x, y, per_draw=True).grad
 
 
 def cosine(a: Tensor, b: Tensor) -> Tensor:
