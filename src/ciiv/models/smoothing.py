@@ -12,6 +12,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ciiv._checks import positive_int
+
 from .classifier import Classifier
 
 __all__ = ["SmoothedClassifier"]
@@ -42,13 +44,10 @@ class SmoothedClassifier(nn.Module):
         super().__init__()
         if not (isinstance(sigma, int | float) and sigma > 0 and math.isfinite(sigma)):
             raise ValueError(f"sigma must be a positive number, got {sigma!r}")
-        for name, value in (("n_draws", n_draws), ("n_votes", n_votes)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.base = base
         self.sigma = float(sigma)
-        self.n_draws = n_draws
-        self.n_votes = n_votes
+        self.n_draws = positive_int("n_draws", n_draws)
+        self.n_votes = positive_int("n_votes", n_votes)
 
     @property
     def independent_rows(self) -> bool | None:
