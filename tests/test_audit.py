@@ -30,7 +30,7 @@ from ciiv.evaluate.checks import (
 from ciiv.evaluate.checks import base as checks_base
 from ciiv.evaluate.checks.measure import Stability, eot_stability
 from ciiv.loss import view_cross_entropy
-from ciiv.models import CiiVClassifier, create_model
+from ciiv.models import CentreView, CiiVClassifier, create_model
 from ciiv.sampling import RetinotopicSampler
 
 K = 4
@@ -366,6 +366,12 @@ def test_bookkeeping_warns_when_ciiv_runs_fewer_views(ciiv_model, points):
     finally:
         ciiv_model.num_views = ciiv_model.sampler.num_views
     assert result.status == "warn" and "model" in result.numbers["notes"]
+    # The paper protocol's surrogate, audited in place of the model, is flagged the same way.
+    ctx = AuditContext(CentreView(ciiv_model), x[:20], y[:20], audit_settings(EPS, **FAST))
+    ctx.fgsm()
+    result = get_check("bookkeeping")(ctx)
+    assert result.status == "warn" and "CentreView" in result.numbers["notes"]["model"][0]
+    assert (result.numbers["views_evaluated"], result.numbers["views_of_sampler"]) == (1, 3)
 
 
 def test_bookkeeping_ball_slack_is_the_attacks_rounding_tolerance(vanilla, points):

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from ciiv._checks import check_images, check_labels, positive_int
+from ciiv.models.views import SupportsBPDA
 from ciiv.sampling import BPDA_SURROGATES
 
 from .threat import ThreatModel
@@ -96,13 +97,12 @@ def bpda_context(model: nn.Module, surrogate: str | None) -> contextlib.Abstract
     """
     if check_bpda(surrogate) is None:
         return contextlib.nullcontext()
-    method = getattr(model, "bpda", None)
-    if not callable(method):
+    if not isinstance(model, SupportsBPDA):
         logger.info(
             "bpda=%r: %s has no bpda(); using its own gradient", surrogate, type(model).__name__
         )
         return contextlib.nullcontext()
-    return method(surrogate)
+    return model.bpda(surrogate)
 
 
 @contextlib.contextmanager

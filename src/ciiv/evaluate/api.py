@@ -26,6 +26,7 @@ from ciiv.attacks import (
     row_verdict,
 )
 from ciiv.attacks.threat import check_eps
+from ciiv.models.views import MultiView, SupportsBPDA
 from ciiv.versions import software_versions
 
 from . import records
@@ -113,14 +114,12 @@ class EvaluationResult:
 
 
 def detect_traits(model: nn.Module, x: Tensor) -> ModelTraits:
-    """Whether ``model`` is random and whether it is a CiiV-style multi-view model.
+    """Whether ``model`` is random and whether it has views (:class:`~ciiv.models.MultiView`).
 
     A model that declares ``stochastic`` is believed; otherwise two forward passes on x (a few
     examples) decide: any difference in the logits makes it random.
     """
-    views = all(callable(getattr(model, a, None)) for a in ("forward_views", "bpda")) and hasattr(
-        model, "num_views"
-    )
+    views = isinstance(model, MultiView)
     declared = getattr(model, "stochastic", None)
     if declared is not None:
         return ModelTraits(stochastic=bool(declared), views=views)
@@ -181,7 +180,7 @@ def _model_info(model: nn.Module, traits: ModelTraits) -> dict[str, Any]:
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
         "stochastic": traits.stochastic,
         "views": traits.views,
-        "num_views": getattr(model, "num_views", None) if traits.views else None,
+        "num_views": model.num_views if isinstance(model, MultiView) else None,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
 
@@ -626,7 +625,7 @@ def _plan_default_audit(
     when none will: a precomputed or disabled audit, a deterministic model, a zero budget."""
     if isinstance(audit, Mapping) or not audit or not traits.stochastic or eps <= 0:
         return None
-    bpda = callable(getattr(model, "bpda", None))
+    bpda = isinstance(model, SupportsBPDA)
     return plan_audit(
         eps,
         norm,

@@ -161,15 +161,14 @@ def evaluate_batch(
                 hyper["seed"] = derive_seed(seed, "attack", batch, spec.name)
             if max_batch is not None and _accepts(spec.attack, "max_batch"):
                 hyper["max_batch"] = max_batch
-            attack = create_attack(spec.attack, model, **hyper)
+            attack = create_attack(spec.attack, protocol.attacked(model), **hyper)
             if on_step is not None:
                 attack.on_step = lambda step, steps, name=spec.name: on_step(name, step, steps)
             record["settings"][spec.name] = attack.settings()
             idx = torch.nonzero(standing if spec.worst_case else correct).flatten()
             rows_out: list[dict | None] = [None] * x.shape[0]
             if idx.numel():
-                with protocol.attack_context(model):
-                    x_adv = attack(x[idx], y[idx])
+                x_adv = attack(x[idx], y[idx])
                 _check_ball(spec, x_adv, x[idx])
                 preds = draw_predictions(model, x_adv, draws, max_batch)
                 record["forward_passes"]["predictions"] += draws * idx.numel()

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from ciiv._checks import positive_int
 
 from .classifier import Classifier
+from .views import SupportsIndependentDraws
 
 __all__ = ["SmoothedClassifier"]
 
@@ -65,8 +66,9 @@ class SmoothedClassifier(nn.Module):
     def independent_draws(self) -> contextlib.AbstractContextManager:
         """The base's ``independent_draws()`` when it has one (stacked draws of a CiiV base get
         their own masks), else a no-op context."""
-        hook = getattr(self.base, "independent_draws", None)
-        return hook() if callable(hook) else contextlib.nullcontext()
+        if isinstance(self.base, SupportsIndependentDraws):
+            return self.base.independent_draws()
+        return contextlib.nullcontext()
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}, n_draws={self.n_draws}, n_votes={self.n_votes}"

@@ -11,6 +11,7 @@ import torch
 
 from ciiv.attacks import get_threat_model
 from ciiv.attacks.base import ball_tolerance, excess
+from ciiv.models import CentreView, MultiView
 
 from .base import CheckResult, register_check
 from .context import AttackRun, AuditContext
@@ -86,15 +87,16 @@ def bookkeeping(ctx: AuditContext) -> CheckResult:
         ),
     }
     model = ctx.model
-    sampler = getattr(model, "sampler", None)
-    if sampler is not None and hasattr(model, "num_views"):
+    # CiiV's sampler holds every view the model was built with (CentreView's is its model's).
+    sampler = getattr(model.model if isinstance(model, CentreView) else model, "sampler", None)
+    if sampler is not None and isinstance(model, MultiView):
         numbers["views_evaluated"] = model.num_views
         numbers["views_of_sampler"] = sampler.num_views
         if model.num_views < sampler.num_views:
             soft.setdefault("model", []).append(
                 f"the model runs {model.num_views} of its sampler's {sampler.num_views} views: "
-                "attacks on it are the paper's protocol, not the deployed function (set "
-                "model.num_views back to the sampler's)"
+                "attacks on it are the paper's protocol, not the deployed function (audit the "
+                "model itself, not CentreView(model), with model.num_views at the sampler's)"
             )
     if callable(getattr(model, "predict", None)):
         # Attacks differentiate forward(); accuracy counts predict(). Compare their agreement

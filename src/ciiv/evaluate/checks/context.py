@@ -29,7 +29,7 @@ from ciiv.attacks import (
     known_rows,
     measure_rows,
 )
-from ciiv.models import predict
+from ciiv.models import SupportsBPDA, predict
 from ciiv.sampling import BPDA_SURROGATES
 
 from ..engine import seeded
@@ -175,7 +175,7 @@ class _FixedWithBPDA(_Fixed):
 def fixed_randomness(model: nn.Module, seed: int) -> nn.Module:
     """``model`` with its randomness fixed to ``seed`` (see :class:`_Fixed`); a new module that
     shares the model's parameters, with ``bpda`` only if the model has it."""
-    cls = _FixedWithBPDA if callable(getattr(model, "bpda", None)) else _Fixed
+    cls = _FixedWithBPDA if isinstance(model, SupportsBPDA) else _Fixed
     return cls(model, seed)
 
 
@@ -294,7 +294,7 @@ class AuditContext:
     @property
     def surrogates(self) -> tuple[str, ...]:
         """BPDA backwards the model offers (``model.bpda``), else ()."""
-        return BPDA_SURROGATES if callable(getattr(self.model, "bpda", None)) else ()
+        return BPDA_SURROGATES if isinstance(self.model, SupportsBPDA) else ()
 
     def stability(self, surrogate: str | None = None) -> Stability:
         """EOT stability of the true gradient (None) or a BPDA one, on the gradient points."""
