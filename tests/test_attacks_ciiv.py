@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ciiv.attacks import create_attack
-from ciiv.models import Backbone, CiiVClassifier
+from ciiv.models import Backbone, CentreView, CiiVClassifier
 from ciiv.sampling import RetinotopicSampler
 
 SIZE, CLASSES = 8, 4
@@ -101,11 +101,9 @@ def test_adaptive_attack_has_a_useful_gradient_and_valid_output():
 
 
 def test_adaptive_loss_needs_two_views():
-    model = ciiv_model()
-    model.num_views = 1
     x, y = batch()
     with pytest.raises(ValueError, match="at least 2 views"):
-        create_attack("pgd", model, loss="adaptive", steps=1)(x, y)
+        create_attack("pgd", CentreView(ciiv_model()), loss="adaptive", steps=1)(x, y)
 
 
 def test_fixed_randomness_makes_attacks_repeatable():
@@ -122,14 +120,26 @@ def test_single_view_protocol_attacks_the_centre_view_only():
     # near-white images every spike fires (v > a), so a view shows its masks: which view the
     # attack's queries saw is readable from them.
     model = ciiv_model(per_example_masks=True, keep_threshold=1.0, gamma=10.0)
-    model.num_views = 1
     views = []
     model.sampler.register_forward_hook(lambda module, args, out: views.append(out.views))
     x, y = torch.ones(16, 3, SIZE, SIZE), torch.arange(16) % CLASSES
-    attack = create_attack("pgd", model, eps=0.03, steps=2, eot=2)
+    attack = create_attack("pgd", CentreView(model), eps=0.03, steps=2, eot=2)
     attack(x, y)
     assert {v.shape[0] for v in views} == {1}
     assert attack.forward_passes == 3 * 2 * 16  # images, not views
     mean = torch.cat([v[0] for v in views]).mean((0, 1))  # [H, W]
     distance = (model.sampler.keep_probability() - mean).square().sum((1, 2))
     assert distance.argmin() == 0 and distance[0] < distance[1:].min() / 10
+
+
+def test_attacks_on_the_centre_view_keep_bpda_and_stacked_draws():
+    """CentreView passes BPDA through (x = 0: the exact spike gradient is zero, BPDA's is not)
+    and the model's declaration that its rows are independent, so EOT draws stay stacked."""
+    from ciiv.attacks import rows_independent
+
+    centre = CentreView(ciiv_model())
+    x, y = torch.zeros(3, 3, SIZE, SIZE), torch.tensor([0, 1, 2])
+    assert torch.count_nonzero(create_attack("pgd", centre).loss_gradient(x, y).grad) == 0
+    grad = create_attack("pgd", centre, bpda="identity").loss_gradient(x, y).grad
+    assert bool((grad.flatten(1).abs().sum(1) > 0).all())
+    assert rows_independent(centre)

@@ -7,6 +7,7 @@ plus noise), trained for a fraction of a second; the audit runs with short setti
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ciiv.attacks.base import ball_tolerance
 from ciiv.evaluate.audit import AuditResult, audit, describe_checks, list_checks
 from ciiv.evaluate.checks import (
     AttackRun,
@@ -28,7 +30,7 @@ from ciiv.evaluate.checks import (
 from ciiv.evaluate.checks import base as checks_base
 from ciiv.evaluate.checks.measure import Stability, eot_stability
 from ciiv.loss import view_cross_entropy
-from ciiv.models import CiiVClassifier, create_model
+from ciiv.models import CentreView, CiiVClassifier, create_model
 from ciiv.sampling import RetinotopicSampler
 
 K = 4
@@ -377,6 +379,33 @@ def test_bookkeeping_warns_when_ciiv_runs_fewer_views(ciiv_model, points):
     finally:
         ciiv_model.num_views = ciiv_model.sampler.num_views
     assert result.status == "warn" and "model" in result.numbers["notes"]
+    # The paper protocol's surrogate, audited in place of the model, is flagged the same way.
+    ctx = AuditContext(CentreView(ciiv_model), x[:20], y[:20], audit_settings(EPS, **FAST))
+    ctx.fgsm()
+    result = get_check("bookkeeping")(ctx)
+    assert result.status == "warn" and "CentreView" in result.numbers["notes"]["model"][0]
+    assert (result.numbers["views_evaluated"], result.numbers["views_of_sampler"]) == (1, 3)
+
+
+def test_bookkeeping_ball_slack_is_the_attacks_rounding_tolerance(vanilla, points):
+    """The check holds the audit's points to the attacks' own contract: a step beyond the ball by
+    rounding (below ball_tolerance) passes, one by 1e-4 fails, and the box gets no slack."""
+    x, y = points
+    ctx = AuditContext(vanilla, x, y, audit_settings(EPS, **FAST))
+    good = ctx.pgd()
+    tolerance = ball_tolerance(EPS, x.dtype)
+    assert 1e-6 < tolerance < 1e-4
+    inner = x.clamp(2 * EPS, 1 - 2 * EPS)  # room on both sides of the box
+
+    def status(x_adv: torch.Tensor, x0: torch.Tensor = inner) -> str:
+        ctx.runs = {"run": dataclasses.replace(good, x=x0, x_adv=x_adv)}
+        return get_check("bookkeeping")(ctx).status
+
+    assert status(inner + EPS + tolerance / 2) == "pass"
+    assert status(inner + EPS + 1e-4) == "fail"
+    top = x.clone()
+    top[..., 0] = 1 - 5e-7
+    assert status(top + 1e-6, top) == "fail"  # above 1 by 5e-7: no slack on the box
 
 
 def test_compare_tolerance():

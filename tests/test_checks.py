@@ -1,9 +1,11 @@
-"""The one pixel and label check at every edge (models, attacks, evaluation, audit, certify)."""
+"""The one pixel, label and count check at every edge (models, attacks, evaluation, audit,
+certify)."""
 
+import numpy as np
 import pytest
 import torch
 
-from ciiv._checks import check_images, check_labels
+from ciiv._checks import check_images, check_labels, positive_int
 
 
 @pytest.mark.parametrize(
@@ -36,3 +38,35 @@ def test_labels_must_be_integer_indices_of_the_batch_size(y):
     with pytest.raises(ValueError, match=r"labels must be integer class indices of shape \[3\]"):
         check_labels(y, 3, name="labels")
     check_labels(torch.zeros(3, dtype=torch.long), 3)
+
+
+@pytest.mark.parametrize("value", [0, -3, True, 2.0, 2.5, "3", None])
+def test_positive_int_refuses_anything_but_an_integer_of_at_least_one(value):
+    with pytest.raises(ValueError, match=rf"steps must be a positive integer, got {value!r}"):
+        positive_int("steps", value)
+
+
+def test_positive_int_returns_a_python_int():
+    assert positive_int("n", 1) == 1
+    value = positive_int("n", np.int64(7))  # numpy integers are integers
+    assert value == 7 and type(value) is int
+
+
+def test_every_edge_uses_the_one_count_check():
+    """Models, attacks, certification and the audit settings refuse the same way."""
+    from ciiv.attacks import create_attack
+    from ciiv.certify import certify
+    from ciiv.evaluate.checks import audit_settings
+    from ciiv.models import SmoothedClassifier, create_model
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2))
+    calls = [
+        lambda: create_model("small_cnn", num_classes=True, in_channels=3),
+        lambda: create_attack("pgd", net, steps=2.0),
+        lambda: SmoothedClassifier(net, n_draws=0),
+        lambda: certify(net, torch.rand(1, 3, 2, 2), sigma=0.25, n0=0),
+        lambda: audit_settings(0.1, max_eot=0),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="must be a positive integer, got"):
+            call()

@@ -3,7 +3,17 @@
 import pytest
 import torch
 
-from ciiv.models import CiiVClassifier, Classifier, create_model, predict
+from ciiv.models import (
+    CentreView,
+    CiiVClassifier,
+    Classifier,
+    MultiView,
+    SmoothedClassifier,
+    SupportsBPDA,
+    SupportsIndependentDraws,
+    create_model,
+    predict,
+)
 from ciiv.sampling import RetinotopicSampler
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
@@ -46,22 +56,62 @@ def test_forward_is_random_unless_randomness_is_fixed():
     torch.testing.assert_close(model.forward_expected(x), model.forward_expected(x))
 
 
-def test_num_views_override_uses_the_centre_view():
+def test_centre_view_is_the_model_on_its_centre_view_only():
     model, x = _ciiv(), torch.rand(2, 3, 16, 16)
-    model.num_views = 1
-    out = model.forward_views(x)
+    centre = CentreView(model)
+    out = centre.forward_views(x)
     assert out.logits.shape == (1, 2, 4) and out.z.shape == (1,)
-    assert model(x).shape == (2, 4)
+    assert centre.num_views == 1 and model.num_views == 9  # the model itself is unchanged
+    # Its logits are the model's prediction rule on view 0: logits_0 / z_0 of the same draws.
+    with model.fixed_randomness(5):
+        single = model.forward_views(x, num_views=1)
+        torch.testing.assert_close(centre(x), single.logits[0] / single.z[0])
+        assert not torch.allclose(centre(x), model(x))  # not the nine-view prediction
+    with pytest.raises(ValueError, match="one view"):
+        centre.forward_views(x, num_views=2)
     # Which view: on a white image every spike fires (v > a), so a view shows its masks; with a
     # steep density (P(keep) = m, gamma 10) they cluster around the view's own centre.
     model = _ciiv(keep_threshold=1.0, gamma=10.0, per_example_masks=True)
-    model.num_views = 1
     views = []
     model.sampler.register_forward_hook(lambda module, args, out: views.append(out.views))
-    model(torch.ones(64, 3, 16, 16))
+    CentreView(model)(torch.ones(64, 3, 16, 16))
+    assert views[0].shape[0] == 1
     mean = torch.cat(views, 1)[0].mean((0, 1))  # [H, W]
     distance = (model.sampler.keep_probability() - mean).square().sum((1, 2))
     assert distance.argmin() == 0 and distance[0] < distance[1:].min() / 10
+
+
+def test_centre_view_passes_bpda_draws_and_declarations_through():
+    model = _ciiv()
+    centre = CentreView(model)
+    with centre.bpda("smooth"):
+        assert model.sampler.surrogate == "smooth"
+    with centre.independent_draws():
+        assert model.sampler.per_example_masks
+    assert model.sampler.surrogate == "exact" and not model.sampler.per_example_masks
+    assert centre.stochastic is True and centre.independent_rows is True
+    with model.fixed_randomness(0):
+        assert centre.independent_rows is False  # what the model declares, when it is asked
+    assert all(p is q for p, q in zip(centre.parameters(), model.parameters(), strict=True))
+    centre.train()
+    assert model.training  # one module tree: modes are shared
+    with pytest.raises(TypeError, match="MultiView"):
+        CentreView(Classifier(create_model("small_cnn", num_classes=4, in_channels=3), MEAN, STD))
+
+
+def test_the_interfaces_are_what_the_models_offer():
+    ciiv = _ciiv()
+    plain = Classifier(create_model("small_cnn", num_classes=4, in_channels=3), MEAN, STD)
+    smoothed = SmoothedClassifier(plain)
+    offered = {
+        "ciiv": (ciiv, (MultiView, SupportsBPDA, SupportsIndependentDraws)),
+        "centre": (CentreView(ciiv), (MultiView, SupportsBPDA, SupportsIndependentDraws)),
+        "plain": (plain, ()),
+        "smoothed": (smoothed, (SupportsIndependentDraws,)),
+    }
+    for name, (model, protocols) in offered.items():
+        for protocol in (MultiView, SupportsBPDA, SupportsIndependentDraws):
+            assert isinstance(model, protocol) == (protocol in protocols), (name, protocol)
 
 
 def test_gradients_reach_input_and_every_parameter():

@@ -35,7 +35,7 @@ from ciiv.evaluate import (
 from ciiv.evaluate.engine import derive_seed, run_attack
 from ciiv.evaluate.records import load_done, read_jsonl
 from ciiv.loss import consistency_loss, view_cross_entropy
-from ciiv.models import CiiVClassifier, Classifier, create_model
+from ciiv.models import CentreView, CiiVClassifier, Classifier, create_model
 from ciiv.sampling import RetinotopicSampler
 
 SIZE = 12
@@ -228,12 +228,36 @@ def test_protocols_set_views_and_eot_per_model():
         suite, protocol="full", traits=rs
     )
     assert "equals the full one" in get_protocol("paper").note(rs)
-    # The paper protocol shows the attack one view, and restores the model even on errors.
+    # The paper protocol's attacks query the centre view; the model itself never changes.
     model = _ciiv()
-    with pytest.raises(RuntimeError), get_protocol("paper").attack_context(model):
-        assert model.num_views == 1
-        raise RuntimeError
-    assert model.num_views == 4
+    attacked = get_protocol("paper").attacked(model)
+    assert isinstance(attacked, CentreView) and attacked.model is model
+    assert attacked.num_views == 1 and model.num_views == 4
+    assert get_protocol("full").attacked(model) is model
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(3, 2))
+    assert get_protocol("paper").attacked(plain) is plain
+
+
+def test_paper_protocol_attacks_one_view_and_counts_accuracy_with_all(trained_ciiv):
+    """Every gradient the paper protocol's attack takes comes from the centre view alone; the
+    prediction draws use all 4 views; the model keeps its 4 views throughout."""
+    model, seen = trained_ciiv, []
+
+    def hook(module, args, out):
+        seen.append((out.views.shape[0], torch.is_grad_enabled(), model.num_views))
+
+    handle = model.sampler.register_forward_hook(hook)
+    x, y = colour_data(16, 1)
+    try:
+        result = evaluate_robustness(
+            model, x, y, suite=_pgd_suite(0.03, steps=2), protocol="paper", draws=2, audit=False
+        )
+    finally:
+        handle.remove()
+    assert result.summary["attacks"]["pgd-2"]["views"] == "centre" and result.clean_accuracy > 0
+    assert {views for views, grad, _ in seen if grad} == {1}
+    assert {views for views, _, _ in seen} == {1, 4}
+    assert {num_views for _, _, num_views in seen} == {4}
 
 
 # -- correctness on trained models -------------------------------------------------------------

@@ -1,11 +1,13 @@
-"""The one check of pixel batches and labels at ciiv's edges (models, attacks, evaluation, audit,
-certification): a refusal names the argument, what it got and what is valid."""
+"""The one check of pixel batches, labels and counts at ciiv's edges (models, attacks,
+evaluation, audit, certification): a refusal names the argument, what it got and what is valid."""
 
 from __future__ import annotations
 
+import numbers
+
 from torch import Tensor
 
-__all__ = ["check_images", "check_labels"]
+__all__ = ["check_images", "check_labels", "positive_int"]
 
 
 def _describe(t: object) -> str:
@@ -59,3 +61,14 @@ def check_labels(y: Tensor, n: int, *, name: str = "y") -> None:
     """Raise a ValueError unless ``y`` is an integer tensor of shape [n] (class indices)."""
     if not isinstance(y, Tensor) or y.shape != (n,) or y.is_floating_point():
         raise ValueError(f"{name} must be integer class indices of shape [{n}], got {_describe(y)}")
+
+
+def positive_int(name: str, value: object) -> int:
+    """``value`` as an int; a ValueError naming the argument unless it is an integer >= 1.
+
+    A bool (``num_classes=True``) and a float (``steps=2.0``) are refused rather than converted:
+    both are bugs at the call site. NumPy integers are integers.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "BPDA_SURROGATES",
+    "EXACT",
     "GRID_FRACTIONS",
     "SURROGATES",
     "RetinotopicSampler",
@@ -29,10 +30,12 @@ __all__ = [
 ]
 
 Surrogate = Literal["exact", "identity", "smooth"]
-# The spike step's backward: the true gradient, or one of the BPDA substitutes that attacks and
-# the audit may request (``model.bpda(name)``). The one list of these names.
+# The spike step's backward: the true gradient (EXACT, the label of "no surrogate" in records),
+# or one of the BPDA substitutes that attacks and the audit may request (``model.bpda(name)``).
+# The one list of these names.
+EXACT = "exact"
 BPDA_SURROGATES: tuple[str, ...] = ("identity", "smooth")
-SURROGATES: tuple[str, ...] = ("exact", *BPDA_SURROGATES)
+SURROGATES: tuple[str, ...] = (EXACT, *BPDA_SURROGATES)
 
 # Centre coordinates per axis as fractions of the image size, in the official order: the middle
 # first, so that view 0 is the image centre and the paper's single-view protocol uses it.
@@ -99,7 +102,7 @@ def spike(pre: Tensor, eps: float, surrogate: Surrogate = "exact", tau: float = 
     "exact" is plain autograd (gradient eps / (r + eps)^2, spiky); "identity" is straight-through;
     "smooth" uses the derivative of sigmoid(pre / tau). The forward value is the same for all three.
     """
-    if surrogate == "exact":
+    if surrogate == EXACT:
         r = torch.relu(pre)
         return r / (r + eps)
     if surrogate == "identity":

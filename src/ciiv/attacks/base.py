@@ -44,7 +44,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ciiv._checks import check_images, check_labels
+from ciiv._checks import check_images, check_labels, positive_int
+from ciiv.models.views import SupportsBPDA
 from ciiv.sampling import BPDA_SURROGATES
 
 from .threat import ThreatModel
@@ -100,13 +101,12 @@ def bpda_context(model: nn.Module, surrogate: str | None) -> contextlib.Abstract
     """
     if check_bpda(surrogate) is None:
         return contextlib.nullcontext()
-    method = getattr(model, "bpda", None)
-    if not callable(method):
+    if not isinstance(model, SupportsBPDA):
         logger.info(
             "bpda=%r: %s has no bpda(); using its own gradient", surrogate, type(model).__name__
         )
         return contextlib.nullcontext()
-    return method(surrogate)
+    return model.bpda(surrogate)
 
 
 @contextlib.contextmanager
@@ -140,13 +140,6 @@ def default_max_batch(device: torch.device | str) -> int | None:
     """The fastest images-per-model-call cap on ``device``: small calls on the CPU
     (:data:`CPU_MAX_BATCH`), one call of everything (None) on an accelerator."""
     return CPU_MAX_BATCH if torch.device(device).type == "cpu" else None
-
-
-def positive_int(name: str, value: int) -> int:
-    """``value`` as an int; a ValueError naming the hyper-parameter unless it is an integer >= 1."""
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def check_batch(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

@@ -27,6 +27,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from ciiv.models.views import SupportsIndependentDraws
+
 __all__ = [
     "RowVerdict",
     "assume_rows",
@@ -142,8 +144,9 @@ def assume_rows(model: nn.Module, verdict: RowVerdict) -> Iterator[RowVerdict]:
 def independent_draws(model: nn.Module) -> contextlib.AbstractContextManager:
     """``model.independent_draws()`` when the model offers it (rows of a call then draw
     independently, e.g. CiiV's per-example masks), else a no-op context."""
-    hook = getattr(model, "independent_draws", None)
-    return hook() if callable(hook) else contextlib.nullcontext()
+    if isinstance(model, SupportsIndependentDraws):
+        return model.independent_draws()
+    return contextlib.nullcontext()
 
 
 def draw_calls(batch: int, draws: int, max_batch: int | None, independent: bool) -> list[slice]:

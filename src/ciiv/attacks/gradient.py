@@ -12,9 +12,9 @@ Objective J (maximised, one value per example):
 where Z are the logits (Carlini and Wagner's margin, which never saturates), CE_views is
 ``ciiv.loss.view_cross_entropy`` of the per-view logits (reduction "none") and consistency is
 CiiV's view-consistency loss per example: maximising it breaks the agreement between views that
-CiiV trains for. "adaptive" needs a CiiV model (``forward_views``). For "kl",
-p(x_clean) is the model's softmax on the clean batch (one no-grad pass, mean logits over the E
-draws), and an iterate succeeds when its prediction differs from the clean one.
+CiiV trains for. "adaptive" needs a model with views (:class:`~ciiv.models.MultiView`). For
+"kl", p(x_clean) is the model's softmax on the clean batch (one no-grad pass, mean logits over
+the E draws), and an iterate succeeds when its prediction differs from the clean one.
 
 EOT: the gradient is the mean of the gradients of J over E random forward passes. The batch is
 repeated E times along dim 0 (row e * B + i is draw e of example i) and sent in calls of at most
@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ciiv.loss import consistency_loss, view_cross_entropy
+from ciiv.models.views import MultiView
 
 from .base import (
     Attack,
@@ -152,10 +153,10 @@ class PGD(Attack):
         check_bpda(bpda)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
-        if loss == "adaptive" and not callable(getattr(model, "forward_views", None)):
+        if loss == "adaptive" and not isinstance(model, MultiView):
             raise ValueError(
-                f"loss='adaptive' needs a CiiV model with forward_views(); "
-                f"{type(model).__name__} has none: use loss='ce'"
+                "loss='adaptive' needs a model with views (ciiv.models.MultiView: forward_views, "
+                f"combine, num_views, bpda); {type(model).__name__} has none: use loss='ce'"
             )
         if loss == "kl" and targeted is not None:
             raise ValueError("loss='kl' is untargeted (it moves away from the clean prediction)")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ciiv._checks import check_images
+from ciiv._checks import check_images, positive_int
 from ciiv.attacks import (
     assume_rows,
     independent_draws,
@@ -116,12 +116,6 @@ def base_classifier(model: nn.Module) -> nn.Module:
     :class:`~ciiv.models.SmoothedClassifier`, else the model itself (any module mapping [0, 1]
     inputs [B, ...] to logits [B, K])."""
     return model.base if isinstance(model, SmoothedClassifier) else model
-
-
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def _check(x: Tensor, sigma: float, alpha: float) -> None:
@@ -240,8 +234,8 @@ def certify(
         restored afterwards.
     """
     _check(x, sigma, alpha)
-    n0, n = _positive_int("n0", n0), _positive_int("n", n)
-    batch_size = _positive_int("batch_size", batch_size)
+    n0, n = positive_int("n0", n0), positive_int("n", n)
+    batch_size = positive_int("batch_size", batch_size)
     with _sampling(model, x, seed) as (base, xd, generator):
         selection = noise_counts(base, xd, sigma, n0, batch_size, generator)
         top = selection.argmax(-1)
@@ -282,8 +276,8 @@ def predict(
     <= alpha. Arguments as in :func:`certify`.
     """
     _check(x, sigma, alpha)
-    n = _positive_int("n", n)
-    batch_size = _positive_int("batch_size", batch_size)
+    n = positive_int("n", n)
+    batch_size = positive_int("batch_size", batch_size)
     with _sampling(model, x, seed) as (base, xd, generator):
         counts = noise_counts(base, xd, sigma, n, batch_size, generator)
     top = counts.topk(min(2, counts.shape[-1]), dim=-1)

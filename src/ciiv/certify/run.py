@@ -21,13 +21,13 @@ import torch
 from torch import Tensor, nn
 
 from ciiv import distributed
-from ciiv._checks import check_labels
+from ciiv._checks import check_labels, positive_int
 from ciiv.evaluate.engine import derive_seed
 from ciiv.evaluate.records import Batches, examples_digest
 from ciiv.models import SmoothedClassifier
 from ciiv.versions import software_versions
 
-from .core import ABSTAIN, _check, _device, _positive_int, base_classifier, certify
+from .core import ABSTAIN, _check, _device, base_classifier, certify
 from .stats import clopper_pearson
 
 __all__ = [
@@ -169,12 +169,11 @@ def certify_examples(
     """
     started = time.perf_counter()
     _check(x, sigma, alpha)  # before anything is written
-    _positive_int("n0", n0)
-    _positive_int("n", n)
+    positive_int("n0", n0)
+    positive_int("n", n)
     check_labels(y, x.shape[0])
-    for name, value in (("examples_per_batch", examples_per_batch), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    positive_int("examples_per_batch", examples_per_batch)
+    positive_int("batch_size", batch_size)
     total = x.shape[0]
     indices = list(range(total)) if indices is None else [int(i) for i in indices]
     if len(indices) != total:

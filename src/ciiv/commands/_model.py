@@ -126,7 +126,7 @@ def user_protocols(model: nn.Module, x: Tensor, requested: str) -> tuple[str, ..
     if requested == "paper":
         raise ValueError(
             "--protocol paper attacks a CiiV model's centre view; this model has no views "
-            "(forward_views, bpda, num_views): use --protocol full"
+            "(ciiv.models.MultiView: num_views, forward_views, combine, bpda): use --protocol full"
         )
     logger.warning("the model has no views, so --protocol both runs the full protocol only")
     return ("full",)

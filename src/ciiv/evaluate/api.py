@@ -28,6 +28,7 @@ from ciiv.attacks import (
 )
 from ciiv.attacks.threat import check_eps
 from ciiv.distributed import DistContext
+from ciiv.models.views import MultiView, SupportsBPDA
 
 from . import records
 from .default_audit import DEFAULT_CHECKS, AuditPlan, plan_audit
@@ -112,14 +113,12 @@ class EvaluationResult:
 
 
 def detect_traits(model: nn.Module, x: Tensor) -> ModelTraits:
-    """Whether ``model`` is random and whether it is a CiiV-style multi-view model.
+    """Whether ``model`` is random and whether it has views (:class:`~ciiv.models.MultiView`).
 
     A model that declares ``stochastic`` is believed; otherwise two forward passes on x (a few
     examples) decide: any difference in the logits makes it random.
     """
-    views = all(callable(getattr(model, a, None)) for a in ("forward_views", "bpda")) and hasattr(
-        model, "num_views"
-    )
+    views = isinstance(model, MultiView)
     declared = getattr(model, "stochastic", None)
     if declared is not None:
         return ModelTraits(stochastic=bool(declared), views=views)
@@ -167,7 +166,7 @@ def _model_info(model: nn.Module, traits: ModelTraits) -> dict[str, Any]:
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
         "stochastic": traits.stochastic,
         "views": traits.views,
-        "num_views": getattr(model, "num_views", None) if traits.views else None,
+        "num_views": model.num_views if isinstance(model, MultiView) else None,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
 
@@ -449,7 +448,7 @@ def _audit_plan(model: nn.Module, plan: EvalPlan, budget: int) -> AuditPlan | No
         settings.suite.norm,
         available=min(settings.audit_examples, plan.n),
         budget=budget,
-        surrogates=2 if callable(getattr(model, "bpda", None)) else 0,
+        surrogates=2 if isinstance(model, SupportsBPDA) else 0,
         rows_measured=plan.layout.source == "measured",
         batch_size=settings.max_batch,
     )

@@ -146,7 +146,8 @@ def run_attack(
     hyper = {**hyper, "seed": derive_seed(seed, "attack", *key)}
     if max_batch is not None:
         hyper["max_batch"] = max_batch
-    instance = create_attack(attack, model, **hyper)
+    target = model if protocol is None else protocol.attacked(model)
+    instance = create_attack(attack, target, **hyper)
     norm, eps, threat = canonical_norm(hyper["norm"]), parse_eps(hyper["eps"]), instance.threat
     if threat is None or threat.norm != norm or not math.isclose(threat.eps, eps, rel_tol=1e-9):
         raise AttackContractError(
@@ -155,11 +156,10 @@ def run_attack(
         )
     instance.on_step = on_step
     seen: list[int] = []  # images per model call while the attack runs
-    hook = model.register_forward_pre_hook(lambda _m, args: seen.append(len(args[0])))
+    hook = target.register_forward_pre_hook(lambda _m, args: seen.append(len(args[0])))
     flags = [m.training for m in model.modules()]
     try:
-        with protocol.attack_context(model) if protocol is not None else contextlib.nullcontext():
-            x_adv = instance(x, y)
+        x_adv = instance(x, y)
     finally:
         hook.remove()
     preds = draw_predictions(model, x_adv, draws, max_batch) if draws and len(x) else None

@@ -2,10 +2,10 @@
 
 - ``full`` (the default): every attack queries exactly the function that is evaluated -- all L
   views, fresh randomness on every query, gradients averaged over E draws (EOT).
-- ``paper``: the authors' protocol -- attacks query the centre view only (``model.num_views = 1``
-  while the attack runs) and use one gradient sample per step (EOT only in the named EOT-PGD
-  entry); accuracy is then counted with all L views. It attacks a surrogate, and exists to show
-  what the paper's numbers measure.
+- ``paper``: the authors' protocol -- attacks query the centre view only
+  (:class:`~ciiv.models.CentreView` of the model) and use one gradient sample per step (EOT only
+  in the named EOT-PGD entry); accuracy is then counted with all L views. It attacks a surrogate,
+  and exists to show what the paper's numbers measure.
 
 For a model without views (anything but CiiV) there is no centre view to attack, so ``paper``
 runs exactly as ``full`` (:meth:`Protocol.effective`) and the summary says so.
@@ -13,11 +13,11 @@ runs exactly as ``full`` (:meth:`Protocol.effective`) and the summary says so.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from torch import nn
+
+from ciiv.models.views import CentreView, MultiView
 
 __all__ = ["PROTOCOLS", "Protocol", "get_protocol"]
 
@@ -29,7 +29,7 @@ class Protocol:
     Attributes:
         name: "full" or "paper".
         description: one line for the summary.
-        centre_view_only: attacks query ``num_views = 1`` on models that have views.
+        centre_view_only: attacks query :class:`~ciiv.models.CentreView` of a model with views.
         eot_by_default: entries with ``eot="protocol"`` get E (True) or 1 (False).
     """
 
@@ -59,17 +59,12 @@ class Protocol:
             return "the adaptive loss needs several views; the paper protocol attacks one"
         return None
 
-    @contextlib.contextmanager
-    def attack_context(self, model: nn.Module) -> Iterator[None]:
-        """While the block runs, the model is the function this protocol's attacks query."""
-        if not (self.centre_view_only and hasattr(model, "num_views")):
-            yield
-            return
-        previous, model.num_views = model.num_views, 1
-        try:
-            yield
-        finally:
-            model.num_views = previous
+    def attacked(self, model: nn.Module) -> nn.Module:
+        """The function this protocol's attacks query: :class:`~ciiv.models.CentreView` of a
+        model with views under ``paper``, else the model itself (never changed)."""
+        if self.centre_view_only and isinstance(model, MultiView):
+            return CentreView(model)
+        return model
 
     def note(self, traits) -> str:
         """What the protocol meant for this model, for the summary."""
@@ -96,7 +91,7 @@ PROTOCOLS: dict[str, Protocol] = {
         Protocol(
             name="paper",
             description=(
-                "the authors' protocol: attacks query the centre view only (num_views = 1), one "
+                "the authors' protocol: attacks query the centre view only (CentreView), one "
                 "gradient sample per step except EOT-PGD; accuracy counted with all views"
             ),
             centre_view_only=True,

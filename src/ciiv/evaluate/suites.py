@@ -359,7 +359,7 @@ class ModelTraits:
 
     Attributes:
         stochastic: its prediction is random (declared ``stochastic`` or detected empirically).
-        views: it is a CiiV-style model (``num_views``, ``forward_views`` and ``bpda``).
+        views: it has views (:class:`~ciiv.models.MultiView`, as CiiV has).
     """
 
     stochastic: bool

@@ -5,16 +5,21 @@ from .classifier import CiiVClassifier, Classifier, ViewOutput, check_images, pr
 from .external import ModelLoadError, load_user_model
 from .registry import Backbone, create_model, list_models, register_model
 from .smoothing import SmoothedClassifier
+from .views import CentreView, MultiView, SupportsBPDA, SupportsIndependentDraws
 
 __all__ = [
     "MODEL_KINDS",
     "Backbone",
+    "CentreView",
     "CiiVClassifier",
     "Classifier",
     "ModelConfig",
     "ModelKind",
     "ModelLoadError",
+    "MultiView",
     "SmoothedClassifier",
+    "SupportsBPDA",
+    "SupportsIndependentDraws",
     "ViewOutput",
     "build_model",
     "check_images",

@@ -84,8 +84,9 @@ class CiiVClassifier(_Normalised):
     call draws fresh noise and masks, unless inside ``fixed_randomness``.
 
     Attributes:
-        num_views: views used by ``forward`` (default: all of the sampler's). Setting it to 1 gives
-            the centre view only, the function the paper's evaluation protocol attacks.
+        num_views: views used by ``forward`` (default: all of the sampler's). The centre view
+            alone, the function the paper's evaluation protocol attacks, is
+            :class:`~ciiv.models.CentreView` of the model (which leaves this unchanged).
     """
 
     stochastic = True

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ciiv._checks import positive_int
 from ciiv.deps import check_available
 
 __all__ = [
@@ -47,8 +48,8 @@ class Backbone(nn.Module):
 
     def __init__(self, features: nn.Module, num_features: int, num_classes: int) -> None:
         super().__init__()
-        _check_positive_int("num_features", num_features)
-        _check_positive_int("num_classes", num_classes)
+        positive_int("num_features", num_features)
+        positive_int("num_classes", num_classes)
         self.num_features = num_features
         self.num_classes = num_classes
         self.features = features
@@ -160,8 +161,8 @@ def create_model(
     Raises:
         ValueError: unknown name (the message lists the valid ones) or bad sizes.
     """
-    _check_positive_int("num_classes", num_classes)
-    _check_positive_int("in_channels", in_channels)
+    positive_int("num_classes", num_classes)
+    positive_int("in_channels", in_channels)
     prefix, sep, rest = name.partition(":")
     if sep:
         if prefix not in _PREFIXES:
@@ -193,9 +194,3 @@ def unknown_name_message(kind: str, name: str, valid: list[str], listing: str | 
 def _unknown_model_message(name: str) -> str:
     prefixes = ", ".join(f"'{p}:<name>' ({_PREFIXES[p].hint})" for p in sorted(_PREFIXES))
     return unknown_name_message("model", name, list(_MODELS)) + f"; or a prefixed name: {prefixes}"
-
-
-def _check_positive_int(what: str, value: object) -> None:
-    # bool is an int subclass; num_classes=True is a bug, not 1.
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")

@@ -12,7 +12,10 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ciiv._checks import positive_int
+
 from .classifier import Classifier
+from .views import SupportsIndependentDraws
 
 __all__ = ["SmoothedClassifier"]
 
@@ -42,13 +45,10 @@ class SmoothedClassifier(nn.Module):
         super().__init__()
         if not (isinstance(sigma, int | float) and sigma > 0 and math.isfinite(sigma)):
             raise ValueError(f"sigma must be a positive number, got {sigma!r}")
-        for name, value in (("n_draws", n_draws), ("n_votes", n_votes)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.base = base
         self.sigma = float(sigma)
-        self.n_draws = n_draws
-        self.n_votes = n_votes
+        self.n_draws = positive_int("n_draws", n_draws)
+        self.n_votes = positive_int("n_votes", n_votes)
 
     @property
     def independent_rows(self) -> bool | None:
@@ -66,8 +66,9 @@ class SmoothedClassifier(nn.Module):
     def independent_draws(self) -> contextlib.AbstractContextManager:
         """The base's ``independent_draws()`` when it has one (stacked draws of a CiiV base get
         their own masks), else a no-op context."""
-        hook = getattr(self.base, "independent_draws", None)
-        return hook() if callable(hook) else contextlib.nullcontext()
+        if isinstance(self.base, SupportsIndependentDraws):
+            return self.base.independent_draws()
+        return contextlib.nullcontext()
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}, n_draws={self.n_draws}, n_votes={self.n_votes}"

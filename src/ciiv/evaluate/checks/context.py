@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ciiv.attacks import RowVerdict, assume_rows, get_threat_model, known_rows, measure_rows
-from ciiv.models import predict
+from ciiv.models import SupportsBPDA, predict
 from ciiv.sampling import BPDA_SURROGATES
 
 from ..engine import derive_seed, draw_predictions, run_attack, seeded
@@ -170,7 +170,7 @@ class _FixedWithBPDA(_Fixed):
 def fixed_randomness(model: nn.Module, seed: int) -> nn.Module:
     """``model`` with its randomness fixed to ``seed`` (see :class:`_Fixed`); a new module that
     shares the model's parameters, with ``bpda`` only if the model has it."""
-    cls = _FixedWithBPDA if callable(getattr(model, "bpda", None)) else _Fixed
+    cls = _FixedWithBPDA if isinstance(model, SupportsBPDA) else _Fixed
     return cls(model, seed)
 
 
@@ -285,7 +285,7 @@ class AuditContext:
     @property
     def surrogates(self) -> tuple[str, ...]:
         """BPDA backwards the model offers (``model.bpda``), else ()."""
-        return BPDA_SURROGATES if callable(getattr(self.model, "bpda", None)) else ()
+        return BPDA_SURROGATES if isinstance(self.model, SupportsBPDA) else ()
 
     def stability(self, surrogate: str | None = None) -> Stability:
         """EOT stability of the true gradient (None) or a BPDA one, on the gradient points."""

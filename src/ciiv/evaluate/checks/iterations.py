@@ -3,6 +3,8 @@ a single-step attack never beats a multi-step one (within the sampling error).""
 
 from __future__ import annotations
 
+from ciiv.sampling import EXACT
+
 from .base import CheckResult, register_check
 from .context import AttackRun, AuditContext
 
@@ -25,7 +27,7 @@ def iteration_monotonicity(ctx: AuditContext) -> CheckResult:
     pairs.append((main, restarted))
     numbers: dict = {
         "eot": ctx.eot(surrogate),
-        "backward": surrogate or "exact",
+        "backward": surrogate or EXACT,
         "accuracy": {r.label: round(r.accuracy, 4) for r in [fgsm, *by_steps, main, restarted]},
     }
     violations = []

@@ -6,6 +6,7 @@ the model repeatable?"""
 from __future__ import annotations
 
 from ciiv.attacks import declared_rows
+from ciiv.sampling import EXACT
 
 from .base import CheckResult, Status, register_check
 from .base import sentence as _sentence
@@ -102,11 +103,11 @@ def randomness(ctx: AuditContext) -> CheckResult:
     t = s.cosine_threshold
     options = [None, *ctx.surrogates]
     for surrogate in options:
-        numbers[surrogate or "exact"] = ctx.stability(surrogate).to_numbers(t)
+        numbers[surrogate or EXACT] = ctx.stability(surrogate).to_numbers(t)
     best = ctx.best_surrogate
     needed = ctx.stability(best).needed(t)
-    numbers["best_gradient"] = best or "exact"
-    numbers["eot_used_by_audit"] = {s_ or "exact": ctx.eot(s_) for s_ in options}
+    numbers["best_gradient"] = best or EXACT
+    numbers["eot_used_by_audit"] = {s_ or EXACT: ctx.eot(s_) for s_ in options}
     if needed is None:
         extra = ctx.stability(best).extrapolated(t)
         guess = f"about {extra:.0f}" if extra is not None else "an unknown number of"

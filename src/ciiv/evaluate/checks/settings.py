@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ciiv._checks import positive_int
 from ciiv._mapping import build_dataclass, check_keys
 
 __all__ = ["AuditSettings", "audit_settings"]
@@ -111,9 +112,7 @@ class AuditSettings:
                 raise ValueError(f"{name} must be a non-empty ascending tuple of positive values")
             object.__setattr__(self, name, values)
         for name in _POSITIVE_INTS:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            positive_int(name, getattr(self, name))
         if not 0 < self.cosine_threshold < 1:
             raise ValueError(f"cosine_threshold must be in (0, 1), got {self.cosine_threshold}")
 

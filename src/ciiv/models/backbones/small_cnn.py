@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ciiv._checks import positive_int
 from ciiv.models.backbones.layers import conv3x3, init_weights
 from ciiv.models.registry import Backbone, register_model
 
@@ -18,8 +19,7 @@ from ciiv.models.registry import Backbone, register_model
 @register_model("small_cnn")
 def small_cnn(num_classes: int, in_channels: int, width: int = 32) -> Backbone:
     """Small CNN of base ``width`` channels; D = 4 * width (128 by default)."""
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ValueError(f"width must be a positive integer, got {width!r}")
+    positive_int("width", width)
     features = nn.Sequential(
         conv3x3(in_channels, width, stride=2),
         nn.BatchNorm2d(width),

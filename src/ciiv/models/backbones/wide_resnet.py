@@ -13,6 +13,7 @@ from collections import OrderedDict
 
 from torch import nn
 
+from ciiv._checks import positive_int
 from ciiv.models.backbones.layers import conv3x3, init_weights
 from ciiv.models.backbones.preact_resnet import PreActBlock, make_stage
 from ciiv.models.registry import Backbone, register_model
@@ -28,8 +29,7 @@ def wide_resnet(
     """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
         raise ValueError(f"depth must be 6n + 4 with n >= 1 (e.g. 10, 16, 28, 34), got {depth!r}")
-    if isinstance(widen_factor, bool) or not isinstance(widen_factor, int) or widen_factor < 1:
-        raise ValueError(f"widen_factor must be a positive integer, got {widen_factor!r}")
+    positive_int("widen_factor", widen_factor)
     units = (depth - 4) // 6
     layers: OrderedDict[str, nn.Module] = OrderedDict(stem=conv3x3(in_channels, 16))
     width = 16

@@ -1,0 +1,118 @@
+"""What attacks and the evaluation may rely on in a model, stated once, and the paper's surrogate.
+
+The interfaces are structural (``typing.Protocol``): a model offers them by having the members,
+without inheriting from anything, and ``isinstance(model, MultiView)`` (or one of the two smaller
+interfaces) is the one test that code uses in place of probing attributes one by one.
+
+- :class:`SupportsBPDA`: ``model.bpda(surrogate)``, a context manager inside which a
+  non-differentiable layer back-propagates through a BPDA substitute (one of
+  :data:`~ciiv.sampling.BPDA_SURROGATES`); the forward value is unchanged.
+- :class:`SupportsIndependentDraws`: ``model.independent_draws()``, a context manager inside which
+  every row of a call draws its own randomness (see :mod:`ciiv.attacks.draws`).
+- :class:`MultiView`: a model with views, like :class:`~ciiv.models.CiiVClassifier`: BPDA, plus
+  ``num_views`` (the views ``forward`` uses), ``forward_views(x, num_views=None, generator=None)``
+  (a :class:`~ciiv.models.ViewOutput`: per-view logits [L, B, K], features [L, B, D], z [L] or
+  [L, B]) and ``combine(logits, z)``, the prediction from the per-view outputs: ``model(x)`` is
+  ``model.combine(out.logits, out.z)`` of one draw ``out = model.forward_views(x)``. The
+  adaptive loss, the BPDA suite entries and the paper protocol need it; the suites skip their
+  entries for other models.
+
+:class:`CentreView` is the function the authors' evaluation attacks: the model with its centre view
+only (view 0 of the sampler), a wrapper that leaves the model itself untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from .classifier import ViewOutput
+
+__all__ = ["CentreView", "MultiView", "SupportsBPDA", "SupportsIndependentDraws"]
+
+
+@runtime_checkable
+class SupportsBPDA(Protocol):
+    """A model with a BPDA backward: ``with model.bpda("identity"): ...``."""
+
+    def bpda(self, surrogate: str) -> contextlib.AbstractContextManager: ...
+
+
+@runtime_checkable
+class SupportsIndependentDraws(Protocol):
+    """A model that can make every row of a call draw its own randomness (for stacked draws)."""
+
+    def independent_draws(self) -> contextlib.AbstractContextManager: ...
+
+
+@runtime_checkable
+class MultiView(SupportsBPDA, Protocol):
+    """A model with views (module doc): BPDA, ``num_views``, ``forward_views`` and ``combine``."""
+
+    num_views: int
+
+    def forward_views(
+        self, x: Tensor, num_views: int | None = None, generator: torch.Generator | None = None
+    ) -> ViewOutput: ...
+
+    def combine(self, logits: Tensor, z: Tensor) -> Tensor: ...
+
+
+class CentreView(nn.Module):
+    """``model`` seen through its centre view only: the surrogate the paper's protocol attacks.
+
+    ``forward(x)`` is the model's prediction rule on the one view, ``model.combine`` of
+    ``model.forward_views(x, num_views=1)`` (logits_0 / z_0 for CiiV), with fresh randomness on
+    every call as the model draws it. It shares the model's parameters and modes and never
+    changes the model, so accuracy can be counted on the model with all its views while attacks
+    query this wrapper. BPDA, independent draws and the model's declarations (``stochastic``,
+    ``independent_rows``) pass through.
+
+    Args:
+        model: a :class:`MultiView` model, pixels x in [0, 1] [B, C, H, W] -> logits [B, K].
+    """
+
+    num_views = 1
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(model, MultiView):
+            raise TypeError(
+                f"CentreView needs a model with views (num_views, forward_views, combine, bpda: "
+                f"ciiv.models.MultiView); {type(model).__name__} has none"
+            )
+        self.model = model
+
+    @property
+    def stochastic(self) -> bool | None:
+        return getattr(self.model, "stochastic", None)
+
+    @property
+    def independent_rows(self) -> bool | None:
+        return getattr(self.model, "independent_rows", None)
+
+    def forward_views(
+        self, x: Tensor, num_views: int | None = None, generator: torch.Generator | None = None
+    ) -> ViewOutput:
+        """The centre view's outputs (L = 1); ``num_views`` may only be None or 1."""
+        if num_views not in (None, 1):
+            raise ValueError(f"CentreView has one view, got num_views={num_views}")
+        return self.model.forward_views(x, 1, generator)
+
+    def combine(self, logits: Tensor, z: Tensor) -> Tensor:
+        return self.model.combine(logits, z)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.forward_views(x)
+        return self.combine(out.logits, out.z)
+
+    def bpda(self, surrogate: str) -> contextlib.AbstractContextManager:
+        return self.model.bpda(surrogate)
+
+    def independent_draws(self) -> contextlib.AbstractContextManager:
+        if isinstance(self.model, SupportsIndependentDraws):
+            return self.model.independent_draws()
+        return contextlib.nullcontext()
