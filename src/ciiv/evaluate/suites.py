@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import yaml
 
+from ciiv._checks import positive_int
 from ciiv._mapping import build_dataclass, check_keys
 from ciiv.attacks.registry import check_attack_arguments
 from ciiv.attacks.threat import default_budget, parse_eps
@@ -316,10 +317,6 @@ def load_suite_file(path: str | Path) -> Suite:
     return suite
 
 
-def _is_suite_file(name: str | Path) -> bool:
-    return isinstance(name, Path) or str(name).lower().endswith(SUITE_FILE_SUFFIXES)
-
-
 _SUITES: dict[str, Suite] = {}
 
 
@@ -345,7 +342,7 @@ def get_suite(suite: str | Path | Suite | Mapping[str, Any]) -> Suite:
         return Suite.from_dict(suite)
     if suite in _SUITES:
         return _SUITES[suite]
-    if _is_suite_file(suite):
+    if isinstance(suite, Path) or str(suite).lower().endswith(SUITE_FILE_SUFFIXES):
         return load_suite_file(suite)
     raise ValueError(
         f"unknown suite {suite!r}; valid: {', '.join(list_suites())}, or a YAML file "
@@ -450,8 +447,7 @@ def resolve_suite(
         (attacks in run order, {skipped entry name: reason}, the budget used).
     """
     proto = get_protocol(protocol).effective(traits)
-    if not isinstance(eot, int) or isinstance(eot, bool) or eot < 1:
-        raise ValueError(f"eot must be an int >= 1, got {eot!r}")
+    positive_int("eot", eot)
     budget = suite.eps_for(dataset) if eps is None else parse_eps(eps)
     resolved: list[ResolvedAttack] = []
     skipped: dict[str, str] = {}
@@ -528,24 +524,21 @@ _FGSM = AttackEntry(name="fgsm", attack="fgsm", eot="protocol")
 _AUTOATTACK = AttackEntry(
     name="autoattack", attack="autoattack", eot="protocol", eot_hyper={"version": "rand"}
 )
-_NOISE = {
-    "gaussian": AttackEntry(
-        name="noise-gaussian",
-        attack="gaussian_noise",
+_NOISE = tuple(
+    AttackEntry(
+        name=f"noise-{kind}",
+        attack=f"{kind}_noise",
         hyper={"sigma": 0.1},
         eps="16/255",
         norm="Linf",
         worst_case=False,
-    ),
-    "uniform": AttackEntry(
-        name="noise-uniform",
-        attack="uniform_noise",
-        hyper={"sigma": 0.1},
-        eps="16/255",
-        norm="Linf",
-        worst_case=False,
-    ),
-}
+    )
+    for kind in ("gaussian", "uniform")
+)
+_SPSA = AttackEntry(
+    name="spsa", attack="spsa", hyper={"delta": 0.1, "nb_sample": 16, "steps": 20, "lr": 0.1}
+)
+_RANDOM_SEARCH = AttackEntry(name="random-search", attack="random_search", hyper={"draws": 100})
 _TARGETED = tuple(
     _pgd(f"pgd-20-targeted-{target.replace('_', '-')}", 20, targeted=target)
     for target in ("random", "most_likely", "least_likely")
@@ -611,13 +604,9 @@ register_suite(
             _pgd("pgd-50-adaptive", 50, fraction=0.1, bpda="identity", loss="adaptive"),
             _pgd("pgd-100-bpda-identity", 100, fraction=0.1, bpda="identity"),
             _pgd("pgd-20-targeted-most-likely", 20, bpda="identity", targeted="most_likely"),
-            AttackEntry(
-                name="spsa",
-                attack="spsa",
-                hyper={"delta": 0.1, "nb_sample": 16, "steps": 20, "lr": 0.1},
-            ),
+            _SPSA,
             AttackEntry(name="square", attack="square", hyper={"n_queries": 1000}),
-            AttackEntry(name="random-search", attack="random_search", hyper={"draws": 100}),
+            _RANDOM_SEARCH,
         ),
     )
 )
@@ -636,18 +625,11 @@ def _paper_suite(name: str, dataset: str, linf: float | str, l2: float | str, fg
         entries=(
             _FGSM,
             _pgd("pgd-20", 20),
-            AttackEntry(
-                name="eot-pgd-20",
-                attack="pgd",
-                hyper={"steps": 20, "random_start": True},
-                step_fraction=0.25,
-                eot="E",
-                requires=("stochastic",),
-            ),
+            dataclasses.replace(_pgd("eot-pgd-20", 20), eot="E", requires=("stochastic",)),
             _pgd("bpda-pgd-20", 20, bpda="identity"),
             _pgd("adaptive-pgd-20", 20, bpda="identity", loss="adaptive"),
             *_TARGETED,
-            AttackEntry(name="random-search", attack="random_search", hyper={"draws": 100}),
+            _RANDOM_SEARCH,
             _AUTOATTACK,
             Sweep(name="fgsm", base=dataclasses.replace(_FGSM, name="fgsm"), eps=fgsm_eps),
             Sweep(name="pgd", base=_pgd("pgd", 20), steps=(10, 20, 50, 100, 200)),
@@ -656,15 +638,8 @@ def _paper_suite(name: str, dataset: str, linf: float | str, l2: float | str, fg
             dataclasses.replace(
                 _AUTOATTACK, name="autoattack-l2", eps=l2, norm="L2", worst_case=False
             ),
-            AttackEntry(
-                name="spsa",
-                attack="spsa",
-                hyper={"delta": 0.1, "nb_sample": 16, "steps": 20, "lr": 0.1},
-                eps=spsa_eps,
-                worst_case=False,
-            ),
-            _NOISE["gaussian"],
-            _NOISE["uniform"],
+            dataclasses.replace(_SPSA, eps=spsa_eps, worst_case=False),
+            *_NOISE,
         ),
     )
 
