@@ -1,25 +1,17 @@
 """Result files of an evaluation directory, written so that an interrupted run can resume.
 
-Layout of ``out_dir``:
-- ``config.json``: everything that determines the results (for an evaluation the resolved
-  :class:`~ciiv.evaluate.settings.EvalSettings`, the resolved attacks, a digest of the examples).
-  A resumed run must match it.
-- ``examples.jsonl``: one row per example (appended batch by batch, flushed and fsynced).
-- ``batches.jsonl``: one record per finished batch (forward passes and time per attack), written
-  *after* that batch's rows. A batch counts as done only when its record is there, so rows of a
-  batch cut short are dropped on resume.
-- ``shards/rank<r>/``: the same two files per rank of a multi-process run, merged by rank 0.
-- ``summary.json``: the aggregate (written last, atomically).
-
-:class:`Batches` is the loop that reads and writes them, for evaluation and certification alike::
+``config.json`` (what determines the results; a resumed run must match it), ``examples.jsonl``
+(one row per example) and ``batches.jsonl`` (one record per finished batch, written *after* its
+rows: a batch counts as done only when its record is there), ``shards/rank<r>/`` (the same two
+files per rank, merged by rank 0) and ``summary.json`` (written last, atomically); see
+docs/evaluation.md, "Files". :class:`Batches` is the loop that reads and writes them::
 
     batches = Batches(out, config, "an evaluation", n, batch_size, ctx, overwrite=overwrite)
     batches.run(compute)  # compute(batch, lo, hi) -> (rows, record) of examples lo..hi-1
     summary, rows = batches.finish(summarise)  # summarise(rows, records) -> summary, on rank 0
 
-Rank r of a torch.distributed group takes the batches b with b mod world = r. Batch b always holds
-the same examples and the caller derives its randomness from (seed, b), so batches done by any
-earlier process, with any number of ranks, are reused.
+Rank r takes the batches b with b mod world = r; batch b always holds the same examples and the
+caller derives its randomness from (seed, b), so finished batches are reused by any later run.
 """
 
 from __future__ import annotations
@@ -52,13 +44,8 @@ __all__ = [
     "write_merged",
 ]
 
-EXAMPLES, BATCHES, CONFIG, SUMMARY, SHARDS = (
-    "examples.jsonl",
-    "batches.jsonl",
-    "config.json",
-    "summary.json",
-    "shards",
-)
+EXAMPLES, BATCHES, CONFIG = "examples.jsonl", "batches.jsonl", "config.json"
+SUMMARY, SHARDS = "summary.json", "shards"
 
 
 def create_dir(out: Path) -> None:
@@ -146,15 +133,10 @@ def _complete(directory: Path) -> tuple[dict[int, list[dict]], dict[int, dict]]:
 def load_done(out_dir: Path) -> tuple[dict[int, list[dict]], dict[int, dict]]:
     """Finished batches found in ``out_dir`` and its shards: (rows by batch, record by batch)."""
     out_dir = Path(out_dir)
-    shards = out_dir / SHARDS
-    directories = (
-        [out_dir, *sorted(p for p in shards.iterdir() if p.is_dir())]
-        if (shards.exists())
-        else [out_dir]
-    )
+    shards = sorted(p for p in (out_dir / SHARDS).glob("*") if p.is_dir())
     rows: dict[int, list[dict]] = {}
     records: dict[int, dict] = {}
-    for directory in directories:
+    for directory in [out_dir, *shards]:
         dir_rows, dir_records = _complete(directory)
         for batch, record in dir_records.items():
             if batch not in records:
@@ -192,11 +174,8 @@ class BatchWriter:
 def write_merged(out_dir: Path, rows: list[dict], records: list[dict]) -> None:
     """Final ``examples.jsonl`` / ``batches.jsonl`` in ``out_dir`` (sorted), shards removed."""
     out_dir = Path(out_dir)
-    for name, items in (
-        (EXAMPLES, sorted(rows, key=lambda r: r["position"])),
-        (BATCHES, sorted(records, key=lambda r: r["batch"])),
-    ):
-        write_jsonl_atomic(out_dir / name, items)
+    write_jsonl_atomic(out_dir / EXAMPLES, sorted(rows, key=lambda r: r["position"]))
+    write_jsonl_atomic(out_dir / BATCHES, sorted(records, key=lambda r: r["batch"]))
     shutil.rmtree(out_dir / SHARDS, ignore_errors=True)
 
 

@@ -1,23 +1,13 @@
 """Attack suites: named, data-only presets of the attacks an evaluation runs (SPEC section 6).
 
 A :class:`Suite` has a threat model (norm and a per-dataset budget eps) and an ordered list of
-entries. Each :class:`AttackEntry` names an attack of the :mod:`ciiv.attacks` registry and its
-hyper-parameters; a :class:`Sweep` expands into one entry per eps and/or step count.
-
-Two roles (see docs/evaluation.md):
-- ``worst_case=True`` entries form the worst-case chain: they run in suite order, each on the
-  points that are still standing, and the robust accuracy is the per-example worst case over
-  them. They must use the suite's norm and an eps no larger than its budget.
-- ``worst_case=False`` entries (sweeps, other norms, larger budgets, noise) are standalone: each
-  attacks every example classified correctly on clean input, and is reported on its own. A
-  standalone entry inside the threat model (same norm, eps within the budget, e.g. the 8/255 point
-  of an eps sweep) also counts for the worst case: a point it breaks is not robust.
-
-Suites are plain data: :meth:`Suite.from_dict` reads a YAML-like mapping (unknown keys are
-rejected), :meth:`Suite.to_dict` writes one, :func:`load_suite_file` reads one from a YAML file
-(wherever a suite name is accepted, a path to such a file is too), and :func:`resolve_suite` turns
-a suite into the concrete :class:`ResolvedAttack` list for one dataset, protocol, EOT count and
-model.
+:class:`AttackEntry` (an attack of the :mod:`ciiv.attacks` registry and its hyper-parameters) and
+:class:`Sweep` (one standalone entry per eps and/or step count). ``worst_case=True`` entries form
+the worst-case chain (run in order on the points still standing; suite norm, eps within the
+budget); the others are standalone, and count for the worst case too when inside the threat model
+(docs/evaluation.md, "Worst case and per-attack numbers"). Suites read and write YAML-like
+mappings (unknown keys rejected; a suite file works wherever a name does), and
+:func:`resolve_suite` makes one concrete for a dataset, protocol, EOT count and model.
 """
 
 from __future__ import annotations

@@ -232,12 +232,7 @@ class AuditContext:
     def stochastic(self) -> bool:
         """Whether the same input gives different logits (measured, whatever the model says)."""
 
-        def measure() -> bool:
-            logits = self.logit_draws.float()
-            spread = (logits - logits[0]).abs().amax().item()
-            return spread > _RANDOM_RTOL * (1.0 + logits.abs().amax().item())
-
-        return self.memo("stochastic", measure)
+        return self.memo("stochastic", lambda: _differ(self.logit_draws, self.logit_draws[0]))
 
     @property
     def rows(self) -> RowVerdict:
@@ -276,9 +271,8 @@ class AuditContext:
             outs = []
             for _ in range(2):
                 with seeded(self.settings.seed + 1, x.device):
-                    outs.append(self.logits(x).float())
-            spread = (outs[0] - outs[1]).abs().amax().item()
-            return spread <= _RANDOM_RTOL * (1.0 + outs[0].abs().amax().item())
+                    outs.append(self.logits(x))
+            return not _differ(outs[0], outs[1])
 
         return self.memo("reproducible", measure)
 
@@ -459,6 +453,12 @@ class AuditContext:
         runs += [self.pgd(max(s.step_grid), surrogate=best)]
         runs += [self.pgd(restarts=s.restarts, surrogate=best)]
         return list({id(run): run for run in runs}.values())  # each run once
+
+
+def _differ(a: Tensor, b: Tensor) -> bool:
+    """Whether logits a and b differ by more than float noise (see ``_RANDOM_RTOL``)."""
+    a, b = a.float(), b.float()
+    return (a - b).abs().amax().item() > _RANDOM_RTOL * (1.0 + a.abs().amax().item())
 
 
 def _frozen(hyper: Mapping[str, Any]) -> tuple:
