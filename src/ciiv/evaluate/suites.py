@@ -535,17 +535,45 @@ _TARGETED = tuple(
 )
 
 
-register_suite(
+def _paper_suite(name: str, dataset: str, linf: float | str, l2: float | str, fgsm_eps, spsa_eps):
+    """The attack list of the authors' code (SPEC section 6) at one dataset's budgets."""
+    l2_standalone = {"eps": l2, "norm": "L2", "worst_case": False}
+    return Suite(
+        name=name,
+        description=(
+            f"the paper's attacks at {dataset} budgets: FGSM and PGD-step sweeps, EOT/BPDA/"
+            "adaptive PGD, targeted PGD, SPSA, AutoAttack Linf and L2, C&W, noise, random search"
+        ),
+        norm="Linf",
+        budget={"default": linf},
+        entries=(
+            _FGSM,
+            _pgd("pgd-20", 20),
+            dataclasses.replace(_pgd("eot-pgd-20", 20), eot="E", requires=("stochastic",)),
+            _pgd("bpda-pgd-20", 20, bpda="identity"),
+            _pgd("adaptive-pgd-20", 20, bpda="identity", loss="adaptive"),
+            *_TARGETED,
+            _RANDOM_SEARCH,
+            _AUTOATTACK,
+            Sweep(name="fgsm", base=_FGSM, eps=fgsm_eps),
+            Sweep(name="pgd", base=_pgd("pgd", 20), steps=(10, 20, 50, 100, 200)),
+            dataclasses.replace(_pgd("pgd-l2-20", 20), **l2_standalone),
+            AttackEntry(name="cw-l2", attack="cw", **l2_standalone),
+            dataclasses.replace(_AUTOATTACK, name="autoattack-l2", **l2_standalone),
+            dataclasses.replace(_SPSA, eps=spsa_eps, worst_case=False),
+            *_NOISE,
+        ),
+    )
+
+
+for _suite in (
     Suite(
         name="quick",
         description="smoke test: FGSM, PGD-10 and (CiiV) BPDA-PGD-10 at the Linf budget",
         norm="Linf",
         budget=_LINF_BUDGET,
         entries=(_FGSM, _pgd("pgd-10", 10), _pgd("pgd-10-bpda", 10, bpda="identity")),
-    )
-)
-
-register_suite(
+    ),
     Suite(
         name="standard-linf",
         description="Linf worst case: FGSM, PGD-20, BPDA and adaptive PGD, PGD-100, AutoAttack",
@@ -560,10 +588,7 @@ register_suite(
             _pgd("pgd-100", 100, fraction=0.1),
             _AUTOATTACK,
         ),
-    )
-)
-
-register_suite(
+    ),
     Suite(
         name="standard-l2",
         description="L2 worst case: PGD-L2-20, BPDA-PGD-L2, C&W-L2, AutoAttack-L2",
@@ -575,10 +600,7 @@ register_suite(
             AttackEntry(name="cw-l2", attack="cw"),
             dataclasses.replace(_AUTOATTACK, name="autoattack-l2"),
         ),
-    )
-)
-
-register_suite(
+    ),
     Suite(
         name="ciiv-adaptive",
         description=(
@@ -598,43 +620,7 @@ register_suite(
             AttackEntry(name="square", attack="square", hyper={"n_queries": 1000}),
             _RANDOM_SEARCH,
         ),
-    )
-)
-
-
-def _paper_suite(name: str, dataset: str, linf: float | str, l2: float | str, fgsm_eps, spsa_eps):
-    """The attack list of the authors' code (SPEC section 6) at one dataset's budgets."""
-    return Suite(
-        name=name,
-        description=(
-            f"the paper's attacks at {dataset} budgets: FGSM and PGD-step sweeps, EOT/BPDA/"
-            "adaptive PGD, targeted PGD, SPSA, AutoAttack Linf and L2, C&W, noise, random search"
-        ),
-        norm="Linf",
-        budget={"default": linf},
-        entries=(
-            _FGSM,
-            _pgd("pgd-20", 20),
-            dataclasses.replace(_pgd("eot-pgd-20", 20), eot="E", requires=("stochastic",)),
-            _pgd("bpda-pgd-20", 20, bpda="identity"),
-            _pgd("adaptive-pgd-20", 20, bpda="identity", loss="adaptive"),
-            *_TARGETED,
-            _RANDOM_SEARCH,
-            _AUTOATTACK,
-            Sweep(name="fgsm", base=dataclasses.replace(_FGSM, name="fgsm"), eps=fgsm_eps),
-            Sweep(name="pgd", base=_pgd("pgd", 20), steps=(10, 20, 50, 100, 200)),
-            dataclasses.replace(_pgd("pgd-l2-20", 20), eps=l2, norm="L2", worst_case=False),
-            AttackEntry(name="cw-l2", attack="cw", eps=l2, norm="L2", worst_case=False),
-            dataclasses.replace(
-                _AUTOATTACK, name="autoattack-l2", eps=l2, norm="L2", worst_case=False
-            ),
-            dataclasses.replace(_SPSA, eps=spsa_eps, worst_case=False),
-            *_NOISE,
-        ),
-    )
-
-
-register_suite(
+    ),
     _paper_suite(
         "paper-cifar10",
         "CIFAR-10",
@@ -642,10 +628,7 @@ register_suite(
         l2="128/255",
         fgsm_eps=("8/255", "16/255", "32/255", "64/255", "96/255"),
         spsa_eps="16/255",
-    )
-)
-
-register_suite(
+    ),
     _paper_suite(
         "paper-mnist",
         "MNIST",
@@ -653,5 +636,6 @@ register_suite(
         l2=2.0,
         fgsm_eps=("32/255", "64/255", 0.2, 0.3),
         spsa_eps=0.3,
-    )
-)
+    ),
+):
+    register_suite(_suite)
