@@ -16,7 +16,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -141,15 +141,9 @@ class _Fixed(nn.Module):
         self.model = model
         self.seed = int(seed)
 
-    @contextlib.contextmanager
-    def _seeded(self, device: torch.device) -> Iterator[None]:
+    def _seeded(self, device: torch.device) -> contextlib.AbstractContextManager:
         own = getattr(self.model, "fixed_randomness", None)
-        if callable(own):
-            with own(self.seed):
-                yield
-            return
-        with seeded(self.seed, device):
-            yield
+        return own(self.seed) if callable(own) else seeded(self.seed, device)
 
     def forward(self, x: Tensor) -> Tensor:
         with self._seeded(x.device):
