@@ -1,13 +1,10 @@
 """The state the checks share: model, points, settings, cached measurements and attack runs.
 
 Checks ask the context for what they need (``ctx.clean_correct``, ``ctx.pgd(...)``,
-``ctx.memo(...)``); whatever one check computed, the next reuses. A cached value is keyed on what
-defines it (a measurement's parameters; an attack run's attack, target, draws and frozen
-hyper-parameters, never its display name) and computed under its own seed, derived from the
-audit's seed and that key: it is the same whichever check asks first, so a check run alone gives
-the verdict it gives in the full audit. Every attack run is kept with its evidence (adversarial
-points, per-draw correctness, forward passes, images the model actually saw, whether the model's
-modes were restored), which the bookkeeping check inspects at the end.
+``ctx.memo(...)``). A cached value is keyed on what defines it (never a display name) and
+computed under a seed derived from the audit's seed and that key, so a check run alone gives the
+verdict it gives in the full audit. Every attack run keeps its evidence (points, per-draw
+correctness, forward passes, images the model saw, modes restored) for the bookkeeping check.
 """
 
 from __future__ import annotations
