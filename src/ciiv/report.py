@@ -1,21 +1,11 @@
 """Evaluation summaries -> one markdown (or JSON) report and accuracy-vs-eps / -steps plots.
 
-Reads only ``summary.json`` files (written by :func:`ciiv.evaluate.evaluate_robustness` /
-``ciiv eval``); it never touches a model. A path may be a summary file, an evaluation directory
-(holding ``summary.json``) or a run directory (every ``eval/*/summary.json`` inside).
-
-Tables: one per dataset and suite (numbers from different datasets never share a table; the
-report says so when several are given), one row per (run, protocol), columns = dataset, run,
-method, clean accuracy, the worst-case chain (robust accuracy after each attack, cumulative as in
-AutoAttack's log), the worst case with its 95 % interval, then the standalone attacks. Plots,
-always: one PNG per table with grouped bars of accuracy per attack and run, the 95 % intervals as
-error bars, the chance level 1 / K as a line, one panel per protocol side by side; and one PNG per
-suite and sweep family, accuracy against eps or against the number of steps, one line per (run,
-protocol).
-
-Certifications (``RUN_DIR/certify/*/summary.json`` of ``ciiv certify``) add a section: the
-certified L2 accuracy per radius beside the empirical L2 robust accuracy of the same run, with a
-flag wherever the certified figure exceeds the empirical one beyond noise (that is a bug).
+Reads only ``summary.json`` files (of :func:`ciiv.evaluate.evaluate_robustness` / ``ciiv eval``),
+never a model: a path is a summary file, an evaluation directory or a run directory (every
+``eval/*/summary.json``). One table and one bar plot per dataset and suite (numbers of different
+datasets never share one), one line plot per sweep family; certifications of ``ciiv certify``
+add the certified L2 accuracy beside the empirical one, flagged where it exceeds it beyond noise
+(a bug). docs/evaluation.md ("Reports") describes every column and plot.
 """
 
 from __future__ import annotations
@@ -630,12 +620,12 @@ def _empirical_l2(summary: dict[str, Any]) -> list[tuple[float, float, float, st
         )
         points.append((threat["eps"], value, high, f"{name} worst case{how}"))
     for attack, detail in summary["attacks"].items():
-        if detail.get("norm") == "L2" and detail.get("role") == "standalone":
-            if detail.get("eps") is not None:
-                value, high, how = figure(
-                    detail["accuracy"], detail.get("ci95"), detail.get("per_draw")
-                )
-                points.append((detail["eps"], value, high, f"{name} {attack}{how}"))
+        standalone_l2 = detail.get("norm") == "L2" and detail.get("role") == "standalone"
+        if standalone_l2 and detail.get("eps") is not None:
+            value, high, how = figure(
+                detail["accuracy"], detail.get("ci95"), detail.get("per_draw")
+            )
+            points.append((detail["eps"], value, high, f"{name} {attack}{how}"))
     return points
 
 

@@ -62,6 +62,11 @@ the first batch this session computed (seconds left, extrapolated from that batc
 check of the default audit."""
 
 
+def _from_summary(key: str) -> property:
+    """A read-only attribute that is ``summary[key]``."""
+    return property(lambda self: self.summary[key], doc=f"``summary[{key!r}]``")
+
+
 class EvaluationResult:
     """What :func:`evaluate_robustness` returns: the summary, the rows and where they were written.
 
@@ -83,33 +88,13 @@ class EvaluationResult:
     def to_dict(self) -> dict[str, Any]:
         return dict(self.summary)
 
-    @property
-    def clean_accuracy(self) -> float:
-        return self.summary["clean_accuracy"]
-
-    @property
-    def robust_accuracy(self) -> float:
-        return self.summary["robust_accuracy"]
-
-    @property
-    def per_attack(self) -> dict[str, float]:
-        return self.summary["per_attack"]
-
-    @property
-    def protocol(self) -> str:
-        return self.summary["protocol"]
-
-    @property
-    def eot(self) -> int:
-        return self.summary["eot"]
-
-    @property
-    def n_examples(self) -> int:
-        return self.summary["n_examples"]
-
-    @property
-    def forward_passes(self) -> int:
-        return self.summary["forward_passes"]
+    clean_accuracy = _from_summary("clean_accuracy")
+    robust_accuracy = _from_summary("robust_accuracy")
+    per_attack = _from_summary("per_attack")
+    protocol = _from_summary("protocol")
+    eot = _from_summary("eot")
+    n_examples = _from_summary("n_examples")
+    forward_passes = _from_summary("forward_passes")
 
 
 def detect_traits(model: nn.Module, x: Tensor) -> ModelTraits:
@@ -404,6 +389,17 @@ def _batch(
 ) -> tuple[list[dict], dict]:
     """Rows and record of batch b: examples lo..hi-1 (see :func:`.engine.evaluate_batch`)."""
     settings, device = plan.settings, plan.device
+    on_attack = on_step = None
+    if progress:
+        names = [a.name for a in plan.attacks]
+
+        def on_attack(name: str) -> None:
+            info = {"batch": b, "name": name, "index": names.index(name), "attacks": len(names)}
+            progress("attack", info)
+
+        def on_step(name: str, step: int, steps: int) -> None:
+            progress("step", {"batch": b, "name": name, "step": step, "steps": steps})
+
     batch_rows, record = evaluate_batch(
         model,
         x[lo:hi].to(device),
@@ -416,25 +412,11 @@ def _batch(
         draws=settings.draws,
         seed=settings.seed,
         max_batch=settings.max_batch,
-        on_attack=(lambda name: progress("attack", _attack_info(b, name, plan.attacks)))
-        if progress
-        else None,
-        on_step=(
-            lambda name, step, steps: progress(
-                "step", {"batch": b, "name": name, "step": step, "steps": steps}
-            )
-        )
-        if progress
-        else None,
+        on_attack=on_attack,
+        on_step=on_step,
     )
     record["device"] = str(device)
     return batch_rows, record
-
-
-def _attack_info(batch: int, name: str, attacks: list) -> dict[str, Any]:
-    """The "attack" progress event's info."""
-    names = [a.name for a in attacks]
-    return {"batch": batch, "name": name, "index": names.index(name), "attacks": len(names)}
 
 
 def _audit_plan(model: nn.Module, plan: EvalPlan, budget: int) -> AuditPlan | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,8 +193,9 @@ def audit(
     def count(_module: nn.Module, args: tuple) -> None:
         seen[0] += len(args[0])
 
+    # The handle removes the hook when the block ends.
     hook = model.register_forward_pre_hook(count) if isinstance(model, nn.Module) else None
-    with seeded(settings.seed, x.device), preserve_mode(model), _removed(hook):
+    with seeded(settings.seed, x.device), preserve_mode(model), hook or contextlib.nullcontext():
         ctx = AuditContext(model, x, y, settings)
         for name in names:
             if progress:
@@ -239,16 +240,6 @@ def audit(
         elapsed_s=time.perf_counter() - started,
         forward_passes=seen[0],
     )
-
-
-@contextlib.contextmanager
-def _removed(hook) -> Iterator[None]:
-    """Remove a hook handle (None: nothing) when the block ends."""
-    try:
-        yield
-    finally:
-        if hook is not None:
-            hook.remove()
 
 
 def check_events(emit: Callable[[dict[str, Any]], None], checks: Sequence[str]) -> ProgressFn:

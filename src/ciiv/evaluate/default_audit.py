@@ -1,21 +1,10 @@
 """The audit that accompanies every evaluation of a random model, at most as costly as the suite.
 
-``evaluate_robustness`` (and so ``ciiv eval``) runs it by default when the model is random
-(``audit=True``; ``audit=False`` turns it off; deterministic models get none): the two checks
-that tell whether the evaluation's gradient attacks measure a random model at all,
-
-- ``randomness``: how much the logits vary, whether copies in one call are independent draws,
-  whether a seed makes the model repeatable, how many EOT draws a stable gradient needs, and
-  whether EOT PGD beats single-draw PGD;
-- ``gradient_health``: finite, non-zero gradients, and the true gradient against BPDA ones;
-
-with the quick preset made cheaper (:data:`DEFAULT_SETTINGS`). Its size is then chosen so that
-its forward passes (images through the model) stay at most the suite's: as many of the evaluated
-examples as :func:`forward_pass_bound` allows within the passes the suite actually used, up to
-``audit_examples``. A suite too small to afford even two audited examples still gets
-the smallest audit (two examples, a few hundred passes), since its randomness verdict is the
-point; the summary records the bound and the suite's passes. ``ciiv audit`` runs all checks with
-the full preset.
+``evaluate_robustness`` (and ``ciiv eval``) runs it by default on a random model: the
+``randomness`` and ``gradient_health`` checks, on the quick preset made cheaper
+(:data:`DEFAULT_SETTINGS`), on as many evaluated examples (up to ``audit_examples``, at least two)
+as keeps :func:`forward_pass_bound` within the forward passes the suite used; a deterministic
+model gets none. docs/evaluation.md ("The default audit and its cost") gives the bound.
 """
 
 from __future__ import annotations

@@ -254,20 +254,19 @@ def evaluate_batch(
             record["attacked"][spec.name] = idx.numel()
             record["forward_passes"][spec.name] = run.forward_passes
             record["elapsed"][spec.name] = time.perf_counter() - t0
-    rows = []
     clean_values = clean.T.tolist()
-    for i in range(x.shape[0]):
-        rows.append(
-            {
-                "index": indices[i],
-                "position": positions[i],
-                "batch": batch,
-                "label": labels[i],
-                "clean": _outcome(clean_values[i], labels[i]),
-                "attacks": {name: outcomes[name][i] for name in outcomes},
-                "robust": bool(standing[i]),
-                "broken_by": broken_by[i],
-            }
-        )
+    rows = [
+        {
+            "index": indices[i],
+            "position": positions[i],
+            "batch": batch,
+            "label": labels[i],
+            "clean": _outcome(clean_values[i], labels[i]),
+            "attacks": {name: outcomes[name][i] for name in outcomes},
+            "robust": bool(standing[i]),
+            "broken_by": broken_by[i],
+        }
+        for i in range(x.shape[0])
+    ]
     record["elapsed_s"] = time.perf_counter() - start
     return rows, record

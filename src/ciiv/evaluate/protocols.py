@@ -40,9 +40,7 @@ class Protocol:
 
     def eot(self, mode: str, e: int) -> int:
         """Gradient samples for an entry's ``eot`` mode: "protocol" or "E"."""
-        if mode == "E":
-            return e
-        return e if self.eot_by_default else 1
+        return e if mode == "E" or self.eot_by_default else 1
 
     def effective(self, traits) -> Protocol:
         """The protocol actually run for a model with ``traits``: ``full`` for a model without

@@ -1,25 +1,17 @@
 """Result files of an evaluation directory, written so that an interrupted run can resume.
 
-Layout of ``out_dir``:
-- ``config.json``: everything that determines the results (for an evaluation the resolved
-  :class:`~ciiv.evaluate.settings.EvalSettings`, the resolved attacks, a digest of the examples).
-  A resumed run must match it.
-- ``examples.jsonl``: one row per example (appended batch by batch, flushed and fsynced).
-- ``batches.jsonl``: one record per finished batch (forward passes and time per attack), written
-  *after* that batch's rows. A batch counts as done only when its record is there, so rows of a
-  batch cut short are dropped on resume.
-- ``shards/rank<r>/``: the same two files per rank of a multi-process run, merged by rank 0.
-- ``summary.json``: the aggregate (written last, atomically).
-
-:class:`Batches` is the loop that reads and writes them, for evaluation and certification alike::
+``config.json`` (what determines the results; a resumed run must match it), ``examples.jsonl``
+(one row per example) and ``batches.jsonl`` (one record per finished batch, written *after* its
+rows: a batch counts as done only when its record is there), ``shards/rank<r>/`` (the same two
+files per rank, merged by rank 0) and ``summary.json`` (written last, atomically); see
+docs/evaluation.md, "Files". :class:`Batches` is the loop that reads and writes them::
 
     batches = Batches(out, config, "an evaluation", n, batch_size, ctx, overwrite=overwrite)
     batches.run(compute)  # compute(batch, lo, hi) -> (rows, record) of examples lo..hi-1
     summary, rows = batches.finish(summarise)  # summarise(rows, records) -> summary, on rank 0
 
-Rank r of a torch.distributed group takes the batches b with b mod world = r. Batch b always holds
-the same examples and the caller derives its randomness from (seed, b), so batches done by any
-earlier process, with any number of ranks, are reused.
+Rank r takes the batches b with b mod world = r; batch b always holds the same examples and the
+caller derives its randomness from (seed, b), so finished batches are reused by any later run.
 """
 
 from __future__ import annotations
@@ -39,7 +31,6 @@ from ciiv._io import write_json_atomic, write_jsonl_atomic
 from ciiv.distributed import DistContext
 
 __all__ = [
-    "BatchWriter",
     "Batches",
     "check_config",
     "create_dir",
@@ -47,18 +38,11 @@ __all__ = [
     "load_done",
     "read_json",
     "read_jsonl",
-    "remove_results",
     "write_json_atomic",
-    "write_merged",
 ]
 
-EXAMPLES, BATCHES, CONFIG, SUMMARY, SHARDS = (
-    "examples.jsonl",
-    "batches.jsonl",
-    "config.json",
-    "summary.json",
-    "shards",
-)
+EXAMPLES, BATCHES, CONFIG = "examples.jsonl", "batches.jsonl", "config.json"
+SUMMARY, SHARDS = "summary.json", "shards"
 
 
 def create_dir(out: Path) -> None:
@@ -146,67 +130,15 @@ def _complete(directory: Path) -> tuple[dict[int, list[dict]], dict[int, dict]]:
 def load_done(out_dir: Path) -> tuple[dict[int, list[dict]], dict[int, dict]]:
     """Finished batches found in ``out_dir`` and its shards: (rows by batch, record by batch)."""
     out_dir = Path(out_dir)
-    shards = out_dir / SHARDS
-    directories = (
-        [out_dir, *sorted(p for p in shards.iterdir() if p.is_dir())]
-        if (shards.exists())
-        else [out_dir]
-    )
+    shards = sorted(p for p in (out_dir / SHARDS).glob("*") if p.is_dir())
     rows: dict[int, list[dict]] = {}
     records: dict[int, dict] = {}
-    for directory in directories:
+    for directory in [out_dir, *shards]:
         dir_rows, dir_records = _complete(directory)
         for batch, record in dir_records.items():
             if batch not in records:
                 records[batch], rows[batch] = record, dir_rows[batch]
     return rows, records
-
-
-class BatchWriter:
-    """Appends finished batches to ``examples.jsonl`` and ``batches.jsonl`` in ``directory``.
-
-    On opening, the files are rewritten to hold exactly their finished batches (dropping rows of a
-    batch that was cut short), so appended rows never mix with stale ones.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        rows, records = _complete(self.directory)
-        write_jsonl_atomic(self.directory / EXAMPLES, (r for b in sorted(rows) for r in rows[b]))
-        write_jsonl_atomic(self.directory / BATCHES, (records[b] for b in sorted(records)))
-
-    def _append(self, name: str, items: Iterable[dict]) -> None:
-        with open(self.directory / name, "a", encoding="utf-8") as f:
-            for item in items:
-                f.write(json.dumps(item) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def write(self, rows: list[dict], record: dict) -> None:
-        """Rows of one batch, then its record (which marks the batch as done)."""
-        self._append(EXAMPLES, rows)
-        self._append(BATCHES, [record])
-
-
-def write_merged(out_dir: Path, rows: list[dict], records: list[dict]) -> None:
-    """Final ``examples.jsonl`` / ``batches.jsonl`` in ``out_dir`` (sorted), shards removed."""
-    out_dir = Path(out_dir)
-    for name, items in (
-        (EXAMPLES, sorted(rows, key=lambda r: r["position"])),
-        (BATCHES, sorted(records, key=lambda r: r["batch"])),
-    ):
-        write_jsonl_atomic(out_dir / name, items)
-    shutil.rmtree(out_dir / SHARDS, ignore_errors=True)
-
-
-def remove_results(out_dir: Path, extra: Iterable[str] = ()) -> None:
-    """Delete the evaluation files of ``out_dir`` (only those this module writes, and the files
-    named in ``extra``)."""
-    out_dir = Path(out_dir)
-    for name in (EXAMPLES, BATCHES, CONFIG, SUMMARY, *extra):
-        (out_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(out_dir / SHARDS, ignore_errors=True)
 
 
 Compute = Callable[[int, int, int], tuple[list[dict], dict]]
@@ -243,20 +175,34 @@ class Batches:
         self.rows: dict[int, list[dict]] = {}
         self.records: dict[int, dict] = {}
         self.computed = 0
-        self._writer = None
+        self._shard: Path | None = None
         if out is None:
             return
         create_dir(out)
-        if overwrite and ctx.is_main:
-            remove_results(out, extra_files)
+        if overwrite and ctx.is_main:  # only the files this module writes, and extra_files
+            for name in (EXAMPLES, BATCHES, CONFIG, SUMMARY, *extra_files):
+                (out / name).unlink(missing_ok=True)
+            shutil.rmtree(out / SHARDS, ignore_errors=True)
         ctx.barrier()
         check_config(out, config, what, write=ctx.is_main)
         done_rows, done_records = load_done(out)
         for b in self.mine:
             if b in done_records:
                 self.rows[b], self.records[b] = done_rows[b], done_records[b]
-        shard = out if ctx.world_size == 1 else out / SHARDS / f"rank{ctx.rank}"
-        self._writer = BatchWriter(shard)
+        # This rank's files, rewritten to hold exactly their finished batches (rows of a batch
+        # cut short are dropped), so that appended rows never mix with stale ones.
+        self._shard = out if ctx.world_size == 1 else out / SHARDS / f"rank{ctx.rank}"
+        self._shard.mkdir(parents=True, exist_ok=True)
+        rows, records = _complete(self._shard)
+        write_jsonl_atomic(self._shard / EXAMPLES, (r for b in sorted(rows) for r in rows[b]))
+        write_jsonl_atomic(self._shard / BATCHES, (records[b] for b in sorted(records)))
+
+    def _append(self, name: str, items: Iterable[dict]) -> None:
+        with open(self._shard / name, "a", encoding="utf-8") as f:
+            for item in items:
+                f.write(json.dumps(item) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
     @property
     def total(self) -> int:
@@ -281,8 +227,9 @@ class Batches:
                 continue
             lo, hi = b * self.batch_size, min(self.n, (b + 1) * self.batch_size)
             rows, record = compute(b, lo, hi)
-            if self._writer is not None:
-                self._writer.write(rows, record)
+            if self._shard is not None:  # the rows, then the record that marks the batch done
+                self._append(EXAMPLES, rows)
+                self._append(BATCHES, [record])
             self.rows[b], self.records[b] = rows, record
             self.computed += 1
             if on_batch:
@@ -300,7 +247,9 @@ class Batches:
             out = self.out
             if out is not None and (self.ctx.enabled or (out / SHARDS).exists()):
                 # Rows of other ranks (or of an earlier multi-process run) go into the merged files.
-                write_merged(out, rows, recs)
+                write_jsonl_atomic(out / EXAMPLES, rows)
+                write_jsonl_atomic(out / BATCHES, recs)
+                shutil.rmtree(out / SHARDS, ignore_errors=True)
             summary = summarise(rows, recs)
             if out is not None:
                 write_json_atomic(out / SUMMARY, summary)

@@ -1,23 +1,13 @@
 """Attack suites: named, data-only presets of the attacks an evaluation runs (SPEC section 6).
 
 A :class:`Suite` has a threat model (norm and a per-dataset budget eps) and an ordered list of
-entries. Each :class:`AttackEntry` names an attack of the :mod:`ciiv.attacks` registry and its
-hyper-parameters; a :class:`Sweep` expands into one entry per eps and/or step count.
-
-Two roles (see docs/evaluation.md):
-- ``worst_case=True`` entries form the worst-case chain: they run in suite order, each on the
-  points that are still standing, and the robust accuracy is the per-example worst case over
-  them. They must use the suite's norm and an eps no larger than its budget.
-- ``worst_case=False`` entries (sweeps, other norms, larger budgets, noise) are standalone: each
-  attacks every example classified correctly on clean input, and is reported on its own. A
-  standalone entry inside the threat model (same norm, eps within the budget, e.g. the 8/255 point
-  of an eps sweep) also counts for the worst case: a point it breaks is not robust.
-
-Suites are plain data: :meth:`Suite.from_dict` reads a YAML-like mapping (unknown keys are
-rejected), :meth:`Suite.to_dict` writes one, :func:`load_suite_file` reads one from a YAML file
-(wherever a suite name is accepted, a path to such a file is too), and :func:`resolve_suite` turns
-a suite into the concrete :class:`ResolvedAttack` list for one dataset, protocol, EOT count and
-model.
+:class:`AttackEntry` (an attack of the :mod:`ciiv.attacks` registry and its hyper-parameters) and
+:class:`Sweep` (one standalone entry per eps and/or step count). ``worst_case=True`` entries form
+the worst-case chain (run in order on the points still standing; suite norm, eps within the
+budget); the others are standalone, and count for the worst case too when inside the threat model
+(docs/evaluation.md, "Worst case and per-attack numbers"). Suites read and write YAML-like
+mappings (unknown keys rejected; a suite file works wherever a name does), and
+:func:`resolve_suite` makes one concrete for a dataset, protocol, EOT count and model.
 """
 
 from __future__ import annotations
@@ -30,6 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
+from ciiv._checks import positive_int
 from ciiv._mapping import build_dataclass, check_keys
 from ciiv.attacks.registry import check_attack_arguments
 from ciiv.attacks.threat import default_budget, parse_eps
@@ -316,10 +307,6 @@ def load_suite_file(path: str | Path) -> Suite:
     return suite
 
 
-def _is_suite_file(name: str | Path) -> bool:
-    return isinstance(name, Path) or str(name).lower().endswith(SUITE_FILE_SUFFIXES)
-
-
 _SUITES: dict[str, Suite] = {}
 
 
@@ -345,7 +332,7 @@ def get_suite(suite: str | Path | Suite | Mapping[str, Any]) -> Suite:
         return Suite.from_dict(suite)
     if suite in _SUITES:
         return _SUITES[suite]
-    if _is_suite_file(suite):
+    if isinstance(suite, Path) or str(suite).lower().endswith(SUITE_FILE_SUFFIXES):
         return load_suite_file(suite)
     raise ValueError(
         f"unknown suite {suite!r}; valid: {', '.join(list_suites())}, or a YAML file "
@@ -450,8 +437,7 @@ def resolve_suite(
         (attacks in run order, {skipped entry name: reason}, the budget used).
     """
     proto = get_protocol(protocol).effective(traits)
-    if not isinstance(eot, int) or isinstance(eot, bool) or eot < 1:
-        raise ValueError(f"eot must be an int >= 1, got {eot!r}")
+    positive_int("eot", eot)
     budget = suite.eps_for(dataset) if eps is None else parse_eps(eps)
     resolved: list[ResolvedAttack] = []
     skipped: dict[str, str] = {}
@@ -528,41 +514,66 @@ _FGSM = AttackEntry(name="fgsm", attack="fgsm", eot="protocol")
 _AUTOATTACK = AttackEntry(
     name="autoattack", attack="autoattack", eot="protocol", eot_hyper={"version": "rand"}
 )
-_NOISE = {
-    "gaussian": AttackEntry(
-        name="noise-gaussian",
-        attack="gaussian_noise",
+_NOISE = tuple(
+    AttackEntry(
+        name=f"noise-{kind}",
+        attack=f"{kind}_noise",
         hyper={"sigma": 0.1},
         eps="16/255",
         norm="Linf",
         worst_case=False,
-    ),
-    "uniform": AttackEntry(
-        name="noise-uniform",
-        attack="uniform_noise",
-        hyper={"sigma": 0.1},
-        eps="16/255",
-        norm="Linf",
-        worst_case=False,
-    ),
-}
+    )
+    for kind in ("gaussian", "uniform")
+)
+_SPSA = AttackEntry(
+    name="spsa", attack="spsa", hyper={"delta": 0.1, "nb_sample": 16, "steps": 20, "lr": 0.1}
+)
+_RANDOM_SEARCH = AttackEntry(name="random-search", attack="random_search", hyper={"draws": 100})
 _TARGETED = tuple(
     _pgd(f"pgd-20-targeted-{target.replace('_', '-')}", 20, targeted=target)
     for target in ("random", "most_likely", "least_likely")
 )
 
 
-register_suite(
+def _paper_suite(name: str, dataset: str, linf: float | str, l2: float | str, fgsm_eps, spsa_eps):
+    """The attack list of the authors' code (SPEC section 6) at one dataset's budgets."""
+    l2_standalone = {"eps": l2, "norm": "L2", "worst_case": False}
+    return Suite(
+        name=name,
+        description=(
+            f"the paper's attacks at {dataset} budgets: FGSM and PGD-step sweeps, EOT/BPDA/"
+            "adaptive PGD, targeted PGD, SPSA, AutoAttack Linf and L2, C&W, noise, random search"
+        ),
+        norm="Linf",
+        budget={"default": linf},
+        entries=(
+            _FGSM,
+            _pgd("pgd-20", 20),
+            dataclasses.replace(_pgd("eot-pgd-20", 20), eot="E", requires=("stochastic",)),
+            _pgd("bpda-pgd-20", 20, bpda="identity"),
+            _pgd("adaptive-pgd-20", 20, bpda="identity", loss="adaptive"),
+            *_TARGETED,
+            _RANDOM_SEARCH,
+            _AUTOATTACK,
+            Sweep(name="fgsm", base=_FGSM, eps=fgsm_eps),
+            Sweep(name="pgd", base=_pgd("pgd", 20), steps=(10, 20, 50, 100, 200)),
+            dataclasses.replace(_pgd("pgd-l2-20", 20), **l2_standalone),
+            AttackEntry(name="cw-l2", attack="cw", **l2_standalone),
+            dataclasses.replace(_AUTOATTACK, name="autoattack-l2", **l2_standalone),
+            dataclasses.replace(_SPSA, eps=spsa_eps, worst_case=False),
+            *_NOISE,
+        ),
+    )
+
+
+for _suite in (
     Suite(
         name="quick",
         description="smoke test: FGSM, PGD-10 and (CiiV) BPDA-PGD-10 at the Linf budget",
         norm="Linf",
         budget=_LINF_BUDGET,
         entries=(_FGSM, _pgd("pgd-10", 10), _pgd("pgd-10-bpda", 10, bpda="identity")),
-    )
-)
-
-register_suite(
+    ),
     Suite(
         name="standard-linf",
         description="Linf worst case: FGSM, PGD-20, BPDA and adaptive PGD, PGD-100, AutoAttack",
@@ -577,10 +588,7 @@ register_suite(
             _pgd("pgd-100", 100, fraction=0.1),
             _AUTOATTACK,
         ),
-    )
-)
-
-register_suite(
+    ),
     Suite(
         name="standard-l2",
         description="L2 worst case: PGD-L2-20, BPDA-PGD-L2, C&W-L2, AutoAttack-L2",
@@ -592,10 +600,7 @@ register_suite(
             AttackEntry(name="cw-l2", attack="cw"),
             dataclasses.replace(_AUTOATTACK, name="autoattack-l2"),
         ),
-    )
-)
-
-register_suite(
+    ),
     Suite(
         name="ciiv-adaptive",
         description=(
@@ -611,65 +616,11 @@ register_suite(
             _pgd("pgd-50-adaptive", 50, fraction=0.1, bpda="identity", loss="adaptive"),
             _pgd("pgd-100-bpda-identity", 100, fraction=0.1, bpda="identity"),
             _pgd("pgd-20-targeted-most-likely", 20, bpda="identity", targeted="most_likely"),
-            AttackEntry(
-                name="spsa",
-                attack="spsa",
-                hyper={"delta": 0.1, "nb_sample": 16, "steps": 20, "lr": 0.1},
-            ),
+            _SPSA,
             AttackEntry(name="square", attack="square", hyper={"n_queries": 1000}),
-            AttackEntry(name="random-search", attack="random_search", hyper={"draws": 100}),
+            _RANDOM_SEARCH,
         ),
-    )
-)
-
-
-def _paper_suite(name: str, dataset: str, linf: float | str, l2: float | str, fgsm_eps, spsa_eps):
-    """The attack list of the authors' code (SPEC section 6) at one dataset's budgets."""
-    return Suite(
-        name=name,
-        description=(
-            f"the paper's attacks at {dataset} budgets: FGSM and PGD-step sweeps, EOT/BPDA/"
-            "adaptive PGD, targeted PGD, SPSA, AutoAttack Linf and L2, C&W, noise, random search"
-        ),
-        norm="Linf",
-        budget={"default": linf},
-        entries=(
-            _FGSM,
-            _pgd("pgd-20", 20),
-            AttackEntry(
-                name="eot-pgd-20",
-                attack="pgd",
-                hyper={"steps": 20, "random_start": True},
-                step_fraction=0.25,
-                eot="E",
-                requires=("stochastic",),
-            ),
-            _pgd("bpda-pgd-20", 20, bpda="identity"),
-            _pgd("adaptive-pgd-20", 20, bpda="identity", loss="adaptive"),
-            *_TARGETED,
-            AttackEntry(name="random-search", attack="random_search", hyper={"draws": 100}),
-            _AUTOATTACK,
-            Sweep(name="fgsm", base=dataclasses.replace(_FGSM, name="fgsm"), eps=fgsm_eps),
-            Sweep(name="pgd", base=_pgd("pgd", 20), steps=(10, 20, 50, 100, 200)),
-            dataclasses.replace(_pgd("pgd-l2-20", 20), eps=l2, norm="L2", worst_case=False),
-            AttackEntry(name="cw-l2", attack="cw", eps=l2, norm="L2", worst_case=False),
-            dataclasses.replace(
-                _AUTOATTACK, name="autoattack-l2", eps=l2, norm="L2", worst_case=False
-            ),
-            AttackEntry(
-                name="spsa",
-                attack="spsa",
-                hyper={"delta": 0.1, "nb_sample": 16, "steps": 20, "lr": 0.1},
-                eps=spsa_eps,
-                worst_case=False,
-            ),
-            _NOISE["gaussian"],
-            _NOISE["uniform"],
-        ),
-    )
-
-
-register_suite(
+    ),
     _paper_suite(
         "paper-cifar10",
         "CIFAR-10",
@@ -677,10 +628,7 @@ register_suite(
         l2="128/255",
         fgsm_eps=("8/255", "16/255", "32/255", "64/255", "96/255"),
         spsa_eps="16/255",
-    )
-)
-
-register_suite(
+    ),
     _paper_suite(
         "paper-mnist",
         "MNIST",
@@ -688,5 +636,6 @@ register_suite(
         l2=2.0,
         fgsm_eps=("32/255", "64/255", 0.2, 0.3),
         spsa_eps=0.3,
-    )
-)
+    ),
+):
+    register_suite(_suite)

@@ -1,20 +1,11 @@
 """From per-example rows to accuracies: the worst-case and randomness accounting.
 
-Rows are the dicts of ``examples.jsonl`` (see docs/evaluation.md). Each holds, for the clean input
-and for every attack that ran on the example, the R predicted labels (one per prediction draw) and
-the number of correct draws.
-
-The rule (conservative): an example counts as correct under an input only if **all R draws** are
-correct. It is robust only if it is correct on clean input and under every worst-case attack;
-attacks of the chain only see the points still standing, so an example stops being attacked at
-the first attack that breaks it. Standalone attacks inside the threat model count as well: a
-point they break is not robust. Besides these fractions of examples, the summary gives the mean
-per-draw accuracy (the accuracy of one random prediction), taken per example at the input that
-broke it (an upper bound for points removed early: later attacks never saw them).
-
-Intervals are 95 %: Wilson score intervals for fractions of examples, normal intervals over
-examples for per-draw means. :func:`build_summary` turns the rows and batch records of an
-evaluation into the content of ``summary.json``.
+Rows are the dicts of ``examples.jsonl``: per input (clean, each attack) the R predicted labels and
+the number of correct draws. An example is correct under an input only if **all R draws** are,
+and robust only if correct on clean input and under every counted attack (docs/evaluation.md,
+"Random predictions: R draws and the rule"); the per-draw mean is taken per example at the input
+that broke it. Intervals are 95 %: Wilson for fractions of examples, normal over examples for
+per-draw means. :func:`build_summary` turns rows and batch records into ``summary.json``.
 """
 
 from __future__ import annotations
@@ -74,10 +65,6 @@ def accuracy_stats(all_correct: Sequence[bool], fractions: Sequence[float]) -> d
     }
 
 
-def _fraction(outcome: dict[str, Any], draws: int) -> float:
-    return outcome["correct"] / draws
-
-
 def worst_case_stats(
     rows: Sequence[dict[str, Any]], entries: Sequence[tuple[str, bool, bool]], draws: int
 ) -> dict[str, Any]:
@@ -98,7 +85,7 @@ def worst_case_stats(
         the points it broke first ("clean" for points wrong on clean input).
     """
     clean_ok = [r["clean"]["correct"] == draws for r in rows]
-    clean_frac = [_fraction(r["clean"], draws) for r in rows]
+    clean_frac = [r["clean"]["correct"] / draws for r in rows]
     out: dict[str, Any] = {"clean": accuracy_stats(clean_ok, clean_frac), "attacks": {}}
     standing = list(clean_ok)
     worst_frac = list(clean_frac)
@@ -113,7 +100,7 @@ def worst_case_stats(
                 )
         own_ok = [o is not None and o["correct"] == draws for o in outcomes]
         own_frac = [
-            c if o is None else _fraction(o, draws)
+            c if o is None else o["correct"] / draws
             for o, c in zip(outcomes, clean_frac, strict=True)
         ]
         if counts:

@@ -121,15 +121,12 @@ def list_checks() -> list[str]:
 
 def check_summary(name: str) -> str:
     """One line saying what check ``name`` measures."""
-    return _get(name).summary
+    get_check(name)
+    return _CHECKS[name].summary
 
 
 def get_check(name: str) -> CheckFn:
     """The function of check ``name``; ValueError listing the valid names otherwise."""
-    return _get(name).fn
-
-
-def _get(name: str) -> _Entry:
     if name not in _CHECKS:
         raise ValueError(f"unknown audit check {name!r}; valid: {', '.join(list_checks())}")
-    return _CHECKS[name]
+    return _CHECKS[name].fn

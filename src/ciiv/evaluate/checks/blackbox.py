@@ -5,6 +5,7 @@ attacks miss shows that the gradients, not the model, are the obstacle."""
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from .base import CheckResult, register_check
 from .context import AttackRun, AuditContext, worst_case
@@ -56,6 +57,7 @@ def whitebox_vs_blackbox(ctx: AuditContext) -> CheckResult:
         "white_box_attacks": [r.label for r in wb_runs],
         "black_box": {},
     }
+    verdict = partial(CheckResult, "whitebox_vs_blackbox", numbers=numbers)
     if errors:
         numbers["not_run"] = errors
     beaten, only = [], {}
@@ -75,33 +77,25 @@ def whitebox_vs_blackbox(ctx: AuditContext) -> CheckResult:
         if missed:
             only[run.label] = missed
     if not bb_runs:
-        return CheckResult(
-            "whitebox_vs_blackbox", "skip", f"No black-box attack could run: {errors}.", numbers
-        )
+        return verdict("skip", f"No black-box attack could run: {errors}.")
     if beaten:
-        return CheckResult(
-            "whitebox_vs_blackbox",
+        return verdict(
             "fail",
             "Black-box attacks beat the best gradient attack: " + ", ".join(beaten) + ". The "
             "gradients mislead the attack (masked, shattered or too noisy): use BPDA, more EOT "
             "draws and steps, and report the worst case over both kinds of attack.",
-            numbers,
         )
     if only:
-        return CheckResult(
-            "whitebox_vs_blackbox",
+        return verdict(
             "warn",
             f"The gradient attacks are stronger overall, but black-box attacks break points that "
             f"no gradient attack breaks ({only}). Include these attacks in the evaluation's worst "
             "case and look at those points (a local failure of the gradient).",
-            numbers,
         )
-    return CheckResult(
-        "whitebox_vs_blackbox",
+    return verdict(
         "pass",
         f"The best gradient attack ({numbers['white_box_accuracy']:.1%}) beats every black-box, "
         "transfer and noise attack ("
         + ", ".join(f"{r.label} {r.accuracy:.0%}" for r in bb_runs)
         + ") and misses no point they break.",
-        numbers,
     )

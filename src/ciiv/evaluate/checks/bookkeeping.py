@@ -7,6 +7,7 @@ views, a ``predict`` rule that agrees with ``forward``)."""
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import torch
 
@@ -86,6 +87,7 @@ def bookkeeping(ctx: AuditContext) -> CheckResult:
             for r in ctx.runs.values()
         ),
     }
+    verdict = partial(CheckResult, "bookkeeping", numbers=numbers)
     model = ctx.model
     # CiiV's sampler holds every view the model was built with (CentreView's is its model's).
     sampler = getattr(model.model if isinstance(model, CentreView) else model, "sampler", None)
@@ -120,28 +122,22 @@ def bookkeeping(ctx: AuditContext) -> CheckResult:
     numbers["notes"] = soft
     if hard:
         first = next(iter(hard.items()))
-        return CheckResult(
-            "bookkeeping",
+        return verdict(
             "fail",
             f"{len(hard)} attack run(s) broke the evaluation contract, e.g. {first[0]}: "
             f"{first[1][0]}. Fix the attack (its projection, clamping, mode handling or the model "
             "it queries) before reporting any number.",
-            numbers,
         )
     if soft:
         first = next(iter(soft.items()))
-        return CheckResult(
-            "bookkeeping",
+        return verdict(
             "warn",
             f"Points are valid, but the records are incomplete or inconsistent, e.g. {first[0]}: "
             f"{first[1][0]}.",
-            numbers,
         )
-    return CheckResult(
-        "bookkeeping",
+    return verdict(
         "pass",
         f"All {len(ctx.runs)} attack runs returned finite points in [0, 1] inside their ball "
         f"(largest distance {numbers['max_distance_over_eps']:.3f} x eps), queried the evaluated "
         "function, counted their queries, recorded their settings and restored the model's modes.",
-        numbers,
     )

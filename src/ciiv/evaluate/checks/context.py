@@ -1,13 +1,10 @@
 """The state the checks share: model, points, settings, cached measurements and attack runs.
 
 Checks ask the context for what they need (``ctx.clean_correct``, ``ctx.pgd(...)``,
-``ctx.memo(...)``); whatever one check computed, the next reuses. A cached value is keyed on what
-defines it (a measurement's parameters; an attack run's attack, target, draws and frozen
-hyper-parameters, never its display name) and computed under its own seed, derived from the
-audit's seed and that key: it is the same whichever check asks first, so a check run alone gives
-the verdict it gives in the full audit. Every attack run is kept with its evidence (adversarial
-points, per-draw correctness, forward passes, images the model actually saw, whether the model's
-modes were restored), which the bookkeeping check inspects at the end.
+``ctx.memo(...)``). A cached value is keyed on what defines it (never a display name) and
+computed under a seed derived from the audit's seed and that key, so a check run alone gives the
+verdict it gives in the full audit. Every attack run keeps its evidence (points, per-draw
+correctness, forward passes, images the model saw, modes restored) for the bookkeeping check.
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -141,15 +138,9 @@ class _Fixed(nn.Module):
         self.model = model
         self.seed = int(seed)
 
-    @contextlib.contextmanager
-    def _seeded(self, device: torch.device) -> Iterator[None]:
+    def _seeded(self, device: torch.device) -> contextlib.AbstractContextManager:
         own = getattr(self.model, "fixed_randomness", None)
-        if callable(own):
-            with own(self.seed):
-                yield
-            return
-        with seeded(self.seed, device):
-            yield
+        return own(self.seed) if callable(own) else seeded(self.seed, device)
 
     def forward(self, x: Tensor) -> Tensor:
         with self._seeded(x.device):
@@ -232,12 +223,7 @@ class AuditContext:
     def stochastic(self) -> bool:
         """Whether the same input gives different logits (measured, whatever the model says)."""
 
-        def measure() -> bool:
-            logits = self.logit_draws.float()
-            spread = (logits - logits[0]).abs().amax().item()
-            return spread > _RANDOM_RTOL * (1.0 + logits.abs().amax().item())
-
-        return self.memo("stochastic", measure)
+        return self.memo("stochastic", lambda: _differ(self.logit_draws, self.logit_draws[0]))
 
     @property
     def rows(self) -> RowVerdict:
@@ -276,9 +262,8 @@ class AuditContext:
             outs = []
             for _ in range(2):
                 with seeded(self.settings.seed + 1, x.device):
-                    outs.append(self.logits(x).float())
-            spread = (outs[0] - outs[1]).abs().amax().item()
-            return spread <= _RANDOM_RTOL * (1.0 + outs[0].abs().amax().item())
+                    outs.append(self.logits(x))
+            return not _differ(outs[0], outs[1])
 
         return self.memo("reproducible", measure)
 
@@ -459,6 +444,12 @@ class AuditContext:
         runs += [self.pgd(max(s.step_grid), surrogate=best)]
         runs += [self.pgd(restarts=s.restarts, surrogate=best)]
         return list({id(run): run for run in runs}.values())  # each run once
+
+
+def _differ(a: Tensor, b: Tensor) -> bool:
+    """Whether logits a and b differ by more than float noise (see ``_RANDOM_RTOL``)."""
+    a, b = a.float(), b.float()
+    return (a - b).abs().amax().item() > _RANDOM_RTOL * (1.0 + a.abs().amax().item())
 
 
 def _frozen(hyper: Mapping[str, Any]) -> tuple:

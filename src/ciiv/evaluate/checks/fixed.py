@@ -9,6 +9,8 @@ private generator), the check is skipped and says so.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from .base import CheckResult, register_check
@@ -60,18 +62,16 @@ def fixed_randomness_check(ctx: AuditContext) -> CheckResult:
         "attacks": {r.label: round(r.accuracy, 4) for r in runs + random_runs},
         "fixed_minus_random": worse.to_dict(),
     }
+    verdict = partial(CheckResult, "fixed_randomness", numbers=numbers)
     if worse.violated:
-        return CheckResult(
-            "fixed_randomness",
+        return verdict(
             "fail",
             f"The attack does worse on a deterministic copy of the model ({acc_fixed:.1%}) than on "
             f"the random model ({acc_random:.1%}): the gradient itself is broken (shattered or "
             "vanishing), not merely noisy. Attack through BPDA and with gradient-free attacks.",
-            numbers,
         )
     if owed.violated:
-        return CheckResult(
-            "fixed_randomness",
+        return verdict(
             "warn",
             f"Every fixed draw is easy to break ({acc_fixed:.1%} left) but the random model keeps "
             f"{acc_random:.1%} (points crafted on the fixed draw leave "
@@ -79,12 +79,9 @@ def fixed_randomness_check(ctx: AuditContext) -> CheckResult:
             "accuracy comes from the randomness. Check that it survives twice the audit's EOT "
             f"(E = {2 * max(ctx.eot(b) for b in backwards)}), BPDA and more steps before "
             "trusting it.",
-            numbers,
         )
-    return CheckResult(
-        "fixed_randomness",
+    return verdict(
         "pass",
         f"With the randomness fixed the attack leaves {acc_fixed:.1%}, about what it leaves on the "
         f"random model ({acc_random:.1%}): the randomness is not what stops the attack.",
-        numbers,
     )

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor
 
@@ -38,6 +40,7 @@ def gradient_health(ctx: AuditContext) -> CheckResult:
     generator = torch.Generator(device=x.device).manual_seed(s.seed)
     points = {"clean": x, "perturbed": ctx.threat.random_init(x, generator)}
     numbers: dict = {"examples": x.shape[0], "vanishing_atol": s.vanishing_atol}
+    verdict = partial(CheckResult, "gradient_health", numbers=numbers)
     for where, p in points.items():
         grads = {loss: input_gradients(ctx.model, p, y, loss, batch_size=s.batch_size)[0]
                  for loss in ("ce", "margin")}  # fmt: skip
@@ -75,37 +78,31 @@ def gradient_health(ctx: AuditContext) -> CheckResult:
     vanishing = max(st["margin_vanishing_fraction"] for st in stats)
     ce_vanishing = max(st["ce_vanishing_fraction"] for st in stats)
     if nonfinite > 0:
-        return CheckResult(
-            "gradient_health",
+        return verdict(
             "fail",
             f"{nonfinite:.2%} of the gradient entries are NaN or infinite: attacks silently stall "
             "there. Find the layer (a division by zero, log(0), sqrt at 0) and fix it, or attack "
             "through a BPDA substitute, and confirm with gradient-free attacks (Square, SPSA).",
-            numbers,
         )
     if vanishing > s.zero_grad_max_fraction:
-        return CheckResult(
-            "gradient_health",
+        return verdict(
             "fail",
             f"The gradient of the margin loss vanishes on {vanishing:.0%} of the points (largest "
             f"entry <= {s.vanishing_atol:g}): shattered or vanishing gradients, e.g. quantisation, "
             "a non-differentiable preprocessing step or a saturated output. Robust accuracy from "
             "gradient attacks means nothing here: attack with BPDA (replace the layer by the "
             "identity in the backward pass) and with gradient-free attacks (Square, SPSA).",
-            numbers,
         )
     if masked is not None:
         true_run, strongest = masked
         cosines = {k: v["cosine_median"] for k, v in bpda.items()}
-        return CheckResult(
-            "gradient_health",
+        return verdict(
             "fail",
             f"The true gradient is obfuscated: PGD through it leaves {true_run.accuracy:.1%} "
             f"accuracy, PGD through a BPDA substitute ({strongest.label}) only "
             f"{strongest.accuracy:.1%} (median cosine of the EOT gradients: {cosines}). Only BPDA "
             "attacks measure this model; robust accuracies from true-gradient attacks alone are "
             "overstated.",
-            numbers,
         )
     problems = []
     if vanishing > 0:
@@ -128,16 +125,12 @@ def gradient_health(ctx: AuditContext) -> CheckResult:
             "the true gradient alone may be obfuscated"
         )
     if problems:
-        return CheckResult(
-            "gradient_health",
+        return verdict(
             "warn",
             "Gradients are finite, but " + "; ".join(problems) + ".",
-            numbers,
         )
-    return CheckResult(
-        "gradient_health",
+    return verdict(
         "pass",
         "Input gradients are finite and non-zero on clean and randomly perturbed points"
         + (", and the true and BPDA gradients agree." if bpda else "."),
-        numbers,
     )

@@ -3,6 +3,8 @@ a single-step attack never beats a multi-step one (within the sampling error).""
 
 from __future__ import annotations
 
+from functools import partial
+
 from ciiv.sampling import EXACT
 
 from .base import CheckResult, register_check
@@ -30,6 +32,7 @@ def iteration_monotonicity(ctx: AuditContext) -> CheckResult:
         "backward": surrogate or EXACT,
         "accuracy": {r.label: round(r.accuracy, 4) for r in [fgsm, *by_steps, main, restarted]},
     }
+    verdict = partial(CheckResult, "iteration_monotonicity", numbers=numbers)
     violations = []
     for weak, strong in pairs:
         cmp = ctx.compare(weak.correct, strong.correct)
@@ -38,33 +41,27 @@ def iteration_monotonicity(ctx: AuditContext) -> CheckResult:
     numbers["violations"] = violations
     if violations:
         v = violations[0]
-        return CheckResult(
-            "iteration_monotonicity",
+        return verdict(
             "fail",
             f"{v['stronger']} leaves {-v['diff']:.1%} more accuracy than {v['weaker']} (sampling "
             f"error {v['tolerance']:.1%}): more optimisation should never help the model. The "
             "loss landscape misleads the attack (masked or noisy gradients, a too large step): try "
             "BPDA, more EOT draws, a smaller step size, and gradient-free attacks.",
-            numbers,
         )
     last = ctx.compare(by_steps[-2].correct, by_steps[-1].correct) if len(by_steps) > 1 else None
     if last is not None and last.violated:
         numbers["not_converged"] = last.to_dict()
-        return CheckResult(
-            "iteration_monotonicity",
+        return verdict(
             "warn",
             f"Monotone, but not converged: {by_steps[-1].label} still removes {last.diff:.1%} "
             f"accuracy over {by_steps[-2].label}. Evaluate with more steps (and restarts) until "
             "the accuracy stops falling.",
-            numbers,
         )
-    return CheckResult(
-        "iteration_monotonicity",
+    return verdict(
         "pass",
         "FGSM, PGD with "
         + ", ".join(str(k) for k in s.step_grid)
         + f" steps and {s.restarts} restarts give non-increasing accuracy ("
         + ", ".join(f"{v:.0%}" for v in numbers["accuracy"].values())
         + "), and the longest attack has converged.",
-        numbers,
     )

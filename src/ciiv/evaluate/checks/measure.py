@@ -154,7 +154,7 @@ def logit_draws(model: nn.Module, x: Tensor, draws: int, batch_size: int = 256) 
     Each pass is a separate call on the unmodified batch: exactly how the deployed model is
     queried (a CiiV model's masks stay shared by the batch, as in deployment).
     """
-    out = []
-    for _ in range(draws):
-        out.append(torch.cat([model(x[s : s + batch_size]) for s in range(0, len(x), batch_size)]))
-    return torch.stack(out)
+    batches = range(0, len(x), batch_size)
+    return torch.stack(
+        [torch.cat([model(x[s : s + batch_size]) for s in batches]) for _ in range(draws)]
+    )

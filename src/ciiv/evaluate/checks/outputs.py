@@ -3,6 +3,8 @@ saturated that the cross-entropy and its gradient are exactly zero."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from .base import CheckResult, register_check
 from .context import AuditContext
 
@@ -44,25 +46,22 @@ def output_sanity(ctx: AuditContext) -> CheckResult:
         "saturated_fraction": round(saturated, 4),
         "dead_ce_gradient_fraction": round(dead, 4),
     }
+    verdict = partial(CheckResult, "output_sanity", numbers=numbers)
     if prob_rows > _MAJORITY:
-        return CheckResult(
-            "output_sanity",
+        return verdict(
             "fail",
             f"{prob_rows:.0%} of the output rows are probabilities (in [0, 1], summing to 1): "
             "forward() must return logits. Cross-entropy on probabilities is almost flat, so "
             "gradient attacks stall. Return the logits (drop the final softmax) or attack with a "
             "margin loss on the logits.",
-            numbers,
         )
     if dead > s.zero_grad_max_fraction:
-        return CheckResult(
-            "output_sanity",
+        return verdict(
             "fail",
             f"The softmax is exactly one-hot on {dead:.0%} of the inputs (largest logit gap "
             f"{numbers['top2_margin_median']:.3g} at the median): the cross-entropy gradient is "
             "exactly zero there. Attack with a margin loss (C&W) or AutoAttack's DLR loss, or "
             "divide the logits by a temperature for the attack.",
-            numbers,
         )
     notes = []
     if saturated > _MAJORITY:
@@ -74,13 +73,9 @@ def output_sanity(ctx: AuditContext) -> CheckResult:
     if logits.shape[1] < 3:
         notes.append("with fewer than 3 classes AutoAttack's DLR loss is undefined: use C&W")
     if notes:
-        return CheckResult(
-            "output_sanity", "warn", "Outputs are logits, but " + "; ".join(notes) + ".", numbers
-        )
+        return verdict("warn", "Outputs are logits, but " + "; ".join(notes) + ".")
     kind = "log-probabilities (fine for CE)" if log_prob_rows > _MAJORITY else "logits"
-    return CheckResult(
-        "output_sanity",
+    return verdict(
         "pass",
         f"Outputs are {kind}, not probabilities, and the softmax is not saturated.",
-        numbers,
     )

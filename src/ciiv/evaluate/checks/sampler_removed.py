@@ -4,6 +4,8 @@ evaluation may be broken rather than the defence strong."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from .base import CheckResult, register_check
 from .context import AuditContext
 from .standins import stand_ins
@@ -35,6 +37,7 @@ def sampler_removed(ctx: AuditContext) -> CheckResult:
         "model_clean_accuracy": round(model_clean, 4),
         "model_robust_accuracy": round(model_robust, 4),
     }
+    verdict = partial(CheckResult, "sampler_removed", numbers=numbers)
     faithful = []
     for name, stand_in in candidates.items():
         clean = ctx.correct(ctx.x, stand_in)
@@ -54,46 +57,38 @@ def sampler_removed(ctx: AuditContext) -> CheckResult:
         faithful.append((name, at_eps, unbounded))
     if not faithful:
         cleans = ", ".join(f"{k} {numbers[k]['clean_accuracy']:.0%}" for k in candidates)
-        return CheckResult(
-            "sampler_removed",
+        return verdict(
             "warn",
             f"No stand-in without the sampler keeps the model's clean accuracy ({cleans} vs "
             f"{model_clean:.0%}), so the backbone cannot be tested alone. Check "
             "forward_expected, or attack the model with the paper protocol (centre view) as a "
             "second surrogate.",
-            numbers,
         )
     # One stand-in that the attack breaks is enough to show the attack works on the backbone
     # (forward_expected clips the firing probability, which can mask its own gradient).
     name, at_eps, unbounded = min(faithful, key=lambda f: (f[2].accuracy, f[1].accuracy))
     numbers["easiest_stand_in"] = name
     if unbounded.accuracy > s.unbounded_max_accuracy:
-        return CheckResult(
-            "sampler_removed",
+        return verdict(
             "fail",
             f"The attack cannot break any deterministic stand-in even without a budget (best: "
             f"{name}, {unbounded.accuracy:.1%} left at eps {ctx.unbounded_eps:.3g}). The attack "
             "machinery is broken (wrong loss, labels, step size, input range) or the backbone "
             "masks its own gradient: fix that before trusting any robust accuracy.",
-            numbers,
         )
     if ctx.compare(at_eps.correct, model_run.correct).violated:
-        return CheckResult(
-            "sampler_removed",
+        return verdict(
             "warn",
             f"Without the sampler the backbone resists the attack better than the random model "
             f"({name}: {at_eps.accuracy:.1%} vs the model's {model_robust:.1%}). The backbone "
             "itself is robust (e.g. adversarially trained) or the attack is too weak on it: add "
             "steps and restarts and confirm with AutoAttack on the stand-in.",
-            numbers,
         )
     owed = model_robust - at_eps.accuracy
-    return CheckResult(
-        "sampler_removed",
+    return verdict(
         "pass",
         f"Without the sampler the backbone is easy to break ({name}: {at_eps.accuracy:.1%} at "
         f"eps, {unbounded.accuracy:.1%} unbounded, vs the model's {model_robust:.1%}): "
         f"{max(owed, 0):.1%} of robust accuracy comes from the random sampler, which is what EOT "
         "and BPDA attacks must defeat.",
-        numbers,
     )

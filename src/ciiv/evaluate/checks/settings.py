@@ -28,20 +28,6 @@ QUICK: dict[str, Any] = {
 }
 
 
-_POSITIVE_INTS = (
-    "steps",
-    "restarts",
-    "max_eot",
-    "grad_examples",
-    "draws",
-    "batch_size",
-    "square_queries",
-    "spsa_steps",
-    "spsa_samples",
-    "random_search_draws",
-)
-
-
 @dataclass(frozen=True)
 class AuditSettings:
     """Every knob of the audit (see docs/evaluation.md, "The audit checks").
@@ -111,8 +97,9 @@ class AuditSettings:
             if not values or list(values) != sorted(set(values)) or values[0] <= 0:
                 raise ValueError(f"{name} must be a non-empty ascending tuple of positive values")
             object.__setattr__(self, name, values)
-        for name in _POSITIVE_INTS:
-            positive_int(name, getattr(self, name))
+        for f in dataclasses.fields(self):
+            if f.type == "int" and f.name != "seed":  # every count is positive
+                positive_int(f.name, getattr(self, f.name))
         if not 0 < self.cosine_threshold < 1:
             raise ValueError(f"cosine_threshold must be in (0, 1), got {self.cosine_threshold}")
 

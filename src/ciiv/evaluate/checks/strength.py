@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from .base import CheckResult, register_check
 from .base import sentence as _sentence
 from .context import AuditContext
@@ -29,6 +31,7 @@ def strength_monotonicity(ctx: AuditContext) -> CheckResult:
         "unbounded_eps": unbounded,
         "unbounded_max_accuracy": s.unbounded_max_accuracy,
     }
+    verdict = partial(CheckResult, "strength_monotonicity", numbers=numbers)
     rises = []
     for (e0, c0), (e1, c1) in zip(curve, curve[1:], strict=False):
         cmp = ctx.compare(c1, c0)
@@ -50,18 +53,14 @@ def strength_monotonicity(ctx: AuditContext) -> CheckResult:
             f"(more than {r['tolerance']:.1%} sampling error), which a working attack never allows"
         )
     if problems:
-        return CheckResult(
-            "strength_monotonicity",
+        return verdict(
             "fail",
             _sentence("; ".join(problems))
             + ". Try BPDA, more steps and restarts, a margin loss, and gradient-free attacks "
             "(Square, SPSA); the robust accuracy at eps is not trustworthy until this passes.",
-            numbers,
         )
-    return CheckResult(
-        "strength_monotonicity",
+    return verdict(
         "pass",
         f"Accuracy falls with eps ({' > '.join(f'{a:.0%}' for a in numbers['accuracy'])}) and an "
         f"unbounded attack leaves {final:.1%}.",
-        numbers,
     )
