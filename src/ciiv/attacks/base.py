@@ -48,7 +48,7 @@ from ciiv._checks import check_images, check_labels, positive_int
 from ciiv.models.views import SupportsBPDA
 from ciiv.sampling import BPDA_SURROGATES
 
-from .threat import ThreatModel
+from .threat import ThreatModel, canonical_norm, default_eps, get_threat_model
 
 __all__ = [
     "Attack",
@@ -275,6 +275,15 @@ class Attack(ABC):
 
     def _record(self, **hyper: Any) -> None:
         self._hyper.update(hyper)
+
+    def _set_threat(self, norm: str, eps: float | str | None) -> str:
+        """Set ``self.threat`` and ``self.eps`` (eps None: the norm's default, 8/255 Linf or
+        128/255 L2), record norm and eps; return the canonical norm."""
+        norm = canonical_norm(norm)
+        self.threat = get_threat_model(norm, default_eps(norm) if eps is None else eps)
+        self.eps = self.threat.eps
+        self._record(norm=norm, eps=self.eps)
+        return norm
 
     def settings(self) -> dict[str, Any]:
         """Every hyper-parameter, JSON-serialisable (eps as a float, the resolved seed)."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from abc import abstractmethod
 from collections.abc import Iterator
 from typing import Literal
 
@@ -31,7 +32,6 @@ from ciiv.deps import require
 
 from .base import Attack, ball_tolerance, excess, positive_int
 from .registry import register_attack
-from .threat import canonical_norm, default_eps, get_threat_model
 
 __all__ = ["APGDCE", "AutoAttack", "Square"]
 
@@ -78,12 +78,16 @@ class _External(Attack):
         eval_mode: bool,
     ) -> None:
         super().__init__(model, seed=seed, max_batch=max_batch, eval_mode=eval_mode)
-        norm = canonical_norm(norm)
-        self.norm = norm
-        self.threat = get_threat_model(norm, default_eps(norm) if eps is None else eps)
-        self.eps = self.threat.eps
+        self.norm = self._set_threat(norm, eps)
         self.projected_excess = 0.0
-        self._record(norm=norm, eps=self.eps)
+
+    @abstractmethod
+    def _run(self, x: Tensor, y: Tensor) -> Tensor:
+        """pyautoattack's raw x_adv for the batch."""
+
+    def _attack(self, x: Tensor, y: Tensor) -> Tensor:
+        with _isolated(x.device):
+            return self._project(self._run(x, y), x)
 
     def _project(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """pyautoattack's x_adv projected into the ball and [0, 1], its excess recorded (NaN/inf
@@ -132,15 +136,13 @@ class APGDCE(_External):
         self.rho = float(rho)
         self._record(steps=self.steps, restarts=self.restarts, eot=self.eot, rho=self.rho)
 
-    def _attack(self, x: Tensor, y: Tensor) -> Tensor:
+    def _run(self, x: Tensor, y: Tensor) -> Tensor:
         apgd = _pyautoattack().autopgd_base.APGDAttack(
             self.logits, n_iter=self.steps, norm=self.norm, n_restarts=self.restarts,
             eps=self.eps, seed=self.seed, loss="ce", eot_iter=self.eot, rho=self.rho,
             device=x.device,
         )  # fmt: skip
-        with _isolated(x.device):
-            x_adv = apgd.perturb(x, y)
-        return self._project(x_adv, x)
+        return apgd.perturb(x, y)
 
 
 @register_attack("square")
@@ -182,15 +184,13 @@ class Square(_External):
             resc_schedule=self.resc_schedule,
         )  # fmt: skip
 
-    def _attack(self, x: Tensor, y: Tensor) -> Tensor:
+    def _run(self, x: Tensor, y: Tensor) -> Tensor:
         square = _pyautoattack().square.SquareAttack(
             self.logits, norm=self.norm, n_queries=self.n_queries, eps=self.eps,
             p_init=self.p_init, n_restarts=self.restarts, seed=self.seed, verbose=False,
             targeted=False, loss="margin", resc_schedule=self.resc_schedule, device=x.device,
         )  # fmt: skip
-        with _isolated(x.device):
-            x_adv = square.perturb(x, y)
-        return self._project(x_adv, x)
+        return square.perturb(x, y)
 
 
 @register_attack("autoattack")
@@ -241,9 +241,8 @@ class AutoAttack(_External):
             version=version, n_target_classes=self.n_target_classes, batch_size=self.batch_size
         )
 
-    def _attack(self, x: Tensor, y: Tensor) -> Tensor:
-        with torch.no_grad():
-            num_classes = self.logits(x[:1]).shape[1]
+    def _run(self, x: Tensor, y: Tensor) -> Tensor:
+        num_classes = self.logits(x[:1]).shape[1]  # no_grad: inside _isolated
         needed = 4 if self.version == "standard" else 3
         if num_classes < needed:
             raise ValueError(
@@ -261,6 +260,4 @@ class AutoAttack(_External):
         )  # fmt: skip
         runner.apgd_targeted.n_target_classes = targets
         runner.fab.n_target_classes = targets
-        with _isolated(x.device):
-            x_adv, _ = runner.run_standard_evaluation(x, y, batch_size=self.batch_size or len(x))
-        return self._project(x_adv, x)
+        return runner.run_standard_evaluation(x, y, batch_size=self.batch_size or len(x))[0]
