@@ -118,8 +118,11 @@ def base_classifier(model: nn.Module) -> nn.Module:
     return model.base if isinstance(model, SmoothedClassifier) else model
 
 
-def _check(x: Tensor, sigma: float, alpha: float) -> None:
+def _check(x: Tensor, sigma: float, alpha: float, **counts: int) -> None:
+    """Validate the inputs and settings (``counts``: positive integers such as n, batch_size)."""
     check_images(x, nonempty=True, image=False)
+    for name, value in counts.items():
+        positive_int(name, value)
     if isinstance(sigma, bool) or not isinstance(sigma, int | float) or not sigma > 0:
         raise ValueError(f"sigma must be a positive number, got {sigma!r}")
     if not math.isfinite(sigma):
@@ -233,9 +236,7 @@ def certify(
         A :class:`Certification` on x's device. The base classifier's train/eval flags are
         restored afterwards.
     """
-    _check(x, sigma, alpha)
-    n0, n = positive_int("n0", n0), positive_int("n", n)
-    batch_size = positive_int("batch_size", batch_size)
+    _check(x, sigma, alpha, n0=n0, n=n, batch_size=batch_size)
     with _sampling(model, x, seed) as (base, xd, generator):
         selection = noise_counts(base, xd, sigma, n0, batch_size, generator)
         top = selection.argmax(-1)
@@ -253,8 +254,8 @@ def certify(
         counts=counts.to(out),
         selection_counts=selection.to(out),
         sigma=float(sigma),
-        n0=n0,
-        n=n,
+        n0=int(n0),
+        n=int(n),
         alpha=float(alpha),
     )
 
@@ -275,9 +276,7 @@ def predict(
     p-value > alpha, then -1 (abstain). A returned class differs from g(x) with probability
     <= alpha. Arguments as in :func:`certify`.
     """
-    _check(x, sigma, alpha)
-    n = positive_int("n", n)
-    batch_size = positive_int("batch_size", batch_size)
+    _check(x, sigma, alpha, n=n, batch_size=batch_size)
     with _sampling(model, x, seed) as (base, xd, generator):
         counts = noise_counts(base, xd, sigma, n, batch_size, generator)
     top = counts.topk(min(2, counts.shape[-1]), dim=-1)
@@ -291,6 +290,6 @@ def predict(
         p_value=torch.from_numpy(p_value).to(out),
         counts=counts.to(out),
         sigma=float(sigma),
-        n=n,
+        n=int(n),
         alpha=float(alpha),
     )
