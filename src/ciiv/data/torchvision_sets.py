@@ -97,18 +97,7 @@ CIFAR10_INFO = DatasetInfo(
     spike_scale=0.9,
     hflip=True,
     crop_padding=4,
-    class_names=(
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ),
+    class_names=tuple("airplane automobile bird cat deer dog frog horse ship truck".split()),
 )
 CIFAR100_INFO = DatasetInfo(
     name="cifar100",
@@ -258,10 +247,9 @@ def _load_tree(info: DatasetInfo, data_dir: Path) -> LoadedData:
     if sample.suffix.lower() in (".jpg", ".jpeg"):
         logger.warning(
             "%s from JPEG files (%s): lossy, so accuracies are not comparable with published "
-            "%s figures",
+            "CIFAR figures",
             info.name,
             data_dir,
-            info.name,
         )
     logger.info("%s: image-folder copy at %s", info.name, root)
     return LoadedData(info=info, train=train, test={"test": test})
@@ -273,8 +261,7 @@ def _loader(source: _Source):
         tree = _tree_dir(source, root)
         if tree is not None:
             return _load_tree(source.info, tree)
-        train = _to_tensors(_open(source, root, True, request.download))
-        test = _to_tensors(_open(source, root, False, request.download))
+        train, test = (_to_tensors(_open(source, root, t, request.download)) for t in (True, False))
         return LoadedData(info=source.info, train=train, test={"test": test})
 
     return load
