@@ -165,6 +165,17 @@ class _Source:
     check: Callable[[Path], None] | None = None  # raises on corrupt files in root / folder
     image_tree: bool = False  # also reads a train/<class> + test/<class> image tree or archive
 
+    def describe(self, options: NoOptions) -> DatasetInfo:
+        return self.info
+
+    def load(self, request: LoadRequest, options: NoOptions) -> LoadedData:
+        root = resolve_data_dir(request.data_dir)
+        tree = _tree_dir(self, root)
+        if tree is not None:
+            return _load_tree(self.info, tree)
+        train, test = (_to_tensors(_open(self, root, t, request.download)) for t in (True, False))
+        return LoadedData(info=self.info, train=train, test={"test": test})
+
 
 def _open(source: _Source, root: Path, train: bool, download: bool) -> datasets.VisionDataset:
     if source.check is not None:
@@ -255,28 +266,9 @@ def _load_tree(info: DatasetInfo, data_dir: Path) -> LoadedData:
     return LoadedData(info=info, train=train, test={"test": test})
 
 
-def _loader(source: _Source):
-    def load(request: LoadRequest, options: NoOptions) -> LoadedData:
-        root = resolve_data_dir(request.data_dir)
-        tree = _tree_dir(source, root)
-        if tree is not None:
-            return _load_tree(source.info, tree)
-        train, test = (_to_tensors(_open(source, root, t, request.download)) for t in (True, False))
-        return LoadedData(info=source.info, train=train, test={"test": test})
-
-    return load
-
-
 for _source in (
     _Source(MNIST_INFO, datasets.MNIST, "MNIST/raw", _check_mnist),
     _Source(CIFAR10_INFO, datasets.CIFAR10, "cifar-10-batches-py", image_tree=True),
     _Source(CIFAR100_INFO, datasets.CIFAR100, "cifar-100-python", image_tree=True),
 ):
-    register_dataset(
-        DatasetBuilder(
-            name=_source.info.name,
-            options=NoOptions,
-            load=_loader(_source),
-            describe=lambda options, info=_source.info: info,
-        )
-    )
+    register_dataset(DatasetBuilder(_source.info.name, NoOptions, _source.load, _source.describe))
