@@ -14,22 +14,14 @@ An attack is a callable object: hyper-parameters go to the constructor, ``attack
 - ``settings()`` lists every hyper-parameter (JSON-serialisable, with the resolved seed), so that
   ``create_attack(attack.name, model, **attack.settings())`` rebuilds the same attack.
 
-Counting: ``forward_passes`` is the cumulative number of *images* forwarded through the model by
-this attack object, i.e. the sum of the batch sizes of all its calls of ``model(x)`` (or
-``model.forward_views(x)``), with or without gradient. One call on a batch of 128 counts 128; EOT
-with E draws of that batch counts 128 * E whether the draws are batched into one call or not; a
-CiiV image counts once although the model runs its L views internally. The count therefore does not
-depend on ``max_batch`` chunking and measures the query cost of the attack.
+Counting: ``forward_passes`` is the cumulative number of *images* sent through the model by this
+attack object, with or without gradient: EOT with E draws of a batch of 128 counts 128 * E however
+the draws are split into calls (``max_batch`` caps the images per call), and a CiiV image counts
+once although the model runs its L views internally: the query cost of the attack.
 
-Model calls: ``max_batch`` caps the images per model call of the attacks that forward many
-images at once (EOT draws, probes, random draws); every attack accepts it, and those whose calls
-are the batch itself ignore it.
-
-Randomness: ``seed`` seeds a torch.Generator (one per device, created on first use) that drives
-the attack's own draws (random starts, targets, noise). The model's randomness is separate: a
-CiiV model draws its noise from torch's global generator unless it is inside
-``model.fixed_randomness(seed)``. Whether several draws of one image may share a call is decided
-in :mod:`ciiv.attacks.draws`.
+Randomness: ``seed`` seeds a torch.Generator (one per device) that drives the attack's own draws
+(random starts, targets, noise). The model's randomness is separate: a CiiV model draws from
+torch's global generator unless inside ``model.fixed_randomness(seed)``.
 """
 
 from __future__ import annotations

@@ -1,19 +1,12 @@
 """How the random draws of a model are laid out in calls: stacked in one call, or one call each.
 
-EOT attacks and the evaluation's prediction draws need several independent draws of the same
-image. Stacking the copies into one batch (row d * B + i is draw d of example i) is only right
-when every row of a call draws its own randomness; many randomized defences draw once per call
-(one mask for the whole batch: the official CiiV sampler does), and then EOT averages nothing.
-
-- ``model.independent_rows`` (declared): whether copies stacked into one call, inside
-  ``model.independent_draws()``, are independent draws; ``stochastic = False`` needs nothing.
-- ``model.independent_draws()`` (optional): a context manager that makes the rows of a call draw
-  independently; :func:`independent_draws` is the one entry point that calls it.
-- A model that declares neither is measured once per evaluation by the spread test
-  (:func:`measure_rows`; the statistic is explained in docs/evaluation.md, "Random models") and
-  the verdict passed down with :func:`assume_rows`. Until then, and whenever the verdict is
-  "shared", every call holds one draw of each example (:func:`draw_calls`): always correct,
-  only slower.
+Stacking E copies of an image into one batch (row d * B + i is draw d of example i) gives E
+draws only when every row of a call draws its own randomness; many defences draw once per call
+(the official CiiV sampler does). A model may declare ``independent_rows`` and offer
+``independent_draws()``; one that declares neither is measured by the spread test
+(:func:`measure_rows`) and the verdict passed down with :func:`assume_rows`. Until then, and
+whenever the verdict is "shared", every call holds one draw of each example (:func:`draw_calls`).
+The rules and the statistic: docs/evaluation.md, "Random models".
 """
 
 from __future__ import annotations

@@ -1,18 +1,12 @@
 """Adapters for the reference implementations in ``pyautoattack`` (Croce and Hein 2020):
 AutoAttack ("standard" and "rand" versions), APGD-CE alone and the Square attack.
 
-The algorithms and their settings are the original ones; the adapters only give them the common
-attack contract (counted model queries, restored model modes, a seed, x_adv inside the ball).
-Three things to know:
-
-- pyautoattack reseeds torch's *global* generator with the attack's seed. The adapters run it
-  inside ``torch.random.fork_rng``, so the caller's global random state is left as it was (a CiiV
-  model's noise inside the attack then comes from that seeded, forked state).
-- Like the originals, these attacks return x itself for every example they did not fool.
-- pyautoattack's points can leave the ball by float error (its own runs report the largest
-  perturbation for that reason). The adapters project its output into the ball and [0, 1] and
-  keep the largest excess before that projection in ``projected_excess`` (a warning is logged when
-  it is more than rounding, :func:`~ciiv.attacks.base.ball_tolerance`).
+The algorithms and settings are the original ones; the adapters give them the common attack
+contract. pyautoattack reseeds torch's *global* generator, so it runs inside
+``torch.random.fork_rng`` (the caller's state is left as it was). Like the originals, these
+attacks return x itself for every example they did not fool. Their points can leave the ball by
+float error, so the adapters project them and keep the largest excess in ``projected_excess``
+(docs/evaluation.md, "Worst case and per-attack numbers").
 
 ``pyautoattack`` is an optional dependency: ``pip install pyautoattack`` (or ``ciiv[autoattack]``).
 """

@@ -18,12 +18,8 @@ the E draws), and an iterate succeeds when its prediction differs from the clean
 
 EOT: the gradient is the mean of the gradients of J over E random forward passes. The batch is
 repeated E times along dim 0 (row e * B + i is draw e of example i) and sent in calls of at most
-``max_batch`` images. Where the model's rows are independent draws (``rows_independent``: declared
-by the model, or measured by the evaluation, see :mod:`ciiv.attacks.draws`) the E draws are
-stacked into the same calls, inside ``independent_draws(model)`` (a CiiV model then gives each row
-its own masks, with exactly the per-example distribution of the deployed model). Any other model
-gets one call per draw, each holding one draw of every example: a model that draws its randomness
-once per call would otherwise give the E copies of an image one draw.
+``max_batch`` images, the E draws stacked into one call only where the model's rows are
+independent draws (:mod:`ciiv.attacks.draws`), else one call per draw.
 
 BPDA: with ``bpda="identity" | "smooth"`` the whole attack runs inside ``model.bpda(...)``: the
 forward value is unchanged, the spike step's backward is replaced, and the masks are constants
@@ -37,10 +33,8 @@ that means "misclassified iterates beat correctly classified ones, ties go to th
 for a random model the success rate is an E-sample estimate of the probability that a prediction
 is fooled. The scores of the visited points come with their gradient evaluations for free; only
 the final point of each restart costs E extra (no-grad) images. ``keep_best=False`` returns the
-last iterate instead (classic FGSM), choosing between restarts by the same score. The bookkeeping
-uses ``torch.where``, never boolean indexing (``BestIterate``), so the loop never waits for the
-device: the only host syncs of a call are the [0, 1] check of x, the contract check of x_adv on
-return and, per restart after the first, the choice of the points still standing.
+last iterate instead (classic FGSM), choosing between restarts by the same score. No host sync
+per step (``BestIterate``; docs/evaluation.md, "Speed").
 
 Restarts: restart r > 0 attacks only the examples whose best success rate is still below 1.
 """

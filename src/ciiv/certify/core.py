@@ -1,24 +1,12 @@
 """CERTIFY and PREDICT of Cohen, Rosenfeld and Kolter (ICML 2019) for Gaussian smoothing.
 
-For a base classifier f on pixels in [0, 1], the smoothed classifier is
-
-    g(x) = argmax_c P(f(clip(x + d, 0, 1)) = c),   d ~ N(0, sigma^2 I).
-
-**What is certified.** ciiv trains randomized smoothing on clip(x + sigma n, 0, 1)
-(:class:`~ciiv.models.SmoothedClassifier`), and certifies with the same noise, clipping included.
-Clipping makes g differ from Gaussian smoothing of f itself (Cohen et al. add the noise without
-clipping), but g is exactly the Gaussian smoothing of the base classifier h = f o clip, which is
-defined on all of R^d, and Cohen et al.'s theorem holds for any base classifier. So the guarantee
-is unchanged: if pA_lower > 1/2 then g(x + delta) = cA for every delta with
-||delta||_2 < sigma * Phi^-1(pA_lower), inside [0, 1]^d or not, with probability >= 1 - alpha
-over the noise draws of the certification. Clipping also keeps f inside the [0, 1] inputs it was
-trained on.
-
-A random base classifier (e.g. a CiiV model) is allowed: the probability is then over its own
-randomness as well, provided that the draws are independent. Where the base's rows are
-independent draws (declared, or measured by the spread test of :mod:`ciiv.attacks.draws`) many
-draws go through one call (a CiiV sampler is switched to per-example masks, as for EOT); a base
-that draws its randomness once per call gets one call per draw, so the counts stay binomial.
+The smoothed classifier of a base f on pixels in [0, 1] is
+g(x) = argmax_c P(f(clip(x + d, 0, 1)) = c), d ~ N(0, sigma^2 I): the noise of training, clipping
+included. g is exactly the Gaussian smoothing of h = f o clip, so Cohen et al.'s guarantee holds
+unchanged (docs/evaluation.md, "Certification"). A random base (a CiiV model) is allowed when its
+draws are independent: draws are stacked into one call only where its rows are (declared, or
+measured by the spread test of :mod:`ciiv.attacks.draws`), else one call per draw, so the counts
+stay binomial.
 """
 
 from __future__ import annotations

@@ -1,23 +1,16 @@
 """MNIST, CIFAR-10 and CIFAR-100 through torchvision, held in memory as uint8 tensors.
 
-Files are looked for under the data root (``data_dir``, else ``$CIIV_DATA``, else
-``~/.cache/ciiv/data``) in torchvision's layout (``MNIST/raw``, ``cifar-10-batches-py``,
-``cifar-100-python``). When they are missing and ``download`` is allowed, torchvision downloads them
-there, giving up after ``DOWNLOAD_TIMEOUT_S`` seconds without an answer (a machine without
-internet access fails fast rather than hanging); otherwise :class:`DatasetNotFoundError` says where
-they were looked for and how to provide them. MNIST's files are checked before torchvision reads
-them, so a corrupt or truncated one is named. Normalisation constants are the usual per-channel
-training-set statistics (std is the per-pixel standard deviation, not the often-copied
-0.2023/0.1994/0.2010).
+Files are looked for under the data root (:func:`~ciiv.data.paths.resolve_data_dir`) in
+torchvision's layout. When they are missing and ``download`` is allowed, torchvision downloads
+them, giving up after ``DOWNLOAD_TIMEOUT_S`` seconds without an answer (an offline machine fails
+fast rather than hanging); otherwise :class:`DatasetNotFoundError` says where they were looked
+for. MNIST's files are checked first, so a corrupt one is named. std is the per-pixel standard
+deviation of the training set, not the often-copied 0.2023/0.1994/0.2010.
 
-CIFAR-10 and CIFAR-100 also read an image-folder copy: when ``data_dir`` is a ``.tar.gz`` / ``.tgz``
-/ ``.tar`` archive, or a folder with ``train/<class>/`` and ``test/<class>/`` (at its top level or
-one folder down) and no torchvision files, the images are read from there as by the ``imagefolder``
-dataset (same extraction and decoded cache), never downloaded. The class folders must carry the
-dataset's own class names (labels follow the canonical class order, not the folder order) and the
-images must be 32 x 32; the dataset keeps its normalisation constants, spike scale and attack
-budgets. A lossy copy (CIFAR-10-JPEG) is a different dataset in all but name: its accuracies are
-not comparable with published CIFAR figures, so loading one logs a warning.
+CIFAR-10 and CIFAR-100 also read an image-folder copy (an archive, or a folder with
+``train/<class>/`` + ``test/<class>/`` and no torchvision files), as the ``imagefolder`` dataset
+does, never downloaded; folders must carry the dataset's class names and images be 32 x 32. A
+JPEG copy logs a warning (docs/training.md, "CIFAR-10 / CIFAR-100 from an image folder").
 """
 
 from __future__ import annotations
