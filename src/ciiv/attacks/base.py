@@ -268,10 +268,13 @@ class Attack(ABC):
     def _record(self, **hyper: Any) -> None:
         self._hyper.update(hyper)
 
-    def _set_threat(self, norm: str, eps: float | str | None) -> str:
+    def _set_threat(self, norm: str, eps: float | str | None, only: str | None = None) -> str:
         """Set ``self.threat`` and ``self.eps`` (eps None: the norm's default, 8/255 Linf or
-        128/255 L2), record norm and eps; return the canonical norm."""
+        128/255 L2), record norm and eps; return the canonical norm. ``only``: the one norm the
+        attack supports (the argument exists so that suites can pass a norm to every attack)."""
         norm = canonical_norm(norm)
+        if only is not None and norm != only:
+            raise ValueError(f"{self.name!r} is an {only} attack here; got norm={norm!r}")
         self.threat = get_threat_model(norm, default_eps(norm) if eps is None else eps)
         self.eps = self.threat.eps
         self._record(norm=norm, eps=self.eps)
