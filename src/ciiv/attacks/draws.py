@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ciiv.models.views import SupportsIndependentDraws
+from ciiv.models.views import declared_rows, independent_draws
 
 __all__ = [
     "RowVerdict",
@@ -95,15 +95,6 @@ _ASSUMED: ContextVar[tuple[nn.Module, RowVerdict] | None] = ContextVar(
 )
 
 
-def declared_rows(model: nn.Module) -> bool | None:
-    """What ``model`` declares: its ``independent_rows`` (True/False), True for a model that
-    declares ``stochastic = False`` (equal copies need no independence), else None."""
-    declared = getattr(model, "independent_rows", None)
-    if declared is not None:
-        return bool(declared)
-    return True if getattr(model, "stochastic", None) is False else None
-
-
 def known_rows(model: nn.Module) -> RowVerdict | None:
     """The verdict for ``model`` without measuring: declared, or assumed by an enclosing
     :func:`assume_rows` for this very model; None when nothing is known."""
@@ -132,14 +123,6 @@ def assume_rows(model: nn.Module, verdict: RowVerdict) -> Iterator[RowVerdict]:
         yield verdict
     finally:
         _ASSUMED.reset(token)
-
-
-def independent_draws(model: nn.Module) -> contextlib.AbstractContextManager:
-    """``model.independent_draws()`` when the model offers it (rows of a call then draw
-    independently, e.g. CiiV's per-example masks), else a no-op context."""
-    if isinstance(model, SupportsIndependentDraws):
-        return model.independent_draws()
-    return contextlib.nullcontext()
 
 
 def draw_calls(batch: int, draws: int, max_batch: int | None, independent: bool) -> list[slice]:

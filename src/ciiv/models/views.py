@@ -31,7 +31,14 @@ from torch import Tensor, nn
 
 from .classifier import ViewOutput
 
-__all__ = ["CentreView", "MultiView", "SupportsBPDA", "SupportsIndependentDraws"]
+__all__ = [
+    "CentreView",
+    "MultiView",
+    "SupportsBPDA",
+    "SupportsIndependentDraws",
+    "declared_rows",
+    "independent_draws",
+]
 
 
 @runtime_checkable
@@ -46,6 +53,24 @@ class SupportsIndependentDraws(Protocol):
     """A model that can make every row of a call draw its own randomness (for stacked draws)."""
 
     def independent_draws(self) -> contextlib.AbstractContextManager: ...
+
+
+def independent_draws(model: nn.Module) -> contextlib.AbstractContextManager:
+    """``model.independent_draws()`` when the model offers it (rows of a call then draw
+    independently, e.g. CiiV's per-example masks), else a no-op context: the one entry point
+    that calls it (re-exported as ``ciiv.attacks.independent_draws``)."""
+    if isinstance(model, SupportsIndependentDraws):
+        return model.independent_draws()
+    return contextlib.nullcontext()
+
+
+def declared_rows(model: nn.Module) -> bool | None:
+    """What ``model`` declares: its ``independent_rows`` (True/False), True for a model that
+    declares ``stochastic = False`` (equal copies need no independence), else None."""
+    declared = getattr(model, "independent_rows", None)
+    if declared is not None:
+        return bool(declared)
+    return True if getattr(model, "stochastic", None) is False else None
 
 
 @runtime_checkable
@@ -113,6 +138,4 @@ class CentreView(nn.Module):
         return self.model.bpda(surrogate)
 
     def independent_draws(self) -> contextlib.AbstractContextManager:
-        if isinstance(self.model, SupportsIndependentDraws):
-            return self.model.independent_draws()
-        return contextlib.nullcontext()
+        return independent_draws(self.model)
