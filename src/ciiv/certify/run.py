@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +56,14 @@ ProgressFn = Callable[[str, dict[str, Any]], None]
 (certified = correct and not abstained so far)."""
 
 
+@dataclass(repr=False)
 class CertifyResult:
     """What :func:`certify_examples` returns: ``summary`` (the content of summary.json), ``rows``
     (of examples.jsonl, in example order) and ``out_dir``."""
 
-    def __init__(self, summary: dict[str, Any], rows: list[dict], out_dir: Path | None) -> None:
-        self.summary, self.rows, self.out_dir = summary, rows, out_dir
+    summary: dict[str, Any]
+    rows: list[dict]
+    out_dir: Path | None
 
     def __repr__(self) -> str:
         curve = ", ".join(
