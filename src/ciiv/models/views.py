@@ -2,20 +2,8 @@
 
 The interfaces are structural (``typing.Protocol``): a model offers them by having the members,
 without inheriting from anything, and ``isinstance(model, MultiView)`` (or one of the two smaller
-interfaces) is the one test that code uses in place of probing attributes one by one.
-
-- :class:`SupportsBPDA`: ``model.bpda(surrogate)``, a context manager inside which a
-  non-differentiable layer back-propagates through a BPDA substitute (one of
-  :data:`~ciiv.sampling.BPDA_SURROGATES`); the forward value is unchanged.
-- :class:`SupportsIndependentDraws`: ``model.independent_draws()``, a context manager inside which
-  every row of a call draws its own randomness (see :mod:`ciiv.attacks.draws`).
-- :class:`MultiView`: a model with views, like :class:`~ciiv.models.CiiVClassifier`: BPDA, plus
-  ``num_views`` (the views ``forward`` uses), ``forward_views(x, num_views=None, generator=None)``
-  (a :class:`~ciiv.models.ViewOutput`: per-view logits [L, B, K], features [L, B, D], z [L] or
-  [L, B]) and ``combine(logits, z)``, the prediction from the per-view outputs: ``model(x)`` is
-  ``model.combine(out.logits, out.z)`` of one draw ``out = model.forward_views(x)``. The
-  adaptive loss, the BPDA suite entries and the paper protocol need it; the suites skip their
-  entries for other models.
+interfaces, :class:`SupportsBPDA` and :class:`SupportsIndependentDraws`) is the one test that code
+uses in place of probing attributes one by one.
 
 :class:`CentreView` is the function the authors' evaluation attacks: the model with its centre view
 only (view 0 of the sampler), a wrapper that leaves the model itself untouched.
@@ -43,7 +31,9 @@ __all__ = [
 
 @runtime_checkable
 class SupportsBPDA(Protocol):
-    """A model with a BPDA backward: ``with model.bpda("identity"): ...``."""
+    """A model with a BPDA backward: inside ``with model.bpda(surrogate):`` (one of
+    :data:`~ciiv.sampling.BPDA_SURROGATES`) a non-differentiable layer back-propagates through
+    the substitute; the forward value is unchanged."""
 
     def bpda(self, surrogate: str) -> contextlib.AbstractContextManager: ...
 
@@ -75,7 +65,11 @@ def declared_rows(model: nn.Module) -> bool | None:
 
 @runtime_checkable
 class MultiView(SupportsBPDA, Protocol):
-    """A model with views (module doc): BPDA, ``num_views``, ``forward_views`` and ``combine``."""
+    """A model with views, like :class:`~ciiv.models.CiiVClassifier`: BPDA, ``num_views`` (the
+    views ``forward`` uses), ``forward_views`` (a :class:`~ciiv.models.ViewOutput`: logits
+    [L, B, K], features [L, B, D], z [L] or [L, B]) and ``combine(logits, z)``, with
+    ``model(x) == model.combine(out.logits, out.z)`` for one draw ``out = model.forward_views(x)``.
+    The adaptive loss, the BPDA suite entries and the paper protocol need it."""
 
     num_views: int
 
