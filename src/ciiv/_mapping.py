@@ -59,6 +59,10 @@ def parse_fraction(value: str, key: str) -> float:
         ) from None
 
 
+# Types taken only as they are (no conversion), and what the error says was expected.
+_EXPECTED: dict[type, str] = {bool: "true or false", int: "an integer", str: "a string"}
+
+
 def _exact(value: Any, annotation: Any) -> bool:
     """Whether ``value`` already is of type ``annotation`` (no conversion needed)."""
     if typing.get_origin(annotation) is Literal:
@@ -112,13 +116,9 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if isinstance(value, annotation):
             return value
         return build_dataclass(annotation, value, key + ".")
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if annotation in _EXPECTED:
+        if not _exact(value, annotation):
+            raise ConfigError(f"{key}: expected {_EXPECTED[annotation]}, got {value!r}")
         return value
     if annotation is float:
         if isinstance(value, str):
@@ -127,10 +127,6 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if not number or not math.isfinite(value):
             raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
     if annotation is Any:
         return value
     raise TypeError(f"{key}: unsupported annotation {annotation!r}")  # a bug in the dataclass

@@ -30,6 +30,11 @@ __all__ = ["DemoSettings", "run_demo", "write_report"]
 logger = logging.getLogger(__name__)
 
 SPLITS = ("iid", "shifted")
+# What results.json keeps of each evaluation summary.
+_HEADLINE = (
+    "clean_accuracy clean_accuracy_ci95 robust_accuracy robust_accuracy_ci95 per_attack eot "
+    "n_examples forward_passes"
+).split()
 
 
 @dataclass(frozen=True)
@@ -153,15 +158,8 @@ def run_demo(
             )
             summary = result.to_dict()
             per_split[split] = {
-                "clean_accuracy": summary["clean_accuracy"],
-                "clean_accuracy_ci95": summary["clean_accuracy_ci95"],
-                "robust_accuracy": summary["robust_accuracy"],
-                "robust_accuracy_ci95": summary["robust_accuracy_ci95"],
-                "per_attack": summary["per_attack"],
+                **{key: summary[key] for key in _HEADLINE},
                 "per_attack_ci95": {k: v["ci95"] for k, v in summary["attacks"].items()},
-                "eot": summary["eot"],
-                "n_examples": summary["n_examples"],
-                "forward_passes": summary["forward_passes"],
                 "audit": _audit_verdict(summary.get("audit")),
                 "summary": str(result.out_dir / "summary.json"),
             }

@@ -62,35 +62,26 @@ class SamplerOutput:
     z: Tensor
 
 
-class _SpikeIdentityBackward(torch.autograd.Function):
-    """s = r / (r + eps) with r = relu(pre) forward; the gradient passes unchanged (BPDA)."""
+class _SpikeBPDA(torch.autograd.Function):
+    """s = r / (r + eps) with r = relu(pre) forward; BPDA backward: the gradient unchanged
+    (tau None, "identity") or that of sigmoid(pre / tau), a smooth step at the threshold.
 
-    @staticmethod
-    def forward(ctx, pre: Tensor, eps: float) -> Tensor:
-        r = pre.clamp_min(0)
-        return r / (r + eps)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        return grad, None
-
-
-class _SpikeSmoothBackward(torch.autograd.Function):
-    """s = r / (r + eps) forward; backward of sigmoid(pre / tau), a smooth step at the threshold.
-
-    Averaged over the spike noise u ~ U(-1, 1) this surrogate gradient approaches 1 / (2a) for
-    |v| < a, the derivative of the firing probability clip((v + a) / (2a), 0, 1).
+    Averaged over the spike noise u ~ U(-1, 1) the smooth surrogate gradient approaches 1 / (2a)
+    for |v| < a, the derivative of the firing probability clip((v + a) / (2a), 0, 1).
     """
 
     @staticmethod
-    def forward(ctx, pre: Tensor, eps: float, tau: float) -> Tensor:
-        ctx.save_for_backward(pre)
+    def forward(ctx, pre: Tensor, eps: float, tau: float | None) -> Tensor:
+        if tau is not None:
+            ctx.save_for_backward(pre)
         ctx.tau = tau
         r = pre.clamp_min(0)
         return r / (r + eps)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        if ctx.tau is None:
+            return grad, None, None
         (pre,) = ctx.saved_tensors
         sig = torch.sigmoid(pre / ctx.tau)
         return grad * sig * (1 - sig) / ctx.tau, None, None
@@ -105,10 +96,8 @@ def spike(pre: Tensor, eps: float, surrogate: Surrogate = "exact", tau: float = 
     if surrogate == EXACT:
         r = torch.relu(pre)
         return r / (r + eps)
-    if surrogate == "identity":
-        return _SpikeIdentityBackward.apply(pre, eps)
-    if surrogate == "smooth":
-        return _SpikeSmoothBackward.apply(pre, eps, tau)
+    if surrogate in BPDA_SURROGATES:
+        return _SpikeBPDA.apply(pre, eps, tau if surrogate == "smooth" else None)
     raise ValueError(f"unknown spike surrogate {surrogate!r}; valid: {', '.join(SURROGATES)}")
 
 

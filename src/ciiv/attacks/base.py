@@ -14,22 +14,14 @@ An attack is a callable object: hyper-parameters go to the constructor, ``attack
 - ``settings()`` lists every hyper-parameter (JSON-serialisable, with the resolved seed), so that
   ``create_attack(attack.name, model, **attack.settings())`` rebuilds the same attack.
 
-Counting: ``forward_passes`` is the cumulative number of *images* forwarded through the model by
-this attack object, i.e. the sum of the batch sizes of all its calls of ``model(x)`` (or
-``model.forward_views(x)``), with or without gradient. One call on a batch of 128 counts 128; EOT
-with E draws of that batch counts 128 * E whether the draws are batched into one call or not; a
-CiiV image counts once although the model runs its L views internally. The count therefore does not
-depend on ``max_batch`` chunking and measures the query cost of the attack.
+Counting: ``forward_passes`` is the cumulative number of *images* sent through the model by this
+attack object, with or without gradient: EOT with E draws of a batch of 128 counts 128 * E however
+the draws are split into calls (``max_batch`` caps the images per call), and a CiiV image counts
+once although the model runs its L views internally: the query cost of the attack.
 
-Model calls: ``max_batch`` caps the images per model call of the attacks that forward many
-images at once (EOT draws, probes, random draws); every attack accepts it, and those whose calls
-are the batch itself ignore it.
-
-Randomness: ``seed`` seeds a torch.Generator (one per device, created on first use) that drives
-the attack's own draws (random starts, targets, noise). The model's randomness is separate: a
-CiiV model draws its noise from torch's global generator unless it is inside
-``model.fixed_randomness(seed)``. Whether several draws of one image may share a call is decided
-in :mod:`ciiv.attacks.draws`.
+Randomness: ``seed`` seeds a torch.Generator (one per device) that drives the attack's own draws
+(random starts, targets, noise). The model's randomness is separate: a CiiV model draws from
+torch's global generator unless inside ``model.fixed_randomness(seed)``.
 """
 
 from __future__ import annotations
@@ -48,7 +40,7 @@ from ciiv._checks import check_images, check_labels, positive_int
 from ciiv.models.views import SupportsBPDA
 from ciiv.sampling import BPDA_SURROGATES
 
-from .threat import ThreatModel
+from .threat import ThreatModel, canonical_norm, default_eps, get_threat_model
 
 __all__ = [
     "Attack",
@@ -275,6 +267,18 @@ class Attack(ABC):
 
     def _record(self, **hyper: Any) -> None:
         self._hyper.update(hyper)
+
+    def _set_threat(self, norm: str, eps: float | str | None, only: str | None = None) -> str:
+        """Set ``self.threat`` and ``self.eps`` (eps None: the norm's default, 8/255 Linf or
+        128/255 L2), record norm and eps; return the canonical norm. ``only``: the one norm the
+        attack supports (the argument exists so that suites can pass a norm to every attack)."""
+        norm = canonical_norm(norm)
+        if only is not None and norm != only:
+            raise ValueError(f"{self.name!r} is an {only} attack here; got norm={norm!r}")
+        self.threat = get_threat_model(norm, default_eps(norm) if eps is None else eps)
+        self.eps = self.threat.eps
+        self._record(norm=norm, eps=self.eps)
+        return norm
 
     def settings(self) -> dict[str, Any]:
         """Every hyper-parameter, JSON-serialisable (eps as a float, the resolved seed)."""

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Attack, BestIterate, bpda_context, check_bpda, positive_int
+from .objectives import margin
 from .registry import register_attack
 from .threat import L2Threat, canonical_norm
 
@@ -111,15 +112,14 @@ class CarliniWagnerL2(Attack):
                         x_adv = (torch.tanh(w) + 1) / 2
                         logits = self.logits(x_adv)
                         l2_sq = (x_adv - x).flatten(1).square().sum(1)
-                        true = logits.gather(1, y[:, None])[:, 0]
-                        other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+                        gap = margin(logits, y)  # max_{j != y} Z_j - Z_y
                         # max(Z_y - max_other, -kappa), shifted by kappa so that it is >= 0.
-                        hinge = (true - other + self.confidence).clamp_min(0)
+                        hinge = (self.confidence - gap).clamp_min(0)
                         loss = l2_sq + const * hinge
                         # Gradient w.r.t. w only: never accumulate into the model's parameters.
                         (w.grad,) = torch.autograd.grad(loss.sum(), w)
                     with torch.no_grad():
-                        success = (logits.argmax(1) != y) & (other - true >= self.confidence)
+                        success = (logits.argmax(1) != y) & (gap >= self.confidence)
                         best.update(x_adv, success, -l2_sq.sqrt())
                         succeeded |= success
                     optimizer.step()

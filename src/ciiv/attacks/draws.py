@@ -1,19 +1,12 @@
 """How the random draws of a model are laid out in calls: stacked in one call, or one call each.
 
-EOT attacks and the evaluation's prediction draws need several independent draws of the same
-image. Stacking the copies into one batch (row d * B + i is draw d of example i) is only right
-when every row of a call draws its own randomness; many randomized defences draw once per call
-(one mask for the whole batch: the official CiiV sampler does), and then EOT averages nothing.
-
-- ``model.independent_rows`` (declared): whether copies stacked into one call, inside
-  ``model.independent_draws()``, are independent draws; ``stochastic = False`` needs nothing.
-- ``model.independent_draws()`` (optional): a context manager that makes the rows of a call draw
-  independently; :func:`independent_draws` is the one entry point that calls it.
-- A model that declares neither is measured once per evaluation by the spread test
-  (:func:`measure_rows`; the statistic is explained in docs/evaluation.md, "Random models") and
-  the verdict passed down with :func:`assume_rows`. Until then, and whenever the verdict is
-  "shared", every call holds one draw of each example (:func:`draw_calls`): always correct,
-  only slower.
+Stacking E copies of an image into one batch (row d * B + i is draw d of example i) gives E
+draws only when every row of a call draws its own randomness; many defences draw once per call
+(the official CiiV sampler does). A model may declare ``independent_rows`` and offer
+``independent_draws()``; one that declares neither is measured by the spread test
+(:func:`measure_rows`) and the verdict passed down with :func:`assume_rows`. Until then, and
+whenever the verdict is "shared", every call holds one draw of each example (:func:`draw_calls`).
+The rules and the statistic: docs/evaluation.md, "Random models".
 """
 
 from __future__ import annotations
@@ -27,7 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ciiv.models.views import SupportsIndependentDraws
+from ciiv.models.views import declared_rows, independent_draws
 
 __all__ = [
     "RowVerdict",
@@ -102,15 +95,6 @@ _ASSUMED: ContextVar[tuple[nn.Module, RowVerdict] | None] = ContextVar(
 )
 
 
-def declared_rows(model: nn.Module) -> bool | None:
-    """What ``model`` declares: its ``independent_rows`` (True/False), True for a model that
-    declares ``stochastic = False`` (equal copies need no independence), else None."""
-    declared = getattr(model, "independent_rows", None)
-    if declared is not None:
-        return bool(declared)
-    return True if getattr(model, "stochastic", None) is False else None
-
-
 def known_rows(model: nn.Module) -> RowVerdict | None:
     """The verdict for ``model`` without measuring: declared, or assumed by an enclosing
     :func:`assume_rows` for this very model; None when nothing is known."""
@@ -139,14 +123,6 @@ def assume_rows(model: nn.Module, verdict: RowVerdict) -> Iterator[RowVerdict]:
         yield verdict
     finally:
         _ASSUMED.reset(token)
-
-
-def independent_draws(model: nn.Module) -> contextlib.AbstractContextManager:
-    """``model.independent_draws()`` when the model offers it (rows of a call then draw
-    independently, e.g. CiiV's per-example masks), else a no-op context."""
-    if isinstance(model, SupportsIndependentDraws):
-        return model.independent_draws()
-    return contextlib.nullcontext()
 
 
 def draw_calls(batch: int, draws: int, max_batch: int | None, independent: bool) -> list[slice]:

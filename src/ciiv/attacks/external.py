@@ -1,18 +1,12 @@
 """Adapters for the reference implementations in ``pyautoattack`` (Croce and Hein 2020):
 AutoAttack ("standard" and "rand" versions), APGD-CE alone and the Square attack.
 
-The algorithms and their settings are the original ones; the adapters only give them the common
-attack contract (counted model queries, restored model modes, a seed, x_adv inside the ball).
-Three things to know:
-
-- pyautoattack reseeds torch's *global* generator with the attack's seed. The adapters run it
-  inside ``torch.random.fork_rng``, so the caller's global random state is left as it was (a CiiV
-  model's noise inside the attack then comes from that seeded, forked state).
-- Like the originals, these attacks return x itself for every example they did not fool.
-- pyautoattack's points can leave the ball by float error (its own runs report the largest
-  perturbation for that reason). The adapters project its output into the ball and [0, 1] and
-  keep the largest excess before that projection in ``projected_excess`` (a warning is logged when
-  it is more than rounding, :func:`~ciiv.attacks.base.ball_tolerance`).
+The algorithms and settings are the original ones; the adapters give them the common attack
+contract. pyautoattack reseeds torch's *global* generator, so it runs inside
+``torch.random.fork_rng`` (the caller's state is left as it was). Like the originals, these
+attacks return x itself for every example they did not fool. Their points can leave the ball by
+float error, so the adapters project them and keep the largest excess in ``projected_excess``
+(docs/evaluation.md, "Worst case and per-attack numbers").
 
 ``pyautoattack`` is an optional dependency: ``pip install pyautoattack`` (or ``ciiv[autoattack]``).
 """
@@ -21,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from abc import abstractmethod
 from collections.abc import Iterator
 from typing import Literal
 
@@ -31,7 +26,6 @@ from ciiv.deps import require
 
 from .base import Attack, ball_tolerance, excess, positive_int
 from .registry import register_attack
-from .threat import canonical_norm, default_eps, get_threat_model
 
 __all__ = ["APGDCE", "AutoAttack", "Square"]
 
@@ -78,12 +72,16 @@ class _External(Attack):
         eval_mode: bool,
     ) -> None:
         super().__init__(model, seed=seed, max_batch=max_batch, eval_mode=eval_mode)
-        norm = canonical_norm(norm)
-        self.norm = norm
-        self.threat = get_threat_model(norm, default_eps(norm) if eps is None else eps)
-        self.eps = self.threat.eps
+        self.norm = self._set_threat(norm, eps)
         self.projected_excess = 0.0
-        self._record(norm=norm, eps=self.eps)
+
+    @abstractmethod
+    def _run(self, x: Tensor, y: Tensor) -> Tensor:
+        """pyautoattack's raw x_adv for the batch."""
+
+    def _attack(self, x: Tensor, y: Tensor) -> Tensor:
+        with _isolated(x.device):
+            return self._project(self._run(x, y), x)
 
     def _project(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """pyautoattack's x_adv projected into the ball and [0, 1], its excess recorded (NaN/inf
@@ -132,15 +130,13 @@ class APGDCE(_External):
         self.rho = float(rho)
         self._record(steps=self.steps, restarts=self.restarts, eot=self.eot, rho=self.rho)
 
-    def _attack(self, x: Tensor, y: Tensor) -> Tensor:
+    def _run(self, x: Tensor, y: Tensor) -> Tensor:
         apgd = _pyautoattack().autopgd_base.APGDAttack(
             self.logits, n_iter=self.steps, norm=self.norm, n_restarts=self.restarts,
             eps=self.eps, seed=self.seed, loss="ce", eot_iter=self.eot, rho=self.rho,
             device=x.device,
         )  # fmt: skip
-        with _isolated(x.device):
-            x_adv = apgd.perturb(x, y)
-        return self._project(x_adv, x)
+        return apgd.perturb(x, y)
 
 
 @register_attack("square")
@@ -182,15 +178,13 @@ class Square(_External):
             resc_schedule=self.resc_schedule,
         )  # fmt: skip
 
-    def _attack(self, x: Tensor, y: Tensor) -> Tensor:
+    def _run(self, x: Tensor, y: Tensor) -> Tensor:
         square = _pyautoattack().square.SquareAttack(
             self.logits, norm=self.norm, n_queries=self.n_queries, eps=self.eps,
             p_init=self.p_init, n_restarts=self.restarts, seed=self.seed, verbose=False,
             targeted=False, loss="margin", resc_schedule=self.resc_schedule, device=x.device,
         )  # fmt: skip
-        with _isolated(x.device):
-            x_adv = square.perturb(x, y)
-        return self._project(x_adv, x)
+        return square.perturb(x, y)
 
 
 @register_attack("autoattack")
@@ -241,9 +235,8 @@ class AutoAttack(_External):
             version=version, n_target_classes=self.n_target_classes, batch_size=self.batch_size
         )
 
-    def _attack(self, x: Tensor, y: Tensor) -> Tensor:
-        with torch.no_grad():
-            num_classes = self.logits(x[:1]).shape[1]
+    def _run(self, x: Tensor, y: Tensor) -> Tensor:
+        num_classes = self.logits(x[:1]).shape[1]  # no_grad: inside _isolated
         needed = 4 if self.version == "standard" else 3
         if num_classes < needed:
             raise ValueError(
@@ -261,6 +254,4 @@ class AutoAttack(_External):
         )  # fmt: skip
         runner.apgd_targeted.n_target_classes = targets
         runner.fab.n_target_classes = targets
-        with _isolated(x.device):
-            x_adv, _ = runner.run_standard_evaluation(x, y, batch_size=self.batch_size or len(x))
-        return self._project(x_adv, x)
+        return runner.run_standard_evaluation(x, y, batch_size=self.batch_size or len(x))[0]

@@ -18,12 +18,8 @@ the E draws), and an iterate succeeds when its prediction differs from the clean
 
 EOT: the gradient is the mean of the gradients of J over E random forward passes. The batch is
 repeated E times along dim 0 (row e * B + i is draw e of example i) and sent in calls of at most
-``max_batch`` images. Where the model's rows are independent draws (``rows_independent``: declared
-by the model, or measured by the evaluation, see :mod:`ciiv.attacks.draws`) the E draws are
-stacked into the same calls, inside ``independent_draws(model)`` (a CiiV model then gives each row
-its own masks, with exactly the per-example distribution of the deployed model). Any other model
-gets one call per draw, each holding one draw of every example: a model that draws its randomness
-once per call would otherwise give the E copies of an image one draw.
+``max_batch`` images, the E draws stacked into one call only where the model's rows are
+independent draws (:mod:`ciiv.attacks.draws`), else one call per draw.
 
 BPDA: with ``bpda="identity" | "smooth"`` the whole attack runs inside ``model.bpda(...)``: the
 forward value is unchanged, the spike step's backward is replaced, and the masks are constants
@@ -37,10 +33,8 @@ that means "misclassified iterates beat correctly classified ones, ties go to th
 for a random model the success rate is an E-sample estimate of the probability that a prediction
 is fooled. The scores of the visited points come with their gradient evaluations for free; only
 the final point of each restart costs E extra (no-grad) images. ``keep_best=False`` returns the
-last iterate instead (classic FGSM), choosing between restarts by the same score. The bookkeeping
-uses ``torch.where``, never boolean indexing (``BestIterate``), so the loop never waits for the
-device: the only host syncs of a call are the [0, 1] check of x, the contract check of x_adv on
-return and, per restart after the first, the choice of the points still standing.
+last iterate instead (classic FGSM), choosing between restarts by the same score. No host sync
+per step (``BestIterate``; docs/evaluation.md, "Speed").
 
 Restarts: restart r > 0 attacks only the examples whose best success rate is still below 1.
 """
@@ -71,7 +65,7 @@ from .base import (
 from .draws import draw_calls, independent_draws, rows_independent
 from .objectives import TARGET_MODES, choose_targets, margin
 from .registry import register_attack
-from .threat import canonical_norm, default_eps, get_threat_model, parse_eps
+from .threat import parse_eps
 
 __all__ = ["FGSM", "PGD", "GradientEstimate"]
 
@@ -143,9 +137,7 @@ class PGD(Attack):
         eval_mode: bool = True,
     ) -> None:
         super().__init__(model, seed=seed, max_batch=max_batch, eval_mode=eval_mode)
-        norm = canonical_norm(norm)
-        self.threat = get_threat_model(norm, default_eps(norm) if eps is None else eps)
-        self.eps = self.threat.eps
+        self._set_threat(norm, eps)
         self.step_size = self.eps / 4 if step_size is None else parse_eps(step_size)
         self.steps = positive_int("steps", steps)
         self.restarts = positive_int("restarts", restarts)
@@ -174,10 +166,10 @@ class PGD(Attack):
         self.keep_best = bool(keep_best)
         self.precision = precision
         self._record(
-            norm=norm, eps=self.eps, step_size=self.step_size, steps=self.steps,
-            random_start=self.random_start, restarts=self.restarts, eot=self.eot,
-            max_batch=self.max_batch, bpda=bpda, loss=loss, adaptive_weight=self.adaptive_weight,
-            targeted=targeted, keep_best=self.keep_best, precision=precision,
+            step_size=self.step_size, steps=self.steps, random_start=self.random_start,
+            restarts=self.restarts, eot=self.eot, max_batch=self.max_batch, bpda=bpda, loss=loss,
+            adaptive_weight=self.adaptive_weight, targeted=targeted, keep_best=self.keep_best,
+            precision=precision,
         )  # fmt: skip
 
     # -- objective and its EOT gradient ------------------------------------------------------
@@ -268,23 +260,16 @@ class PGD(Attack):
         ):
             return self._estimate(x, labels, with_grad=True, per_draw=per_draw)
 
-    def _targets(self, x: Tensor, y: Tensor) -> Tensor:
-        """Target classes for a targeted attack, from the clean logits averaged over E draws."""
+    def _clean_logits(self, x: Tensor) -> Tensor:
+        """The clean logits [B, K] averaged over E draws (laid out in calls as the EOT draws):
+        what targets are chosen from, and loss="kl" moves away from."""
         rows = x.repeat(self.eot, 1, 1, 1)
         stacked = self.eot > 1 and rows_independent(self.model)
         calls = draw_calls(x.shape[0], self.eot, self.max_batch, stacked)
         draws_ctx = independent_draws(self.model) if stacked else contextlib.nullcontext()
         with draws_ctx, self._autocast(x.device), torch.no_grad():
             logits = torch.cat([self.logits(rows[call]) for call in calls])
-        logits = logits.float().view(self.eot, x.shape[0], -1).mean(0)
-        return choose_targets(logits, y, self.targeted, self.generator(x.device))
-
-    def _clean_log_probs(self, x: Tensor) -> Tensor:
-        """log p(x) [B, K] of the clean batch for loss="kl" (logits averaged over E draws)."""
-        draws_ctx = independent_draws(self.model) if self.eot > 1 else contextlib.nullcontext()
-        with draws_ctx, self._autocast(x.device):
-            logits = self.logits_no_grad(x.repeat(self.eot, 1, 1, 1))
-        return logits.float().view(self.eot, x.shape[0], -1).mean(0).log_softmax(1)
+        return logits.float().view(self.eot, x.shape[0], -1).mean(0)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -292,9 +277,11 @@ class PGD(Attack):
         threat, generator = self.threat, self.generator(x.device)
         with bpda_context(self.model, self.bpda):
             if self.loss == "kl":
-                labels = self._clean_log_probs(x)
+                labels = self._clean_logits(x).log_softmax(1)
+            elif self.targeted:
+                labels = choose_targets(self._clean_logits(x), y, self.targeted, generator)
             else:
-                labels = self._targets(x, y) if self.targeted else y
+                labels = y
             best = BestIterate(x)  # scored by (success rate, J)
 
             # The first restart attacks every example (a slice: no index tensor, no gather).
@@ -346,14 +333,13 @@ class FGSM(PGD):
         seed: int | None = None,
         eval_mode: bool = True,
     ) -> None:
-        norm = canonical_norm(norm)
-        eps = default_eps(norm) if eps is None else parse_eps(eps)
         super().__init__(
-            model, norm=norm, eps=eps, step_size=eps, steps=1, random_start=False, restarts=1,
+            model, norm=norm, eps=eps, steps=1, random_start=False, restarts=1,
             eot=eot, max_batch=max_batch, bpda=bpda, loss=loss, adaptive_weight=adaptive_weight,
             targeted=targeted, keep_best=False, precision=precision, seed=seed,
             eval_mode=eval_mode,
         )  # fmt: skip
+        self.step_size = self.eps
         # settings() lists only FGSM's own hyper-parameters (the fixed ones are implied).
         for fixed in ("step_size", "steps", "random_start", "restarts", "keep_best"):
             del self._hyper[fixed]

@@ -15,7 +15,6 @@ from torch import Tensor, nn
 
 from .base import Attack, BestIterate, positive_int
 from .registry import register_attack
-from .threat import canonical_norm, get_threat_model
 
 __all__ = ["GaussianNoise", "RandomSearch", "UniformNoise"]
 
@@ -35,12 +34,11 @@ class _AdditiveNoise(Attack):
         max_batch: int | None = None,
     ) -> None:
         super().__init__(model, seed=seed, max_batch=max_batch, eval_mode=None)
-        norm = canonical_norm(norm)
-        self.threat = get_threat_model(norm, eps)
+        self._set_threat(norm, eps)
         if not sigma >= 0:
             raise ValueError(f"sigma must be >= 0, got {sigma}")
         self.sigma = float(sigma)
-        self._record(norm=norm, eps=self.threat.eps, sigma=self.sigma)
+        self._record(sigma=self.sigma)
 
     @abstractmethod
     def _noise(self, x: Tensor, generator: torch.Generator) -> Tensor:
@@ -102,10 +100,9 @@ class RandomSearch(Attack):
         eval_mode: bool = True,
     ) -> None:
         super().__init__(model, seed=seed, max_batch=max_batch, eval_mode=eval_mode)
-        norm = canonical_norm(norm)
-        self.threat = get_threat_model(norm, eps)
+        self._set_threat(norm, eps)
         self.draws = positive_int("draws", draws)
-        self._record(norm=norm, eps=self.threat.eps, draws=self.draws, max_batch=self.max_batch)
+        self._record(draws=self.draws, max_batch=self.max_batch)
 
     def _attack(self, x: Tensor, y: Tensor) -> Tensor:
         batch, generator = x.shape[0], self.generator(x.device)

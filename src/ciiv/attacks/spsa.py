@@ -27,7 +27,6 @@ from torch import Tensor, nn
 from .base import Attack, BestIterate, positive_int
 from .objectives import margin
 from .registry import register_attack
-from .threat import LinfThreat, canonical_norm
 
 __all__ = ["SPSA"]
 
@@ -66,9 +65,7 @@ class SPSA(Attack):
         eval_mode: bool = True,
     ) -> None:
         super().__init__(model, seed=seed, max_batch=max_batch, eval_mode=eval_mode)
-        if canonical_norm(norm) != "Linf":
-            raise ValueError(f"SPSA here is the Linf attack; got norm={norm!r}")
-        self.threat = LinfThreat(eps)
+        self._set_threat(norm, eps, only="Linf")
         if delta <= 0 or lr <= 0:
             raise ValueError(f"delta and lr must be positive, got delta={delta}, lr={lr}")
         self.delta, self.lr = float(delta), float(lr)
@@ -76,8 +73,8 @@ class SPSA(Attack):
         self.steps = positive_int("steps", steps)
         self.random_start = bool(random_start)
         self._record(
-            norm="Linf", eps=self.threat.eps, delta=self.delta, nb_sample=self.nb_sample,
-            steps=self.steps, lr=self.lr, random_start=self.random_start, max_batch=self.max_batch,
+            delta=self.delta, nb_sample=self.nb_sample, steps=self.steps, lr=self.lr,
+            random_start=self.random_start, max_batch=self.max_batch,
         )  # fmt: skip
 
     def estimate_gradient(self, x: Tensor, y: Tensor, generator: torch.Generator | None = None):

@@ -1,24 +1,12 @@
 """CERTIFY and PREDICT of Cohen, Rosenfeld and Kolter (ICML 2019) for Gaussian smoothing.
 
-For a base classifier f on pixels in [0, 1], the smoothed classifier is
-
-    g(x) = argmax_c P(f(clip(x + d, 0, 1)) = c),   d ~ N(0, sigma^2 I).
-
-**What is certified.** ciiv trains randomized smoothing on clip(x + sigma n, 0, 1)
-(:class:`~ciiv.models.SmoothedClassifier`), and certifies with the same noise, clipping included.
-Clipping makes g differ from Gaussian smoothing of f itself (Cohen et al. add the noise without
-clipping), but g is exactly the Gaussian smoothing of the base classifier h = f o clip, which is
-defined on all of R^d, and Cohen et al.'s theorem holds for any base classifier. So the guarantee
-is unchanged: if pA_lower > 1/2 then g(x + delta) = cA for every delta with
-||delta||_2 < sigma * Phi^-1(pA_lower), inside [0, 1]^d or not, with probability >= 1 - alpha
-over the noise draws of the certification. Clipping also keeps f inside the [0, 1] inputs it was
-trained on.
-
-A random base classifier (e.g. a CiiV model) is allowed: the probability is then over its own
-randomness as well, provided that the draws are independent. Where the base's rows are
-independent draws (declared, or measured by the spread test of :mod:`ciiv.attacks.draws`) many
-draws go through one call (a CiiV sampler is switched to per-example masks, as for EOT); a base
-that draws its randomness once per call gets one call per draw, so the counts stay binomial.
+The smoothed classifier of a base f on pixels in [0, 1] is
+g(x) = argmax_c P(f(clip(x + d, 0, 1)) = c), d ~ N(0, sigma^2 I): the noise of training, clipping
+included. g is exactly the Gaussian smoothing of h = f o clip, so Cohen et al.'s guarantee holds
+unchanged (docs/evaluation.md, "Certification"). A random base (a CiiV model) is allowed when its
+draws are independent: draws are stacked into one call only where its rows are (declared, or
+measured by the spread test of :mod:`ciiv.attacks.draws`), else one call per draw, so the counts
+stay binomial.
 """
 
 from __future__ import annotations
@@ -118,8 +106,11 @@ def base_classifier(model: nn.Module) -> nn.Module:
     return model.base if isinstance(model, SmoothedClassifier) else model
 
 
-def _check(x: Tensor, sigma: float, alpha: float) -> None:
+def _check(x: Tensor, sigma: float, alpha: float, **counts: int) -> None:
+    """Validate the inputs and settings (``counts``: positive integers such as n, batch_size)."""
     check_images(x, nonempty=True, image=False)
+    for name, value in counts.items():
+        positive_int(name, value)
     if isinstance(sigma, bool) or not isinstance(sigma, int | float) or not sigma > 0:
         raise ValueError(f"sigma must be a positive number, got {sigma!r}")
     if not math.isfinite(sigma):
@@ -233,9 +224,7 @@ def certify(
         A :class:`Certification` on x's device. The base classifier's train/eval flags are
         restored afterwards.
     """
-    _check(x, sigma, alpha)
-    n0, n = positive_int("n0", n0), positive_int("n", n)
-    batch_size = positive_int("batch_size", batch_size)
+    _check(x, sigma, alpha, n0=n0, n=n, batch_size=batch_size)
     with _sampling(model, x, seed) as (base, xd, generator):
         selection = noise_counts(base, xd, sigma, n0, batch_size, generator)
         top = selection.argmax(-1)
@@ -253,8 +242,8 @@ def certify(
         counts=counts.to(out),
         selection_counts=selection.to(out),
         sigma=float(sigma),
-        n0=n0,
-        n=n,
+        n0=int(n0),
+        n=int(n),
         alpha=float(alpha),
     )
 
@@ -275,9 +264,7 @@ def predict(
     p-value > alpha, then -1 (abstain). A returned class differs from g(x) with probability
     <= alpha. Arguments as in :func:`certify`.
     """
-    _check(x, sigma, alpha)
-    n = positive_int("n", n)
-    batch_size = positive_int("batch_size", batch_size)
+    _check(x, sigma, alpha, n=n, batch_size=batch_size)
     with _sampling(model, x, seed) as (base, xd, generator):
         counts = noise_counts(base, xd, sigma, n, batch_size, generator)
     top = counts.topk(min(2, counts.shape[-1]), dim=-1)
@@ -291,6 +278,6 @@ def predict(
         p_value=torch.from_numpy(p_value).to(out),
         counts=counts.to(out),
         sigma=float(sigma),
-        n=n,
+        n=int(n),
         alpha=float(alpha),
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ciiv import distributed
-from ciiv._checks import check_labels, positive_int
+from ciiv._checks import check_labels
 from ciiv.evaluate.engine import derive_seed
 from ciiv.evaluate.records import Batches, examples_digest
 from ciiv.models import SmoothedClassifier
@@ -55,12 +56,14 @@ ProgressFn = Callable[[str, dict[str, Any]], None]
 (certified = correct and not abstained so far)."""
 
 
+@dataclass(repr=False)
 class CertifyResult:
     """What :func:`certify_examples` returns: ``summary`` (the content of summary.json), ``rows``
     (of examples.jsonl, in example order) and ``out_dir``."""
 
-    def __init__(self, summary: dict[str, Any], rows: list[dict], out_dir: Path | None) -> None:
-        self.summary, self.rows, self.out_dir = summary, rows, out_dir
+    summary: dict[str, Any]
+    rows: list[dict]
+    out_dir: Path | None
 
     def __repr__(self) -> str:
         curve = ", ".join(
@@ -86,16 +89,8 @@ def _batch_rows(
 ) -> tuple[list[dict], dict]:
     seed = derive_seed(settings["seed"], "certify", batch)
     started = time.perf_counter()
-    result = certify(
-        model,
-        x,
-        settings["sigma"],
-        n0=settings["n0"],
-        n=settings["n"],
-        alpha=settings["alpha"],
-        batch_size=settings["batch_size"],
-        seed=seed,
-    )
+    counts = {key: settings[key] for key in ("n0", "n", "batch_size")}
+    result = certify(model, x, settings["sigma"], alpha=settings["alpha"], seed=seed, **counts)
     prediction, radius = result.prediction.tolist(), result.radius.tolist()
     count, p_lower = result.count.tolist(), result.p_lower.tolist()
     elapsed = time.perf_counter() - started
@@ -168,12 +163,9 @@ def certify_examples(
         ValueError: bad settings or inputs, or an ``out_dir`` holding other settings.
     """
     started = time.perf_counter()
-    _check(x, sigma, alpha)  # before anything is written
-    positive_int("n0", n0)
-    positive_int("n", n)
+    counts = {"n0": n0, "n": n, "batch_size": batch_size, "examples_per_batch": examples_per_batch}
+    _check(x, sigma, alpha, **counts)  # before anything is written
     check_labels(y, x.shape[0])
-    positive_int("examples_per_batch", examples_per_batch)
-    positive_int("batch_size", batch_size)
     total = x.shape[0]
     indices = list(range(total)) if indices is None else [int(i) for i in indices]
     if len(indices) != total:
@@ -182,12 +174,9 @@ def certify_examples(
     settings = {
         "schema": SCHEMA,
         "sigma": float(sigma),
-        "n0": n0,
-        "n": n,
+        **{key: int(value) for key, value in counts.items()},
         "alpha": float(alpha),
         "seed": int(seed),
-        "batch_size": batch_size,
-        "examples_per_batch": examples_per_batch,
         "noise": NOISE,
         "base": f"{type(base).__module__}.{type(base).__qualname__}",
         "n_examples": total,

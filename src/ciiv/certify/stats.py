@@ -61,13 +61,19 @@ def _continued_fraction(a: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarr
     raise ArithmeticError("the incomplete beta continued fraction did not converge")
 
 
-def regularized_incomplete_beta(x, a, b) -> np.ndarray:
-    """I_x(a, b) = P(Beta(a, b) <= x), elementwise over broadcast arrays; a, b > 0, x in [0, 1]."""
-    x, a, b = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (x, a, b)))
+def _beta_args(name: str, p, a, b) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(p, a, b) broadcast as float64 arrays; a ValueError unless p in [0, 1] and a, b > 0."""
+    p, a, b = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (p, a, b)))
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError(f"{name} must lie in [0, 1]")
     if np.any(a <= 0) or np.any(b <= 0):
         raise ValueError("the beta distribution needs a > 0 and b > 0")
-    if np.any((x < 0) | (x > 1)):
-        raise ValueError("x must lie in [0, 1]")
+    return p, a, b
+
+
+def regularized_incomplete_beta(x, a, b) -> np.ndarray:
+    """I_x(a, b) = P(Beta(a, b) <= x), elementwise over broadcast arrays; a, b > 0, x in [0, 1]."""
+    x, a, b = _beta_args("x", x, a, b)
     out = np.where(x >= 1, 1.0, 0.0)
     inner = (x > 0) & (x < 1)
     if not inner.any():
@@ -96,11 +102,7 @@ def beta_ppf(q, a, b) -> np.ndarray:
     Newton step would leave it; it stops at a relative change of 1e-12, about the accuracy of
     I_x itself (typically 5-10 steps, where bisection alone needs about 55, each one a continued
     fraction of a few hundred terms for n = 10**5)."""
-    q, a, b = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (q, a, b)))
-    if np.any((q < 0) | (q > 1)):
-        raise ValueError("q must lie in [0, 1]")
-    if np.any(a <= 0) or np.any(b <= 0):
-        raise ValueError("the beta distribution needs a > 0 and b > 0")
+    q, a, b = _beta_args("q", q, a, b)
     inner = (q > 0) & (q < 1)
     out = np.where(q >= 1, 1.0, 0.0)
     if not inner.any():

@@ -14,19 +14,10 @@ Typical use (the training loop)::
         x = to_float(xb, device)                            # float [B, C, H, W] in [0, 1]
         x = random_crop_flip(x, info.crop_padding, info.hflip)
 
-Datasets (``list_datasets()``):
-
-* ``shapes`` -- synthetic, seeded, no download; test splits ``iid`` and ``shifted``
-  (:mod:`ciiv.data.shapes`). The built-in default.
-* ``mnist``, ``cifar10``, ``cifar100`` -- torchvision files under ``data_dir`` / ``$CIIV_DATA`` /
-  ``~/.cache/ciiv/data`` (:mod:`ciiv.data.torchvision_sets`).
-* ``imagefolder`` -- a ``train/<class>`` + ``test/<class>`` tree or a ``.tar.gz`` of one
-  (:mod:`ciiv.data.imagefolder`).
-* ``mini-imagenet`` -- 100 classes x 600 images from an ImageNet train folder
-  (:mod:`ciiv.data.mini_imagenet`).
-
-The validation split is carved from the training split (stratified, seeded) unless the dataset
-ships one; it is never taken from a test split.
+Datasets (``list_datasets()``; docs/training.md lists where each reads its files): ``shapes``
+(synthetic, the default), ``mnist``, ``cifar10``, ``cifar100``, ``imagefolder``, ``mini-imagenet``,
+one module each. The validation split is carved from the training split (stratified, seeded)
+unless the dataset ships one; it is never taken from a test split.
 """
 
 from ciiv.data import imagefolder, mini_imagenet, shapes, torchvision_sets  # noqa: F401 (register)

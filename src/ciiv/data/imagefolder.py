@@ -186,11 +186,4 @@ def load_imagefolder(request: LoadRequest, options: ImageFolderOptions) -> Loade
     return LoadedData(info=info, train=train, test={"test": test})
 
 
-register_dataset(
-    DatasetBuilder(
-        name="imagefolder",
-        options=ImageFolderOptions,
-        load=load_imagefolder,
-        describe=None,
-    )
-)
+register_dataset(DatasetBuilder("imagefolder", ImageFolderOptions, load_imagefolder, None))

@@ -163,10 +163,5 @@ def load_mini_imagenet(request: LoadRequest, options: MiniImageNetOptions) -> Lo
 
 
 register_dataset(
-    DatasetBuilder(
-        name="mini-imagenet",
-        options=MiniImageNetOptions,
-        load=load_mini_imagenet,
-        describe=describe_mini_imagenet,
-    )
+    DatasetBuilder("mini-imagenet", MiniImageNetOptions, load_mini_imagenet, describe_mini_imagenet)
 )

@@ -177,15 +177,8 @@ def generate_shapes(
     images = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8)
     for start in range(0, n, _CHUNK):
         part = slice(start, start + _CHUNK)
-        images[part] = _render(
-            labels[part],
-            colors[part],
-            centre_x[part],
-            centre_y[part],
-            radius[part],
-            jitter[part],
-            image_size,
-        )
+        drawn = (labels, colors, centre_x, centre_y, radius, jitter)
+        images[part] = _render(*(t[part] for t in drawn), image_size)
     return ShapesSample(images, labels, colors)
 
 
@@ -258,11 +251,4 @@ def load_shapes(request: LoadRequest, options: ShapesOptions) -> LoadedData:
     )
 
 
-register_dataset(
-    DatasetBuilder(
-        name="shapes",
-        options=ShapesOptions,
-        load=load_shapes,
-        describe=describe_shapes,
-    )
-)
+register_dataset(DatasetBuilder("shapes", ShapesOptions, load_shapes, describe_shapes))

@@ -1,23 +1,16 @@
 """MNIST, CIFAR-10 and CIFAR-100 through torchvision, held in memory as uint8 tensors.
 
-Files are looked for under the data root (``data_dir``, else ``$CIIV_DATA``, else
-``~/.cache/ciiv/data``) in torchvision's layout (``MNIST/raw``, ``cifar-10-batches-py``,
-``cifar-100-python``). When they are missing and ``download`` is allowed, torchvision downloads them
-there, giving up after ``DOWNLOAD_TIMEOUT_S`` seconds without an answer (a machine without
-internet access fails fast rather than hanging); otherwise :class:`DatasetNotFoundError` says where
-they were looked for and how to provide them. MNIST's files are checked before torchvision reads
-them, so a corrupt or truncated one is named. Normalisation constants are the usual per-channel
-training-set statistics (std is the per-pixel standard deviation, not the often-copied
-0.2023/0.1994/0.2010).
+Files are looked for under the data root (:func:`~ciiv.data.paths.resolve_data_dir`) in
+torchvision's layout. When they are missing and ``download`` is allowed, torchvision downloads
+them, giving up after ``DOWNLOAD_TIMEOUT_S`` seconds without an answer (an offline machine fails
+fast rather than hanging); otherwise :class:`DatasetNotFoundError` says where they were looked
+for. MNIST's files are checked first, so a corrupt one is named. std is the per-pixel standard
+deviation of the training set, not the often-copied 0.2023/0.1994/0.2010.
 
-CIFAR-10 and CIFAR-100 also read an image-folder copy: when ``data_dir`` is a ``.tar.gz`` / ``.tgz``
-/ ``.tar`` archive, or a folder with ``train/<class>/`` and ``test/<class>/`` (at its top level or
-one folder down) and no torchvision files, the images are read from there as by the ``imagefolder``
-dataset (same extraction and decoded cache), never downloaded. The class folders must carry the
-dataset's own class names (labels follow the canonical class order, not the folder order) and the
-images must be 32 x 32; the dataset keeps its normalisation constants, spike scale and attack
-budgets. A lossy copy (CIFAR-10-JPEG) is a different dataset in all but name: its accuracies are
-not comparable with published CIFAR figures, so loading one logs a warning.
+CIFAR-10 and CIFAR-100 also read an image-folder copy (an archive, or a folder with
+``train/<class>/`` + ``test/<class>/`` and no torchvision files), as the ``imagefolder`` dataset
+does, never downloaded; folders must carry the dataset's class names and images be 32 x 32. A
+JPEG copy logs a warning (docs/training.md, "CIFAR-10 / CIFAR-100 from an image folder").
 """
 
 from __future__ import annotations
@@ -97,18 +90,7 @@ CIFAR10_INFO = DatasetInfo(
     spike_scale=0.9,
     hflip=True,
     crop_padding=4,
-    class_names=(
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ),
+    class_names=tuple("airplane automobile bird cat deer dog frog horse ship truck".split()),
 )
 CIFAR100_INFO = DatasetInfo(
     name="cifar100",
@@ -175,6 +157,17 @@ class _Source:
     folder: str  # what torchvision expects under the root, for error messages
     check: Callable[[Path], None] | None = None  # raises on corrupt files in root / folder
     image_tree: bool = False  # also reads a train/<class> + test/<class> image tree or archive
+
+    def describe(self, options: NoOptions) -> DatasetInfo:
+        return self.info
+
+    def load(self, request: LoadRequest, options: NoOptions) -> LoadedData:
+        root = resolve_data_dir(request.data_dir)
+        tree = _tree_dir(self, root)
+        if tree is not None:
+            return _load_tree(self.info, tree)
+        train, test = (_to_tensors(_open(self, root, t, request.download)) for t in (True, False))
+        return LoadedData(info=self.info, train=train, test={"test": test})
 
 
 def _open(source: _Source, root: Path, train: bool, download: bool) -> datasets.VisionDataset:
@@ -258,26 +251,12 @@ def _load_tree(info: DatasetInfo, data_dir: Path) -> LoadedData:
     if sample.suffix.lower() in (".jpg", ".jpeg"):
         logger.warning(
             "%s from JPEG files (%s): lossy, so accuracies are not comparable with published "
-            "%s figures",
+            "CIFAR figures",
             info.name,
             data_dir,
-            info.name,
         )
     logger.info("%s: image-folder copy at %s", info.name, root)
     return LoadedData(info=info, train=train, test={"test": test})
-
-
-def _loader(source: _Source):
-    def load(request: LoadRequest, options: NoOptions) -> LoadedData:
-        root = resolve_data_dir(request.data_dir)
-        tree = _tree_dir(source, root)
-        if tree is not None:
-            return _load_tree(source.info, tree)
-        train = _to_tensors(_open(source, root, True, request.download))
-        test = _to_tensors(_open(source, root, False, request.download))
-        return LoadedData(info=source.info, train=train, test={"test": test})
-
-    return load
 
 
 for _source in (
@@ -285,11 +264,4 @@ for _source in (
     _Source(CIFAR10_INFO, datasets.CIFAR10, "cifar-10-batches-py", image_tree=True),
     _Source(CIFAR100_INFO, datasets.CIFAR100, "cifar-100-python", image_tree=True),
 ):
-    register_dataset(
-        DatasetBuilder(
-            name=_source.info.name,
-            options=NoOptions,
-            load=_loader(_source),
-            describe=lambda options, info=_source.info: info,
-        )
-    )
+    register_dataset(DatasetBuilder(_source.info.name, NoOptions, _source.load, _source.describe))

@@ -21,6 +21,11 @@ __all__ = ["MODEL_KINDS", "ModelConfig", "ModelKind", "build_model"]
 
 ModelKind = Literal["plain", "ciiv", "smoothed"]
 MODEL_KINDS: tuple[str, ...] = ("plain", "ciiv", "smoothed")
+# ModelConfig fields that go to RetinotopicSampler under the same name (spike_scale aside).
+_SAMPLER_FIELDS = (
+    "num_views samples_per_view alpha gamma keep_threshold spike_eps per_example_masks "
+    "random_centers"
+).split()
 
 
 class _DatasetInfo(Protocol):
@@ -82,24 +87,12 @@ def build_model(config: ModelConfig, info: _DatasetInfo, kind: ModelKind = "plai
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}; valid: {', '.join(MODEL_KINDS)}")
     backbone = create_model(
-        config.backbone,
-        num_classes=info.num_classes,
-        in_channels=info.in_channels,
-        **config.backbone_kwargs,
+        config.backbone, info.num_classes, info.in_channels, **config.backbone_kwargs
     )
     if kind == "ciiv":
-        sampler = RetinotopicSampler(
-            info.image_size,
-            num_views=config.num_views,
-            samples_per_view=config.samples_per_view,
-            alpha=config.alpha,
-            gamma=config.gamma,
-            keep_threshold=config.keep_threshold,
-            spike_scale=info.spike_scale if config.spike_scale is None else config.spike_scale,
-            spike_eps=config.spike_eps,
-            per_example_masks=config.per_example_masks,
-            random_centers=config.random_centers,
-        )
+        spike_scale = info.spike_scale if config.spike_scale is None else config.spike_scale
+        settings = {name: getattr(config, name) for name in _SAMPLER_FIELDS}
+        sampler = RetinotopicSampler(info.image_size, spike_scale=spike_scale, **settings)
         return CiiVClassifier(backbone, sampler, info.mean, info.std)
     plain = Classifier(backbone, info.mean, info.std)
     if kind == "smoothed":

@@ -160,12 +160,9 @@ class CiiVClassifier(_Normalised):
     def independent_draws(self) -> Iterator[CiiVClassifier]:
         """Inside the block every row of a batch gets its own masks, for stacked EOT draws.
 
-        With shared masks (the official behaviour) the sampler draws one mask per view and sample
-        for the whole batch, so E copies of an image in one call would share their masks and the
-        E "draws" would be one. Per-example masks give each row its own. For an attack this is
-        the same random function: an example's loss and gradient depend only on its own masks,
-        distributed alike under both settings (rows are independent in eval mode); only the
-        correlation *between* examples of a batch changes, which a per-example attack never uses.
+        Shared masks (the official behaviour) would make E copies of an image in one call one
+        draw. For a per-example attack this is the same random function: an example's loss
+        depends only on its own masks, distributed alike under both settings.
         """
         previous, self.sampler.per_example_masks = self.sampler.per_example_masks, True
         try:

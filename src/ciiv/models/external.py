@@ -1,21 +1,13 @@
 """A user's own model, named by a string, for ``ciiv eval --model`` / ``ciiv audit --model``.
 
-A spec names where the model comes from:
-
-- ``my_pkg.module:factory`` -- an importable module and a callable in it (dotted attributes such
-  as ``module:Class.create`` work);
-- ``path/to/defense.py:build`` -- a Python file and a callable in it (the file's folder is on
-  ``sys.path`` while it is imported, so it may import its neighbours);
-- ``timm:<name>`` / ``tv:<name>`` -- a timm or torchvision architecture, built without weights
-  (never a download) with the dataset's classes, inside a normalisation layer.
-
-The callable (a factory or a class) returns an ``nn.Module`` that maps pixels [B, C, H, W] in
-[0, 1] to logits [B, K]; it is called with ``num_classes=K`` when it accepts that keyword. Weights
-(``--weights``) are read with ``torch.load(..., weights_only=True)``: a state dict, or a dict that
-holds one under ``"state_dict"`` or ``"model"`` (timm's and torchvision's training scripts write
-those); a ``"module."`` prefix left by DataParallel / DDP is removed. The model comes back in eval
-mode, on the CPU. Whether it is random is decided later, by ``evaluate_robustness`` (a declared
-``stochastic`` attribute, else two forward passes).
+Specs (docs/evaluation.md, "Evaluating your own defense"): ``my_pkg.module:factory`` (dotted
+attributes work), ``path/to/defense.py:build`` (its folder on ``sys.path`` while imported), or
+``timm:<name>`` / ``tv:<name>`` (built without weights, inside a normalisation layer). The
+callable returns an ``nn.Module`` mapping pixels [B, C, H, W] in [0, 1] to logits [B, K]; it gets
+``num_classes=K`` when it accepts that keyword. ``--weights`` is read with
+``torch.load(..., weights_only=True)``: a state dict, possibly nested under ``"state_dict"`` or
+``"model"``, with a DataParallel ``"module."`` prefix removed. The model comes back in eval mode,
+on the CPU.
 """
 
 from __future__ import annotations

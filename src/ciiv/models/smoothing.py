@@ -14,8 +14,7 @@ from torch import Tensor, nn
 
 from ciiv._checks import positive_int
 
-from .classifier import Classifier
-from .views import SupportsIndependentDraws
+from .views import declared_rows, independent_draws
 
 __all__ = ["SmoothedClassifier"]
 
@@ -53,22 +52,15 @@ class SmoothedClassifier(nn.Module):
     @property
     def independent_rows(self) -> bool | None:
         """Whether copies of one image stacked into one call are independent draws: the noise is
-        drawn per element, so yes when the base is ciiv's deterministic :class:`Classifier`;
-        otherwise what the base declares (None: unknown, a foreign base may share its own
+        drawn per element, so what the base declares (True for a deterministic base such as
+        :class:`~ciiv.models.Classifier`; None: unknown, a foreign base may share its own
         randomness across a batch, see :mod:`ciiv.attacks.draws`)."""
-        if type(self.base) is Classifier:
-            return True
-        declared = getattr(self.base, "independent_rows", None)
-        if declared is None and getattr(self.base, "stochastic", None) is False:
-            return True
-        return declared
+        return declared_rows(self.base)
 
     def independent_draws(self) -> contextlib.AbstractContextManager:
-        """The base's ``independent_draws()`` when it has one (stacked draws of a CiiV base get
-        their own masks), else a no-op context."""
-        if isinstance(self.base, SupportsIndependentDraws):
-            return self.base.independent_draws()
-        return contextlib.nullcontext()
+        """The base's ``independent_draws()`` (stacked draws of a CiiV base get their own
+        masks), or a no-op context."""
+        return independent_draws(self.base)
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}, n_draws={self.n_draws}, n_votes={self.n_votes}"

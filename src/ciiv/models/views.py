@@ -2,20 +2,8 @@
 
 The interfaces are structural (``typing.Protocol``): a model offers them by having the members,
 without inheriting from anything, and ``isinstance(model, MultiView)`` (or one of the two smaller
-interfaces) is the one test that code uses in place of probing attributes one by one.
-
-- :class:`SupportsBPDA`: ``model.bpda(surrogate)``, a context manager inside which a
-  non-differentiable layer back-propagates through a BPDA substitute (one of
-  :data:`~ciiv.sampling.BPDA_SURROGATES`); the forward value is unchanged.
-- :class:`SupportsIndependentDraws`: ``model.independent_draws()``, a context manager inside which
-  every row of a call draws its own randomness (see :mod:`ciiv.attacks.draws`).
-- :class:`MultiView`: a model with views, like :class:`~ciiv.models.CiiVClassifier`: BPDA, plus
-  ``num_views`` (the views ``forward`` uses), ``forward_views(x, num_views=None, generator=None)``
-  (a :class:`~ciiv.models.ViewOutput`: per-view logits [L, B, K], features [L, B, D], z [L] or
-  [L, B]) and ``combine(logits, z)``, the prediction from the per-view outputs: ``model(x)`` is
-  ``model.combine(out.logits, out.z)`` of one draw ``out = model.forward_views(x)``. The
-  adaptive loss, the BPDA suite entries and the paper protocol need it; the suites skip their
-  entries for other models.
+interfaces, :class:`SupportsBPDA` and :class:`SupportsIndependentDraws`) is the one test that code
+uses in place of probing attributes one by one.
 
 :class:`CentreView` is the function the authors' evaluation attacks: the model with its centre view
 only (view 0 of the sampler), a wrapper that leaves the model itself untouched.
@@ -31,12 +19,21 @@ from torch import Tensor, nn
 
 from .classifier import ViewOutput
 
-__all__ = ["CentreView", "MultiView", "SupportsBPDA", "SupportsIndependentDraws"]
+__all__ = [
+    "CentreView",
+    "MultiView",
+    "SupportsBPDA",
+    "SupportsIndependentDraws",
+    "declared_rows",
+    "independent_draws",
+]
 
 
 @runtime_checkable
 class SupportsBPDA(Protocol):
-    """A model with a BPDA backward: ``with model.bpda("identity"): ...``."""
+    """A model with a BPDA backward: inside ``with model.bpda(surrogate):`` (one of
+    :data:`~ciiv.sampling.BPDA_SURROGATES`) a non-differentiable layer back-propagates through
+    the substitute; the forward value is unchanged."""
 
     def bpda(self, surrogate: str) -> contextlib.AbstractContextManager: ...
 
@@ -48,9 +45,31 @@ class SupportsIndependentDraws(Protocol):
     def independent_draws(self) -> contextlib.AbstractContextManager: ...
 
 
+def independent_draws(model: nn.Module) -> contextlib.AbstractContextManager:
+    """``model.independent_draws()`` when the model offers it (rows of a call then draw
+    independently, e.g. CiiV's per-example masks), else a no-op context: the one entry point
+    that calls it (re-exported as ``ciiv.attacks.independent_draws``)."""
+    if isinstance(model, SupportsIndependentDraws):
+        return model.independent_draws()
+    return contextlib.nullcontext()
+
+
+def declared_rows(model: nn.Module) -> bool | None:
+    """What ``model`` declares: its ``independent_rows`` (True/False), True for a model that
+    declares ``stochastic = False`` (equal copies need no independence), else None."""
+    declared = getattr(model, "independent_rows", None)
+    if declared is not None:
+        return bool(declared)
+    return True if getattr(model, "stochastic", None) is False else None
+
+
 @runtime_checkable
 class MultiView(SupportsBPDA, Protocol):
-    """A model with views (module doc): BPDA, ``num_views``, ``forward_views`` and ``combine``."""
+    """A model with views, like :class:`~ciiv.models.CiiVClassifier`: BPDA, ``num_views`` (the
+    views ``forward`` uses), ``forward_views`` (a :class:`~ciiv.models.ViewOutput`: logits
+    [L, B, K], features [L, B, D], z [L] or [L, B]) and ``combine(logits, z)``, with
+    ``model(x) == model.combine(out.logits, out.z)`` for one draw ``out = model.forward_views(x)``.
+    The adaptive loss, the BPDA suite entries and the paper protocol need it."""
 
     num_views: int
 
@@ -113,6 +132,4 @@ class CentreView(nn.Module):
         return self.model.bpda(surrogate)
 
     def independent_draws(self) -> contextlib.AbstractContextManager:
-        if isinstance(self.model, SupportsIndependentDraws):
-            return self.model.independent_draws()
-        return contextlib.nullcontext()
+        return independent_draws(self.model)

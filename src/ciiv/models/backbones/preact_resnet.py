@@ -90,17 +90,19 @@ def make_stage(
     return nn.Sequential(*units)
 
 
-def preact_resnet(
+def preact_network(
     block: type[PreActBlock | PreActBottleneck],
-    stage_blocks: tuple[int, int, int, int],
+    stages: tuple[tuple[int, int, int], ...],
     num_classes: int,
     in_channels: int,
+    stem_width: int,
 ) -> Backbone:
-    """Pre-activation ResNet with widths 64-128-256-512 (x ``block.expansion``), strides 1-2-2-2."""
-    layers: OrderedDict[str, nn.Module] = OrderedDict(stem=conv3x3(in_channels, 64))
-    width = 64
-    for i, (planes, stride) in enumerate(zip((64, 128, 256, 512), (1, 2, 2, 2), strict=True)):
-        layers[f"layer{i + 1}"] = make_stage(block, width, planes, stage_blocks[i], stride)
+    """3x3 stem of ``stem_width``, then one stage per (planes, units, stride) of ``stages``, then
+    BN -> ReLU -> global average pooling; D = the last planes x ``block.expansion``."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict(stem=conv3x3(in_channels, stem_width))
+    width = stem_width
+    for i, (planes, units, stride) in enumerate(stages):
+        layers[f"layer{i + 1}"] = make_stage(block, width, planes, units, stride)
         width = planes * block.expansion
     layers["bn"] = nn.BatchNorm2d(width)
     layers["relu"] = nn.ReLU(inplace=True)
@@ -109,6 +111,17 @@ def preact_resnet(
     features = nn.Sequential(layers)
     features.apply(init_weights)
     return Backbone(features, num_features=width, num_classes=num_classes)
+
+
+def preact_resnet(
+    block: type[PreActBlock | PreActBottleneck],
+    stage_blocks: tuple[int, int, int, int],
+    num_classes: int,
+    in_channels: int,
+) -> Backbone:
+    """Pre-activation ResNet with widths 64-128-256-512 (x ``block.expansion``), strides 1-2-2-2."""
+    stages = tuple(zip((64, 128, 256, 512), stage_blocks, (1, 2, 2, 2), strict=True))
+    return preact_network(block, stages, num_classes, in_channels, stem_width=64)
 
 
 @register_model("preact_resnet18")

@@ -9,13 +9,8 @@ the pre-activation basic units of :mod:`ciiv.models.backbones.preact_resnet`.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
-from torch import nn
-
 from ciiv._checks import positive_int
-from ciiv.models.backbones.layers import conv3x3, init_weights
-from ciiv.models.backbones.preact_resnet import PreActBlock, make_stage
+from ciiv.models.backbones.preact_resnet import PreActBlock, preact_network
 from ciiv.models.registry import Backbone, register_model
 
 
@@ -31,15 +26,7 @@ def wide_resnet(
         raise ValueError(f"depth must be 6n + 4 with n >= 1 (e.g. 10, 16, 28, 34), got {depth!r}")
     positive_int("widen_factor", widen_factor)
     units = (depth - 4) // 6
-    layers: OrderedDict[str, nn.Module] = OrderedDict(stem=conv3x3(in_channels, 16))
-    width = 16
-    for i, (base, stride) in enumerate(zip((16, 32, 64), (1, 2, 2), strict=True)):
-        layers[f"layer{i + 1}"] = make_stage(PreActBlock, width, base * widen_factor, units, stride)
-        width = base * widen_factor
-    layers["bn"] = nn.BatchNorm2d(width)
-    layers["relu"] = nn.ReLU(inplace=True)
-    layers["pool"] = nn.AdaptiveAvgPool2d(1)
-    layers["flatten"] = nn.Flatten(1)
-    features = nn.Sequential(layers)
-    features.apply(init_weights)
-    return Backbone(features, num_features=width, num_classes=num_classes)
+    stages = tuple(
+        (base * widen_factor, units, stride) for base, stride in ((16, 1), (32, 2), (64, 2))
+    )
+    return preact_network(PreActBlock, stages, num_classes, in_channels, stem_width=16)
