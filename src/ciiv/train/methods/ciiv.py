@@ -15,7 +15,7 @@ from ciiv.loss import RegWeightSchedule, consistency_loss, view_cross_entropy
 from ciiv.models import CiiVClassifier
 
 from .adversarial import PGDOptions, craft_pgd
-from .base import Objective, StepContext, StepOutput, check_milestones, register_method
+from .base import Objective, StepContext, StepOutput, check_bounds, register_method
 from .standard import MixupBatch, MixupOptions, mix
 
 __all__ = ["CiiV", "CiiVAdversarial", "CiiVMixup"]
@@ -45,12 +45,13 @@ class CiiV(Objective):
         consistency: Literal["smooth_l1", "l2"] = "smooth_l1"
 
         def __post_init__(self) -> None:
-            for key in ("w_ce", "w_reg"):
-                if getattr(self, key) < 0:
-                    raise ValueError(f"{key}: must be >= 0, got {getattr(self, key)}")
-            if self.w_reg_factor <= 0:
-                raise ValueError(f"w_reg_factor: must be > 0, got {self.w_reg_factor}")
-            check_milestones("w_reg_milestones", self.w_reg_milestones)
+            check_bounds(
+                self,
+                w_ce=">= 0",
+                w_reg=">= 0",
+                w_reg_factor="> 0",
+                w_reg_milestones="increasing epochs >= 0",
+            )
 
     def __init__(self, options: Options | None = None) -> None:
         super().__init__(options)
