@@ -18,6 +18,7 @@ the run directory, and the logged metrics are sums over all processes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -66,7 +67,6 @@ from .run import (
     RESUMABLE_KEYS,
     check_resumable,
     checkpoint_path,
-    dataset_info_dict,
     load_data,
     prepare_run_dir,
     resolve_device,
@@ -541,7 +541,7 @@ class _Trainer:
         try:
             with self.stop.installed():
                 for epoch in range(self.start_epoch, config.epochs):
-                    self._epoch(epoch)
+                    self._finish_epoch(epoch, *self._train_steps(epoch))
                     if epoch + 1 < config.epochs and self._stop_agreed():
                         raise self._interrupted(epoch + 1, 0)
         finally:
@@ -579,10 +579,6 @@ class _Trainer:
             if self.config.data.augment:
                 x = random_crop_flip(x, self.info.crop_padding, self.info.hflip)
             yield x, labels.to(self.device, non_blocking=True)
-
-    def _epoch(self, epoch: int) -> None:
-        progress, start = self._train_steps(epoch)
-        self._finish_epoch(epoch, progress, start)
 
     def _train_steps(self, epoch: int) -> tuple[_EpochProgress, float]:
         """The optimiser steps of ``epoch`` (from where a mid-epoch checkpoint left it), with
@@ -758,7 +754,7 @@ class _Trainer:
             "config": config_to_dict(self.config),
             "method": self.config.method.name,
             "dataset": self.config.data.dataset,
-            "dataset_info": dataset_info_dict(self.info),
+            "dataset_info": dataclasses.asdict(self.info),
             "history": self.history,
             "world_size": self.dist.world_size,
         }

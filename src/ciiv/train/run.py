@@ -300,8 +300,3 @@ def load_run(
         checkpoint=checkpoint,
         epoch=int(state["epoch"]),
     )
-
-
-def dataset_info_dict(info: DatasetInfo) -> dict:
-    """The metadata as a plain dict, for checkpoints."""
-    return dataclasses.asdict(info)
