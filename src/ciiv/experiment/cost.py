@@ -14,6 +14,7 @@ from ciiv.evaluate.suites import DEFAULT_EOT, ModelTraits, get_suite, resolve_su
 from ciiv.train.methods import get_method
 
 from .grid import Cell, Grid
+from .runner import cell_evaluations
 
 __all__ = ["cell_cost"]
 
@@ -40,22 +41,18 @@ def cell_cost(grid: Grid, cell: Cell, train_size: int | None) -> dict[str, Any]:
     draws = (grid.eval.draws or _DEFAULT_DRAWS) if traits.stochastic else 1
     n = grid.eval.n_examples
     total, evals = 0, 0
-    for suite_name in grid.eval.suites:
-        suite = get_suite(suite_name)
-        protocols = [p for p in grid.eval.protocols if traits.views or p == "full"] or ["full"]
-        for protocol in protocols:
-            attack_views = 1 if protocol == "paper" else views
-            for eps in grid.eval.budgets():
-                attacks, _, _ = resolve_suite(
-                    suite,
-                    protocol=protocol,
-                    traits=traits,
-                    dataset=config.data.dataset,
-                    eps=eps,
-                    eot=grid.eval.eot or DEFAULT_EOT,
-                )
-                queries = sum(a.queries_per_example() for a in attacks)
-                predictions = draws * (1 + len(attacks))
-                total += n * (queries * attack_views + predictions * views)
-                evals += 1
+    for suite, protocol, eps, _ in cell_evaluations(grid, traits.views):
+        attacks, _, _ = resolve_suite(
+            get_suite(suite),
+            protocol=protocol,
+            traits=traits,
+            dataset=config.data.dataset,
+            eps=eps,
+            eot=grid.eval.eot or DEFAULT_EOT,
+        )
+        queries = sum(a.queries_per_example() for a in attacks)
+        predictions = draws * (1 + len(attacks))
+        attack_views = 1 if protocol == "paper" else views
+        total += n * (queries * attack_views + predictions * views)
+        evals += 1
     return {"train": train, "eval": total, "evals": evals}

@@ -43,6 +43,7 @@ __all__ = [
     "list_presets",
     "load_config",
     "parse_overrides",
+    "read_yaml",
     "save_config",
     "shipped_yaml",
 ]
@@ -263,15 +264,19 @@ def list_presets() -> list[str]:
     return shipped_yaml("configs")
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, what: str = "config", keys: str = "") -> dict[str, Any]:
+    """The mapping in YAML file ``path`` ({} if empty); errors name it as ``what`` and may say
+    which ``keys`` it should hold."""
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from None
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from None
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ConfigError(f"config {path} must be a YAML mapping, got {type(values).__name__}")
+        raise ConfigError(
+            f"{what} {path} must be a YAML mapping{keys}, got {type(values).__name__}"
+        )
     return values
 
 
@@ -292,7 +297,7 @@ def load_config(
     elif isinstance(source, dict):
         values = copy.deepcopy(source)
     else:
-        values = _read_yaml(find_yaml(source))
+        values = read_yaml(find_yaml(source))
     if isinstance(overrides, dict):
         pairs = list(overrides.items())
     else:

@@ -546,13 +546,8 @@ class _Trainer:
                         raise self._interrupted(epoch + 1, 0)
         finally:
             _set_input_checks(self.model, True)
-        return FitResult(
-            run_dir=self.run_dir,
-            model=self.model.eval(),
-            history=self.history,
-            best_epoch=self.best_epoch,
-            best_val_accuracy=self.best_val,
-        )
+        model = self.model.eval()
+        return FitResult(self.run_dir, model, self.history, self.best_epoch, self.best_val)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:

@@ -56,7 +56,6 @@ class CiiV(Objective):
     def __init__(self, options: Options | None = None) -> None:
         super().__init__(options)
         o = self.options
-        self.w_ce, self.consistency = o.w_ce, o.consistency
         self.w_reg = RegWeightSchedule(o.w_reg, o.w_reg_factor, tuple(o.w_reg_milestones))
 
     def epoch_values(self, epoch: int) -> dict[str, float]:
@@ -73,8 +72,8 @@ class CiiV(Objective):
         else:
             ce = labels.loss(lambda y: view_cross_entropy(out.logits, y))
             targets = labels.dominant
-        reg = consistency_loss(out.features, out.z, self.consistency)
-        loss = self.w_ce * ce + self.w_reg(epoch) * reg
+        reg = consistency_loss(out.features, out.z, self.options.consistency)
+        loss = self.options.w_ce * ce + self.w_reg(epoch) * reg
         logits = CiiVClassifier.combine(out.logits, out.z)
         metrics = {"ce": ce.detach(), "reg": reg.detach()}
         return StepOutput(loss, logits, targets=targets, metrics=metrics)

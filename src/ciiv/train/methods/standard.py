@@ -147,7 +147,6 @@ class BPFC(Objective):
     def __init__(self, options: Options | None = None) -> None:
         super().__init__(options)
         o = self.options
-        self.step, self.noise = o.step, o.noise
         self.weight = RegWeightSchedule(o.weight, o.factor, tuple(o.milestones))
 
     def epoch_values(self, epoch: int) -> dict[str, float]:
@@ -155,7 +154,7 @@ class BPFC(Objective):
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
         logits = model(x)
-        logits_q = model(quantise(x, self.step, self.noise))
+        logits_q = model(quantise(x, self.options.step, self.options.noise))
         ce = F.cross_entropy(logits, y)
         consistency = (logits - logits_q).square().sum(1).mean()
         loss = ce + self.weight(ctx.epoch) * consistency
