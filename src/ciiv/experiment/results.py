@@ -61,14 +61,10 @@ def _cell_entry(grid: Grid, cell, out: Path) -> dict[str, Any]:
     history = read_jsonl(run_dir / "metrics.jsonl")
     val = [h["val_acc"] for h in history if h.get("val_acc") is not None]
     audit_path = run_dir / "audit" / "audit.json"
-    audit = None
-    if audit_path.is_file():
-        audit = read_json(audit_path)
-        audit = {
-            "passed": audit["passed"],
-            "counts": audit["counts"],
-            "eps": audit["settings"]["eps"],
-        }
+    audit = read_json(audit_path) if audit_path.is_file() else None
+    if audit is not None:
+        eps = audit["settings"]["eps"]
+        audit = {"passed": audit["passed"], "counts": audit["counts"], "eps": eps}
     evals = []
     for suite, _, _, name in cell_evaluations(grid, views=True):  # every name a cell may have
         path = run_dir / "eval" / name / "summary.json"
@@ -102,12 +98,8 @@ def _certified_entry(summary: dict[str, Any], out: Path) -> dict[str, Any]:
             {"radius": p["radius"], "accuracy": p["accuracy"], "ci95": p["ci95"]}
             for p in summary["certified_accuracy"]
         ],
-        "source": _rel(Path(summary["_path"]), out),
+        "source": Path(summary["_path"]).relative_to(out).as_posix(),
     }
-
-
-def _rel(path: Path, out: Path) -> str:
-    return path.relative_to(out).as_posix()
 
 
 def _eps_text(eps: float) -> str:
@@ -134,7 +126,7 @@ def _eval_entry(summary: dict[str, Any], suite: str, path: Path, out: Path) -> d
         "per_attack": summary["per_attack"],
         "forward_passes": summary.get("forward_passes"),
         "elapsed_s": round(summary.get("elapsed_s", 0.0), 1),
-        "source": _rel(path, out),
+        "source": path.relative_to(out).as_posix(),
     }
 
 

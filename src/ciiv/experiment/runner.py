@@ -282,11 +282,9 @@ def _evaluate(
     if (out_dir / "summary.json").is_file():
         return
     label = f"{suite}/{protocol}" + ("" if eps is None else f" eps {format_eps(eps)}")
-    callback = None
-    if progress:
 
-        def callback(event: str, detail: dict[str, Any]) -> None:
-            progress("eval", {"label": label, "event": event, "info": detail})
+    def callback(event: str, detail: dict[str, Any]) -> None:
+        progress("eval", {"label": label, "event": event, "info": detail})
 
     evaluate_robustness(
         model,
@@ -305,7 +303,7 @@ def _evaluate(
         max_batch=max_batch,
         audit=audit if audit is not None else False,
         run_info=info,
-        progress=callback,
+        progress=callback if progress else None,
     )
 
 

@@ -440,8 +440,7 @@ class _Trainer:
                 f"epochs: {self.config.epochs} is below the {started} epochs {self.run_dir} has "
                 f"already {'started' if step else 'trained'}; resume with epochs >= {started}"
             )
-        self.best_epoch = state["best_epoch"]
-        self.best_val = state["best_val_accuracy"]
+        self.best_epoch, self.best_val = state["best_epoch"], state["best_val_accuracy"]
         rng = state["rng"]
         if len(rng) == self.dist.world_size:
             restore_rng_state(rng[self.dist.rank])
@@ -724,8 +723,7 @@ class _Trainer:
                 if self.progress:
                     self.progress(ProgressEvent("validate", epoch, epochs, i, batches))
         count = torch.tensor(float(len(labels)), device=self.device)
-        total = self.dist.all_reduce_sum(torch.stack([correct, count]))
-        correct_all, count_all = total.tolist()
+        correct_all, count_all = self.dist.all_reduce_sum(torch.stack([correct, count])).tolist()
         return correct_all / count_all
 
     def _save(self, epoch: int, progress: _EpochProgress | None = None, best: bool = False) -> None:
