@@ -201,25 +201,26 @@ def _set_path(values: dict[str, Any], key: str, value: Any) -> None:
             raise ConfigError("method must be a mapping")
         values["method"] = switch_method(method, value)
         return
-    cls: Any = TrainConfig
+    cls: Any = TrainConfig  # the schema at this depth (None: free keys)
     node = values
     for depth, part in enumerate(parts):
-        path = ".".join(parts[: depth + 1])
+        prefix = "".join(p + "." for p in parts[:depth])
+        annotation = None
         if cls is not None:
             hints = typing.get_type_hints(cls)
-            check_keys([part], hints, "config key", "".join(p + "." for p in parts[:depth]))
+            check_keys([part], hints, "config key", prefix)
+            annotation = hints[part]
         if depth == len(parts) - 1:
             node[part] = value
             return
-        annotation = hints[part] if cls is not None else None
         nested = dataclasses.is_dataclass(annotation) or typing.get_origin(annotation) is dict
         if cls is not None and not nested:
-            raise ConfigError(f"{path} has no sub-keys (got {key!r})")
+            raise ConfigError(f"{prefix}{part} has no sub-keys (got {key!r})")
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"{path} must be a mapping")
-        free = cls is None or annotation is MethodConfig or not dataclasses.is_dataclass(annotation)
-        cls = None if free else annotation
+            raise ConfigError(f"{prefix}{part} must be a mapping")
+        schema = dataclasses.is_dataclass(annotation) and annotation is not MethodConfig
+        cls = annotation if schema else None
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
