@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ciiv.evaluate.settings import DEFAULT_DRAWS
 from ciiv.evaluate.suites import DEFAULT_EOT, ModelTraits, get_suite, resolve_suite
 from ciiv.train.methods import get_method
 
@@ -17,9 +18,6 @@ from .grid import Cell, Grid
 from .runner import cell_evaluations
 
 __all__ = ["cell_cost"]
-
-# Prediction draws per input of a random model when the grid does not set them.
-_DEFAULT_DRAWS = 10
 
 
 def _traits(kind: str) -> ModelTraits:
@@ -38,7 +36,7 @@ def cell_cost(grid: Grid, cell: Cell, train_size: int | None) -> dict[str, Any]:
     per_image = views * (1 + (pgd.steps * pgd.eot if pgd is not None else 0))
     train = None if train_size is None else config.epochs * train_size * per_image
     traits = _traits(kind)
-    draws = (grid.eval.draws or _DEFAULT_DRAWS) if traits.stochastic else 1
+    draws = (grid.eval.draws or DEFAULT_DRAWS) if traits.stochastic else 1
     n = grid.eval.n_examples
     total, evals = 0, 0
     for suite, protocol, eps, _ in cell_evaluations(grid, traits.views):

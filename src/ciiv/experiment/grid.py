@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ciiv.evaluate.checks.settings import audit_settings
+from ciiv.evaluate.protocols import PROTOCOLS
 from ciiv.evaluate.suites import format_eps, get_suite
 from ciiv.train.config import (
     ConfigError,
@@ -47,8 +48,6 @@ __all__ = [
     "list_grids",
     "load_grid",
 ]
-
-PROTOCOLS = ("full", "paper")
 
 
 @dataclass(frozen=True)

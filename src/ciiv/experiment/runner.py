@@ -53,8 +53,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CELLS = "cells"
-# Config keys that say where or on what the cell runs, not what it computes.
-_PLACEMENT_KEYS = ("device", "data_dir")
 
 Progress = Callable[[str, dict[str, Any]], None]
 """``progress(phase, info)``: "train" (a ciiv.train ProgressEvent under ``event``), "eval"

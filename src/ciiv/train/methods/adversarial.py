@@ -115,12 +115,8 @@ class Trades(Objective):
         def __post_init__(self) -> None:
             check_bounds(self, beta=">= 0")
 
-    def craft(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """The KL-maximising x_adv [B, C, H, W] in the ball around x, detached (eval mode)."""
-        return craft_pgd(model, x, y, self.options.pgd, loss="kl")
-
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
-        x_adv = self.craft(model, x, y)
+        x_adv = craft_pgd(model, x, y, self.options.pgd, loss="kl")
         logits = model(x)
         ce = F.cross_entropy(logits, y)
         kl = trades_kl(logits, model(x_adv))
