@@ -42,6 +42,7 @@ from ciiv._io import write_jsonl_atomic
 from ciiv.attacks.threat import check_eps
 from ciiv.data import ImageTensors, batches_per_epoch, iterate_batches, random_crop_flip, to_float
 from ciiv.distributed import DistContext, init_distributed
+from ciiv.evaluate.engine import seeded
 from ciiv.formatting import format_rate
 from ciiv.models import Backbone, build_model, predict
 from ciiv.models.registry import check_model_dependencies
@@ -710,13 +711,11 @@ class _Trainer:
         rank, ranks = self.dist.rank, self.dist.world_size
         images, labels = self.val.images[rank::ranks], self.val.labels[rank::ranks]
         correct = torch.zeros((), device=self.device)
-        devices = [self.device] if self.device.type == "cuda" else []
         size, epochs = self.config.eval_batch_size, self.config.epochs
         batches = math.ceil(len(labels) / size)
         if self.progress:
             self.progress(ProgressEvent("validate", epoch, epochs, 0, batches))
-        with torch.random.fork_rng(devices=devices), self._autocast():
-            torch.manual_seed(self.config.seed + rank)
+        with seeded(self.config.seed + rank, self.device), self._autocast():
             for i, (x, y) in enumerate(iterate_batches(images, labels, size), start=1):
                 x = to_float(x, self.device, channels_last=self.channels_last)
                 correct += (predict(self.model, x) == y.to(self.device)).sum()
