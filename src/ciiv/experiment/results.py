@@ -437,8 +437,7 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
     for (dataset, suite), tables in groups.items():
         tables = sorted(tables, key=lambda t: t["eps"])
         runs = [row["run"] for row in tables[0]["rows"]]
-        palette = "tab10" if len(runs) <= 10 else "tab20"
-        colours = plt.get_cmap(palette)
+        colours = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
         fig, ax = plt.subplots(figsize=(7.5, 4.2))
         for i, run in enumerate(runs):
             rows = [next((r for r in t["rows"] if r["run"] == run), None) for t in tables]

@@ -299,15 +299,9 @@ def load_config(
         values = copy.deepcopy(source)
     else:
         values = read_yaml(find_yaml(source))
-    if isinstance(overrides, dict):
-        pairs = list(overrides.items())
-    else:
-        pairs = [
-            item
-            for entry in overrides or []
-            for item in (parse_overrides([entry]) if isinstance(entry, str) else [entry])
-        ]
-    for key, value in pairs:
+    entries = overrides.items() if isinstance(overrides, dict) else overrides or []
+    for entry in entries:
+        key, value = parse_overrides([entry])[0] if isinstance(entry, str) else entry
         _set_path(values, key, value)
     return config_from_dict(values)
 
