@@ -67,12 +67,7 @@ def consistency_loss(
         per_dim = (own - others).square()
     else:
         raise ValueError(f"unknown consistency kind {kind!r}; valid: smooth_l1, l2")
-    per_example = per_dim.sum(-1).mean(0)
-    if reduction == "none":
-        return per_example
-    if reduction == "mean":
-        return per_example.mean()
-    raise ValueError(f"unknown reduction {reduction!r}; valid: mean, none")
+    return _reduce(per_dim.sum(-1).mean(0), reduction)
 
 
 def view_cross_entropy(logits: Tensor, y: Tensor, reduction: Literal["mean", "none"] = "mean"):
@@ -86,7 +81,10 @@ def view_cross_entropy(logits: Tensor, y: Tensor, reduction: Literal["mean", "no
         raise ValueError(f"logits must be [L, B, classes], got shape {tuple(logits.shape)}")
     num_views, batch, classes = logits.shape
     per = F.cross_entropy(logits.reshape(-1, classes), y.repeat(num_views), reduction="none")
-    per_example = per.view(num_views, batch).mean(0)
+    return _reduce(per.view(num_views, batch).mean(0), reduction)
+
+
+def _reduce(per_example: Tensor, reduction: str) -> Tensor:
     if reduction == "none":
         return per_example
     if reduction == "mean":

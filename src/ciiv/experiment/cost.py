@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from ciiv.evaluate.settings import DEFAULT_DRAWS
 from ciiv.evaluate.suites import DEFAULT_EOT, ModelTraits, get_suite, resolve_suite
 from ciiv.train.methods import get_method
 
 from .grid import Cell, Grid
+from .runner import cell_evaluations
 
 __all__ = ["cell_cost"]
-
-# Prediction draws per input of a random model when the grid does not set them.
-_DEFAULT_DRAWS = 10
 
 
 def _traits(kind: str) -> ModelTraits:
@@ -37,25 +36,21 @@ def cell_cost(grid: Grid, cell: Cell, train_size: int | None) -> dict[str, Any]:
     per_image = views * (1 + (pgd.steps * pgd.eot if pgd is not None else 0))
     train = None if train_size is None else config.epochs * train_size * per_image
     traits = _traits(kind)
-    draws = (grid.eval.draws or _DEFAULT_DRAWS) if traits.stochastic else 1
+    draws = (grid.eval.draws or DEFAULT_DRAWS) if traits.stochastic else 1
     n = grid.eval.n_examples
     total, evals = 0, 0
-    for suite_name in grid.eval.suites:
-        suite = get_suite(suite_name)
-        protocols = [p for p in grid.eval.protocols if traits.views or p == "full"] or ["full"]
-        for protocol in protocols:
-            attack_views = 1 if protocol == "paper" else views
-            for eps in grid.eval.budgets():
-                attacks, _, _ = resolve_suite(
-                    suite,
-                    protocol=protocol,
-                    traits=traits,
-                    dataset=config.data.dataset,
-                    eps=eps,
-                    eot=grid.eval.eot or DEFAULT_EOT,
-                )
-                queries = sum(a.queries_per_example() for a in attacks)
-                predictions = draws * (1 + len(attacks))
-                total += n * (queries * attack_views + predictions * views)
-                evals += 1
+    for suite, protocol, eps, _ in cell_evaluations(grid, traits.views):
+        attacks, _, _ = resolve_suite(
+            get_suite(suite),
+            protocol=protocol,
+            traits=traits,
+            dataset=config.data.dataset,
+            eps=eps,
+            eot=grid.eval.eot or DEFAULT_EOT,
+        )
+        queries = sum(a.queries_per_example() for a in attacks)
+        predictions = draws * (1 + len(attacks))
+        attack_views = 1 if protocol == "paper" else views
+        total += n * (queries * attack_views + predictions * views)
+        evals += 1
     return {"train": train, "eval": total, "evals": evals}

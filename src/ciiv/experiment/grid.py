@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from ciiv.evaluate.checks.settings import audit_settings
+from ciiv.evaluate.protocols import PROTOCOLS
 from ciiv.evaluate.suites import format_eps, get_suite
 from ciiv.train.config import (
     ConfigError,
@@ -37,6 +36,7 @@ from ciiv.train.config import (
     build_dataclass,
     find_yaml,
     load_config,
+    read_yaml,
     shipped_yaml,
 )
 
@@ -48,8 +48,6 @@ __all__ = [
     "list_grids",
     "load_grid",
 ]
-
-PROTOCOLS = ("full", "paper")
 
 
 @dataclass(frozen=True)
@@ -165,12 +163,7 @@ def load_grid(source: str | Path | dict[str, Any]) -> Grid:
         values, name = dict(source), str(source.get("name", "grid"))
     else:
         path = find_yaml(source, "grids", "built-in grid")
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read grid {path}: {exc}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"grid {path} must be a YAML mapping with runs, seeds and eval")
+        values = read_yaml(path, "grid", " with runs, seeds and eval")
         name = path.name.removesuffix(".yaml")
     values.setdefault("name", name)
     if not values.get("runs"):
@@ -184,41 +177,39 @@ def load_grid(source: str | Path | dict[str, Any]) -> Grid:
 
 
 def _validate(grid: Grid) -> None:
+    def problem(message: str) -> ConfigError:
+        return ConfigError(f"grid {grid.name!r}: {message}")
+
     names = [run.name for run in grid.runs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ConfigError(f"grid {grid.name!r}: run names must be unique: {', '.join(duplicates)}")
+        raise problem(f"run names must be unique: {', '.join(duplicates)}")
     bad = [n for n in names if not n or any(c in n for c in "/\\ ")]
     if bad:
-        raise ConfigError(f"grid {grid.name!r}: run names need no spaces or slashes: {bad}")
+        raise problem(f"run names need no spaces or slashes: {bad}")
     if not grid.seeds or len(set(grid.seeds)) != len(grid.seeds) or min(grid.seeds) < 0:
-        raise ConfigError(f"grid {grid.name!r}: seeds must be distinct ints >= 0: {grid.seeds}")
+        raise problem(f"seeds must be distinct ints >= 0: {grid.seeds}")
     spec = grid.eval
     for suite in spec.suites:
         try:
             get_suite(suite)
         except ValueError as exc:
-            raise ConfigError(f"grid {grid.name!r}: eval.suites: {exc}") from None
+            raise problem(f"eval.suites: {exc}") from None
     if not spec.suites:
-        raise ConfigError(f"grid {grid.name!r}: eval.suites must name at least one suite")
-    unknown = [p for p in spec.protocols if p not in PROTOCOLS]
-    if unknown or not spec.protocols:
-        raise ConfigError(
-            f"grid {grid.name!r}: eval.protocols must be among {', '.join(PROTOCOLS)}: "
-            f"{spec.protocols}"
-        )
+        raise problem("eval.suites must name at least one suite")
+    if not spec.protocols or not set(spec.protocols) <= set(PROTOCOLS):
+        raise problem(f"eval.protocols must be among {', '.join(PROTOCOLS)}: {spec.protocols}")
     for eps in spec.eps:
         if eps <= 0:
-            raise ConfigError(f"grid {grid.name!r}: eval.eps must be > 0, got {format_eps(eps)}")
+            raise problem(f"eval.eps must be > 0, got {format_eps(eps)}")
     for key in ("n_examples", "batch_size", "audit_examples"):
         if getattr(spec, key) < 1:
-            raise ConfigError(f"grid {grid.name!r}: eval.{key} must be >= 1")
+            raise problem(f"eval.{key} must be >= 1")
     for key in ("eot", "draws"):
-        value = getattr(spec, key)
-        if value is not None and value < 1:
-            raise ConfigError(f"grid {grid.name!r}: eval.{key} must be >= 1 or null")
+        if getattr(spec, key) is not None and getattr(spec, key) < 1:
+            raise problem(f"eval.{key} must be >= 1 or null")
     try:
         audit_settings(1.0, quick=grid.audit == "quick", **grid.audit_settings)
     except ValueError as exc:
-        raise ConfigError(f"grid {grid.name!r}: audit_settings: {exc}") from None
+        raise problem(f"audit_settings: {exc}") from None
     grid.cells()  # resolves (and so validates) every run's config

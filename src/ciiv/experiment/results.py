@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,9 @@ def _cell_entry(grid: Grid, cell, out: Path) -> dict[str, Any]:
     val = [h["val_acc"] for h in history if h.get("val_acc") is not None]
     audit_path = run_dir / "audit" / "audit.json"
     audit = read_json(audit_path) if audit_path.is_file() else None
+    if audit is not None:
+        eps = audit["settings"]["eps"]
+        audit = {"passed": audit["passed"], "counts": audit["counts"], "eps": eps}
     evals = []
     for suite, _, _, name in cell_evaluations(grid, views=True):  # every name a cell may have
         path = run_dir / "eval" / name / "summary.json"
@@ -78,13 +82,7 @@ def _cell_entry(grid: Grid, cell, out: Path) -> dict[str, Any]:
         "phases_s": {k: round(v, 1) for k, v in (record.get("phases_s") or {}).items()},
         "epochs": len(history),
         "best_val_acc": max(val) if val else None,
-        "audit": None
-        if audit is None
-        else {
-            "passed": audit["passed"],
-            "counts": audit["counts"],
-            "eps": audit["settings"]["eps"],
-        },
+        "audit": audit,
         "evals": evals,
         "certified": [_certified_entry(c, out) for c in load_certifications([run_dir])],
     }
@@ -92,24 +90,16 @@ def _cell_entry(grid: Grid, cell, out: Path) -> dict[str, Any]:
 
 def _certified_entry(summary: dict[str, Any], out: Path) -> dict[str, Any]:
     """A ``ciiv certify`` summary of the cell (randomized smoothing's certified L2 accuracy)."""
+    keys = ("sigma", "n0", "n", "alpha", "n_examples", "abstain_rate")
     return {
-        "sigma": summary["sigma"],
-        "n0": summary["n0"],
-        "n": summary["n"],
-        "alpha": summary["alpha"],
-        "n_examples": summary["n_examples"],
-        "abstain_rate": summary["abstain_rate"],
+        **{key: summary[key] for key in keys},
         "elapsed_s": round(summary["elapsed_s"], 1),
         "curve": [
             {"radius": p["radius"], "accuracy": p["accuracy"], "ci95": p["ci95"]}
             for p in summary["certified_accuracy"]
         ],
-        "source": _rel(Path(summary["_path"]), out),
+        "source": Path(summary["_path"]).relative_to(out).as_posix(),
     }
-
-
-def _rel(path: Path, out: Path) -> str:
-    return path.relative_to(out).as_posix()
 
 
 def _eps_text(eps: float) -> str:
@@ -136,7 +126,7 @@ def _eval_entry(summary: dict[str, Any], suite: str, path: Path, out: Path) -> d
         "per_attack": summary["per_attack"],
         "forward_passes": summary.get("forward_passes"),
         "elapsed_s": round(summary.get("elapsed_s", 0.0), 1),
-        "source": _rel(path, out),
+        "source": path.relative_to(out).as_posix(),
     }
 
 
@@ -173,56 +163,41 @@ def _audit_verdict(cells: list[dict[str, Any]]) -> str:
 
 def _tables(grid: Grid, cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One table per (dataset, suite, eps), rows in grid order, flags attached."""
-    keys: list[tuple[str, str, str]] = []
+    first: dict[tuple[str, str, str], dict[str, Any]] = {}  # key -> its first evaluation
     for cell in cells:
         for e in cell["evals"]:
-            key = (cell["dataset"], e["suite"], e["eps_label"])
-            if key not in keys:
-                keys.append(key)
+            first.setdefault((cell["dataset"], e["suite"], e["eps_label"]), e)
     tables = []
-    for dataset, suite, eps_label in keys:
+    for (dataset, suite, eps_label), e in first.items():
         rows = []
         for run in grid.runs:
             mine = [c for c in cells if c["run"] == run.name and c["dataset"] == dataset]
-            row = _row(run.name, mine, suite, eps_label)
-            if row is not None:
-                rows.append(row)
-        first = next(e for c in cells for e in c["evals"] if e["suite"] == suite)
-        tables.append(
-            {
-                "dataset": dataset,
-                "suite": suite,
-                "norm": first["norm"],
-                "eps_label": eps_label,
-                "eps": next(
-                    e["eps"] for c in cells for e in c["evals"] if e["eps_label"] == eps_label
-                ),
-                "rows": rows,
-            }
-        )
+            rows.append(_row(run.name, mine, suite, eps_label))
+        table = {"dataset": dataset, "suite": suite, "norm": e["norm"], "eps_label": eps_label}
+        tables.append({**table, "eps": e["eps"], "rows": [r for r in rows if r is not None]})
     _flag_eps_rises(cells, tables)
     return tables
 
 
 def _find(cell: dict[str, Any], suite: str, protocol: str, eps_label: str) -> dict | None:
-    for e in cell["evals"]:
-        if (e["suite"], e["protocol"], e["eps_label"]) == (suite, protocol, eps_label):
-            return e
-    return None
+    wanted = (suite, protocol, eps_label)
+    found = [e for e in cell["evals"] if (e["suite"], e["protocol"], e["eps_label"]) == wanted]
+    return found[0] if found else None
 
 
 def _row(run: str, cells: list[dict], suite: str, eps_label: str) -> dict[str, Any] | None:
-    full = [(c, _find(c, suite, "full", eps_label)) for c in cells]
-    full = [(c, e) for c, e in full if e is not None]
+    full = [(c, e) for c in cells if (e := _find(c, suite, "full", eps_label)) is not None]
     if not full:
         return None
     views = any(e["views"] for _, e in full)
-    paper = [(c, _find(c, suite, "paper", eps_label)) for c, _ in full] if views else []
-    paper = [(c, e) for c, e in paper if e is not None]
+    # (cell, full, paper) of the cells evaluated under both protocols (a model with views)
+    both = [(c, f, p) for c, f in full if (p := _find(c, suite, "paper", eps_label)) is not None]
+    both = both if views else []
+    paper = [(c, p) for c, _, p in both]
     one = len(full) == 1  # one seed: the summaries' 95 % intervals; several: the std
     flags = []
     gaps = []
-    for (cell, f), (_, p) in zip(full, paper, strict=False):
+    for cell, f, p in both:
         gaps.append(p["robust"] - f["robust"])
         if f["robust"] - p["robust"] > _margin(f["robust"], f["n"], p["robust"], p["n"]):
             flags.append(
@@ -254,6 +229,9 @@ def _ci(pairs: list[tuple[dict, dict]], key: str, one: bool) -> list[float] | No
 
 def _flag_eps_rises(cells: list[dict[str, Any]], tables: list[dict[str, Any]]) -> None:
     """Mark rows whose robust accuracy rises with eps (same cell, suite, protocol)."""
+    rows = {
+        (t["dataset"], t["suite"], t["eps_label"], r["run"]): r for t in tables for r in t["rows"]
+    }
     for cell in cells:
         series: dict[tuple[str, str], list[dict]] = {}
         for e in cell["evals"]:
@@ -271,15 +249,9 @@ def _flag_eps_rises(cells: list[dict[str, Any]], tables: list[dict[str, Any]]) -
                     f"{100 * high['robust']:.1f} % at eps {high['eps_label']} beyond noise: "
                     "the attack is failing at the larger budget; the evaluation needs a look"
                 )
-                for table in tables:
-                    if (table["dataset"], table["suite"], table["eps_label"]) == (
-                        cell["dataset"],
-                        suite,
-                        high["eps_label"],
-                    ):
-                        for row in table["rows"]:
-                            if row["run"] == cell["run"]:
-                                row["flags"].append(message)
+                row = rows.get((cell["dataset"], suite, high["eps_label"], cell["run"]))
+                if row is not None:
+                    row["flags"].append(message)
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -379,9 +351,7 @@ def render_markdown(results: dict[str, Any]) -> str:
 
 
 def _status_lines(cells: list[dict[str, Any]]) -> list[str]:
-    counts: dict[str, int] = {}
-    for cell in cells:
-        counts[cell["status"]] = counts.get(cell["status"], 0) + 1
+    counts = Counter(cell["status"] for cell in cells)
     lines = ["Cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ".", ""]
     for cell in cells:
         if cell["status"] == "failed":
@@ -467,8 +437,7 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
     for (dataset, suite), tables in groups.items():
         tables = sorted(tables, key=lambda t: t["eps"])
         runs = [row["run"] for row in tables[0]["rows"]]
-        palette = "tab10" if len(runs) <= 10 else "tab20"
-        colours = plt.get_cmap(palette)
+        colours = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
         fig, ax = plt.subplots(figsize=(7.5, 4.2))
         for i, run in enumerate(runs):
             rows = [next((r for r in t["rows"] if r["run"] == run), None) for t in tables]
@@ -477,33 +446,17 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
                 continue
             clean = points[0][1]["clean"]["mean"]
             xs = [0.0] + [eps for eps, _ in points]
-            ax.plot(
-                xs,
-                [100 * clean] + [100 * r["full"]["mean"] for _, r in points],
-                color=colours(i % colours.N),
-                marker="o",
-                label=f"{run} (full)",
-            )
-            if points[0][1]["views"] and all(r["paper"] for _, r in points):
-                ax.plot(
-                    xs,
-                    [100 * clean] + [100 * r["paper"]["mean"] for _, r in points],
-                    color=colours(i % colours.N),
-                    marker="s",
-                    linestyle="--",
-                    label=f"{run} (paper)",
-                )
+            paper = points[0][1]["views"] and all(r["paper"] for _, r in points)
+            for protocol, marker, style in [("full", "o", "-"), ("paper", "s", "--")][: 1 + paper]:
+                ys = [100 * clean] + [100 * r[protocol]["mean"] for _, r in points]
+                colour, label = colours(i % colours.N), f"{run} ({protocol})"
+                ax.plot(xs, ys, color=colour, marker=marker, linestyle=style, label=label)
         ax.set_xlabel(f"eps ({tables[0]['norm']}); 0 = clean")
         ax.set_ylabel("robust accuracy (%)")
         ax.set_ylim(-2, 102)
         ax.set_title(f"{dataset}, {suite}: robust accuracy against eps")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        fig.tight_layout()
-        name = f"{dataset}-{suite}-robust-vs-eps.png"
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        written.append(name)
+        written.append(_save_plot(plt, fig, ax, out / f"{dataset}-{suite}-robust-vs-eps.png"))
         gap_runs = [r for r in runs if any(_gap_of(t, r) is not None for t in tables)]
         if gap_runs:
             written.append(_plot_gaps(plt, tables, gap_runs, dataset, suite, out))
@@ -531,12 +484,16 @@ def _plot_gaps(plt, tables, runs, dataset: str, suite: str, out: Path) -> str:
     ax.set_ylabel("paper − full robust acc. (points)")
     ax.set_title(f"{dataset}, {suite}: protocol gap (how much the paper protocol overstates)")
     ax.grid(alpha=0.3, axis="y")
+    return _save_plot(plt, fig, ax, out / f"{dataset}-{suite}-protocol-gap.png")
+
+
+def _save_plot(plt, fig, ax, path: Path) -> str:
+    """Legend to the right of the axes, then the PNG; returns its file name."""
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    name = f"{dataset}-{suite}-protocol-gap.png"
-    fig.savefig(out / name, dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return name
+    return path.name
 
 
 def write_results(grid: Grid, out: str | Path) -> list[Path]:

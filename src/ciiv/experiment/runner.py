@@ -53,8 +53,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CELLS = "cells"
-# Config keys that say where or on what the cell runs, not what it computes.
-_PLACEMENT_KEYS = ("device", "data_dir")
 
 Progress = Callable[[str, dict[str, Any]], None]
 """``progress(phase, info)``: "train" (a ciiv.train ProgressEvent under ``event``), "eval"
@@ -110,16 +108,12 @@ def cell_evaluations(grid: Grid, views: bool) -> list[tuple[str, str, float | No
             suite,
             protocol,
             eps,
-            eval_dir_name(get_suite(suite).name, protocol, None, _eps_label(eps)),
+            eval_dir_name(get_suite(suite).name, protocol, None, eps and format_eps(eps)),
         )
         for suite in grid.eval.suites
         for protocol in protocols
         for eps in grid.eval.budgets()
     ]
-
-
-def _eps_label(eps: float | None) -> str | None:
-    return None if eps is None else format_eps(eps)
 
 
 def _check_spec(path: Path, spec: dict[str, Any], cell: Cell) -> dict[str, Any] | None:
@@ -160,21 +154,18 @@ def run_cell(
     # Phase times add up over the sessions that worked on the cell (a resumed cell keeps them).
     phases = dict((earlier or {}).get("phases_s") or {})
     record = {"spec": spec, "status": "running", "phases_s": phases, "error": None}
-    if is_main_process():
-        record_path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(record_path, record)
+    _write_record(record_path, record)
     run_dir = cell_dir(out, cell)
     try:
-        times = record["phases_s"]
-        with _timed(times, "train"):
+        with _timed(phases, "train"):
             _train(cell, run_dir, progress)
-        with _timed(times, "load"):
+        with _timed(phases, "load"):
             model, x, y, index, views, info = _load(cell, run_dir, grid, device)
         audit = None
         if grid.audit != "none":
-            with _timed(times, "audit"):
+            with _timed(phases, "audit"):
                 audit = _audit(grid, model, x, y, run_dir, info, progress)
-        with _timed(times, "eval"):
+        with _timed(phases, "eval"):
             for suite, protocol, eps, name in cell_evaluations(grid, views):
                 _evaluate(
                     grid, model, x, y, index, suite, protocol, eps, run_dir / "eval" / name,
@@ -182,13 +173,16 @@ def run_cell(
                 )  # fmt: skip
     except Exception as exc:
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-        if is_main_process():
-            write_json_atomic(record_path, record)
+        _write_record(record_path, record)
         raise
     record["status"] = "complete"
-    if is_main_process():
-        write_json_atomic(record_path, record)
+    _write_record(record_path, record)
     return CellOutcome(cell, "complete", time.perf_counter() - start)
+
+
+def _write_record(path: Path, record: dict[str, Any]) -> None:
+    if is_main_process():  # the other ranks of a torchrun job run the cell too
+        write_json_atomic(path, record)
 
 
 @contextlib.contextmanager
@@ -286,11 +280,9 @@ def _evaluate(
     if (out_dir / "summary.json").is_file():
         return
     label = f"{suite}/{protocol}" + ("" if eps is None else f" eps {format_eps(eps)}")
-    callback = None
-    if progress:
 
-        def callback(event: str, detail: dict[str, Any]) -> None:
-            progress("eval", {"label": label, "event": event, "info": detail})
+    def callback(event: str, detail: dict[str, Any]) -> None:
+        progress("eval", {"label": label, "event": event, "info": detail})
 
     evaluate_robustness(
         model,
@@ -309,7 +301,7 @@ def _evaluate(
         max_batch=max_batch,
         audit=audit if audit is not None else False,
         run_info=info,
-        progress=callback,
+        progress=callback if progress else None,
     )
 
 

@@ -27,6 +27,7 @@ from ciiv.models import list_models
 from ciiv.models.build import ModelConfig
 
 from .methods import MethodConfig, get_method, switch_method
+from .methods.base import check_bounds
 
 __all__ = [
     "ConfigError",
@@ -42,6 +43,7 @@ __all__ = [
     "list_presets",
     "load_config",
     "parse_overrides",
+    "read_yaml",
     "save_config",
     "shipped_yaml",
 ]
@@ -77,14 +79,9 @@ class DataConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check(
-            self.val_fraction is None or 0 <= self.val_fraction < 1,
-            "val_fraction",
-            f"must be in [0, 1) or null, got {self.val_fraction}",
-        )
-        for key in ("max_train", "max_val"):
-            value = getattr(self, key)
-            _check(value is None or value >= 1, key, f"must be >= 1 or null, got {value}")
+        if self.val_fraction is not None and not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction: must be in [0, 1) or null, got {self.val_fraction}")
+        check_bounds(self, max_train=">= 1 or null", max_val=">= 1 or null")
 
 
 @dataclass
@@ -116,25 +113,12 @@ class OptimConfig:
     warmup_fraction: float = 0.3
 
     def __post_init__(self) -> None:
-        _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        _check(self.momentum >= 0, "momentum", f"must be >= 0, got {self.momentum}")
-        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _check(
-            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
-            "betas",
-            f"must be two numbers in [0, 1), got {self.betas}",
-        )
-        _check(
-            _increasing(self.milestones),
-            "milestones",
-            f"must be increasing epochs >= 0, got {self.milestones}",
-        )
-        _check(self.gamma > 0, "gamma", f"must be > 0, got {self.gamma}")
-        _check(
-            0 < self.warmup_fraction < 1,
-            "warmup_fraction",
-            f"must be in (0, 1), got {self.warmup_fraction}",
-        )
+        check_bounds(self, lr="> 0", momentum=">= 0", weight_decay=">= 0")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas: must be two numbers in [0, 1), got {self.betas}")
+        check_bounds(self, milestones="increasing epochs >= 0", gamma="> 0")
+        if not 0 < self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction: must be in (0, 1), got {self.warmup_fraction}")
 
 
 @dataclass
@@ -173,33 +157,18 @@ class TrainConfig:
     checkpoint_every: int | None = None
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size", "eval_batch_size"):
-            _check(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
-        _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
-        _check(
-            self.checkpoint_every is None or self.checkpoint_every >= 0,
-            "checkpoint_every",
-            f"must be >= 0 (optimiser steps; 0 or null: only at epoch ends), got "
-            f"{self.checkpoint_every}",
-        )
+        # Messages are "key: ..."; parsing prefixes the section ("optim.lr: must be > 0").
+        check_bounds(self, epochs=">= 1", batch_size=">= 1", eval_batch_size=">= 1", seed=">= 0")
+        if self.checkpoint_every is not None and self.checkpoint_every < 0:
+            raise ValueError(
+                "checkpoint_every: must be >= 0 (optimiser steps; 0 or null: only at epoch ends), "
+                f"got {self.checkpoint_every}"
+            )
         device = self.device
-        _check(
-            device in ("auto", "cpu", "cuda")
-            or (device.startswith("cuda:") and device[5:].isdigit()),
-            "device",
-            f"must be auto, cpu, cuda or cuda:N, got {device!r}",
-        )
-
-
-def _check(ok: bool, key: str, message: str) -> None:
-    # "key: message"; parsing prefixes the section ("optim.lr: must be > 0").
-    if not ok:
-        raise ValueError(f"{key}: {message}")
-
-
-def _increasing(values: list[int]) -> bool:
-    pairs = zip(values[:-1], values[1:], strict=True)
-    return all(v >= 0 for v in values) and all(a < b for a, b in pairs)
+        if device not in ("auto", "cpu", "cuda") and not (
+            device.startswith("cuda:") and device[5:].isdigit()
+        ):
+            raise ValueError(f"device: must be auto, cpu, cuda or cuda:N, got {device!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,25 +201,26 @@ def _set_path(values: dict[str, Any], key: str, value: Any) -> None:
             raise ConfigError("method must be a mapping")
         values["method"] = switch_method(method, value)
         return
-    cls: Any = TrainConfig
+    cls: Any = TrainConfig  # the schema at this depth (None: free keys)
     node = values
     for depth, part in enumerate(parts):
-        path = ".".join(parts[: depth + 1])
+        prefix = "".join(p + "." for p in parts[:depth])
+        annotation = None
         if cls is not None:
             hints = typing.get_type_hints(cls)
-            check_keys([part], hints, "config key", "".join(p + "." for p in parts[:depth]))
+            check_keys([part], hints, "config key", prefix)
+            annotation = hints[part]
         if depth == len(parts) - 1:
             node[part] = value
             return
-        annotation = hints[part] if cls is not None else None
         nested = dataclasses.is_dataclass(annotation) or typing.get_origin(annotation) is dict
         if cls is not None and not nested:
-            raise ConfigError(f"{path} has no sub-keys (got {key!r})")
+            raise ConfigError(f"{prefix}{part} has no sub-keys (got {key!r})")
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"{path} must be a mapping")
-        free = cls is None or annotation is MethodConfig or not dataclasses.is_dataclass(annotation)
-        cls = None if free else annotation
+            raise ConfigError(f"{prefix}{part} must be a mapping")
+        schema = dataclasses.is_dataclass(annotation) and annotation is not MethodConfig
+        cls = annotation if schema else None
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
@@ -295,15 +265,19 @@ def list_presets() -> list[str]:
     return shipped_yaml("configs")
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, what: str = "config", keys: str = "") -> dict[str, Any]:
+    """The mapping in YAML file ``path`` ({} if empty); errors name it as ``what`` and may say
+    which ``keys`` it should hold."""
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from None
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from None
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ConfigError(f"config {path} must be a YAML mapping, got {type(values).__name__}")
+        raise ConfigError(
+            f"{what} {path} must be a YAML mapping{keys}, got {type(values).__name__}"
+        )
     return values
 
 
@@ -324,16 +298,10 @@ def load_config(
     elif isinstance(source, dict):
         values = copy.deepcopy(source)
     else:
-        values = _read_yaml(find_yaml(source))
-    if isinstance(overrides, dict):
-        pairs = list(overrides.items())
-    else:
-        pairs = [
-            item
-            for entry in overrides or []
-            for item in (parse_overrides([entry]) if isinstance(entry, str) else [entry])
-        ]
-    for key, value in pairs:
+        values = read_yaml(find_yaml(source))
+    entries = overrides.items() if isinstance(overrides, dict) else overrides or []
+    for entry in entries:
+        key, value = parse_overrides([entry])[0] if isinstance(entry, str) else entry
         _set_path(values, key, value)
     return config_from_dict(values)
 
@@ -350,6 +318,12 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
 def validate_config(config: TrainConfig) -> None:
     """Registry and cross-section checks; raises :class:`ConfigError` naming the first bad key."""
     model = config.model
+    counts = ("num_views", "samples_per_view", "smoothing_draws", "smoothing_votes")
+    positive = ("alpha", "gamma", "spike_eps", "smoothing_sigma")
+    try:
+        check_bounds(model, **dict.fromkeys(counts, ">= 1"), **dict.fromkeys(positive, "> 0"))
+    except ValueError as exc:
+        raise ConfigError(f"model.{exc}") from None
     checks = [
         (
             config.data.dataset in list_datasets(),
@@ -362,18 +336,10 @@ def validate_config(config: TrainConfig) -> None:
             f"unknown backbone {model.backbone!r}; valid: {', '.join(list_models())} "
             "(or a prefixed name such as tv:resnet18)",
         ),
-        *(
-            (getattr(model, key) >= 1, f"model.{key}", f"must be >= 1, got {getattr(model, key)}")
-            for key in ("num_views", "samples_per_view", "smoothing_draws", "smoothing_votes")
-        ),
         (
             model.random_centers or model.num_views <= 9,
             "model.num_views",
             f"at most 9 views on the 3x3 grid (got {model.num_views}); or set model.random_centers",
-        ),
-        *(
-            (getattr(model, key) > 0, f"model.{key}", f"must be > 0, got {getattr(model, key)}")
-            for key in ("alpha", "gamma", "spike_eps", "smoothing_sigma")
         ),
         (
             model.spike_scale is None or model.spike_scale > 0,

@@ -18,6 +18,7 @@ the run directory, and the logged metrics are sums over all processes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -41,6 +42,7 @@ from ciiv._io import write_jsonl_atomic
 from ciiv.attacks.threat import check_eps
 from ciiv.data import ImageTensors, batches_per_epoch, iterate_batches, random_crop_flip, to_float
 from ciiv.distributed import DistContext, init_distributed
+from ciiv.evaluate.engine import seeded
 from ciiv.formatting import format_rate
 from ciiv.models import Backbone, build_model, predict
 from ciiv.models.registry import check_model_dependencies
@@ -66,7 +68,6 @@ from .run import (
     RESUMABLE_KEYS,
     check_resumable,
     checkpoint_path,
-    dataset_info_dict,
     load_data,
     prepare_run_dir,
     resolve_device,
@@ -440,8 +441,7 @@ class _Trainer:
                 f"epochs: {self.config.epochs} is below the {started} epochs {self.run_dir} has "
                 f"already {'started' if step else 'trained'}; resume with epochs >= {started}"
             )
-        self.best_epoch = state["best_epoch"]
-        self.best_val = state["best_val_accuracy"]
+        self.best_epoch, self.best_val = state["best_epoch"], state["best_val_accuracy"]
         rng = state["rng"]
         if len(rng) == self.dist.world_size:
             restore_rng_state(rng[self.dist.rank])
@@ -541,18 +541,13 @@ class _Trainer:
         try:
             with self.stop.installed():
                 for epoch in range(self.start_epoch, config.epochs):
-                    self._epoch(epoch)
+                    self._finish_epoch(epoch, *self._train_steps(epoch))
                     if epoch + 1 < config.epochs and self._stop_agreed():
                         raise self._interrupted(epoch + 1, 0)
         finally:
             _set_input_checks(self.model, True)
-        return FitResult(
-            run_dir=self.run_dir,
-            model=self.model.eval(),
-            history=self.history,
-            best_epoch=self.best_epoch,
-            best_val_accuracy=self.best_val,
-        )
+        model = self.model.eval()
+        return FitResult(self.run_dir, model, self.history, self.best_epoch, self.best_val)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -579,10 +574,6 @@ class _Trainer:
             if self.config.data.augment:
                 x = random_crop_flip(x, self.info.crop_padding, self.info.hflip)
             yield x, labels.to(self.device, non_blocking=True)
-
-    def _epoch(self, epoch: int) -> None:
-        progress, start = self._train_steps(epoch)
-        self._finish_epoch(epoch, progress, start)
 
     def _train_steps(self, epoch: int) -> tuple[_EpochProgress, float]:
         """The optimiser steps of ``epoch`` (from where a mid-epoch checkpoint left it), with
@@ -720,21 +711,18 @@ class _Trainer:
         rank, ranks = self.dist.rank, self.dist.world_size
         images, labels = self.val.images[rank::ranks], self.val.labels[rank::ranks]
         correct = torch.zeros((), device=self.device)
-        devices = [self.device] if self.device.type == "cuda" else []
         size, epochs = self.config.eval_batch_size, self.config.epochs
         batches = math.ceil(len(labels) / size)
         if self.progress:
             self.progress(ProgressEvent("validate", epoch, epochs, 0, batches))
-        with torch.random.fork_rng(devices=devices), self._autocast():
-            torch.manual_seed(self.config.seed + rank)
+        with seeded(self.config.seed + rank, self.device), self._autocast():
             for i, (x, y) in enumerate(iterate_batches(images, labels, size), start=1):
                 x = to_float(x, self.device, channels_last=self.channels_last)
                 correct += (predict(self.model, x) == y.to(self.device)).sum()
                 if self.progress:
                     self.progress(ProgressEvent("validate", epoch, epochs, i, batches))
         count = torch.tensor(float(len(labels)), device=self.device)
-        total = self.dist.all_reduce_sum(torch.stack([correct, count]))
-        correct_all, count_all = total.tolist()
+        correct_all, count_all = self.dist.all_reduce_sum(torch.stack([correct, count])).tolist()
         return correct_all / count_all
 
     def _save(self, epoch: int, progress: _EpochProgress | None = None, best: bool = False) -> None:
@@ -758,7 +746,7 @@ class _Trainer:
             "config": config_to_dict(self.config),
             "method": self.config.method.name,
             "dataset": self.config.data.dataset,
-            "dataset_info": dataset_info_dict(self.info),
+            "dataset_info": dataclasses.asdict(self.info),
             "history": self.history,
             "world_size": self.dist.world_size,
         }

@@ -18,25 +18,11 @@ from .config import OptimConfig
 
 __all__ = ["SCHEDULES", "build_optimizer", "build_scheduler", "lr_factor"]
 
-# name -> (optimiser class, its keyword arguments from the config)
-_OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], Callable[[OptimConfig], dict]]] = {
-    "sgd": (
-        torch.optim.SGD,
-        lambda c: {
-            "lr": c.lr,
-            "momentum": c.momentum,
-            "nesterov": c.nesterov,
-            "weight_decay": c.weight_decay,
-        },
-    ),
-    "adam": (
-        torch.optim.Adam,
-        lambda c: {"lr": c.lr, "betas": tuple(c.betas), "weight_decay": c.weight_decay},
-    ),
-    "adamw": (
-        torch.optim.AdamW,
-        lambda c: {"lr": c.lr, "betas": tuple(c.betas), "weight_decay": c.weight_decay},
-    ),
+# name -> (optimiser class, the config fields it takes besides lr and weight_decay)
+_OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], tuple[str, ...]]] = {
+    "sgd": (torch.optim.SGD, ("momentum", "nesterov")),
+    "adam": (torch.optim.Adam, ("betas",)),
+    "adamw": (torch.optim.AdamW, ("betas",)),
 }
 
 
@@ -51,9 +37,13 @@ def build_optimizer(
     """
     if config.name not in _OPTIMIZERS:
         raise ValueError(f"unknown optimiser {config.name!r}; valid: {', '.join(_OPTIMIZERS)}")
-    cls, kwargs = _OPTIMIZERS[config.name]
-    extra = {"fused": True} if fused and "fused" in inspect.signature(cls).parameters else {}
-    return cls(params, **kwargs(config), **extra)
+    cls, keys = _OPTIMIZERS[config.name]
+    kwargs = {key: getattr(config, key) for key in ("lr", "weight_decay", *keys)}
+    if "betas" in kwargs:
+        kwargs["betas"] = tuple(kwargs["betas"])
+    if fused and "fused" in inspect.signature(cls).parameters:
+        kwargs["fused"] = True
+    return cls(params, **kwargs)
 
 
 def _multistep(t: float, total: float, c: OptimConfig) -> float:

@@ -224,13 +224,8 @@ class LoadedRun:
     Attributes:
         model: in eval mode, on the requested device; ``ciiv.models.predict(model, x)`` applies
             the method's inference rule (CiiV: z-weighted mean over views, RS: majority vote).
-        config: the resolved training config.
-        method: training method name.
-        dataset: dataset name.
         dataset_info: the dataset's metadata as seen at training time.
-        run_dir: the run directory.
-        checkpoint: "best" or "last".
-        epoch: number of epochs trained when the checkpoint was written.
+        checkpoint: "best" or "last"; ``epoch``: epochs trained when it was written.
     """
 
     model: nn.Module
@@ -300,8 +295,3 @@ def load_run(
         checkpoint=checkpoint,
         epoch=int(state["epoch"]),
     )
-
-
-def dataset_info_dict(info: DatasetInfo) -> dict:
-    """The metadata as a plain dict, for checkpoints."""
-    return dataclasses.asdict(info)

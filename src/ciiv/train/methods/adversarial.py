@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ciiv.attacks import create_attack
 from ciiv.attacks.threat import check_eps
 
-from .base import Objective, StepContext, StepOutput, register_method
+from .base import Objective, StepContext, StepOutput, check_bounds, register_method
 
 __all__ = ["AdversarialOptions", "PGDOptions", "PGDTraining", "Trades", "craft_pgd", "trades_kl"]
 
@@ -42,11 +42,7 @@ class PGDOptions:
             check_eps(self.norm, self.eps)
         except ValueError as exc:
             raise ValueError(f"eps: {exc}") from None
-        if self.step_size <= 0:
-            raise ValueError(f"step_size: must be > 0, got {self.step_size}")
-        for key in ("steps", "eot"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        check_bounds(self, step_size="> 0", steps=">= 1", eot=">= 1")
 
 
 @dataclass(frozen=True)
@@ -117,15 +113,10 @@ class Trades(Objective):
         beta: float = 6.0
 
         def __post_init__(self) -> None:
-            if self.beta < 0:
-                raise ValueError(f"beta: must be >= 0, got {self.beta}")
-
-    def craft(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """The KL-maximising x_adv [B, C, H, W] in the ball around x, detached (eval mode)."""
-        return craft_pgd(model, x, y, self.options.pgd, loss="kl")
+            check_bounds(self, beta=">= 0")
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
-        x_adv = self.craft(model, x, y)
+        x_adv = craft_pgd(model, x, y, self.options.pgd, loss="kl")
         logits = model(x)
         ce = F.cross_entropy(logits, y)
         kl = trades_kl(logits, model(x_adv))

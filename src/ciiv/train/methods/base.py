@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ __all__ = [
     "Objective",
     "StepContext",
     "StepOutput",
-    "check_milestones",
+    "check_bounds",
     "create_method",
     "get_method",
     "list_methods",
@@ -68,12 +69,24 @@ class StepOutput:
     metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
-def check_milestones(key: str, values: list[int]) -> None:
-    """For an ``Options.__post_init__``: a ValueError naming ``key`` unless ``values`` are
-    strictly increasing epochs >= 0."""
-    pairs = zip(values[:-1], values[1:], strict=True)
-    if any(v < 0 for v in values) or any(a >= b for a, b in pairs):
-        raise ValueError(f"{key}: must be increasing epochs >= 0, got {values}")
+_COMPARE = {">": operator.gt, ">=": operator.ge}
+
+
+def check_bounds(options: Any, **bounds: str) -> None:
+    """For an ``__post_init__``: a ValueError "key: must be <bound>, got <value>" naming the
+    first field of ``options`` out of its bound. A bound is "> x" or ">= x"; "... or null" also
+    lets None pass; "increasing epochs >= 0" wants a strictly increasing list of such values.
+    E.g. ``check_bounds(self, lr="> 0", max_val=">= 1 or null")``."""
+    for key, bound in bounds.items():
+        value = getattr(options, key)
+        if value is None and bound.endswith(" or null"):
+            continue
+        *increasing, compare, limit = bound.removesuffix(" or null").split()
+        values = value if increasing else [value]
+        pairs = zip(values[:-1], values[1:], strict=True)
+        within = all(v is not None and _COMPARE[compare](v, float(limit)) for v in values)
+        if not within or any(a >= b for a, b in pairs):
+            raise ValueError(f"{key}: must be {bound}, got {value}")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from ciiv.loss import RegWeightSchedule, consistency_loss, view_cross_entropy
 from ciiv.models import CiiVClassifier
 
 from .adversarial import PGDOptions, craft_pgd
-from .base import Objective, StepContext, StepOutput, check_milestones, register_method
+from .base import Objective, StepContext, StepOutput, check_bounds, register_method
 from .standard import MixupBatch, MixupOptions, mix
 
 __all__ = ["CiiV", "CiiVAdversarial", "CiiVMixup"]
@@ -45,17 +45,17 @@ class CiiV(Objective):
         consistency: Literal["smooth_l1", "l2"] = "smooth_l1"
 
         def __post_init__(self) -> None:
-            for key in ("w_ce", "w_reg"):
-                if getattr(self, key) < 0:
-                    raise ValueError(f"{key}: must be >= 0, got {getattr(self, key)}")
-            if self.w_reg_factor <= 0:
-                raise ValueError(f"w_reg_factor: must be > 0, got {self.w_reg_factor}")
-            check_milestones("w_reg_milestones", self.w_reg_milestones)
+            check_bounds(
+                self,
+                w_ce=">= 0",
+                w_reg=">= 0",
+                w_reg_factor="> 0",
+                w_reg_milestones="increasing epochs >= 0",
+            )
 
     def __init__(self, options: Options | None = None) -> None:
         super().__init__(options)
         o = self.options
-        self.w_ce, self.consistency = o.w_ce, o.consistency
         self.w_reg = RegWeightSchedule(o.w_reg, o.w_reg_factor, tuple(o.w_reg_milestones))
 
     def epoch_values(self, epoch: int) -> dict[str, float]:
@@ -72,8 +72,8 @@ class CiiV(Objective):
         else:
             ce = labels.loss(lambda y: view_cross_entropy(out.logits, y))
             targets = labels.dominant
-        reg = consistency_loss(out.features, out.z, self.consistency)
-        loss = self.w_ce * ce + self.w_reg(epoch) * reg
+        reg = consistency_loss(out.features, out.z, self.options.consistency)
+        loss = self.options.w_ce * ce + self.w_reg(epoch) * reg
         logits = CiiVClassifier.combine(out.logits, out.z)
         metrics = {"ce": ce.detach(), "reg": reg.detach()}
         return StepOutput(loss, logits, targets=targets, metrics=metrics)

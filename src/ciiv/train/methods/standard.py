@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ciiv.loss import RegWeightSchedule
 
-from .base import Objective, StepContext, StepOutput, check_milestones, register_method
+from .base import Objective, StepContext, StepOutput, check_bounds, register_method
 
 __all__ = [
     "BPFC",
@@ -67,8 +67,7 @@ class MixupOptions:
     alpha: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.alpha <= 0:
-            raise ValueError(f"alpha: must be > 0, got {self.alpha}")
+        check_bounds(self, alpha="> 0")
 
 
 @register_method("mixup")
@@ -136,18 +135,18 @@ class BPFC(Objective):
         milestones: list[int] = field(default_factory=lambda: [25, 50, 75])
 
         def __post_init__(self) -> None:
-            for key in ("step", "factor"):
-                if getattr(self, key) <= 0:
-                    raise ValueError(f"{key}: must be > 0, got {getattr(self, key)}")
-            for key in ("noise", "weight"):
-                if getattr(self, key) < 0:
-                    raise ValueError(f"{key}: must be >= 0, got {getattr(self, key)}")
-            check_milestones("milestones", self.milestones)
+            check_bounds(
+                self,
+                step="> 0",
+                noise=">= 0",
+                weight=">= 0",
+                factor="> 0",
+                milestones="increasing epochs >= 0",
+            )
 
     def __init__(self, options: Options | None = None) -> None:
         super().__init__(options)
         o = self.options
-        self.step, self.noise = o.step, o.noise
         self.weight = RegWeightSchedule(o.weight, o.factor, tuple(o.milestones))
 
     def epoch_values(self, epoch: int) -> dict[str, float]:
@@ -155,7 +154,7 @@ class BPFC(Objective):
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
         logits = model(x)
-        logits_q = model(quantise(x, self.step, self.noise))
+        logits_q = model(quantise(x, self.options.step, self.options.noise))
         ce = F.cross_entropy(logits, y)
         consistency = (logits - logits_q).square().sum(1).mean()
         loss = ce + self.weight(ctx.epoch) * consistency
