@@ -79,9 +79,26 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """What a command reports as one line and exit status 2: a bad option, name, file or run,
+    a missing optional package, a diverged training; its message says what to do. Anything else
+    is a bug and keeps its traceback. (Imported only when an error is raised.)"""
+    from ciiv.data import DatasetNotFoundError
     from ciiv.deps import MissingDependency
+    from ciiv.train import CheckpointError, RunDirError
 
+    return (
+        ValueError,
+        CheckpointError,
+        RunDirError,
+        DatasetNotFoundError,
+        FileExistsError,
+        FloatingPointError,
+        MissingDependency,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     logging.basicConfig(
@@ -93,9 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(_command_module(args.command).run(args) or 0)
-    except MissingDependency as exc:  # an optional package: one line that says what to install
+    except _usage_errors() as exc:
+        from rich.console import Console
+        from rich.markup import escape
+
         logging.getLogger(__name__).debug("ciiv %s failed", args.command, exc_info=True)
-        print(f"error: {exc}", file=sys.stderr)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}")
         return 2
 
 

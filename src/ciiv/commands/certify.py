@@ -11,18 +11,14 @@ summary.json, certified_accuracy.png). Running the same command again resumes.
 from __future__ import annotations
 
 import argparse
-import logging
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from ciiv.commands._progress import CertifyProgress, ProgressDisplay
 from ciiv.commands._ui import add_run_arguments
 
 __all__ = ["add_arguments", "run"]
-
-logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,33 +94,26 @@ def _result_table(summary: dict, out_dir) -> Table:
 
 def run(args: argparse.Namespace) -> int:
     from ciiv.certify import certify_run
-    from ciiv.data import DatasetNotFoundError
-    from ciiv.train import CheckpointError
 
     console = Console(stderr=True)
-    try:
-        with ProgressDisplay(console, f"certify {args.run_dir}") as display:
-            result = certify_run(
-                args.run_dir,
-                sigma=args.sigma,
-                n0=args.n0,
-                n=args.n,
-                alpha=args.alpha,
-                n_examples=args.n_examples,
-                batch_size=args.batch_size,
-                examples_per_batch=args.examples_per_batch,
-                seed=args.seed,
-                out_dir=args.out,
-                checkpoint=args.checkpoint,
-                device=args.device,
-                data_dir=args.data_dir,
-                test_split=args.test_split,
-                overwrite=args.overwrite,
-                progress=CertifyProgress(display),
-            )
-    except (ValueError, CheckpointError, DatasetNotFoundError) as exc:
-        logger.debug("ciiv certify failed", exc_info=True)
-        console.print(f"[bold red]error:[/] {escape(str(exc))}")
-        return 2
+    with ProgressDisplay(console, f"certify {args.run_dir}") as display:
+        result = certify_run(
+            args.run_dir,
+            sigma=args.sigma,
+            n0=args.n0,
+            n=args.n,
+            alpha=args.alpha,
+            n_examples=args.n_examples,
+            batch_size=args.batch_size,
+            examples_per_batch=args.examples_per_batch,
+            seed=args.seed,
+            out_dir=args.out,
+            checkpoint=args.checkpoint,
+            device=args.device,
+            data_dir=args.data_dir,
+            test_split=args.test_split,
+            overwrite=args.overwrite,
+            progress=CertifyProgress(display),
+        )
     console.print(_result_table(result.summary, result.out_dir))
     return 0

@@ -7,7 +7,6 @@ ciiv demo --out demo-small --epochs 2 --n-train 1000 --n-test 50   # a quick loo
 from __future__ import annotations
 
 import argparse
-import logging
 
 from rich.console import Console
 from rich.table import Table
@@ -15,8 +14,6 @@ from rich.table import Table
 from ciiv.commands._progress import EvalProgress, ProgressDisplay, TrainProgress
 
 __all__ = ["add_arguments", "run"]
-
-logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,26 +68,22 @@ def run(args: argparse.Namespace) -> int:
     from ciiv.demo import DemoSettings, run_demo, table_rows
 
     console = Console(stderr=True)
-    try:
-        settings = DemoSettings(
-            epochs=args.epochs,
-            n_train=args.n_train,
-            n_test=args.n_test,
-            eps=args.eps,
-            eot=args.eot,
-            seed=args.seed,
-            device=args.device,
+    settings = DemoSettings(
+        epochs=args.epochs,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        eps=args.eps,
+        eot=args.eot,
+        seed=args.seed,
+        device=args.device,
+    )
+    with ProgressDisplay(console, "demo", transient=True) as display:
+        results = run_demo(
+            args.out,
+            settings,
+            train_progress=TrainProgress(display),
+            eval_progress=lambda label: EvalProgress(display, label),
         )
-        with ProgressDisplay(console, "demo", transient=True) as display:
-            results = run_demo(
-                args.out,
-                settings,
-                train_progress=TrainProgress(display),
-                eval_progress=lambda label: EvalProgress(display, label),
-            )
-    except (ValueError, FileExistsError) as error:
-        console.print(f"[bold red]error:[/] {error}")
-        return 2
     header, rows = table_rows(results)
     table = Table(title="ciiv demo: accuracy (%) on shapes, full protocol")
     for name in header:

@@ -15,7 +15,6 @@ same command again resumes an interrupted evaluation.
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from rich.console import Console
@@ -28,8 +27,6 @@ from ciiv.commands._ui import add_run_arguments
 from ciiv.formatting import format_duration, format_rate
 
 __all__ = ["add_arguments", "run"]
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_EXAMPLES = 1000
 
@@ -201,89 +198,61 @@ def _announcing(console: Console, progress):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ciiv.commands._model import load_user_target, user_protocols, user_run
-    from ciiv.data import DatasetNotFoundError
+    from ciiv.commands._model import load_target, user_protocols
     from ciiv.distributed import init_distributed, is_main_process
     from ciiv.evaluate import evaluate_robustness, get_suite
-    from ciiv.evaluate.selection import (
-        describe_run,
-        describe_selection,
-        eval_dir_name,
-        evaluation_examples,
-    )
-    from ciiv.train import CheckpointError, load_data, load_run
+    from ciiv.evaluate.selection import eval_dir_name
     from ciiv.train.run import resolve_device
 
-    console = Console(stderr=True)
     if args.list:
         _listing(Console())
         return 0
+    console = Console(stderr=True)
     main_process = is_main_process()
-    try:
-        if bool(args.run_dir) == bool(args.model):
-            raise ValueError("give RUN_DIR or --model SPEC (see ciiv eval --help)")
-        suite = get_suite(args.suite)  # a bad name or suite file fails before the model loads
-        protocols = ("full", "paper") if args.protocol == "both" else (args.protocol,)
-        if args.out and len(protocols) > 1 and not args.model:
-            raise ValueError("--out takes one protocol; drop it or choose --protocol full|paper")
-        dist = init_distributed(use_cuda=resolve_device(args.device).type == "cuda")
-        device = resolve_device(args.device, dist.local_rank)
-        if args.model:
-            target = load_user_target(args, device)
-            model, dataset, splits = target.model, target.dataset, target.splits
-        else:
-            loaded = load_run(args.run_dir, args.checkpoint, device=device)
-            model, dataset = loaded.model, loaded.dataset
-            splits = load_data(loaded.config.data, data_dir=args.data_dir)
-        split, index, x, y = evaluation_examples(
-            splits, dataset, args.test_split, args.n_examples, args.seed
+    suite = get_suite(args.suite)  # a bad name or suite file fails before the model loads
+    protocols = ("full", "paper") if args.protocol == "both" else (args.protocol,)
+    if args.out and len(protocols) > 1 and not args.model:
+        raise ValueError("--out takes one protocol; drop it or choose --protocol full|paper")
+    dist = init_distributed(use_cuda=resolve_device(args.device).type == "cuda")
+    device = resolve_device(args.device, dist.local_rank)
+    target = load_target(args, "eval", device)
+    if args.model:
+        protocols = user_protocols(target.model, target.x[:2].to(device), args.protocol)
+    default_split = target.split == next(iter(target.splits.test))
+    audit = not args.no_audit
+    for protocol in protocols:
+        name = eval_dir_name(
+            suite.name, protocol, None if default_split else target.split, args.eps
         )
-        if args.model:
-            protocols = user_protocols(model, x[:2].to(device), args.protocol)
-            selection = describe_selection(split, index, len(splits.test[split]), args.seed)
-            run_info = user_run(target, args.out, selection)
-        else:
-            run_info = describe_run(loaded, split, index, len(splits.test[split]), args.seed)
-        default_split = split == next(iter(splits.test))
-        audit = not args.no_audit
-        for protocol in protocols:
-            name = eval_dir_name(suite.name, protocol, None if default_split else split, args.eps)
-            if args.model:
-                out_dir = Path(args.out) / "eval" / name
-            else:
-                out_dir = Path(args.out) if args.out else Path(args.run_dir) / "eval" / name
-            label = f"{suite.name}/{protocol}"
-            title = f"eval {args.model or args.run_dir}"
-            with ProgressDisplay(console, title, enabled=main_process) as display:
-                result = evaluate_robustness(
-                    model,
-                    x,
-                    y,
-                    suite=suite,
-                    protocol=protocol,
-                    eps=args.eps,
-                    eot=args.eot,
-                    draws=args.draws,
-                    seed=args.seed,
-                    batch_size=args.batch_size,
-                    out_dir=out_dir,
-                    dataset=dataset,
-                    indices=index.tolist(),
-                    max_batch=args.max_batch,
-                    audit=audit,
-                    overwrite=args.overwrite,
-                    run_info=run_info,
-                    progress=_announcing(console, EvalProgress(display, label))
-                    if main_process
-                    else None,
-                )
-            # The audit does not depend on the protocol: run it once, store it with both.
-            audit = result.summary.get("audit", False)
-            if main_process:
-                console.print(_result_table(result.summary, out_dir))
-        dist.shutdown()
-    except (ValueError, CheckpointError, DatasetNotFoundError) as exc:
-        logger.debug("ciiv eval failed", exc_info=True)
-        console.print(f"[bold red]error:[/] {escape(str(exc))}")
-        return 2
+        out_dir = Path(args.out) if args.out and not args.model else target.root / "eval" / name
+        label = f"{suite.name}/{protocol}"
+        title = f"eval {args.model or args.run_dir}"
+        with ProgressDisplay(console, title, enabled=main_process) as display:
+            result = evaluate_robustness(
+                target.model,
+                target.x,
+                target.y,
+                suite=suite,
+                protocol=protocol,
+                eps=args.eps,
+                eot=args.eot,
+                draws=args.draws,
+                seed=args.seed,
+                batch_size=args.batch_size,
+                out_dir=out_dir,
+                dataset=target.dataset,
+                indices=target.index.tolist(),
+                max_batch=args.max_batch,
+                audit=audit,
+                overwrite=args.overwrite,
+                run_info=target.run,
+                progress=_announcing(console, EvalProgress(display, label))
+                if main_process
+                else None,
+            )
+        # The audit does not depend on the protocol: run it once, store it with both.
+        audit = result.summary.get("audit", False)
+        if main_process:
+            console.print(_result_table(result.summary, out_dir))
+    dist.shutdown()
     return 0

@@ -12,7 +12,6 @@ results with --report-only once every cell is done.
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 from pathlib import Path
 
@@ -23,8 +22,6 @@ from rich.table import Table
 from ciiv.commands._progress import EvalProgress, ProgressDisplay, TrainProgress, show_audit
 
 __all__ = ["add_arguments", "run"]
-
-logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -219,8 +216,4 @@ def run(args: argparse.Namespace) -> int:
             f"(ciiv experiment {escape(str(args.grid))} --out {escape(str(args.out))})"
         )
         return code
-    except ValueError as exc:
-        logger.debug("ciiv experiment failed", exc_info=True)
-        console.print(f"[bold red]error:[/] {escape(str(exc))}")
-        return 2
     return 1 if any(o.status == "failed" for o in outcomes) else 0

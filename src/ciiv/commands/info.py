@@ -79,12 +79,8 @@ def run(args: argparse.Namespace) -> int:
     from ciiv.models import list_models
 
     console = Console()
-    try:
-        sampler = RetinotopicSampler(args.image_size, num_views=args.views)
-        model_table = _model_table(args, sampler)
-    except ValueError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}")
-        return 2
+    sampler = RetinotopicSampler(args.image_size, num_views=args.views)
+    model_table = _model_table(args, sampler)
     keep = sampler.keep_probability()
     table = Table(title=f"Retinotopic sampler, {args.image_size} px, {args.views} views")
     for column in ("view", "centre (row, col)", "min P(keep)", "mean P(keep)", "always kept"):

@@ -20,8 +20,6 @@ from ciiv.commands._progress import ProgressDisplay, TrainProgress
 
 __all__ = ["add_arguments", "run"]
 
-logger = logging.getLogger(__name__)
-
 # Flags that are shortcuts for config keys (applied after --config, before --set).
 _SHORTCUTS: dict[str, str] = {
     "dataset": "data.dataset",
@@ -137,12 +135,9 @@ def _summary(console: Console, result) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ciiv.data import DatasetNotFoundError
     from ciiv.distributed import is_main_process
     from ciiv.train import (
-        CheckpointError,
         ConfigError,
-        RunDirError,
         TrainingInterrupted,
         config_to_dict,
         fit,
@@ -166,18 +161,18 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--out RUN_DIR is required (or --resume RUN_DIR)")
         overrides = _overrides(args)
         if args.print_config:
-            if args.resume:
-                config = load_config(saved_config(args.resume), overrides)
-            else:
-                config = load_config(args.config, overrides)
+            config = load_config(
+                saved_config(args.resume) if args.resume else args.config, overrides
+            )
             print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
             return 0
         main_process = is_main_process()
         if not main_process:  # under torchrun, rank 0 speaks for all processes
             logging.getLogger().setLevel(logging.WARNING)
-        title = f"train {args.resume or args.out}"
-        with ProgressDisplay(console, title, enabled=main_process) as display:
-            callback = TrainProgress(display) if main_process else None
+        with ProgressDisplay(
+            console, f"train {args.resume or args.out}", enabled=main_process
+        ) as d:
+            callback = TrainProgress(d) if main_process else None
             if args.resume:
                 result = resume(args.resume, overrides, progress=callback)
             else:
@@ -193,16 +188,6 @@ def run(args: argparse.Namespace) -> int:
         )
         console.print("[bold yellow]interrupted[/]" + (hint if run_dir else ""))
         return 130
-    except (
-        ValueError,  # ConfigError, unknown names and bad options: the message says what to do
-        CheckpointError,
-        RunDirError,
-        DatasetNotFoundError,
-        FloatingPointError,
-    ) as exc:
-        logger.debug("ciiv train failed", exc_info=True)
-        console.print(f"[bold red]error:[/] {escape(str(exc))}")
-        return 2
     if main_process:
         _summary(console, result)
     return 0
