@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         from rich.markup import escape
 
         logging.getLogger(__name__).debug("ciiv %s failed", args.command, exc_info=True)
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}")
+        # One line (the terminal wraps it), so that a command to copy is never cut.
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
 
 
