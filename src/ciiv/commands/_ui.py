@@ -10,9 +10,12 @@ import argparse
 __all__ = ["add_run_arguments"]
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, n_examples: int) -> None:
+def add_run_arguments(
+    parser: argparse.ArgumentParser, n_examples: int, *, resumable: bool = True
+) -> None:
     """The options of the commands that load a trained run and pick test examples from it
-    (``ciiv eval``, ``audit``, ``certify``): which checkpoint, which data, which examples, where."""
+    (``ciiv eval``, ``audit``, ``certify``): which checkpoint, which data, which examples, where,
+    the seed, and (``resumable``: the results are saved as they come) ``--overwrite``."""
     parser.add_argument(
         "--n-examples",
         type=int,
@@ -44,3 +47,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, n_examples: int) -> None:
         metavar="PATH",
         help="where the dataset's files are (default: where the run was trained from)",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the example choice and of every random draw (default 0)",
+    )
+    if resumable:
+        parser.add_argument(
+            "--overwrite", action="store_true", help="discard earlier results instead of resuming"
+        )

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "run_dir", metavar="RUN_DIR", nargs="?", help="a run written by ciiv train (or --model)"
     )
-    add_run_arguments(parser, DEFAULT_EXAMPLES)
+    add_run_arguments(parser, DEFAULT_EXAMPLES, resumable=False)
     parser.add_argument(
         "--eps",
         metavar="EPS",
@@ -47,9 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("Linf", "L2"),
         default="Linf",
         help="threat model: Linf (each pixel moves at most eps) or L2 (default Linf)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the example choice and of every draw"
     )
     parser.add_argument(
         "--quick",

@@ -66,15 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="examples per saved batch; an interrupted run resumes after the last one (default 1)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="example selection and noise seed (default 0)"
-    )
-    parser.add_argument(
         "--out",
         metavar="DIR",
         help="where the results go (default RUN_DIR/certify/sigma<S>-n<N>)",
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="discard earlier results instead of resuming"
     )
 
 

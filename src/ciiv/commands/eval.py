@@ -74,12 +74,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "for the run's dataset)",
     )
     parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the example choice and of every random draw (default 0)",
-    )
-    parser.add_argument(
         "--batch-size",
         type=int,
         default=128,
@@ -105,9 +99,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip the default audit of a random model (randomness and gradient checks, at most "
         "the suite's cost; `ciiv audit` runs the full one)",
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="discard earlier results instead of resuming"
     )
     parser.add_argument(
         "--list",

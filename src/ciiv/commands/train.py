@@ -20,14 +20,24 @@ from ciiv.commands._progress import ProgressDisplay, TrainProgress
 
 __all__ = ["add_arguments", "run"]
 
-# Flags that are shortcuts for config keys (applied after --config, before --set).
-_SHORTCUTS: dict[str, str] = {
-    "dataset": "data.dataset",
-    "method": "method.name",
-    "backbone": "model.backbone",
-    "epochs": "epochs",
-    "data_dir": "data.data_dir",
-    "device": "device",
+# Flags that are shortcuts for config keys (applied after --config, before --set):
+# flag -> (config key, metavar, help).
+_SHORTCUTS: dict[str, tuple[str, str, str]] = {
+    "--dataset": ("data.dataset", "NAME", "what to train on, e.g. cifar10, mnist, shapes"),
+    "--method": ("method.name", "NAME", "how to train: ciiv, vanilla, pgd_at, trades, rs, ..."),
+    "--backbone": (
+        "model.backbone",
+        "NAME",
+        "the network, e.g. preact_resnet18, small_cnn, tv:resnet18, or timm:resnet18 after pip "
+        'install "ciiv[timm]"',
+    ),
+    "--epochs": ("epochs", "N", "passes over the training set"),
+    "--data-dir": ("data.data_dir", "PATH", "where the dataset's files are, or go when downloaded"),
+    "--device": (
+        "device",
+        "auto|cpu|cuda",
+        "where to train: auto (default) takes a GPU when there is one",
+    ),
 }
 
 
@@ -41,35 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PRESET|FILE",
         help="start from a preset (e.g. paper-cifar10, shapes-fast; see --list) or a YAML file",
     )
-    parser.add_argument(
-        "--dataset",
-        metavar="NAME",
-        help="what to train on, e.g. cifar10, mnist, shapes (data.dataset)",
-    )
-    parser.add_argument(
-        "--method",
-        metavar="NAME",
-        help="how to train: ciiv, vanilla, pgd_at, trades, rs, ... (method.name; see --list)",
-    )
-    parser.add_argument(
-        "--backbone",
-        metavar="NAME",
-        help="the network, e.g. preact_resnet18, small_cnn, tv:resnet18, timm:resnet18 "
-        '(model.backbone; timm: needs pip install "ciiv[timm]")',
-    )
-    parser.add_argument(
-        "--epochs", type=int, metavar="N", help="passes over the training set (epochs)"
-    )
-    parser.add_argument(
-        "--data-dir",
-        metavar="PATH",
-        help="where the dataset's files are, or will be downloaded to (data.data_dir)",
-    )
-    parser.add_argument(
-        "--device",
-        metavar="auto|cpu|cuda",
-        help="where to train: auto takes a GPU when there is one (device; default auto)",
-    )
+    for flag, (key, metavar, text) in _SHORTCUTS.items():
+        kind = int if flag == "--epochs" else str
+        parser.add_argument(flag, dest=key, type=kind, metavar=metavar, help=f"{text} ({key})")
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -114,7 +98,9 @@ def _listing(console: Console) -> None:
 
 def _overrides(args: argparse.Namespace) -> list:
     """Shortcut flags as (key, value) pairs, then the --set strings."""
-    given = {key: getattr(args, flag) for flag, key in _SHORTCUTS.items()}
+    given = {
+        key: getattr(args, flag[2:].replace("-", "_")) for flag, (key, *_) in _SHORTCUTS.items()
+    }
     return [(key, value) for key, value in given.items() if value is not None] + args.overrides
 
 
