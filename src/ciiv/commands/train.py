@@ -98,10 +98,8 @@ def _listing(console: Console) -> None:
 
 def _overrides(args: argparse.Namespace) -> list:
     """Shortcut flags as (key, value) pairs, then the --set strings."""
-    given = {
-        key: getattr(args, flag[2:].replace("-", "_")) for flag, (key, *_) in _SHORTCUTS.items()
-    }
-    return [(key, value) for key, value in given.items() if value is not None] + args.overrides
+    given = [(key, getattr(args, key)) for key, *_ in _SHORTCUTS.values()]
+    return [(key, value) for key, value in given if value is not None] + args.overrides
 
 
 def _summary(console: Console, result) -> None:
