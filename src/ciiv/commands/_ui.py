@@ -1,4 +1,4 @@
-"""Pieces the commands share: the options of the commands that evaluate a trained run.
+"""Pieces the commands share: option tables, the options of the commands that evaluate a run.
 
 Progress display: :mod:`ciiv.commands._progress`.
 """
@@ -7,7 +7,20 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_run_arguments"]
+__all__ = ["add_options", "add_run_arguments"]
+
+
+def add_options(parser: argparse.ArgumentParser, rows) -> None:
+    """Options from rows (flag, default, metavar, help): each takes a value of its default's type
+    and says its default."""
+    for flag, default, metavar, text in rows:
+        parser.add_argument(
+            flag,
+            type=type(default),
+            default=default,
+            metavar=metavar,
+            help=f"{text} (default {default})",
+        )
 
 
 def add_run_arguments(

@@ -12,55 +12,29 @@ from rich.console import Console
 from rich.table import Table
 
 from ciiv.commands._progress import EvalProgress, ProgressDisplay, TrainProgress
+from ciiv.commands._ui import add_options
 
 __all__ = ["add_arguments", "run"]
 
 
+OPTIONS = (  # flag, default, metavar, help
+    ("--out", "demo-out", "DIR", "a new directory for the runs, report.md and accuracy.png"),
+    ("--epochs", 6, "N", "training epochs of each model"),
+    ("--n-train", 4000, "N", "training images of shapes"),
+    ("--n-test", 100, "N", "test images attacked per split, iid and shifted"),
+    ("--eps", "8/255", "EPS", "Linf budget of the attacks"),
+    ("--device", "auto", "auto|cpu|cuda", "where to run: auto takes a GPU when there is one"),
+    ("--seed", 0, "SEED", "seed of the data, training and attacks"),
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--out",
-        default="demo-out",
-        metavar="DIR",
-        help="a new directory for the runs, report.md and accuracy.png (default demo-out)",
-    )
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=6,
-        metavar="N",
-        help="training epochs of each model (default 6)",
-    )
-    parser.add_argument(
-        "--n-train",
-        type=int,
-        default=4000,
-        metavar="N",
-        help="training images of shapes (default 4000)",
-    )
-    parser.add_argument(
-        "--n-test",
-        type=int,
-        default=100,
-        metavar="N",
-        help="test images attacked per split, iid and shifted (default 100)",
-    )
-    parser.add_argument(
-        "--eps", default="8/255", metavar="EPS", help="Linf budget of the attacks (default 8/255)"
-    )
+    add_options(parser, OPTIONS)
     parser.add_argument(
         "--eot",
         type=int,
         metavar="E",
         help="random forward passes averaged into each attack gradient (default: ciiv eval's)",
-    )
-    parser.add_argument(
-        "--device",
-        default="auto",
-        metavar="auto|cpu|cuda",
-        help="where to run: auto takes a GPU when there is one, cpu or cuda (default auto)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the data, training and attacks (default 0)"
     )
 
 

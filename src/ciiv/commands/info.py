@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ciiv.commands._ui import add_options
 from ciiv.sampling import RetinotopicSampler, grid_centers
 
 EXAMPLE_BATCH = 2  # images sent through the model to show the shapes
@@ -27,11 +28,7 @@ OPTIONS = (  # flag, default, metavar, help
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for flag, default, metavar, text in OPTIONS:
-        parser.add_argument(
-            flag, type=type(default), default=default, metavar=metavar,
-            help=f"{text} (default {default})",
-        )  # fmt: skip
+    add_options(parser, OPTIONS)
 
 
 def _model_table(args: argparse.Namespace, sampler: RetinotopicSampler) -> Table:
