@@ -44,12 +44,6 @@ def _command_module(name: str):
     return importlib.import_module(f"ciiv.commands.{name.replace('-', '_')}")
 
 
-def _description(module, fallback: str) -> str:
-    """A command module's docstring as its --help text, without the reST markup."""
-    text = (module.__doc__ or fallback).replace("``", "`")
-    return text.strip() + "\n"
-
-
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ciiv",
@@ -70,7 +64,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
             p = sub.add_parser(
                 name,
                 help=help_text,
-                description=_description(module, help_text),
+                description=module.__doc__.replace("``", "`").strip() + "\n",  # no reST markup
                 formatter_class=argparse.RawDescriptionHelpFormatter,
             )
             module.add_arguments(p)

@@ -12,6 +12,7 @@ results with --report-only once every cell is done.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -86,9 +87,8 @@ def _dry_run(console: Console, grid, out: Path, overrides: dict) -> None:
     from ciiv.experiment import cell_cost, cell_dir
     from ciiv.experiment.runner import cell_record_path
     from ciiv.train import load_data
-    from ciiv.train.config import config_to_dict
 
-    sizes: dict[str, int | None] = {}
+    sizes: dict[str, int | None] = {}  # training examples per data config
     cells = grid.cells(overrides)
     table = Table(title=f"grid {grid.name}: {escape(grid.description.strip()[:200])}")
     table.add_column("cell")
@@ -97,7 +97,7 @@ def _dry_run(console: Console, grid, out: Path, overrides: dict) -> None:
         table.add_column(column, justify="right" if "passes" in column else "left")
     totals = [0, 0]
     for cell in cells:
-        key = repr(config_to_dict(cell.config)["data"])
+        key = repr(cell.config.data)
         if key not in sizes:
             try:
                 sizes[key] = len(load_data(cell.config.data).train)
@@ -107,13 +107,9 @@ def _dry_run(console: Console, grid, out: Path, overrides: dict) -> None:
         totals[0] += cost["train"] or 0
         totals[1] += cost["eval"]
         record = cell_record_path(out, cell)
-        state = "new"
+        state = "started" if cell_dir(out, cell).exists() else "new"
         if record.is_file():
-            import json
-
             state = json.loads(record.read_text()).get("status", "?")
-        elif cell_dir(out, cell).exists():
-            state = "started"
         table.add_row(
             str(cell.index), cell.name, cell.config.method.name, str(cell.config.epochs),
             _human(cost["train"]), str(cost["evals"]), _human(cost["eval"]), state,
@@ -126,20 +122,19 @@ def _dry_run(console: Console, grid, out: Path, overrides: dict) -> None:
     )
 
 
-class _Feedback:
+def _feedback(display: ProgressDisplay):
     """Progress of the running cell: training, the audit's checks, then each evaluation."""
+    train = TrainProgress(display)
 
-    def __init__(self, display: ProgressDisplay) -> None:
-        self.display = display
-        self.train = TrainProgress(display)
-
-    def __call__(self, phase: str, info: dict) -> None:
+    def callback(phase: str, info: dict) -> None:
         if phase == "train":
-            self.train(info["event"])
+            train(info["event"])
         elif phase == "eval":
-            EvalProgress(self.display, info["label"])(info["event"], info["info"])
+            EvalProgress(display, info["label"])(info["event"], info["info"])
         elif phase == "audit":
-            show_audit(self.display, info)
+            show_audit(display, info)
+
+    return callback
 
 
 def _outcome_table(outcomes) -> Table:
@@ -200,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
                     overrides=overrides,
                     device=args.device,
                     max_batch=args.max_batch,
-                    progress=_Feedback(display) if main_process else None,
+                    progress=_feedback(display) if main_process else None,
                     on_cell=on_cell if main_process else None,
                 )
             if main_process:
