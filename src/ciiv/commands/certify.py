@@ -16,9 +16,29 @@ from rich.console import Console
 from rich.table import Table
 
 from ciiv.commands._progress import CertifyProgress, ProgressDisplay
-from ciiv.commands._ui import add_run_arguments
+from ciiv.commands._ui import add_options, add_run_arguments
 
 __all__ = ["add_arguments", "run"]
+
+
+OPTIONS = (  # flag, default, metavar, help
+    ("--n0", 100, "N0", "noisy draws per example that pick the predicted class"),
+    (
+        "--n",
+        100_000,
+        "N",
+        "noisy draws per example that bound its probability; more draws certify larger radii "
+        "and cost proportionally more time",
+    ),
+    ("--alpha", 0.001, "ALPHA", "probability that a certificate is wrong"),
+    ("--batch-size", 1000, "B", "noisy images per call of the base classifier"),
+    (
+        "--examples-per-batch",
+        1,
+        "E",
+        "examples per saved batch; an interrupted run resumes after the last one",
+    ),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,39 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Gaussian noise std in [0, 1] pixel units; larger certifies larger radii at lower "
         "accuracy (default: the rs run's model.smoothing_sigma; required for other runs)",
     )
-    parser.add_argument(
-        "--n0",
-        type=int,
-        default=100,
-        help="noisy draws per example that pick the predicted class (default 100)",
-    )
-    parser.add_argument(
-        "--n",
-        type=int,
-        default=100_000,
-        help="noisy draws per example that bound its probability; more draws certify larger "
-        "radii and cost proportionally more time (default 100000)",
-    )
-    parser.add_argument(
-        "--alpha",
-        type=float,
-        default=0.001,
-        help="probability that a certificate is wrong (default 0.001)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=1000,
-        metavar="B",
-        help="noisy images per call of the base classifier (default 1000)",
-    )
-    parser.add_argument(
-        "--examples-per-batch",
-        type=int,
-        default=1,
-        metavar="E",
-        help="examples per saved batch; an interrupted run resumes after the last one (default 1)",
-    )
+    add_options(parser, OPTIONS)
     parser.add_argument(
         "--out",
         metavar="DIR",
