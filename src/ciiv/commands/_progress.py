@@ -77,7 +77,6 @@ class ProgressDisplay:
         console: where the display goes (the commands use stderr).
         title: the first words of every plain line (e.g. ``"eval runs/a"``).
         enabled: False shows nothing (the other processes of a torchrun job).
-        live: rich bars (True) or plain lines (False); None: bars when ``console`` is a terminal.
         interval: seconds between plain lines (None: :func:`progress_interval`).
         transient: remove the rich bars when the display closes.
         clock: monotonic seconds (tests pass a fake one); now: wall-clock time of the lines.
@@ -91,14 +90,13 @@ class ProgressDisplay:
         title: str = "",
         *,
         enabled: bool = True,
-        live: bool | None = None,
         interval: float | None = None,
         transient: bool = False,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = datetime.now,
     ) -> None:
         self.console, self.title, self.enabled = console, title, enabled
-        self.live = console.is_terminal if live is None else live
+        self.live = console.is_terminal  # rich bars, else plain lines
         self.interval = progress_interval() if interval is None else float(interval)
         self.clock, self.now = clock, now
         self._bars: dict[str, _Bar] = {}

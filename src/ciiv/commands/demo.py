@@ -42,15 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from ciiv.demo import DemoSettings, run_demo, table_rows
 
     console = Console(stderr=True)
-    settings = DemoSettings(
-        epochs=args.epochs,
-        n_train=args.n_train,
-        n_test=args.n_test,
-        eps=args.eps,
-        eot=args.eot,
-        seed=args.seed,
-        device=args.device,
-    )
+    names = ("epochs", "n_train", "n_test", "eps", "eot", "seed", "device")  # as the options
+    settings = DemoSettings(**{name: getattr(args, name) for name in names})
     with ProgressDisplay(console, "demo", transient=True) as display:
         results = run_demo(
             args.out,

@@ -64,15 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the built-in grids")
 
 
-def _overrides(args: argparse.Namespace) -> dict:
-    values = {}
-    if args.data_dir:
-        values["data.data_dir"] = args.data_dir
-    if args.device:
-        values["device"] = args.device
-    return values
-
-
 def _human(count: int | None) -> str:
     if count is None:
         return "?"
@@ -166,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("GRID and --out DIR are required (see ciiv experiment --help)")
         grid = load_grid(args.grid)
         out = Path(args.out)
-        overrides = _overrides(args)
+        given = (("data.data_dir", args.data_dir), ("device", args.device))
+        overrides = {key: value for key, value in given if value}
         if args.dry_run:
             _dry_run(Console(), grid, out, overrides)
             return 0
