@@ -22,13 +22,22 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch is imported when a command runs, not when its options are parsed
     from torch import Tensor, nn
 
-__all__ = ["Target", "add_model_arguments", "load_target", "user_protocols"]
+__all__ = ["Target", "add_target_arguments", "load_target", "user_protocols"]
 
 logger = logging.getLogger(__name__)
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options that name a user's model and its test data (used instead of RUN_DIR)."""
+def add_target_arguments(
+    parser: argparse.ArgumentParser, n_examples: int, *, resumable: bool = True
+) -> None:
+    """RUN_DIR and :func:`~ciiv.commands._ui.add_run_arguments`, or the options that name a
+    user's model and its test data instead of RUN_DIR."""
+    from ciiv.commands._ui import add_run_arguments
+
+    parser.add_argument(
+        "run_dir", metavar="RUN_DIR", nargs="?", help="a run written by ciiv train (or --model)"
+    )
+    add_run_arguments(parser, n_examples, resumable=resumable)
     group = parser.add_argument_group("a user's own model (instead of RUN_DIR)")
     group.add_argument(
         "--model",

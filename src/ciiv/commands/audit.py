@@ -20,9 +20,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ciiv.commands._model import add_model_arguments
+from ciiv.commands._model import add_target_arguments
 from ciiv.commands._progress import ProgressDisplay, audit_progress
-from ciiv.commands._ui import add_run_arguments
 
 __all__ = ["DEFAULT_EXAMPLES", "add_arguments", "run"]
 
@@ -33,10 +32,7 @@ _STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ciiv.evaluate.audit import list_checks
 
-    parser.add_argument(
-        "run_dir", metavar="RUN_DIR", nargs="?", help="a run written by ciiv train (or --model)"
-    )
-    add_run_arguments(parser, DEFAULT_EXAMPLES, resumable=False)
+    add_target_arguments(parser, DEFAULT_EXAMPLES, resumable=False)
     parser.add_argument(
         "--eps",
         metavar="EPS",
@@ -72,7 +68,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where to write the JSON (default RUN_DIR/audit/audit.json); with --model, the "
         "model's directory DIR: DIR/audit/audit.json",
     )
-    add_model_arguments(parser)
 
 
 def result_table(result, title: str) -> Table:

@@ -21,9 +21,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ciiv.commands._model import add_model_arguments
+from ciiv.commands._model import add_target_arguments
 from ciiv.commands._progress import EvalProgress, ProgressDisplay
-from ciiv.commands._ui import add_run_arguments
 from ciiv.formatting import format_duration, format_rate
 
 __all__ = ["add_arguments", "run"]
@@ -34,10 +33,7 @@ DEFAULT_EXAMPLES = 1000
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ciiv.evaluate import DEFAULT_DRAWS, DEFAULT_EOT, list_suites
 
-    parser.add_argument(
-        "run_dir", metavar="RUN_DIR", nargs="?", help="a run written by ciiv train (or --model)"
-    )
-    add_run_arguments(parser, DEFAULT_EXAMPLES)
+    add_target_arguments(parser, DEFAULT_EXAMPLES)
     parser.add_argument(
         "--suite",
         default="standard-linf",
@@ -105,7 +101,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="describe the built-in suites and their attacks, then exit",
     )
-    add_model_arguments(parser)
 
 
 def _listing(console: Console) -> None:
