@@ -147,9 +147,10 @@ def _result_table(summary: dict, out_dir: Path) -> Table:
     if audit and audit["passed"] is None:  # why it did not run
         table.add_row("audit", "", escape(audit["detail"]))
     elif audit:
-        verdicts = ", ".join(f"{c['name']} {c['status']}" for c in audit["checks"])
+        verdicts = [f"{c['name']} {c['status']}" for c in audit.get("checks", [])]
+        verdicts = verdicts or [f"{k} {v}" for k, v in audit["counts"].items()]
         passed = "passed" if audit["passed"] else "[bold red]FAILED[/]"
-        table.add_row("audit", "", f"{passed} {verdicts}")
+        table.add_row("audit", "", f"{passed} {', '.join(verdicts)}")
     return table
 
 
