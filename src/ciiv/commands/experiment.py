@@ -12,6 +12,7 @@ results with --report-only once every cell is done.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -166,13 +167,12 @@ def run(args: argparse.Namespace) -> int:
         if not args.report_only:
             start = time.perf_counter()
             total = len(args.cell) if args.cell else len(grid.cells(overrides))
-            done = [0]
+            started = itertools.count(1)
 
             def on_cell(cell, status: str) -> None:
                 if status == "start":
-                    done[0] += 1
                     console.rule(
-                        f"[{done[0]}/{total}] cell {cell.index}: {cell.name} "
+                        f"[{next(started)}/{total}] cell {cell.index}: {cell.name} "
                         f"({cell.config.method.name}), {time.perf_counter() - start:.0f}s elapsed"
                     )
                 elif status == "failed":
