@@ -103,23 +103,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _listing(console: Console) -> None:
+def _listing() -> None:
     """Every built-in suite: name, threat model, description and attacks, never truncated (long
     lines are left to the terminal to wrap, so names stay whole for copying)."""
     from ciiv.evaluate import get_suite, list_suites
 
+    console = Console(soft_wrap=True, highlight=False)
     for name in list_suites():
         suite = get_suite(name)
         budget = ", ".join(f"{k} {v}" for k, v in suite.budget.items())
-        console.print(
-            f"[bold]{escape(name)}[/]  {suite.norm}, eps {escape(budget)}", soft_wrap=True
-        )
-        console.print(f"  {escape(suite.description)}", soft_wrap=True, highlight=False)
-        attacks = ", ".join(e.name for e in suite.expanded())
-        console.print(f"  attacks: {escape(attacks)}", soft_wrap=True, highlight=False)
+        console.print(f"[bold]{escape(name)}[/]  {suite.norm}, eps {escape(budget)}")
+        console.print(f"  {escape(suite.description)}")
+        console.print(f"  attacks: {escape(', '.join(e.name for e in suite.expanded()))}")
     console.print(
-        "A suite of your own: --suite my_suite.yaml (docs/evaluation.md, 'Custom suites').",
-        soft_wrap=True,
+        "A suite of your own: --suite my_suite.yaml (docs/evaluation.md, 'Custom suites')."
     )
 
 
@@ -186,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     from ciiv.train.run import resolve_device
 
     if args.list:
-        _listing(Console())
+        _listing()
         return 0
     console = Console(stderr=True)
     main_process = is_main_process()
