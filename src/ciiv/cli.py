@@ -2,7 +2,9 @@
 
 Each command lives in ``ciiv.commands.<name>`` and defines ``add_arguments(parser)`` and
 ``run(args) -> int``; its module docstring (usage examples) is its ``--help`` description. Modules
-are imported lazily so that ``ciiv --help`` stays fast.
+are imported lazily so that ``ciiv --help`` stays fast. A command raises its usage errors (a
+ValueError, a missing run or dataset...: see ``_usage_errors``); ``main`` prints them as one line
+and exits with status 2.
 """
 
 from __future__ import annotations
