@@ -2,7 +2,9 @@
 
 Each command lives in ``ciiv.commands.<name>`` and defines ``add_arguments(parser)`` and
 ``run(args) -> int``; its module docstring (usage examples) is its ``--help`` description. Modules
-are imported lazily so that ``ciiv --help`` stays fast.
+are imported lazily so that ``ciiv --help`` stays fast. A command raises its usage errors (a
+ValueError, a missing run or dataset...: see ``_usage_errors``); ``main`` prints them as one line
+and exits with status 2.
 """
 
 from __future__ import annotations
@@ -44,12 +46,6 @@ def _command_module(name: str):
     return importlib.import_module(f"ciiv.commands.{name.replace('-', '_')}")
 
 
-def _description(module, fallback: str) -> str:
-    """A command module's docstring as its --help text, without the reST markup."""
-    text = (module.__doc__ or fallback).replace("``", "`")
-    return text.strip() + "\n"
-
-
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ciiv",
@@ -70,7 +66,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
             p = sub.add_parser(
                 name,
                 help=help_text,
-                description=_description(module, help_text),
+                description=module.__doc__.replace("``", "`").strip() + "\n",  # no reST markup
                 formatter_class=argparse.RawDescriptionHelpFormatter,
             )
             module.add_arguments(p)
@@ -79,9 +75,26 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """What a command reports as one line and exit status 2: a bad option, name, file or run,
+    a missing optional package, a diverged training; its message says what to do. Anything else
+    is a bug and keeps its traceback. (Imported only when an error is raised.)"""
+    from ciiv.data import DatasetNotFoundError
     from ciiv.deps import MissingDependency
+    from ciiv.train import CheckpointError, RunDirError
 
+    return (
+        ValueError,
+        CheckpointError,
+        RunDirError,
+        DatasetNotFoundError,
+        FileExistsError,
+        FloatingPointError,
+        MissingDependency,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     logging.basicConfig(
@@ -93,9 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(_command_module(args.command).run(args) or 0)
-    except MissingDependency as exc:  # an optional package: one line that says what to install
+    except _usage_errors() as exc:
+        from rich.console import Console
+        from rich.markup import escape
+
         logging.getLogger(__name__).debug("ciiv %s failed", args.command, exc_info=True)
-        print(f"error: {exc}", file=sys.stderr)
+        # One line (the terminal wraps it), so that a command to copy is never cut.
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
 
 

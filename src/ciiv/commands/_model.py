@@ -1,4 +1,4 @@
-"""``--model``: ``ciiv eval`` and ``ciiv audit`` on a user's own model instead of a run directory.
+"""What ``ciiv eval`` and ``ciiv audit`` attack: a trained run, or a user's own ``--model``.
 
     ciiv eval --model defense.py:build --weights w.pt --dataset cifar10 --out evals/mine
     ciiv audit --model my_pkg.defense:build --weights w.pt --dataset mnist --out evals/mine
@@ -22,13 +22,22 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch is imported when a command runs, not when its options are parsed
     from torch import Tensor, nn
 
-__all__ = ["UserModel", "add_model_arguments", "load_user_target", "user_protocols", "user_run"]
+__all__ = ["Target", "add_target_arguments", "load_target", "user_protocols"]
 
 logger = logging.getLogger(__name__)
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options that name a user's model and its test data (used instead of RUN_DIR)."""
+def add_target_arguments(
+    parser: argparse.ArgumentParser, n_examples: int, *, resumable: bool = True
+) -> None:
+    """RUN_DIR and :func:`~ciiv.commands._ui.add_run_arguments`, or the options that name a
+    user's model and its test data instead of RUN_DIR."""
+    from ciiv.commands._ui import add_run_arguments
+
+    parser.add_argument(
+        "run_dir", metavar="RUN_DIR", nargs="?", help="a run written by ciiv train (or --model)"
+    )
+    add_run_arguments(parser, n_examples, resumable=resumable)
     group = parser.add_argument_group("a user's own model (instead of RUN_DIR)")
     group.add_argument(
         "--model",
@@ -57,32 +66,70 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 @dataclass
-class UserModel:
-    """A user's model ready to evaluate, with its data and what identifies it.
+class Target:
+    """What ``ciiv eval`` and ``ciiv audit`` attack: a trained run (RUN_DIR) or a user's --model.
 
     Attributes:
         model: in eval mode, on the requested device.
-        dataset: the dataset name.
-        splits: the dataset (only its test splits are used).
-        identity: spec, weights digest and normalisation (``summary["run"]["model"]``; also in
-            ``config.json``, so that a resumed evaluation refuses other weights).
-        weights: the weights file as given, or None.
+        dataset: the dataset name; splits: the dataset (only its test splits are used).
+        split, index: the test split and the indices of the chosen examples in it.
+        x, y: those examples (on the CPU): pixels [N, C, H, W] in [0, 1], labels [N].
+        run: ``summary["run"]``: the run, or the user's model (spec, weights digest and
+            normalisation, also in ``config.json`` so that a resumed evaluation refuses other
+            weights), and the selection.
+        root: where results go: RUN_DIR, or DIR of a user's model's ``--out DIR``.
     """
 
     model: nn.Module
     dataset: str
     splits: Any
-    identity: dict[str, Any]
-    weights: str | None
+    split: str
+    index: Tensor
+    x: Tensor
+    y: Tensor
+    run: dict[str, Any]
+    root: Path
 
 
-def load_user_target(args: argparse.Namespace, device) -> UserModel:
-    """Build ``args.model`` (with ``args.weights``) for ``args.dataset``'s images, on ``device``.
+def load_target(args: argparse.Namespace, command: str, device) -> Target:
+    """RUN_DIR (``args.checkpoint`` of it) or ``args.model``, on ``device``, and the first
+    ``args.n_examples`` of the seeded permutation of its test split; a user's model is probed on
+    two of them (see ``probe_model``).
 
     Raises:
-        ValueError: a missing --dataset/--out, a bad option, or anything load_user_model refuses.
-        DatasetNotFoundError: the dataset's files are missing.
+        ValueError: neither or both of RUN_DIR and --model, a bad option, or anything
+            load_user_model refuses.
+        CheckpointError, DatasetNotFoundError: a missing run or dataset files.
     """
+    from ciiv.evaluate.selection import describe_run, describe_selection, evaluation_examples
+    from ciiv.models.external import probe_model
+    from ciiv.train import load_data, load_run
+
+    if bool(args.run_dir) == bool(args.model):
+        raise ValueError(f"give RUN_DIR or --model SPEC (see ciiv {command} --help)")
+    if args.model:
+        model, splits, run = _load_user_model(args, device)
+        dataset = args.dataset
+    else:
+        loaded = load_run(args.run_dir, args.checkpoint, device=device)
+        model, dataset = loaded.model, loaded.dataset
+        splits = load_data(loaded.config.data, data_dir=args.data_dir)
+    split, index, x, y = evaluation_examples(
+        splits, dataset, args.test_split, args.n_examples, args.seed
+    )
+    size = len(splits.test[split])
+    if args.model:
+        probe_model(model, x[:2].to(device))
+        run = {**run, **describe_selection(split, index, size, args.seed)}
+    else:
+        run = describe_run(loaded, split, index, size, args.seed)
+    root = Path(args.out if args.model else args.run_dir)
+    return Target(model, dataset, splits, split, index, x, y, run, root)
+
+
+def _load_user_model(args: argparse.Namespace, device) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """``args.model`` (with ``args.weights``) for ``args.dataset``'s images, on ``device``; the
+    dataset's splits; and ``summary["run"]`` of the model (``--out`` stands for the run dir)."""
     from ciiv.data import list_datasets, load_splits
     from ciiv.models.external import describe_user_model, load_user_model
     from ciiv.train.config import parse_overrides
@@ -109,18 +156,22 @@ def load_user_target(args: argparse.Namespace, device) -> UserModel:
         in_channels=info.in_channels,
         normalization=normalization,
     )
-    identity = {**describe_user_model(args.model, args.weights), "normalize": args.normalize}
-    return UserModel(model.to(device), args.dataset, splits, identity, args.weights)
+    run = {
+        "run_dir": str(args.out),
+        "method": "user model",
+        "model": {**describe_user_model(args.model, args.weights), "normalize": args.normalize},
+        "weights": args.weights,
+        "dataset": args.dataset,
+    }
+    return model.to(device), splits, run
 
 
 def user_protocols(model: nn.Module, x: Tensor, requested: str) -> tuple[str, ...]:
-    """The protocols to run for ``--protocol requested``: the paper protocol attacks a CiiV
-    model's centre view, so a model without views is refused ``paper`` and gets ``full`` only
-    for ``both`` (with a warning). Also probes the model on x (see ``probe_model``)."""
+    """The protocols to run for ``--protocol requested`` on a user's model: the paper protocol
+    attacks a CiiV model's centre view, so a model without views is refused ``paper`` and gets
+    ``full`` only for ``both`` (with a warning); x: a few images, on the model's device."""
     from ciiv.evaluate import detect_traits
-    from ciiv.models.external import probe_model
 
-    probe_model(model, x)
     if requested == "full" or detect_traits(model, x).views:
         return ("full", "paper") if requested == "both" else (requested,)
     if requested == "paper":
@@ -130,15 +181,3 @@ def user_protocols(model: nn.Module, x: Tensor, requested: str) -> tuple[str, ..
         )
     logger.warning("the model has no views, so --protocol both runs the full protocol only")
     return ("full",)
-
-
-def user_run(target: UserModel, out: str | Path, selection: dict[str, Any]) -> dict[str, Any]:
-    """``summary["run"]`` of a user's model: ``out`` stands for the run directory."""
-    return {
-        "run_dir": str(out),
-        "method": "user model",
-        "model": target.identity,
-        "weights": target.weights,
-        "dataset": target.dataset,
-        **selection,
-    }

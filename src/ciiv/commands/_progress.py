@@ -1,15 +1,7 @@
-"""The progress display of every command: rich bars on a terminal, plain lines everywhere else.
-
-On a terminal every long phase gets a bar with its count, live figures, the elapsed time and an
-ETA. When the output is not a terminal (a log file, a cluster job), the same state is printed as
-one timestamped line::
-
-    2026-11-29 17:40:03  eval runs/a  quick/full batches 1/8  robust so far 50/128
-        attack pgd-10 1/3  step 12/40  ETA 3m10s               (one line, folded here)
-
-at a steady rate: the first line at once, then at most one every ``CIIV_PROGRESS_INTERVAL``
-seconds (default 10) while work goes on, one at every phase change (a new epoch, attack, check)
-and a last one at the end.
+"""The progress display of every command: rich bars on a terminal, plain lines everywhere else
+(docs/evaluation.md, "Progress"): the first line at once, then at most one every
+``CIIV_PROGRESS_INTERVAL`` seconds (default 10) while work goes on, one at every phase change (a
+new epoch, attack, check) and a last one at the end.
 
 Bars form a tree: a child bar counts the parts of one unit of its parent (the steps of the attack
 now running on the batch now running), so a parent's fraction done includes its running child's,
@@ -58,9 +50,7 @@ DEFAULT_INTERVAL = 10.0
 
 def progress_interval() -> float:
     """Seconds between plain progress lines: ``$CIIV_PROGRESS_INTERVAL`` or 10."""
-    raw = os.environ.get(INTERVAL_ENV)
-    if raw is None:
-        return DEFAULT_INTERVAL
+    raw = os.environ.get(INTERVAL_ENV, str(DEFAULT_INTERVAL))
     with contextlib.suppress(ValueError):
         if math.isfinite(float(raw)) and float(raw) >= 0:
             return float(raw)
@@ -87,7 +77,6 @@ class ProgressDisplay:
         console: where the display goes (the commands use stderr).
         title: the first words of every plain line (e.g. ``"eval runs/a"``).
         enabled: False shows nothing (the other processes of a torchrun job).
-        live: rich bars (True) or plain lines (False); None: bars when ``console`` is a terminal.
         interval: seconds between plain lines (None: :func:`progress_interval`).
         transient: remove the rich bars when the display closes.
         clock: monotonic seconds (tests pass a fake one); now: wall-clock time of the lines.
@@ -101,14 +90,13 @@ class ProgressDisplay:
         title: str = "",
         *,
         enabled: bool = True,
-        live: bool | None = None,
         interval: float | None = None,
         transient: bool = False,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = datetime.now,
     ) -> None:
         self.console, self.title, self.enabled = console, title, enabled
-        self.live = console.is_terminal if live is None else live
+        self.live = console.is_terminal  # rich bars, else plain lines
         self.interval = progress_interval() if interval is None else float(interval)
         self.clock, self.now = clock, now
         self._bars: dict[str, _Bar] = {}
@@ -157,7 +145,6 @@ class ProgressDisplay:
         *,
         completed: float = 0,
         parent: str | None = None,
-        stats: str = "",
         phase: bool = True,
         quiet: bool = False,
     ) -> None:
@@ -169,7 +156,7 @@ class ProgressDisplay:
             return
         self.remove(key)
         parent = parent if parent in self._bars else None
-        bar = _Bar(description, total, float(completed), parent, self.clock(), stats=stats)
+        bar = _Bar(description, total, float(completed), parent, self.clock())
         self._bars[key] = bar
         bar.start_fraction = self.fraction(key) or 0.0
         if self._rich is not None:  # drawn by _changed below
@@ -185,7 +172,6 @@ class ProgressDisplay:
         *,
         completed: float | None = None,
         stats: str | None = None,
-        description: str | None = None,
         phase: bool = False,
     ) -> None:
         """Change bar ``key`` (a missing bar is ignored); ``phase`` prints a line at once."""
@@ -196,8 +182,6 @@ class ProgressDisplay:
             bar.completed = float(completed)
         if stats is not None:
             bar.stats = stats
-        if description is not None:
-            bar.description = description
         self._changed(key, phase)
 
     def remove(self, key: str) -> None:
@@ -409,14 +393,12 @@ def audit_progress(display: ProgressDisplay, checks: Sequence[str]) -> Callable:
 class CertifyProgress:
     """``certify_examples`` progress callback: a bar over the batches of examples."""
 
-    def __init__(self, display: ProgressDisplay, label: str = "certify") -> None:
-        self.display, self.label = display, label
+    def __init__(self, display: ProgressDisplay) -> None:
+        self.display = display
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         if event == "start":
-            self.display.start(
-                "certify", f"{self.label} batches", info["total"], completed=info["done"]
-            )
+            self.display.start("certify", "certify batches", info["total"], completed=info["done"])
         elif event == "batch":
             stats = f"certified so far {info['certified']}/{info['seen']}"
             self.display.update("certify", completed=info["done"], stats=stats)

@@ -1,4 +1,4 @@
-"""Pieces the commands share: the options of the commands that evaluate a trained run.
+"""Pieces the commands share: option tables, the options of the commands that evaluate a run.
 
 Progress display: :mod:`ciiv.commands._progress`.
 """
@@ -7,12 +7,28 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_run_arguments"]
+__all__ = ["add_options", "add_run_arguments"]
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, n_examples: int) -> None:
+def add_options(parser: argparse.ArgumentParser, rows) -> None:
+    """Options from rows (flag, default, metavar, help): each takes a value of its default's type
+    and says its default."""
+    for flag, default, metavar, text in rows:
+        parser.add_argument(
+            flag,
+            type=type(default),
+            default=default,
+            metavar=metavar,
+            help=f"{text} (default {default})",
+        )
+
+
+def add_run_arguments(
+    parser: argparse.ArgumentParser, n_examples: int, *, resumable: bool = True
+) -> None:
     """The options of the commands that load a trained run and pick test examples from it
-    (``ciiv eval``, ``audit``, ``certify``): which checkpoint, which data, which examples, where."""
+    (``ciiv eval``, ``audit``, ``certify``): which checkpoint, which data, which examples, where,
+    the seed, and (``resumable``: the results are saved as they come) ``--overwrite``."""
     parser.add_argument(
         "--n-examples",
         type=int,
@@ -44,3 +60,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, n_examples: int) -> None:
         metavar="PATH",
         help="where the dataset's files are (default: where the run was trained from)",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the example choice and of every random draw (default 0)",
+    )
+    if resumable:
+        parser.add_argument(
+            "--overwrite", action="store_true", help="discard earlier results instead of resuming"
+        )

@@ -14,20 +14,16 @@ Every check is explained in docs/evaluation.md, "The audit checks".
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ciiv.commands._model import add_model_arguments
+from ciiv.commands._model import add_target_arguments
 from ciiv.commands._progress import ProgressDisplay, audit_progress
-from ciiv.commands._ui import add_run_arguments
 
 __all__ = ["DEFAULT_EXAMPLES", "add_arguments", "run"]
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_EXAMPLES = 200
 _STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
@@ -36,10 +32,7 @@ _STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ciiv.evaluate.audit import list_checks
 
-    parser.add_argument(
-        "run_dir", metavar="RUN_DIR", nargs="?", help="a run written by ciiv train (or --model)"
-    )
-    add_run_arguments(parser, DEFAULT_EXAMPLES)
+    add_target_arguments(parser, DEFAULT_EXAMPLES, resumable=False)
     parser.add_argument(
         "--eps",
         metavar="EPS",
@@ -50,9 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("Linf", "L2"),
         default="Linf",
         help="threat model: Linf (each pixel moves at most eps) or L2 (default Linf)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the example choice and of every draw"
     )
     parser.add_argument(
         "--quick",
@@ -78,7 +68,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where to write the JSON (default RUN_DIR/audit/audit.json); with --model, the "
         "model's directory DIR: DIR/audit/audit.json",
     )
-    add_model_arguments(parser)
 
 
 def result_table(result, title: str) -> Table:
@@ -101,53 +90,29 @@ def result_table(result, title: str) -> Table:
 
 def run(args: argparse.Namespace) -> int:
     from ciiv.attacks import default_eps
-    from ciiv.commands._model import load_user_target
-    from ciiv.data import DatasetNotFoundError
+    from ciiv.commands._model import load_target
     from ciiv.evaluate.audit import audit, list_checks
-    from ciiv.evaluate.selection import evaluation_examples
-    from ciiv.models.external import probe_model
-    from ciiv.train import CheckpointError, load_data, load_run
     from ciiv.train.run import resolve_device
 
     console = Console(stderr=True)
-    try:
-        if bool(args.run_dir) == bool(args.model):
-            raise ValueError("give RUN_DIR or --model SPEC (see ciiv audit --help)")
-        device = resolve_device(args.device)
-        if args.model:
-            target = load_user_target(args, device)
-            model, dataset, splits = target.model, target.dataset, target.splits
-            what, out = f"{args.model} (user model", Path(args.out) / "audit" / "audit.json"
-        else:
-            loaded = load_run(args.run_dir, args.checkpoint, device=device)
-            model, dataset = loaded.model, loaded.dataset
-            splits = load_data(loaded.config.data, data_dir=args.data_dir)
-            what = f"{args.run_dir} ({loaded.method}"
-            out = Path(args.out) if args.out else Path(args.run_dir) / "audit" / "audit.json"
-        split, _, x, y = evaluation_examples(
-            splits, dataset, args.test_split, args.n_examples, args.seed
-        )
-        x, y = x.to(device), y.to(device)
-        if args.model:
-            probe_model(model, x[:2])
-        eps = args.eps or default_eps(args.norm, dataset)
-        overrides = {} if args.batch_size is None else {"batch_size": args.batch_size}
-        checks = args.checks or list_checks()
-        with ProgressDisplay(console, f"audit {args.model or args.run_dir}") as display:
-            result = audit(
-                model, x, y, eps=eps, norm=args.norm, quick=args.quick, seed=args.seed,
-                checks=checks, progress=audit_progress(display, checks), **overrides,
-            )  # fmt: skip
-    except (ValueError, CheckpointError, DatasetNotFoundError) as exc:
-        logger.debug("ciiv audit failed", exc_info=True)
-        console.print(f"[bold red]error:[/] {escape(str(exc))}")
-        return 2
+    device = resolve_device(args.device)
+    target = load_target(args, "audit", device)
+    out = Path(args.out) if args.out and not args.model else target.root / "audit" / "audit.json"
+    eps = args.eps or default_eps(args.norm, target.dataset)
+    overrides = {} if args.batch_size is None else {"batch_size": args.batch_size}
+    checks = args.checks or list_checks()
+    with ProgressDisplay(console, f"audit {args.model or args.run_dir}") as display:
+        result = audit(
+            target.model, target.x.to(device), target.y.to(device), eps=eps, norm=args.norm,
+            quick=args.quick, seed=args.seed, checks=checks,
+            progress=audit_progress(display, checks), **overrides,
+        )  # fmt: skip
     result.write_json(out)
     counts = ", ".join(f"{v} {k}" for k, v in result.counts.items() if v)
     title = (
-        f"audit of {escape(what)}, {dataset}/{split}, "
-        f"{args.norm} eps {float(result.settings['eps']):.4g}, {result.n_examples} examples, "
-        f"clean {result.clean_accuracy:.1%})"
+        f"audit of {escape(args.model or args.run_dir)} ({escape(target.run['method'])}, "
+        f"{target.dataset}/{target.split}, {args.norm} eps {float(result.settings['eps']):.4g}, "
+        f"{result.n_examples} examples, clean {result.clean_accuracy:.1%})"
     )
     Console().print(result_table(result, title))
     verdict = "[green]passed[/]" if result.passed else "[bold red]FAILED[/]"

@@ -11,18 +11,34 @@ summary.json, certified_accuracy.png). Running the same command again resumes.
 from __future__ import annotations
 
 import argparse
-import logging
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from ciiv.commands._progress import CertifyProgress, ProgressDisplay
-from ciiv.commands._ui import add_run_arguments
+from ciiv.commands._ui import add_options, add_run_arguments
 
 __all__ = ["add_arguments", "run"]
 
-logger = logging.getLogger(__name__)
+
+OPTIONS = (  # flag, default, metavar, help
+    ("--n0", 100, "N0", "noisy draws per example that pick the predicted class"),
+    (
+        "--n",
+        100_000,
+        "N",
+        "noisy draws per example that bound its probability; more draws certify larger radii "
+        "and cost proportionally more time",
+    ),
+    ("--alpha", 0.001, "ALPHA", "probability that a certificate is wrong"),
+    ("--batch-size", 1000, "B", "noisy images per call of the base classifier"),
+    (
+        "--examples-per-batch",
+        1,
+        "E",
+        "examples per saved batch; an interrupted run resumes after the last one",
+    ),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,49 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Gaussian noise std in [0, 1] pixel units; larger certifies larger radii at lower "
         "accuracy (default: the rs run's model.smoothing_sigma; required for other runs)",
     )
-    parser.add_argument(
-        "--n0",
-        type=int,
-        default=100,
-        help="noisy draws per example that pick the predicted class (default 100)",
-    )
-    parser.add_argument(
-        "--n",
-        type=int,
-        default=100_000,
-        help="noisy draws per example that bound its probability; more draws certify larger "
-        "radii and cost proportionally more time (default 100000)",
-    )
-    parser.add_argument(
-        "--alpha",
-        type=float,
-        default=0.001,
-        help="probability that a certificate is wrong (default 0.001)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=1000,
-        metavar="B",
-        help="noisy images per call of the base classifier (default 1000)",
-    )
-    parser.add_argument(
-        "--examples-per-batch",
-        type=int,
-        default=1,
-        metavar="E",
-        help="examples per saved batch; an interrupted run resumes after the last one (default 1)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="example selection and noise seed (default 0)"
-    )
+    add_options(parser, OPTIONS)
     parser.add_argument(
         "--out",
         metavar="DIR",
         help="where the results go (default RUN_DIR/certify/sigma<S>-n<N>)",
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="discard earlier results instead of resuming"
     )
 
 
@@ -98,33 +76,26 @@ def _result_table(summary: dict, out_dir) -> Table:
 
 def run(args: argparse.Namespace) -> int:
     from ciiv.certify import certify_run
-    from ciiv.data import DatasetNotFoundError
-    from ciiv.train import CheckpointError
 
     console = Console(stderr=True)
-    try:
-        with ProgressDisplay(console, f"certify {args.run_dir}") as display:
-            result = certify_run(
-                args.run_dir,
-                sigma=args.sigma,
-                n0=args.n0,
-                n=args.n,
-                alpha=args.alpha,
-                n_examples=args.n_examples,
-                batch_size=args.batch_size,
-                examples_per_batch=args.examples_per_batch,
-                seed=args.seed,
-                out_dir=args.out,
-                checkpoint=args.checkpoint,
-                device=args.device,
-                data_dir=args.data_dir,
-                test_split=args.test_split,
-                overwrite=args.overwrite,
-                progress=CertifyProgress(display),
-            )
-    except (ValueError, CheckpointError, DatasetNotFoundError) as exc:
-        logger.debug("ciiv certify failed", exc_info=True)
-        console.print(f"[bold red]error:[/] {escape(str(exc))}")
-        return 2
+    with ProgressDisplay(console, f"certify {args.run_dir}") as display:
+        result = certify_run(
+            args.run_dir,
+            sigma=args.sigma,
+            n0=args.n0,
+            n=args.n,
+            alpha=args.alpha,
+            n_examples=args.n_examples,
+            batch_size=args.batch_size,
+            examples_per_batch=args.examples_per_batch,
+            seed=args.seed,
+            out_dir=args.out,
+            checkpoint=args.checkpoint,
+            device=args.device,
+            data_dir=args.data_dir,
+            test_split=args.test_split,
+            overwrite=args.overwrite,
+            progress=CertifyProgress(display),
+        )
     console.print(_result_table(result.summary, result.out_dir))
     return 0

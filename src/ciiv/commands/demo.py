@@ -7,63 +7,34 @@ ciiv demo --out demo-small --epochs 2 --n-train 1000 --n-test 50   # a quick loo
 from __future__ import annotations
 
 import argparse
-import logging
 
 from rich.console import Console
 from rich.table import Table
 
 from ciiv.commands._progress import EvalProgress, ProgressDisplay, TrainProgress
+from ciiv.commands._ui import add_options
 
 __all__ = ["add_arguments", "run"]
 
-logger = logging.getLogger(__name__)
+
+OPTIONS = (  # flag, default, metavar, help
+    ("--out", "demo-out", "DIR", "a new directory for the runs, report.md and accuracy.png"),
+    ("--epochs", 6, "N", "training epochs of each model"),
+    ("--n-train", 4000, "N", "training images of shapes"),
+    ("--n-test", 100, "N", "test images attacked per split, iid and shifted"),
+    ("--eps", "8/255", "EPS", "Linf budget of the attacks"),
+    ("--device", "auto", "auto|cpu|cuda", "where to run: auto takes a GPU when there is one"),
+    ("--seed", 0, "SEED", "seed of the data, training and attacks"),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--out",
-        default="demo-out",
-        metavar="DIR",
-        help="a new directory for the runs, report.md and accuracy.png (default demo-out)",
-    )
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=6,
-        metavar="N",
-        help="training epochs of each model (default 6)",
-    )
-    parser.add_argument(
-        "--n-train",
-        type=int,
-        default=4000,
-        metavar="N",
-        help="training images of shapes (default 4000)",
-    )
-    parser.add_argument(
-        "--n-test",
-        type=int,
-        default=100,
-        metavar="N",
-        help="test images attacked per split, iid and shifted (default 100)",
-    )
-    parser.add_argument(
-        "--eps", default="8/255", metavar="EPS", help="Linf budget of the attacks (default 8/255)"
-    )
+    add_options(parser, OPTIONS)
     parser.add_argument(
         "--eot",
         type=int,
         metavar="E",
         help="random forward passes averaged into each attack gradient (default: ciiv eval's)",
-    )
-    parser.add_argument(
-        "--device",
-        default="auto",
-        metavar="auto|cpu|cuda",
-        help="where to run: auto takes a GPU when there is one, cpu or cuda (default auto)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the data, training and attacks (default 0)"
     )
 
 
@@ -71,26 +42,15 @@ def run(args: argparse.Namespace) -> int:
     from ciiv.demo import DemoSettings, run_demo, table_rows
 
     console = Console(stderr=True)
-    try:
-        settings = DemoSettings(
-            epochs=args.epochs,
-            n_train=args.n_train,
-            n_test=args.n_test,
-            eps=args.eps,
-            eot=args.eot,
-            seed=args.seed,
-            device=args.device,
+    names = ("epochs", "n_train", "n_test", "eps", "eot", "seed", "device")  # as the options
+    settings = DemoSettings(**{name: getattr(args, name) for name in names})
+    with ProgressDisplay(console, "demo", transient=True) as display:
+        results = run_demo(
+            args.out,
+            settings,
+            train_progress=TrainProgress(display),
+            eval_progress=lambda label: EvalProgress(display, label),
         )
-        with ProgressDisplay(console, "demo", transient=True) as display:
-            results = run_demo(
-                args.out,
-                settings,
-                train_progress=TrainProgress(display),
-                eval_progress=lambda label: EvalProgress(display, label),
-            )
-    except (ValueError, FileExistsError) as error:
-        console.print(f"[bold red]error:[/] {error}")
-        return 2
     header, rows = table_rows(results)
     table = Table(title="ciiv demo: accuracy (%) on shapes, full protocol")
     for name in header:

@@ -15,21 +15,17 @@ same command again resumes an interrupted evaluation.
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ciiv.commands._model import add_model_arguments
+from ciiv.commands._model import add_target_arguments
 from ciiv.commands._progress import EvalProgress, ProgressDisplay
-from ciiv.commands._ui import add_run_arguments
 from ciiv.formatting import format_duration, format_rate
 
 __all__ = ["add_arguments", "run"]
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_EXAMPLES = 1000
 
@@ -37,10 +33,7 @@ DEFAULT_EXAMPLES = 1000
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ciiv.evaluate import DEFAULT_DRAWS, DEFAULT_EOT, list_suites
 
-    parser.add_argument(
-        "run_dir", metavar="RUN_DIR", nargs="?", help="a run written by ciiv train (or --model)"
-    )
-    add_run_arguments(parser, DEFAULT_EXAMPLES)
+    add_target_arguments(parser, DEFAULT_EXAMPLES)
     parser.add_argument(
         "--suite",
         default="standard-linf",
@@ -77,12 +70,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "for the run's dataset)",
     )
     parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the example choice and of every random draw (default 0)",
-    )
-    parser.add_argument(
         "--batch-size",
         type=int,
         default=128,
@@ -110,33 +97,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the suite's cost; `ciiv audit` runs the full one)",
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="discard earlier results instead of resuming"
-    )
-    parser.add_argument(
         "--list",
         action="store_true",
         help="describe the built-in suites and their attacks, then exit",
     )
-    add_model_arguments(parser)
 
 
-def _listing(console: Console) -> None:
+def _listing() -> None:
     """Every built-in suite: name, threat model, description and attacks, never truncated (long
     lines are left to the terminal to wrap, so names stay whole for copying)."""
     from ciiv.evaluate import get_suite, list_suites
 
+    console = Console(soft_wrap=True, highlight=False)
     for name in list_suites():
         suite = get_suite(name)
         budget = ", ".join(f"{k} {v}" for k, v in suite.budget.items())
-        console.print(
-            f"[bold]{escape(name)}[/]  {suite.norm}, eps {escape(budget)}", soft_wrap=True
-        )
-        console.print(f"  {escape(suite.description)}", soft_wrap=True, highlight=False)
-        attacks = ", ".join(e.name for e in suite.expanded())
-        console.print(f"  attacks: {escape(attacks)}", soft_wrap=True, highlight=False)
+        console.print(f"[bold]{escape(name)}[/]  {suite.norm}, eps {escape(budget)}")
+        console.print(f"  {escape(suite.description)}")
+        console.print(f"  attacks: {escape(', '.join(e.name for e in suite.expanded()))}")
     console.print(
-        "A suite of your own: --suite my_suite.yaml (docs/evaluation.md, 'Custom suites').",
-        soft_wrap=True,
+        "A suite of your own: --suite my_suite.yaml (docs/evaluation.md, 'Custom suites')."
     )
 
 
@@ -161,18 +141,13 @@ def _result_table(summary: dict, out_dir: Path) -> Table:
         layout = randomness["rows"]["layout"]
         table.add_row("draws", "", f"{summary['draws']} per input, {layout}")
     audit = summary.get("audit")
-    if audit:
-        passed = {True: "passed", False: "[bold red]FAILED[/]", None: "not run"}[
-            audit.get("passed")
-        ]
-        checks = audit.get("checks")
-        if checks:
-            verdicts = ", ".join(f"{c['name']} {c['status']}" for c in checks)
-        else:
-            verdicts = ", ".join(f"{k} {v}" for k, v in (audit.get("counts") or {}).items())
-        if audit.get("passed") is None and audit.get("detail"):
-            verdicts = escape(audit["detail"])
-        table.add_row("audit", "", f"{passed} {verdicts}".strip())
+    if audit and audit["passed"] is None:  # why it did not run
+        table.add_row("audit", "", escape(audit["detail"]))
+    elif audit:
+        verdicts = [f"{c['name']} {c['status']}" for c in audit.get("checks", [])]
+        verdicts = verdicts or [f"{k} {v}" for k, v in audit["counts"].items()]
+        passed = "passed" if audit["passed"] else "[bold red]FAILED[/]"
+        table.add_row("audit", "", f"{passed} {', '.join(verdicts)}")
     return table
 
 
@@ -201,89 +176,61 @@ def _announcing(console: Console, progress):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ciiv.commands._model import load_user_target, user_protocols, user_run
-    from ciiv.data import DatasetNotFoundError
+    from ciiv.commands._model import load_target, user_protocols
     from ciiv.distributed import init_distributed, is_main_process
     from ciiv.evaluate import evaluate_robustness, get_suite
-    from ciiv.evaluate.selection import (
-        describe_run,
-        describe_selection,
-        eval_dir_name,
-        evaluation_examples,
-    )
-    from ciiv.train import CheckpointError, load_data, load_run
+    from ciiv.evaluate.selection import eval_dir_name
     from ciiv.train.run import resolve_device
 
-    console = Console(stderr=True)
     if args.list:
-        _listing(Console())
+        _listing()
         return 0
+    console = Console(stderr=True)
     main_process = is_main_process()
-    try:
-        if bool(args.run_dir) == bool(args.model):
-            raise ValueError("give RUN_DIR or --model SPEC (see ciiv eval --help)")
-        suite = get_suite(args.suite)  # a bad name or suite file fails before the model loads
-        protocols = ("full", "paper") if args.protocol == "both" else (args.protocol,)
-        if args.out and len(protocols) > 1 and not args.model:
-            raise ValueError("--out takes one protocol; drop it or choose --protocol full|paper")
-        dist = init_distributed(use_cuda=resolve_device(args.device).type == "cuda")
-        device = resolve_device(args.device, dist.local_rank)
-        if args.model:
-            target = load_user_target(args, device)
-            model, dataset, splits = target.model, target.dataset, target.splits
-        else:
-            loaded = load_run(args.run_dir, args.checkpoint, device=device)
-            model, dataset = loaded.model, loaded.dataset
-            splits = load_data(loaded.config.data, data_dir=args.data_dir)
-        split, index, x, y = evaluation_examples(
-            splits, dataset, args.test_split, args.n_examples, args.seed
+    suite = get_suite(args.suite)  # a bad name or suite file fails before the model loads
+    protocols = ("full", "paper") if args.protocol == "both" else (args.protocol,)
+    if args.out and len(protocols) > 1 and not args.model:
+        raise ValueError("--out takes one protocol; drop it or choose --protocol full|paper")
+    dist = init_distributed(use_cuda=resolve_device(args.device).type == "cuda")
+    device = resolve_device(args.device, dist.local_rank)
+    target = load_target(args, "eval", device)
+    if args.model:
+        protocols = user_protocols(target.model, target.x[:2].to(device), args.protocol)
+    default_split = target.split == next(iter(target.splits.test))
+    audit = not args.no_audit
+    for protocol in protocols:
+        name = eval_dir_name(
+            suite.name, protocol, None if default_split else target.split, args.eps
         )
-        if args.model:
-            protocols = user_protocols(model, x[:2].to(device), args.protocol)
-            selection = describe_selection(split, index, len(splits.test[split]), args.seed)
-            run_info = user_run(target, args.out, selection)
-        else:
-            run_info = describe_run(loaded, split, index, len(splits.test[split]), args.seed)
-        default_split = split == next(iter(splits.test))
-        audit = not args.no_audit
-        for protocol in protocols:
-            name = eval_dir_name(suite.name, protocol, None if default_split else split, args.eps)
-            if args.model:
-                out_dir = Path(args.out) / "eval" / name
-            else:
-                out_dir = Path(args.out) if args.out else Path(args.run_dir) / "eval" / name
-            label = f"{suite.name}/{protocol}"
-            title = f"eval {args.model or args.run_dir}"
-            with ProgressDisplay(console, title, enabled=main_process) as display:
-                result = evaluate_robustness(
-                    model,
-                    x,
-                    y,
-                    suite=suite,
-                    protocol=protocol,
-                    eps=args.eps,
-                    eot=args.eot,
-                    draws=args.draws,
-                    seed=args.seed,
-                    batch_size=args.batch_size,
-                    out_dir=out_dir,
-                    dataset=dataset,
-                    indices=index.tolist(),
-                    max_batch=args.max_batch,
-                    audit=audit,
-                    overwrite=args.overwrite,
-                    run_info=run_info,
-                    progress=_announcing(console, EvalProgress(display, label))
-                    if main_process
-                    else None,
-                )
-            # The audit does not depend on the protocol: run it once, store it with both.
-            audit = result.summary.get("audit", False)
-            if main_process:
-                console.print(_result_table(result.summary, out_dir))
-        dist.shutdown()
-    except (ValueError, CheckpointError, DatasetNotFoundError) as exc:
-        logger.debug("ciiv eval failed", exc_info=True)
-        console.print(f"[bold red]error:[/] {escape(str(exc))}")
-        return 2
+        out_dir = Path(args.out) if args.out and not args.model else target.root / "eval" / name
+        label = f"{suite.name}/{protocol}"
+        title = f"eval {args.model or args.run_dir}"
+        with ProgressDisplay(console, title, enabled=main_process) as display:
+            result = evaluate_robustness(
+                target.model,
+                target.x,
+                target.y,
+                suite=suite,
+                protocol=protocol,
+                eps=args.eps,
+                eot=args.eot,
+                draws=args.draws,
+                seed=args.seed,
+                batch_size=args.batch_size,
+                out_dir=out_dir,
+                dataset=target.dataset,
+                indices=target.index.tolist(),
+                max_batch=args.max_batch,
+                audit=audit,
+                overwrite=args.overwrite,
+                run_info=target.run,
+                progress=_announcing(console, EvalProgress(display, label))
+                if main_process
+                else None,
+            )
+        # The audit does not depend on the protocol: run it once, store it with both.
+        audit = result.summary.get("audit", False)
+        if main_process:
+            console.print(_result_table(result.summary, out_dir))
+    dist.shutdown()
     return 0

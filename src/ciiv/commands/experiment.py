@@ -12,7 +12,8 @@ results with --report-only once every cell is done.
 from __future__ import annotations
 
 import argparse
-import logging
+import itertools
+import json
 import time
 from pathlib import Path
 
@@ -23,8 +24,6 @@ from rich.table import Table
 from ciiv.commands._progress import EvalProgress, ProgressDisplay, TrainProgress, show_audit
 
 __all__ = ["add_arguments", "run"]
-
-logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,15 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the built-in grids")
 
 
-def _overrides(args: argparse.Namespace) -> dict:
-    values = {}
-    if args.data_dir:
-        values["data.data_dir"] = args.data_dir
-    if args.device:
-        values["device"] = args.device
-    return values
-
-
 def _human(count: int | None) -> str:
     if count is None:
         return "?"
@@ -89,9 +79,8 @@ def _dry_run(console: Console, grid, out: Path, overrides: dict) -> None:
     from ciiv.experiment import cell_cost, cell_dir
     from ciiv.experiment.runner import cell_record_path
     from ciiv.train import load_data
-    from ciiv.train.config import config_to_dict
 
-    sizes: dict[str, int | None] = {}
+    sizes: dict[str, int | None] = {}  # training examples per data config
     cells = grid.cells(overrides)
     table = Table(title=f"grid {grid.name}: {escape(grid.description.strip()[:200])}")
     table.add_column("cell")
@@ -100,7 +89,7 @@ def _dry_run(console: Console, grid, out: Path, overrides: dict) -> None:
         table.add_column(column, justify="right" if "passes" in column else "left")
     totals = [0, 0]
     for cell in cells:
-        key = repr(config_to_dict(cell.config)["data"])
+        key = repr(cell.config.data)
         if key not in sizes:
             try:
                 sizes[key] = len(load_data(cell.config.data).train)
@@ -110,13 +99,9 @@ def _dry_run(console: Console, grid, out: Path, overrides: dict) -> None:
         totals[0] += cost["train"] or 0
         totals[1] += cost["eval"]
         record = cell_record_path(out, cell)
-        state = "new"
+        state = "started" if cell_dir(out, cell).exists() else "new"
         if record.is_file():
-            import json
-
             state = json.loads(record.read_text()).get("status", "?")
-        elif cell_dir(out, cell).exists():
-            state = "started"
         table.add_row(
             str(cell.index), cell.name, cell.config.method.name, str(cell.config.epochs),
             _human(cost["train"]), str(cost["evals"]), _human(cost["eval"]), state,
@@ -129,20 +114,19 @@ def _dry_run(console: Console, grid, out: Path, overrides: dict) -> None:
     )
 
 
-class _Feedback:
+def _feedback(display: ProgressDisplay):
     """Progress of the running cell: training, the audit's checks, then each evaluation."""
+    train = TrainProgress(display)
 
-    def __init__(self, display: ProgressDisplay) -> None:
-        self.display = display
-        self.train = TrainProgress(display)
-
-    def __call__(self, phase: str, info: dict) -> None:
+    def callback(phase: str, info: dict) -> None:
         if phase == "train":
-            self.train(info["event"])
+            train(info["event"])
         elif phase == "eval":
-            EvalProgress(self.display, info["label"])(info["event"], info["info"])
+            EvalProgress(display, info["label"])(info["event"], info["info"])
         elif phase == "audit":
-            show_audit(self.display, info)
+            show_audit(display, info)
+
+    return callback
 
 
 def _outcome_table(outcomes) -> Table:
@@ -174,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("GRID and --out DIR are required (see ciiv experiment --help)")
         grid = load_grid(args.grid)
         out = Path(args.out)
-        overrides = _overrides(args)
+        given = (("data.data_dir", args.data_dir), ("device", args.device))
+        overrides = {key: value for key, value in given if value}
         if args.dry_run:
             _dry_run(Console(), grid, out, overrides)
             return 0
@@ -182,13 +167,12 @@ def run(args: argparse.Namespace) -> int:
         if not args.report_only:
             start = time.perf_counter()
             total = len(args.cell) if args.cell else len(grid.cells(overrides))
-            done = [0]
+            started = itertools.count(1)
 
             def on_cell(cell, status: str) -> None:
                 if status == "start":
-                    done[0] += 1
                     console.rule(
-                        f"[{done[0]}/{total}] cell {cell.index}: {cell.name} "
+                        f"[{next(started)}/{total}] cell {cell.index}: {cell.name} "
                         f"({cell.config.method.name}), {time.perf_counter() - start:.0f}s elapsed"
                     )
                 elif status == "failed":
@@ -203,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
                     overrides=overrides,
                     device=args.device,
                     max_batch=args.max_batch,
-                    progress=_Feedback(display) if main_process else None,
+                    progress=_feedback(display) if main_process else None,
                     on_cell=on_cell if main_process else None,
                 )
             if main_process:
@@ -219,8 +203,4 @@ def run(args: argparse.Namespace) -> int:
             f"(ciiv experiment {escape(str(args.grid))} --out {escape(str(args.out))})"
         )
         return code
-    except ValueError as exc:
-        logger.debug("ciiv experiment failed", exc_info=True)
-        console.print(f"[bold red]error:[/] {escape(str(exc))}")
-        return 2
     return 1 if any(o.status == "failed" for o in outcomes) else 0

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ciiv.commands._ui import add_options
 from ciiv.sampling import RetinotopicSampler, grid_centers
 
 EXAMPLE_BATCH = 2  # images sent through the model to show the shapes
@@ -27,11 +28,7 @@ OPTIONS = (  # flag, default, metavar, help
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for flag, default, metavar, text in OPTIONS:
-        parser.add_argument(
-            flag, type=type(default), default=default, metavar=metavar,
-            help=f"{text} (default {default})",
-        )  # fmt: skip
+    add_options(parser, OPTIONS)
 
 
 def _model_table(args: argparse.Namespace, sampler: RetinotopicSampler) -> Table:
@@ -79,12 +76,8 @@ def run(args: argparse.Namespace) -> int:
     from ciiv.models import list_models
 
     console = Console()
-    try:
-        sampler = RetinotopicSampler(args.image_size, num_views=args.views)
-        model_table = _model_table(args, sampler)
-    except ValueError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}")
-        return 2
+    sampler = RetinotopicSampler(args.image_size, num_views=args.views)
+    model_table = _model_table(args, sampler)
     keep = sampler.keep_probability()
     table = Table(title=f"Retinotopic sampler, {args.image_size} px, {args.views} views")
     for column in ("view", "centre (row, col)", "min P(keep)", "mean P(keep)", "always kept"):

@@ -11,14 +11,11 @@ summary.json file. Only the summary files are read.
 from __future__ import annotations
 
 import argparse
-import logging
 
 from rich.console import Console
 from rich.markup import escape
 
 __all__ = ["add_arguments", "run"]
-
-logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,17 +51,12 @@ def run(args: argparse.Namespace) -> int:
     from ciiv.report import write_report
 
     console = Console(stderr=True)
-    try:
-        written = write_report(args.paths, args.out, args.format)
-        if args.card or args.card_info:
-            from ciiv.card import load_card_info, write_cards
+    written = write_report(args.paths, args.out, args.format)
+    if args.card or args.card_info:
+        from ciiv.card import load_card_info, write_cards
 
-            info = load_card_info(args.card_info) if args.card_info else None
-            written += write_cards(args.paths, f"{args.out}/cards", info)
-    except ValueError as exc:
-        logger.debug("ciiv report failed", exc_info=True)
-        console.print(f"[bold red]error:[/] {escape(str(exc))}")
-        return 2
+        info = load_card_info(args.card_info) if args.card_info else None
+        written += write_cards(args.paths, f"{args.out}/cards", info)
     if args.format in ("markdown", "both"):
         Console(soft_wrap=True).print(
             written[0].read_text(encoding="utf-8"), markup=False, highlight=False

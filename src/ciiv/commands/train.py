@@ -20,16 +20,24 @@ from ciiv.commands._progress import ProgressDisplay, TrainProgress
 
 __all__ = ["add_arguments", "run"]
 
-logger = logging.getLogger(__name__)
-
-# Flags that are shortcuts for config keys (applied after --config, before --set).
-_SHORTCUTS: dict[str, str] = {
-    "dataset": "data.dataset",
-    "method": "method.name",
-    "backbone": "model.backbone",
-    "epochs": "epochs",
-    "data_dir": "data.data_dir",
-    "device": "device",
+# Flags that are shortcuts for config keys (applied after --config, before --set):
+# flag -> (config key, metavar, help).
+_SHORTCUTS: dict[str, tuple[str, str, str]] = {
+    "--dataset": ("data.dataset", "NAME", "what to train on, e.g. cifar10, mnist, shapes"),
+    "--method": ("method.name", "NAME", "how to train: ciiv, vanilla, pgd_at, trades, rs, ..."),
+    "--backbone": (
+        "model.backbone",
+        "NAME",
+        "the network, e.g. preact_resnet18, small_cnn, tv:resnet18, or timm:resnet18 after pip "
+        'install "ciiv[timm]"',
+    ),
+    "--epochs": ("epochs", "N", "passes over the training set"),
+    "--data-dir": ("data.data_dir", "PATH", "where the dataset's files are, or go when downloaded"),
+    "--device": (
+        "device",
+        "auto|cpu|cuda",
+        "where to train: auto (default) takes a GPU when there is one",
+    ),
 }
 
 
@@ -43,35 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PRESET|FILE",
         help="start from a preset (e.g. paper-cifar10, shapes-fast; see --list) or a YAML file",
     )
-    parser.add_argument(
-        "--dataset",
-        metavar="NAME",
-        help="what to train on, e.g. cifar10, mnist, shapes (data.dataset)",
-    )
-    parser.add_argument(
-        "--method",
-        metavar="NAME",
-        help="how to train: ciiv, vanilla, pgd_at, trades, rs, ... (method.name; see --list)",
-    )
-    parser.add_argument(
-        "--backbone",
-        metavar="NAME",
-        help="the network, e.g. preact_resnet18, small_cnn, tv:resnet18, timm:resnet18 "
-        '(model.backbone; timm: needs pip install "ciiv[timm]")',
-    )
-    parser.add_argument(
-        "--epochs", type=int, metavar="N", help="passes over the training set (epochs)"
-    )
-    parser.add_argument(
-        "--data-dir",
-        metavar="PATH",
-        help="where the dataset's files are, or will be downloaded to (data.data_dir)",
-    )
-    parser.add_argument(
-        "--device",
-        metavar="auto|cpu|cuda",
-        help="where to train: auto takes a GPU when there is one (device; default auto)",
-    )
+    for flag, (key, metavar, text) in _SHORTCUTS.items():
+        kind = int if flag == "--epochs" else str
+        parser.add_argument(flag, dest=key, type=kind, metavar=metavar, help=f"{text} ({key})")
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -116,8 +98,8 @@ def _listing(console: Console) -> None:
 
 def _overrides(args: argparse.Namespace) -> list:
     """Shortcut flags as (key, value) pairs, then the --set strings."""
-    given = {key: getattr(args, flag) for flag, key in _SHORTCUTS.items()}
-    return [(key, value) for key, value in given.items() if value is not None] + args.overrides
+    given = [(key, getattr(args, key)) for key, *_ in _SHORTCUTS.values()]
+    return [(key, value) for key, value in given if value is not None] + args.overrides
 
 
 def _summary(console: Console, result) -> None:
@@ -137,12 +119,9 @@ def _summary(console: Console, result) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ciiv.data import DatasetNotFoundError
     from ciiv.distributed import is_main_process
     from ciiv.train import (
-        CheckpointError,
         ConfigError,
-        RunDirError,
         TrainingInterrupted,
         config_to_dict,
         fit,
@@ -166,18 +145,18 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--out RUN_DIR is required (or --resume RUN_DIR)")
         overrides = _overrides(args)
         if args.print_config:
-            if args.resume:
-                config = load_config(saved_config(args.resume), overrides)
-            else:
-                config = load_config(args.config, overrides)
+            config = load_config(
+                saved_config(args.resume) if args.resume else args.config, overrides
+            )
             print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
             return 0
         main_process = is_main_process()
         if not main_process:  # under torchrun, rank 0 speaks for all processes
             logging.getLogger().setLevel(logging.WARNING)
-        title = f"train {args.resume or args.out}"
-        with ProgressDisplay(console, title, enabled=main_process) as display:
-            callback = TrainProgress(display) if main_process else None
+        with ProgressDisplay(
+            console, f"train {args.resume or args.out}", enabled=main_process
+        ) as d:
+            callback = TrainProgress(d) if main_process else None
             if args.resume:
                 result = resume(args.resume, overrides, progress=callback)
             else:
@@ -193,16 +172,6 @@ def run(args: argparse.Namespace) -> int:
         )
         console.print("[bold yellow]interrupted[/]" + (hint if run_dir else ""))
         return 130
-    except (
-        ValueError,  # ConfigError, unknown names and bad options: the message says what to do
-        CheckpointError,
-        RunDirError,
-        DatasetNotFoundError,
-        FloatingPointError,
-    ) as exc:
-        logger.debug("ciiv train failed", exc_info=True)
-        console.print(f"[bold red]error:[/] {escape(str(exc))}")
-        return 2
     if main_process:
         _summary(console, result)
     return 0
