@@ -29,11 +29,9 @@ from ciiv.evaluate.checks import (
 )
 from ciiv.evaluate.checks import base as checks_base
 from ciiv.evaluate.checks.measure import Stability, eot_stability
-from ciiv.loss import view_cross_entropy
-from ciiv.models import CentreView, CiiVClassifier, create_model
-from ciiv.sampling import RetinotopicSampler
+from ciiv.models import CentreView
+from tiny_models import K, make_data, train_tiny_ciiv
 
-K = 4
 EPS = 0.12
 # Short settings: seconds per audit on one CPU core.
 FAST = dict(
@@ -49,14 +47,6 @@ FAST = dict(
     spsa_steps=5,
     random_search_draws=10,
 )
-
-
-def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    patterns = torch.rand(K, 1, 8, 8, generator=torch.Generator().manual_seed(123)).round()
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, K, (n,), generator=g)
-    x = 0.5 + 0.15 * (2 * patterns[y] - 1) + 0.1 * torch.randn(n, 1, 8, 8, generator=g)
-    return x.clamp(0, 1), y
 
 
 def train_mlp(transform=None, steps: int = 300) -> nn.Module:
@@ -243,20 +233,7 @@ def test_a_false_independent_rows_declaration_fails_randomness(points):
 
 @pytest.fixture(scope="module")
 def ciiv_model():
-    torch.manual_seed(0)
-    backbone = create_model("small_cnn", num_classes=K, in_channels=1, width=8)
-    sampler = RetinotopicSampler(8, num_views=3, samples_per_view=2, spike_scale=0.8)
-    model = CiiVClassifier(backbone, sampler, [0.5], [0.25])
-    x, y = make_data(1024, seed=0)
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    model.train()
-    for step in range(60):
-        idx = torch.arange(step * 64, step * 64 + 64) % 1024
-        loss = view_cross_entropy(model.forward_views(x[idx]).logits, y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return train_tiny_ciiv(samples_per_view=2, n=1024, steps=60)
 
 
 def test_ciiv_gets_a_complete_honest_report(ciiv_model, points):

@@ -5,7 +5,6 @@ estimate announced through the progress callback."""
 from __future__ import annotations
 
 import pytest
-import torch
 from torch import nn
 
 from ciiv.evaluate import evaluate_robustness
@@ -16,39 +15,15 @@ from ciiv.evaluate.default_audit import (
     forward_pass_bound,
     plan_audit,
 )
-from ciiv.loss import view_cross_entropy
-from ciiv.models import CiiVClassifier, create_model
-from ciiv.sampling import RetinotopicSampler
+from ciiv.models import CiiVClassifier
+from tiny_models import make_data, train_tiny_ciiv
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-K = 4
-
-
-def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    patterns = torch.rand(K, 1, 8, 8, generator=torch.Generator().manual_seed(123)).round()
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, K, (n,), generator=g)
-    x = 0.5 + 0.15 * (2 * patterns[y] - 1) + 0.1 * torch.randn(n, 1, 8, 8, generator=g)
-    return x.clamp(0, 1), y
 
 
 @pytest.fixture(scope="module")
 def tiny_ciiv() -> CiiVClassifier:
-    torch.manual_seed(0)
-    backbone = create_model("small_cnn", num_classes=K, in_channels=1, width=8)
-    sampler = RetinotopicSampler(8, num_views=3, samples_per_view=1, spike_scale=0.8)
-    model = CiiVClassifier(backbone, sampler, [0.5], [0.25])
-    x, y = make_data(512, seed=0)
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    model.train()
-    for step in range(40):
-        idx = torch.arange(step * 64, step * 64 + 64) % 512
-        loss = view_cross_entropy(model.forward_views(x[idx]).logits, y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return train_tiny_ciiv(samples_per_view=1, n=512, steps=40)
 
 
 def test_the_default_audit_of_the_quick_suite_costs_at_most_the_suite(tiny_ciiv):
