@@ -4,6 +4,7 @@ Models are trained inside the tests on a tiny synthetic task (class = a faint co
 strong pixel noise, 12 px), where a budget of a few /255 leaves an intermediate robust accuracy.
 """
 
+import copy
 import dataclasses
 import json
 import logging
@@ -460,6 +461,12 @@ def test_interrupted_evaluation_resumes_to_the_uninterrupted_result(vanilla, tmp
     # A different setting in the same directory is refused.
     with pytest.raises(ValueError, match="different settings"):
         evaluate_robustness(vanilla, x, y, out_dir=tmp_path / "cut", **{**kwargs, "seed": 8})
+    # So are other weights (another checkpoint, more training): two models never mix.
+    other = copy.deepcopy(vanilla)
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    with pytest.raises(ValueError, match=r"different settings \(model_digest\)"):
+        evaluate_robustness(other, x, y, out_dir=tmp_path / "cut", **kwargs)
 
 
 @pytest.mark.parametrize("finisher", ["rank0", "single"])

@@ -80,7 +80,7 @@ def test_eval_a_user_model_file_writes_a_run_like_directory_and_resumes(user_fil
     # Other weights into the same directory are refused; --overwrite starts afresh.
     capsys.readouterr()
     assert main(_eval(user_files, weights="other.pt")) == 2
-    assert "different settings (model)" in " ".join(capsys.readouterr().err.split())
+    assert "different settings (model, model_digest)" in " ".join(capsys.readouterr().err.split())
     assert main(_eval(user_files, "--overwrite", weights="other.pt")) == 0
     other = hashlib.sha256((user_files / "other.pt").read_bytes()).hexdigest()
     summary = json.loads((out / "summary.json").read_text())

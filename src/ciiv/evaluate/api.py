@@ -352,6 +352,7 @@ def _plan(
         "attacks": {a.name: a.describe() for a in attacks},
         "n_examples": n,
         "examples_digest": records.examples_digest(x, y, indices),
+        "model_digest": records.model_digest(model),
     }
     if run_info and run_info.get("model") is not None:
         # What identifies the model (a user model's spec and weights digest): a resumed

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from ciiv._io import write_json_atomic, write_jsonl_atomic
 from ciiv.distributed import DistContext
@@ -82,6 +83,17 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         keys.remove("settings")
         keys += sorted(f"settings.{k}" for k in fields if before.get(k) != after.get(k))
     return keys
+
+
+def model_digest(model: nn.Module) -> str:
+    """A short hash of the model's weights (every parameter and buffer, in registration order,
+    without their names, so a wrapper around the same model has the same digest): resuming an
+    evaluation with other weights (another checkpoint, more training) would mix two models."""
+    h = hashlib.sha256()
+    for tensor in model.state_dict().values():
+        h.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def examples_digest(x: Tensor, y: Tensor, indices: list[int]) -> str:
