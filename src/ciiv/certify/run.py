@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ciiv import distributed
 from ciiv._checks import check_labels
 from ciiv.evaluate.engine import derive_seed
-from ciiv.evaluate.records import Batches, examples_digest
+from ciiv.evaluate.records import Batches, examples_digest, model_digest
 from ciiv.models import SmoothedClassifier
 from ciiv.versions import software_versions
 
@@ -181,6 +181,7 @@ def certify_examples(
         "base": f"{type(base).__module__}.{type(base).__qualname__}",
         "n_examples": total,
         "examples_digest": examples_digest(x, y, indices),
+        "model_digest": model_digest(base),
     }
     out = None if out_dir is None else Path(out_dir)
     ctx, extra = distributed.current(), (PLOT,)
