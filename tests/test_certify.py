@@ -326,3 +326,24 @@ def test_report_puts_certified_beside_empirical_l2_and_flags_an_excess(rs_run, t
     row = "| 0.25 | 83.3 (51.6–97.9) | 10.0 (<= 20.0) | l2-tiny/full worst case (per draw) |"
     assert row in text
     assert "**FLAG: certified > empirical** |" in text
+
+
+@pytest.mark.slow
+def test_torchrun_shares_the_examples_and_merges_to_the_single_process_rows(rs_run, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun is not on PATH")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = ["torchrun", "--nproc_per_node", "2", "-m", "ciiv"]
+    for command, out in ((two, "two"), ([sys.executable, "-m", "ciiv"], "one")):
+        # torchrun reads --n as an abbreviation of its own options: the long name works.
+        args = [a.replace("--n", "--n-draws") if a == "--n" else a for a in _args(rs_run)]
+        args += ["--out", str(tmp_path / out)]
+        subprocess.run([*command, *args], check=True, env=env, capture_output=True)
+    rows = {out: read_jsonl(tmp_path / out / "examples.jsonl") for out in ("two", "one")}
+    assert _comparable(rows["two"]) == _comparable(rows["one"]) and len(rows["one"]) == 12
+    assert not (tmp_path / "two" / "shards").exists()

@@ -11,11 +11,11 @@ __all__ = ["add_options", "add_run_arguments"]
 
 
 def add_options(parser: argparse.ArgumentParser, rows) -> None:
-    """Options from rows (flag, default, metavar, help): each takes a value of its default's type
-    and says its default."""
-    for flag, default, metavar, text in rows:
+    """Options from rows (flag or tuple of flags, default, metavar, help): each takes a value of
+    its default's type and says its default."""
+    for flags, default, metavar, text in rows:
         parser.add_argument(
-            flag,
+            *((flags,) if isinstance(flags, str) else flags),
             type=type(default),
             default=default,
             metavar=metavar,

@@ -24,11 +24,12 @@ __all__ = ["add_arguments", "run"]
 OPTIONS = (  # flag, default, metavar, help
     ("--n0", 100, "N0", "noisy draws per example that pick the predicted class"),
     (
-        "--n",
+        ("--n", "--n-draws"),
         100_000,
         "N",
         "noisy draws per example that bound its probability; more draws certify larger radii "
-        "and cost proportionally more time",
+        "and cost proportionally more time (under torchrun write --n-draws: torchrun takes --n "
+        "for its own options)",
     ),
     ("--alpha", 0.001, "ALPHA", "probability that a certificate is wrong"),
     ("--batch-size", 1000, "B", "noisy images per call of the base classifier"),
@@ -76,9 +77,15 @@ def _result_table(summary: dict, out_dir) -> Table:
 
 def run(args: argparse.Namespace) -> int:
     from ciiv.certify import certify_run
+    from ciiv.distributed import init_distributed, is_main_process
+    from ciiv.train.run import resolve_device
 
     console = Console(stderr=True)
-    with ProgressDisplay(console, f"certify {args.run_dir}") as display:
+    main_process = is_main_process()
+    # Under torchrun the processes share the batches of examples (rank 0 merges and writes).
+    dist = init_distributed(use_cuda=resolve_device(args.device).type == "cuda")
+    device = resolve_device(args.device, dist.local_rank)
+    with ProgressDisplay(console, f"certify {args.run_dir}", enabled=main_process) as display:
         result = certify_run(
             args.run_dir,
             sigma=args.sigma,
@@ -91,11 +98,13 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             out_dir=args.out,
             checkpoint=args.checkpoint,
-            device=args.device,
+            device=device,
             data_dir=args.data_dir,
             test_split=args.test_split,
             overwrite=args.overwrite,
-            progress=CertifyProgress(display),
+            progress=CertifyProgress(display) if main_process else None,
         )
-    console.print(_result_table(result.summary, result.out_dir))
+    if main_process:
+        console.print(_result_table(result.summary, result.out_dir))
+    dist.shutdown()
     return 0
