@@ -40,6 +40,7 @@ def test_audit_command_writes_json_and_passes(run_dir, capsys):
     assert main(args) == 0
     data = json.loads((run_dir / "audit" / "audit.json").read_text())
     assert data["passed"] is True and data["n_examples"] == 12
+    assert data["run"]["run_dir"] == str(run_dir) and data["run"]["checkpoint"] == "best"
     assert [c["name"] for c in data["checks"]] == ["randomness", "output_sanity"]
     assert data["settings"]["quick"] is True
     assert data["settings"]["eps"] == pytest.approx(4 / 255)

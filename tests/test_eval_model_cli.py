@@ -128,6 +128,9 @@ def test_audit_a_user_model_writes_into_its_directory(user_files):
     audit = json.loads((user_files / "mine" / "audit" / "audit.json").read_text())
     assert [c["name"] for c in audit["checks"]] == ["randomness", "output_sanity"]
     assert audit["stochastic"] is True and audit["n_examples"] == 8
+    # What was audited: the spec and the weights' digest, as in an evaluation's summary.
+    assert audit["run"]["model"]["spec"].endswith("defense.py:build")
+    assert len(audit["run"]["model"]["weights_sha256"]) == 64
     assert code == (0 if audit["passed"] else 1)
 
 

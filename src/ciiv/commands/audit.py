@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ciiv._io import write_json_atomic
 from ciiv.commands._model import add_target_arguments
 from ciiv.commands._progress import ProgressDisplay, audit_progress
 
@@ -107,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
             quick=args.quick, seed=args.seed, checks=checks,
             progress=audit_progress(display, checks), **overrides,
         )  # fmt: skip
-    result.write_json(out)
+    # What was audited (the run and checkpoint, or a user model's spec and weights digest).
+    write_json_atomic(out, {**result.to_dict(), "run": target.run})
     counts = ", ".join(f"{v} {k}" for k, v in result.counts.items() if v)
     title = (
         f"audit of {escape(args.model or args.run_dir)} ({escape(target.run['method'])}, "
