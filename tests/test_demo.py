@@ -19,7 +19,7 @@ def demo(tmp_path_factory):
 def test_demo_writes_results_report_and_plot(demo):
     out, results = demo
     assert json.loads((out / "results.json").read_text()) == results
-    assert results["methods"]["ciiv"]["splits"]["iid"]["audit"]["passed"] is not None
+    assert results["methods"]["ciiv"]["splits"]["iid"]["audit"]["verdict"] != "not run"
     assert (out / "accuracy.png").stat().st_size > 0
     report = (out / "report.md").read_text()
     header, rows = table_rows(results)
@@ -114,11 +114,11 @@ def test_report_names_the_checks_the_default_audit_flagged():
     results = _results()
     assert not any("audit" in note for note in reading_notes(results))  # none ran: nothing said
     splits = results["methods"]["ciiv"]["splits"]
-    splits["iid"]["audit"] = {"passed": True, "warn": ["randomness"], "fail": []}
-    splits["shifted"]["audit"] = {"passed": True, "warn": ["gradient_health"], "fail": []}
+    splits["iid"]["audit"] = {"verdict": "passed", "warned": ["randomness"], "failed": []}
+    splits["shifted"]["audit"] = {"verdict": "passed", "warned": ["gradient_health"], "failed": []}
     note = reading_notes(results)[-1]
     assert note.startswith("The default audit flagged ciiv (warned: gradient_health, randomness)")
-    splits["shifted"]["audit"] = {"passed": False, "warn": [], "fail": ["gradient_health"]}
+    splits["shifted"]["audit"] = {"verdict": "failed", "warned": [], "failed": ["gradient_health"]}
     assert "ciiv (failed: gradient_health, randomness)" in reading_notes(results)[-1]
     results["methods"]["vanilla"]["splits"]["iid"]["audit"] = None  # deterministic: not audited
     assert "vanilla" not in reading_notes(results)[-1]

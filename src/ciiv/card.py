@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ciiv.evaluate.audit import audit_verdict
 from ciiv.report import _model_class, attack_eot, load_summaries
 
 __all__ = [
@@ -108,19 +109,6 @@ def _interval(ci: Any) -> list[float]:
     return [round(100 * low, 2), round(100 * high, 2)]
 
 
-def _audit(summary: Mapping[str, Any]) -> dict[str, Any]:
-    audit = summary.get("audit")
-    if not isinstance(audit, Mapping) or audit.get("passed") is None:
-        return {"verdict": "not run"}
-    checks = audit.get("checks") or []
-    return {
-        "verdict": "passed" if audit["passed"] else "failed",
-        "counts": {k: int(v) for k, v in (audit.get("counts") or {}).items()},
-        "failed": [c["name"] for c in checks if c.get("status") == "fail"],
-        "warned": [c["name"] for c in checks if c.get("status") == "warn"],
-    }
-
-
 def _spec(summary: Mapping[str, Any]) -> str | None:
     """A user model's spec without the folders of its file (``defense.py:build``)."""
     spec = ((summary.get("run") or {}).get("model") or {}).get("spec")
@@ -185,7 +173,7 @@ def model_card(summary: Mapping[str, Any], info: Mapping[str, Any] | None = None
         A dict that validates against :data:`CARD_SCHEMA`.
     """
     info = _check_info(info or {})
-    audit = _audit(summary)
+    audit = audit_verdict(summary.get("audit"))
     attacks = []
     for name, detail in summary["attacks"].items():
         entry = {

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ciiv._io import write_json_atomic
+from ciiv.evaluate.audit import audit_verdict
 
 __all__ = ["DemoSettings", "run_demo", "write_report"]
 
@@ -160,7 +161,7 @@ def run_demo(
             per_split[split] = {
                 **{key: summary[key] for key in _HEADLINE},
                 "per_attack_ci95": {k: v["ci95"] for k, v in summary["attacks"].items()},
-                "audit": _audit_verdict(summary.get("audit")),
+                "audit": audit_verdict(summary.get("audit")),
                 "summary": str(result.out_dir / "summary.json"),
             }
         results["num_classes"] = loaded.dataset_info.num_classes
@@ -172,17 +173,6 @@ def run_demo(
     write_json_atomic(out / "results.json", results)
     write_report(results, out)
     return results
-
-
-def _audit_verdict(audit: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The default audit's verdict and the checks that warned or failed (None: none ran)."""
-    if not audit or audit.get("passed") is None:
-        return None
-    checks = audit.get("checks") or []
-    return {
-        "passed": audit["passed"],
-        **{k: [c["name"] for c in checks if c["status"] == k] for k in ("warn", "fail")},
-    }
 
 
 def _attacks(results: dict[str, Any]) -> list[str]:
@@ -266,10 +256,10 @@ def reading_notes(results: dict[str, Any]) -> list[str]:
         )
     flagged = []
     for name, record in methods.items():
-        verdicts = [(split, n.get("audit")) for split, n in record["splits"].items()]
-        checks = {c for _, v in verdicts if v for c in v["warn"] + v["fail"]}
+        verdicts = [n.get("audit") or {} for n in record["splits"].values()]
+        checks = {c for v in verdicts for c in v.get("warned", []) + v.get("failed", [])}
         if checks:
-            failed = any(v and not v["passed"] for _, v in verdicts)
+            failed = any(v.get("verdict") == "failed" for v in verdicts)
             flagged.append(
                 f"{name} ({'failed' if failed else 'warned'}: {', '.join(sorted(checks))})"
             )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,12 +41,34 @@ from .checks import (
 from .checks.base import jsonable
 from .engine import derive_seed, seeded
 
-__all__ = ["AuditResult", "audit", "check_events", "describe_checks", "list_checks"]
+__all__ = [
+    "AuditResult",
+    "audit",
+    "audit_verdict",
+    "check_events",
+    "describe_checks",
+    "list_checks",
+]
 
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, CheckResult | None], None]
 """``progress(check_name, result)``: called with None before a check runs, then with its result."""
+
+
+def audit_verdict(audit: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What an audit dict (``audit.json``, a summary's ``audit``) concluded: ``verdict``
+    ("passed", "failed" or "not run"), its status ``counts`` and the checks that ``failed`` and
+    ``warned``."""
+    if not isinstance(audit, Mapping) or audit.get("passed") is None:
+        return {"verdict": "not run"}
+    checks = audit.get("checks") or []
+    return {
+        "verdict": "passed" if audit["passed"] else "failed",
+        "counts": {k: int(v) for k, v in (audit.get("counts") or {}).items()},
+        "failed": [c["name"] for c in checks if c.get("status") == "fail"],
+        "warned": [c["name"] for c in checks if c.get("status") == "warn"],
+    }
 
 
 @dataclass
