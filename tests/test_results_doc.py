@@ -1,4 +1,4 @@
-"""docs/results.md: every number comes from the committed results.json of the study it reports."""
+"""docs/results.md and docs/performance.md: every number comes from committed files a project command wrote."""
 
 import json
 from pathlib import Path
@@ -21,3 +21,24 @@ def test_results_page_quotes_the_generated_tables_unchanged():
     generated = (STUDY / "results.md").read_text(encoding="utf-8")
     table_lines = [line for line in generated.splitlines() if line.startswith("| ")]
     assert table_lines and all(line in page for line in table_lines)
+
+
+def test_the_default_audit_figures_of_performance_md_come_from_its_files():
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    text = (docs / "performance.md").read_text()
+    files = docs / "performance" / "default-audit"
+    audited = json.loads((files / "with-audit.json").read_text())
+    bare = json.loads((files / "no-audit.json").read_text())
+    audit = audited["audit"]
+    seconds = ", ".join(str(c["elapsed_s"]) for c in audit["checks"])
+    row = (
+        f"| default | {audited['forward_passes']} | {audit['forward_passes']} "
+        f"({audit['default']['forward_pass_bound']}) | {audit['elapsed_s']} ({seconds}) | "
+        f"{audited['elapsed_s']:.1f} |"
+    )
+    assert row in text
+    assert f"| `--no-audit` | {bare['forward_passes']} | – | – | {bare['elapsed_s']:.1f} |" in text
+    share = round(100 * audit["forward_passes"] / audited["forward_passes"])
+    added = round(audited["elapsed_s"] - bare["elapsed_s"])
+    assert f"it used {share} % of the suite's passes and added {added} seconds" in text
+    assert audit["default"]["forward_pass_bound"] <= audited["forward_passes"]
