@@ -1,4 +1,5 @@
-"""docs/results.md and docs/performance.md: every number comes from committed files a project command wrote."""
+"""docs/results.md and docs/performance.md: every number comes from committed files that a
+project command wrote."""
 
 import json
 from pathlib import Path
