@@ -10,7 +10,7 @@ the pre-activation basic units of :mod:`ciiv.models.backbones.preact_resnet`.
 from __future__ import annotations
 
 from ciiv._checks import positive_int
-from ciiv.models.backbones.preact_resnet import PreActBlock, preact_network
+from ciiv.models.backbones.preact_resnet import preact_network
 from ciiv.models.registry import Backbone, register_model
 
 
@@ -29,4 +29,4 @@ def wide_resnet(
     stages = tuple(
         (base * widen_factor, units, stride) for base, stride in ((16, 1), (32, 2), (64, 2))
     )
-    return preact_network(PreActBlock, stages, num_classes, in_channels, stem_width=16)
+    return preact_network(False, stages, num_classes, in_channels, stem_width=16)
