@@ -15,7 +15,7 @@ import shutil
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,10 @@ from ciiv.data.paths import cache_root
 
 __all__ = [
     "ARCHIVE_SUFFIXES",
+    "cached_payload",
     "extract_archive",
     "fingerprint",
     "is_archive",
-    "load_tensor_cache",
-    "save_tensor_cache",
 ]
 
 logger = logging.getLogger(__name__)
@@ -114,24 +113,21 @@ def fingerprint(root: Path, files: Sequence[Path], *settings: Any) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_tensor_cache(path: Path) -> dict[str, Any] | None:
-    """The payload saved at ``path``, or None when absent or unreadable (then it is rebuilt)."""
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt or foreign file: rebuild rather than fail
-        logger.warning("ignoring unreadable cache file %s (%s)", path, exc)
-        return None
-
-
-def save_tensor_cache(path: Path, payload: dict[str, Any]) -> None:
-    """Save ``payload`` (tensors, numbers, strings) to ``path`` atomically.
-
-    A cache that cannot be written (read-only home, full disk) only costs the next load its
-    speed, so the failure is logged, not raised.
-    """
+def cached_payload(path: Path, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The payload (tensors, numbers, strings) saved at ``path``, else ``build()``'s, saved there
+    atomically. An unreadable file is rebuilt, and a cache that cannot be written (read-only home,
+    full disk) only costs the next load its speed: both are logged, not raised."""
+    if path.is_file():
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a corrupt or foreign file: rebuild rather than fail
+            logger.warning("ignoring unreadable cache file %s (%s)", path, exc)
+        else:
+            logger.info("using decoded cache %s", path)
+            return payload
+    payload = build()
     try:
         atomic_write(path, lambda f: torch.save(payload, f), binary=True)
     except OSError as exc:
         logger.warning("cannot write cache %s (%s)", path, exc)
+    return payload

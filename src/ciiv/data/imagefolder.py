@@ -16,13 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ciiv.data.cache import (
-    extract_archive,
-    fingerprint,
-    is_archive,
-    load_tensor_cache,
-    save_tensor_cache,
-)
+from ciiv.data.cache import cached_payload, extract_archive, fingerprint, is_archive
 from ciiv.data.decode import decode_images, list_images
 from ciiv.data.paths import DatasetNotFoundError, cache_root
 from ciiv.data.registry import (
@@ -139,27 +133,26 @@ def decode_tree(root: Path, image_size: int | None) -> dict:
     classes = _class_folders(root / "train")
     train_files, train_labels = _scan(root / "train", classes)
     test_files, test_labels = _scan(root / "test", classes)
-    key = fingerprint(root, train_files + test_files, _CACHE_VERSION, image_size)
+    files = train_files + test_files
+    key = fingerprint(root, files, _CACHE_VERSION, image_size)
     cache_file = cache_root() / "decoded" / f"imagefolder-{root.name}-{key}.pt"
-    payload = load_tensor_cache(cache_file)
-    if payload is not None:
-        logger.info("imagefolder: using decoded cache %s", cache_file)
-        return payload
-    logger.info("imagefolder: decoding %d images from %s", len(train_files) + len(test_files), root)
-    images = decode_images(train_files + test_files, image_size)
-    n_train = len(train_files)
-    mean, std = channel_stats(images[:n_train])
-    payload = {
-        "classes": classes,
-        "train_images": images[:n_train].clone(),
-        "train_labels": torch.tensor(train_labels, dtype=torch.int64),
-        "test_images": images[n_train:].clone(),
-        "test_labels": torch.tensor(test_labels, dtype=torch.int64),
-        "mean": list(mean),
-        "std": list(std),
-    }
-    save_tensor_cache(cache_file, payload)
-    return payload
+
+    def decode() -> dict:
+        logger.info("imagefolder: decoding %d images from %s", len(files), root)
+        images = decode_images(files, image_size)
+        n_train = len(train_files)
+        mean, std = channel_stats(images[:n_train])
+        return {
+            "classes": classes,
+            "train_images": images[:n_train].clone(),
+            "train_labels": torch.tensor(train_labels, dtype=torch.int64),
+            "test_images": images[n_train:].clone(),
+            "test_labels": torch.tensor(test_labels, dtype=torch.int64),
+            "mean": list(mean),
+            "std": list(std),
+        }
+
+    return cached_payload(cache_file, decode)
 
 
 def load_imagefolder(request: LoadRequest, options: ImageFolderOptions) -> LoadedData:

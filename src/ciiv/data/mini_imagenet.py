@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ciiv.data.cache import fingerprint, load_tensor_cache, save_tensor_cache
+from ciiv.data.cache import cached_payload, fingerprint
 from ciiv.data.decode import decode_images, list_images
 from ciiv.data.paths import DatasetNotFoundError, cache_root
 from ciiv.data.registry import (
@@ -143,12 +143,12 @@ def load_mini_imagenet(request: LoadRequest, options: MiniImageNetOptions) -> Lo
         folder, files, _CACHE_VERSION, wnids, options.image_size, options.images_per_class
     )
     cache_file = cache_root() / "decoded" / f"mini-imagenet-{options.image_size}px-{key}.pt"
-    payload = load_tensor_cache(cache_file)
-    if payload is None:
+
+    def decode() -> dict:
         logger.info("mini-imagenet: decoding %d images from %s", len(files), folder)
-        payload = {"images": decode_images(files, options.image_size)}
-        save_tensor_cache(cache_file, payload)
-    images = payload["images"]
+        return {"images": decode_images(files, options.image_size)}
+
+    images = cached_payload(cache_file, decode)["images"]
     labels = torch.arange(len(wnids)).repeat_interleave(options.images_per_class)
     position = torch.arange(len(files)) % options.images_per_class  # rank within its class
     n_train, n_val, _ = options.split

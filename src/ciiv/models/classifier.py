@@ -156,34 +156,23 @@ class CiiVClassifier(_Normalised):
         :mod:`ciiv.attacks.draws`). Not while the randomness is fixed."""
         return not self.randomness_fixed
 
-    @contextlib.contextmanager
-    def independent_draws(self) -> Iterator[CiiVClassifier]:
+    def independent_draws(self) -> contextlib.AbstractContextManager[CiiVClassifier]:
         """Inside the block every row of a batch gets its own masks, for stacked EOT draws.
 
         Shared masks (the official behaviour) would make E copies of an image in one call one
         draw. For a per-example attack this is the same random function: an example's loss
         depends only on its own masks, distributed alike under both settings.
         """
-        previous, self.sampler.per_example_masks = self.sampler.per_example_masks, True
-        try:
-            yield self
-        finally:
-            self.sampler.per_example_masks = previous
+        return _setting(self.sampler, "per_example_masks", True, self)
 
-    @contextlib.contextmanager
-    def fixed_randomness(self, seed: int) -> Iterator[CiiVClassifier]:
+    def fixed_randomness(self, seed: int) -> contextlib.AbstractContextManager[CiiVClassifier]:
         """Inside the block every forward pass reuses the same seeded draws: a deterministic model.
 
         For debugging, tests and the audit's fixed-randomness check; the deployed model is random.
         """
-        previous, self._fixed_seed = self._fixed_seed, int(seed)
-        try:
-            yield self
-        finally:
-            self._fixed_seed = previous
+        return _setting(self, "_fixed_seed", int(seed), self)
 
-    @contextlib.contextmanager
-    def bpda(self, surrogate: Surrogate = "identity") -> Iterator[CiiVClassifier]:
+    def bpda(self, surrogate: Surrogate = "identity") -> contextlib.AbstractContextManager:
         """Inside the block the spike step back-propagates through a BPDA substitute.
 
         The forward value is unchanged; only gradients differ ("identity" straight-through or
@@ -191,8 +180,15 @@ class CiiVClassifier(_Normalised):
         """
         if surrogate not in SURROGATES:
             raise ValueError(f"unknown surrogate {surrogate!r}; valid: {', '.join(SURROGATES)}")
-        previous, self.sampler.surrogate = self.sampler.surrogate, surrogate
-        try:
-            yield self
-        finally:
-            self.sampler.surrogate = previous
+        return _setting(self.sampler, "surrogate", surrogate, self)
+
+
+@contextlib.contextmanager
+def _setting(obj: object, name: str, value: object, result: object) -> Iterator[object]:
+    """Set ``obj.name = value`` inside the block (which gets ``result``), then restore it."""
+    previous = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield result
+    finally:
+        setattr(obj, name, previous)
