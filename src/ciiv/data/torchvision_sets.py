@@ -16,6 +16,7 @@ JPEG copy logs a warning (docs/training.md, "CIFAR-10 / CIFAR-100 from an image 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import socket
@@ -92,16 +93,12 @@ CIFAR10_INFO = DatasetInfo(
     crop_padding=4,
     class_names=tuple("airplane automobile bird cat deer dog frog horse ship truck".split()),
 )
-CIFAR100_INFO = DatasetInfo(
+CIFAR100_INFO = dataclasses.replace(
+    CIFAR10_INFO,
     name="cifar100",
     num_classes=100,
-    in_channels=3,
-    image_size=32,
     mean=(0.5071, 0.4865, 0.4409),
     std=(0.2673, 0.2564, 0.2762),
-    spike_scale=0.9,
-    hflip=True,
-    crop_padding=4,
     class_names=tuple(CIFAR100_CLASSES),
 )
 

@@ -241,12 +241,9 @@ def _timm_model(name: str, num_classes: int, in_channels: int) -> tuple[nn.Modul
     from .backbones.timm_adapter import _timm
 
     try:
-        timm = _timm()
-    except ImportError as err:
+        timm = _timm(name)
+    except (ImportError, ValueError) as err:
         raise ModelLoadError(str(err)) from None
-    if not timm.is_model(name):
-        listing = "See timm.list_models()."
-        raise ModelLoadError(unknown_name_message("timm model", name, timm.list_models(), listing))
     model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return model, (

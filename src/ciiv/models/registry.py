@@ -1,14 +1,10 @@
 """Backbone contract and the name -> factory registry.
 
 A backbone maps images to penultimate features phi (SPEC section 3) and has a single linear
-head W on top. Native families register a factory under a plain name
-(``create_model("preact_resnet18")``); external model zoos register a *prefix*
-(``create_model("tv:resnet18")``, ``create_model("timm:resnet18")``) whose factory receives the
-part after the colon.
-
+head W on top. Native families register a plain name (``create_model("preact_resnet18")``), model
+zoos a *prefix* whose factory receives the part after the colon (``create_model("tv:resnet18")``).
 The built-in families register themselves when :mod:`ciiv.models` is imported (its last line
-imports :mod:`ciiv.models.backbones`), which Python does before this module: every built-in name
-and prefix is registered by the time :func:`create_model` can be called.
+imports :mod:`ciiv.models.backbones`), which Python does before this module is used.
 """
 
 from __future__ import annotations
@@ -35,16 +31,9 @@ __all__ = [
 
 
 class Backbone(nn.Module):
-    """Feature extractor ``features`` followed by one linear ``head``.
-
-    Args:
-        features: module mapping images [N, C, H, W] to features [N, num_features]
-            (global pooling and flattening included).
-        num_features: D, the feature dimension.
-        num_classes: number of logits of ``head``.
-
-    Subclasses may override :meth:`forward_features`; :meth:`forward_head` is always ``head``.
-    """
+    """Feature extractor ``features`` (images [N, C, H, W] -> [N, D = num_features], pooling and
+    flattening included) followed by one linear ``head`` to ``num_classes`` logits. Subclasses
+    may override :meth:`forward_features`; :meth:`forward_head` is always ``head``."""
 
     def __init__(self, features: nn.Module, num_features: int, num_classes: int) -> None:
         super().__init__()
@@ -68,31 +57,29 @@ class Backbone(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-ModelFactory = Callable[..., Backbone]
-"""``fn(num_classes: int, in_channels: int, **kw) -> Backbone``."""
-
-PrefixFactory = Callable[..., Backbone]
-"""``fn(name: str, num_classes: int, in_channels: int, **kw) -> Backbone``."""
+# A name's factory is ``fn(num_classes, in_channels, **kw)``, a prefix's
+# ``fn(name, num_classes, in_channels, **kw)``.
+Factory = Callable[..., Backbone]
 
 
 @dataclass(frozen=True)
 class _Prefix:
-    factory: PrefixFactory
+    factory: Factory
     names: Callable[[], list[str]]
     hint: str
     requires: tuple[str, ...] = ()
 
 
-_MODELS: dict[str, ModelFactory] = {}
+_MODELS: dict[str, Factory] = {}
 _PREFIXES: dict[str, _Prefix] = {}
 
 
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+def register_model(name: str) -> Callable[[Factory], Factory]:
     """Decorator registering ``fn(num_classes, in_channels, **kw) -> Backbone`` under ``name``."""
     if not name or ":" in name:
         raise ValueError(f"model name {name!r} must be non-empty and contain no ':' (prefix mark)")
 
-    def decorator(fn: ModelFactory) -> ModelFactory:
+    def decorator(fn: Factory) -> Factory:
         if name in _MODELS:
             raise ValueError(f"model {name!r} is already registered")
         _MODELS[name] = fn
@@ -103,7 +90,7 @@ def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
 
 def register_prefix(
     prefix: str, names: Callable[[], list[str]], hint: str, requires: tuple[str, ...] = ()
-) -> Callable[[PrefixFactory], PrefixFactory]:
+) -> Callable[[Factory], Factory]:
     """Decorator registering ``fn(name, num_classes, in_channels, **kw)`` for ``"<prefix>:<name>"``.
 
     ``names()`` lists the valid names after the prefix (used by :func:`list_models` and error
@@ -113,7 +100,7 @@ def register_prefix(
     if not prefix or ":" in prefix:
         raise ValueError(f"prefix {prefix!r} must be non-empty and contain no ':'")
 
-    def decorator(fn: PrefixFactory) -> PrefixFactory:
+    def decorator(fn: Factory) -> Factory:
         if prefix in _PREFIXES:
             raise ValueError(f"prefix {prefix!r} is already registered")
         _PREFIXES[prefix] = _Prefix(factory=fn, names=names, hint=hint, requires=tuple(requires))
@@ -123,12 +110,8 @@ def register_prefix(
 
 
 def list_models(include_prefixes: bool = False) -> list[str]:
-    """Sorted names accepted by :func:`create_model`.
-
-    By default only the native backbones. With ``include_prefixes=True`` also every
-    ``"<prefix>:<name>"`` that an external zoo offers (``tv:`` for torchvision, ``timm:`` for timm
-    when it is installed); this can be a long list.
-    """
+    """Sorted native backbone names; with ``include_prefixes`` also every ``"<prefix>:<name>"``
+    a model zoo offers (``tv:``, ``timm:`` when installed), a long list."""
     names = sorted(_MODELS)
     if include_prefixes:
         for prefix in sorted(_PREFIXES):
@@ -149,18 +132,10 @@ def check_model_dependencies(name: str) -> None:
 def create_model(
     name: str, num_classes: int = 10, in_channels: int = 3, **kwargs: object
 ) -> Backbone:
-    """Build the backbone registered as ``name`` (a native name or ``"<prefix>:<name>"``).
-
-    Args:
-        name: e.g. ``"preact_resnet18"``, ``"tv:resnet18"``, ``"timm:resnet18"``.
-        num_classes: number of logits (>= 1).
-        in_channels: image channels (1 for MNIST, 3 for RGB).
-        **kwargs: family-specific options, e.g. ``width`` for ``small_cnn``,
-            ``depth``/``widen_factor`` for ``wrn34_10``.
-
-    Raises:
-        ValueError: unknown name (the message lists the valid ones) or bad sizes.
-    """
+    """The backbone registered as ``name`` (``"preact_resnet18"``, ``"tv:resnet18"``, ...) with
+    ``num_classes`` logits for ``in_channels``-channel images; ``kwargs`` are the family's options
+    (``width`` for ``small_cnn``, ``depth``/``widen_factor`` for ``wrn34_10``). Raises ValueError
+    for an unknown name (the message lists the valid ones) or bad sizes."""
     positive_int("num_classes", num_classes)
     positive_int("in_channels", in_channels)
     prefix, sep, rest = name.partition(":")
@@ -175,7 +150,9 @@ def create_model(
         )
     else:
         if name not in _MODELS:
-            raise ValueError(_unknown_model_message(name))
+            prefixes = ", ".join(f"'{p}:<name>' ({_PREFIXES[p].hint})" for p in sorted(_PREFIXES))
+            message = unknown_name_message("model", name, list(_MODELS))
+            raise ValueError(f"{message}; or a prefixed name: {prefixes}")
         model = _MODELS[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
     if not isinstance(model, Backbone):
         raise TypeError(f"factory for {name!r} returned {type(model).__name__}, not a Backbone")
@@ -189,8 +166,3 @@ def unknown_name_message(kind: str, name: str, valid: list[str], listing: str | 
     suggestion = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
     names = listing or f"Valid names: {', '.join(sorted(valid))}"
     return f"unknown {kind} {name!r}.{suggestion} {names}"
-
-
-def _unknown_model_message(name: str) -> str:
-    prefixes = ", ".join(f"'{p}:<name>' ({_PREFIXES[p].hint})" for p in sorted(_PREFIXES))
-    return unknown_name_message("model", name, list(_MODELS)) + f"; or a prefixed name: {prefixes}"

@@ -14,8 +14,13 @@ from ciiv.deps import require
 from ciiv.models.registry import Backbone, register_prefix, unknown_name_message
 
 
-def _timm():
-    return require("timm", needed_by="a timm: backbone")
+def _timm(name: str | None = None):
+    """The timm module; with ``name``, a ValueError unless timm can build that architecture."""
+    timm = require("timm", needed_by="a timm: backbone")
+    if name is not None and not timm.is_model(name):
+        listing = "See timm.list_models()."
+        raise ValueError(unknown_name_message("timm model", name, timm.list_models(), listing))
+    return timm
 
 
 def timm_names() -> list[str]:
@@ -26,27 +31,13 @@ def timm_names() -> list[str]:
 
 
 class TimmBackbone(Backbone):
-    """A timm model without classifier, plus a fresh linear ``head``.
-
-    ``num_features`` is timm's ``head_hidden_size`` when the model defines it (the width of the
-    pre-logits output, which differs from ``num_features`` for e.g. MobileNetV3), else
-    ``num_features``.
-
-    Args:
-        name: timm architecture name (``timm.list_models()``).
-        num_classes: logits of the new head.
-        in_channels: image channels (timm's ``in_chans``).
-        **timm_kwargs: passed to ``timm.create_model``.
-    """
+    """timm's ``name`` without classifier (``timm_kwargs`` go to ``timm.create_model``), plus a
+    fresh linear ``head``. ``num_features`` is timm's ``head_hidden_size`` when the model defines
+    it (the width of the pre-logits output, which differs from ``num_features`` for e.g.
+    MobileNetV3), else ``num_features``."""
 
     def __init__(self, name: str, num_classes: int, in_channels: int, **timm_kwargs) -> None:
-        timm = _timm()
-        if not timm.is_model(name):
-            raise ValueError(
-                unknown_name_message(
-                    "timm model", name, timm.list_models(), listing="See timm.list_models()."
-                )
-            )
+        timm = _timm(name)
         if "pretrained" in timm_kwargs:
             raise ValueError("timm: models are always built with pretrained=False (no downloads)")
         model: nn.Module = timm.create_model(

@@ -30,15 +30,9 @@ def torchvision_names() -> list[str]:
 
 
 class TorchvisionBackbone(Backbone):
-    """A torchvision classification model with its last ``nn.Linear`` replaced by ``head``.
-
-    Args:
-        name: builder name in ``torchvision.models`` (see :func:`torchvision_names`).
-        num_classes: logits of the new head.
-        in_channels: image channels; the stem convolution is rebuilt when this is not 3.
-        **builder_kwargs: passed to the builder, e.g. ``image_size=32`` for ViTs,
-            ``aux_logits=False`` for googlenet / inception_v3.
-    """
+    """torchvision's ``name`` with its last ``nn.Linear`` replaced by ``head`` (see the module
+    docstring). ``builder_kwargs`` go to the builder, e.g. ``image_size=32`` for ViTs,
+    ``aux_logits=False`` for googlenet / inception_v3."""
 
     def __init__(self, name: str, num_classes: int, in_channels: int, **builder_kwargs) -> None:
         valid = torchvision_names()
