@@ -35,20 +35,11 @@ def random_crop_flip(
     hflip: bool,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Random crop with reflect padding, then random horizontal flip, per example.
-
-    Equivalent to torchvision's ``RandomCrop(size, padding, padding_mode="reflect")`` followed by
-    ``RandomHorizontalFlip(0.5)`` applied to each image independently.
-
-    Args:
-        x: images [B, C, H, W] (any floating dtype, any range), on any device.
-        padding: pixels of reflect padding on each side (0 = no crop), < min(H, W).
-        hflip: flip each image left-right with probability 1/2.
-        generator: source of the offsets and flips; must live on ``x``'s device.
-
-    Returns:
-        [B, C, H, W], same dtype and device as ``x``.
-    """
+    """Per image of x [B, C, H, W] (any float dtype and range, any device): a random crop after
+    ``padding`` px of reflect padding (< min(H, W); 0 = no crop), then with ``hflip`` a left-right
+    flip with probability 1/2 -- torchvision's ``RandomCrop(size, padding, padding_mode="reflect")``
+    then ``RandomHorizontalFlip(0.5)``. ``generator`` (on x's device) draws the offsets and flips;
+    the result has x's shape, dtype and device."""
     if x.dim() != 4:
         raise ValueError(f"expected images [B, C, H, W], got shape {tuple(x.shape)}")
     batch, channels, height, width = x.shape

@@ -64,16 +64,9 @@ def _decode(path: Path, size: int, resize: bool) -> torch.Tensor:
 
 
 def decode_images(paths: Sequence[Path], image_size: int | None = None) -> torch.Tensor:
-    """Decode ``paths`` -> uint8 [N, 3, S, S], in order.
-
-    Args:
-        paths: image files (any format PIL reads; grey or CMYK images become RGB).
-        image_size: S; None keeps the size of the first image, which must then be square and
-            shared by every image.
-
-    Raises:
-        ValueError: an unreadable file, or differing sizes without ``image_size``.
-    """
+    """Decode ``paths`` (any format PIL reads; grey or CMYK become RGB) -> uint8 [N, 3, S, S],
+    in order. S = ``image_size``, or None: the first image's size, which must then be square and
+    shared by every image. Raises ValueError for an unreadable file or differing sizes."""
     if not paths:
         raise ValueError("no images to decode")
     with Image.open(paths[0]) as first:

@@ -37,15 +37,9 @@ _CACHE_VERSION = 1  # bump when the decoded layout changes
 
 @dataclass(frozen=True)
 class ImageFolderOptions:
-    """Options of the ``imagefolder`` dataset.
-
-    Attributes:
-        image_size: resize every image to this square size; None keeps the (shared, square) size.
-        mean, std: normalisation constants; None computes them from the training images.
-        spike_scale: the sampler's noise amplitude a (CIFAR's 0.9 by default).
-        hflip: whether horizontal flips keep the label.
-        crop_padding: reflect padding of the random crop; None means image_size // 8.
-    """
+    """Options of the ``imagefolder`` dataset (None: ``image_size`` keeps the shared square
+    size, ``mean``/``std`` are computed from the training images, ``crop_padding`` is
+    image_size // 8); ``spike_scale`` is the sampler's noise amplitude a (CIFAR's 0.9)."""
 
     image_size: int | None = None
     mean: tuple[float, ...] | None = None

@@ -51,14 +51,9 @@ def mini_imagenet_classes() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class MiniImageNetOptions:
-    """Options of the ``mini-imagenet`` dataset.
-
-    Attributes:
-        image_size: pixels per side after resizing (64; 84 is the few-shot literature's size).
-        images_per_class: images taken per class (the first ones in sorted file-name order).
-        split: (train, val, test) images per class, summing to ``images_per_class``.
-        classes: replace the committed 100-class list -- for tests on small fake trees only.
-    """
+    """Options of the ``mini-imagenet`` dataset: ``image_size`` after resizing (84 is the
+    few-shot literature's), the first ``images_per_class`` in sorted file-name order split into
+    (train, val, test) counts; ``classes`` replaces the committed list (for tests on fake trees)."""
 
     image_size: int = 64
     images_per_class: int = 600

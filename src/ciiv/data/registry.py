@@ -82,14 +82,9 @@ class DatasetInfo:
 
 @dataclass(frozen=True)
 class Splits:
-    """A dataset loaded in memory (CPU).
-
-    Attributes:
-        info: the dataset's metadata.
-        train: the training split (validation examples removed).
-        val: the validation split for checkpoint selection, disjoint from ``train`` and ``test``.
-        test: named test splits, e.g. ``{"test": ...}``; ``shapes`` has ``{"iid", "shifted"}``.
-    """
+    """A dataset loaded in memory (CPU): ``train`` without the validation examples, ``val`` for
+    checkpoint selection (disjoint from both), and named test splits (``{"test": ...}``;
+    ``shapes`` has ``{"iid", "shifted"}``)."""
 
     info: DatasetInfo
     train: ImageTensors
@@ -99,13 +94,9 @@ class Splits:
 
 @dataclass(frozen=True)
 class LoadRequest:
-    """Where and how a loader may read its files.
-
-    Attributes:
-        data_dir: the user's ``--data-dir`` (None: the loader's default, see :mod:`.paths`).
-        download: whether a missing torchvision dataset may be downloaded.
-        seed: the data seed (synthetic datasets are generated from it).
-    """
+    """Where and how a loader may read its files: the user's ``--data-dir`` (None: the loader's
+    default, see :mod:`.paths`), whether a missing torchvision dataset may be downloaded, and the
+    data seed (synthetic datasets are generated from it)."""
 
     data_dir: Path | None
     download: bool
@@ -124,15 +115,9 @@ class LoadedData:
 
 @dataclass(frozen=True)
 class DatasetBuilder:
-    """A registry entry.
-
-    Attributes:
-        name: registry name.
-        options: frozen dataclass type of the dataset's options (all fields have defaults).
-        load: ``load(request, options) -> LoadedData``.
-        describe: ``describe(options) -> DatasetInfo`` without touching any file, or None when
-            the metadata comes from the data (then :func:`get_dataset_info` loads it).
-    """
+    """A registry entry: ``options`` is the frozen dataclass type of the dataset's options (all
+    fields have defaults); ``describe(options)`` gives the metadata without touching any file, or
+    is None when it comes from the data (then :func:`get_dataset_info` loads it)."""
 
     name: str
     options: type
@@ -158,22 +143,16 @@ def list_datasets() -> list[str]:
     return sorted(_DATASETS)
 
 
-def _builder(name: str) -> DatasetBuilder:
-    try:
-        return _DATASETS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}"
-        ) from None
-
-
-def _parse_options(builder: DatasetBuilder, options: Mapping[str, Any]) -> Any:
-    owner = f"dataset {builder.name!r}"
-    return build_dataclass(builder.options, options, what="option", owner=owner)
-
-
-def _as_path(data_dir: str | os.PathLike[str] | None) -> Path | None:
-    return None if data_dir is None else Path(data_dir).expanduser()
+def _prepare(
+    name: str, options: Mapping[str, Any], data_dir: str | os.PathLike[str] | None, **request: Any
+) -> tuple[DatasetBuilder, Any, LoadRequest]:
+    """The registry entry ``name``, its parsed ``options`` and the load request."""
+    if name not in _DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}")
+    builder = _DATASETS[name]
+    opts = build_dataclass(builder.options, options, what="option", owner=f"dataset {name!r}")
+    path = None if data_dir is None else Path(data_dir).expanduser()
+    return builder, opts, LoadRequest(data_dir=path, **request)
 
 
 def get_dataset_info(
@@ -185,11 +164,9 @@ def get_dataset_info(
     data at ``data_dir`` (the decoded tree is cached, so this is cheap after the first load);
     the other datasets ignore ``data_dir``. Equal to ``load_splits(...).info``.
     """
-    builder = _builder(name)
-    opts = _parse_options(builder, options)
+    builder, opts, request = _prepare(name, options, data_dir, download=False, seed=0)
     if builder.describe is not None:
         return builder.describe(opts)
-    request = LoadRequest(data_dir=_as_path(data_dir), download=False, seed=0)
     return builder.load(request, opts).info
 
 
@@ -223,9 +200,7 @@ def load_splits(
     on every rank at once (correct, the caches are written atomically, but wasteful): load on
     rank 0, barrier, then load on the other ranks, which read the cache.
     """
-    builder = _builder(name)
-    opts = _parse_options(builder, options)
-    request = LoadRequest(data_dir=_as_path(data_dir), download=download, seed=seed)
+    builder, opts, request = _prepare(name, options, data_dir, download=download, seed=seed)
     loaded = builder.load(request, opts)
     if loaded.val is not None:
         if val_fraction is not None:

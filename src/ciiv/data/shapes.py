@@ -58,13 +58,8 @@ _CHUNK = 4096  # images rendered at once (bounds the float32 working memory)
 
 
 class ShapesSample(NamedTuple):
-    """Output of :func:`generate_shapes`.
-
-    Attributes:
-        images: uint8 [N, 3, S, S].
-        labels: int64 [N], the shape class.
-        colors: int64 [N], the dominant background colour (index into ``PALETTE``).
-    """
+    """Images uint8 [N, 3, S, S], labels (the shape class) int64 [N] and the dominant background
+    colours (indices into ``PALETTE``) int64 [N]."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -145,18 +140,11 @@ def _render(
 def generate_shapes(
     n: int, *, rho: float = 0.9, seed: int = 0, num_classes: int = 4, image_size: int = 32
 ) -> ShapesSample:
-    """Draw ``n`` shape images (CPU), fully determined by ``seed``.
+    """``n`` shape images (CPU) of S = ``image_size`` (>= 16) pixels, fully determined by ``seed``.
 
-    Args:
-        n: number of images. Labels are balanced: each class gets ``n // num_classes`` or one more.
-        rho: probability that the dominant background colour is the class's own colour
-            (``1 / num_classes`` makes colour and class independent).
-        seed: seed of every random draw.
-        num_classes: 2..6 shape classes (see ``SHAPE_NAMES``).
-        image_size: S, pixels (>= 16).
-
-    Returns:
-        :class:`ShapesSample` (images uint8 [N, 3, S, S], labels [N], colors [N]).
+    Labels are balanced (each of the 2..6 classes gets ``n // num_classes`` or one more); ``rho``
+    is the probability that the dominant background colour is the class's own
+    (``1 / num_classes`` makes colour and class independent).
     """
     _check_shape_args(num_classes, image_size, rho)
     generator = torch.Generator().manual_seed(seed)
@@ -184,15 +172,9 @@ def generate_shapes(
 
 @dataclass(frozen=True)
 class ShapesOptions:
-    """Options of the ``shapes`` dataset.
-
-    Attributes:
-        n_train: training images before the validation split is carved out.
-        n_test: images in each test split (``iid`` and ``shifted``).
-        rho: colour-class agreement of the training and ``iid`` splits.
-        image_size: pixels per side.
-        num_classes: number of shape classes, 2..6.
-    """
+    """Options of the ``shapes`` dataset: ``n_train`` images before the validation split is
+    carved out, ``n_test`` in each test split (``iid`` and ``shifted``), and the colour-class
+    agreement ``rho`` of the training and ``iid`` splits."""
 
     n_train: int = 10000
     n_test: int = 2000

@@ -26,12 +26,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ImageTensors:
-    """One split held in memory.
-
-    Attributes:
-        images: uint8 [N, C, H, W], pixel values 0..255.
-        labels: int64 [N], class indices in [0, num_classes).
-    """
+    """One split held in memory: images uint8 [N, C, H, W] (0..255), labels int64 [N] (class
+    indices)."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -130,21 +126,15 @@ def iterate_batches(
     rank: int = 0,
     world_size: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(images[idx], labels[idx])`` mini-batches of one epoch, on the tensors' devices.
+    """Yield ``(images[idx], labels[idx])`` mini-batches (``batch_size`` per rank) of one epoch
+    over images [N, ...] (any dtype) and labels [N], on the tensors' devices.
 
-    Args:
-        images: [N, ...] any dtype (typically uint8 [N, C, H, W]).
-        labels: [N].
-        batch_size: examples per batch (per rank).
-        shuffle: visit the examples in a random order drawn from ``generator``.
-        generator: source of the permutation. With ``world_size > 1`` every rank must pass a
-            generator seeded identically (e.g. ``seed + epoch``) so the ranks partition one
-            permutation, as ``DistributedSampler.set_epoch`` does.
-        drop_last: drop the final incomplete batch.
-        rank, world_size: shard for data-parallel training. Rank ``r`` takes positions
-            ``r, r + world_size, ...`` of the (padded) order. When N is not divisible by
-            ``world_size`` the order is padded by wrapping around, so a few examples are seen twice
-            per epoch; evaluate with ``world_size=1`` for exact counts.
+    ``shuffle`` visits the examples in an order drawn from ``generator``; with ``world_size > 1``
+    every rank must pass a generator seeded identically (e.g. ``seed + epoch``) so the ranks
+    partition one permutation, as ``DistributedSampler.set_epoch`` does. Rank ``r`` takes positions
+    ``r, r + world_size, ...`` of the order, padded by wrapping around when N is not divisible by
+    ``world_size`` (a few examples are then seen twice per epoch; evaluate with ``world_size=1``
+    for exact counts).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

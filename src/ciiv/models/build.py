@@ -7,7 +7,7 @@ shapes, the normalisation and the default spike scale.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from torch import nn
 
@@ -16,6 +16,9 @@ from ciiv.sampling import RetinotopicSampler
 from .classifier import CiiVClassifier, Classifier
 from .registry import create_model
 from .smoothing import SmoothedClassifier
+
+if TYPE_CHECKING:
+    from ciiv.data import DatasetInfo
 
 __all__ = ["MODEL_KINDS", "ModelConfig", "ModelKind", "build_model"]
 
@@ -26,17 +29,6 @@ _SAMPLER_FIELDS = (
     "num_views samples_per_view alpha gamma keep_threshold spike_eps per_example_masks "
     "random_centers"
 ).split()
-
-
-class _DatasetInfo(Protocol):
-    """The fields of ``ciiv.data.DatasetInfo`` that a model needs."""
-
-    num_classes: int
-    in_channels: int
-    image_size: Any  # int or (H, W)
-    mean: Any
-    std: Any
-    spike_scale: float
 
 
 @dataclass
@@ -71,19 +63,11 @@ class ModelConfig:
     smoothing_votes: int = 10
 
 
-def build_model(config: ModelConfig, info: _DatasetInfo, kind: ModelKind = "plain") -> nn.Module:
-    """A freshly initialised model for ``info``'s images (pixels in [0, 1]), on the CPU.
-
-    Args:
-        config: the model settings.
-        info: dataset facts (``ciiv.data.DatasetInfo``): classes, channels, image size, mean/std,
-            default spike scale.
-        kind: "plain" -> :class:`Classifier`, "ciiv" -> :class:`CiiVClassifier`,
-            "smoothed" -> :class:`SmoothedClassifier` around a :class:`Classifier`.
-
-    Raises:
-        ValueError: unknown kind or backbone, or settings the sampler rejects.
-    """
+def build_model(config: ModelConfig, info: DatasetInfo, kind: ModelKind = "plain") -> nn.Module:
+    """A freshly initialised model for ``info``'s images (pixels in [0, 1]), on the CPU: for
+    ``kind`` "plain" a :class:`Classifier`, "ciiv" a :class:`CiiVClassifier`, "smoothed" a
+    :class:`SmoothedClassifier` around a :class:`Classifier`. Raises ValueError for an unknown
+    kind or backbone, or settings the sampler rejects."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}; valid: {', '.join(MODEL_KINDS)}")
     backbone = create_model(

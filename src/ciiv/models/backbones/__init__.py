@@ -1,7 +1,7 @@
 """Built-in backbone families; importing this package registers them in
 :mod:`ciiv.models.registry` (one module per family)."""
 
-from ciiv.models.backbones import (
+from ciiv.models.backbones import (  # noqa: F401 (register)
     preact_resnet,
     small_cnn,
     timm_adapter,
@@ -9,12 +9,3 @@ from ciiv.models.backbones import (
     vgg,
     wide_resnet,
 )
-
-__all__ = [
-    "preact_resnet",
-    "small_cnn",
-    "timm_adapter",
-    "torchvision_adapter",
-    "vgg",
-    "wide_resnet",
-]
