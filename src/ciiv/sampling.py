@@ -194,13 +194,10 @@ class RetinotopicSampler(nn.Module):
         m = (d_max - d + self.alpha).pow(self.gamma)
         return m / m.flatten(-2).amax(-1)[..., None, None]
 
-    def keep_probability(self, centers: Tensor | None = None) -> Tensor:
-        """Probability that each pixel is kept, min(1, m + 1 - threshold), shape [L, H, W].
-
-        ``centers`` ([L, 2] as (row, col) pixels) defaults to the official grid.
-        """
-        m = self.grid_density if centers is None else self._density(centers)
-        return (m + 1 - self.keep_threshold).clamp(max=1.0)
+    def keep_probability(self) -> Tensor:
+        """Probability that each pixel is kept, min(1, m + 1 - threshold), shape [L, H, W], for
+        the official grid's centres."""
+        return (self.grid_density + 1 - self.keep_threshold).clamp(max=1.0)
 
     def firing_probability(self, v: Tensor) -> Tensor:
         """Probability that a spike fires for normalised value v: clip((v + a) / (2a), 0, 1)."""

@@ -48,10 +48,6 @@ def _suffix(path: Path) -> str:
     return next((s for s in ARCHIVE_SUFFIXES if path.name.lower().endswith(s)), "")
 
 
-def _stem(path: Path) -> str:
-    return path.name[: len(path.name) - len(_suffix(path))]
-
-
 def extract_archive(archive: Path) -> Path:
     """Extract ``archive`` once into ``<cache root>/extracted/<name>-<hash>``; return that folder.
 
@@ -72,7 +68,8 @@ def extract_archive(archive: Path) -> Path:
     key = hashlib.sha1(
         f"{archive.resolve()}|{status.st_size}|{status.st_mtime_ns}".encode()
     ).hexdigest()[:12]
-    target = cache_root() / "extracted" / f"{_stem(archive)}-{key}"
+    stem = archive.name[: len(archive.name) - len(_suffix(archive))]
+    target = cache_root() / "extracted" / f"{stem}-{key}"
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

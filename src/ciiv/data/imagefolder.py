@@ -68,10 +68,7 @@ def find_tree(root: Path) -> Path | None:
     (an archive's single wrapper folder); None when there is none."""
     if not root.is_dir():
         return None
-    candidates = [root] + sorted(
-        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-    )
-    for candidate in candidates:
+    for candidate in [root] + [root / name for name in _class_folders(root)]:
         if (candidate / "train").is_dir() and (candidate / "test").is_dir():
             return candidate
     return None

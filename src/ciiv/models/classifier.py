@@ -77,16 +77,13 @@ class CiiVClassifier(_Normalised):
 
     The L views are folded into the batch and go through the backbone as one batch of L * B images
     (the same function as L separate passes at inference; one large batch keeps a GPU busy, see
-    benchmarks/throughput.py). BatchNorm layers therefore
-    compute their training statistics over all L * B views together.
+    benchmarks/throughput.py). BatchNorm layers therefore compute their training statistics over
+    all L * B views together.
 
-    ``forward(x)`` returns the prediction logits (1/L) * sum_l logits_l / z_l. It is random: each
-    call draws fresh noise and masks, unless inside ``fixed_randomness``.
-
-    Attributes:
-        num_views: views used by ``forward`` (default: all of the sampler's). The centre view
-            alone, the function the paper's evaluation protocol attacks, is
-            :class:`~ciiv.models.CentreView` of the model (which leaves this unchanged).
+    ``forward(x)`` returns the prediction logits (1/L) * sum_l logits_l / z_l over ``num_views``
+    views (default: all of the sampler's; :class:`~ciiv.models.CentreView` is the centre view
+    alone). It is random: each call draws fresh noise and masks, unless inside
+    ``fixed_randomness``.
     """
 
     stochastic = True
@@ -131,13 +128,10 @@ class CiiVClassifier(_Normalised):
         return self.combine(out.logits, out.z)
 
     def forward_expected(self, x: Tensor) -> Tensor:
-        """Deterministic mean-field stand-in for the sampler, for diagnostics.
-
-        Replaces every spike by its firing probability and every mask by its keep-probability
-        (the expectations of the random layer), so the backbone sees one smooth, noise-free view per
-        centre. It is not the deployed function: use it to ask whether the backbone alone is
-        easy to attack.
-        """
+        """Deterministic mean-field stand-in for the sampler, for diagnostics: every spike is
+        replaced by its firing probability and every mask by its keep-probability (the random
+        layer's expectations), one smooth view per centre. Not the deployed function: it asks
+        whether the backbone alone is easy to attack."""
         v = self.normalise(x, (self.sampler.height, self.sampler.width))
         keep = self.sampler.keep_probability()[: self.num_views].to(v.dtype)  # [L, H, W]
         views = self.sampler.firing_probability(v)[None] * keep[:, None, None]

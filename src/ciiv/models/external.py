@@ -1,13 +1,8 @@
 """A user's own model, named by a string, for ``ciiv eval --model`` / ``ciiv audit --model``.
 
-Specs (docs/evaluation.md, "Evaluating your own defense"): ``my_pkg.module:factory`` (dotted
-attributes work), ``path/to/defense.py:build`` (its folder on ``sys.path`` while imported), or
-``timm:<name>`` / ``tv:<name>`` (built without weights, inside a normalisation layer). The
-callable returns an ``nn.Module`` mapping pixels [B, C, H, W] in [0, 1] to logits [B, K]; it gets
-``num_classes=K`` when it accepts that keyword. ``--weights`` is read with
-``torch.load(..., weights_only=True)``: a state dict, possibly nested under ``"state_dict"`` or
-``"model"``, with a DataParallel ``"module."`` prefix removed. The model comes back in eval mode,
-on the CPU.
+Specs and weight files are described in docs/evaluation.md ("Evaluating your own defense"):
+``my_pkg.module:factory``, ``path/to/defense.py:build``, ``timm:<name>`` or ``tv:<name>``; the model
+maps pixels [B, C, H, W] in [0, 1] to logits [B, K] and comes back in eval mode, on the CPU.
 """
 
 from __future__ import annotations
@@ -83,18 +78,12 @@ def load_user_model(
 ) -> nn.Module:
     """Build the model named by ``spec`` and load ``weights`` into it (see the module docstring).
 
-    Args:
-        num_classes: K, passed to a factory that takes ``num_classes``; required for ``timm:`` /
-            ``tv:`` models.
-        in_channels: image channels, for ``timm:`` / ``tv:`` models.
-        normalization: (mean, std) per channel applied before a ``timm:`` / ``tv:`` model; None is
-            the library's convention (timm's ``pretrained_cfg`` mean/std, ImageNet's for
-            torchvision); ``((0,) * C, (1,) * C)`` feeds raw pixels. Not allowed with a factory,
-            whose model owns its preprocessing.
-
-    Raises:
-        ModelLoadError: anything that keeps the model from being built or its weights loaded
-            (the message says what to do).
+    ``num_classes`` (K) goes to a factory that takes it and is required for ``timm:`` / ``tv:``
+    models, which also take ``in_channels`` and a per-channel (mean, std) ``normalization`` applied
+    in front: None is the library's convention (timm's ``pretrained_cfg`` mean/std, ImageNet's for
+    torchvision), ``((0,) * C, (1,) * C)`` feeds raw pixels; a factory's model owns its
+    preprocessing, so it takes none. Raises ModelLoadError (saying what to do) for anything that
+    keeps the model from being built or its weights loaded.
     """
     prefix, sep, name = spec.partition(":")
     if sep and prefix in _BACKBONES:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -60,6 +61,7 @@ class Backbone(nn.Module):
 # A name's factory is ``fn(num_classes, in_channels, **kw)``, a prefix's
 # ``fn(name, num_classes, in_channels, **kw)``.
 Factory = Callable[..., Backbone]
+_F = TypeVar("_F", bound=Factory)
 
 
 @dataclass(frozen=True)
@@ -74,12 +76,12 @@ _MODELS: dict[str, Factory] = {}
 _PREFIXES: dict[str, _Prefix] = {}
 
 
-def register_model(name: str) -> Callable[[Factory], Factory]:
+def register_model(name: str) -> Callable[[_F], _F]:
     """Decorator registering ``fn(num_classes, in_channels, **kw) -> Backbone`` under ``name``."""
     if not name or ":" in name:
         raise ValueError(f"model name {name!r} must be non-empty and contain no ':' (prefix mark)")
 
-    def decorator(fn: Factory) -> Factory:
+    def decorator(fn: _F) -> _F:
         if name in _MODELS:
             raise ValueError(f"model {name!r} is already registered")
         _MODELS[name] = fn
@@ -90,7 +92,7 @@ def register_model(name: str) -> Callable[[Factory], Factory]:
 
 def register_prefix(
     prefix: str, names: Callable[[], list[str]], hint: str, requires: tuple[str, ...] = ()
-) -> Callable[[Factory], Factory]:
+) -> Callable[[_F], _F]:
     """Decorator registering ``fn(name, num_classes, in_channels, **kw)`` for ``"<prefix>:<name>"``.
 
     ``names()`` lists the valid names after the prefix (used by :func:`list_models` and error
@@ -100,7 +102,7 @@ def register_prefix(
     if not prefix or ":" in prefix:
         raise ValueError(f"prefix {prefix!r} must be non-empty and contain no ':'")
 
-    def decorator(fn: Factory) -> Factory:
+    def decorator(fn: _F) -> _F:
         if prefix in _PREFIXES:
             raise ValueError(f"prefix {prefix!r} is already registered")
         _PREFIXES[prefix] = _Prefix(factory=fn, names=names, hint=hint, requires=tuple(requires))

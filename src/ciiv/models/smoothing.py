@@ -20,14 +20,10 @@ __all__ = ["SmoothedClassifier"]
 
 
 class SmoothedClassifier(nn.Module):
-    """A classifier on pixels in [0, 1] smoothed by Gaussian noise of standard deviation ``sigma``.
-
-    Args:
-        base: any model mapping pixels [B, C, H, W] in [0, 1] to logits [B, classes] (usually a
-            :class:`~ciiv.models.Classifier`, which owns the normalisation).
-        sigma: noise standard deviation, in pixel units of the [0, 1] scale (SPEC: 0.25).
-        n_draws: noisy draws averaged by ``forward``.
-        n_votes: noisy draws voting in ``predict`` (SPEC: 10).
+    """``base`` (pixels [B, C, H, W] in [0, 1] -> logits [B, classes], usually a
+    :class:`~ciiv.models.Classifier`) smoothed by Gaussian noise of standard deviation ``sigma``
+    (pixel units of the [0, 1] scale; SPEC: 0.25), with ``n_votes`` draws voting in ``predict``
+    (SPEC: 10) and ``n_draws`` averaged by ``forward``.
 
     ``forward(x)`` returns log((1/n) * sum_i softmax(base(noisy_i(x)))), the log of the mean class
     probability over ``n_draws`` draws: one logits tensor that is differentiable in x (the
@@ -51,10 +47,8 @@ class SmoothedClassifier(nn.Module):
 
     @property
     def independent_rows(self) -> bool | None:
-        """Whether copies of one image stacked into one call are independent draws: the noise is
-        drawn per element, so what the base declares (True for a deterministic base such as
-        :class:`~ciiv.models.Classifier`; None: unknown, a foreign base may share its own
-        randomness across a batch, see :mod:`ciiv.attacks.draws`)."""
+        """Whether stacked copies of one image are independent draws: the noise is per element,
+        so what the base declares (:func:`~ciiv.models.views.declared_rows`)."""
         return declared_rows(self.base)
 
     def independent_draws(self) -> contextlib.AbstractContextManager:

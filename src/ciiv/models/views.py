@@ -1,12 +1,9 @@
 """What attacks and the evaluation may rely on in a model, stated once, and the paper's surrogate.
 
 The interfaces are structural (``typing.Protocol``): a model offers them by having the members,
-without inheriting from anything, and ``isinstance(model, MultiView)`` (or one of the two smaller
-interfaces, :class:`SupportsBPDA` and :class:`SupportsIndependentDraws`) is the one test that code
-uses in place of probing attributes one by one.
-
-:class:`CentreView` is the function the authors' evaluation attacks: the model with its centre view
-only (view 0 of the sampler), a wrapper that leaves the model itself untouched.
+and ``isinstance(model, MultiView)`` (or :class:`SupportsBPDA`, :class:`SupportsIndependentDraws`)
+is the one test code uses in place of probing attributes. :class:`CentreView` is the function the
+authors' evaluation attacks: the model with its centre view only (view 0 of the sampler).
 """
 
 from __future__ import annotations
@@ -81,17 +78,14 @@ class MultiView(SupportsBPDA, Protocol):
 
 
 class CentreView(nn.Module):
-    """``model`` seen through its centre view only: the surrogate the paper's protocol attacks.
+    """A :class:`MultiView` ``model`` seen through its centre view only: the surrogate the
+    paper's protocol attacks.
 
-    ``forward(x)`` is the model's prediction rule on the one view, ``model.combine`` of
-    ``model.forward_views(x, num_views=1)`` (logits_0 / z_0 for CiiV), with fresh randomness on
-    every call as the model draws it. It shares the model's parameters and modes and never
-    changes the model, so accuracy can be counted on the model with all its views while attacks
-    query this wrapper. BPDA, independent draws and the model's declarations (``stochastic``,
-    ``independent_rows``) pass through.
-
-    Args:
-        model: a :class:`MultiView` model, pixels x in [0, 1] [B, C, H, W] -> logits [B, K].
+    ``forward(x)`` is ``model.combine`` of ``model.forward_views(x, num_views=1)`` (logits_0 / z_0
+    for CiiV), with fresh randomness on every call. It shares the model's parameters and modes and
+    never changes the model, so accuracy can be counted on the model with all its views while
+    attacks query this wrapper. BPDA, independent draws and the model's declarations
+    (``stochastic``, ``independent_rows``) pass through.
     """
 
     num_views = 1

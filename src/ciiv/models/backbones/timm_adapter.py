@@ -30,6 +30,12 @@ def timm_names() -> list[str]:
     return _timm().list_models()
 
 
+@register_prefix(
+    "timm",
+    names=timm_names,
+    hint='timm.create_model, needs `pip install "ciiv[timm]"`',
+    requires=("timm",),
+)
 class TimmBackbone(Backbone):
     """timm's ``name`` without classifier (``timm_kwargs`` go to ``timm.create_model``), plus a
     fresh linear ``head``. ``num_features`` is timm's ``head_hidden_size`` when the model defines
@@ -46,14 +52,3 @@ class TimmBackbone(Backbone):
         num_features = getattr(model, "head_hidden_size", None) or model.num_features
         super().__init__(model, num_features=num_features, num_classes=num_classes)
         self.name = name
-
-
-@register_prefix(
-    "timm",
-    names=timm_names,
-    hint='timm.create_model, needs `pip install "ciiv[timm]"`',
-    requires=("timm",),
-)
-def create_timm(name: str, num_classes: int, in_channels: int, **timm_kwargs) -> TimmBackbone:
-    """Factory behind ``create_model("timm:<name>", ...)``."""
-    return TimmBackbone(name, num_classes, in_channels, **timm_kwargs)

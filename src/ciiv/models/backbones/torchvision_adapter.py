@@ -29,6 +29,7 @@ def torchvision_names() -> list[str]:
     return torchvision.models.list_models(module=torchvision.models)
 
 
+@register_prefix("tv", names=torchvision_names, hint="any torchvision.models classifier")
 class TorchvisionBackbone(Backbone):
     """torchvision's ``name`` with its last ``nn.Linear`` replaced by ``head`` (see the module
     docstring). ``builder_kwargs`` go to the builder, e.g. ``image_size=32`` for ViTs,
@@ -97,11 +98,3 @@ def _replace_stem(model: nn.Module, name: str, in_channels: int) -> None:
         padding_mode=conv.padding_mode,
     )
     model.set_submodule(path, stem)
-
-
-@register_prefix("tv", names=torchvision_names, hint="any torchvision.models classifier")
-def create_torchvision(
-    name: str, num_classes: int, in_channels: int, **builder_kwargs
-) -> TorchvisionBackbone:
-    """Factory behind ``create_model("tv:<name>", ...)``."""
-    return TorchvisionBackbone(name, num_classes, in_channels, **builder_kwargs)
