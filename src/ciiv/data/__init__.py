@@ -14,10 +14,9 @@ Typical use (the training loop)::
         x = to_float(xb, device)                            # float [B, C, H, W] in [0, 1]
         x = random_crop_flip(x, info.crop_padding, info.hflip)
 
-Datasets (``list_datasets()``; docs/training.md lists where each reads its files): ``shapes``
-(synthetic, the default), ``mnist``, ``cifar10``, ``cifar100``, ``imagefolder``, ``mini-imagenet``,
-one module each. The validation split is carved from the training split (stratified, seeded)
-unless the dataset ships one; it is never taken from a test split.
+Datasets: ``list_datasets()``, one module each (docs/training.md says where each reads its files).
+The validation split is carved from the training split (stratified, seeded) unless the dataset
+ships one; it is never taken from a test split.
 """
 
 from ciiv.data import imagefolder, mini_imagenet, shapes, torchvision_sets  # noqa: F401 (register)

@@ -53,11 +53,8 @@ def extract_archive(archive: Path) -> Path:
 
     The hash covers the archive's absolute path, size and modification time, so a changed archive
     is extracted afresh. Concurrent callers (e.g. DDP ranks) may both extract; the first rename
-    wins and the others discard their copy.
-
-    Raises:
-        ValueError: the file is not a tar archive (e.g. a ``.tar.gz`` that is not gzip), or it is
-            truncated; nothing is left in the cache.
+    wins and the others discard their copy. A file that is not a (complete) tar archive raises a
+    ValueError and leaves nothing in the cache.
     """
     if not hasattr(tarfile, "data_filter"):
         raise RuntimeError(

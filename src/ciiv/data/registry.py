@@ -41,19 +41,11 @@ DEFAULT_VAL_FRACTION = 0.1
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What a model, the sampler and the augmentation need to know about a dataset.
-
-    Attributes:
-        name: registry name.
-        num_classes: K, labels are in [0, K).
-        in_channels: C of the images.
-        image_size: H = W of the images, pixels.
-        mean, std: per-channel normalisation constants (length C, [0, 1] pixel units).
-        spike_scale: the sampler's noise amplitude a (SPEC section 2).
-        hflip: whether horizontal flips are a label-preserving augmentation.
-        crop_padding: reflect padding (pixels) of the random-crop augmentation.
-        class_names: K human-readable names, index = label.
-    """
+    """What a model, the sampler and the augmentation need to know about a dataset: K =
+    ``num_classes`` (labels in [0, K), ``class_names[label]``), C = ``in_channels``, H = W =
+    ``image_size`` pixels, per-channel ``mean`` / ``std`` (length C, [0, 1] pixel units), the
+    sampler's noise amplitude a = ``spike_scale`` (SPEC section 2), whether horizontal flips keep
+    the label (``hflip``), and the random crop's reflect padding ``crop_padding`` (pixels)."""
 
     name: str
     num_classes: int
@@ -179,22 +171,16 @@ def load_splits(
     download: bool = True,
     **options: Any,
 ) -> Splits:
-    """Load dataset ``name`` into memory as train / val / test splits (CPU tensors).
+    """Load dataset ``name`` (:func:`list_datasets`) into memory as train / val / test splits.
 
-    Args:
-        name: a name from :func:`list_datasets`.
-        data_dir: where the files are (see each dataset; torchvision datasets default to
-            ``$CIIV_DATA``, then ``~/.cache/ciiv/data``).
-        val_fraction: fraction of each training class moved to the validation split; None means
-            0.1. Must stay None for datasets that ship their own validation split (mini-imagenet).
-        seed: the data seed: selects the validation examples and seeds synthetic generation.
-            Keep it fixed across training seeds so that every run sees the same splits.
-        download: allow torchvision datasets to be downloaded when missing.
-        **options: dataset options (e.g. ``image_size``, ``rho``); unknown names are rejected.
-
-    Raises:
-        ValueError: unknown dataset or option, or bad option value.
-        DatasetNotFoundError: the files are missing (the message says where they were looked for).
+    ``data_dir`` is where the files are (see each dataset; torchvision datasets default to
+    ``$CIIV_DATA``, then ``~/.cache/ciiv/data``, and are downloaded when missing if ``download``).
+    ``val_fraction`` of each training class (None: 0.1) becomes the validation split; it must stay
+    None for datasets that ship one (mini-imagenet). ``seed``, the data seed, selects the
+    validation examples and seeds synthetic generation: keep it fixed across training seeds so that
+    every run sees the same splits. ``options`` are the dataset's (e.g. ``image_size``, ``rho``).
+    Raises ValueError for an unknown dataset or option or a bad value, DatasetNotFoundError when
+    the files are missing (the message says where they were looked for).
 
     Under DDP every rank may call this. The first load of an image tree or archive then decodes
     on every rank at once (correct, the caches are written atomically, but wasteful): load on

@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import math
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,12 +129,6 @@ def _check_idx(path: Path, magic: int) -> None:
         )
 
 
-def _check_mnist(folder: Path) -> None:
-    for name, magic in _MNIST_FILES.items():
-        if (folder / name).is_file():
-            _check_idx(folder / name, magic)
-
-
 @contextlib.contextmanager
 def _socket_timeout(seconds: float) -> Iterator[None]:
     """Give every socket opened in the block ``seconds`` to connect and to receive (torchvision
@@ -152,7 +146,7 @@ class _Source:
     info: DatasetInfo
     dataset_class: type
     folder: str  # what torchvision expects under the root, for error messages
-    check: Callable[[Path], None] | None = None  # raises on corrupt files in root / folder
+    idx_files: tuple[tuple[str, int], ...] = ()  # (name, magic) checked under root / folder
     image_tree: bool = False  # also reads a train/<class> + test/<class> image tree or archive
 
     def describe(self, options: NoOptions) -> DatasetInfo:
@@ -168,8 +162,9 @@ class _Source:
 
 
 def _open(source: _Source, root: Path, train: bool, download: bool) -> datasets.VisionDataset:
-    if source.check is not None:
-        source.check(root / source.folder)
+    for name, magic in source.idx_files:
+        if (root / source.folder / name).is_file():
+            _check_idx(root / source.folder / name, magic)
     try:
         return source.dataset_class(root=str(root), train=train, download=False)
     except RuntimeError:  # torchvision's "Dataset not found or corrupted"
@@ -257,7 +252,7 @@ def _load_tree(info: DatasetInfo, data_dir: Path) -> LoadedData:
 
 
 for _source in (
-    _Source(MNIST_INFO, datasets.MNIST, "MNIST/raw", _check_mnist),
+    _Source(MNIST_INFO, datasets.MNIST, "MNIST/raw", tuple(_MNIST_FILES.items())),
     _Source(CIFAR10_INFO, datasets.CIFAR10, "cifar-10-batches-py", image_tree=True),
     _Source(CIFAR100_INFO, datasets.CIFAR100, "cifar-100-python", image_tree=True),
 ):

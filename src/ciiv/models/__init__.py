@@ -1,7 +1,7 @@
 """Backbones (through a registry) and the classifiers built on them."""
 
 from .build import MODEL_KINDS, ModelConfig, ModelKind, build_model
-from .classifier import CiiVClassifier, Classifier, ViewOutput, check_images, predict
+from .classifier import CiiVClassifier, Classifier, ViewOutput, predict
 from .external import ModelLoadError, load_user_model
 from .registry import Backbone, create_model, list_models, register_model
 from .smoothing import SmoothedClassifier
@@ -22,7 +22,6 @@ __all__ = [
     "SupportsIndependentDraws",
     "ViewOutput",
     "build_model",
-    "check_images",
     "create_model",
     "list_models",
     "load_user_model",

@@ -33,19 +33,11 @@ _SAMPLER_FIELDS = (
 
 @dataclass
 class ModelConfig:
-    """What to build. Sampler fields apply to CiiV models, smoothing fields to smoothed ones.
-
-    Attributes:
-        backbone: a name accepted by :func:`ciiv.models.create_model`.
-        backbone_kwargs: extra keyword arguments of the backbone factory (e.g. ``width``).
-        num_views, samples_per_view, alpha, gamma, keep_threshold, spike_eps, per_example_masks,
-            random_centers: :class:`~ciiv.sampling.RetinotopicSampler` settings (SPEC section 2).
-        spike_scale: the sampler's spike amplitude a; None uses the dataset's (0.9 CIFAR,
-            0.8 MNIST and mini-ImageNet).
-        smoothing_sigma: Gaussian noise std of randomized smoothing, [0, 1] pixel units (0.25).
-        smoothing_draws: draws averaged by the smoothed model's ``forward``.
-        smoothing_votes: draws voting in the smoothed model's ``predict`` (10).
-    """
+    """What to build: ``backbone`` (a :func:`ciiv.models.create_model` name) with the factory's
+    ``backbone_kwargs``; for CiiV models the :class:`~ciiv.sampling.RetinotopicSampler` settings
+    (SPEC section 2; ``spike_scale`` None uses the dataset's: 0.9 CIFAR, 0.8 MNIST and
+    mini-ImageNet); for smoothed models the noise std ``smoothing_sigma`` ([0, 1] pixel units)
+    and the draws averaged by ``forward`` / voting in ``predict``."""
 
     backbone: str = "preact_resnet18"
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)

@@ -18,7 +18,7 @@ from ciiv.sampling import SURROGATES, RetinotopicSampler, Surrogate
 
 from .registry import Backbone
 
-__all__ = ["CiiVClassifier", "Classifier", "ViewOutput", "check_images", "predict"]
+__all__ = ["CiiVClassifier", "Classifier", "ViewOutput", "predict"]
 
 
 def predict(model: nn.Module, x: Tensor) -> Tensor:
@@ -139,16 +139,11 @@ class CiiVClassifier(_Normalised):
         return self.combine(logits, keep.mean(dim=(1, 2)))
 
     @property
-    def randomness_fixed(self) -> bool:
-        """True inside ``fixed_randomness``: every call then repeats the same draws."""
-        return self._fixed_seed is not None
-
-    @property
     def independent_rows(self) -> bool:
         """Whether copies of one image stacked into one call (inside :meth:`independent_draws`)
         are independent draws: attacks and the evaluation then stack their draws (see
-        :mod:`ciiv.attacks.draws`). Not while the randomness is fixed."""
-        return not self.randomness_fixed
+        :mod:`ciiv.attacks.draws`). Not inside ``fixed_randomness``."""
+        return self._fixed_seed is None
 
     def independent_draws(self) -> contextlib.AbstractContextManager[CiiVClassifier]:
         """Inside the block every row of a batch gets its own masks, for stacked EOT draws.

@@ -93,12 +93,9 @@ def register_model(name: str) -> Callable[[_F], _F]:
 def register_prefix(
     prefix: str, names: Callable[[], list[str]], hint: str, requires: tuple[str, ...] = ()
 ) -> Callable[[_F], _F]:
-    """Decorator registering ``fn(name, num_classes, in_channels, **kw)`` for ``"<prefix>:<name>"``.
-
-    ``names()`` lists the valid names after the prefix (used by :func:`list_models` and error
-    messages); ``hint`` is a short description shown in error messages; ``requires`` names the
-    optional packages the zoo needs (:func:`check_model_dependencies`).
-    """
+    """Decorator registering ``fn(name, num_classes, in_channels, **kw)`` for ``"<prefix>:<name>"``;
+    ``names()`` lists the valid names, ``hint`` describes the zoo in error messages, ``requires``
+    names its optional packages (:func:`check_model_dependencies`)."""
     if not prefix or ":" in prefix:
         raise ValueError(f"prefix {prefix!r} must be non-empty and contain no ':'")
 
