@@ -218,14 +218,13 @@ class RetinotopicSampler(nn.Module):
     def _masks(self, batch: int, num_views: int, device: torch.device, generator) -> Tensor:
         """Binary masks [L, K, B or 1, 1, H, W] (float), one random draw for the whole batch."""
         n = batch if self.per_example_masks else 1
-        k = self.samples_per_view
         if self.random_centers:
             scale = torch.tensor([self.height - 1, self.width - 1], dtype=torch.float32)
             u = torch.rand(num_views, n, 2, generator=generator, device=device)
             density = self._density(torch.round(u * scale.to(device)))[:, None, :, None]
         else:
             density = self.grid_density[:num_views, None, None, None]
-        shape = (num_views, k, n, 1, self.height, self.width)
+        shape = (num_views, self.samples_per_view, n, 1, self.height, self.width)
         noise = torch.rand(shape, generator=generator, device=device)
         return (density + noise > self.keep_threshold).to(torch.float32)
 

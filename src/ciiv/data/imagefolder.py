@@ -75,11 +75,8 @@ def find_tree(root: Path) -> Path | None:
 
 
 def tree_root(data_dir: Path | None, dataset: str = "imagefolder") -> Path:
-    """The image tree behind ``data_dir`` (a folder, or an archive extracted once into the cache).
-
-    Raises:
-        DatasetNotFoundError: no ``data_dir``, it does not exist, or it has no train/ + test/.
-    """
+    """The image tree behind ``data_dir`` (a folder, or an archive extracted once into the cache);
+    DatasetNotFoundError if there is no ``data_dir``, it does not exist or has no train/ + test/."""
     if data_dir is None:
         raise DatasetNotFoundError(f"{dataset} needs --data-dir: {_LAYOUT}")
     if not data_dir.exists():

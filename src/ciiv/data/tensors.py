@@ -161,11 +161,9 @@ def batches_per_epoch(
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation of uint8 images [N, C, H, W], in [0, 1] units.
-
-    Accumulated in float64 over chunks of about 16M values, so no float copy of the whole split
-    is made. Rounded to 4 decimals.
-    """
+    """Per-channel mean and standard deviation of uint8 images [N, C, H, W], in [0, 1] units,
+    rounded to 4 decimals; accumulated in float64 over chunks of about 16M values, so no float
+    copy of the whole split is made."""
     if images.shape[0] == 0:
         raise ValueError("cannot compute channel statistics of an empty split")
     channels = images.shape[1]

@@ -40,13 +40,9 @@ class _Normalised(nn.Module):
         # Validation costs one device sync per call; the training loop may turn it off.
         self.check_inputs = True
 
-    @property
-    def in_channels(self) -> int:
-        return self.mean.shape[1]
-
     def normalise(self, x: Tensor, size: tuple[int, int] | None = None) -> Tensor:
         if self.check_inputs:
-            check_images(x, channels=self.in_channels, size=size)
+            check_images(x, channels=self.mean.shape[1], size=size)
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
 

@@ -29,9 +29,8 @@ class SmoothedClassifier(nn.Module):
     probability over ``n_draws`` draws: one logits tensor that is differentiable in x (the
     expectation-over-transformation view of the smoothed model, what gradient attacks should
     query). Its argmax can differ from the vote of ``predict`` when draws disagree, so accuracy is
-    counted with ``predict`` (through :func:`ciiv.models.predict`).
-
-    All draws of a batch go through the base model as one batch of n * B images.
+    counted with ``predict`` (through :func:`ciiv.models.predict`). All draws of a batch go
+    through the base model as one batch of n * B images.
     """
 
     stochastic = True

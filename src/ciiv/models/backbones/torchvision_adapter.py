@@ -22,10 +22,8 @@ _IMAGENET_CLASSES = 1000
 
 
 def torchvision_names() -> list[str]:
-    """Classification builders of ``torchvision.models`` (e.g. ``resnet18``, ``vit_b_16``).
-
-    The squeezenets are listed but rejected at build time: their classifier is a convolution.
-    """
+    """Classification builders of ``torchvision.models`` (e.g. ``resnet18``, ``vit_b_16``); the
+    squeezenets are listed but rejected at build time (their classifier is a convolution)."""
     return torchvision.models.list_models(module=torchvision.models)
 
 

@@ -18,10 +18,8 @@ from ciiv.models.registry import Backbone, register_model
 def wide_resnet(
     num_classes: int, in_channels: int, depth: int = 34, widen_factor: int = 10
 ) -> Backbone:
-    """WRN-``depth``-``widen_factor``; defaults give WRN-34-10 (D = 640). D = 64 * widen_factor.
-
-    ``depth`` must be 6n + 4 (10, 16, 22, 28, 34, 40, ...).
-    """
+    """WRN-``depth``-``widen_factor`` with ``depth`` = 6n + 4 (10, 16, ..., 34, 40, ...); the
+    defaults give WRN-34-10. D = 64 * widen_factor (640)."""
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
         raise ValueError(f"depth must be 6n + 4 with n >= 1 (e.g. 10, 16, 28, 34), got {depth!r}")
     positive_int("widen_factor", widen_factor)
