@@ -1,18 +1,12 @@
 """The one training loop: ``fit(config, out_dir)`` trains any method on any dataset.
 
-Data stay on the training device as uint8 tensors; batches are index gathers and augmentation
-runs on the device. The per-epoch data order is drawn from a generator seeded by (seed, epoch),
-and every other random draw comes from torch's global generators, whose states the checkpoint
-saves: a run stopped after epoch k, or after step s inside it, and resumed continues exactly as if
-it had not stopped (bit-exact on the CPU with ``deterministic: true``).
-
-While the loop trains, SIGINT (Ctrl-C) and SIGTERM (what SLURM and cloud preemption send) finish
-the current optimiser step, save ``checkpoints/last.pt`` there and raise
-:class:`TrainingInterrupted`; ``checkpoint_every: N`` also saves every N steps, so a ``kill -9``
-loses at most N steps.
-
-Under torchrun the processes split each batch (``batch_size`` is the global batch), rank 0 writes
-the run directory, and the logged metrics are sums over all processes.
+Data stay on the device as uint8 tensors; batches are index gathers, augmented on the device. The
+data order of an epoch is seeded by (seed, epoch) and every other draw comes from torch's global
+generators, whose states the checkpoint saves: a run stopped after epoch k or step s and resumed
+continues as if it had not stopped (bit-exact on the CPU with ``deterministic: true``).
+SIGINT/SIGTERM finish the current step, save ``checkpoints/last.pt`` and raise
+:class:`TrainingInterrupted` (docs/training.md). Under torchrun ``batch_size`` is the global batch
+and rank 0 writes the run directory.
 """
 
 from __future__ import annotations
@@ -65,7 +59,6 @@ from .config import (
 from .methods import Objective, StepContext, StepOutput, create_method
 from .optim import build_optimizer, build_scheduler
 from .run import (
-    RESUMABLE_KEYS,
     check_resumable,
     checkpoint_path,
     load_data,
@@ -74,11 +67,9 @@ from .run import (
     saved_config,
 )
 
-__all__ = ["RESUMABLE_KEYS", "FitResult", "ProgressEvent", "TrainingInterrupted", "fit", "resume"]
+__all__ = ["FitResult", "ProgressEvent", "TrainingInterrupted", "fit", "resume"]
 
 logger = logging.getLogger(__name__)
-
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass
@@ -126,26 +117,24 @@ class FitResult:
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """``fit`` stopped on SIGINT or SIGTERM after saving ``checkpoints/last.pt``.
-
-    A KeyboardInterrupt, so code that does not catch it stops as on Ctrl-C.
+    """``fit`` stopped on SIGINT or SIGTERM after saving ``checkpoints/last.pt``; a
+    KeyboardInterrupt, so code that does not catch it stops as on Ctrl-C.
 
     Attributes:
-        signal_name: "SIGINT" or "SIGTERM".
-        exit_code: 128 + the signal's number (130 for SIGINT, 143 for SIGTERM), as a shell
-            reports a process that the signal ended.
+        signal_name: "SIGINT" or "SIGTERM"; ``exit_code``: 128 + its number (130, 143), as a
+            shell reports a process the signal ended.
         run_dir: the run; ``ciiv train --resume RUN_DIR`` (or :func:`resume`) continues it.
-        epochs_done, step: where the checkpoint is: ``step`` optimiser steps into the epoch
-            after ``epochs_done`` finished epochs (step 0: at that epoch end).
+        epochs_done, step: the checkpoint is ``step`` optimiser steps into the epoch after
+            ``epochs_done`` finished epochs (step 0: at that epoch end).
     """
 
     def __init__(self, signum: int, run_dir: Path, epochs_done: int, step: int) -> None:
         self.signal_name = signal.Signals(signum).name
         self.exit_code = 128 + signum
         self.run_dir, self.epochs_done, self.step = run_dir, epochs_done, step
-        where = f"after epoch {epochs_done}"
-        if step:
-            where = f"at step {step} of epoch {epochs_done + 1}"
+        where = (
+            f"at step {step} of epoch {epochs_done + 1}" if step else f"after epoch {epochs_done}"
+        )
         super().__init__(
             f"stopped by {self.signal_name} {where}; saved {checkpoint_path(run_dir, 'last')}. "
             f"Continue with: ciiv train --resume {run_dir}"
@@ -153,8 +142,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 class _StopRequest:
-    """Signal handler of the training loop: the first SIGINT or SIGTERM asks the loop to stop
-    after the current optimiser step, with a checkpoint; a second one stops at once."""
+    """SIGINT/SIGTERM handler: the first asks for a checkpoint and stop after this step, a second
+    stops at once."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -170,12 +159,11 @@ class _StopRequest:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        """Handle SIGINT and SIGTERM during the block, then restore the previous handlers. Only in
-        the main thread (Python runs signal handlers there); elsewhere the block runs as is."""
+        """Handle the signals during the block (only the main thread may install handlers)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = {signum: signal.signal(signum, self) for signum in _STOP_SIGNALS}
+        previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
@@ -185,19 +173,13 @@ class _StopRequest:
 
 @dataclass
 class _EpochProgress:
-    """How far this process is into an epoch: what a mid-epoch checkpoint carries so that the
-    resumed epoch, and its metrics record, continue exactly."""
+    """How far this process is into an epoch (a mid-epoch checkpoint carries it)."""
 
     lr: float  # the learning rate at the epoch's start (its metrics record)
     step: int = 0  # optimiser steps done in the epoch
     seen: int = 0  # examples this process trained on
     sums: dict[str, Tensor] = field(default_factory=dict)  # sums over them (loss x batch, ...)
     elapsed_s: float = 0.0  # training seconds so far (for images/s)
-
-    def to_state(self) -> dict[str, Any]:
-        """Plain values and CPU tensors, for a checkpoint."""
-        sums = {key: value.detach().cpu() for key, value in self.sums.items()}
-        return {**vars(self), "sums": sums}
 
 
 class _Step(nn.Module):
@@ -287,13 +269,9 @@ def resume(
     progress: ProgressCallback | None = None,
     progress_every: int = 10,
 ) -> FitResult:
-    """Continue the run in ``run_dir`` from ``checkpoints/last.pt`` (an epoch end, or mid-epoch)
-    with its saved config; a run stopped before its first checkpoint starts again from its
-    config.yaml.
-
-    ``overrides`` (as for :func:`ciiv.train.load_config`) may change only ``RESUMABLE_KEYS``,
-    e.g. ``{"epochs": 200}`` to train longer or ``["device=cpu"]``; ``epochs`` may not drop below
-    the epochs already started.
+    """Continue the run in ``run_dir`` from ``checkpoints/last.pt`` with its saved config (or
+    from its config.yaml if it has no checkpoint yet). ``overrides`` (as for
+    :func:`ciiv.train.load_config`) may change only ``RESUMABLE_KEYS``, e.g. ``{"epochs": 200}``.
     """
     config = load_config(saved_config(run_dir), overrides)
     return fit(config, run_dir, resume=True, progress=progress, progress_every=progress_every)
@@ -311,18 +289,16 @@ def fit(
 
     Args:
         config: the resolved config (see :func:`ciiv.train.load_config`).
-        out_dir: the run directory; must not exist, be empty or hold no checkpoint, unless
-            ``resume``.
-        resume: continue from ``out_dir/checkpoints/last.pt``; ``config`` may differ from the
-            saved one only in ``RESUMABLE_KEYS`` (see also :func:`resume`).
+        out_dir: the run directory: new, empty or without a checkpoint unless ``resume``.
+        resume: continue from its ``checkpoints/last.pt``; ``config`` may differ from the saved
+            one only in ``RESUMABLE_KEYS``.
         progress: called with a :class:`ProgressEvent` on rank 0 (never on other ranks).
         progress_every: steps between the running loss and accuracy of "step" events (each
             costs one device sync); under DDP also between the ranks' checks for a stop signal.
 
     Raises:
         TrainingInterrupted: SIGINT or SIGTERM arrived; ``last.pt`` holds the step it stopped at.
-        MissingDependency: the backbone needs an optional package that is not installed
-            (raised before anything is written).
+        MissingDependency: the backbone's optional package is missing (before any write).
         ConfigError, RunDirError, CheckpointError, DatasetNotFoundError, ValueError.
     """
     config = config_from_dict(config_to_dict(config))  # validates a hand-built config too
@@ -365,7 +341,6 @@ class _Trainer:
         amp_dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
         self.amp_dtype = amp_dtypes.get(resolve_amp(config.amp, device))
         self.stop = _StopRequest()
-        self.checkpoint_every = config.checkpoint_every or 0
         self.resumed: _EpochProgress | None = None  # the epoch a mid-epoch checkpoint left
 
     # -- set-up --------------------------------------------------------------------------------
@@ -466,8 +441,8 @@ class _Trainer:
             logger.info("resuming %s after epoch %d", self.run_dir, self.start_epoch)
 
     def _restore_best(self, state: dict[str, Any]) -> None:
-        """Rewrite a missing best.pt from last.pt when that is the best epoch (a process killed
-        between writing the two); if it cannot be rebuilt, choose the best epoch anew."""
+        """Rebuild a best.pt missing after a crash from last.pt if that is the best epoch, else
+        choose the best epoch anew."""
         path, done = checkpoint_path(self.run_dir, "best"), int(state["epoch"])
         if path.is_file() or done == 0:
             return
@@ -484,11 +459,8 @@ class _Trainer:
         self.best_epoch = self.best_val = None
 
     def _resumed_progress(self, saved: list[dict[str, Any]] | None) -> _EpochProgress | None:
-        """This process's share of a mid-epoch checkpoint's epoch (None: it is an epoch end).
-
-        Under another number of processes rank 0 takes the sums of all (only their total counts
-        for the epoch's metrics) and the other ranks start from zero.
-        """
+        """This process's share of a mid-epoch checkpoint's epoch (None: an epoch end). Under
+        another number of processes rank 0 takes the sums of all, the others start from zero."""
         if not saved:
             return None
         first, rank = saved[0], self.dist.rank
@@ -550,9 +522,8 @@ class _Trainer:
         return FitResult(self.run_dir, model, self.history, self.best_epoch, self.best_val)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        enabled = self.amp_dtype is not None
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=enabled)
 
     def _batches(self, epoch: int, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """The epoch's batches on the device, augmented, from batch ``skip`` on."""
@@ -675,7 +646,7 @@ class _Trainer:
         """Inside ``epoch``, after ``progress.step`` steps: save last.pt there when
         ``checkpoint_every`` steps are up or a stop signal came, and then stop."""
         stop = self._stop_agreed(progress.step)
-        every = self.checkpoint_every
+        every = self.config.checkpoint_every
         if stop or (every and (epoch * self.steps_per_epoch + progress.step) % every == 0):
             self._save(epoch, progress)
         if stop:
@@ -700,10 +671,8 @@ class _Trainer:
     @torch.no_grad()
     def _validate(self, epoch: int) -> float | None:
         """Accuracy on the validation split by the model's own inference rule, or None if empty.
-
-        The random models (CiiV, RS) draw from a fixed seed here, so that every epoch is judged on
-        the same draws and training's random stream is left untouched.
-        """
+        Random models draw from a fixed seed: every epoch is judged on the same draws, and
+        training's random stream is left untouched."""
         if len(self.val) == 0:
             return None
         self.model.eval()
@@ -728,7 +697,10 @@ class _Trainer:
     def _save(self, epoch: int, progress: _EpochProgress | None = None, best: bool = False) -> None:
         """Write checkpoints/last.pt (and best.pt if ``best``) at the end of ``epoch``, or inside
         it when ``progress`` says how far (each rank's running sums are saved with it)."""
-        mine = None if progress is None else progress.to_state()
+        mine = None
+        if progress is not None:  # plain values and CPU tensors
+            sums = {key: value.detach().cpu() for key, value in progress.sums.items()}
+            mine = {**vars(progress), "sums": sums}
         gathered = self.dist.all_gather((capture_rng_state(), mine))
         if not self.dist.is_main:
             return

@@ -177,11 +177,8 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, dist: Dist
 
 
 def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:
-    """ "auto"/None -> CUDA (device ``local_rank``) when available, else the CPU.
-
-    Raises:
-        ValueError: CUDA was requested but is not available.
-    """
+    """ "auto"/None -> CUDA (device ``local_rank``) when available, else the CPU; ValueError if
+    CUDA was requested but is not available."""
     name = "auto" if device is None else str(device)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -195,12 +192,9 @@ def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> to
 
 
 def load_data(config: DataConfig, data_dir: str | Path | None = None) -> Splits:
-    """The train / val / test splits a run was (or will be) trained on, in CPU memory.
-
-    ``data_dir`` overrides ``config.data_dir`` (e.g. to evaluate on another machine).
-    ``config.max_train`` / ``max_val`` shrink the training and validation splits (stratified,
-    seeded with ``config.seed``); the test splits are never shrunk here.
-    """
+    """The train / val / test splits a run was (or will be) trained on, in CPU memory (``max_train``
+    and ``max_val`` applied; the test splits are never shrunk). ``data_dir`` overrides
+    ``config.data_dir`` (e.g. to evaluate on another machine)."""
     splits = load_splits(
         config.dataset,
         data_dir=config.data_dir if data_dir is None else data_dir,
@@ -238,24 +232,14 @@ class LoadedRun:
     epoch: int
 
 
-def _dataset_info(values: dict) -> DatasetInfo:
-    # Stored as a plain dict (safe loading); tuples may come back as lists.
-    return DatasetInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-
 def load_run(
     run_dir: str | Path,
     checkpoint: Literal["best", "last"] = "best",
     device: str | torch.device | None = None,
 ) -> LoadedRun:
-    """Rebuild the model of a run from ``RUN_DIR/checkpoints/<checkpoint>.pt``.
-
-    Needs no dataset files: the checkpoint carries the config and the dataset metadata.
-
-    Args:
-        run_dir: a directory written by ``ciiv train`` / :func:`ciiv.train.fit`.
-        checkpoint: "best" (highest validation accuracy) or "last".
-        device: where to put the model; None or "auto" = CUDA when available, else CPU.
+    """Rebuild the model of a run from ``RUN_DIR/checkpoints/<checkpoint>.pt`` ("best": highest
+    validation accuracy, or "last") on ``device`` (None or "auto": CUDA when available). Needs no
+    dataset files: the checkpoint carries the config and the dataset metadata.
 
     Raises:
         CheckpointError: missing, corrupt or foreign checkpoint.
@@ -276,7 +260,9 @@ def load_run(
         raise CheckpointError(f"{path}: the stored config is invalid here: {exc}") from exc
     if "dataset_info" not in state:
         raise CheckpointError(f"{path} is incomplete: missing dataset_info")
-    info = _dataset_info(state["dataset_info"])
+    # Stored as a plain dict (safe loading); tuples come back as lists.
+    stored = state["dataset_info"].items()
+    info = DatasetInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored})
     model = build_model(config.model, info, get_method(config.method.name).model_kind)
     try:
         model.load_state_dict(state["model"])
