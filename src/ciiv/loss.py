@@ -1,7 +1,4 @@
-"""CiiV's losses (SPEC section 4): per-view cross-entropy and the view-consistency regulariser.
-
-Pure functions of tensors; no module state.
-"""
+"""CiiV's losses (SPEC section 4): per-view cross-entropy and the view-consistency regulariser."""
 
 from __future__ import annotations
 
@@ -73,9 +70,7 @@ def consistency_loss(
 def view_cross_entropy(logits: Tensor, y: Tensor, reduction: Literal["mean", "none"] = "mean"):
     """L_CE: cross-entropy of each view's raw logits (not divided by z), averaged over views.
 
-    Args:
-        logits: [L, B, classes]; y: integer labels [B].
-        reduction: "mean" -> scalar; "none" -> per-example loss [B].
+    logits: [L, B, classes]; y: integer labels [B]; reduction "mean" (scalar) or "none" ([B]).
     """
     if logits.dim() != 3:
         raise ValueError(f"logits must be [L, B, classes], got shape {tuple(logits.shape)}")
@@ -94,11 +89,8 @@ def _reduce(per_example: Tensor, reduction: str) -> Tensor:
 
 @dataclass(frozen=True)
 class RegWeightSchedule:
-    """w_reg as a function of the 0-based epoch: ``initial * factor**(milestones passed)``.
-
-    The paper's schedule is 0.1, multiplied by 10 after epochs 25, 50 and 75 (epochs 0-24 use 0.1,
-    25-49 use 1, 50-74 use 10, 75+ use 100).
-    """
+    """w_reg of the 0-based epoch: ``initial * factor**(milestones passed)``; the paper's is 0.1,
+    x10 after epochs 25, 50 and 75 (epochs 0-24 use 0.1, 25-49 use 1, 50-74 10, 75+ 100)."""
 
     initial: float = 0.1
     factor: float = 10.0

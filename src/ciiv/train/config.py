@@ -274,46 +274,34 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
 
 def validate_config(config: TrainConfig) -> None:
     """Registry and cross-section checks; raises :class:`ConfigError` naming the first bad key."""
-    model = config.model
+    model, dataset = config.model, config.data.dataset
     counts = ("num_views", "samples_per_view", "smoothing_draws", "smoothing_votes")
     positive = ("alpha", "gamma", "spike_eps", "smoothing_sigma")
     try:
         check_bounds(model, **dict.fromkeys(counts, ">= 1"), **dict.fromkeys(positive, "> 0"))
     except ValueError as exc:
         raise ConfigError(f"model.{exc}") from None
-    checks = [
-        (
-            config.data.dataset in list_datasets(),
-            "data.dataset",
-            f"unknown dataset {config.data.dataset!r}; valid: {', '.join(list_datasets())}",
-        ),
-        (
-            ":" in model.backbone or model.backbone in list_models(),
-            "model.backbone",
-            f"unknown backbone {model.backbone!r}; valid: {', '.join(list_models())} "
-            "(or a prefixed name such as tv:resnet18)",
-        ),
-        (
-            model.random_centers or model.num_views <= 9,
-            "model.num_views",
-            f"at most 9 views on the 3x3 grid (got {model.num_views}); or set model.random_centers",
-        ),
-        (
-            model.spike_scale is None or model.spike_scale > 0,
-            "model.spike_scale",
-            f"must be > 0 or null (the dataset's), got {model.spike_scale}",
-        ),
-        (
-            0 < model.keep_threshold <= 1,
-            "model.keep_threshold",
-            f"must be in (0, 1], got {model.keep_threshold}",
-        ),
-        (
-            get_method(config.method.name).model_kind != "ciiv" or model.num_views >= 2,
-            "model.num_views",
-            f"method {config.method.name!r} needs at least 2 views for its consistency loss",
-        ),
-    ]
-    for ok, key, message in checks:
-        if not ok:
-            raise ConfigError(f"{key}: {message}")
+    if dataset not in list_datasets():
+        valid = ", ".join(list_datasets())
+        raise ConfigError(f"data.dataset: unknown dataset {dataset!r}; valid: {valid}")
+    if ":" not in model.backbone and model.backbone not in list_models():
+        raise ConfigError(
+            f"model.backbone: unknown backbone {model.backbone!r}; valid: "
+            f"{', '.join(list_models())} (or a prefixed name such as tv:resnet18)"
+        )
+    if not model.random_centers and model.num_views > 9:
+        raise ConfigError(
+            f"model.num_views: at most 9 views on the 3x3 grid (got {model.num_views}); or set "
+            "model.random_centers"
+        )
+    if model.spike_scale is not None and not model.spike_scale > 0:
+        raise ConfigError(
+            f"model.spike_scale: must be > 0 or null (the dataset's), got {model.spike_scale}"
+        )
+    if not 0 < model.keep_threshold <= 1:
+        raise ConfigError(f"model.keep_threshold: must be in (0, 1], got {model.keep_threshold}")
+    if get_method(config.method.name).model_kind == "ciiv" and model.num_views < 2:
+        raise ConfigError(
+            f"model.num_views: method {config.method.name!r} needs at least 2 views for its "
+            "consistency loss"
+        )
