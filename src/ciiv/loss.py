@@ -13,18 +13,6 @@ __all__ = ["RegWeightSchedule", "consistency_loss", "view_cross_entropy"]
 ConsistencyKind = Literal["smooth_l1", "l2"]
 
 
-def _per_view_z(z: Tensor, num_views: int, batch: int) -> Tensor:
-    """Broadcast densities [L] or [L, B] to [L, B, 1]."""
-    if z.shape == (num_views,):
-        return z[:, None, None].expand(num_views, batch, 1)
-    if z.shape == (num_views, batch):
-        return z[..., None]
-    raise ValueError(
-        f"z must have shape [L]=[{num_views}] or [L, B]=[{num_views}, {batch}], "
-        f"got {tuple(z.shape)}"
-    )
-
-
 def consistency_loss(
     features: Tensor,
     z: Tensor,
@@ -53,7 +41,12 @@ def consistency_loss(
             "the consistency loss needs at least 2 views (a model with num_views=1, e.g. the "
             "paper protocol's centre view, has no view agreement to measure)"
         )
-    z = _per_view_z(z, num_views, batch).to(features.dtype)
+    if z.shape not in ((num_views,), (num_views, batch)):
+        raise ValueError(
+            f"z must have shape [L]=[{num_views}] or [L, B]=[{num_views}, {batch}], "
+            f"got {tuple(z.shape)}"
+        )
+    z = z.reshape(num_views, -1, 1).expand(num_views, batch, 1).to(features.dtype)
     # Leave-one-out means without a loop: (sum - own) / (L - 1).
     z_others = (z.sum(0, keepdim=True) - z) / (num_views - 1)
     phi_others = (features.sum(0, keepdim=True) - features) / (num_views - 1)

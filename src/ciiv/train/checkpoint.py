@@ -70,12 +70,8 @@ def _reason(exc: Exception) -> str:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`.
-
-    Raises:
-        CheckpointError: missing file, not a torch file, unsafe content, truncated, or a torch
-            file that ``ciiv train`` did not write (the message says which).
-    """
+    """Read a checkpoint written by :func:`save_checkpoint`; CheckpointError (saying which) for a
+    missing, foreign, unsafe, truncated or newer-format file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")

@@ -128,10 +128,6 @@ class TrainConfig:
             raise ValueError(f"device: must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
-# ---------------------------------------------------------------------------------------------
-# Parsing: nested dicts -> dataclasses, with strict keys and typed values (ciiv._mapping).
-
-
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     """A validated :class:`TrainConfig` from a nested dict (missing keys take the defaults)."""
     if not isinstance(values, dict):
@@ -266,10 +262,6 @@ def load_config(
 def save_config(config: TrainConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (keys in schema order)."""
     Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-
-
-# ---------------------------------------------------------------------------------------------
-# Checks across sections and against the registries (each section checks its own ranges).
 
 
 def validate_config(config: TrainConfig) -> None:

@@ -392,10 +392,9 @@ class _Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.step_module = DistributedDataParallel(step, device_ids=ids)
         if config.compile == "step":
-            # The whole step (sampler, folded backbone, losses, and through AOTAutograd their
-            # backward) as one graph; training batches all have one shape (drop_last), so it
-            # compiles once, then when the epoch first changes (it becomes a symbolic int) and
-            # when a scheduled weight changes (docs/training.md).
+            # The whole step and its backward as one graph; all training batches have one shape
+            # (drop_last), so it recompiles only when the epoch or a scheduled weight first
+            # changes (docs/training.md).
             self.step_module = torch.compile(self.step_module)
 
     def _restore(self) -> None:
@@ -435,10 +434,8 @@ class _Trainer:
             write_jsonl_atomic(self.run_dir / "metrics.jsonl", self.history)
         self._restore_best(state)
         self.resumed = self._resumed_progress(state.get("epoch_progress"))
-        if step:
-            logger.info("resuming %s at step %d of epoch %d", self.run_dir, step, started)
-        else:
-            logger.info("resuming %s after epoch %d", self.run_dir, self.start_epoch)
+        where = f"at step {step} of epoch {started}" if step else f"after epoch {self.start_epoch}"
+        logger.info("resuming %s %s", self.run_dir, where)
 
     def _restore_best(self, state: dict[str, Any]) -> None:
         """Rebuild a best.pt missing after a crash from last.pt if that is the best epoch, else
