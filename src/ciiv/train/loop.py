@@ -77,17 +77,14 @@ class ProgressEvent:
     """What a progress callback receives.
 
     Attributes:
-        kind: "epoch_start", "step" (after every optimiser step), "validate" (before the first
-            and after every batch of the epoch's validation) or "epoch_end" (after the epoch's
-            checkpoint and metrics line are written).
-        epoch: 0-based epoch; ``epochs``: the run's total.
-        step, steps: optimiser steps done in this epoch (for "epoch_start", those done before a
-            mid-epoch resume), and steps per epoch; for "validate", validation batches done and
-            their total.
-        metrics: for "step", the running ``images_per_s`` of this process's epoch so far, and
-            every ``progress_every`` steps and at the epoch's last step also the running
-            ``loss`` and ``acc`` (they cost a device sync); for "epoch_end", the epoch's full
-            metrics record.
+        kind: "epoch_start"; "step" after every optimiser step; "validate" before the first and
+            after every validation batch; "epoch_end" after the epoch's checkpoint and metrics.
+        epoch: 0-based; ``epochs``: the run's total.
+        step, steps: optimiser steps done in the epoch (for "epoch_start": before a mid-epoch
+            resume) and per epoch; for "validate", validation batches done and their total.
+        metrics: "step": the running ``images_per_s``, and every ``progress_every`` steps and at
+            the epoch's end the running ``loss`` and ``acc`` (a device sync); "epoch_end": the
+            epoch's metrics record.
     """
 
     kind: Literal["epoch_start", "step", "validate", "epoch_end"]
@@ -103,11 +100,9 @@ ProgressCallback = Callable[[ProgressEvent], None]
 
 @dataclass
 class FitResult:
-    """A finished run: the final (last-epoch) model in eval mode, and its metrics history.
-
-    ``best_epoch`` / ``best_val_accuracy`` describe ``checkpoints/best.pt`` (load it with
-    :func:`ciiv.train.load_run`); they are None when there is no validation split.
-    """
+    """A finished run: the last epoch's model in eval mode and the metrics history;
+    ``best_epoch`` / ``best_val_accuracy`` describe ``checkpoints/best.pt`` (None without a
+    validation split)."""
 
     run_dir: Path
     model: nn.Module
@@ -304,8 +299,7 @@ def fit(
     config = config_from_dict(config_to_dict(config))  # validates a hand-built config too
     check_model_dependencies(config.model.backbone)  # before the run directory is written
     run_dir = Path(out_dir)
-    wants_cuda = resolve_device(config.device).type == "cuda"
-    dist = init_distributed(use_cuda=wants_cuda)
+    dist = init_distributed(use_cuda=resolve_device(config.device).type == "cuda")
     device = resolve_device(config.device, dist.local_rank)
     if config.amp == "fp16" and device.type != "cuda":
         raise ConfigError("amp: 'fp16' needs a CUDA device; use amp=bf16 or amp=none on the CPU")
@@ -468,13 +462,8 @@ class _Trainer:
             seen = sum(s["seen"] for s in saved)
         else:
             sums, seen = {key: torch.zeros_like(v) for key, v in first["sums"].items()}, 0
-        return _EpochProgress(
-            lr=first["lr"],
-            step=first["step"],
-            seen=seen,
-            sums={key: value.to(self.device) for key, value in sums.items()},
-            elapsed_s=first["elapsed_s"],
-        )
+        sums = {key: value.to(self.device) for key, value in sums.items()}
+        return _EpochProgress(**{**first, "seen": seen, "sums": sums})
 
     # -- the loop ------------------------------------------------------------------------------
 

@@ -1,7 +1,5 @@
-"""Optimisers and learning-rate schedules (registries keyed by the config's names).
-
-Every schedule is a function of the training progress in epochs (fractional, updated after each
-optimiser step), so resuming from a checkpoint continues it exactly.
+"""Optimisers and learning-rate schedules (registries keyed by the config's names). A schedule is
+a function of the fractional epochs done, so a resumed run continues it exactly.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ statistics, not updated); the training pass that follows runs in train mode.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -22,12 +23,9 @@ __all__ = ["AdversarialOptions", "PGDOptions", "PGDTraining", "Trades", "craft_p
 
 @dataclass(frozen=True)
 class PGDOptions:
-    """The inner maximisation of adversarial training (``method.pgd``).
-
-    ``eps`` and ``step_size`` are in [0, 1] pixel units; YAML and overrides accept fractions
-    such as ``8/255``. ``bpda``/``eot`` only matter for a random (CiiV) model. An L2 ``eps`` is
-    checked against the image size once the data are loaded.
-    """
+    """The inner maximisation of adversarial training (``method.pgd``): ``eps`` and ``step_size``
+    in [0, 1] pixel units (``8/255`` accepted); ``bpda``/``eot`` only matter for a random (CiiV)
+    model. An L2 ``eps`` is checked against the image size once the data are loaded."""
 
     norm: Literal["Linf", "L2"] = "Linf"
     eps: float = 8 / 255
@@ -55,19 +53,9 @@ def craft_pgd(model: nn.Module, x: Tensor, y: Tensor, pgd: PGDOptions, loss: str
     """PGD examples against ``model`` maximising ``loss`` ("ce"; "kl" for TRADES): detached, in
     [0, 1], inside the ball; uniform random start, the last iterate (Madry et al.; the best one
     would cost a forward pass per step), drawn from torch's global generator."""
-    attack = create_attack(
-        "pgd",
-        model,
-        norm=pgd.norm,
-        eps=pgd.eps,
-        step_size=pgd.step_size,
-        steps=pgd.steps,
-        random_start=True,
-        eot=pgd.eot,
-        bpda=pgd.bpda,
-        loss=loss,
-        keep_best=False,
-    )
+    # The options are the attack's hyper-parameters of the same names.
+    options = dataclasses.asdict(pgd)
+    attack = create_attack("pgd", model, **options, random_start=True, loss=loss, keep_best=False)
     return attack(x, y)
 
 

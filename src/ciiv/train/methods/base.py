@@ -175,10 +175,8 @@ def switch_method(values: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 @dataclass
 class MethodConfig:
-    """The training method: a name from :func:`list_methods` and that method's ``Options``.
-
-    Read from and written as one mapping, ``{name: trades, beta: 6.0, pgd: {...}}``.
-    """
+    """The training method: a name from :func:`list_methods` and that method's ``Options``, read
+    and written as one mapping, ``{name: trades, beta: 6.0, pgd: {...}}``."""
 
     name: str = "ciiv"
     options: Any = None  # get_method(name).Options(); None: its defaults
