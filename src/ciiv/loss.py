@@ -22,16 +22,11 @@ def consistency_loss(
     """View-consistency loss L_reg: features should scale linearly with the sampling density.
 
     For each view l, with zbar_l and phibar_l the means of z and phi over the other L - 1 views,
-    the loss compares phi_l * zbar_l with phibar_l * z_l (i.e. phi_l / z_l against the others'
-    phi / z): SmoothL1 (beta 1) or squared difference, summed over the D feature dimensions,
-    averaged over the batch, then over the views.
-
-    Args:
-        features: phi, [L, B, D].
-        z: densities, [L] (one mask per view for the batch) or [L, B] (per-example masks).
-        kind: "smooth_l1" (the paper's) or "l2".
-        reduction: "mean" -> the scalar loss; "none" -> one value per example [B] (averaged over
-            the views only), which attacks use to keep a per-example best iterate.
+    it compares phi_l * zbar_l with phibar_l * z_l (phi_l / z_l against the others' phi / z):
+    SmoothL1 (beta 1; ``kind="smooth_l1"``, the paper's) or squared difference (``"l2"``), summed
+    over the D feature dimensions, averaged over the batch, then over the views. features: phi
+    [L, B, D]; z: densities [L] (one mask per view) or [L, B] (per-example masks);
+    ``reduction="none"``: one value per example [B] (mean over the views only), for attacks.
     """
     if features.dim() != 3:
         raise ValueError(f"features must be [L, B, D], got shape {tuple(features.shape)}")

@@ -238,14 +238,10 @@ def load_config(
     source: str | Path | dict[str, Any] | None = None,
     overrides: list[str] | list[tuple[str, Any]] | dict[str, Any] | None = None,
 ) -> TrainConfig:
-    """Parse a config: defaults <- ``source`` (preset name, YAML path or dict) <- ``overrides``.
-
-    ``overrides`` are dotted keys: strings ``"optim.lr=0.05"`` (values parsed as YAML),
-    ``(key, value)`` pairs, or a ``{key: value}`` dict.
-
-    Raises:
-        ConfigError: unknown preset, key or method, or a bad value; the message names the key.
-    """
+    """Parse a config: defaults <- ``source`` (preset name, YAML path or dict) <- ``overrides``,
+    dotted keys as strings ``"optim.lr=0.05"`` (values parsed as YAML), ``(key, value)`` pairs or
+    a ``{key: value}`` dict. ConfigError (naming the key) for an unknown preset, key or method,
+    or a bad value."""
     if source is None:
         values: dict[str, Any] = {}
     elif isinstance(source, dict):

@@ -71,6 +71,9 @@ __all__ = ["FitResult", "ProgressEvent", "TrainingInterrupted", "fit", "resume"]
 
 logger = logging.getLogger(__name__)
 
+# The run's parts whose state dicts a checkpoint holds, under these keys.
+_STATEFUL = ("model", "optimizer", "scheduler", "scaler")
+
 
 @dataclass
 class ProgressEvent:
@@ -311,7 +314,7 @@ def fit(
 
 
 class _Trainer:
-    """The state of one run; ``run`` is the epoch loop."""
+    """The state of one run: set-up, then ``run``, the epoch loop."""
 
     def __init__(
         self,
@@ -337,14 +340,11 @@ class _Trainer:
         self.stop = _StopRequest()
         self.resumed: _EpochProgress | None = None  # the epoch a mid-epoch checkpoint left
 
-    # -- set-up --------------------------------------------------------------------------------
-
     def _load_data(self) -> None:
-        data = self.config.data
         # Rank 0 fetches first (a download must not race), then the others read its files.
         if not self.dist.is_main:
             self.dist.barrier()
-        splits = load_data(data)
+        splits = load_data(self.config.data)
         if self.dist.is_main:
             self.dist.barrier()
         self.info = splits.info
@@ -380,11 +380,10 @@ class _Trainer:
             self.optimizer, config.optim, config.epochs, self.steps_per_epoch
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp == "fp16")
-        step = _Step(self.model, self.objective)
-        self.step_module: nn.Module = step
+        self.step_module: nn.Module = _Step(self.model, self.objective)
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.step_module = DistributedDataParallel(step, device_ids=ids)
+            self.step_module = DistributedDataParallel(self.step_module, device_ids=ids)
         if config.compile == "step":
             # The whole step and its backward as one graph; all training batches have one shape
             # (drop_last), so it recompiles only when the epoch or a scheduled weight first
@@ -395,10 +394,8 @@ class _Trainer:
         state = load_checkpoint(checkpoint_path(self.run_dir, "last"), map_location=self.device)
         check_resumable(config_from_dict(state["config"]), self.config)
         try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.scaler.load_state_dict(state["scaler"])
+            for key in _STATEFUL:
+                getattr(self, key).load_state_dict(state[key])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"cannot restore the training state: {exc}") from exc
         self.start_epoch = int(state["epoch"])
@@ -464,8 +461,6 @@ class _Trainer:
             sums, seen = {key: torch.zeros_like(v) for key, v in first["sums"].items()}, 0
         sums = {key: value.to(self.device) for key, value in sums.items()}
         return _EpochProgress(**{**first, "seen": seen, "sums": sums})
-
-    # -- the loop ------------------------------------------------------------------------------
 
     def run(self, resume: bool) -> FitResult:
         config = self.config
@@ -691,10 +686,7 @@ class _Trainer:
         if not self.dist.is_main:
             return
         state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            **{key: getattr(self, key).state_dict() for key in _STATEFUL},
             "epoch": epoch if progress else epoch + 1,  # epochs finished
             "step": progress.step if progress else 0,  # optimiser steps into the next one
             "epoch_progress": None if progress is None else [p for _, p in gathered],
