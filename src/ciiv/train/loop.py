@@ -503,8 +503,9 @@ class _Trainer:
         return FitResult(self.run_dir, model, self.history, self.best_epoch, self.best_val)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        enabled = self.amp_dtype is not None
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=enabled)
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _batches(self, epoch: int, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """The epoch's batches on the device, augmented, from batch ``skip`` on."""
