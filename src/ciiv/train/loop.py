@@ -529,9 +529,8 @@ class _Trainer:
             yield x, labels.to(self.device, non_blocking=True)
 
     def _train_steps(self, epoch: int) -> tuple[_EpochProgress, float]:
-        """The optimiser steps of ``epoch`` (from where a mid-epoch checkpoint left it), with
-        its "epoch_start" and "step" events and the checkpoints inside it. Returns the epoch's
-        progress and its start on the ``time.perf_counter`` clock."""
+        """The steps of ``epoch`` from where a mid-epoch checkpoint left it, with their events and
+        checkpoints; returns the epoch's progress and its ``time.perf_counter`` start."""
         config, steps = self.config, self.steps_per_epoch
         progress = self.resumed or _EpochProgress(lr=self.optimizer.param_groups[0]["lr"])
         self.resumed = None
