@@ -1,10 +1,7 @@
-"""The processes of a torchrun job (``torchrun --nproc_per_node N -m ciiv train|eval|experiment``).
+"""The processes of a torchrun job (``torchrun --nproc_per_node N -m ciiv train|eval|experiment``):
+training (DDP), the batch loop of evaluation and certification, and the experiment runner.
 
-One module for every part that runs under torchrun: training (DistributedDataParallel), the
-batch loop of evaluation and certification (:class:`ciiv.evaluate.records.Batches`: batches split
-across ranks, rows gathered on rank 0) and the experiment runner. torchrun sets RANK, WORLD_SIZE and
-LOCAL_RANK; without them everything runs in one process. NCCL is used when the processes run on
-CUDA devices, gloo on the CPU.
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them everything runs in one process.
 """
 
 from __future__ import annotations
@@ -24,11 +21,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DistContext:
-    """This process's place: ``rank`` of ``world_size``, ``local_rank`` on its machine.
-
-    The collectives below are no-ops (or the identity) in a single process, so callers never
-    branch on the world size.
-    """
+    """This process's place: ``rank`` of ``world_size``, ``local_rank`` on its machine. The
+    collectives are no-ops (or the identity) in a single process: callers never branch on it."""
 
     rank: int = 0
     world_size: int = 1
@@ -78,12 +72,8 @@ class DistContext:
 
 
 def init_distributed(use_cuda: bool) -> DistContext:
-    """Join the process group described by torchrun's environment, or run alone.
-
-    Args:
-        use_cuda: the processes run on CUDA (NCCL backend, one device per local rank);
-            otherwise gloo.
-    """
+    """Join the process group of torchrun's environment, or run alone: NCCL with one device per
+    local rank if ``use_cuda``, else gloo."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistContext()
@@ -98,10 +88,8 @@ def init_distributed(use_cuda: bool) -> DistContext:
 
 
 def current() -> DistContext:
-    """The place of this process in the process group already initialised (by
-    :func:`init_distributed` or the caller's own ``init_process_group``), else a single process.
-    The library's functions (``evaluate_robustness``, ``certify_examples``) split their batches by
-    it; they never create a group themselves."""
+    """This process's place in the process group already initialised (by anyone), else a single
+    process; the library's functions split their batches by it and never create a group."""
     if dist.is_available() and dist.is_initialized():
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         return DistContext(dist.get_rank(), dist.get_world_size(), local_rank)

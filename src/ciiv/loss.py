@@ -1,7 +1,4 @@
-"""CiiV's losses (SPEC section 4): per-view cross-entropy and the view-consistency regulariser.
-
-Pure functions of tensors; no module state.
-"""
+"""CiiV's losses (SPEC section 4): per-view cross-entropy and the view-consistency regulariser."""
 
 from __future__ import annotations
 
@@ -16,18 +13,6 @@ __all__ = ["RegWeightSchedule", "consistency_loss", "view_cross_entropy"]
 ConsistencyKind = Literal["smooth_l1", "l2"]
 
 
-def _per_view_z(z: Tensor, num_views: int, batch: int) -> Tensor:
-    """Broadcast densities [L] or [L, B] to [L, B, 1]."""
-    if z.shape == (num_views,):
-        return z[:, None, None].expand(num_views, batch, 1)
-    if z.shape == (num_views, batch):
-        return z[..., None]
-    raise ValueError(
-        f"z must have shape [L]=[{num_views}] or [L, B]=[{num_views}, {batch}], "
-        f"got {tuple(z.shape)}"
-    )
-
-
 def consistency_loss(
     features: Tensor,
     z: Tensor,
@@ -37,16 +22,11 @@ def consistency_loss(
     """View-consistency loss L_reg: features should scale linearly with the sampling density.
 
     For each view l, with zbar_l and phibar_l the means of z and phi over the other L - 1 views,
-    the loss compares phi_l * zbar_l with phibar_l * z_l (i.e. phi_l / z_l against the others'
-    phi / z): SmoothL1 (beta 1) or squared difference, summed over the D feature dimensions,
-    averaged over the batch, then over the views.
-
-    Args:
-        features: phi, [L, B, D].
-        z: densities, [L] (one mask per view for the batch) or [L, B] (per-example masks).
-        kind: "smooth_l1" (the paper's) or "l2".
-        reduction: "mean" -> the scalar loss; "none" -> one value per example [B] (averaged over
-            the views only), which attacks use to keep a per-example best iterate.
+    it compares phi_l * zbar_l with phibar_l * z_l (phi_l / z_l against the others' phi / z):
+    SmoothL1 (beta 1; ``kind="smooth_l1"``, the paper's) or squared difference (``"l2"``), summed
+    over the D feature dimensions, averaged over the batch, then over the views. features: phi
+    [L, B, D]; z: densities [L] (one mask per view) or [L, B] (per-example masks);
+    ``reduction="none"``: one value per example [B] (mean over the views only), for attacks.
     """
     if features.dim() != 3:
         raise ValueError(f"features must be [L, B, D], got shape {tuple(features.shape)}")
@@ -56,7 +36,12 @@ def consistency_loss(
             "the consistency loss needs at least 2 views (a model with num_views=1, e.g. the "
             "paper protocol's centre view, has no view agreement to measure)"
         )
-    z = _per_view_z(z, num_views, batch).to(features.dtype)
+    if z.shape not in ((num_views,), (num_views, batch)):
+        raise ValueError(
+            f"z must have shape [L]=[{num_views}] or [L, B]=[{num_views}, {batch}], "
+            f"got {tuple(z.shape)}"
+        )
+    z = z.reshape(num_views, -1, 1).expand(num_views, batch, 1).to(features.dtype)
     # Leave-one-out means without a loop: (sum - own) / (L - 1).
     z_others = (z.sum(0, keepdim=True) - z) / (num_views - 1)
     phi_others = (features.sum(0, keepdim=True) - features) / (num_views - 1)
@@ -73,9 +58,7 @@ def consistency_loss(
 def view_cross_entropy(logits: Tensor, y: Tensor, reduction: Literal["mean", "none"] = "mean"):
     """L_CE: cross-entropy of each view's raw logits (not divided by z), averaged over views.
 
-    Args:
-        logits: [L, B, classes]; y: integer labels [B].
-        reduction: "mean" -> scalar; "none" -> per-example loss [B].
+    logits: [L, B, classes]; y: integer labels [B]; reduction "mean" (scalar) or "none" ([B]).
     """
     if logits.dim() != 3:
         raise ValueError(f"logits must be [L, B, classes], got shape {tuple(logits.shape)}")
@@ -94,11 +77,8 @@ def _reduce(per_example: Tensor, reduction: str) -> Tensor:
 
 @dataclass(frozen=True)
 class RegWeightSchedule:
-    """w_reg as a function of the 0-based epoch: ``initial * factor**(milestones passed)``.
-
-    The paper's schedule is 0.1, multiplied by 10 after epochs 25, 50 and 75 (epochs 0-24 use 0.1,
-    25-49 use 1, 50-74 use 10, 75+ use 100).
-    """
+    """w_reg of the 0-based epoch: ``initial * factor**(milestones passed)``; the paper's is 0.1,
+    x10 after epochs 25, 50 and 75 (epochs 0-24 use 0.1, 25-49 use 1, 50-74 10, 75+ 100)."""
 
     initial: float = 0.1
     factor: float = 10.0

@@ -21,7 +21,7 @@ from .config import (
     load_config,
     save_config,
 )
-from .loop import RESUMABLE_KEYS, FitResult, ProgressEvent, TrainingInterrupted, fit, resume
+from .loop import FitResult, ProgressEvent, TrainingInterrupted, fit, resume
 from .methods import (
     Objective,
     PGDOptions,
@@ -33,6 +33,7 @@ from .methods import (
     register_method,
 )
 from .run import (
+    RESUMABLE_KEYS,
     LoadedRun,
     RunDirError,
     RunDirExistsError,

@@ -1,7 +1,5 @@
-"""Checkpoints: written atomically, read safely (``weights_only=True``), checked for origin.
-
-A checkpoint is a dict of tensors and plain Python values only (the config as a nested dict, RNG
-states as tensors), so loading it never unpickles arbitrary objects.
+"""Checkpoints: written atomically, read safely (``weights_only=True``), checked for origin. A
+checkpoint holds only tensors and plain Python values, so loading never unpickles objects.
 """
 
 from __future__ import annotations
@@ -38,8 +36,8 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` (plus format tags) to ``path`` atomically: a temporary file in the same
-    folder, flushed to disk, then ``os.replace`` -- a crash never leaves a half-written file."""
+    """Write ``state`` (plus format tags) to ``path`` atomically (a crash never leaves a
+    half-written file)."""
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -70,12 +68,8 @@ def _reason(exc: Exception) -> str:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`.
-
-    Raises:
-        CheckpointError: missing file, not a torch file, unsafe content, truncated, or a torch
-            file that ``ciiv train`` did not write (the message says which).
-    """
+    """Read a checkpoint written by :func:`save_checkpoint`; CheckpointError (saying which) for a
+    missing, foreign, unsafe, truncated or newer-format file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")

@@ -1,18 +1,16 @@
 """The training configuration: typed dataclasses, parsed once from YAML + ``key=value`` overrides.
 
 Precedence, lowest first: the dataclass defaults (the paper's CIFAR-10 setting, SPEC section 4),
-a YAML preset or file, then overrides such as ``optim.lr=0.05``. Unknown keys and values of the
-wrong type or range raise :class:`ConfigError` naming the key. The resolved config is saved to
-``RUN_DIR/config.yaml`` and inside every checkpoint as a plain dict.
-
-Presets live in ``src/ciiv/configs/<name>.yaml`` (shipped with the package); :func:`list_presets`
-names them and ``load_config("paper-cifar10")`` finds them by name.
+a YAML file or a preset shipped in ``ciiv/configs`` (by name), then overrides such as
+``optim.lr=0.05``. Unknown keys and bad values raise :class:`ConfigError` naming the key. Every
+key is described in docs/training.md.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -51,21 +49,10 @@ __all__ = [
 
 @dataclass
 class DataConfig:
-    """Which data, and how it is split and augmented.
+    """Which data, and how it is split and augmented (docs/training.md).
 
-    Attributes:
-        dataset: a name from :func:`ciiv.data.list_datasets`.
-        data_dir: where the dataset's files are (None: ``$CIIV_DATA``, then ``~/.cache/ciiv``).
-        val_fraction: share of each training class held out for checkpoint selection; None is
-            the dataset's default (0.1, or the validation split a dataset ships).
-        seed: the data seed (validation split, synthetic data). Kept apart from the training seed
-            so runs with different training seeds see the same splits.
-        augment: random crop (reflect padding) + horizontal flip where the dataset allows it.
-        download: let torchvision datasets download missing files.
-        max_train, max_val: keep a stratified subset of about this many training / validation
-            examples (each class keeps its share, rounded), chosen by ``seed``; None keeps all.
-            For short runs, e.g. a quick MNIST study that should not validate on 6,000 images.
-        options: dataset options passed to :func:`ciiv.data.load_splits` (e.g. ``image_size``).
+    ``max_train`` / ``max_val`` keep a stratified subset of about this many training / validation
+    examples (each class keeps its share), chosen by ``seed``; None keeps all.
     """
 
     dataset: str = "shapes"
@@ -86,20 +73,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimiser and learning-rate schedule.
-
-    Attributes:
-        name: "sgd", "adam" or "adamw".
-        lr: peak learning rate.
-        momentum, nesterov: SGD only.
-        betas: Adam/AdamW only.
-        weight_decay: L2 (SGD, Adam) or decoupled (AdamW) weight decay.
-        schedule: "multistep" (lr x ``gamma`` after each milestone epoch; the paper's),
-            "cosine" (to 0 over the run), "onecycle" (linear warm-up from lr/25 over
-            ``warmup_fraction`` of the run, then cosine to 0) or "constant". Updated every step.
-        milestones, gamma: multistep only (10, 100, 105 and 0.1).
-        warmup_fraction: onecycle only.
-    """
+    """Optimiser and learning-rate schedule (docs/training.md; the schedules: :mod:`.optim`)."""
 
     name: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = 0.1
@@ -123,23 +97,9 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on. The defaults are the paper's CIFAR-10 setting.
-
-    Attributes:
-        epochs: training epochs.
-        batch_size: examples per optimiser step, over all processes (DDP splits it evenly).
-        eval_batch_size: examples per validation batch, per process.
-        seed: training seed (initialisation, data order, noise).
-        device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
-        amp: mixed precision: "auto" (bf16 on CUDA, none on the CPU), "none", "bf16" or "fp16"
-            (CUDA only, with a gradient scaler); "bf16" also works on the CPU.
-        channels_last: use the channels-last memory format on CUDA (ignored on the CPU).
-        compile: ``torch.compile``: false; true or "backbone" (the backbone's two halves); "step"
-            (the whole training step: model, sampler, losses and their backward, static shapes).
-        deterministic: deterministic algorithms only (bit-exact resumption on the CPU).
-        checkpoint_every: also write ``checkpoints/last.pt`` every N optimiser steps, inside
-            epochs (long epochs: a crash then loses at most N steps); None or 0: at epoch ends.
-    """
+    """Everything a training run depends on; the defaults are the paper's CIFAR-10 setting.
+    Each key's meaning: the table in docs/training.md. ``batch_size`` is the global batch (DDP
+    splits it evenly); ``eval_batch_size`` is per process."""
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -164,15 +124,8 @@ class TrainConfig:
                 "checkpoint_every: must be >= 0 (optimiser steps; 0 or null: only at epoch ends), "
                 f"got {self.checkpoint_every}"
             )
-        device = self.device
-        if device not in ("auto", "cpu", "cuda") and not (
-            device.startswith("cuda:") and device[5:].isdigit()
-        ):
-            raise ValueError(f"device: must be auto, cpu, cuda or cuda:N, got {device!r}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Parsing: nested dicts -> dataclasses, with strict keys and typed values (ciiv._mapping).
+        if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device):
+            raise ValueError(f"device: must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
@@ -285,14 +238,10 @@ def load_config(
     source: str | Path | dict[str, Any] | None = None,
     overrides: list[str] | list[tuple[str, Any]] | dict[str, Any] | None = None,
 ) -> TrainConfig:
-    """Parse a config: defaults <- ``source`` (preset name, YAML path or dict) <- ``overrides``.
-
-    ``overrides`` are dotted keys: strings ``"optim.lr=0.05"`` (values parsed as YAML),
-    ``(key, value)`` pairs, or a ``{key: value}`` dict.
-
-    Raises:
-        ConfigError: unknown preset, key or method, or a bad value; the message names the key.
-    """
+    """Parse a config: defaults <- ``source`` (preset name, YAML path or dict) <- ``overrides``,
+    dotted keys as strings ``"optim.lr=0.05"`` (values parsed as YAML), ``(key, value)`` pairs or
+    a ``{key: value}`` dict. ConfigError (naming the key) for an unknown preset, key or method,
+    or a bad value."""
     if source is None:
         values: dict[str, Any] = {}
     elif isinstance(source, dict):
@@ -311,52 +260,36 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
-# ---------------------------------------------------------------------------------------------
-# Checks across sections and against the registries (each section checks its own ranges).
-
-
 def validate_config(config: TrainConfig) -> None:
     """Registry and cross-section checks; raises :class:`ConfigError` naming the first bad key."""
-    model = config.model
+    model, dataset = config.model, config.data.dataset
     counts = ("num_views", "samples_per_view", "smoothing_draws", "smoothing_votes")
     positive = ("alpha", "gamma", "spike_eps", "smoothing_sigma")
     try:
         check_bounds(model, **dict.fromkeys(counts, ">= 1"), **dict.fromkeys(positive, "> 0"))
     except ValueError as exc:
         raise ConfigError(f"model.{exc}") from None
-    checks = [
-        (
-            config.data.dataset in list_datasets(),
-            "data.dataset",
-            f"unknown dataset {config.data.dataset!r}; valid: {', '.join(list_datasets())}",
-        ),
-        (
-            ":" in model.backbone or model.backbone in list_models(),
-            "model.backbone",
-            f"unknown backbone {model.backbone!r}; valid: {', '.join(list_models())} "
-            "(or a prefixed name such as tv:resnet18)",
-        ),
-        (
-            model.random_centers or model.num_views <= 9,
-            "model.num_views",
-            f"at most 9 views on the 3x3 grid (got {model.num_views}); or set model.random_centers",
-        ),
-        (
-            model.spike_scale is None or model.spike_scale > 0,
-            "model.spike_scale",
-            f"must be > 0 or null (the dataset's), got {model.spike_scale}",
-        ),
-        (
-            0 < model.keep_threshold <= 1,
-            "model.keep_threshold",
-            f"must be in (0, 1], got {model.keep_threshold}",
-        ),
-        (
-            get_method(config.method.name).model_kind != "ciiv" or model.num_views >= 2,
-            "model.num_views",
-            f"method {config.method.name!r} needs at least 2 views for its consistency loss",
-        ),
-    ]
-    for ok, key, message in checks:
-        if not ok:
-            raise ConfigError(f"{key}: {message}")
+    if dataset not in list_datasets():
+        valid = ", ".join(list_datasets())
+        raise ConfigError(f"data.dataset: unknown dataset {dataset!r}; valid: {valid}")
+    if ":" not in model.backbone and model.backbone not in list_models():
+        raise ConfigError(
+            f"model.backbone: unknown backbone {model.backbone!r}; valid: "
+            f"{', '.join(list_models())} (or a prefixed name such as tv:resnet18)"
+        )
+    if not model.random_centers and model.num_views > 9:
+        raise ConfigError(
+            f"model.num_views: at most 9 views on the 3x3 grid (got {model.num_views}); or set "
+            "model.random_centers"
+        )
+    if model.spike_scale is not None and not model.spike_scale > 0:
+        raise ConfigError(
+            f"model.spike_scale: must be > 0 or null (the dataset's), got {model.spike_scale}"
+        )
+    if not 0 < model.keep_threshold <= 1:
+        raise ConfigError(f"model.keep_threshold: must be in (0, 1], got {model.keep_threshold}")
+    if get_method(config.method.name).model_kind == "ciiv" and model.num_views < 2:
+        raise ConfigError(
+            f"model.num_views: method {config.method.name!r} needs at least 2 views for its "
+            "consistency loss"
+        )

@@ -1,18 +1,12 @@
 """The one training loop: ``fit(config, out_dir)`` trains any method on any dataset.
 
-Data stay on the training device as uint8 tensors; batches are index gathers and augmentation
-runs on the device. The per-epoch data order is drawn from a generator seeded by (seed, epoch),
-and every other random draw comes from torch's global generators, whose states the checkpoint
-saves: a run stopped after epoch k, or after step s inside it, and resumed continues exactly as if
-it had not stopped (bit-exact on the CPU with ``deterministic: true``).
-
-While the loop trains, SIGINT (Ctrl-C) and SIGTERM (what SLURM and cloud preemption send) finish
-the current optimiser step, save ``checkpoints/last.pt`` there and raise
-:class:`TrainingInterrupted`; ``checkpoint_every: N`` also saves every N steps, so a ``kill -9``
-loses at most N steps.
-
-Under torchrun the processes split each batch (``batch_size`` is the global batch), rank 0 writes
-the run directory, and the logged metrics are sums over all processes.
+Data stay on the device as uint8 tensors; batches are index gathers, augmented on the device. The
+data order of an epoch is seeded by (seed, epoch) and every other draw comes from torch's global
+generators, whose states the checkpoint saves: a run stopped after epoch k or step s and resumed
+continues as if it had not stopped (bit-exact on the CPU with ``deterministic: true``).
+SIGINT/SIGTERM finish the current step, save ``checkpoints/last.pt`` and raise
+:class:`TrainingInterrupted` (docs/training.md). Under torchrun ``batch_size`` is the global batch
+and rank 0 writes the run directory.
 """
 
 from __future__ import annotations
@@ -65,7 +59,6 @@ from .config import (
 from .methods import Objective, StepContext, StepOutput, create_method
 from .optim import build_optimizer, build_scheduler
 from .run import (
-    RESUMABLE_KEYS,
     check_resumable,
     checkpoint_path,
     load_data,
@@ -74,11 +67,12 @@ from .run import (
     saved_config,
 )
 
-__all__ = ["RESUMABLE_KEYS", "FitResult", "ProgressEvent", "TrainingInterrupted", "fit", "resume"]
+__all__ = ["FitResult", "ProgressEvent", "TrainingInterrupted", "fit", "resume"]
 
 logger = logging.getLogger(__name__)
 
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# The run's parts whose state dicts a checkpoint holds, under these keys.
+_STATEFUL = ("model", "optimizer", "scheduler", "scaler")
 
 
 @dataclass
@@ -86,17 +80,14 @@ class ProgressEvent:
     """What a progress callback receives.
 
     Attributes:
-        kind: "epoch_start", "step" (after every optimiser step), "validate" (before the first
-            and after every batch of the epoch's validation) or "epoch_end" (after the epoch's
-            checkpoint and metrics line are written).
-        epoch: 0-based epoch; ``epochs``: the run's total.
-        step, steps: optimiser steps done in this epoch (for "epoch_start", those done before a
-            mid-epoch resume), and steps per epoch; for "validate", validation batches done and
-            their total.
-        metrics: for "step", the running ``images_per_s`` of this process's epoch so far, and
-            every ``progress_every`` steps and at the epoch's last step also the running
-            ``loss`` and ``acc`` (they cost a device sync); for "epoch_end", the epoch's full
-            metrics record.
+        kind: "epoch_start"; "step" after every optimiser step; "validate" before the first and
+            after every validation batch; "epoch_end" after the epoch's checkpoint and metrics.
+        epoch: 0-based; ``epochs``: the run's total.
+        step, steps: optimiser steps done in the epoch (for "epoch_start": before a mid-epoch
+            resume) and per epoch; for "validate", validation batches done and their total.
+        metrics: "step": the running ``images_per_s``, and every ``progress_every`` steps and at
+            the epoch's end the running ``loss`` and ``acc`` (a device sync); "epoch_end": the
+            epoch's metrics record.
     """
 
     kind: Literal["epoch_start", "step", "validate", "epoch_end"]
@@ -112,11 +103,9 @@ ProgressCallback = Callable[[ProgressEvent], None]
 
 @dataclass
 class FitResult:
-    """A finished run: the final (last-epoch) model in eval mode, and its metrics history.
-
-    ``best_epoch`` / ``best_val_accuracy`` describe ``checkpoints/best.pt`` (load it with
-    :func:`ciiv.train.load_run`); they are None when there is no validation split.
-    """
+    """A finished run: the last epoch's model in eval mode and the metrics history;
+    ``best_epoch`` / ``best_val_accuracy`` describe ``checkpoints/best.pt`` (None without a
+    validation split)."""
 
     run_dir: Path
     model: nn.Module
@@ -126,26 +115,24 @@ class FitResult:
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """``fit`` stopped on SIGINT or SIGTERM after saving ``checkpoints/last.pt``.
-
-    A KeyboardInterrupt, so code that does not catch it stops as on Ctrl-C.
+    """``fit`` stopped on SIGINT or SIGTERM after saving ``checkpoints/last.pt``; a
+    KeyboardInterrupt, so code that does not catch it stops as on Ctrl-C.
 
     Attributes:
-        signal_name: "SIGINT" or "SIGTERM".
-        exit_code: 128 + the signal's number (130 for SIGINT, 143 for SIGTERM), as a shell
-            reports a process that the signal ended.
+        signal_name: "SIGINT" or "SIGTERM"; ``exit_code``: 128 + its number (130, 143), as a
+            shell reports a process the signal ended.
         run_dir: the run; ``ciiv train --resume RUN_DIR`` (or :func:`resume`) continues it.
-        epochs_done, step: where the checkpoint is: ``step`` optimiser steps into the epoch
-            after ``epochs_done`` finished epochs (step 0: at that epoch end).
+        epochs_done, step: the checkpoint is ``step`` optimiser steps into the epoch after
+            ``epochs_done`` finished epochs (step 0: at that epoch end).
     """
 
     def __init__(self, signum: int, run_dir: Path, epochs_done: int, step: int) -> None:
         self.signal_name = signal.Signals(signum).name
         self.exit_code = 128 + signum
         self.run_dir, self.epochs_done, self.step = run_dir, epochs_done, step
-        where = f"after epoch {epochs_done}"
-        if step:
-            where = f"at step {step} of epoch {epochs_done + 1}"
+        where = (
+            f"at step {step} of epoch {epochs_done + 1}" if step else f"after epoch {epochs_done}"
+        )
         super().__init__(
             f"stopped by {self.signal_name} {where}; saved {checkpoint_path(run_dir, 'last')}. "
             f"Continue with: ciiv train --resume {run_dir}"
@@ -153,8 +140,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 class _StopRequest:
-    """Signal handler of the training loop: the first SIGINT or SIGTERM asks the loop to stop
-    after the current optimiser step, with a checkpoint; a second one stops at once."""
+    """SIGINT/SIGTERM handler: the first asks for a checkpoint and stop after this step, a second
+    stops at once."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -170,12 +157,11 @@ class _StopRequest:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        """Handle SIGINT and SIGTERM during the block, then restore the previous handlers. Only in
-        the main thread (Python runs signal handlers there); elsewhere the block runs as is."""
+        """Handle the signals during the block (only the main thread may install handlers)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = {signum: signal.signal(signum, self) for signum in _STOP_SIGNALS}
+        previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
@@ -185,19 +171,13 @@ class _StopRequest:
 
 @dataclass
 class _EpochProgress:
-    """How far this process is into an epoch: what a mid-epoch checkpoint carries so that the
-    resumed epoch, and its metrics record, continue exactly."""
+    """How far this process is into an epoch (a mid-epoch checkpoint carries it)."""
 
     lr: float  # the learning rate at the epoch's start (its metrics record)
     step: int = 0  # optimiser steps done in the epoch
     seen: int = 0  # examples this process trained on
     sums: dict[str, Tensor] = field(default_factory=dict)  # sums over them (loss x batch, ...)
     elapsed_s: float = 0.0  # training seconds so far (for images/s)
-
-    def to_state(self) -> dict[str, Any]:
-        """Plain values and CPU tensors, for a checkpoint."""
-        sums = {key: value.detach().cpu() for key, value in self.sums.items()}
-        return {**vars(self), "sums": sums}
 
 
 class _Step(nn.Module):
@@ -287,13 +267,9 @@ def resume(
     progress: ProgressCallback | None = None,
     progress_every: int = 10,
 ) -> FitResult:
-    """Continue the run in ``run_dir`` from ``checkpoints/last.pt`` (an epoch end, or mid-epoch)
-    with its saved config; a run stopped before its first checkpoint starts again from its
-    config.yaml.
-
-    ``overrides`` (as for :func:`ciiv.train.load_config`) may change only ``RESUMABLE_KEYS``,
-    e.g. ``{"epochs": 200}`` to train longer or ``["device=cpu"]``; ``epochs`` may not drop below
-    the epochs already started.
+    """Continue the run in ``run_dir`` from ``checkpoints/last.pt`` with its saved config (or
+    from its config.yaml if it has no checkpoint yet). ``overrides`` (as for
+    :func:`ciiv.train.load_config`) may change only ``RESUMABLE_KEYS``, e.g. ``{"epochs": 200}``.
     """
     config = load_config(saved_config(run_dir), overrides)
     return fit(config, run_dir, resume=True, progress=progress, progress_every=progress_every)
@@ -311,25 +287,22 @@ def fit(
 
     Args:
         config: the resolved config (see :func:`ciiv.train.load_config`).
-        out_dir: the run directory; must not exist, be empty or hold no checkpoint, unless
-            ``resume``.
-        resume: continue from ``out_dir/checkpoints/last.pt``; ``config`` may differ from the
-            saved one only in ``RESUMABLE_KEYS`` (see also :func:`resume`).
+        out_dir: the run directory: new, empty or without a checkpoint unless ``resume``.
+        resume: continue from its ``checkpoints/last.pt``; ``config`` may differ from the saved
+            one only in ``RESUMABLE_KEYS``.
         progress: called with a :class:`ProgressEvent` on rank 0 (never on other ranks).
         progress_every: steps between the running loss and accuracy of "step" events (each
             costs one device sync); under DDP also between the ranks' checks for a stop signal.
 
     Raises:
         TrainingInterrupted: SIGINT or SIGTERM arrived; ``last.pt`` holds the step it stopped at.
-        MissingDependency: the backbone needs an optional package that is not installed
-            (raised before anything is written).
+        MissingDependency: the backbone's optional package is missing (before any write).
         ConfigError, RunDirError, CheckpointError, DatasetNotFoundError, ValueError.
     """
     config = config_from_dict(config_to_dict(config))  # validates a hand-built config too
     check_model_dependencies(config.model.backbone)  # before the run directory is written
     run_dir = Path(out_dir)
-    wants_cuda = resolve_device(config.device).type == "cuda"
-    dist = init_distributed(use_cuda=wants_cuda)
+    dist = init_distributed(use_cuda=resolve_device(config.device).type == "cuda")
     device = resolve_device(config.device, dist.local_rank)
     if config.amp == "fp16" and device.type != "cuda":
         raise ConfigError("amp: 'fp16' needs a CUDA device; use amp=bf16 or amp=none on the CPU")
@@ -341,7 +314,7 @@ def fit(
 
 
 class _Trainer:
-    """The state of one run; ``run`` is the epoch loop."""
+    """The state of one run: set-up, then ``run``, the epoch loop."""
 
     def __init__(
         self,
@@ -365,17 +338,13 @@ class _Trainer:
         amp_dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
         self.amp_dtype = amp_dtypes.get(resolve_amp(config.amp, device))
         self.stop = _StopRequest()
-        self.checkpoint_every = config.checkpoint_every or 0
         self.resumed: _EpochProgress | None = None  # the epoch a mid-epoch checkpoint left
 
-    # -- set-up --------------------------------------------------------------------------------
-
     def _load_data(self) -> None:
-        data = self.config.data
         # Rank 0 fetches first (a download must not race), then the others read its files.
         if not self.dist.is_main:
             self.dist.barrier()
-        splits = load_data(data)
+        splits = load_data(self.config.data)
         if self.dist.is_main:
             self.dist.barrier()
         self.info = splits.info
@@ -411,26 +380,22 @@ class _Trainer:
             self.optimizer, config.optim, config.epochs, self.steps_per_epoch
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp == "fp16")
-        step = _Step(self.model, self.objective)
-        self.step_module: nn.Module = step
+        self.step_module: nn.Module = _Step(self.model, self.objective)
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.step_module = DistributedDataParallel(step, device_ids=ids)
+            self.step_module = DistributedDataParallel(self.step_module, device_ids=ids)
         if config.compile == "step":
-            # The whole step (sampler, folded backbone, losses, and through AOTAutograd their
-            # backward) as one graph; training batches all have one shape (drop_last), so it
-            # compiles once, then when the epoch first changes (it becomes a symbolic int) and
-            # when a scheduled weight changes (docs/training.md).
+            # The whole step and its backward as one graph; all training batches have one shape
+            # (drop_last), so it recompiles only when the epoch or a scheduled weight first
+            # changes (docs/training.md).
             self.step_module = torch.compile(self.step_module)
 
     def _restore(self) -> None:
         state = load_checkpoint(checkpoint_path(self.run_dir, "last"), map_location=self.device)
         check_resumable(config_from_dict(state["config"]), self.config)
         try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.scaler.load_state_dict(state["scaler"])
+            for key in _STATEFUL:
+                getattr(self, key).load_state_dict(state[key])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"cannot restore the training state: {exc}") from exc
         self.start_epoch = int(state["epoch"])
@@ -460,14 +425,12 @@ class _Trainer:
             write_jsonl_atomic(self.run_dir / "metrics.jsonl", self.history)
         self._restore_best(state)
         self.resumed = self._resumed_progress(state.get("epoch_progress"))
-        if step:
-            logger.info("resuming %s at step %d of epoch %d", self.run_dir, step, started)
-        else:
-            logger.info("resuming %s after epoch %d", self.run_dir, self.start_epoch)
+        where = f"at step {step} of epoch {started}" if step else f"after epoch {self.start_epoch}"
+        logger.info("resuming %s %s", self.run_dir, where)
 
     def _restore_best(self, state: dict[str, Any]) -> None:
-        """Rewrite a missing best.pt from last.pt when that is the best epoch (a process killed
-        between writing the two); if it cannot be rebuilt, choose the best epoch anew."""
+        """Rebuild a best.pt missing after a crash from last.pt if that is the best epoch, else
+        choose the best epoch anew."""
         path, done = checkpoint_path(self.run_dir, "best"), int(state["epoch"])
         if path.is_file() or done == 0:
             return
@@ -484,11 +447,8 @@ class _Trainer:
         self.best_epoch = self.best_val = None
 
     def _resumed_progress(self, saved: list[dict[str, Any]] | None) -> _EpochProgress | None:
-        """This process's share of a mid-epoch checkpoint's epoch (None: it is an epoch end).
-
-        Under another number of processes rank 0 takes the sums of all (only their total counts
-        for the epoch's metrics) and the other ranks start from zero.
-        """
+        """This process's share of a mid-epoch checkpoint's epoch (None: an epoch end). Under
+        another number of processes rank 0 takes the sums of all, the others start from zero."""
         if not saved:
             return None
         first, rank = saved[0], self.dist.rank
@@ -499,15 +459,8 @@ class _Trainer:
             seen = sum(s["seen"] for s in saved)
         else:
             sums, seen = {key: torch.zeros_like(v) for key, v in first["sums"].items()}, 0
-        return _EpochProgress(
-            lr=first["lr"],
-            step=first["step"],
-            seen=seen,
-            sums={key: value.to(self.device) for key, value in sums.items()},
-            elapsed_s=first["elapsed_s"],
-        )
-
-    # -- the loop ------------------------------------------------------------------------------
+        sums = {key: value.to(self.device) for key, value in sums.items()}
+        return _EpochProgress(**{**first, "seen": seen, "sums": sums})
 
     def run(self, resume: bool) -> FitResult:
         config = self.config
@@ -576,9 +529,8 @@ class _Trainer:
             yield x, labels.to(self.device, non_blocking=True)
 
     def _train_steps(self, epoch: int) -> tuple[_EpochProgress, float]:
-        """The optimiser steps of ``epoch`` (from where a mid-epoch checkpoint left it), with
-        its "epoch_start" and "step" events and the checkpoints inside it. Returns the epoch's
-        progress and its start on the ``time.perf_counter`` clock."""
+        """The steps of ``epoch`` from where a mid-epoch checkpoint left it, with their events and
+        checkpoints; returns the epoch's progress and its ``time.perf_counter`` start."""
         config, steps = self.config, self.steps_per_epoch
         progress = self.resumed or _EpochProgress(lr=self.optimizer.param_groups[0]["lr"])
         self.resumed = None
@@ -675,7 +627,7 @@ class _Trainer:
         """Inside ``epoch``, after ``progress.step`` steps: save last.pt there when
         ``checkpoint_every`` steps are up or a stop signal came, and then stop."""
         stop = self._stop_agreed(progress.step)
-        every = self.checkpoint_every
+        every = self.config.checkpoint_every
         if stop or (every and (epoch * self.steps_per_epoch + progress.step) % every == 0):
             self._save(epoch, progress)
         if stop:
@@ -700,10 +652,8 @@ class _Trainer:
     @torch.no_grad()
     def _validate(self, epoch: int) -> float | None:
         """Accuracy on the validation split by the model's own inference rule, or None if empty.
-
-        The random models (CiiV, RS) draw from a fixed seed here, so that every epoch is judged on
-        the same draws and training's random stream is left untouched.
-        """
+        Random models draw from a fixed seed: every epoch is judged on the same draws, and
+        training's random stream is left untouched."""
         if len(self.val) == 0:
             return None
         self.model.eval()
@@ -728,15 +678,15 @@ class _Trainer:
     def _save(self, epoch: int, progress: _EpochProgress | None = None, best: bool = False) -> None:
         """Write checkpoints/last.pt (and best.pt if ``best``) at the end of ``epoch``, or inside
         it when ``progress`` says how far (each rank's running sums are saved with it)."""
-        mine = None if progress is None else progress.to_state()
+        mine = None
+        if progress is not None:  # plain values and CPU tensors
+            sums = {key: value.detach().cpu() for key, value in progress.sums.items()}
+            mine = {**vars(progress), "sums": sums}
         gathered = self.dist.all_gather((capture_rng_state(), mine))
         if not self.dist.is_main:
             return
         state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            **{key: getattr(self, key).state_dict() for key in _STATEFUL},
             "epoch": epoch if progress else epoch + 1,  # epochs finished
             "step": progress.step if progress else 0,  # optimiser steps into the next one
             "epoch_progress": None if progress is None else [p for _, p in gathered],

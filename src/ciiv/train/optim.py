@@ -1,7 +1,5 @@
-"""Optimisers and learning-rate schedules (registries keyed by the config's names).
-
-Every schedule is a function of the training progress in epochs (fractional, updated after each
-optimiser step), so resuming from a checkpoint continues it exactly.
+"""Optimisers and learning-rate schedules (registries keyed by the config's names). A schedule is
+a function of the fractional epochs done, so a resumed run continues it exactly.
 """
 
 from __future__ import annotations
@@ -29,12 +27,8 @@ _OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], tuple[str, ...]]] = {
 def build_optimizer(
     params: Iterable[nn.Parameter], config: OptimConfig, *, fused: bool = False
 ) -> torch.optim.Optimizer:
-    """The optimiser named ``config.name`` over ``params`` (weight decay on every parameter).
-
-    ``fused=True`` asks for the fused implementation (one kernel launch per step for all
-    parameters), which the training loop uses on CUDA; it is ignored where this torch's optimiser
-    has no ``fused`` option (SGD before torch 2.3).
-    """
+    """The optimiser named ``config.name`` over ``params`` (weight decay on every parameter);
+    ``fused``: the fused implementation (one kernel per step), where this torch's has one."""
     if config.name not in _OPTIMIZERS:
         raise ValueError(f"unknown optimiser {config.name!r}; valid: {', '.join(_OPTIMIZERS)}")
     cls, keys = _OPTIMIZERS[config.name]

@@ -1,14 +1,6 @@
-"""The run directory, and loading a trained model back from it.
-
-Layout of ``RUN_DIR``::
-
-    config.yaml              the resolved config (human-readable; checkpoints carry their own copy)
-    metrics.jsonl            one JSON object per finished epoch
-    checkpoints/last.pt      full training state after the latest epoch, or mid-epoch after a
-                             stop signal or ``checkpoint_every`` steps (for --resume)
-    checkpoints/best.pt      the same, for the epoch with the best validation accuracy
-
-Also here: preparing a run directory for a new or resumed run, and what may change on resuming.
+"""The run directory (config.yaml, metrics.jsonl, checkpoints/last.pt and best.pt; the layout
+is in docs/training.md): preparing it for a new or resumed run, what may change on resuming, and
+loading a trained model back from it.
 """
 
 from __future__ import annotations
@@ -73,12 +65,8 @@ def checkpoint_path(run_dir: str | Path, checkpoint: str = "last") -> Path:
 
 
 def saved_config(run_dir: str | Path) -> dict:
-    """The config a run was started with, as a dict: from ``checkpoints/last.pt``, else (a run
-    stopped before its first checkpoint) from ``config.yaml``.
-
-    Raises:
-        CheckpointError: neither exists (not a run directory), or the one read is corrupt.
-    """
+    """The config a run was started with, as a dict: from ``checkpoints/last.pt``, else from
+    ``config.yaml``; CheckpointError if neither exists or the one read is corrupt."""
     last = checkpoint_path(run_dir, "last")
     if last.is_file():
         return load_checkpoint(last)["config"]
@@ -144,11 +132,8 @@ def _unstarted(run_dir: Path) -> bool:
 
 
 def prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, dist: DistContext) -> bool:
-    """Check and create ``run_dir``; True when it holds ``checkpoints/last.pt`` to resume from.
-
-    Resuming a run that has no checkpoint yet starts it afresh from its config.yaml; a new run
-    may use a directory that holds no checkpoint. Leftovers of an interrupted save are removed.
-    """
+    """Check and create ``run_dir`` (a new run may use one without a checkpoint); True when it
+    holds ``checkpoints/last.pt`` to resume from. Leftovers of an interrupted save are removed."""
     last = checkpoint_path(run_dir, "last")
     restoring = resume and last.is_file()
     # Every rank checks before rank 0 creates anything, so all ranks agree on the outcome.
@@ -177,11 +162,8 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, dist: Dist
 
 
 def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:
-    """ "auto"/None -> CUDA (device ``local_rank``) when available, else the CPU.
-
-    Raises:
-        ValueError: CUDA was requested but is not available.
-    """
+    """ "auto"/None -> CUDA (device ``local_rank``) when available, else the CPU; ValueError if
+    CUDA was requested but is not available."""
     name = "auto" if device is None else str(device)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -195,12 +177,9 @@ def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> to
 
 
 def load_data(config: DataConfig, data_dir: str | Path | None = None) -> Splits:
-    """The train / val / test splits a run was (or will be) trained on, in CPU memory.
-
-    ``data_dir`` overrides ``config.data_dir`` (e.g. to evaluate on another machine).
-    ``config.max_train`` / ``max_val`` shrink the training and validation splits (stratified,
-    seeded with ``config.seed``); the test splits are never shrunk here.
-    """
+    """The train / val / test splits a run was (or will be) trained on, in CPU memory (``max_train``
+    and ``max_val`` applied; the test splits are never shrunk). ``data_dir`` overrides
+    ``config.data_dir`` (e.g. to evaluate on another machine)."""
     splits = load_splits(
         config.dataset,
         data_dir=config.data_dir if data_dir is None else data_dir,
@@ -219,14 +198,9 @@ def load_data(config: DataConfig, data_dir: str | Path | None = None) -> Splits:
 
 @dataclass
 class LoadedRun:
-    """A trained model and what it was trained on.
-
-    Attributes:
-        model: in eval mode, on the requested device; ``ciiv.models.predict(model, x)`` applies
-            the method's inference rule (CiiV: z-weighted mean over views, RS: majority vote).
-        dataset_info: the dataset's metadata as seen at training time.
-        checkpoint: "best" or "last"; ``epoch``: epochs trained when it was written.
-    """
+    """A trained model (eval mode; ``ciiv.models.predict(model, x)`` applies the method's
+    inference rule), what it was trained on (``dataset_info`` as seen at training time), and which
+    ``checkpoint`` ("best" or "last"), written after ``epoch`` epochs."""
 
     model: nn.Module
     config: TrainConfig
@@ -238,24 +212,14 @@ class LoadedRun:
     epoch: int
 
 
-def _dataset_info(values: dict) -> DatasetInfo:
-    # Stored as a plain dict (safe loading); tuples may come back as lists.
-    return DatasetInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-
 def load_run(
     run_dir: str | Path,
     checkpoint: Literal["best", "last"] = "best",
     device: str | torch.device | None = None,
 ) -> LoadedRun:
-    """Rebuild the model of a run from ``RUN_DIR/checkpoints/<checkpoint>.pt``.
-
-    Needs no dataset files: the checkpoint carries the config and the dataset metadata.
-
-    Args:
-        run_dir: a directory written by ``ciiv train`` / :func:`ciiv.train.fit`.
-        checkpoint: "best" (highest validation accuracy) or "last".
-        device: where to put the model; None or "auto" = CUDA when available, else CPU.
+    """Rebuild the model of a run from ``RUN_DIR/checkpoints/<checkpoint>.pt`` ("best": highest
+    validation accuracy, or "last") on ``device`` (None or "auto": CUDA when available). Needs no
+    dataset files: the checkpoint carries the config and the dataset metadata.
 
     Raises:
         CheckpointError: missing, corrupt or foreign checkpoint.
@@ -276,7 +240,9 @@ def load_run(
         raise CheckpointError(f"{path}: the stored config is invalid here: {exc}") from exc
     if "dataset_info" not in state:
         raise CheckpointError(f"{path} is incomplete: missing dataset_info")
-    info = _dataset_info(state["dataset_info"])
+    # Stored as a plain dict (safe loading); tuples come back as lists.
+    stored = state["dataset_info"].items()
+    info = DatasetInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored})
     model = build_model(config.model, info, get_method(config.method.name).model_kind)
     try:
         model.load_state_dict(state["model"])

@@ -1,9 +1,5 @@
-"""Training methods: a registry of objectives with one signature (see :mod:`.base`).
-
-Importing this package registers vanilla, mixup, rs, bpfc, pgd_at, trades, ciiv, ciiv_at and
-ciiv_mixup. Each objective class carries its ``Options`` dataclass; :class:`MethodConfig` is a
-method's name with its options, the ``method`` section of a training config.
-"""
+"""Training methods: a registry of objectives with one signature (see :mod:`.base`); importing
+this package registers the built-in ones (vanilla, mixup, rs, bpfc, pgd_at, trades, ciiv, ...)."""
 
 from . import adversarial, ciiv, standard
 from .adversarial import PGDOptions

@@ -1,12 +1,12 @@
 """Adversarial training: PGD (Madry et al. 2018) and TRADES (Zhang et al. 2019).
 
-Adversarial examples are crafted with the project's shared PGD (:mod:`ciiv.attacks`) and threat
-models (:mod:`ciiv.attacks.threat`), in eval mode: BatchNorm uses its running statistics and the
-inner maximisation does not update them. The training pass that follows runs in train mode.
+Examples are crafted with the shared PGD of :mod:`ciiv.attacks` in eval mode (BatchNorm's running
+statistics, not updated); the training pass that follows runs in train mode.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -23,12 +23,9 @@ __all__ = ["AdversarialOptions", "PGDOptions", "PGDTraining", "Trades", "craft_p
 
 @dataclass(frozen=True)
 class PGDOptions:
-    """The inner maximisation of adversarial training (``method.pgd``).
-
-    ``eps`` and ``step_size`` are in [0, 1] pixel units; YAML and overrides accept fractions
-    such as ``8/255``. ``bpda``/``eot`` only matter for a random (CiiV) model. An L2 ``eps`` is
-    checked against the image size once the data are loaded.
-    """
+    """The inner maximisation of adversarial training (``method.pgd``): ``eps`` and ``step_size``
+    in [0, 1] pixel units (``8/255`` accepted); ``bpda``/``eot`` only matter for a random (CiiV)
+    model. An L2 ``eps`` is checked against the image size once the data are loaded."""
 
     norm: Literal["Linf", "L2"] = "Linf"
     eps: float = 8 / 255
@@ -53,26 +50,12 @@ class AdversarialOptions:
 
 
 def craft_pgd(model: nn.Module, x: Tensor, y: Tensor, pgd: PGDOptions, loss: str = "ce") -> Tensor:
-    """PGD examples against ``model``: detached, in [0, 1], inside the ball.
-
-    The shared attack maximises ``loss`` ("ce"; "kl" for TRADES), runs the model in eval mode and
-    restores its modes; it starts uniformly in the ball and returns the last iterate (Madry et
-    al.), not the best one, which would cost an extra forward pass per step. Its seed comes from
-    torch's global generator, so a seeded run crafts the same examples.
-    """
-    attack = create_attack(
-        "pgd",
-        model,
-        norm=pgd.norm,
-        eps=pgd.eps,
-        step_size=pgd.step_size,
-        steps=pgd.steps,
-        random_start=True,
-        eot=pgd.eot,
-        bpda=pgd.bpda,
-        loss=loss,
-        keep_best=False,
-    )
+    """PGD examples against ``model`` maximising ``loss`` ("ce"; "kl" for TRADES): detached, in
+    [0, 1], inside the ball; uniform random start, the last iterate (Madry et al.; the best one
+    would cost a forward pass per step), drawn from torch's global generator."""
+    # The options are the attack's hyper-parameters of the same names.
+    options = dataclasses.asdict(pgd)
+    attack = create_attack("pgd", model, **options, random_start=True, loss=loss, keep_best=False)
     return attack(x, y)
 
 
@@ -99,12 +82,9 @@ def trades_kl(logits_clean: Tensor, logits_adv: Tensor) -> Tensor:
 
 @register_method("trades")
 class Trades(Objective):
-    """TRADES: CE(f(x), y) + beta * KL(p(x) || p(x_adv)), beta = 6.
-
-    x_adv maximises the KL term (not the cross-entropy): the shared PGD with ``loss="kl"``, from
-    a uniform random start in the ball, against the clean prediction of the eval-mode model.
-    Clean and adversarial images then go through the train-mode model in separate passes.
-    """
+    """TRADES: CE(f(x), y) + beta * KL(p(x) || p(x_adv)), beta = 6. x_adv maximises the KL term
+    against the eval-mode model's clean prediction; clean and adversarial images then go through
+    the train-mode model in separate passes."""
 
     @dataclass(frozen=True)
     class Options(AdversarialOptions):

@@ -1,12 +1,9 @@
 """The training-method contract and its registry.
 
-A method is an objective: ``objective(model, x, y, ctx) -> StepOutput``. The training loop is
-the same for every method; what differs is the loss (and any adversarial or noisy inputs it
-builds) and the kind of model it trains (``model_kind``: plain, CiiV or smoothed).
-
-Each method owns its settings: a frozen ``Options`` dataclass on the objective class, validated
-in its ``__post_init__`` (messages start with the option's name). The config's ``method`` section
-is ``{name: <method>, **options}`` (:class:`MethodConfig`), so adding a method is one file.
+A method is an objective, ``objective(model, x, y, ctx) -> StepOutput``, with the kind of model it
+trains (``model_kind``: plain, CiiV or smoothed) and its settings: a frozen ``Options`` dataclass
+validated in its ``__post_init__``. The config's ``method`` section is ``{name: <method>,
+**options}`` (:class:`MethodConfig`), so adding a method is one file.
 """
 
 from __future__ import annotations
@@ -53,15 +50,9 @@ class StepContext:
 
 @dataclass
 class StepOutput:
-    """What one objective call returns.
-
-    Attributes:
-        loss: scalar tensor to minimise.
-        logits: [B, classes] predictions used for the training accuracy (detached by the loop).
-        targets: labels [B] the accuracy is counted against (None: the batch's labels). Mixup
-            methods use the label with the larger mixing weight.
-        metrics: extra scalar tensors averaged over the epoch (e.g. ``ce``, ``reg``).
-    """
+    """What one objective call returns: the scalar ``loss``; ``logits`` [B, classes] and the
+    ``targets`` [B] (None: the batch's labels; mixup: the label with the larger weight) of the
+    training accuracy; extra scalar ``metrics`` averaged over the epoch (``ce``, ``reg``, ...)."""
 
     loss: Tensor
     logits: Tensor
@@ -165,10 +156,9 @@ def option_names(name: str) -> list[str]:
 
 def switch_method(values: Mapping[str, Any], name: str) -> dict[str, Any]:
     """The raw ``method`` mapping after choosing method ``name`` (``--method``, ``method.name=``):
-    options that ``name`` also takes are kept, since an option name means the same in every
-    method that has it (``pgd``, ``alpha``, ``w_reg``, ...); the others were another method's and
-    are dropped. A mapping saved before methods owned their options is read the same way, with
-    its old option names renamed."""
+    the options ``name`` also takes are kept (an option name means the same in every method), the
+    others dropped; the old option names of a mapping saved before methods owned their options
+    are renamed."""
     values = dict(values)
     if set(_RENAMED) <= set(values):
         values = {_RENAMED.get(key, key): value for key, value in values.items()}
@@ -185,10 +175,8 @@ def switch_method(values: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 @dataclass
 class MethodConfig:
-    """The training method: a name from :func:`list_methods` and that method's ``Options``.
-
-    Read from and written as one mapping, ``{name: trades, beta: 6.0, pgd: {...}}``.
-    """
+    """The training method: a name from :func:`list_methods` and that method's ``Options``, read
+    and written as one mapping, ``{name: trades, beta: 6.0, pgd: {...}}``."""
 
     name: str = "ciiv"
     options: Any = None  # get_method(name).Options(); None: its defaults

@@ -29,14 +29,8 @@ class CiiV(Objective):
 
     @dataclass(frozen=True)
     class Options:
-        """CiiV's loss (SPEC section 4).
-
-        Attributes:
-            w_ce: weight of the per-view cross-entropy (1).
-            w_reg, w_reg_factor, w_reg_milestones: w_reg starts at ``w_reg`` and is multiplied
-                by ``w_reg_factor`` after each milestone epoch (0.1, x10 after 25, 50, 75).
-            consistency: the view-consistency loss, "smooth_l1" (paper) or "l2".
-        """
+        """CiiV's loss weights (SPEC section 4): w_reg is multiplied by ``w_reg_factor`` after
+        each milestone epoch."""
 
         w_ce: float = 1.0
         w_reg: float = 0.1

@@ -85,11 +85,8 @@ class Mixup(Objective):
 
 @register_method("rs")
 class NoiseTraining(Objective):
-    """Randomized smoothing's training: cross-entropy of the base model on clip(x + sigma n, 0, 1).
-
-    The model is a :class:`~ciiv.models.SmoothedClassifier`; its ``sigma`` is the training noise,
-    and it predicts by majority vote.
-    """
+    """Randomized smoothing's training: CE of the base model on clip(x + sigma n, 0, 1), sigma
+    being the :class:`~ciiv.models.SmoothedClassifier`'s (it predicts by majority vote)."""
 
     model_kind = "smoothed"
 
@@ -99,34 +96,22 @@ class NoiseTraining(Objective):
 
 
 def quantise(x: Tensor, step: float, noise: float) -> Tensor:
-    """BPFC's coarse quantisation of pixels x in [0, 1] (same shape).
-
-    Adds uniform noise U(-noise, noise), then maps each value to the centre of its bin of width
-    ``step``, clipped to [0, 1]. With step 32/255 only the 3 most significant bit planes of an
-    8-bit image survive (the 5 lower planes are dropped).
-    """
+    """BPFC's quantisation of pixels x in [0, 1]: add U(-noise, noise), map each value to the
+    centre of its bin of width ``step``, clip to [0, 1]. Step 32/255 keeps 3 of 8 bit planes."""
     noisy = x + noise * (2 * torch.rand_like(x) - 1)
     return (torch.floor(noisy / step) * step + step / 2).clamp(0, 1)
 
 
 @register_method("bpfc")
 class BPFC(Objective):
-    """Bit-plane feature consistency (Addepalli et al. 2020; SPEC section 5).
-
-    loss = CE(f(x), y) + w(epoch) * mean_batch ||f(x) - f(quantise(x))||_2^2 on the logits,
-    with w = 1 multiplied by 9 after epochs 25, 50 and 75. Clean and quantised images go through
-    the model in separate passes (each with its own BatchNorm batch statistics).
-    """
+    """Bit-plane feature consistency (Addepalli et al. 2020; SPEC section 5): CE(f(x), y) +
+    w(epoch) * mean_batch ||f(x) - f(quantise(x))||_2^2 on the logits (w = 1, x9 after 25, 50, 75).
+    Clean and quantised images go through separate passes (own BatchNorm batch statistics)."""
 
     @dataclass(frozen=True)
     class Options:
-        """BPFC's settings ([0, 1] pixel units).
-
-        Attributes:
-            step, noise: quantisation bin width and uniform pre-noise amplitude (32/255, 8/255).
-            weight, factor, milestones: weight of the logit-consistency term, multiplied by
-                ``factor`` after each milestone epoch (1, x9 after 25, 50, 75).
-        """
+        """BPFC's bin width and pre-noise amplitude ([0, 1] pixel units), and the weight of the
+        logit-consistency term, multiplied by ``factor`` after each milestone epoch."""
 
         step: float = 32 / 255
         noise: float = 8 / 255
