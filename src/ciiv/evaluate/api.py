@@ -114,11 +114,9 @@ def detect_traits(model: nn.Module, x: Tensor) -> ModelTraits:
 
 @torch.no_grad()
 def _check_outputs(model: nn.Module, x: Tensor, y: Tensor) -> tuple[int, int]:
-    """One forward pass on a few examples x [b, C, H, W]: the labels y [N] must index the model's
-    logits [b, K], and outputs that look like probabilities (in [0, 1], rows summing to 1) get a
-    warning, as AutoAttack's checks give: a softmax output saturates, so gradient attacks stall
-    and the model looks more robust than it is. Returns (b, K): the images it sent through and
-    the number of classes."""
+    """One pass on a few examples x [b, C, H, W]: logits [b, K] that the labels y index, and a
+    warning (as AutoAttack gives) for probabilities, whose saturated softmax stalls gradient
+    attacks. Returns (b, K)."""
     with preserve_mode(model):
         out = model(x)
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
@@ -138,22 +136,6 @@ def _check_outputs(model: nn.Module, x: Tensor, y: Tensor) -> tuple[int, int]:
             "robustness; return the scores before the softmax"
         )
     return x.shape[0], classes
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in [*model.parameters(), *model.buffers()]:
-        return tensor.device
-    return torch.device("cpu")
-
-
-def _model_info(model: nn.Module, traits: ModelTraits) -> dict[str, Any]:
-    return {
-        "class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "stochastic": traits.stochastic,
-        "views": traits.views,
-        "num_views": model.num_views if isinstance(model, MultiView) else None,
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
 
 
 def evaluate_robustness(
@@ -242,13 +224,13 @@ def evaluate_robustness(
     y = y.long()
     settings = keywords if settings is None else settings
     plan = _plan(model, x, y, settings, indices, ctx, precomputed is None, run_info)
+    settings, device, audit_plan, n = plan.settings, plan.device, plan.audit, plan.n
     out = None if out_dir is None else Path(out_dir)
-    n, size = plan.n, plan.settings.batch_size
-    batches = Batches(out, plan.config, "an evaluation", n, size, ctx, overwrite=overwrite)
+    batches = Batches(out, plan.config, "an evaluation", n, settings.batch_size, ctx, overwrite)
     if batches.done:
         logger.info("resuming: %d of %d batches done (in %s)", batches.done, batches.total, out)
     if progress:
-        bound = None if plan.audit is None else plan.audit.bound
+        bound = None if audit_plan is None else audit_plan.bound
         progress(
             "plan",
             {
@@ -256,26 +238,57 @@ def evaluate_robustness(
                 "batches": batches.total,
                 "done": batches.done,
                 "forward_passes": {"suite": plan.suite_bound(), "audit": bound},
-                "audit": None if plan.audit is None else ", ".join(DEFAULT_CHECKS),
+                "audit": None if audit_plan is None else ", ".join(DEFAULT_CHECKS),
             },
         )
         progress("start", {"total": batches.total, "done": batches.done})
+
+    def compute(b: int, lo: int, hi: int) -> tuple[list[dict], dict]:
+        rows, record = evaluate_batch(
+            model,
+            x[lo:hi].to(device),
+            y[lo:hi].to(device),
+            batch=b,
+            positions=list(range(lo, hi)),
+            indices=plan.indices[lo:hi],
+            attacks=plan.attacks,
+            protocol=plan.protocol,
+            draws=settings.draws,
+            seed=settings.seed,
+            max_batch=settings.max_batch,
+            progress=progress,
+        )
+        return rows, {**record, "device": str(device)}
 
     def on_batch(b: int) -> None:
         seen = list(batches.seen())
         info = {"batch": b, "done": batches.done, "total": batches.total}
         progress("batch", {**info, "robust": sum(r["robust"] for r in seen), "seen": len(seen)})
-        if batches.computed == 1:
-            left = batches.total - batches.done
-            progress("estimate", _estimate(batches.records[b], left, plan.audit))
+        if batches.computed == 1:  # seconds left, extrapolated from this session's first batch
+            seconds = batches.records[b]["elapsed_s"]
+            images = sum(batches.records[b]["forward_passes"].values())
+            rate = images / seconds if seconds > 0 else float("inf")
+            estimate = {
+                "batch_s": seconds,
+                "images_per_s": rate,
+                "suite_s": seconds * (batches.total - batches.done),
+                "audit_s": None if audit_plan is None else audit_plan.bound / rate,
+            }
+            progress("estimate", estimate)
 
     def summarise(rows: list[dict], recs: list[dict]) -> dict[str, Any]:
-        info = _model_info(model, plan.traits)
+        info = {
+            "class": f"{type(model).__module__}.{type(model).__qualname__}",
+            "stochastic": plan.traits.stochastic,
+            "views": plan.traits.views,
+            "num_views": model.num_views if isinstance(model, MultiView) else None,
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
         wall = time.perf_counter() - started
         summary = build_summary(plan, rows, recs, model=info, run_info=run_info, wall=wall)
-        if precomputed is not None and plan.settings.audit:
+        if precomputed is not None and settings.audit:
             summary["audit"] = precomputed
-        elif plan.settings.audit:
+        elif settings.audit:
             t0 = time.perf_counter()
             passes = summary["forward_passes"]
             summary["audit"] = _default_audit(model, x, y, plan, passes, progress)
@@ -283,10 +296,7 @@ def evaluate_robustness(
         return summary
 
     with preserve_mode(model), assume_rows(model, plan.layout):
-        batches.run(
-            lambda b, lo, hi: _batch(model, x, y, plan, b, lo, hi, progress),
-            on_batch if progress else None,
-        )
+        batches.run(compute, on_batch if progress else None)
     summary, rows = batches.finish(summarise)
     return EvaluationResult(summary, rows, out)
 
@@ -301,14 +311,13 @@ def _plan(
     run_audit: bool,
     run_info: Mapping[str, Any] | None,
 ) -> EvalPlan:
-    """Everything decided before the batches: the model's traits (from a few examples), the
-    settings resolved for it, the attacks, config.json and the default audit's size. Raises
-    before anything is written: bad indices, labels, eps or a missing attack package."""
+    """Everything decided before the batches (traits, resolved settings, attacks, config.json,
+    the audit's size); raises before anything is written."""
     n = x.shape[0]
     indices = list(range(n)) if indices is None else [int(i) for i in indices]
     if len(indices) != n:
         raise ValueError(f"indices has {len(indices)} entries for {n} examples")
-    device = _model_device(model)
+    device = next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
     sample = x[: min(n, 8)].to(device)
     with seeded(derive_seed(settings.seed, "traits"), device):
         traits = detect_traits(model, sample)
@@ -373,51 +382,9 @@ def _plan(
         audit=None,
         config=config,
     )
-    if not run_audit:
-        return plan
-    return dataclasses.replace(plan, audit=_audit_plan(model, plan, plan.suite_bound()))
-
-
-def _batch(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    plan: EvalPlan,
-    b: int,
-    lo: int,
-    hi: int,
-    progress: ProgressFn | None,
-) -> tuple[list[dict], dict]:
-    """Rows and record of batch b: examples lo..hi-1 (see :func:`.engine.evaluate_batch`)."""
-    settings, device = plan.settings, plan.device
-    on_attack = on_step = None
-    if progress:
-        names = [a.name for a in plan.attacks]
-
-        def on_attack(name: str) -> None:
-            info = {"batch": b, "name": name, "index": names.index(name), "attacks": len(names)}
-            progress("attack", info)
-
-        def on_step(name: str, step: int, steps: int) -> None:
-            progress("step", {"batch": b, "name": name, "step": step, "steps": steps})
-
-    batch_rows, record = evaluate_batch(
-        model,
-        x[lo:hi].to(device),
-        y[lo:hi].to(device),
-        batch=b,
-        positions=list(range(lo, hi)),
-        indices=plan.indices[lo:hi],
-        attacks=plan.attacks,
-        protocol=plan.protocol,
-        draws=settings.draws,
-        seed=settings.seed,
-        max_batch=settings.max_batch,
-        on_attack=on_attack,
-        on_step=on_step,
-    )
-    record["device"] = str(device)
-    return batch_rows, record
+    if run_audit:
+        plan = dataclasses.replace(plan, audit=_audit_plan(model, plan, plan.suite_bound()))
+    return plan
 
 
 def _audit_plan(model: nn.Module, plan: EvalPlan, budget: int) -> AuditPlan | None:
@@ -437,20 +404,6 @@ def _audit_plan(model: nn.Module, plan: EvalPlan, budget: int) -> AuditPlan | No
     )
 
 
-def _estimate(record: dict[str, Any], remaining: int, audit_plan: AuditPlan | None) -> dict:
-    """Seconds left, extrapolated from the first batch computed this session."""
-    seconds = record["elapsed_s"]
-    images = sum(record["forward_passes"].values())
-    rate = images / seconds if seconds > 0 else float("inf")
-    audit_s = None if audit_plan is None else audit_plan.bound / rate
-    return {
-        "batch_s": seconds,
-        "images_per_s": rate,
-        "suite_s": seconds * remaining,
-        "audit_s": audit_s,
-    }
-
-
 def _default_audit(
     model: nn.Module,
     x: Tensor,
@@ -459,8 +412,7 @@ def _default_audit(
     suite_passes: int,
     progress: ProgressFn | None,
 ) -> dict[str, Any]:
-    """The default audit's result as a dict (:mod:`.default_audit`), sized to the forward passes
-    the suite took, or why none ran."""
+    """The default audit's dict, sized to the suite's forward passes, or why none ran."""
     audit_plan = _audit_plan(model, plan, suite_passes)
     if audit_plan is None:
         why = "the audit needs at least 2 examples"
@@ -476,12 +428,11 @@ def _default_audit(
     if progress:
         sizes = {"examples": audit_plan.n, "forward_passes": audit_plan.bound}
         events = check_events(lambda info: progress("audit", {**info, **sizes}), DEFAULT_CHECKS)
-    device = plan.device
     with preserve_mode(model), assume_rows(model, plan.layout):
         result = audit(
             model,
-            x[: audit_plan.n].to(device),
-            y[: audit_plan.n].to(device),
+            x[: audit_plan.n].to(plan.device),
+            y[: audit_plan.n].to(plan.device),
             eps=plan.settings.eps,
             norm=plan.settings.suite.norm,
             quick=True,

@@ -174,6 +174,10 @@ def _outcome(values: list[int], label: int) -> dict[str, Any]:
     return {"preds": values, "correct": correct, "robust": correct == len(values)}
 
 
+def _step_event(progress: Callable, info: dict[str, Any], step: int, steps: int) -> None:
+    progress("step", {**info, "step": step, "steps": steps})
+
+
 def evaluate_batch(
     model: nn.Module,
     x: Tensor,
@@ -187,8 +191,7 @@ def evaluate_batch(
     draws: int,
     seed: int,
     max_batch: int | None = None,
-    on_attack: Callable[[str], None] | None = None,
-    on_step: Callable[[str, int, int], None] | None = None,
+    progress: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Evaluate one batch; returns (one row per example, the batch record).
 
@@ -198,25 +201,14 @@ def evaluate_batch(
         batch: batch index (with ``seed`` it fixes every random draw of the batch).
         positions, indices: per example, its position in the evaluated set and its index in the
             source split (both written to the rows).
-        attacks: resolved attacks in run order.
-        protocol: the effective protocol (decides which function the attacks query).
-        draws: R, prediction draws per input.
-        seed: the evaluation seed.
-        max_batch: most images per model call inside the attacks and per call of the
-            prediction draws.
-        on_attack: called with each attack's name before it runs (progress display).
-        on_step: called as ``on_step(name, step, steps)`` after each iteration of an iterative
-            attack (:attr:`ciiv.attacks.Attack.on_step`; progress display).
+        attacks: resolved attacks in run order; protocol: the effective protocol.
+        draws: R, prediction draws per input; seed: the evaluation seed.
+        max_batch: most images per model call inside the attacks and the prediction draws.
+        progress: gets the "attack" and "step" events of :data:`ciiv.evaluate.api.ProgressFn`.
     """
     start = time.perf_counter()
-    record: dict[str, Any] = {
-        "batch": batch,
-        "size": x.shape[0],
-        "forward_passes": {},
-        "attacked": {},
-        "elapsed": {},
-        "settings": {},
-    }
+    record: dict[str, Any] = {"batch": batch, "size": x.shape[0]}
+    record |= {key: {} for key in ("forward_passes", "attacked", "elapsed", "settings")}
     labels = y.tolist()
     with seeded(derive_seed(seed, "batch", batch), x.device):
         clean = draw_predictions(model, x, draws, max_batch)
@@ -225,12 +217,14 @@ def evaluate_batch(
         standing = correct.clone()
         broken_by: list[str | None] = [None if ok else "clean" for ok in correct.tolist()]
         outcomes: dict[str, list[dict | None]] = {}
-        for spec in attacks:
-            if on_attack is not None:
-                on_attack(spec.name)
+        for number, spec in enumerate(attacks):
+            step = None
+            if progress:
+                info = {"batch": batch, "name": spec.name}
+                progress("attack", {**info, "index": number, "attacks": len(attacks)})
+                step = partial(_step_event, progress, info)
             t0 = time.perf_counter()
             idx = torch.nonzero(standing if spec.worst_case else correct).flatten()
-            step = None if on_step is None else partial(on_step, spec.name)
             run = run_attack(
                 model, spec.attack, x[idx], y[idx], hyper=spec.hyper, seed=seed,
                 key=(batch, spec.name), protocol=protocol, draws=draws, max_batch=max_batch,
