@@ -73,23 +73,12 @@ def audit_verdict(audit: Mapping[str, Any] | None) -> dict[str, Any]:
 
 @dataclass
 class AuditResult:
-    """The outcome of :func:`audit`.
+    """The outcome of :func:`audit`: one :class:`~ciiv.evaluate.checks.CheckResult` per check in
+    run order, ``passed`` when none failed (warnings and skips allowed), and the facts of the run.
 
-    Attributes:
-        checks: one :class:`~ciiv.evaluate.checks.CheckResult` per check, in run order.
-        passed: no check failed (warnings and skips allowed).
-        settings: every setting of the audit (:class:`~ciiv.evaluate.checks.AuditSettings`).
-        versions: ciiv, torch, python, device (and pyautoattack when installed).
-        seed: the audit's seed.
-        n_examples: points audited.
-        clean_accuracy: mean per-draw clean accuracy on those points (NaN if the model failed).
-        stochastic: whether the model gave different logits for the same input (None if the
-            model failed before that could be measured).
-        model: the model's class name.
-        elapsed_s: wall-clock seconds of the whole audit.
-        forward_passes: images the model received over the whole audit (calls x images, every
-            measurement and attack included; counted by a forward hook, so 0 for a model that is
-            a plain callable).
+    ``clean_accuracy`` is the mean per-draw clean accuracy (NaN, and ``stochastic`` None, when the
+    model failed before they were measured); ``forward_passes`` counts the images the model
+    received over the whole audit (a forward hook: 0 for a model that is a plain callable).
     """
 
     checks: list[CheckResult]
@@ -142,21 +131,6 @@ class AuditResult:
         return write_json_atomic(path, self.to_dict())
 
 
-def _validate(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Check the inputs; return x and y on the model's device (labels as int64)."""
-    if not callable(model):
-        raise ValueError(f"model must be a callable nn.Module, got {type(model).__name__}")
-    check_images(x)
-    check_labels(y, x.shape[0])
-    if x.shape[0] < 2:
-        raise ValueError(
-            "the audit compares accuracies over examples: pass at least 2 (100+ advised)"
-        )
-    param = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
-    device = x.device if param is None else param.device
-    return x.detach().to(device), y.detach().to(device).long()
-
-
 def audit(
     model: nn.Module,
     x: Tensor,
@@ -180,8 +154,7 @@ def audit(
             flags are restored afterwards.
         x: images [N, C, H, W] in [0, 1] (N >= 100 advised; moved to the model's device).
         y: labels [N].
-        eps: the threat model's budget, a float or a string like "8/255".
-        norm: "Linf" or "L2".
+        eps, norm: the threat model: a budget (a float or a string like "8/255"), "Linf" or "L2".
         quick: the cheap preset (short attacks, fewer EOT draws and queries): what ``ciiv eval``
             runs alongside every evaluation. The full preset is for ``ciiv audit``.
         seed: seeds every draw of the audit (attacks and the model's randomness); the global
@@ -195,13 +168,20 @@ def audit(
         **overrides: any :class:`~ciiv.evaluate.checks.AuditSettings` field (e.g. ``steps=20``);
             ``batch_size`` defaults to the device's fastest (:func:`ciiv.attacks.default_max_batch`
             on the CPU, the settings' default on a GPU).
-
-    Returns:
-        An :class:`AuditResult`; ``passed`` is False when any check failed.
     """
     started = time.perf_counter()
     eps_value, norm = parse_eps(eps), canonical_norm(norm)
-    x, y = _validate(model, x, y)
+    if not callable(model):
+        raise ValueError(f"model must be a callable nn.Module, got {type(model).__name__}")
+    check_images(x)
+    check_labels(y, x.shape[0])
+    if x.shape[0] < 2:
+        raise ValueError(
+            "the audit compares accuracies over examples: pass at least 2 (100+ advised)"
+        )
+    param = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
+    device = x.device if param is None else param.device
+    x, y = x.detach().to(device), y.detach().to(device).long()
     cap = default_max_batch(x.device)  # None: keep AuditSettings' default (large calls)
     if cap is not None:
         overrides.setdefault("batch_size", cap)
@@ -210,13 +190,10 @@ def audit(
     for name in names:
         get_check(name)  # unknown names fail before any work
     results: list[CheckResult] = []
-    seen = [0]
-
-    def count(_module: nn.Module, args: tuple) -> None:
-        seen[0] += len(args[0])
-
-    # The handle removes the hook when the block ends.
-    hook = model.register_forward_pre_hook(count) if isinstance(model, nn.Module) else None
+    seen: list[int] = []  # images per model call; the hook's handle removes it when the block ends
+    hook = None
+    if isinstance(model, nn.Module):
+        hook = model.register_forward_pre_hook(lambda _m, args: seen.append(len(args[0])))
     with seeded(settings.seed, x.device), preserve_mode(model), hook or contextlib.nullcontext():
         ctx = AuditContext(model, x, y, settings)
         for name in names:
@@ -260,7 +237,7 @@ def audit(
         stochastic=stochastic,
         model=type(model).__name__,
         elapsed_s=time.perf_counter() - started,
-        forward_passes=seen[0],
+        forward_passes=sum(seen),
     )
 
 

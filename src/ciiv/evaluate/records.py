@@ -33,8 +33,6 @@ from ciiv.distributed import DistContext
 
 __all__ = [
     "Batches",
-    "check_config",
-    "create_dir",
     "examples_digest",
     "load_done",
     "read_json",
@@ -44,34 +42,6 @@ __all__ = [
 
 EXAMPLES, BATCHES, CONFIG = "examples.jsonl", "batches.jsonl", "config.json"
 SUMMARY, SHARDS = "summary.json", "shards"
-
-
-def create_dir(out: Path) -> None:
-    """``mkdir -p out``, with an error that says what to do when it cannot be created."""
-    try:
-        Path(out).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(
-            f"cannot create the output directory {out} ({exc.strerror or exc}); choose one in a "
-            "folder you can write to"
-        ) from None
-
-
-def check_config(out: Path, config: dict[str, Any], what: str, write: bool = True) -> None:
-    """Write ``out/config.json`` (when ``write``), or make sure the one there holds the same
-    settings: resuming an interrupted ``what`` ("evaluation", "certification") needs them."""
-    path = Path(out) / CONFIG
-    config = json.loads(json.dumps(config))
-    if path.exists():
-        previous = read_json(path)
-        if previous != config:
-            keys = ", ".join(_differences(previous, config))
-            raise ValueError(
-                f"{out} holds {what} with different settings ({keys}); use another output "
-                "directory, or overwrite=True (--overwrite) to start afresh"
-            )
-    elif write:
-        write_json_atomic(path, config)
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -190,13 +160,29 @@ class Batches:
         self._shard: Path | None = None
         if out is None:
             return
-        create_dir(out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(
+                f"cannot create the output directory {out} ({exc.strerror or exc}); choose one in "
+                "a folder you can write to"
+            ) from None
         if overwrite and ctx.is_main:  # only the files this module writes, and extra_files
             for name in (EXAMPLES, BATCHES, CONFIG, SUMMARY, *extra_files):
                 (out / name).unlink(missing_ok=True)
             shutil.rmtree(out / SHARDS, ignore_errors=True)
         ctx.barrier()
-        check_config(out, config, what, write=ctx.is_main)
+        config = json.loads(json.dumps(config))  # as it reads back from config.json
+        if (out / CONFIG).exists():
+            previous = read_json(out / CONFIG)
+            if previous != config:
+                keys = ", ".join(_differences(previous, config))
+                raise ValueError(
+                    f"{out} holds {what} with different settings ({keys}); use another output "
+                    "directory, or overwrite=True (--overwrite) to start afresh"
+                )
+        elif ctx.is_main:
+            write_json_atomic(out / CONFIG, config)
         done_rows, done_records = load_done(out)
         for b in self.mine:
             if b in done_records:
