@@ -5,7 +5,6 @@
     result.robust_accuracy, result.per_attack, result.to_dict()
 
 Names are imported lazily, so importing a submodule (``ciiv.evaluate.checks``...) stays cheap.
-``audit`` is exported when ``ciiv.evaluate.audit`` exists.
 """
 
 from __future__ import annotations

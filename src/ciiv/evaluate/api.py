@@ -74,9 +74,7 @@ class EvaluationResult:
     """
 
     def __init__(self, summary: dict[str, Any], rows: list[dict], out_dir: Path | None) -> None:
-        self.summary = summary
-        self.rows = rows
-        self.out_dir = out_dir
+        self.summary, self.rows, self.out_dir = summary, rows, out_dir
 
     def __repr__(self) -> str:
         return (
@@ -163,9 +161,8 @@ def evaluate_robustness(
 ) -> EvaluationResult:
     """Evaluate ``model`` on (x, y) against an attack suite; per-example worst case over R draws.
 
-    Three steps: plan (the model's traits, the resolved settings and attacks, the audit's size),
-    run the batches (resumable, split across the ranks of a torch.distributed group, see
-    :class:`.records.Batches`), summarise (:func:`.summary.build_summary`, then the default audit).
+    Three steps: plan (traits, resolved settings and attacks, the audit's size), run the batches
+    (resumable, split across torch.distributed ranks: :class:`.records.Batches`), summarise.
 
     Args:
         model: maps pixels [B, C, H, W] in [0, 1] to logits [B, K] (optionally ``predict(x)`` for
@@ -178,12 +175,10 @@ def evaluate_robustness(
         out_dir: where ``examples.jsonl``, ``batches.jsonl``, ``config.json`` and
             ``summary.json`` go; an interrupted evaluation resumes there. None keeps it in memory.
         indices: per example, its index in the source split (written to the rows); default 0..N-1.
-        audit: True (the default) runs the default audit when the model is random: the
-            randomness and gradient-health checks (:mod:`ciiv.evaluate.default_audit`) on at
-            most the first ``audit_examples`` examples, sized to cost at most the suite's
-            forward passes, stored as ``summary["audit"]``; a deterministic model gets none (a
-            note). False runs none. A mapping (an audit result computed before, e.g. for the
-            other protocol) is stored as is.
+        audit: True (the default) stores the default audit of a random model
+            (:mod:`ciiv.evaluate.default_audit`; a note for a deterministic one) as
+            ``summary["audit"]``; False runs none; a mapping (an audit result computed before,
+            e.g. for the other protocol) is stored as is.
         overwrite: delete earlier results in ``out_dir`` instead of resuming.
         run_info: extra facts stored as ``summary["run"]`` (the command passes the run's). Its
             ``"model"`` entry, if any (e.g. ``ciiv.models.external.describe_user_model(...)``),
@@ -197,9 +192,8 @@ def evaluate_robustness(
         every rank gets the merged summary and all the rows.
 
     Raises:
-        ValueError: bad inputs (labels outside the model's classes, an eps out of range for the
-            norm), an unknown suite/protocol, an ``out_dir`` that cannot be created or that holds
-            an evaluation with different settings (pass ``overwrite=True`` or another directory).
+        ValueError: bad inputs (labels, eps), an unknown suite/protocol, an ``out_dir`` that cannot
+            be created or that holds an evaluation with other settings.
     """
     started = time.perf_counter()
     precomputed = dict(audit) if isinstance(audit, Mapping) else None

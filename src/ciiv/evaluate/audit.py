@@ -1,14 +1,9 @@
-"""The obfuscated-gradient audit: run the published checklists on any model, automatically.
+"""The obfuscated-gradient audit: the published checklists (Athalye, Carlini and Wagner 2018;
+Carlini et al. 2019; AutoAttack's sanity checks) run on any model, automatically.
 
-    from ciiv.evaluate.audit import audit
-    result = audit(model, x, y, eps="8/255", norm="Linf")
-    result.passed, [(c.name, c.status) for c in result.checks], result.to_dict()
-
-The checks follow Athalye, Carlini and Wagner 2018 ("Obfuscated Gradients Give a False Sense of
-Security"), Carlini et al. 2019 ("On Evaluating Adversarial Robustness") and AutoAttack's own
-sanity checks (Croce and Hein 2020). Each reports pass / warn / fail / skip with the numbers
-behind it and, when it does not pass, what to run next; docs/evaluation.md ("The audit checks")
-explains every one. The checks live in :mod:`ciiv.evaluate.checks`, one module each.
+Each check (:mod:`ciiv.evaluate.checks`, one module each) reports pass / warn / fail / skip with
+the numbers behind it and, when it does not pass, what to run next; docs/evaluation.md ("The
+audit checks") explains every one.
 """
 
 from __future__ import annotations
@@ -148,20 +143,17 @@ def audit(
     """Audit ``model``'s robustness evaluation at budget ``eps`` for obfuscated gradients.
 
     Args:
-        model: maps pixels x [B, C, H, W] in [0, 1] to logits [B, K]; optionally ``predict``
-            (its own inference rule), ``stochastic``, ``bpda(surrogate)``,
-            ``fixed_randomness(seed)`` and ``forward_expected`` (CiiV). It runs in eval mode; its
-            flags are restored afterwards.
-        x: images [N, C, H, W] in [0, 1] (N >= 100 advised; moved to the model's device).
-        y: labels [N].
+        model: maps pixels x [B, C, H, W] in [0, 1] to logits [B, K]; optionally ``predict``,
+            ``stochastic``, ``bpda(surrogate)``, ``fixed_randomness(seed)``, ``forward_expected``
+            (CiiV). It runs in eval mode; its flags are restored afterwards.
+        x, y: images [N, C, H, W] in [0, 1] (N >= 100 advised) and labels [N].
         eps, norm: the threat model: a budget (a float or a string like "8/255"), "Linf" or "L2".
         quick: the cheap preset (short attacks, fewer EOT draws and queries): what ``ciiv eval``
             runs alongside every evaluation. The full preset is for ``ciiv audit``.
         seed: seeds every draw of the audit (attacks and the model's randomness); the global
             generators' states (torch, ``random``, ``numpy``) are restored afterwards.
-        checks: names of the checks to run (default all, see :func:`list_checks`); checks share
-            their measurements, so a subset costs less, and each gives the verdict it gives in
-            the full audit (every measurement and attack run is seeded by what defines it).
+        checks: names of the checks to run (default all, see :func:`list_checks`); a subset
+            costs less, and each check gives the verdict it gives in the full audit.
         raise_errors: re-raise an exception inside a check (debugging) instead of recording the
             check as failed with the error.
         progress: optional callback, see :data:`ProgressFn`.

@@ -84,12 +84,10 @@ def draw_predictions(
 ) -> Tensor:
     """R = ``draws`` predictions of every example, by the model's own rule: int64 [R, B].
 
-    Where the model's rows are independent draws (:func:`~ciiv.attacks.rows_independent`:
-    declared, or measured by the evaluation) the R copies of the batch go through the model as
-    R * B rows (row r * B + i is draw r of example i) inside
-    :func:`~ciiv.attacks.independent_draws`, like the EOT draws of an attack; every draw of every
-    example then has its own noise and masks, distributed exactly as in R separate calls. Any
-    other model gets one call per draw. Calls hold at most ``max_batch`` images (None: no limit).
+    A model whose rows are independent draws (:func:`~ciiv.attacks.rows_independent`) gets the R
+    copies as R * B rows (row r * B + i is draw r of example i) inside
+    :func:`~ciiv.attacks.independent_draws`, like an attack's EOT draws; any other model gets one
+    call per draw. Calls hold at most ``max_batch`` images (None: no limit).
     """
     stacked = draws > 1 and rows_independent(model)
     rows = x.repeat(draws, 1, 1, 1) if draws > 1 else x
@@ -156,12 +154,9 @@ def run_attack(
         )
     instance.on_step = on_step
     seen: list[int] = []  # images per model call while the attack runs
-    hook = target.register_forward_pre_hook(lambda _m, args: seen.append(len(args[0])))
     flags = [m.training for m in model.modules()]
-    try:
+    with target.register_forward_pre_hook(lambda _m, args: seen.append(len(args[0]))):
         x_adv = instance(x, y)
-    finally:
-        hook.remove()
     preds = draw_predictions(model, x_adv, draws, max_batch) if draws and len(x) else None
     restored = flags == [m.training for m in model.modules()]
     return AttackOutcome(

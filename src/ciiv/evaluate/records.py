@@ -1,10 +1,6 @@
-"""Result files of an evaluation directory, written so that an interrupted run can resume.
-
-``config.json`` (what determines the results; a resumed run must match it), ``examples.jsonl``
-(one row per example) and ``batches.jsonl`` (one record per finished batch, written *after* its
-rows: a batch counts as done only when its record is there), ``shards/rank<r>/`` (the same two
-files per rank, merged by rank 0) and ``summary.json`` (written last, atomically); see
-docs/evaluation.md, "Files". :class:`Batches` is the loop that reads and writes them::
+"""Result files of an evaluation directory (docs/evaluation.md, "Files"), written so that an
+interrupted run can resume: a batch counts as done only when its record in ``batches.jsonl`` is
+there, written *after* its rows in ``examples.jsonl``. :class:`Batches` reads and writes them::
 
     batches = Batches(out, config, "an evaluation", n, batch_size, ctx, overwrite=overwrite)
     batches.run(compute)  # compute(batch, lo, hi) -> (rows, record) of examples lo..hi-1

@@ -1,10 +1,5 @@
 """What an evaluation is asked to do (:class:`EvalSettings`) and what that became for one model and
-one set of examples (:class:`EvalPlan`).
-
-``config.json`` of an evaluation directory stores the resolved settings (``"settings"``: every
-default filled in for the model), the resolved attacks, the examples' digest and the model's
-identity; a resumed evaluation must plan to the same.
-"""
+one set of examples (:class:`EvalPlan`, whose ``config`` a resumed evaluation must match)."""
 
 from __future__ import annotations
 
@@ -104,20 +99,12 @@ class EvalSettings:
 class EvalPlan:
     """An evaluation made concrete for one model and one set of examples, before any batch runs.
 
-    Attributes:
-        settings: the settings with every default resolved: ``eps`` is the budget, ``eot``,
-            ``draws`` and ``max_batch`` the numbers used (this is ``config.json["settings"]``).
-        protocol: the protocol run (the paper protocol on a model without views runs the full
-            one); ``protocol_note`` says what the requested one meant for this model.
-        attacks: the suite's attacks in run order; ``skipped``: {entry name: why not}.
-        traits: the model's randomness and views; ``layout``: how its draws go through it.
-        device: the model's device (batches are moved there).
-        indices: per example, its index in the source split.
-        num_classes: K, the model's output size (chance accuracy is 1 / K).
-        passes: forward passes spent before the batches, by source ("output_check",
-            "randomness_detection"), summed over the processes.
-        audit: the default audit planned after the batches, or None when none will run.
-        config: the content of ``config.json``.
+    ``settings`` has every default resolved (``eps`` is the budget; ``config.json["settings"]``);
+    ``protocol`` is the one run (full for the paper protocol on a model without views;
+    ``protocol_note`` says so); ``skipped`` maps entry names to why not; ``layout`` is how the
+    model's draws go through it; ``indices`` the examples' indices in the source split; ``passes``
+    the forward passes before the batches by source, summed over the processes; ``audit`` the
+    default audit planned after the batches (None: none); ``config`` is ``config.json``.
     """
 
     settings: EvalSettings
