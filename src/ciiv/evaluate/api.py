@@ -30,11 +30,10 @@ from ciiv.attacks.threat import check_eps
 from ciiv.distributed import DistContext
 from ciiv.models.views import MultiView, SupportsBPDA
 
-from . import records
 from .default_audit import DEFAULT_CHECKS, AuditPlan, plan_audit
 from .engine import derive_seed, evaluate_batch, seeded
 from .protocols import get_protocol
-from .records import Batches
+from .records import Batches, examples_digest, model_digest
 from .settings import DEFAULT_DRAWS, SCHEMA, EvalPlan, EvalSettings
 from .suites import DEFAULT_EOT, ModelTraits, Suite, resolve_suite
 from .summary import build_summary
@@ -354,8 +353,8 @@ def _plan(
         "settings": settings.to_dict(),
         "attacks": {a.name: a.describe() for a in attacks},
         "n_examples": n,
-        "examples_digest": records.examples_digest(x, y, indices),
-        "model_digest": records.model_digest(model),
+        "examples_digest": examples_digest(x, y, indices),
+        "model_digest": model_digest(model),
     }
     if run_info and run_info.get("model") is not None:
         # What identifies the model (a user model's spec and weights digest): a resumed

@@ -9,7 +9,9 @@ model gets none. docs/evaluation.md ("The default audit and its cost") gives the
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from .checks.settings import AuditSettings, audit_settings
@@ -100,14 +102,11 @@ def plan_audit(
     if batch_size is not None:
         overrides["batch_size"] = batch_size
     settings = audit_settings(eps, norm, quick=True, **overrides)
-
-    def bound(n: int) -> int:
-        return forward_pass_bound(settings, n, surrogates=surrogates, rows_measured=rows_measured)
-
+    bound = partial(
+        forward_pass_bound, settings, surrogates=surrogates, rows_measured=rows_measured
+    )
     if available < MIN_EXAMPLES:
         return None
-    low, high = MIN_EXAMPLES, available  # the bound grows with n: the largest n that fits
-    while low < high:
-        mid = (low + high + 1) // 2
-        low, high = (mid, high) if bound(mid) <= budget else (low, mid - 1)
-    return AuditPlan(n=low, bound=bound(low), budget=budget, overrides=overrides)
+    sizes = range(MIN_EXAMPLES, available + 1)  # the bound grows with n: the largest n that fits
+    n = sizes[max(bisect.bisect_right(sizes, budget, key=bound) - 1, 0)]
+    return AuditPlan(n=n, bound=bound(n), budget=budget, overrides=overrides)
