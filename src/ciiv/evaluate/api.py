@@ -27,7 +27,6 @@ from ciiv.attacks import (
     row_verdict,
 )
 from ciiv.attacks.threat import check_eps
-from ciiv.distributed import DistContext
 from ciiv.models.views import MultiView, SupportsBPDA
 
 from .default_audit import DEFAULT_CHECKS, AuditPlan, plan_audit
@@ -216,7 +215,7 @@ def evaluate_robustness(
     ctx = distributed.current()
     y = y.long()
     settings = keywords if settings is None else settings
-    plan = _plan(model, x, y, settings, indices, ctx, precomputed is None, run_info)
+    plan = _plan(model, x, y, settings, indices, ctx.world_size, precomputed is None, run_info)
     settings, device, audit_plan, n = plan.settings, plan.device, plan.audit, plan.n
     out = None if out_dir is None else Path(out_dir)
     batches = Batches(out, plan.config, "an evaluation", n, settings.batch_size, ctx, overwrite)
@@ -237,20 +236,8 @@ def evaluate_robustness(
         progress("start", {"total": batches.total, "done": batches.done})
 
     def compute(b: int, lo: int, hi: int) -> tuple[list[dict], dict]:
-        rows, record = evaluate_batch(
-            model,
-            x[lo:hi].to(device),
-            y[lo:hi].to(device),
-            batch=b,
-            positions=list(range(lo, hi)),
-            indices=plan.indices[lo:hi],
-            attacks=plan.attacks,
-            protocol=plan.protocol,
-            draws=settings.draws,
-            seed=settings.seed,
-            max_batch=settings.max_batch,
-            progress=progress,
-        )
+        x_b, y_b = x[lo:hi].to(device), y[lo:hi].to(device)
+        rows, record = evaluate_batch(model, x_b, y_b, plan, b, lo, progress)
         return rows, {**record, "device": str(device)}
 
     def on_batch(b: int) -> None:
@@ -300,7 +287,7 @@ def _plan(
     y: Tensor,
     settings: EvalSettings,
     indices: list[int] | None,
-    ctx: DistContext,
+    world_size: int,
     run_audit: bool,
     run_info: Mapping[str, Any] | None,
 ) -> EvalPlan:
@@ -319,8 +306,8 @@ def _plan(
         layout = row_verdict(model, sample, stochastic=traits.stochastic, seed=settings.seed)
     detection = 0 if getattr(model, "stochastic", None) is not None else 2 * len(sample)
     passes = {
-        "output_check": checked * ctx.world_size,
-        "randomness_detection": (detection + layout.forward_passes) * ctx.world_size,
+        "output_check": checked * world_size,
+        "randomness_detection": (detection + layout.forward_passes) * world_size,
     }
     if not layout.independent:
         logger.info("%s: %s", type(model).__name__, layout.describe())

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,7 +34,9 @@ from ciiv.attacks.threat import canonical_norm
 from ciiv.models import predict
 
 from .protocols import Protocol
-from .suites import ResolvedAttack
+
+if TYPE_CHECKING:
+    from .settings import EvalPlan
 
 __all__ = [
     "AttackOutcome",
@@ -177,30 +179,19 @@ def evaluate_batch(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    *,
+    plan: EvalPlan,
     batch: int,
-    positions: list[int],
-    indices: list[int],
-    attacks: list[ResolvedAttack],
-    protocol: Protocol,
-    draws: int,
-    seed: int,
-    max_batch: int | None = None,
+    lo: int,
     progress: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Evaluate one batch; returns (one row per example, the batch record).
-
-    Args:
-        model: any model on pixels x in [0, 1] (in eval mode; attacks keep it so).
-        x: images [B, C, H, W] in [0, 1] on the model's device; y: labels [B] int64.
-        batch: batch index (with ``seed`` it fixes every random draw of the batch).
-        positions, indices: per example, its position in the evaluated set and its index in the
-            source split (both written to the rows).
-        attacks: resolved attacks in run order; protocol: the effective protocol.
-        draws: R, prediction draws per input; seed: the evaluation seed.
-        max_batch: most images per model call inside the attacks and the prediction draws.
-        progress: gets the "attack" and "step" events of :data:`ciiv.evaluate.api.ProgressFn`.
+    """Evaluate batch ``batch`` of ``plan``, the examples at positions lo..lo+B-1 of the
+    evaluated set: images x [B, C, H, W] in [0, 1] and labels y [B] int64 on the device of the
+    model (in eval mode; attacks keep it so). The batch index and the plan's seed fix every
+    random draw of the batch. ``progress`` gets the "attack" and "step" events of
+    :data:`ciiv.evaluate.api.ProgressFn`. Returns (one row per example, the batch record).
     """
+    attacks, protocol, settings = plan.attacks, plan.protocol, plan.settings
+    draws, seed, max_batch = settings.draws, settings.seed, settings.max_batch
     start = time.perf_counter()
     record: dict[str, Any] = {"batch": batch, "size": x.shape[0]}
     record |= {key: {} for key in ("forward_passes", "attacked", "elapsed", "settings")}
@@ -246,8 +237,8 @@ def evaluate_batch(
     clean_values = clean.T.tolist()
     rows = [
         {
-            "index": indices[i],
-            "position": positions[i],
+            "index": plan.indices[lo + i],
+            "position": lo + i,
             "batch": batch,
             "label": labels[i],
             "clean": _outcome(clean_values[i], labels[i]),

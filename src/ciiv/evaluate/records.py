@@ -111,11 +111,10 @@ def load_done(out_dir: Path) -> tuple[dict[int, list[dict]], dict[int, dict]]:
     shards = sorted(p for p in (out_dir / SHARDS).glob("*") if p.is_dir())
     rows: dict[int, list[dict]] = {}
     records: dict[int, dict] = {}
-    for directory in [out_dir, *shards]:
+    for directory in reversed([out_dir, *shards]):  # the first directory holding a batch wins
         dir_rows, dir_records = _complete(directory)
-        for batch, record in dir_records.items():
-            if batch not in records:
-                records[batch], rows[batch] = record, dir_rows[batch]
+        rows.update(dir_rows)
+        records.update(dir_records)
     return rows, records
 
 

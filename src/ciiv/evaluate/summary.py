@@ -110,13 +110,9 @@ def worst_case_stats(
                 w if o is None else min(w, f)
                 for w, o, f in zip(worst_frac, outcomes, own_frac, strict=True)
             ]
-        if chain:
-            out["attacks"][name] = accuracy_stats(standing, worst_frac)
-        else:
-            out["attacks"][name] = accuracy_stats(own_ok, own_frac)
-    out["robust"] = accuracy_stats(standing, worst_frac)
-    out["broken_by"] = broken_by
-    return out
+        block = (standing, worst_frac) if chain else (own_ok, own_frac)
+        out["attacks"][name] = accuracy_stats(*block)
+    return {**out, "robust": accuracy_stats(standing, worst_frac), "broken_by": broken_by}
 
 
 def _totals(recs: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
@@ -161,9 +157,7 @@ def build_summary(
             **spec.describe(),
             "role": "worst_case" if spec.worst_case else "standalone",
             "counts_for_worst_case": spec.worst_case or spec.in_threat_model,
-            "accuracy": block["accuracy"],
-            "ci95": block["ci95"],
-            "per_draw": block["per_draw"],
+            **{key: block[key] for key in ("accuracy", "ci95", "per_draw")},
             "attacked": attacked.get(spec.name, 0),
             "newly_broken": stats["broken_by"].get(spec.name),
             "forward_passes": passes.get(spec.name, 0),
