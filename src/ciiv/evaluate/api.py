@@ -270,8 +270,9 @@ def evaluate_robustness(
             summary["audit"] = precomputed
         elif settings.audit:
             t0 = time.perf_counter()
-            passes = summary["forward_passes"]
-            summary["audit"] = _default_audit(model, x, y, plan, passes, progress)
+            summary["audit"] = _default_audit(
+                model, x, y, plan, summary["forward_passes"], progress
+            )
             summary["elapsed_s"] += time.perf_counter() - t0
         return summary
 

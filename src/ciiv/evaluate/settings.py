@@ -38,17 +38,15 @@ class EvalSettings:
         suite: a :class:`Suite`; a suite name, suite file or mapping is looked up on creation.
         protocol: "full" (attacks query the evaluated function with EOT) or "paper" (centre view).
         eps: the budget (a float; "8/255" is parsed); None: the suite's for ``dataset``.
-        eot: E, gradient samples per step under the full protocol; None: ``DEFAULT_EOT``. A
-            deterministic model always gets 1.
-        draws: R, prediction draws per input for a random model; None: :data:`DEFAULT_DRAWS`. A
-            deterministic model always gets 1.
+        eot, draws: E, gradient samples per step under the full protocol, and R, prediction draws
+            per input (None: ``DEFAULT_EOT``, :data:`DEFAULT_DRAWS`); a deterministic model always
+            gets 1 of each.
         seed: fixes every random draw (per batch, derived from the seed and the batch index).
         batch_size: examples per batch (the unit of resumption).
         max_batch: most images per model call inside the gradient attacks; None: the device's
             fastest (:func:`ciiv.attacks.default_max_batch`).
         dataset: dataset name choosing the suite's budget (e.g. "mnist" -> 0.3 for Linf).
-        audit: the summary holds an audit: the default one for a random model (a note for a
-            deterministic one) or one computed before.
+        audit: the summary holds an audit (the default one, or one computed before).
         audit_examples: the default audit runs on at most the first ``audit_examples`` examples.
     """
 
