@@ -200,13 +200,10 @@ def audit(
                 if raise_errors:
                     raise
                 logger.exception("audit check %s crashed", name)
-                result = CheckResult(
-                    name,
-                    "fail",
-                    f"The check crashed ({type(err).__name__}: {err}); fix the error and rerun "
-                    "the audit: an evaluation that cannot be audited cannot be trusted.",
-                    {"error": f"{type(err).__name__}: {err}"},
-                )
+                error = f"{type(err).__name__}: {err}"
+                detail = f"The check crashed ({error}); fix the error and rerun the audit: an "
+                detail += "evaluation that cannot be audited cannot be trusted."
+                result = CheckResult(name, "fail", detail, {"error": error})
             result.elapsed_s = time.perf_counter() - t0
             logger.info("audit: %s -> %s (%.1fs)", name, result.status, result.elapsed_s)
             results.append(result)

@@ -36,13 +36,9 @@ _SPREAD_CALLS, _SPREAD_COPIES, _SPREAD_POINTS = 4, 4, 8
 def forward_pass_bound(
     settings: AuditSettings, n: int, *, surrogates: int, rows_measured: bool
 ) -> int:
-    """An upper bound on the images the default checks send through a random model.
-
-    Args:
-        settings: the audit's settings.
-        n: audited examples.
-        surrogates: BPDA backwards the model offers (2 for CiiV, else 0).
-        rows_measured: the evaluation measured the model's rows already (the audit reuses it).
+    """An upper bound on the images the default checks send through a random model, for ``n``
+    audited examples, ``surrogates`` BPDA backwards the model offers (2 for CiiV, else 0), and
+    ``rows_measured`` when the evaluation measured the model's rows already (the audit reuses it).
 
     On g = min(grad_examples, n) points: max(draws, 4) logit draws, 2 seeded passes, 4 single
     gradients, 2 * max(eot_grid) gradients per backward, and the spread test. On the n points:

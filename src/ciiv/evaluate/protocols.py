@@ -33,10 +33,6 @@ class Protocol:
     centre_view_only: bool
     eot_by_default: bool
 
-    def eot(self, mode: str, e: int) -> int:
-        """Gradient samples for an entry's ``eot`` mode: "protocol" or "E"."""
-        return e if mode == "E" or self.eot_by_default else 1
-
     def effective(self, traits) -> Protocol:
         """The protocol actually run for a model with ``traits``: ``full`` for a model without
         views (the paper protocol has no surrogate to attack there), else this one."""

@@ -438,7 +438,8 @@ def resolve_suite(
         if entry.step_fraction is not None:
             hyper["step_size"] = entry.step_fraction * entry_eps
         if entry.eot is not None:
-            draws = proto.eot(entry.eot, eot) if traits.stochastic else 1
+            wanted = entry.eot == "E" or proto.eot_by_default
+            draws = eot if wanted and traits.stochastic else 1
             if not entry.eot_hyper:
                 hyper["eot"] = draws
             elif draws > 1:
