@@ -59,11 +59,10 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Seed the global generators of torch, Python's ``random`` and NumPy's legacy
     ``numpy.random`` for the block, and restore the caller's states afterwards.
 
-    A model's own randomness (CiiV's noise and masks, smoothing noise, a foreign defence's
-    ``random.randint`` or ``np.random.rand``) comes from these, so this is what makes a batch
-    reproducible. A model with a private generator (``np.random.default_rng()``, its own
-    ``torch.Generator``) is not reached; the audit's randomness check says when a seeded
-    evaluation of a model is not reproducible.
+    A model's own randomness (CiiV's noise and masks, a foreign defence's ``random.randint`` or
+    ``np.random.rand``) comes from these: this makes a batch reproducible. A private generator
+    (``np.random.default_rng()``, a ``torch.Generator``) is not reached; the audit's randomness
+    check says when a seeded evaluation is not reproducible.
     """
     devices = []
     if device.type == "cuda":

@@ -72,8 +72,7 @@ def examples_digest(x: Tensor, y: Tensor, indices: list[int]) -> str:
 
 
 def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

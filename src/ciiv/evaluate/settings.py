@@ -88,8 +88,6 @@ class EvalSettings:
     def from_dict(cls, data: Mapping[str, Any]) -> EvalSettings:
         """Settings from a mapping like :meth:`to_dict`'s (e.g. ``config.json["settings"]``);
         unknown keys and values of the wrong type raise a ValueError that names them."""
-        if isinstance(data, Mapping) and isinstance(data.get("suite"), Mapping):
-            data = {**data, "suite": Suite.from_dict(data["suite"])}
         return build_dataclass(cls, data, what="evaluation setting")
 
 

@@ -221,13 +221,9 @@ class Suite:
 
     def to_dict(self) -> dict[str, Any]:
         """A YAML/JSON-ready mapping that :meth:`from_dict` reads back."""
-        return {
-            "name": self.name,
-            "description": self.description,
-            "norm": self.norm,
-            "budget": dict(self.budget),
-            "entries": [_entry_to_dict(e) for e in self.entries],
-        }
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        entries = [_entry_to_dict(e) for e in self.entries]
+        return {**values, "budget": dict(self.budget), "entries": entries}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Suite:
