@@ -37,14 +37,7 @@ from .settings import DEFAULT_DRAWS, SCHEMA, EvalPlan, EvalSettings
 from .suites import DEFAULT_EOT, ModelTraits, Suite, resolve_suite
 from .summary import build_summary
 
-__all__ = [
-    "DEFAULT_DRAWS",
-    "EvalSettings",
-    "EvaluationResult",
-    "ProgressFn",
-    "detect_traits",
-    "evaluate_robustness",
-]
+__all__ = ["EvaluationResult", "ProgressFn", "detect_traits", "evaluate_robustness"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +59,8 @@ def _from_summary(key: str) -> property:
 
 
 class EvaluationResult:
-    """What :func:`evaluate_robustness` returns: the summary, the rows and where they were written.
-
-    ``to_dict()`` is the content of ``summary.json``; the main numbers are also attributes.
-    """
+    """What :func:`evaluate_robustness` returns: the summary (``to_dict()``, the content of
+    ``summary.json``; the main numbers are also attributes), the rows and where they went."""
 
     def __init__(self, summary: dict[str, Any], rows: list[dict], out_dir: Path | None) -> None:
         self.summary, self.rows, self.out_dir = summary, rows, out_dir
@@ -168,8 +159,7 @@ def evaluate_robustness(
             there batch by batch. Its train/eval flags are restored afterwards.
         x: images [N, C, H, W], float in [0, 1]; y: labels [N], integer.
         suite, protocol, eps, eot, draws, seed, batch_size, dataset, max_batch, audit_examples:
-            the :class:`EvalSettings` (see there; the suite is a name from
-            :func:`~ciiv.evaluate.list_suites`, a :class:`Suite` or a mapping).
+            the fields of :class:`EvalSettings` (see there).
         out_dir: where ``examples.jsonl``, ``batches.jsonl``, ``config.json`` and
             ``summary.json`` go; an interrupted evaluation resumes there. None keeps it in memory.
         indices: per example, its index in the source split (written to the rows); default 0..N-1.
@@ -345,8 +335,7 @@ def _plan(
         "model_digest": model_digest(model),
     }
     if run_info and run_info.get("model") is not None:
-        # What identifies the model (a user model's spec and weights digest): a resumed
-        # evaluation must be of the same model.
+        # A user model's spec and weights digest: a resumed evaluation must be of the same model.
         config["model"] = run_info["model"]
     plan = EvalPlan(
         settings=settings,

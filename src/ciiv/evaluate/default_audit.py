@@ -1,11 +1,9 @@
 """The audit that accompanies every evaluation of a random model, at most as costly as the suite.
 
-``evaluate_robustness`` (and ``ciiv eval``) runs it by default on a random model: the
-``randomness`` and ``gradient_health`` checks, on the quick preset made cheaper
+The ``randomness`` and ``gradient_health`` checks on the quick preset made cheaper
 (:data:`DEFAULT_SETTINGS`), on as many evaluated examples (up to ``audit_examples``, at least two)
-as keeps :func:`forward_pass_bound` within the forward passes the suite used; a deterministic
-model gets none. docs/evaluation.md ("The default audit and its cost") gives the bound.
-"""
+as keep :func:`forward_pass_bound` within the suite's forward passes (docs/evaluation.md, "The
+default audit and its cost")."""
 
 from __future__ import annotations
 

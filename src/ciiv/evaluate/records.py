@@ -178,9 +178,8 @@ class Batches:
         elif ctx.is_main:
             write_json_atomic(out / CONFIG, config)
         done_rows, done_records = load_done(out)
-        for b in self.mine:
-            if b in done_records:
-                self.rows[b], self.records[b] = done_rows[b], done_records[b]
+        self.records = {b: done_records[b] for b in self.mine if b in done_records}
+        self.rows = {b: done_rows[b] for b in self.records}
         # This rank's files, rewritten to hold exactly their finished batches (rows of a batch
         # cut short are dropped), so that appended rows never mix with stale ones.
         self._shard = out if ctx.world_size == 1 else out / SHARDS / f"rank{ctx.rank}"
@@ -211,8 +210,7 @@ class Batches:
         return (row for rows in self.rows.values() for row in rows)
 
     def run(self, compute: Compute, on_batch: Callable[[int], None] | None = None) -> None:
-        """Compute every batch of this rank that is not done: ``compute(b, lo, hi)`` returns the
-        rows and record of examples lo..hi-1; the rows, then the record, are written to disk
+        """Compute every batch of this rank not done yet (see the module doc); each is on disk
         before ``on_batch(b)`` is called."""
         for b in self.mine:
             if b in self.records:

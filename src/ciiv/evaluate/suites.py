@@ -88,9 +88,8 @@ class AttackEntry:
         requires: model traits the entry needs: "views" (a CiiV model: BPDA, adaptive loss) or
             "stochastic" (a random model: EOT-only entries). Entries whose needs are unmet are
             skipped and listed with the reason in the summary.
-        sweep_point: set by :meth:`Sweep.expand` only: ``{"family": sweep name, "axes": {"eps":
-            value, "steps": value}}`` (the swept ones), recorded in the summary as ``sweep`` so
-            that reports read it as data. Never part of a suite file.
+        sweep_point: set by :meth:`Sweep.expand` only (never in a suite file): ``{"family": sweep
+            name, "axes": {"eps"/"steps": value}}``, the summary's ``sweep`` that reports read.
     """
 
     name: str
@@ -347,8 +346,7 @@ class ResolvedAttack:
             for the worst case even when standalone (a point it breaks is not robust).
         protocol_views: "centre" when the attack queries the centre view only (paper protocol on a
             CiiV model), else "all".
-        sweep: for one point of a sweep, ``{"family": name, "axes": {"eps"/"steps": value}}``;
-            None otherwise.
+        sweep: the entry's ``sweep_point`` (None outside a sweep).
     """
 
     name: str

@@ -11,6 +11,7 @@ per-draw means. :func:`build_summary` turns rows and batch records into ``summar
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -68,14 +69,11 @@ def accuracy_stats(all_correct: Sequence[bool], fractions: Sequence[float]) -> d
 def worst_case_stats(
     rows: Sequence[dict[str, Any]], entries: Sequence[tuple[str, bool, bool]], draws: int
 ) -> dict[str, Any]:
-    """Clean, per-attack and worst-case accuracies from rows.
+    """Clean, per-attack and worst-case accuracies from rows (any order) with R = ``draws``.
 
-    Args:
-        rows: example rows (any order).
-        entries: ``(name, chain, counts)`` per attack in run order: ``chain`` for the worst-case
-            chain (attacked only while standing), ``counts`` when the attack counts for the worst
-            case (every chain entry, and standalone entries inside the threat model).
-        draws: R, prediction draws per input.
+    ``entries`` holds ``(name, chain, counts)`` per attack in run order: ``chain`` for the
+    worst-case chain (attacked only while standing), ``counts`` when the attack counts for the
+    worst case (every chain entry, and standalone entries inside the threat model).
 
     Returns:
         ``{"clean": block, "attacks": {name: block}, "robust": block, "broken_by": {name: count}}``
@@ -115,12 +113,11 @@ def worst_case_stats(
     return {**out, "robust": accuracy_stats(standing, worst_frac), "broken_by": broken_by}
 
 
-def _totals(recs: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
+def _totals(recs: Sequence[dict[str, Any]], key: str) -> Counter:
     """Per-attack sums of the batch records' ``key`` block."""
-    totals: dict[str, Any] = {}
+    totals: Counter = Counter()
     for rec in recs:
-        for name, value in rec[key].items():
-            totals[name] = totals.get(name, 0) + value
+        totals.update(rec[key])
     return totals
 
 
