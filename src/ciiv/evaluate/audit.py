@@ -148,14 +148,13 @@ def audit(
             (CiiV). It runs in eval mode; its flags are restored afterwards.
         x, y: images [N, C, H, W] in [0, 1] (N >= 100 advised) and labels [N].
         eps, norm: the threat model: a budget (a float or a string like "8/255"), "Linf" or "L2".
-        quick: the cheap preset (short attacks, fewer EOT draws and queries): what ``ciiv eval``
-            runs alongside every evaluation. The full preset is for ``ciiv audit``.
+        quick: the cheap preset (short attacks, fewer EOT draws and queries) instead of the full
+            one of ``ciiv audit``.
         seed: seeds every draw of the audit (attacks and the model's randomness); the global
             generators' states (torch, ``random``, ``numpy``) are restored afterwards.
         checks: names of the checks to run (default all, see :func:`list_checks`); a subset
             costs less, and each check gives the verdict it gives in the full audit.
-        raise_errors: re-raise an exception inside a check (debugging) instead of recording the
-            check as failed with the error.
+        raise_errors: re-raise an exception inside a check instead of recording a failed check.
         progress: optional callback, see :data:`ProgressFn`.
         **overrides: any :class:`~ciiv.evaluate.checks.AuditSettings` field (e.g. ``steps=20``);
             ``batch_size`` defaults to the device's fastest (:func:`ciiv.attacks.default_max_batch`

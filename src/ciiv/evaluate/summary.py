@@ -85,29 +85,24 @@ def worst_case_stats(
     clean_ok = [r["clean"]["correct"] == draws for r in rows]
     clean_frac = [r["clean"]["correct"] / draws for r in rows]
     out: dict[str, Any] = {"clean": accuracy_stats(clean_ok, clean_frac), "attacks": {}}
-    standing = list(clean_ok)
-    worst_frac = list(clean_frac)
+    standing, worst_frac = list(clean_ok), list(clean_frac)
     broken_by: dict[str, int] = {"clean": len(rows) - sum(clean_ok)}
     for name, chain, counts in entries:
-        outcomes = [row["attacks"].get(name) for row in rows]
-        for row, outcome, up in zip(rows, outcomes, standing, strict=True):
-            if chain and up and outcome is None:
+        own_ok, own_frac = [], []
+        for i, row in enumerate(rows):
+            outcome = row["attacks"].get(name)
+            if outcome is None and chain and standing[i]:
                 raise ValueError(
                     f"example {row['index']} is standing but has no outcome for {name!r}; "
                     "the rows are incomplete"
                 )
-        own_ok = [o is not None and o["correct"] == draws for o in outcomes]
-        own_frac = [
-            c if o is None else o["correct"] / draws
-            for o, c in zip(outcomes, clean_frac, strict=True)
-        ]
+            own_ok.append(outcome is not None and outcome["correct"] == draws)
+            own_frac.append(clean_frac[i] if outcome is None else outcome["correct"] / draws)
+            if counts and outcome is not None:
+                worst_frac[i] = min(worst_frac[i], own_frac[i])
         if counts:
             broken_by[name] = sum(up and not ok for up, ok in zip(standing, own_ok, strict=True))
             standing = [up and ok for up, ok in zip(standing, own_ok, strict=True)]
-            worst_frac = [
-                w if o is None else min(w, f)
-                for w, o, f in zip(worst_frac, outcomes, own_frac, strict=True)
-            ]
         block = (standing, worst_frac) if chain else (own_ok, own_frac)
         out["attacks"][name] = accuracy_stats(*block)
     return {**out, "robust": accuracy_stats(standing, worst_frac), "broken_by": broken_by}
