@@ -5,7 +5,6 @@
     result.robust_accuracy, result.per_attack, result.to_dict()
 
 Names are imported lazily, so importing a submodule (``ciiv.evaluate.checks``...) stays cheap.
-``audit`` is exported when ``ciiv.evaluate.audit`` exists.
 """
 
 from __future__ import annotations
@@ -13,32 +12,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS: dict[str, str] = {
-    "evaluate_robustness": "api",
-    "EvaluationResult": "api",
-    "DEFAULT_DRAWS": "settings",
-    "EvalSettings": "settings",
-    "detect_traits": "api",
-    "eval_dir_name": "selection",
-    "evaluation_examples": "selection",
-    "select_examples": "selection",
-    "DEFAULT_EOT": "suites",
-    "AttackEntry": "suites",
-    "ModelTraits": "suites",
-    "ResolvedAttack": "suites",
-    "Suite": "suites",
-    "Sweep": "suites",
-    "get_suite": "suites",
-    "list_suites": "suites",
-    "register_suite": "suites",
-    "resolve_suite": "suites",
-    "Protocol": "protocols",
-    "PROTOCOLS": "protocols",
-    "get_protocol": "protocols",
-    "worst_case_stats": "summary",
+# Public names by the submodule that defines them.
+_MODULES = {
+    "api": "evaluate_robustness EvaluationResult detect_traits",
+    "settings": "DEFAULT_DRAWS EvalSettings",
+    "selection": "eval_dir_name evaluation_examples select_examples",
+    "suites": "DEFAULT_EOT AttackEntry ModelTraits ResolvedAttack Suite Sweep get_suite "
+    "list_suites register_suite resolve_suite",
+    "protocols": "Protocol PROTOCOLS get_protocol",
+    "summary": "worst_case_stats",
     "audit": "audit",
 }
-
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names.split()}
 __all__ = sorted(_EXPORTS)
 
 

@@ -27,26 +27,17 @@ from ciiv.attacks import (
     row_verdict,
 )
 from ciiv.attacks.threat import check_eps
-from ciiv.distributed import DistContext
 from ciiv.models.views import MultiView, SupportsBPDA
 
-from . import records
 from .default_audit import DEFAULT_CHECKS, AuditPlan, plan_audit
 from .engine import derive_seed, evaluate_batch, seeded
 from .protocols import get_protocol
-from .records import Batches
+from .records import Batches, examples_digest, model_digest
 from .settings import DEFAULT_DRAWS, SCHEMA, EvalPlan, EvalSettings
 from .suites import DEFAULT_EOT, ModelTraits, Suite, resolve_suite
 from .summary import build_summary
 
-__all__ = [
-    "DEFAULT_DRAWS",
-    "EvalSettings",
-    "EvaluationResult",
-    "ProgressFn",
-    "detect_traits",
-    "evaluate_robustness",
-]
+__all__ = ["EvaluationResult", "ProgressFn", "detect_traits", "evaluate_robustness"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,15 +59,11 @@ def _from_summary(key: str) -> property:
 
 
 class EvaluationResult:
-    """What :func:`evaluate_robustness` returns: the summary, the rows and where they were written.
-
-    ``to_dict()`` is the content of ``summary.json``; the main numbers are also attributes.
-    """
+    """What :func:`evaluate_robustness` returns: the summary (``to_dict()``, the content of
+    ``summary.json``; the main numbers are also attributes), the rows and where they went."""
 
     def __init__(self, summary: dict[str, Any], rows: list[dict], out_dir: Path | None) -> None:
-        self.summary = summary
-        self.rows = rows
-        self.out_dir = out_dir
+        self.summary, self.rows, self.out_dir = summary, rows, out_dir
 
     def __repr__(self) -> str:
         return (
@@ -114,11 +101,9 @@ def detect_traits(model: nn.Module, x: Tensor) -> ModelTraits:
 
 @torch.no_grad()
 def _check_outputs(model: nn.Module, x: Tensor, y: Tensor) -> tuple[int, int]:
-    """One forward pass on a few examples x [b, C, H, W]: the labels y [N] must index the model's
-    logits [b, K], and outputs that look like probabilities (in [0, 1], rows summing to 1) get a
-    warning, as AutoAttack's checks give: a softmax output saturates, so gradient attacks stall
-    and the model looks more robust than it is. Returns (b, K): the images it sent through and
-    the number of classes."""
+    """One pass on a few examples x [b, C, H, W]: logits [b, K] that the labels y index, and a
+    warning (as AutoAttack gives) for probabilities, whose saturated softmax stalls gradient
+    attacks. Returns (b, K)."""
     with preserve_mode(model):
         out = model(x)
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
@@ -138,22 +123,6 @@ def _check_outputs(model: nn.Module, x: Tensor, y: Tensor) -> tuple[int, int]:
             "robustness; return the scores before the softmax"
         )
     return x.shape[0], classes
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in [*model.parameters(), *model.buffers()]:
-        return tensor.device
-    return torch.device("cpu")
-
-
-def _model_info(model: nn.Module, traits: ModelTraits) -> dict[str, Any]:
-    return {
-        "class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "stochastic": traits.stochastic,
-        "views": traits.views,
-        "num_views": model.num_views if isinstance(model, MultiView) else None,
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
 
 
 def evaluate_robustness(
@@ -181,9 +150,8 @@ def evaluate_robustness(
 ) -> EvaluationResult:
     """Evaluate ``model`` on (x, y) against an attack suite; per-example worst case over R draws.
 
-    Three steps: plan (the model's traits, the resolved settings and attacks, the audit's size),
-    run the batches (resumable, split across the ranks of a torch.distributed group, see
-    :class:`.records.Batches`), summarise (:func:`.summary.build_summary`, then the default audit).
+    Three steps: plan (traits, resolved settings and attacks, the audit's size), run the batches
+    (resumable, split across torch.distributed ranks: :class:`.records.Batches`), summarise.
 
     Args:
         model: maps pixels [B, C, H, W] in [0, 1] to logits [B, K] (optionally ``predict(x)`` for
@@ -191,17 +159,14 @@ def evaluate_robustness(
             there batch by batch. Its train/eval flags are restored afterwards.
         x: images [N, C, H, W], float in [0, 1]; y: labels [N], integer.
         suite, protocol, eps, eot, draws, seed, batch_size, dataset, max_batch, audit_examples:
-            the :class:`EvalSettings` (see there; the suite is a name from
-            :func:`~ciiv.evaluate.list_suites`, a :class:`Suite` or a mapping).
+            the fields of :class:`EvalSettings` (see there).
         out_dir: where ``examples.jsonl``, ``batches.jsonl``, ``config.json`` and
             ``summary.json`` go; an interrupted evaluation resumes there. None keeps it in memory.
         indices: per example, its index in the source split (written to the rows); default 0..N-1.
-        audit: True (the default) runs the default audit when the model is random: the
-            randomness and gradient-health checks (:mod:`ciiv.evaluate.default_audit`) on at
-            most the first ``audit_examples`` examples, sized to cost at most the suite's
-            forward passes, stored as ``summary["audit"]``; a deterministic model gets none (a
-            note). False runs none. A mapping (an audit result computed before, e.g. for the
-            other protocol) is stored as is.
+        audit: True (the default) stores the default audit of a random model
+            (:mod:`ciiv.evaluate.default_audit`; a note for a deterministic one) as
+            ``summary["audit"]``; False runs none; a mapping (an audit result computed before,
+            e.g. for the other protocol) is stored as is.
         overwrite: delete earlier results in ``out_dir`` instead of resuming.
         run_info: extra facts stored as ``summary["run"]`` (the command passes the run's). Its
             ``"model"`` entry, if any (e.g. ``ciiv.models.external.describe_user_model(...)``),
@@ -215,9 +180,8 @@ def evaluate_robustness(
         every rank gets the merged summary and all the rows.
 
     Raises:
-        ValueError: bad inputs (labels outside the model's classes, an eps out of range for the
-            norm), an unknown suite/protocol, an ``out_dir`` that cannot be created or that holds
-            an evaluation with different settings (pass ``overwrite=True`` or another directory).
+        ValueError: bad inputs (labels, eps), an unknown suite/protocol, an ``out_dir`` that cannot
+            be created or that holds an evaluation with other settings.
     """
     started = time.perf_counter()
     precomputed = dict(audit) if isinstance(audit, Mapping) else None
@@ -241,14 +205,14 @@ def evaluate_robustness(
     ctx = distributed.current()
     y = y.long()
     settings = keywords if settings is None else settings
-    plan = _plan(model, x, y, settings, indices, ctx, precomputed is None, run_info)
+    plan = _plan(model, x, y, settings, indices, ctx.world_size, precomputed is None, run_info)
+    settings, device, audit_plan, n = plan.settings, plan.device, plan.audit, plan.n
     out = None if out_dir is None else Path(out_dir)
-    n, size = plan.n, plan.settings.batch_size
-    batches = Batches(out, plan.config, "an evaluation", n, size, ctx, overwrite=overwrite)
+    batches = Batches(out, plan.config, "an evaluation", n, settings.batch_size, ctx, overwrite)
     if batches.done:
         logger.info("resuming: %d of %d batches done (in %s)", batches.done, batches.total, out)
     if progress:
-        bound = None if plan.audit is None else plan.audit.bound
+        bound = None if audit_plan is None else audit_plan.bound
         progress(
             "plan",
             {
@@ -256,37 +220,54 @@ def evaluate_robustness(
                 "batches": batches.total,
                 "done": batches.done,
                 "forward_passes": {"suite": plan.suite_bound(), "audit": bound},
-                "audit": None if plan.audit is None else ", ".join(DEFAULT_CHECKS),
+                "audit": None if audit_plan is None else ", ".join(DEFAULT_CHECKS),
             },
         )
         progress("start", {"total": batches.total, "done": batches.done})
+
+    def compute(b: int, lo: int, hi: int) -> tuple[list[dict], dict]:
+        x_b, y_b = x[lo:hi].to(device), y[lo:hi].to(device)
+        rows, record = evaluate_batch(model, x_b, y_b, plan, b, lo, progress)
+        return rows, {**record, "device": str(device)}
 
     def on_batch(b: int) -> None:
         seen = list(batches.seen())
         info = {"batch": b, "done": batches.done, "total": batches.total}
         progress("batch", {**info, "robust": sum(r["robust"] for r in seen), "seen": len(seen)})
-        if batches.computed == 1:
-            left = batches.total - batches.done
-            progress("estimate", _estimate(batches.records[b], left, plan.audit))
+        if batches.computed == 1:  # seconds left, extrapolated from this session's first batch
+            seconds = batches.records[b]["elapsed_s"]
+            images = sum(batches.records[b]["forward_passes"].values())
+            rate = images / seconds if seconds > 0 else float("inf")
+            estimate = {
+                "batch_s": seconds,
+                "images_per_s": rate,
+                "suite_s": seconds * (batches.total - batches.done),
+                "audit_s": None if audit_plan is None else audit_plan.bound / rate,
+            }
+            progress("estimate", estimate)
 
     def summarise(rows: list[dict], recs: list[dict]) -> dict[str, Any]:
-        info = _model_info(model, plan.traits)
+        info = {
+            "class": f"{type(model).__module__}.{type(model).__qualname__}",
+            "stochastic": plan.traits.stochastic,
+            "views": plan.traits.views,
+            "num_views": model.num_views if isinstance(model, MultiView) else None,
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
         wall = time.perf_counter() - started
         summary = build_summary(plan, rows, recs, model=info, run_info=run_info, wall=wall)
-        if precomputed is not None and plan.settings.audit:
+        if precomputed is not None and settings.audit:
             summary["audit"] = precomputed
-        elif plan.settings.audit:
+        elif settings.audit:
             t0 = time.perf_counter()
-            passes = summary["forward_passes"]
-            summary["audit"] = _default_audit(model, x, y, plan, passes, progress)
+            summary["audit"] = _default_audit(
+                model, x, y, plan, summary["forward_passes"], progress
+            )
             summary["elapsed_s"] += time.perf_counter() - t0
         return summary
 
     with preserve_mode(model), assume_rows(model, plan.layout):
-        batches.run(
-            lambda b, lo, hi: _batch(model, x, y, plan, b, lo, hi, progress),
-            on_batch if progress else None,
-        )
+        batches.run(compute, on_batch if progress else None)
     summary, rows = batches.finish(summarise)
     return EvaluationResult(summary, rows, out)
 
@@ -297,18 +278,17 @@ def _plan(
     y: Tensor,
     settings: EvalSettings,
     indices: list[int] | None,
-    ctx: DistContext,
+    world_size: int,
     run_audit: bool,
     run_info: Mapping[str, Any] | None,
 ) -> EvalPlan:
-    """Everything decided before the batches: the model's traits (from a few examples), the
-    settings resolved for it, the attacks, config.json and the default audit's size. Raises
-    before anything is written: bad indices, labels, eps or a missing attack package."""
+    """Everything decided before the batches (traits, resolved settings, attacks, config.json,
+    the audit's size); raises before anything is written."""
     n = x.shape[0]
     indices = list(range(n)) if indices is None else [int(i) for i in indices]
     if len(indices) != n:
         raise ValueError(f"indices has {len(indices)} entries for {n} examples")
-    device = _model_device(model)
+    device = next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
     sample = x[: min(n, 8)].to(device)
     with seeded(derive_seed(settings.seed, "traits"), device):
         traits = detect_traits(model, sample)
@@ -317,8 +297,8 @@ def _plan(
         layout = row_verdict(model, sample, stochastic=traits.stochastic, seed=settings.seed)
     detection = 0 if getattr(model, "stochastic", None) is not None else 2 * len(sample)
     passes = {
-        "output_check": checked * ctx.world_size,
-        "randomness_detection": (detection + layout.forward_passes) * ctx.world_size,
+        "output_check": checked * world_size,
+        "randomness_detection": (detection + layout.forward_passes) * world_size,
     }
     if not layout.independent:
         logger.info("%s: %s", type(model).__name__, layout.describe())
@@ -351,12 +331,11 @@ def _plan(
         "settings": settings.to_dict(),
         "attacks": {a.name: a.describe() for a in attacks},
         "n_examples": n,
-        "examples_digest": records.examples_digest(x, y, indices),
-        "model_digest": records.model_digest(model),
+        "examples_digest": examples_digest(x, y, indices),
+        "model_digest": model_digest(model),
     }
     if run_info and run_info.get("model") is not None:
-        # What identifies the model (a user model's spec and weights digest): a resumed
-        # evaluation must be of the same model.
+        # A user model's spec and weights digest: a resumed evaluation must be of the same model.
         config["model"] = run_info["model"]
     plan = EvalPlan(
         settings=settings,
@@ -373,51 +352,9 @@ def _plan(
         audit=None,
         config=config,
     )
-    if not run_audit:
-        return plan
-    return dataclasses.replace(plan, audit=_audit_plan(model, plan, plan.suite_bound()))
-
-
-def _batch(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    plan: EvalPlan,
-    b: int,
-    lo: int,
-    hi: int,
-    progress: ProgressFn | None,
-) -> tuple[list[dict], dict]:
-    """Rows and record of batch b: examples lo..hi-1 (see :func:`.engine.evaluate_batch`)."""
-    settings, device = plan.settings, plan.device
-    on_attack = on_step = None
-    if progress:
-        names = [a.name for a in plan.attacks]
-
-        def on_attack(name: str) -> None:
-            info = {"batch": b, "name": name, "index": names.index(name), "attacks": len(names)}
-            progress("attack", info)
-
-        def on_step(name: str, step: int, steps: int) -> None:
-            progress("step", {"batch": b, "name": name, "step": step, "steps": steps})
-
-    batch_rows, record = evaluate_batch(
-        model,
-        x[lo:hi].to(device),
-        y[lo:hi].to(device),
-        batch=b,
-        positions=list(range(lo, hi)),
-        indices=plan.indices[lo:hi],
-        attacks=plan.attacks,
-        protocol=plan.protocol,
-        draws=settings.draws,
-        seed=settings.seed,
-        max_batch=settings.max_batch,
-        on_attack=on_attack,
-        on_step=on_step,
-    )
-    record["device"] = str(device)
-    return batch_rows, record
+    if run_audit:
+        plan = dataclasses.replace(plan, audit=_audit_plan(model, plan, plan.suite_bound()))
+    return plan
 
 
 def _audit_plan(model: nn.Module, plan: EvalPlan, budget: int) -> AuditPlan | None:
@@ -437,20 +374,6 @@ def _audit_plan(model: nn.Module, plan: EvalPlan, budget: int) -> AuditPlan | No
     )
 
 
-def _estimate(record: dict[str, Any], remaining: int, audit_plan: AuditPlan | None) -> dict:
-    """Seconds left, extrapolated from the first batch computed this session."""
-    seconds = record["elapsed_s"]
-    images = sum(record["forward_passes"].values())
-    rate = images / seconds if seconds > 0 else float("inf")
-    audit_s = None if audit_plan is None else audit_plan.bound / rate
-    return {
-        "batch_s": seconds,
-        "images_per_s": rate,
-        "suite_s": seconds * remaining,
-        "audit_s": audit_s,
-    }
-
-
 def _default_audit(
     model: nn.Module,
     x: Tensor,
@@ -459,8 +382,7 @@ def _default_audit(
     suite_passes: int,
     progress: ProgressFn | None,
 ) -> dict[str, Any]:
-    """The default audit's result as a dict (:mod:`.default_audit`), sized to the forward passes
-    the suite took, or why none ran."""
+    """The default audit's dict, sized to the suite's forward passes, or why none ran."""
     audit_plan = _audit_plan(model, plan, suite_passes)
     if audit_plan is None:
         why = "the audit needs at least 2 examples"
@@ -476,12 +398,11 @@ def _default_audit(
     if progress:
         sizes = {"examples": audit_plan.n, "forward_passes": audit_plan.bound}
         events = check_events(lambda info: progress("audit", {**info, **sizes}), DEFAULT_CHECKS)
-    device = plan.device
     with preserve_mode(model), assume_rows(model, plan.layout):
         result = audit(
             model,
-            x[: audit_plan.n].to(device),
-            y[: audit_plan.n].to(device),
+            x[: audit_plan.n].to(plan.device),
+            y[: audit_plan.n].to(plan.device),
             eps=plan.settings.eps,
             norm=plan.settings.suite.norm,
             quick=True,

@@ -1,14 +1,9 @@
-"""The obfuscated-gradient audit: run the published checklists on any model, automatically.
+"""The obfuscated-gradient audit: the published checklists (Athalye, Carlini and Wagner 2018;
+Carlini et al. 2019; AutoAttack's sanity checks) run on any model, automatically.
 
-    from ciiv.evaluate.audit import audit
-    result = audit(model, x, y, eps="8/255", norm="Linf")
-    result.passed, [(c.name, c.status) for c in result.checks], result.to_dict()
-
-The checks follow Athalye, Carlini and Wagner 2018 ("Obfuscated Gradients Give a False Sense of
-Security"), Carlini et al. 2019 ("On Evaluating Adversarial Robustness") and AutoAttack's own
-sanity checks (Croce and Hein 2020). Each reports pass / warn / fail / skip with the numbers
-behind it and, when it does not pass, what to run next; docs/evaluation.md ("The audit checks")
-explains every one. The checks live in :mod:`ciiv.evaluate.checks`, one module each.
+Each check (:mod:`ciiv.evaluate.checks`, one module each) reports pass / warn / fail / skip with
+the numbers behind it and, when it does not pass, what to run next; docs/evaluation.md ("The
+audit checks") explains every one.
 """
 
 from __future__ import annotations
@@ -73,23 +68,12 @@ def audit_verdict(audit: Mapping[str, Any] | None) -> dict[str, Any]:
 
 @dataclass
 class AuditResult:
-    """The outcome of :func:`audit`.
+    """The outcome of :func:`audit`: one :class:`~ciiv.evaluate.checks.CheckResult` per check in
+    run order, ``passed`` when none failed (warnings and skips allowed), and the facts of the run.
 
-    Attributes:
-        checks: one :class:`~ciiv.evaluate.checks.CheckResult` per check, in run order.
-        passed: no check failed (warnings and skips allowed).
-        settings: every setting of the audit (:class:`~ciiv.evaluate.checks.AuditSettings`).
-        versions: ciiv, torch, python, device (and pyautoattack when installed).
-        seed: the audit's seed.
-        n_examples: points audited.
-        clean_accuracy: mean per-draw clean accuracy on those points (NaN if the model failed).
-        stochastic: whether the model gave different logits for the same input (None if the
-            model failed before that could be measured).
-        model: the model's class name.
-        elapsed_s: wall-clock seconds of the whole audit.
-        forward_passes: images the model received over the whole audit (calls x images, every
-            measurement and attack included; counted by a forward hook, so 0 for a model that is
-            a plain callable).
+    ``clean_accuracy`` is the mean per-draw clean accuracy (NaN, and ``stochastic`` None, when the
+    model failed before they were measured); ``forward_passes`` counts the images the model
+    received over the whole audit (a forward hook: 0 for a model that is a plain callable).
     """
 
     checks: list[CheckResult]
@@ -142,21 +126,6 @@ class AuditResult:
         return write_json_atomic(path, self.to_dict())
 
 
-def _validate(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Check the inputs; return x and y on the model's device (labels as int64)."""
-    if not callable(model):
-        raise ValueError(f"model must be a callable nn.Module, got {type(model).__name__}")
-    check_images(x)
-    check_labels(y, x.shape[0])
-    if x.shape[0] < 2:
-        raise ValueError(
-            "the audit compares accuracies over examples: pass at least 2 (100+ advised)"
-        )
-    param = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
-    device = x.device if param is None else param.device
-    return x.detach().to(device), y.detach().to(device).long()
-
-
 def audit(
     model: nn.Module,
     x: Tensor,
@@ -174,34 +143,36 @@ def audit(
     """Audit ``model``'s robustness evaluation at budget ``eps`` for obfuscated gradients.
 
     Args:
-        model: maps pixels x [B, C, H, W] in [0, 1] to logits [B, K]; optionally ``predict``
-            (its own inference rule), ``stochastic``, ``bpda(surrogate)``,
-            ``fixed_randomness(seed)`` and ``forward_expected`` (CiiV). It runs in eval mode; its
-            flags are restored afterwards.
-        x: images [N, C, H, W] in [0, 1] (N >= 100 advised; moved to the model's device).
-        y: labels [N].
-        eps: the threat model's budget, a float or a string like "8/255".
-        norm: "Linf" or "L2".
-        quick: the cheap preset (short attacks, fewer EOT draws and queries): what ``ciiv eval``
-            runs alongside every evaluation. The full preset is for ``ciiv audit``.
+        model: maps pixels x [B, C, H, W] in [0, 1] to logits [B, K]; optionally ``predict``,
+            ``stochastic``, ``bpda(surrogate)``, ``fixed_randomness(seed)``, ``forward_expected``
+            (CiiV). It runs in eval mode; its flags are restored afterwards.
+        x, y: images [N, C, H, W] in [0, 1] (N >= 100 advised) and labels [N].
+        eps, norm: the threat model: a budget (a float or a string like "8/255"), "Linf" or "L2".
+        quick: the cheap preset (short attacks, fewer EOT draws and queries) instead of the full
+            one of ``ciiv audit``.
         seed: seeds every draw of the audit (attacks and the model's randomness); the global
             generators' states (torch, ``random``, ``numpy``) are restored afterwards.
-        checks: names of the checks to run (default all, see :func:`list_checks`); checks share
-            their measurements, so a subset costs less, and each gives the verdict it gives in
-            the full audit (every measurement and attack run is seeded by what defines it).
-        raise_errors: re-raise an exception inside a check (debugging) instead of recording the
-            check as failed with the error.
+        checks: names of the checks to run (default all, see :func:`list_checks`); a subset
+            costs less, and each check gives the verdict it gives in the full audit.
+        raise_errors: re-raise an exception inside a check instead of recording a failed check.
         progress: optional callback, see :data:`ProgressFn`.
         **overrides: any :class:`~ciiv.evaluate.checks.AuditSettings` field (e.g. ``steps=20``);
             ``batch_size`` defaults to the device's fastest (:func:`ciiv.attacks.default_max_batch`
             on the CPU, the settings' default on a GPU).
-
-    Returns:
-        An :class:`AuditResult`; ``passed`` is False when any check failed.
     """
     started = time.perf_counter()
     eps_value, norm = parse_eps(eps), canonical_norm(norm)
-    x, y = _validate(model, x, y)
+    if not callable(model):
+        raise ValueError(f"model must be a callable nn.Module, got {type(model).__name__}")
+    check_images(x)
+    check_labels(y, x.shape[0])
+    if x.shape[0] < 2:
+        raise ValueError(
+            "the audit compares accuracies over examples: pass at least 2 (100+ advised)"
+        )
+    param = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
+    device = x.device if param is None else param.device
+    x, y = x.detach().to(device), y.detach().to(device).long()
     cap = default_max_batch(x.device)  # None: keep AuditSettings' default (large calls)
     if cap is not None:
         overrides.setdefault("batch_size", cap)
@@ -210,13 +181,10 @@ def audit(
     for name in names:
         get_check(name)  # unknown names fail before any work
     results: list[CheckResult] = []
-    seen = [0]
-
-    def count(_module: nn.Module, args: tuple) -> None:
-        seen[0] += len(args[0])
-
-    # The handle removes the hook when the block ends.
-    hook = model.register_forward_pre_hook(count) if isinstance(model, nn.Module) else None
+    seen: list[int] = []  # images per model call; the hook's handle removes it when the block ends
+    hook = None
+    if isinstance(model, nn.Module):
+        hook = model.register_forward_pre_hook(lambda _m, args: seen.append(len(args[0])))
     with seeded(settings.seed, x.device), preserve_mode(model), hook or contextlib.nullcontext():
         ctx = AuditContext(model, x, y, settings)
         for name in names:
@@ -231,13 +199,10 @@ def audit(
                 if raise_errors:
                     raise
                 logger.exception("audit check %s crashed", name)
-                result = CheckResult(
-                    name,
-                    "fail",
-                    f"The check crashed ({type(err).__name__}: {err}); fix the error and rerun "
-                    "the audit: an evaluation that cannot be audited cannot be trusted.",
-                    {"error": f"{type(err).__name__}: {err}"},
-                )
+                error = f"{type(err).__name__}: {err}"
+                detail = f"The check crashed ({error}); fix the error and rerun the audit: an "
+                detail += "evaluation that cannot be audited cannot be trusted."
+                result = CheckResult(name, "fail", detail, {"error": error})
             result.elapsed_s = time.perf_counter() - t0
             logger.info("audit: %s -> %s (%.1fs)", name, result.status, result.elapsed_s)
             results.append(result)
@@ -260,7 +225,7 @@ def audit(
         stochastic=stochastic,
         model=type(model).__name__,
         elapsed_s=time.perf_counter() - started,
-        forward_passes=seen[0],
+        forward_passes=sum(seen),
     )
 
 

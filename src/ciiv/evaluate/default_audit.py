@@ -1,15 +1,15 @@
 """The audit that accompanies every evaluation of a random model, at most as costly as the suite.
 
-``evaluate_robustness`` (and ``ciiv eval``) runs it by default on a random model: the
-``randomness`` and ``gradient_health`` checks, on the quick preset made cheaper
+The ``randomness`` and ``gradient_health`` checks on the quick preset made cheaper
 (:data:`DEFAULT_SETTINGS`), on as many evaluated examples (up to ``audit_examples``, at least two)
-as keeps :func:`forward_pass_bound` within the forward passes the suite used; a deterministic
-model gets none. docs/evaluation.md ("The default audit and its cost") gives the bound.
-"""
+as keep :func:`forward_pass_bound` within the suite's forward passes (docs/evaluation.md, "The
+default audit and its cost")."""
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from .checks.settings import AuditSettings, audit_settings
@@ -34,13 +34,9 @@ _SPREAD_CALLS, _SPREAD_COPIES, _SPREAD_POINTS = 4, 4, 8
 def forward_pass_bound(
     settings: AuditSettings, n: int, *, surrogates: int, rows_measured: bool
 ) -> int:
-    """An upper bound on the images the default checks send through a random model.
-
-    Args:
-        settings: the audit's settings.
-        n: audited examples.
-        surrogates: BPDA backwards the model offers (2 for CiiV, else 0).
-        rows_measured: the evaluation measured the model's rows already (the audit reuses it).
+    """An upper bound on the images the default checks send through a random model, for ``n``
+    audited examples, ``surrogates`` BPDA backwards the model offers (2 for CiiV, else 0), and
+    ``rows_measured`` when the evaluation measured the model's rows already (the audit reuses it).
 
     On g = min(grad_examples, n) points: max(draws, 4) logit draws, 2 seeded passes, 4 single
     gradients, 2 * max(eot_grid) gradients per backward, and the spread test. On the n points:
@@ -100,14 +96,11 @@ def plan_audit(
     if batch_size is not None:
         overrides["batch_size"] = batch_size
     settings = audit_settings(eps, norm, quick=True, **overrides)
-
-    def bound(n: int) -> int:
-        return forward_pass_bound(settings, n, surrogates=surrogates, rows_measured=rows_measured)
-
+    bound = partial(
+        forward_pass_bound, settings, surrogates=surrogates, rows_measured=rows_measured
+    )
     if available < MIN_EXAMPLES:
         return None
-    low, high = MIN_EXAMPLES, available  # the bound grows with n: the largest n that fits
-    while low < high:
-        mid = (low + high + 1) // 2
-        low, high = (mid, high) if bound(mid) <= budget else (low, mid - 1)
-    return AuditPlan(n=low, bound=bound(low), budget=budget, overrides=overrides)
+    sizes = range(MIN_EXAMPLES, available + 1)  # the bound grows with n: the largest n that fits
+    n = sizes[max(bisect.bisect_right(sizes, budget, key=bound) - 1, 0)]
+    return AuditPlan(n=n, bound=bound(n), budget=budget, overrides=overrides)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,7 +34,9 @@ from ciiv.attacks.threat import canonical_norm
 from ciiv.models import predict
 
 from .protocols import Protocol
-from .suites import ResolvedAttack
+
+if TYPE_CHECKING:
+    from .settings import EvalPlan
 
 __all__ = [
     "AttackOutcome",
@@ -57,11 +59,10 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Seed the global generators of torch, Python's ``random`` and NumPy's legacy
     ``numpy.random`` for the block, and restore the caller's states afterwards.
 
-    A model's own randomness (CiiV's noise and masks, smoothing noise, a foreign defence's
-    ``random.randint`` or ``np.random.rand``) comes from these, so this is what makes a batch
-    reproducible. A model with a private generator (``np.random.default_rng()``, its own
-    ``torch.Generator``) is not reached; the audit's randomness check says when a seeded
-    evaluation of a model is not reproducible.
+    A model's own randomness (CiiV's noise and masks, a foreign defence's ``random.randint`` or
+    ``np.random.rand``) comes from these: this makes a batch reproducible. A private generator
+    (``np.random.default_rng()``, a ``torch.Generator``) is not reached; the audit's randomness
+    check says when a seeded evaluation is not reproducible.
     """
     devices = []
     if device.type == "cuda":
@@ -84,12 +85,10 @@ def draw_predictions(
 ) -> Tensor:
     """R = ``draws`` predictions of every example, by the model's own rule: int64 [R, B].
 
-    Where the model's rows are independent draws (:func:`~ciiv.attacks.rows_independent`:
-    declared, or measured by the evaluation) the R copies of the batch go through the model as
-    R * B rows (row r * B + i is draw r of example i) inside
-    :func:`~ciiv.attacks.independent_draws`, like the EOT draws of an attack; every draw of every
-    example then has its own noise and masks, distributed exactly as in R separate calls. Any
-    other model gets one call per draw. Calls hold at most ``max_batch`` images (None: no limit).
+    A model whose rows are independent draws (:func:`~ciiv.attacks.rows_independent`) gets the R
+    copies as R * B rows (row r * B + i is draw r of example i) inside
+    :func:`~ciiv.attacks.independent_draws`, like an attack's EOT draws; any other model gets one
+    call per draw. Calls hold at most ``max_batch`` images (None: no limit).
     """
     stacked = draws > 1 and rows_independent(model)
     rows = x.repeat(draws, 1, 1, 1) if draws > 1 else x
@@ -156,12 +155,9 @@ def run_attack(
         )
     instance.on_step = on_step
     seen: list[int] = []  # images per model call while the attack runs
-    hook = target.register_forward_pre_hook(lambda _m, args: seen.append(len(args[0])))
     flags = [m.training for m in model.modules()]
-    try:
+    with target.register_forward_pre_hook(lambda _m, args: seen.append(len(args[0]))):
         x_adv = instance(x, y)
-    finally:
-        hook.remove()
     preds = draw_predictions(model, x_adv, draws, max_batch) if draws and len(x) else None
     restored = flags == [m.training for m in model.modules()]
     return AttackOutcome(
@@ -174,49 +170,30 @@ def _outcome(values: list[int], label: int) -> dict[str, Any]:
     return {"preds": values, "correct": correct, "robust": correct == len(values)}
 
 
+def _step_event(progress: Callable, info: dict[str, Any], step: int, steps: int) -> None:
+    progress("step", {**info, "step": step, "steps": steps})
+
+
 def evaluate_batch(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    *,
+    plan: EvalPlan,
     batch: int,
-    positions: list[int],
-    indices: list[int],
-    attacks: list[ResolvedAttack],
-    protocol: Protocol,
-    draws: int,
-    seed: int,
-    max_batch: int | None = None,
-    on_attack: Callable[[str], None] | None = None,
-    on_step: Callable[[str, int, int], None] | None = None,
+    lo: int,
+    progress: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Evaluate one batch; returns (one row per example, the batch record).
-
-    Args:
-        model: any model on pixels x in [0, 1] (in eval mode; attacks keep it so).
-        x: images [B, C, H, W] in [0, 1] on the model's device; y: labels [B] int64.
-        batch: batch index (with ``seed`` it fixes every random draw of the batch).
-        positions, indices: per example, its position in the evaluated set and its index in the
-            source split (both written to the rows).
-        attacks: resolved attacks in run order.
-        protocol: the effective protocol (decides which function the attacks query).
-        draws: R, prediction draws per input.
-        seed: the evaluation seed.
-        max_batch: most images per model call inside the attacks and per call of the
-            prediction draws.
-        on_attack: called with each attack's name before it runs (progress display).
-        on_step: called as ``on_step(name, step, steps)`` after each iteration of an iterative
-            attack (:attr:`ciiv.attacks.Attack.on_step`; progress display).
+    """Evaluate batch ``batch`` of ``plan``, the examples at positions lo..lo+B-1 of the
+    evaluated set: images x [B, C, H, W] in [0, 1] and labels y [B] int64 on the device of the
+    model (in eval mode; attacks keep it so). The batch index and the plan's seed fix every
+    random draw of the batch. ``progress`` gets the "attack" and "step" events of
+    :data:`ciiv.evaluate.api.ProgressFn`. Returns (one row per example, the batch record).
     """
+    attacks, protocol, settings = plan.attacks, plan.protocol, plan.settings
+    draws, seed, max_batch = settings.draws, settings.seed, settings.max_batch
     start = time.perf_counter()
-    record: dict[str, Any] = {
-        "batch": batch,
-        "size": x.shape[0],
-        "forward_passes": {},
-        "attacked": {},
-        "elapsed": {},
-        "settings": {},
-    }
+    record: dict[str, Any] = {"batch": batch, "size": x.shape[0]}
+    record |= {key: {} for key in ("forward_passes", "attacked", "elapsed", "settings")}
     labels = y.tolist()
     with seeded(derive_seed(seed, "batch", batch), x.device):
         clean = draw_predictions(model, x, draws, max_batch)
@@ -225,12 +202,14 @@ def evaluate_batch(
         standing = correct.clone()
         broken_by: list[str | None] = [None if ok else "clean" for ok in correct.tolist()]
         outcomes: dict[str, list[dict | None]] = {}
-        for spec in attacks:
-            if on_attack is not None:
-                on_attack(spec.name)
+        for number, spec in enumerate(attacks):
+            step = None
+            if progress:
+                info = {"batch": batch, "name": spec.name}
+                progress("attack", {**info, "index": number, "attacks": len(attacks)})
+                step = partial(_step_event, progress, info)
             t0 = time.perf_counter()
             idx = torch.nonzero(standing if spec.worst_case else correct).flatten()
-            step = None if on_step is None else partial(on_step, spec.name)
             run = run_attack(
                 model, spec.attack, x[idx], y[idx], hyper=spec.hyper, seed=seed,
                 key=(batch, spec.name), protocol=protocol, draws=draws, max_batch=max_batch,
@@ -257,8 +236,8 @@ def evaluate_batch(
     clean_values = clean.T.tolist()
     rows = [
         {
-            "index": indices[i],
-            "position": positions[i],
+            "index": plan.indices[lo + i],
+            "position": lo + i,
             "batch": batch,
             "label": labels[i],
             "clean": _outcome(clean_values[i], labels[i]),

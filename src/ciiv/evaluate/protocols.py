@@ -1,14 +1,9 @@
-"""Evaluation protocols: which function the attacks query (SPEC section 6).
+"""Evaluation protocols: which function the attacks query (SPEC section 6; docs/evaluation.md).
 
-- ``full`` (the default): every attack queries exactly the function that is evaluated -- all L
-  views, fresh randomness on every query, gradients averaged over E draws (EOT).
-- ``paper``: the authors' protocol -- attacks query the centre view only
-  (:class:`~ciiv.models.CentreView` of the model) and use one gradient sample per step (EOT only
-  in the named EOT-PGD entry); accuracy is then counted with all L views. It attacks a surrogate,
-  and exists to show what the paper's numbers measure.
-
-For a model without views (anything but CiiV) there is no centre view to attack, so ``paper``
-runs exactly as ``full`` (:meth:`Protocol.effective`) and the summary says so.
+``full`` (the default) attacks the evaluated function itself; ``paper`` (the authors') attacks its
+centre view with one gradient sample per step, a surrogate that shows what the paper's numbers
+measure. On a model without views (anything but CiiV) ``paper`` runs as ``full``
+(:meth:`Protocol.effective`) and the summary says so.
 """
 
 from __future__ import annotations
@@ -37,10 +32,6 @@ class Protocol:
     description: str
     centre_view_only: bool
     eot_by_default: bool
-
-    def eot(self, mode: str, e: int) -> int:
-        """Gradient samples for an entry's ``eot`` mode: "protocol" or "E"."""
-        return e if mode == "E" or self.eot_by_default else 1
 
     def effective(self, traits) -> Protocol:
         """The protocol actually run for a model with ``traits``: ``full`` for a model without
@@ -99,10 +90,8 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
-def get_protocol(name: str | Protocol) -> Protocol:
+def get_protocol(name: str) -> Protocol:
     """The protocol called ``name`` ("full" or "paper")."""
-    if isinstance(name, Protocol):
-        return name
     if name not in PROTOCOLS:
         raise ValueError(f"unknown protocol {name!r}; valid: {', '.join(PROTOCOLS)}")
     return PROTOCOLS[name]

@@ -1,10 +1,6 @@
-"""Result files of an evaluation directory, written so that an interrupted run can resume.
-
-``config.json`` (what determines the results; a resumed run must match it), ``examples.jsonl``
-(one row per example) and ``batches.jsonl`` (one record per finished batch, written *after* its
-rows: a batch counts as done only when its record is there), ``shards/rank<r>/`` (the same two
-files per rank, merged by rank 0) and ``summary.json`` (written last, atomically); see
-docs/evaluation.md, "Files". :class:`Batches` is the loop that reads and writes them::
+"""Result files of an evaluation directory (docs/evaluation.md, "Files"), written so that an
+interrupted run can resume: a batch counts as done only when its record in ``batches.jsonl`` is
+there, written *after* its rows in ``examples.jsonl``. :class:`Batches` reads and writes them::
 
     batches = Batches(out, config, "an evaluation", n, batch_size, ctx, overwrite=overwrite)
     batches.run(compute)  # compute(batch, lo, hi) -> (rows, record) of examples lo..hi-1
@@ -33,8 +29,6 @@ from ciiv.distributed import DistContext
 
 __all__ = [
     "Batches",
-    "check_config",
-    "create_dir",
     "examples_digest",
     "load_done",
     "read_json",
@@ -44,34 +38,6 @@ __all__ = [
 
 EXAMPLES, BATCHES, CONFIG = "examples.jsonl", "batches.jsonl", "config.json"
 SUMMARY, SHARDS = "summary.json", "shards"
-
-
-def create_dir(out: Path) -> None:
-    """``mkdir -p out``, with an error that says what to do when it cannot be created."""
-    try:
-        Path(out).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(
-            f"cannot create the output directory {out} ({exc.strerror or exc}); choose one in a "
-            "folder you can write to"
-        ) from None
-
-
-def check_config(out: Path, config: dict[str, Any], what: str, write: bool = True) -> None:
-    """Write ``out/config.json`` (when ``write``), or make sure the one there holds the same
-    settings: resuming an interrupted ``what`` ("evaluation", "certification") needs them."""
-    path = Path(out) / CONFIG
-    config = json.loads(json.dumps(config))
-    if path.exists():
-        previous = read_json(path)
-        if previous != config:
-            keys = ", ".join(_differences(previous, config))
-            raise ValueError(
-                f"{out} holds {what} with different settings ({keys}); use another output "
-                "directory, or overwrite=True (--overwrite) to start afresh"
-            )
-    elif write:
-        write_json_atomic(path, config)
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -106,8 +72,7 @@ def examples_digest(x: Tensor, y: Tensor, indices: list[int]) -> str:
 
 
 def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -145,11 +110,10 @@ def load_done(out_dir: Path) -> tuple[dict[int, list[dict]], dict[int, dict]]:
     shards = sorted(p for p in (out_dir / SHARDS).glob("*") if p.is_dir())
     rows: dict[int, list[dict]] = {}
     records: dict[int, dict] = {}
-    for directory in [out_dir, *shards]:
+    for directory in reversed([out_dir, *shards]):  # the first directory holding a batch wins
         dir_rows, dir_records = _complete(directory)
-        for batch, record in dir_records.items():
-            if batch not in records:
-                records[batch], rows[batch] = record, dir_rows[batch]
+        rows.update(dir_rows)
+        records.update(dir_records)
     return rows, records
 
 
@@ -190,17 +154,32 @@ class Batches:
         self._shard: Path | None = None
         if out is None:
             return
-        create_dir(out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(
+                f"cannot create the output directory {out} ({exc.strerror or exc}); choose one in "
+                "a folder you can write to"
+            ) from None
         if overwrite and ctx.is_main:  # only the files this module writes, and extra_files
             for name in (EXAMPLES, BATCHES, CONFIG, SUMMARY, *extra_files):
                 (out / name).unlink(missing_ok=True)
             shutil.rmtree(out / SHARDS, ignore_errors=True)
         ctx.barrier()
-        check_config(out, config, what, write=ctx.is_main)
+        config = json.loads(json.dumps(config))  # as it reads back from config.json
+        if (out / CONFIG).exists():
+            previous = read_json(out / CONFIG)
+            if previous != config:
+                keys = ", ".join(_differences(previous, config))
+                raise ValueError(
+                    f"{out} holds {what} with different settings ({keys}); use another output "
+                    "directory, or overwrite=True (--overwrite) to start afresh"
+                )
+        elif ctx.is_main:
+            write_json_atomic(out / CONFIG, config)
         done_rows, done_records = load_done(out)
-        for b in self.mine:
-            if b in done_records:
-                self.rows[b], self.records[b] = done_rows[b], done_records[b]
+        self.records = {b: done_records[b] for b in self.mine if b in done_records}
+        self.rows = {b: done_rows[b] for b in self.records}
         # This rank's files, rewritten to hold exactly their finished batches (rows of a batch
         # cut short are dropped), so that appended rows never mix with stale ones.
         self._shard = out if ctx.world_size == 1 else out / SHARDS / f"rank{ctx.rank}"
@@ -231,8 +210,7 @@ class Batches:
         return (row for rows in self.rows.values() for row in rows)
 
     def run(self, compute: Compute, on_batch: Callable[[int], None] | None = None) -> None:
-        """Compute every batch of this rank that is not done: ``compute(b, lo, hi)`` returns the
-        rows and record of examples lo..hi-1; the rows, then the record, are written to disk
+        """Compute every batch of this rank not done yet (see the module doc); each is on disk
         before ``on_batch(b)`` is called."""
         for b in self.mine:
             if b in self.records:

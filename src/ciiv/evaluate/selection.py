@@ -1,8 +1,6 @@
-"""Which test examples an evaluation uses, and where its files go.
-
-``ciiv eval``, ``ciiv audit`` and ``ciiv experiment`` pick the same examples for the same seed, so
-their numbers describe the same images.
-"""
+"""Which test examples an evaluation uses (``ciiv eval``, ``ciiv audit`` and ``ciiv experiment``
+pick the same ones for the same seed, so their numbers describe the same images), and where its
+files go."""
 
 from __future__ import annotations
 

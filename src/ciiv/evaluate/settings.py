@@ -1,10 +1,5 @@
 """What an evaluation is asked to do (:class:`EvalSettings`) and what that became for one model and
-one set of examples (:class:`EvalPlan`).
-
-``config.json`` of an evaluation directory stores the resolved settings (``"settings"``: every
-default filled in for the model), the resolved attacks, the examples' digest and the model's
-identity; a resumed evaluation must plan to the same.
-"""
+one set of examples (:class:`EvalPlan`, whose ``config`` a resumed evaluation must match)."""
 
 from __future__ import annotations
 
@@ -43,17 +38,15 @@ class EvalSettings:
         suite: a :class:`Suite`; a suite name, suite file or mapping is looked up on creation.
         protocol: "full" (attacks query the evaluated function with EOT) or "paper" (centre view).
         eps: the budget (a float; "8/255" is parsed); None: the suite's for ``dataset``.
-        eot: E, gradient samples per step under the full protocol; None: ``DEFAULT_EOT``. A
-            deterministic model always gets 1.
-        draws: R, prediction draws per input for a random model; None: :data:`DEFAULT_DRAWS`. A
-            deterministic model always gets 1.
+        eot, draws: E, gradient samples per step under the full protocol, and R, prediction draws
+            per input (None: ``DEFAULT_EOT``, :data:`DEFAULT_DRAWS`); a deterministic model always
+            gets 1 of each.
         seed: fixes every random draw (per batch, derived from the seed and the batch index).
         batch_size: examples per batch (the unit of resumption).
         max_batch: most images per model call inside the gradient attacks; None: the device's
             fastest (:func:`ciiv.attacks.default_max_batch`).
         dataset: dataset name choosing the suite's budget (e.g. "mnist" -> 0.3 for Linf).
-        audit: the summary holds an audit: the default one for a random model (a note for a
-            deterministic one) or one computed before.
+        audit: the summary holds an audit (the default one, or one computed before).
         audit_examples: the default audit runs on at most the first ``audit_examples`` examples.
     """
 
@@ -95,8 +88,6 @@ class EvalSettings:
     def from_dict(cls, data: Mapping[str, Any]) -> EvalSettings:
         """Settings from a mapping like :meth:`to_dict`'s (e.g. ``config.json["settings"]``);
         unknown keys and values of the wrong type raise a ValueError that names them."""
-        if isinstance(data, Mapping) and isinstance(data.get("suite"), Mapping):
-            data = {**data, "suite": Suite.from_dict(data["suite"])}
         return build_dataclass(cls, data, what="evaluation setting")
 
 
@@ -104,20 +95,12 @@ class EvalSettings:
 class EvalPlan:
     """An evaluation made concrete for one model and one set of examples, before any batch runs.
 
-    Attributes:
-        settings: the settings with every default resolved: ``eps`` is the budget, ``eot``,
-            ``draws`` and ``max_batch`` the numbers used (this is ``config.json["settings"]``).
-        protocol: the protocol run (the paper protocol on a model without views runs the full
-            one); ``protocol_note`` says what the requested one meant for this model.
-        attacks: the suite's attacks in run order; ``skipped``: {entry name: why not}.
-        traits: the model's randomness and views; ``layout``: how its draws go through it.
-        device: the model's device (batches are moved there).
-        indices: per example, its index in the source split.
-        num_classes: K, the model's output size (chance accuracy is 1 / K).
-        passes: forward passes spent before the batches, by source ("output_check",
-            "randomness_detection"), summed over the processes.
-        audit: the default audit planned after the batches, or None when none will run.
-        config: the content of ``config.json``.
+    ``settings`` has every default resolved (``eps`` is the budget; ``config.json["settings"]``);
+    ``protocol`` is the one run (full for the paper protocol on a model without views;
+    ``protocol_note`` says so); ``skipped`` maps entry names to why not; ``layout`` is how the
+    model's draws go through it; ``indices`` the examples' indices in the source split; ``passes``
+    the forward passes before the batches by source, summed over the processes; ``audit`` the
+    default audit planned after the batches (None: none); ``config`` is ``config.json``.
     """
 
     settings: EvalSettings

@@ -13,6 +13,7 @@ mappings (unknown keys rejected; a suite file works wherever a name does), and
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,11 @@ __all__ = [
 DEFAULT_EOT = 8
 
 NORMS = ("Linf", "L2")
-REQUIREMENTS = ("views", "stochastic")
+# Model traits an entry may require, and why it is skipped on a model without them.
+_UNMET = {
+    "views": "needs a CiiV model (views, BPDA); this model has none",
+    "stochastic": "needs a random model; on a deterministic one it repeats another entry",
+}
 # "protocol": E under the full protocol, 1 under the paper's; "E": E under both (EOT-PGD entries).
 EOT_MODES = ("protocol", "E")
 
@@ -83,9 +88,8 @@ class AttackEntry:
         requires: model traits the entry needs: "views" (a CiiV model: BPDA, adaptive loss) or
             "stochastic" (a random model: EOT-only entries). Entries whose needs are unmet are
             skipped and listed with the reason in the summary.
-        sweep_point: set by :meth:`Sweep.expand` only: ``{"family": sweep name, "axes": {"eps":
-            value, "steps": value}}`` (the swept ones), recorded in the summary as ``sweep`` so
-            that reports read it as data. Never part of a suite file.
+        sweep_point: set by :meth:`Sweep.expand` only (never in a suite file): ``{"family": sweep
+            name, "axes": {"eps"/"steps": value}}``, the summary's ``sweep`` that reports read.
     """
 
     name: str
@@ -107,10 +111,10 @@ class AttackEntry:
             )
         if self.norm is not None and self.norm not in NORMS:
             raise ValueError(f"{self.name}: unknown norm {self.norm!r}; valid: {', '.join(NORMS)}")
-        unknown = sorted(set(self.requires) - set(REQUIREMENTS))
+        unknown = sorted(set(self.requires) - set(_UNMET))
         if unknown:
             raise ValueError(
-                f"{self.name}: unknown requirement(s) {unknown}; valid: {', '.join(REQUIREMENTS)}"
+                f"{self.name}: unknown requirement(s) {unknown}; valid: {', '.join(_UNMET)}"
             )
         if self.eot is not None and self.eot not in EOT_MODES:
             raise ValueError(f"{self.name}: eot must be None, 'protocol' or 'E'")
@@ -151,29 +155,21 @@ class Sweep:
         object.__setattr__(self, "steps", tuple(self.steps))
 
     def expand(self) -> list[AttackEntry]:
-        eps_values = [parse_eps(e) for e in self.eps] or [None]
-        step_values = list(self.steps) or [None]
         entries = []
-        for eps in eps_values:
-            for steps in step_values:
-                parts, axes = [], {}
-                hyper = dict(self.base.hyper)
-                if eps is not None:
-                    parts.append(f"eps={format_eps(eps)}")
-                    axes["eps"] = eps
-                if steps is not None:
-                    parts.append(f"steps={steps}")
-                    hyper["steps"] = axes["steps"] = steps
-                entries.append(
-                    dataclasses.replace(
-                        self.base,
-                        name=f"{self.name}@{','.join(parts)}",
-                        hyper=hyper,
-                        eps=self.base.eps if eps is None else eps,
-                        worst_case=False,
-                        sweep_point={"family": self.name, "axes": axes},
-                    )
+        eps_values = [parse_eps(e) for e in self.eps] or [None]
+        for eps, steps in itertools.product(eps_values, self.steps or [None]):
+            axes = {k: v for k, v in (("eps", eps), ("steps", steps)) if v is not None}
+            label = ",".join(f"{k}={format_eps(v) if k == 'eps' else v}" for k, v in axes.items())
+            entries.append(
+                dataclasses.replace(
+                    self.base,
+                    name=f"{self.name}@{label}",
+                    hyper={**self.base.hyper, **({} if steps is None else {"steps": steps})},
+                    eps=self.base.eps if eps is None else eps,
+                    worst_case=False,
+                    sweep_point={"family": self.name, "axes": axes},
                 )
+            )
         return entries
 
 
@@ -182,8 +178,7 @@ class Suite:
     """A named attack suite.
 
     Attributes:
-        name: registry name.
-        description: one line for listings and the summary.
+        name, description: registry name; one line for listings and the summary.
         norm: the threat model's norm, "Linf" or "L2".
         budget: eps per dataset name, with a ``"default"`` key for every other dataset.
         entries: attacks and sweeps, in run order (the worst-case chain runs cheap ones first,
@@ -225,13 +220,9 @@ class Suite:
 
     def to_dict(self) -> dict[str, Any]:
         """A YAML/JSON-ready mapping that :meth:`from_dict` reads back."""
-        return {
-            "name": self.name,
-            "description": self.description,
-            "norm": self.norm,
-            "budget": dict(self.budget),
-            "entries": [_entry_to_dict(e) for e in self.entries],
-        }
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        entries = [_entry_to_dict(e) for e in self.entries]
+        return {**values, "budget": dict(self.budget), "entries": entries}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Suite:
@@ -275,19 +266,10 @@ def _entry_from_dict(data: Mapping[str, Any]) -> AttackEntry | Sweep:
     return build_dataclass(Sweep, values, what="sweep key")
 
 
-SUITE_FILE_SUFFIXES = (".yaml", ".yml", ".json")
-
-
 def load_suite_file(path: str | Path) -> Suite:
-    """A suite from a YAML (or JSON) file holding a :meth:`Suite.from_dict` mapping.
-
-    Every entry's attack name and hyper-parameter names are checked here, so a typo fails before
-    an evaluation starts.
-
-    Raises:
-        ValueError: the file is missing or unreadable, not a mapping, or not a valid suite; the
-            message names the file and what is wrong.
-    """
+    """A suite from a YAML (or JSON) file holding a :meth:`Suite.from_dict` mapping. Every
+    entry's attack and hyper-parameter names are checked here, so a typo fails before an
+    evaluation starts; a ValueError names the file and what is wrong."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -332,7 +314,7 @@ def get_suite(suite: str | Path | Suite | Mapping[str, Any]) -> Suite:
         return Suite.from_dict(suite)
     if suite in _SUITES:
         return _SUITES[suite]
-    if isinstance(suite, Path) or str(suite).lower().endswith(SUITE_FILE_SUFFIXES):
+    if isinstance(suite, Path) or str(suite).lower().endswith((".yaml", ".yml", ".json")):
         return load_suite_file(suite)
     raise ValueError(
         f"unknown suite {suite!r}; valid: {', '.join(list_suites())}, or a YAML file "
@@ -342,12 +324,9 @@ def get_suite(suite: str | Path | Suite | Mapping[str, Any]) -> Suite:
 
 @dataclass(frozen=True)
 class ModelTraits:
-    """What the evaluation found out about the model.
-
-    Attributes:
-        stochastic: its prediction is random (declared ``stochastic`` or detected empirically).
-        views: it has views (:class:`~ciiv.models.MultiView`, as CiiV has).
-    """
+    """What the evaluation found out about the model: whether its prediction is random
+    (``stochastic``, declared or detected) and whether it has ``views``
+    (:class:`~ciiv.models.MultiView`, as CiiV has)."""
 
     stochastic: bool
     views: bool
@@ -358,8 +337,7 @@ class ResolvedAttack:
     """A suite entry made concrete for one evaluation.
 
     Attributes:
-        name: the entry's name.
-        attack: registry name.
+        name, attack: the entry's name and the registry name of its attack.
         hyper: every keyword passed to ``create_attack`` except the per-batch ``seed``.
         norm, eps: the ball x_adv must stay in (checked after every call).
         steps: iterations, or None for attacks without a step count.
@@ -368,8 +346,7 @@ class ResolvedAttack:
             for the worst case even when standalone (a point it breaks is not robust).
         protocol_views: "centre" when the attack queries the centre view only (paper protocol on a
             CiiV model), else "all".
-        sweep: for one point of a sweep, ``{"family": name, "axes": {"eps"/"steps": value}}``;
-            None otherwise.
+        sweep: the entry's ``sweep_point`` (None outside a sweep).
     """
 
     name: str
@@ -422,19 +399,14 @@ def resolve_suite(
     eps: float | str | None = None,
     eot: int = DEFAULT_EOT,
 ) -> tuple[list[ResolvedAttack], dict[str, str], float]:
-    """Concrete attacks for one evaluation.
+    """Concrete attacks for one evaluation: (attacks in run order, {skipped entry: reason}, the
+    budget used).
 
-    Args:
-        suite: the suite.
-        protocol: "full" or "paper".
-        traits: the model's traits (entries whose ``requires`` are unmet are skipped).
-        dataset: dataset name choosing the budget (None: the suite's default).
-        eps: overrides the budget (entries with a fixed eps keep it).
-        eot: E, gradient samples per step where the entry and protocol ask for EOT. A
-            deterministic model gets 1 (more samples of a fixed function change nothing).
-
-    Returns:
-        (attacks in run order, {skipped entry name: reason}, the budget used).
+    ``dataset`` chooses the budget (None: the suite's default) unless ``eps`` overrides it (an
+    entry with a fixed eps keeps it). Entries whose ``requires`` the model's ``traits`` do not
+    meet are skipped. ``eot`` is E, gradient samples per step where the entry and ``protocol``
+    ("full" or "paper") ask for EOT; a deterministic model gets 1 (more samples of a fixed
+    function change nothing).
     """
     proto = get_protocol(protocol).effective(traits)
     positive_int("eot", eot)
@@ -442,7 +414,8 @@ def resolve_suite(
     resolved: list[ResolvedAttack] = []
     skipped: dict[str, str] = {}
     for entry in suite.expanded():
-        reason = _unmet(entry, traits) or proto.unsupported(entry)
+        unmet = [_UNMET[n] for n in _UNMET if n in entry.requires and not getattr(traits, n)]
+        reason = next(iter(unmet), None) or proto.unsupported(entry)
         if reason:
             skipped[entry.name] = reason
             continue
@@ -459,7 +432,8 @@ def resolve_suite(
         if entry.step_fraction is not None:
             hyper["step_size"] = entry.step_fraction * entry_eps
         if entry.eot is not None:
-            draws = proto.eot(entry.eot, eot) if traits.stochastic else 1
+            wanted = entry.eot == "E" or proto.eot_by_default
+            draws = eot if wanted and traits.stochastic else 1
             if not entry.eot_hyper:
                 hyper["eot"] = draws
             elif draws > 1:
@@ -479,14 +453,6 @@ def resolve_suite(
             )
         )
     return resolved, skipped, budget
-
-
-def _unmet(entry: AttackEntry, traits: ModelTraits) -> str | None:
-    if "views" in entry.requires and not traits.views:
-        return "needs a CiiV model (views, BPDA); this model has none"
-    if "stochastic" in entry.requires and not traits.stochastic:
-        return "needs a random model; on a deterministic one it repeats another entry"
-    return None
 
 
 # ---------------------------------------------------------------------------------------------

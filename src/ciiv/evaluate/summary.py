@@ -11,6 +11,7 @@ per-draw means. :func:`build_summary` turns rows and batch records into ``summar
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -68,14 +69,11 @@ def accuracy_stats(all_correct: Sequence[bool], fractions: Sequence[float]) -> d
 def worst_case_stats(
     rows: Sequence[dict[str, Any]], entries: Sequence[tuple[str, bool, bool]], draws: int
 ) -> dict[str, Any]:
-    """Clean, per-attack and worst-case accuracies from rows.
+    """Clean, per-attack and worst-case accuracies from rows (any order) with R = ``draws``.
 
-    Args:
-        rows: example rows (any order).
-        entries: ``(name, chain, counts)`` per attack in run order: ``chain`` for the worst-case
-            chain (attacked only while standing), ``counts`` when the attack counts for the worst
-            case (every chain entry, and standalone entries inside the threat model).
-        draws: R, prediction draws per input.
+    ``entries`` holds ``(name, chain, counts)`` per attack in run order: ``chain`` for the
+    worst-case chain (attacked only while standing), ``counts`` when the attack counts for the
+    worst case (every chain entry, and standalone entries inside the threat model).
 
     Returns:
         ``{"clean": block, "attacks": {name: block}, "robust": block, "broken_by": {name: count}}``
@@ -87,44 +85,34 @@ def worst_case_stats(
     clean_ok = [r["clean"]["correct"] == draws for r in rows]
     clean_frac = [r["clean"]["correct"] / draws for r in rows]
     out: dict[str, Any] = {"clean": accuracy_stats(clean_ok, clean_frac), "attacks": {}}
-    standing = list(clean_ok)
-    worst_frac = list(clean_frac)
+    standing, worst_frac = list(clean_ok), list(clean_frac)
     broken_by: dict[str, int] = {"clean": len(rows) - sum(clean_ok)}
     for name, chain, counts in entries:
-        outcomes = [row["attacks"].get(name) for row in rows]
-        for row, outcome, up in zip(rows, outcomes, standing, strict=True):
-            if chain and up and outcome is None:
+        own_ok, own_frac = [], []
+        for i, row in enumerate(rows):
+            outcome = row["attacks"].get(name)
+            if outcome is None and chain and standing[i]:
                 raise ValueError(
                     f"example {row['index']} is standing but has no outcome for {name!r}; "
                     "the rows are incomplete"
                 )
-        own_ok = [o is not None and o["correct"] == draws for o in outcomes]
-        own_frac = [
-            c if o is None else o["correct"] / draws
-            for o, c in zip(outcomes, clean_frac, strict=True)
-        ]
+            own_ok.append(outcome is not None and outcome["correct"] == draws)
+            own_frac.append(clean_frac[i] if outcome is None else outcome["correct"] / draws)
+            if counts and outcome is not None:
+                worst_frac[i] = min(worst_frac[i], own_frac[i])
         if counts:
             broken_by[name] = sum(up and not ok for up, ok in zip(standing, own_ok, strict=True))
             standing = [up and ok for up, ok in zip(standing, own_ok, strict=True)]
-            worst_frac = [
-                w if o is None else min(w, f)
-                for w, o, f in zip(worst_frac, outcomes, own_frac, strict=True)
-            ]
-        if chain:
-            out["attacks"][name] = accuracy_stats(standing, worst_frac)
-        else:
-            out["attacks"][name] = accuracy_stats(own_ok, own_frac)
-    out["robust"] = accuracy_stats(standing, worst_frac)
-    out["broken_by"] = broken_by
-    return out
+        block = (standing, worst_frac) if chain else (own_ok, own_frac)
+        out["attacks"][name] = accuracy_stats(*block)
+    return {**out, "robust": accuracy_stats(standing, worst_frac), "broken_by": broken_by}
 
 
-def _totals(recs: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
+def _totals(recs: Sequence[dict[str, Any]], key: str) -> Counter:
     """Per-attack sums of the batch records' ``key`` block."""
-    totals: dict[str, Any] = {}
+    totals: Counter = Counter()
     for rec in recs:
-        for name, value in rec[key].items():
-            totals[name] = totals.get(name, 0) + value
+        totals.update(rec[key])
     return totals
 
 
@@ -161,9 +149,7 @@ def build_summary(
             **spec.describe(),
             "role": "worst_case" if spec.worst_case else "standalone",
             "counts_for_worst_case": spec.worst_case or spec.in_threat_model,
-            "accuracy": block["accuracy"],
-            "ci95": block["ci95"],
-            "per_draw": block["per_draw"],
+            **{key: block[key] for key in ("accuracy", "ci95", "per_draw")},
             "attacked": attacked.get(spec.name, 0),
             "newly_broken": stats["broken_by"].get(spec.name),
             "forward_passes": passes.get(spec.name, 0),
