@@ -1,19 +1,10 @@
 """A grid's results: ``results.json`` from the cells' own files, then ``results.md`` and plots
 made from ``results.json`` alone (so the markdown is always regenerated identically).
 
-Per dataset, suite and eps, one table row per run: clean accuracy, robust accuracy under the full
-and the paper protocol, the protocol gap (paper - full: how much the paper's protocol overstates
-robustness) and the audit's verdict; the 95 % interval of one seed, or mean +- std over seeds.
-
-Two honesty invariants are checked and every violation is marked in the table:
-
-- the full protocol attacks the evaluated function, the paper protocol a surrogate: full robust
-  accuracy above paper robust accuracy (beyond noise) means the full attack is weaker than the
-  surrogate's, a bug or obfuscated gradients;
-- robust accuracy must not rise with eps for the same run, seed and protocol.
-
-"Beyond noise" = more than 1.96 standard errors of the difference of the two proportions plus one
-example (``_margin``). The per-attack detail goes through :mod:`ciiv.report` into ``report/``.
+Per dataset, suite and eps, one table row per run (docs/experiments.md, "The results", describes
+the columns), with the two honesty invariants checked: full-protocol robust accuracy not above the
+paper protocol's, and robust accuracy not rising with eps, each beyond noise (``_margin``). The
+per-attack detail goes through :mod:`ciiv.report` into ``report/``.
 """
 
 from __future__ import annotations
@@ -134,8 +125,8 @@ def _eval_entry(summary: dict[str, Any], suite: str, path: Path, out: Path) -> d
 
 
 def _margin(p1: float, n1: int, p2: float, n2: int) -> float:
-    """What a difference of two accuracies must exceed to count beyond noise (see the module
-    docstring)."""
+    """What a difference of two accuracies must exceed to count beyond noise: 1.96 standard
+    errors of the difference of the two proportions plus one example."""
     se = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
     return 1.96 * se + 1 / min(n1, n2)
 

@@ -1,18 +1,9 @@
 """Running the cells of a grid: train, audit, evaluate; skip what is done, resume what is not.
 
-Layout of ``DIR``::
-
-    grid.yaml                 the grid as last run (the cells record their own spec)
-    cells/<run>-s<seed>/      a training run directory (``ciiv eval``/``ciiv report`` take it)
-        eval/<suite>-<protocol>[-eps<E>]/   one evaluation per suite x protocol x eps
-        audit/audit.json      the audit
-    cells/<run>-s<seed>.json  the cell's record: its spec, status, phase times, error
-    results.json, results.md, *.png, report/   written by :mod:`ciiv.experiment.results`
-
-Every phase writes its own files as it goes (checkpoints, evaluation batches), so running the
-same grid again after a kill finishes it without redoing work. A cell's record stores the spec
-it ran with; a grid whose cell changed since (other config, other evaluation) is refused for that
-cell rather than mixed with the old files.
+Each cell is a training run directory ``DIR/cells/<run>-s<seed>/`` (with ``eval/`` and
+``audit/``) beside its record ``DIR/cells/<run>-s<seed>.json`` (spec, status, phase times, error);
+docs/experiments.md shows the layout. Every phase writes its files as it goes, so running the
+grid again after a kill resumes it; a cell whose spec changed since it ran is refused.
 """
 
 from __future__ import annotations
@@ -235,14 +226,6 @@ def _load(cell: Cell, run_dir: Path, grid: Grid, device: str | None):
     return loaded.model, x, y, index, views, info
 
 
-def _audit_budget(grid: Grid, dataset: str) -> tuple[str, float]:
-    """(norm, eps) the audit runs at: the first suite's norm at the grid's largest eps (the
-    suite's budget for the dataset when the grid sweeps none)."""
-    suite = get_suite(grid.eval.suites[0])
-    eps = max(grid.eval.eps) if grid.eval.eps else suite.eps_for(dataset)
-    return suite.norm, eps
-
-
 def _audit(grid, model, x, y, run_dir: Path, info, progress) -> dict[str, Any]:
     """The cell's audit (``run_dir/audit/audit.json``), run once and then read back."""
     from ciiv.evaluate.audit import audit, check_events, list_checks
@@ -251,7 +234,9 @@ def _audit(grid, model, x, y, run_dir: Path, info, progress) -> dict[str, Any]:
     if path.is_file():
         return read_json(path)
     checks = list_checks()
-    norm, eps = _audit_budget(grid, info["dataset"])
+    # The first suite's norm at the grid's largest eps (the suite's budget when it sweeps none).
+    suite = get_suite(grid.eval.suites[0])
+    eps = max(grid.eval.eps) if grid.eval.eps else suite.eps_for(info["dataset"])
     n = grid.eval.audit_examples
     device = next(model.parameters()).device
     result = audit(
@@ -259,7 +244,7 @@ def _audit(grid, model, x, y, run_dir: Path, info, progress) -> dict[str, Any]:
         x[:n].to(device),
         y[:n].to(device),
         eps=eps,
-        norm=norm,
+        norm=suite.norm,
         quick=grid.audit == "quick",
         seed=grid.eval.seed,
         checks=checks,
