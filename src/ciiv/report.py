@@ -30,7 +30,6 @@ __all__ = [
     "load_certifications",
     "find_summaries",
     "load_summaries",
-    "plot_accuracy_bars",
     "plot_bars",
     "plot_sweeps",
     "report_json",
@@ -186,11 +185,7 @@ def _mixed_datasets_note(summaries: Sequence[dict[str, Any]]) -> str | None:
 
 def chance_accuracy(summaries: Sequence[dict[str, Any]]) -> float | None:
     """1 / K, the accuracy of guessing, shared by ``summaries``; None when K is unknown or differs.
-
-    K is the summary's ``num_classes`` (the model's output size, recorded by the evaluation);
-    for older summaries it comes from the registry entry of the summary's dataset, when that
-    entry needs no files.
-    """
+    K is a summary's ``num_classes``, else (older summaries) its dataset's registry entry."""
     counts = {_num_classes(s) for s in summaries}
     if len(counts) != 1 or None in counts:
         return None
@@ -371,15 +366,10 @@ def _interval(summary: dict[str, Any], category: str) -> tuple[float | None, lis
 
 
 def accuracy_bars(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What the bar plots show, one entry per table of :func:`report_markdown`:
-    ``{"title", "dataset", "chance", "panels": [{"title", "categories", "series": [{"label",
-    "values", "ci95"}]}]}`` with one panel per protocol (``full`` first) and one series per run.
-
-    Categories: clean, the worst-case chain (cumulative, as in the table), the worst case, then
-    the standalone attacks except sweep points (``name@...``: their own plot shows them).
-    Values are accuracies in [0, 1], None where a run lacks the attack; ``chance`` is
-    :func:`chance_accuracy` of the table.
-    """
+    """What the bar plots show, one ``{"title", "dataset", "chance", "panels"}`` per table of
+    :func:`report_markdown`: one panel (as :func:`plot_bars` takes it) per protocol, ``full``
+    first, one series per run. Categories: clean, the worst-case chain (cumulative), the worst
+    case, then the standalone attacks except sweep points (``name@...``: they have line plots)."""
     out = []
     for group in _by_suite(summaries).values():
         chain, standalone = _columns(group)
@@ -415,14 +405,12 @@ def plot_bars(
     title: str,
     chance: float | None = None,
 ) -> Path:
-    """Grouped bars of accuracy (%), one panel per entry of ``panels``, side by side (one under
-    the other when side by side would be too wide to read), sharing the y axis.
+    """Grouped bars of accuracy (%) into the PNG ``path`` (returned): one panel per entry of
+    ``panels``, side by side (stacked when too wide), sharing the y axis, the legend below them.
 
-    Each panel is ``{"title", "categories", "series": [{"label", "values", "ci95"}]}``: one group
-    of bars per category, one bar per series (the same colour for a label in every panel), the
-    95 % interval ``[low, high]`` as an error bar where given (values and bounds in [0, 1], None
-    for a missing bar). ``chance`` (in [0, 1]) draws a dashed line. The legend sits below the
-    panels, outside the axes, so it never covers a bar. Returns ``path`` (a PNG).
+    A panel is ``{"title", "categories", "series": [{"label", "values", "ci95"}]}``: one bar per
+    category and series (one colour per label), values and ``[low, high]`` intervals in [0, 1]
+    (None: no bar, no error bar). ``chance`` (in [0, 1]) draws a dashed line.
     """
     fig = _bar_figure(panels, title=title, chance=chance)
     import matplotlib.pyplot as plt  # after _bar_figure chose the Agg backend
@@ -506,21 +494,6 @@ def _bar_figure(
     fig.legend(handles, names, loc="outside lower center", ncols=legend_columns, fontsize=8)
     fig.suptitle(title, fontsize=11)
     return fig
-
-
-def plot_accuracy_bars(bars: Sequence[dict[str, Any]], out_dir: str | Path) -> list[Path]:
-    """One PNG per entry of :func:`accuracy_bars` (``accuracy-<table>.png``); the written paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return [
-        plot_bars(
-            table["panels"],
-            out_dir / f"accuracy-{_slug(table['title'])}.png",
-            title=table["title"],
-            chance=table["chance"],
-        )
-        for table in bars
-    ]
 
 
 def _slug(text: str) -> str:
@@ -743,7 +716,10 @@ def write_report(
         logger.warning("summaries from several datasets (%s): one table per dataset", datasets)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = plot_accuracy_bars(accuracy_bars(summaries), out_dir)
+    plots = []
+    for table in accuracy_bars(summaries):
+        path = out_dir / f"accuracy-{_slug(table['title'])}.png"
+        plots.append(plot_bars(table["panels"], path, title=table["title"], chance=table["chance"]))
     plots += plot_sweeps(sweep_curves(summaries), out_dir)
     if certifications:
         from ciiv.certify.run import plot_certified_accuracy
