@@ -36,6 +36,8 @@ _HEADLINE = (
     "clean_accuracy clean_accuracy_ci95 robust_accuracy robust_accuracy_ci95 per_attack eot "
     "n_examples forward_passes"
 ).split()
+# The 95 % intervals of a split's clean and worst-case accuracy, by the reading notes' names.
+_INTERVALS = {"clean": "clean_accuracy_ci95", "worst-case": "robust_accuracy_ci95"}
 
 
 @dataclass(frozen=True)
@@ -200,19 +202,6 @@ def table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return ["method", "test split", "clean", *attacks, "worst case"], rows
 
 
-def _half_width(n: int) -> float:
-    """Largest half-width (points) of a normal-approximation 95 % interval of an accuracy on n."""
-    return 100 * 1.96 * math.sqrt(0.25 / n)
-
-
-def _measures(numbers: dict[str, Any]) -> dict[str, tuple[float, list[float] | None]]:
-    """(accuracy, 95 % interval) of a split's clean and worst-case accuracy."""
-    return {
-        "clean": (numbers["clean_accuracy"], numbers.get("clean_accuracy_ci95")),
-        "worst-case": (numbers["robust_accuracy"], numbers.get("robust_accuracy_ci95")),
-    }
-
-
 def _interval_text(ci: list[float]) -> str:
     return f"{100 * ci[0]:.0f}–{100 * ci[1]:.0f} %"
 
@@ -225,11 +214,8 @@ def reading_notes(results: dict[str, Any]) -> list[str]:
     methods = results["methods"]
     overlaps = []
     for split in SPLITS:
-        for measure in ("clean", "worst-case"):
-            intervals = {
-                name: _measures(record["splits"][split])[measure][1]
-                for name, record in methods.items()
-            }
+        for measure, key in _INTERVALS.items():
+            intervals = {name: record["splits"][split].get(key) for name, record in methods.items()}
             if len(intervals) < 2 or None in intervals.values():
                 continue
             if max(ci[0] for ci in intervals.values()) <= min(ci[1] for ci in intervals.values()):
@@ -246,7 +232,8 @@ def reading_notes(results: dict[str, Any]) -> list[str]:
     k = results.get("num_classes")
     at_chance = []
     for name, record in methods.items():
-        for measure, (_, ci) in _measures(record["splits"]["shifted"]).items():
+        for measure, key in _INTERVALS.items():
+            ci = record["splits"]["shifted"].get(key)
             if k and ci is not None and ci[0] <= 1 / k <= ci[1]:
                 at_chance.append(f"{name}'s {measure} accuracy ({_interval_text(ci)})")
     if at_chance:
@@ -279,6 +266,7 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     header, rows = table_rows(results)
     settings = results["settings"]
     eot = max(split["eot"] for m in results["methods"].values() for split in m["splits"].values())
+    half_width = 100 * 1.96 * math.sqrt(0.25 / settings["n_test"])  # the widest 95 % interval's
     lines = [
         "# ciiv demo: vanilla vs CiiV on shapes",
         "",
@@ -292,7 +280,7 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         "background colour resists small perturbations (a colour survives them) yet fails on "
         "`shifted`, so its robust accuracy on `iid` is not evidence that it recognises shapes. "
         f"With {settings['n_test']} images per split, the 95 % interval of each number is up to "
-        f"+-{_half_width(settings['n_test']):.0f} points (exact intervals in the summaries and "
+        f"+-{half_width:.0f} points (exact intervals in the summaries and "
         "as error bars in the plot).",
         "",
         "| " + " | ".join(header) + " |",
