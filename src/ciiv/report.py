@@ -1,11 +1,8 @@
 """Evaluation summaries -> one markdown (or JSON) report and accuracy-vs-eps / -steps plots.
 
-Reads only ``summary.json`` files (of :func:`ciiv.evaluate.evaluate_robustness` / ``ciiv eval``),
-never a model: a path is a summary file, an evaluation directory or a run directory (every
-``eval/*/summary.json``). One table and one bar plot per dataset and suite (numbers of different
-datasets never share one), one line plot per sweep family; certifications of ``ciiv certify``
-add the certified L2 accuracy beside the empirical one, flagged where it exceeds it beyond noise
-(a bug). docs/evaluation.md ("Reports") describes every column and plot.
+Reads only ``summary.json`` files of ``ciiv eval`` (and of ``ciiv certify``, whose certified L2
+accuracy goes beside the empirical one), never a model: a path is a summary file, an evaluation
+directory or a run directory. docs/evaluation.md ("Reports") describes every column and plot.
 """
 
 from __future__ import annotations
@@ -606,12 +603,9 @@ def certified_vs_empirical(
     certifications: Sequence[dict[str, Any]], summaries: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Per certification: its curve and, at every eps where an evaluation of the same run (same
-    label) has an L2 figure, the certified accuracy at r = eps beside it.
-
-    ``flag`` is set where the certified accuracy's 95 % lower bound (Clopper-Pearson over the
-    examples) exceeds the empirical figure's 95 % upper bound: certified accuracy can never
-    exceed the true robust accuracy, which the empirical figure bounds from above. Comparisons
-    are made only when the certified smoothed classifier is the one the run deploys
+    label) has an L2 figure, the certified accuracy at r = eps beside it; ``flag`` where the
+    certified 95 % lower bound (Clopper-Pearson) exceeds the empirical 95 % upper bound, which is
+    impossible (docs/evaluation.md). Only for the smoothed classifier the run deploys
     (``run.deployed``: an rs run certified with its own sigma)."""
     from ciiv.certify.stats import clopper_pearson
 

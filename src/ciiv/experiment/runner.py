@@ -36,7 +36,6 @@ __all__ = [
     "cell_dir",
     "cell_evaluations",
     "cell_record_path",
-    "cell_spec",
     "run_cell",
     "run_grid",
 ]
@@ -74,7 +73,7 @@ def cell_record_path(out: str | Path, cell: Cell) -> Path:
     return Path(out) / CELLS / f"{cell.name}.json"
 
 
-def cell_spec(grid: Grid, cell: Cell) -> dict[str, Any]:
+def _cell_spec(grid: Grid, cell: Cell) -> dict[str, Any]:
     """Everything a cell's results depend on (not where it runs): its config, evaluation, audit."""
     config = config_to_dict(cell.config)
     config.pop("device", None)
@@ -137,7 +136,7 @@ def run_cell(
         Whatever training or evaluation raises (the caller records the cell as failed).
     """
     start = time.perf_counter()
-    spec = cell_spec(grid, cell)
+    spec = _cell_spec(grid, cell)
     record_path = cell_record_path(out, cell)
     earlier = _check_spec(record_path, spec, cell)
     if earlier is not None and earlier.get("status") == "complete":
@@ -157,11 +156,7 @@ def run_cell(
             with _timed(phases, "audit"):
                 audit = _audit(grid, model, x, y, run_dir, info, progress)
         with _timed(phases, "eval"):
-            for suite, protocol, eps, name in cell_evaluations(grid, views):
-                _evaluate(
-                    grid, model, x, y, index, suite, protocol, eps, run_dir / "eval" / name,
-                    info, audit, max_batch, progress,
-                )  # fmt: skip
+            _evaluate(grid, model, x, y, index, views, run_dir, info, audit, max_batch, progress)
     except Exception as exc:
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         _write_record(record_path, record)
@@ -256,38 +251,39 @@ def _audit(grid, model, x, y, run_dir: Path, info, progress) -> dict[str, Any]:
     return result.to_dict()
 
 
-def _evaluate(
-    grid, model, x, y, index, suite, protocol, eps, out_dir: Path, info, audit, max_batch, progress
-) -> None:
-    """One evaluation into ``out_dir`` (skipped when its summary exists; resumed when half done)."""
+def _evaluate(grid, model, x, y, index, views, run_dir: Path, info, audit, max_batch, progress):
+    """The cell's evaluations into ``run_dir/eval/`` (one whose summary exists is skipped, one
+    half done resumes)."""
     from ciiv.evaluate import evaluate_robustness
 
-    if (out_dir / "summary.json").is_file():
-        return
-    label = f"{suite}/{protocol}" + ("" if eps is None else f" eps {format_eps(eps)}")
+    for suite, protocol, eps, name in cell_evaluations(grid, views):
+        out_dir = run_dir / "eval" / name
+        if (out_dir / "summary.json").is_file():
+            continue
+        label = f"{suite}/{protocol}" + ("" if eps is None else f" eps {format_eps(eps)}")
 
-    def callback(event: str, detail: dict[str, Any]) -> None:
-        progress("eval", {"label": label, "event": event, "info": detail})
+        def callback(event: str, detail: dict[str, Any], label: str = label) -> None:
+            progress("eval", {"label": label, "event": event, "info": detail})
 
-    evaluate_robustness(
-        model,
-        x,
-        y,
-        suite=suite,
-        protocol=protocol,
-        eps=eps,
-        eot=grid.eval.eot,
-        draws=grid.eval.draws,
-        seed=grid.eval.seed,
-        batch_size=grid.eval.batch_size,
-        out_dir=out_dir,
-        dataset=info["dataset"],
-        indices=index.tolist(),
-        max_batch=max_batch,
-        audit=audit if audit is not None else False,
-        run_info=info,
-        progress=callback if progress else None,
-    )
+        evaluate_robustness(
+            model,
+            x,
+            y,
+            suite=suite,
+            protocol=protocol,
+            eps=eps,
+            eot=grid.eval.eot,
+            draws=grid.eval.draws,
+            seed=grid.eval.seed,
+            batch_size=grid.eval.batch_size,
+            out_dir=out_dir,
+            dataset=info["dataset"],
+            indices=index.tolist(),
+            max_batch=max_batch,
+            audit=audit if audit is not None else False,
+            run_info=info,
+            progress=callback if progress else None,
+        )
 
 
 def run_grid(
