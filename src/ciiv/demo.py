@@ -9,9 +9,7 @@ number comes from :func:`ciiv.evaluate.evaluate_robustness`, so it has the same 
 files, R prediction draws and worst-case accounting as ``ciiv eval``.
 
 Outputs, under ``out_dir``: ``runs/<method>/`` (full training runs, evaluations under
-``eval/``), ``results.json``, ``report.md`` and ``accuracy.png``. The plot shows each number with
-its 95 % interval and the chance level; the report says in words where the numbers cannot carry a
-conclusion: the methods' intervals overlap on a split, or a method is at chance on ``shifted``.
+``eval/``), ``results.json``, ``report.md`` (with :func:`reading_notes`) and ``accuracy.png``.
 """
 
 from __future__ import annotations
@@ -98,18 +96,11 @@ def run_demo(
     train_progress: Callable | None = None,
     eval_progress: Callable[[str], Callable | None] | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate every method of ``settings``; write results, report and plot.
-
-    Args:
-        out_dir: a new or empty directory (an existing non-empty one is refused, so nothing
-            already written is overwritten).
-        train_progress: a ``ciiv.train`` progress callback, passed to ``fit``.
-        eval_progress: called with a label ("ciiv / iid"), returns an evaluation progress
-            callback (or None).
-    Returns:
-        The content of ``results.json``: per method and split, the evaluation summary's headline
-        numbers and where its files are.
-    """
+    """Train and evaluate every method of ``settings`` into ``out_dir`` (new or empty: nothing
+    written before is overwritten); write results, report and plot. Returns the content of
+    ``results.json``: per method and split, the headline numbers and where the summary is.
+    ``train_progress`` goes to ``fit``; ``eval_progress(label)`` (label "ciiv / iid") returns an
+    evaluation progress callback or None."""
     from ciiv.evaluate import evaluate_robustness
     from ciiv.train import fit, load_data, load_run
 

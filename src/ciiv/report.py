@@ -214,11 +214,11 @@ def _missing_protocols(summaries: Sequence[dict[str, Any]]) -> list[str]:
     for s in summaries:
         if (s.get("model") or {}).get("views"):
             seen.setdefault((s["_label"], s["suite"]), set()).add(s["protocol"])
-    notes = []
-    for (label, suite), protocols in seen.items():
-        for missing in sorted({"full", "paper"} - protocols):
-            notes.append(f"{label}, {suite}: no `{missing}` protocol summary given")
-    return notes
+    return [
+        f"{label}, {suite}: no `{missing}` protocol summary given"
+        for (label, suite), protocols in seen.items()
+        for missing in sorted({"full", "paper"} - protocols)
+    ]
 
 
 def attack_eot(summary: dict[str, Any]) -> list[int]:

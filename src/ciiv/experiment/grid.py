@@ -122,14 +122,9 @@ def list_grids() -> list[str]:
 
 
 def load_grid(source: str | Path | dict[str, Any]) -> Grid:
-    """Parse and validate a grid from a YAML path, a built-in name or a mapping.
-
-    Every run's config is resolved here, so an unknown key, method or preset anywhere in the
-    grid fails before anything runs.
-
-    Raises:
-        ConfigError: the message names the bad key or value.
-    """
+    """Parse and validate a grid from a YAML path, a built-in name or a mapping. Every run's
+    config is resolved here, so a bad key, method or preset anywhere in the grid raises a
+    ConfigError (naming it) before anything runs."""
     if isinstance(source, dict):
         values, name = dict(source), str(source.get("name", "grid"))
     else:

@@ -186,10 +186,9 @@ def _row(run: str, cells: list[dict], suite: str, eps_label: str) -> dict[str, A
     both = both if views else []
     paper = [(c, p) for c, _, p in both]
     one = len(full) == 1  # one seed: the summaries' 95 % intervals; several: the std
+    gaps = [p["robust"] - f["robust"] for _, f, p in both]
     flags = []
-    gaps = []
     for cell, f, p in both:
-        gaps.append(p["robust"] - f["robust"])
         if f["robust"] - p["robust"] > _margin(f["robust"], f["n"], p["robust"], p["n"]):
             flags.append(
                 f"{cell['name']}, {suite} eps {eps_label}: full-protocol robust accuracy "

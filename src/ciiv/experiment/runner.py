@@ -129,12 +129,9 @@ def run_cell(
     max_batch: int | None = None,
     progress: Progress | None = None,
 ) -> CellOutcome:
-    """Train, audit and evaluate one cell, skipping what its files say is done.
-
-    Raises:
-        GridChangedError: the cell ran before with another spec.
-        Whatever training or evaluation raises (the caller records the cell as failed).
-    """
+    """Train, audit and evaluate one cell, skipping what its files say is done. Raises
+    GridChangedError when the cell ran before with another spec, and whatever training or
+    evaluation raises (the caller records the cell as failed)."""
     start = time.perf_counter()
     spec = _cell_spec(grid, cell)
     record_path = cell_record_path(out, cell)
@@ -188,13 +185,12 @@ def _train(cell: Cell, run_dir: Path, progress: Progress | None) -> None:
 
     callback = None if progress is None else (lambda event: progress("train", {"event": event}))
     last = checkpoint_path(run_dir, "last")
-    if last.is_file():
-        if int(load_checkpoint(last)["epoch"]) >= cell.config.epochs:
-            logger.info("%s: training already done", cell.name)
-            return
+    if not last.is_file():
+        fit(cell.config, run_dir, progress=callback)
+    elif int(load_checkpoint(last)["epoch"]) >= cell.config.epochs:
+        logger.info("%s: training already done", cell.name)
+    else:
         resume(run_dir, {"device": cell.config.device}, progress=callback)
-        return
-    fit(cell.config, run_dir, progress=callback)
 
 
 def _load(cell: Cell, run_dir: Path, grid: Grid, device: str | None):
