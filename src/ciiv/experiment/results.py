@@ -247,10 +247,11 @@ def _flag_eps_rises(cells: list[dict[str, Any]], tables: list[dict[str, Any]]) -
 # -- rendering ------------------------------------------------------------------------------------
 
 
-def _pct(stat: dict[str, Any] | None, bold: bool = False) -> str:
+def _pct(stat: dict[str, Any] | None, bold: bool = False, signed: bool = False) -> str:
     if stat is None:
         return "–"
-    mean = f"{100 * stat['mean']:.1f}"
+    value = 100 * stat["mean"]  # signed: the gap, "+1.2" or "−1.2" (a minus sign, not a hyphen)
+    mean = f"{'+' if value >= 0 else '−'}{abs(value):.1f}" if signed else f"{value:.1f}"
     mean = f"**{mean}**" if bold else mean
     if stat["std"] is not None:
         return f"{mean} ± {100 * stat['std']:.1f}"
@@ -258,17 +259,6 @@ def _pct(stat: dict[str, Any] | None, bold: bool = False) -> str:
         low, high = stat["ci95"]
         return f"{mean} ({100 * low:.1f}–{100 * high:.1f})"
     return mean
-
-
-def _gap(row: dict[str, Any]) -> str:
-    if not row["views"]:
-        return "n/a"
-    gap = row["gap"]
-    if gap is None:
-        return "–"
-    sign = "+" if gap["mean"] >= 0 else "−"
-    text = f"{sign}{abs(100 * gap['mean']):.1f}"
-    return text + (f" ± {100 * gap['std']:.1f}" if gap["std"] is not None else "")
 
 
 def render_markdown(results: dict[str, Any]) -> str:
@@ -310,7 +300,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 _pct(row["clean"]),
                 _pct(row["full"], bold=True),
                 paper,
-                _gap(row),
+                _pct(row["gap"], signed=True) if row["views"] else "n/a",
                 row["audit"],
             ]
             lines.append("| " + " | ".join(cells) + " |")
@@ -427,10 +417,13 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
     for (dataset, suite), tables in groups.items():
         tables = sorted(tables, key=lambda t: t["eps"])
         runs = [row["run"] for row in tables[0]["rows"]]
+        by_run = {
+            run: [next((r for r in t["rows"] if r["run"] == run), None) for t in tables]
+            for run in runs
+        }
         colours = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
         fig, ax = plt.subplots(figsize=(7.5, 4.2))
-        for i, run in enumerate(runs):
-            rows = [next((r for r in t["rows"] if r["run"] == run), None) for t in tables]
+        for i, (run, rows) in enumerate(by_run.items()):
             points = [(t["eps"], r) for t, r in zip(tables, rows, strict=True) if r is not None]
             if not points:
                 continue
@@ -447,26 +440,25 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
         ax.set_title(f"{dataset}, {suite}: robust accuracy against eps")
         ax.grid(alpha=0.3)
         written.append(_save_plot(plt, fig, ax, out / f"{dataset}-{suite}-robust-vs-eps.png"))
-        gap_runs = [r for r in runs if any(_gap_of(t, r) is not None for t in tables)]
-        if gap_runs:
-            written.append(_plot_gaps(plt, tables, gap_runs, dataset, suite, out))
+        # Per run with views, its gap at each eps (None where it has none).
+        gaps = {
+            run: [r["gap"] if r and r["views"] else None for r in rows]
+            for run, rows in by_run.items()
+        }
+        gaps = {run: values for run, values in gaps.items() if any(values)}
+        if gaps:
+            written.append(_plot_gaps(plt, tables, gaps, dataset, suite, out))
     return written
 
 
-def _gap_of(table: dict[str, Any], run: str) -> dict[str, Any] | None:
-    row = next((r for r in table["rows"] if r["run"] == run), None)
-    return None if row is None or not row["views"] else row["gap"]
-
-
-def _plot_gaps(plt, tables, runs, dataset: str, suite: str, out: Path) -> str:
+def _plot_gaps(plt, tables, gaps: dict[str, list], dataset: str, suite: str, out: Path) -> str:
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     width = 0.8 / len(tables)
+    runs = list(gaps)
     for j, table in enumerate(tables):
-        heights, errors = [], []
-        for run in runs:
-            gap = _gap_of(table, run)
-            heights.append(0.0 if gap is None else 100 * gap["mean"])
-            errors.append(0.0 if gap is None or gap["std"] is None else 100 * gap["std"])
+        column = [values[j] for values in gaps.values()]
+        heights = [0.0 if gap is None else 100 * gap["mean"] for gap in column]
+        errors = [0.0 if gap is None or gap["std"] is None else 100 * gap["std"] for gap in column]
         xs = [i + (j - (len(tables) - 1) / 2) * width for i in range(len(runs))]
         ax.bar(xs, heights, width, yerr=errors, label=f"eps {table['eps_label']}")
     ax.axhline(0, color="black", linewidth=0.8)
