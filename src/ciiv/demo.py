@@ -73,22 +73,6 @@ class DemoSettings:
             raise ValueError("methods must name at least one training method")
 
 
-def _config(settings: DemoSettings, method: str):
-    from ciiv.train import load_config
-
-    return load_config(
-        "shapes-fast",
-        [
-            ("method.name", method),
-            ("model.backbone", settings.backbone),
-            ("epochs", settings.epochs),
-            ("seed", settings.seed),
-            ("device", settings.device),
-            ("data.options", {"n_train": settings.n_train, "n_test": settings.n_test}),
-        ],
-    )
-
-
 def run_demo(
     out_dir: str | Path,
     settings: DemoSettings | None = None,
@@ -102,7 +86,7 @@ def run_demo(
     ``train_progress`` goes to ``fit``; ``eval_progress(label)`` (label "ciiv / iid") returns an
     evaluation progress callback or None."""
     from ciiv.evaluate import evaluate_robustness
-    from ciiv.train import fit, load_data, load_run
+    from ciiv.train import fit, load_config, load_data, load_run
 
     settings = settings or DemoSettings()
     out = Path(out_dir)
@@ -114,8 +98,15 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     record = {**asdict(settings), "methods": list(settings.methods)}  # JSON's own types
     results: dict[str, Any] = {"settings": record, "methods": {}}
+    overrides = [  # of the shapes-fast preset, after each method's name
+        ("model.backbone", settings.backbone),
+        ("epochs", settings.epochs),
+        ("seed", settings.seed),
+        ("device", settings.device),
+        ("data.options", {"n_train": settings.n_train, "n_test": settings.n_test}),
+    ]
     for method in settings.methods:
-        config = _config(settings, method)
+        config = load_config("shapes-fast", [("method.name", method), *overrides])
         run_dir = out / "runs" / method
         logger.info("training %s on shapes (%d epochs)", method, settings.epochs)
         fit(config, run_dir, progress=train_progress)

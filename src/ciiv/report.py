@@ -53,11 +53,9 @@ def _summary_files(path: Path, folder: str) -> list[Path]:
 
 
 def find_summaries(paths: Iterable[str | Path]) -> list[Path]:
-    """The summary files behind ``paths`` (files, evaluation dirs or run dirs), in order.
-
-    A directory without any (a run not evaluated yet, e.g. from ``ciiv report runs/*``) is
-    skipped with a warning; a path that does not exist, or nothing found at all, is an error.
-    """
+    """The summary files behind ``paths`` (files, evaluation dirs or run dirs), in order. A
+    directory without any (a run not evaluated yet, e.g. from ``ciiv report runs/*``) is skipped
+    with a warning; a path that does not exist, or nothing found at all, is an error."""
     paths = [Path(p) for p in paths]
     found: list[Path] = []
     skipped: list[Path] = []
@@ -561,9 +559,8 @@ def report_json(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def load_certifications(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Summaries of ``ciiv certify`` behind ``paths`` (summary files, certification directories,
-    run directories with ``certify/*/summary.json``), with ``"_path"`` and ``"_label"`` added as
-    in :func:`load_summaries`; paths without any are skipped."""
+    """Summaries of ``ciiv certify`` behind ``paths`` (files, certification or run directories),
+    with ``"_path"`` and ``"_label"`` added as in :func:`load_summaries`; others are skipped."""
     found = [_read(file) for raw in paths for file in _summary_files(Path(raw), "certify")]
     return [data for data in found if data.get("schema") == CERTIFY_SCHEMA]
 

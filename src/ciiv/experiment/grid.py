@@ -108,8 +108,7 @@ class Grid:
                     config = load_config(run.config, values)
                 except ConfigError as exc:
                     raise ConfigError(f"grid {self.name!r}, run {run.name!r}: {exc}") from None
-                name = f"{run.name}-s{seed}"
-                cells.append(Cell(len(cells), name, run.name, seed, config))
+                cells.append(Cell(len(cells), f"{run.name}-s{seed}", run.name, seed, config))
         return cells
 
     def to_dict(self) -> dict[str, Any]:
