@@ -207,8 +207,7 @@ def _load(cell: Cell, run_dir: Path, grid: Grid, device: str | None):
     split, index, x, y = evaluation_examples(
         splits, loaded.dataset, None, grid.eval.n_examples, grid.eval.seed
     )
-    device_ = next(loaded.model.parameters()).device
-    views = detect_traits(loaded.model, x[:8].to(device_)).views
+    views = detect_traits(loaded.model, x[:8].to(next(loaded.model.parameters()).device)).views
     info = {
         **describe_run(loaded, split, index, len(splits.test[split]), grid.eval.seed),
         "grid_run": cell.run,
