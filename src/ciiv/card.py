@@ -1,27 +1,21 @@
 """Model cards: an evaluation summary -> a shareable JSON record and a markdown card.
 
 The JSON takes the shape of RobustBench's ``model_info`` entries (accuracies in percent as
-strings with two decimals, "92.44"), so that a ciiv result sits beside theirs. Two keys differ,
-on purpose:
-
-- the robust accuracy is ``robust_acc``, not ``autoattack_acc``: it is the per-example worst case
-  over a ciiv suite (which may or may not contain AutoAttack), and the key says so;
-- ``threat_model`` ("Linf" / "L2") is a field, where RobustBench encodes it in the file's folder.
-
-``unreliable`` is the audit's verdict (true when it failed; absent when no audit ran).
-Everything else ciiv knows goes under ``"ciiv"`` (:data:`CARD_SCHEMA`). Cards are built from
-``summary.json`` files alone; the descriptive fields of :data:`CARD_INFO_KEYS` may be supplied.
+strings with two decimals, "92.44") with two departures, ``robust_acc`` (the worst case over a
+ciiv suite, not ``autoattack_acc``) and a ``threat_model`` field, and everything else ciiv knows
+under ``"ciiv"``; docs/evaluation.md ("Model cards") lists the fields, :data:`CARD_SCHEMA` is
+their schema. Cards are built from ``summary.json`` files alone.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ciiv._io import write_json_atomic
 from ciiv.evaluate.audit import audit_verdict
 from ciiv.report import _model_class, attack_eot, load_summaries
 
@@ -105,8 +99,7 @@ def _pct(value: float) -> str:
 
 
 def _interval(ci: Any) -> list[float]:
-    low, high = ci
-    return [round(100 * low, 2), round(100 * high, 2)]
+    return [round(100 * bound, 2) for bound in ci]
 
 
 def _spec(summary: Mapping[str, Any]) -> str | None:
@@ -121,12 +114,8 @@ def _spec(summary: Mapping[str, Any]) -> str | None:
 def _default_name(summary: Mapping[str, Any]) -> str:
     run = summary.get("run") or {}
     folder = f" ({Path(run['run_dir']).name})" if run.get("run_dir") else ""
-    spec = _spec(summary)
-    if spec:
-        return f"{spec}{folder}"
-    if run.get("method"):
-        return f"{run['method']}{folder}"
-    return _model_class(summary)
+    name = _spec(summary) or run.get("method")
+    return f"{name}{folder}" if name else _model_class(summary)
 
 
 def _architecture(summary: Mapping[str, Any]) -> str:
@@ -149,29 +138,17 @@ def _footnote(summary: Mapping[str, Any], audit: Mapping[str, Any]) -> str:
             f"; a random model: an example counts only if all {summary['draws']} prediction "
             "draws are correct"
         )
-    verdict = audit["verdict"]
-    if verdict == "failed":
+    if audit["verdict"] == "failed":
         failed = ", ".join(audit["failed"])
-        text += f"; the audit FAILED ({failed}): the robust accuracy may be overstated"
-    else:
-        text += f"; audit {verdict}"
-    return text + "."
+        return f"{text}; the audit FAILED ({failed}): the robust accuracy may be overstated."
+    return f"{text}; audit {audit['verdict']}."
 
 
 def model_card(summary: Mapping[str, Any], info: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The card of one evaluation summary (the dict of ``summary.json``).
-
-    Args:
-        summary: an evaluation summary (``evaluate_robustness(...).to_dict()``).
-        info: user-supplied fields (:data:`CARD_INFO_KEYS`) that replace the defaults: ``name``
-            (default: the run or model spec and its folder), ``architecture`` (default: the
-            model class and backbone, or the model spec), ``footnote`` (default: how the figures
-            were measured), and ``link``, ``authors``, ``venue``, ``additional_data``,
-            ``reported`` (absent unless given).
-
-    Returns:
-        A dict that validates against :data:`CARD_SCHEMA`.
-    """
+    """The card (a dict that validates against :data:`CARD_SCHEMA`) of one evaluation summary,
+    the dict of ``summary.json``. ``info``: user-supplied fields (:data:`CARD_INFO_KEYS`) that
+    replace the defaults of ``name``, ``architecture`` and ``footnote``; ``link``, ``authors``,
+    ``venue``, ``additional_data`` and ``reported`` are absent unless given."""
     info = _check_info(info or {})
     audit = audit_verdict(summary.get("audit"))
     attacks = []
@@ -349,7 +326,7 @@ def write_cards(
             stem = f"{base}-{count}"
         used.add(stem)
         json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
-        json_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        write_json_atomic(json_path, card)
         md_path.write_text(card_markdown(card), encoding="utf-8")
         written += [json_path, md_path]
     logger.info("model cards: %d in %s", len(written) // 2, out_dir)

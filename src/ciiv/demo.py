@@ -9,9 +9,7 @@ number comes from :func:`ciiv.evaluate.evaluate_robustness`, so it has the same 
 files, R prediction draws and worst-case accounting as ``ciiv eval``.
 
 Outputs, under ``out_dir``: ``runs/<method>/`` (full training runs, evaluations under
-``eval/``), ``results.json``, ``report.md`` and ``accuracy.png``. The plot shows each number with
-its 95 % interval and the chance level; the report says in words where the numbers cannot carry a
-conclusion: the methods' intervals overlap on a split, or a method is at chance on ``shifted``.
+``eval/``), ``results.json``, ``report.md`` (with :func:`reading_notes`) and ``accuracy.png``.
 """
 
 from __future__ import annotations
@@ -36,6 +34,8 @@ _HEADLINE = (
     "clean_accuracy clean_accuracy_ci95 robust_accuracy robust_accuracy_ci95 per_attack eot "
     "n_examples forward_passes"
 ).split()
+# The 95 % intervals of a split's clean and worst-case accuracy, by the reading notes' names.
+_INTERVALS = {"clean": "clean_accuracy_ci95", "worst-case": "robust_accuracy_ci95"}
 
 
 @dataclass(frozen=True)
@@ -73,22 +73,6 @@ class DemoSettings:
             raise ValueError("methods must name at least one training method")
 
 
-def _config(settings: DemoSettings, method: str):
-    from ciiv.train import load_config
-
-    return load_config(
-        "shapes-fast",
-        [
-            ("method.name", method),
-            ("model.backbone", settings.backbone),
-            ("epochs", settings.epochs),
-            ("seed", settings.seed),
-            ("device", settings.device),
-            ("data.options", {"n_train": settings.n_train, "n_test": settings.n_test}),
-        ],
-    )
-
-
 def run_demo(
     out_dir: str | Path,
     settings: DemoSettings | None = None,
@@ -96,20 +80,13 @@ def run_demo(
     train_progress: Callable | None = None,
     eval_progress: Callable[[str], Callable | None] | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate every method of ``settings``; write results, report and plot.
-
-    Args:
-        out_dir: a new or empty directory (an existing non-empty one is refused, so nothing
-            already written is overwritten).
-        train_progress: a ``ciiv.train`` progress callback, passed to ``fit``.
-        eval_progress: called with a label ("ciiv / iid"), returns an evaluation progress
-            callback (or None).
-    Returns:
-        The content of ``results.json``: per method and split, the evaluation summary's headline
-        numbers and where its files are.
-    """
+    """Train and evaluate every method of ``settings`` into ``out_dir`` (new or empty: nothing
+    written before is overwritten); write results, report and plot. Returns the content of
+    ``results.json``: per method and split, the headline numbers and where the summary is.
+    ``train_progress`` goes to ``fit``; ``eval_progress(label)`` (label "ciiv / iid") returns an
+    evaluation progress callback or None."""
     from ciiv.evaluate import evaluate_robustness
-    from ciiv.train import fit, load_data, load_run
+    from ciiv.train import fit, load_config, load_data, load_run
 
     settings = settings or DemoSettings()
     out = Path(out_dir)
@@ -121,8 +98,15 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     record = {**asdict(settings), "methods": list(settings.methods)}  # JSON's own types
     results: dict[str, Any] = {"settings": record, "methods": {}}
+    overrides = [  # of the shapes-fast preset, after each method's name
+        ("model.backbone", settings.backbone),
+        ("epochs", settings.epochs),
+        ("seed", settings.seed),
+        ("device", settings.device),
+        ("data.options", {"n_train": settings.n_train, "n_test": settings.n_test}),
+    ]
     for method in settings.methods:
-        config = _config(settings, method)
+        config = load_config("shapes-fast", [("method.name", method), *overrides])
         run_dir = out / "runs" / method
         logger.info("training %s on shapes (%d epochs)", method, settings.epochs)
         fit(config, run_dir, progress=train_progress)
@@ -200,19 +184,6 @@ def table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return ["method", "test split", "clean", *attacks, "worst case"], rows
 
 
-def _half_width(n: int) -> float:
-    """Largest half-width (points) of a normal-approximation 95 % interval of an accuracy on n."""
-    return 100 * 1.96 * math.sqrt(0.25 / n)
-
-
-def _measures(numbers: dict[str, Any]) -> dict[str, tuple[float, list[float] | None]]:
-    """(accuracy, 95 % interval) of a split's clean and worst-case accuracy."""
-    return {
-        "clean": (numbers["clean_accuracy"], numbers.get("clean_accuracy_ci95")),
-        "worst-case": (numbers["robust_accuracy"], numbers.get("robust_accuracy_ci95")),
-    }
-
-
 def _interval_text(ci: list[float]) -> str:
     return f"{100 * ci[0]:.0f}–{100 * ci[1]:.0f} %"
 
@@ -225,11 +196,8 @@ def reading_notes(results: dict[str, Any]) -> list[str]:
     methods = results["methods"]
     overlaps = []
     for split in SPLITS:
-        for measure in ("clean", "worst-case"):
-            intervals = {
-                name: _measures(record["splits"][split])[measure][1]
-                for name, record in methods.items()
-            }
+        for measure, key in _INTERVALS.items():
+            intervals = {name: record["splits"][split].get(key) for name, record in methods.items()}
             if len(intervals) < 2 or None in intervals.values():
                 continue
             if max(ci[0] for ci in intervals.values()) <= min(ci[1] for ci in intervals.values()):
@@ -246,7 +214,8 @@ def reading_notes(results: dict[str, Any]) -> list[str]:
     k = results.get("num_classes")
     at_chance = []
     for name, record in methods.items():
-        for measure, (_, ci) in _measures(record["splits"]["shifted"]).items():
+        for measure, key in _INTERVALS.items():
+            ci = record["splits"]["shifted"].get(key)
             if k and ci is not None and ci[0] <= 1 / k <= ci[1]:
                 at_chance.append(f"{name}'s {measure} accuracy ({_interval_text(ci)})")
     if at_chance:
@@ -279,6 +248,7 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     header, rows = table_rows(results)
     settings = results["settings"]
     eot = max(split["eot"] for m in results["methods"].values() for split in m["splits"].values())
+    half_width = 100 * 1.96 * math.sqrt(0.25 / settings["n_test"])  # the widest 95 % interval's
     lines = [
         "# ciiv demo: vanilla vs CiiV on shapes",
         "",
@@ -292,7 +262,7 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         "background colour resists small perturbations (a colour survives them) yet fails on "
         "`shifted`, so its robust accuracy on `iid` is not evidence that it recognises shapes. "
         f"With {settings['n_test']} images per split, the 95 % interval of each number is up to "
-        f"+-{_half_width(settings['n_test']):.0f} points (exact intervals in the summaries and "
+        f"+-{half_width:.0f} points (exact intervals in the summaries and "
         "as error bars in the plot).",
         "",
         "| " + " | ".join(header) + " |",

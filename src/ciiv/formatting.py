@@ -15,16 +15,10 @@ def format_duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
     total = max(0, int(seconds))
-    if total < 60:
-        return f"{total}s"
-    minutes, secs = divmod(total, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
+    for unit, big, sub, small in ((86400, "d", 3600, "h"), (3600, "h", 60, "m"), (60, "m", 1, "s")):
+        if total >= unit:
+            return f"{total // unit}{big}{total % unit // sub:02d}{small}"
+    return f"{total}s"
 
 
 def format_rate(value: float) -> str:

@@ -1,11 +1,8 @@
 """Evaluation summaries -> one markdown (or JSON) report and accuracy-vs-eps / -steps plots.
 
-Reads only ``summary.json`` files (of :func:`ciiv.evaluate.evaluate_robustness` / ``ciiv eval``),
-never a model: a path is a summary file, an evaluation directory or a run directory (every
-``eval/*/summary.json``). One table and one bar plot per dataset and suite (numbers of different
-datasets never share one), one line plot per sweep family; certifications of ``ciiv certify``
-add the certified L2 accuracy beside the empirical one, flagged where it exceeds it beyond noise
-(a bug). docs/evaluation.md ("Reports") describes every column and plot.
+Reads only ``summary.json`` files of ``ciiv eval`` (and of ``ciiv certify``, whose certified L2
+accuracy goes beside the empirical one), never a model: a path is a summary file, an evaluation
+directory or a run directory. docs/evaluation.md ("Reports") describes every column and plot.
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ __all__ = [
     "load_certifications",
     "find_summaries",
     "load_summaries",
-    "plot_accuracy_bars",
     "plot_bars",
     "plot_sweeps",
     "report_json",
@@ -57,11 +53,9 @@ def _summary_files(path: Path, folder: str) -> list[Path]:
 
 
 def find_summaries(paths: Iterable[str | Path]) -> list[Path]:
-    """The summary files behind ``paths`` (files, evaluation dirs or run dirs), in order.
-
-    A directory without any (a run not evaluated yet, e.g. from ``ciiv report runs/*``) is
-    skipped with a warning; a path that does not exist, or nothing found at all, is an error.
-    """
+    """The summary files behind ``paths`` (files, evaluation dirs or run dirs), in order. A
+    directory without any (a run not evaluated yet, e.g. from ``ciiv report runs/*``) is skipped
+    with a warning; a path that does not exist, or nothing found at all, is an error."""
     paths = [Path(p) for p in paths]
     found: list[Path] = []
     skipped: list[Path] = []
@@ -186,11 +180,7 @@ def _mixed_datasets_note(summaries: Sequence[dict[str, Any]]) -> str | None:
 
 def chance_accuracy(summaries: Sequence[dict[str, Any]]) -> float | None:
     """1 / K, the accuracy of guessing, shared by ``summaries``; None when K is unknown or differs.
-
-    K is the summary's ``num_classes`` (the model's output size, recorded by the evaluation);
-    for older summaries it comes from the registry entry of the summary's dataset, when that
-    entry needs no files.
-    """
+    K is a summary's ``num_classes``, else (older summaries) its dataset's registry entry."""
     counts = {_num_classes(s) for s in summaries}
     if len(counts) != 1 or None in counts:
         return None
@@ -222,11 +212,11 @@ def _missing_protocols(summaries: Sequence[dict[str, Any]]) -> list[str]:
     for s in summaries:
         if (s.get("model") or {}).get("views"):
             seen.setdefault((s["_label"], s["suite"]), set()).add(s["protocol"])
-    notes = []
-    for (label, suite), protocols in seen.items():
-        for missing in sorted({"full", "paper"} - protocols):
-            notes.append(f"{label}, {suite}: no `{missing}` protocol summary given")
-    return notes
+    return [
+        f"{label}, {suite}: no `{missing}` protocol summary given"
+        for (label, suite), protocols in seen.items()
+        for missing in sorted({"full", "paper"} - protocols)
+    ]
 
 
 def attack_eot(summary: dict[str, Any]) -> list[int]:
@@ -371,15 +361,10 @@ def _interval(summary: dict[str, Any], category: str) -> tuple[float | None, lis
 
 
 def accuracy_bars(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What the bar plots show, one entry per table of :func:`report_markdown`:
-    ``{"title", "dataset", "chance", "panels": [{"title", "categories", "series": [{"label",
-    "values", "ci95"}]}]}`` with one panel per protocol (``full`` first) and one series per run.
-
-    Categories: clean, the worst-case chain (cumulative, as in the table), the worst case, then
-    the standalone attacks except sweep points (``name@...``: their own plot shows them).
-    Values are accuracies in [0, 1], None where a run lacks the attack; ``chance`` is
-    :func:`chance_accuracy` of the table.
-    """
+    """What the bar plots show, one ``{"title", "dataset", "chance", "panels"}`` per table of
+    :func:`report_markdown`: one panel (as :func:`plot_bars` takes it) per protocol, ``full``
+    first, one series per run. Categories: clean, the worst-case chain (cumulative), the worst
+    case, then the standalone attacks except sweep points (``name@...``: they have line plots)."""
     out = []
     for group in _by_suite(summaries).values():
         chain, standalone = _columns(group)
@@ -415,14 +400,12 @@ def plot_bars(
     title: str,
     chance: float | None = None,
 ) -> Path:
-    """Grouped bars of accuracy (%), one panel per entry of ``panels``, side by side (one under
-    the other when side by side would be too wide to read), sharing the y axis.
+    """Grouped bars of accuracy (%) into the PNG ``path`` (returned): one panel per entry of
+    ``panels``, side by side (stacked when too wide), sharing the y axis, the legend below them.
 
-    Each panel is ``{"title", "categories", "series": [{"label", "values", "ci95"}]}``: one group
-    of bars per category, one bar per series (the same colour for a label in every panel), the
-    95 % interval ``[low, high]`` as an error bar where given (values and bounds in [0, 1], None
-    for a missing bar). ``chance`` (in [0, 1]) draws a dashed line. The legend sits below the
-    panels, outside the axes, so it never covers a bar. Returns ``path`` (a PNG).
+    A panel is ``{"title", "categories", "series": [{"label", "values", "ci95"}]}``: one bar per
+    category and series (one colour per label), values and ``[low, high]`` intervals in [0, 1]
+    (None: no bar, no error bar). ``chance`` (in [0, 1]) draws a dashed line.
     """
     fig = _bar_figure(panels, title=title, chance=chance)
     import matplotlib.pyplot as plt  # after _bar_figure chose the Agg backend
@@ -508,21 +491,6 @@ def _bar_figure(
     return fig
 
 
-def plot_accuracy_bars(bars: Sequence[dict[str, Any]], out_dir: str | Path) -> list[Path]:
-    """One PNG per entry of :func:`accuracy_bars` (``accuracy-<table>.png``); the written paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return [
-        plot_bars(
-            table["panels"],
-            out_dir / f"accuracy-{_slug(table['title'])}.png",
-            title=table["title"],
-            chance=table["chance"],
-        )
-        for table in bars
-    ]
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
 
@@ -591,9 +559,8 @@ def report_json(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def load_certifications(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Summaries of ``ciiv certify`` behind ``paths`` (summary files, certification directories,
-    run directories with ``certify/*/summary.json``), with ``"_path"`` and ``"_label"`` added as
-    in :func:`load_summaries`; paths without any are skipped."""
+    """Summaries of ``ciiv certify`` behind ``paths`` (files, certification or run directories),
+    with ``"_path"`` and ``"_label"`` added as in :func:`load_summaries`; others are skipped."""
     found = [_read(file) for raw in paths for file in _summary_files(Path(raw), "certify")]
     return [data for data in found if data.get("schema") == CERTIFY_SCHEMA]
 
@@ -633,12 +600,9 @@ def certified_vs_empirical(
     certifications: Sequence[dict[str, Any]], summaries: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Per certification: its curve and, at every eps where an evaluation of the same run (same
-    label) has an L2 figure, the certified accuracy at r = eps beside it.
-
-    ``flag`` is set where the certified accuracy's 95 % lower bound (Clopper-Pearson over the
-    examples) exceeds the empirical figure's 95 % upper bound: certified accuracy can never
-    exceed the true robust accuracy, which the empirical figure bounds from above. Comparisons
-    are made only when the certified smoothed classifier is the one the run deploys
+    label) has an L2 figure, the certified accuracy at r = eps beside it; ``flag`` where the
+    certified 95 % lower bound (Clopper-Pearson) exceeds the empirical 95 % upper bound, which is
+    impossible (docs/evaluation.md). Only for the smoothed classifier the run deploys
     (``run.deployed``: an rs run certified with its own sigma)."""
     from ciiv.certify.stats import clopper_pearson
 
@@ -743,7 +707,10 @@ def write_report(
         logger.warning("summaries from several datasets (%s): one table per dataset", datasets)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = plot_accuracy_bars(accuracy_bars(summaries), out_dir)
+    plots = []
+    for table in accuracy_bars(summaries):
+        path = out_dir / f"accuracy-{_slug(table['title'])}.png"
+        plots.append(plot_bars(table["panels"], path, title=table["title"], chance=table["chance"]))
     plots += plot_sweeps(sweep_curves(summaries), out_dir)
     if certifications:
         from ciiv.certify.run import plot_certified_accuracy

@@ -20,10 +20,6 @@ from .runner import cell_evaluations
 __all__ = ["cell_cost"]
 
 
-def _traits(kind: str) -> ModelTraits:
-    return ModelTraits(stochastic=kind in ("ciiv", "smoothed"), views=kind == "ciiv")
-
-
 def cell_cost(grid: Grid, cell: Cell, train_size: int | None) -> dict[str, Any]:
     """``{"train": image-passes or None (unknown data size), "eval": image-passes, "evals": N}``.
 
@@ -35,7 +31,7 @@ def cell_cost(grid: Grid, cell: Cell, train_size: int | None) -> dict[str, Any]:
     pgd = getattr(config.method.options, "pgd", None)  # methods that craft PGD examples
     per_image = views * (1 + (pgd.steps * pgd.eot if pgd is not None else 0))
     train = None if train_size is None else config.epochs * train_size * per_image
-    traits = _traits(kind)
+    traits = ModelTraits(stochastic=kind in ("ciiv", "smoothed"), views=kind == "ciiv")
     draws = (grid.eval.draws or DEFAULT_DRAWS) if traits.stochastic else 1
     n = grid.eval.n_examples
     total, evals = 0, 0

@@ -1,22 +1,9 @@
 """A grid: training runs x seeds, each trained, evaluated and audited the same way.
 
-A grid is a YAML file (or the name of one shipped in ``ciiv/grids``)::
-
-    description: what the study is for
-    set: {model.backbone: small_cnn}   # applied to every run, before the run's own `set`
-    runs:                              # one training run per entry: a preset + overrides
-      - {name: vanilla, config: paper-mnist, set: {method.name: vanilla}}
-      - {name: ciiv, config: paper-mnist}
-    seeds: [0]                         # every run x every seed = the cells
-    eval:                              # every cell: every suite x protocol x eps
-      suites: [quick]
-      protocols: [full, paper]
-      eps: [0.1, 0.2, 0.3]             # optional; the suite's budget for the dataset otherwise
-      n_examples: 500
-    audit: quick                       # quick | full | none
-    audit_settings: {draws: 2}         # optional overrides of the audit's preset
-
-Keys are checked strictly; a bad grid fails before anything runs.
+A grid is a YAML file (or the name of one shipped in ``ciiv/grids``) with ``runs`` (a preset plus
+overrides each), ``seeds``, ``eval``, ``audit`` and optional ``set``, ``audit_settings`` and
+``description``; docs/experiments.md ("The grid") shows every key. Keys are checked strictly; a
+bad grid fails before anything runs.
 """
 
 from __future__ import annotations
@@ -61,22 +48,13 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class EvalSpec:
-    """How every cell is evaluated.
+    """How every cell is evaluated (docs/experiments.md lists the keys).
 
-    Attributes:
-        suites: attack suites: built-in names (:func:`ciiv.evaluate.list_suites`) or suite
-            YAML files (paths relative to the working directory, see
-            :func:`ciiv.evaluate.suites.load_suite_file`).
-        protocols: "full" and/or "paper".
-        eps: budgets, floats or strings such as "8/255"; empty = each suite's budget for the
-            dataset.
-        n_examples: the first N of a permutation of the test split seeded with ``seed`` (the same
-            examples for every cell).
-        eot, draws: EOT samples per attack step and prediction draws of a random model (None:
-            the evaluation's defaults).
-        seed: the evaluation seed (examples and attack randomness).
-        batch_size: examples per evaluation batch (the unit of resumption).
-        audit_examples: examples the audit runs on (the first of the evaluated ones).
+    ``suites`` are built-in names or suite YAML files (paths relative to the working directory);
+    ``eps`` empty = each suite's budget for the dataset; ``n_examples`` = the first N of a
+    permutation of the test split seeded with ``seed`` (the same examples for every cell);
+    ``eot``/``draws`` None = the evaluation's defaults; ``batch_size`` is the unit of resumption;
+    the audit runs on the first ``audit_examples`` of the evaluated examples.
     """
 
     suites: list[str] = field(default_factory=lambda: ["quick"])
@@ -96,15 +74,8 @@ class EvalSpec:
 
 @dataclass(frozen=True)
 class Cell:
-    """One (run, seed) of a grid: a training run directory ``DIR/cells/<name>``.
-
-    Attributes:
-        index: position in the grid (``--cell I``).
-        name: ``<run name>-s<seed>``.
-        run: the run's name in the grid.
-        seed: the training seed.
-        config: the resolved training config (``seed`` set to the cell's).
-    """
+    """One (run, seed) of a grid, trained in ``DIR/cells/<name>``: ``index`` is its position
+    (``--cell I``), ``name`` is ``<run>-s<seed>``, ``config`` the run's config with the seed set."""
 
     index: int
     name: str
@@ -137,8 +108,7 @@ class Grid:
                     config = load_config(run.config, values)
                 except ConfigError as exc:
                     raise ConfigError(f"grid {self.name!r}, run {run.name!r}: {exc}") from None
-                name = f"{run.name}-s{seed}"
-                cells.append(Cell(len(cells), name, run.name, seed, config))
+                cells.append(Cell(len(cells), f"{run.name}-s{seed}", run.name, seed, config))
         return cells
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,14 +121,9 @@ def list_grids() -> list[str]:
 
 
 def load_grid(source: str | Path | dict[str, Any]) -> Grid:
-    """Parse and validate a grid from a YAML path, a built-in name or a mapping.
-
-    Every run's config is resolved here, so an unknown key, method or preset anywhere in the
-    grid fails before anything runs.
-
-    Raises:
-        ConfigError: the message names the bad key or value.
-    """
+    """Parse and validate a grid from a YAML path, a built-in name or a mapping. Every run's
+    config is resolved here, so a bad key, method or preset anywhere in the grid raises a
+    ConfigError (naming it) before anything runs."""
     if isinstance(source, dict):
         values, name = dict(source), str(source.get("name", "grid"))
     else:

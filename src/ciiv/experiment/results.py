@@ -1,19 +1,10 @@
 """A grid's results: ``results.json`` from the cells' own files, then ``results.md`` and plots
 made from ``results.json`` alone (so the markdown is always regenerated identically).
 
-Per dataset, suite and eps, one table row per run: clean accuracy, robust accuracy under the full
-and the paper protocol, the protocol gap (paper - full: how much the paper's protocol overstates
-robustness) and the audit's verdict; the 95 % interval of one seed, or mean +- std over seeds.
-
-Two honesty invariants are checked and every violation is marked in the table:
-
-- the full protocol attacks the evaluated function, the paper protocol a surrogate: full robust
-  accuracy above paper robust accuracy (beyond noise) means the full attack is weaker than the
-  surrogate's, a bug or obfuscated gradients;
-- robust accuracy must not rise with eps for the same run, seed and protocol.
-
-"Beyond noise" = more than 1.96 standard errors of the difference of the two proportions plus one
-example (``_margin``). The per-attack detail goes through :mod:`ciiv.report` into ``report/``.
+Per dataset, suite and eps, one table row per run (docs/experiments.md, "The results", describes
+the columns), with the two honesty invariants checked: full-protocol robust accuracy not above the
+paper protocol's, and robust accuracy not rising with eps, each beyond noise (``_margin``). The
+per-attack detail goes through :mod:`ciiv.report` into ``report/``.
 """
 
 from __future__ import annotations
@@ -134,8 +125,8 @@ def _eval_entry(summary: dict[str, Any], suite: str, path: Path, out: Path) -> d
 
 
 def _margin(p1: float, n1: int, p2: float, n2: int) -> float:
-    """What a difference of two accuracies must exceed to count beyond noise (see the module
-    docstring)."""
+    """What a difference of two accuracies must exceed to count beyond noise: 1.96 standard
+    errors of the difference of the two proportions plus one example."""
     se = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
     return 1.96 * se + 1 / min(n1, n2)
 
@@ -195,10 +186,9 @@ def _row(run: str, cells: list[dict], suite: str, eps_label: str) -> dict[str, A
     both = both if views else []
     paper = [(c, p) for c, _, p in both]
     one = len(full) == 1  # one seed: the summaries' 95 % intervals; several: the std
+    gaps = [p["robust"] - f["robust"] for _, f, p in both]
     flags = []
-    gaps = []
     for cell, f, p in both:
-        gaps.append(p["robust"] - f["robust"])
         if f["robust"] - p["robust"] > _margin(f["robust"], f["n"], p["robust"], p["n"]):
             flags.append(
                 f"{cell['name']}, {suite} eps {eps_label}: full-protocol robust accuracy "
@@ -257,10 +247,11 @@ def _flag_eps_rises(cells: list[dict[str, Any]], tables: list[dict[str, Any]]) -
 # -- rendering ------------------------------------------------------------------------------------
 
 
-def _pct(stat: dict[str, Any] | None, bold: bool = False) -> str:
+def _pct(stat: dict[str, Any] | None, bold: bool = False, signed: bool = False) -> str:
     if stat is None:
         return "–"
-    mean = f"{100 * stat['mean']:.1f}"
+    value = 100 * stat["mean"]  # signed: the gap, "+1.2" or "−1.2" (a minus sign, not a hyphen)
+    mean = f"{'+' if value >= 0 else '−'}{abs(value):.1f}" if signed else f"{value:.1f}"
     mean = f"**{mean}**" if bold else mean
     if stat["std"] is not None:
         return f"{mean} ± {100 * stat['std']:.1f}"
@@ -268,17 +259,6 @@ def _pct(stat: dict[str, Any] | None, bold: bool = False) -> str:
         low, high = stat["ci95"]
         return f"{mean} ({100 * low:.1f}–{100 * high:.1f})"
     return mean
-
-
-def _gap(row: dict[str, Any]) -> str:
-    if not row["views"]:
-        return "n/a"
-    gap = row["gap"]
-    if gap is None:
-        return "–"
-    sign = "+" if gap["mean"] >= 0 else "−"
-    text = f"{sign}{abs(100 * gap['mean']):.1f}"
-    return text + (f" ± {100 * gap['std']:.1f}" if gap["std"] is not None else "")
 
 
 def render_markdown(results: dict[str, Any]) -> str:
@@ -320,7 +300,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 _pct(row["clean"]),
                 _pct(row["full"], bold=True),
                 paper,
-                _gap(row),
+                _pct(row["gap"], signed=True) if row["views"] else "n/a",
                 row["audit"],
             ]
             lines.append("| " + " | ".join(cells) + " |")
@@ -437,10 +417,13 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
     for (dataset, suite), tables in groups.items():
         tables = sorted(tables, key=lambda t: t["eps"])
         runs = [row["run"] for row in tables[0]["rows"]]
+        by_run = {
+            run: [next((r for r in t["rows"] if r["run"] == run), None) for t in tables]
+            for run in runs
+        }
         colours = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
         fig, ax = plt.subplots(figsize=(7.5, 4.2))
-        for i, run in enumerate(runs):
-            rows = [next((r for r in t["rows"] if r["run"] == run), None) for t in tables]
+        for i, (run, rows) in enumerate(by_run.items()):
             points = [(t["eps"], r) for t, r in zip(tables, rows, strict=True) if r is not None]
             if not points:
                 continue
@@ -457,26 +440,25 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
         ax.set_title(f"{dataset}, {suite}: robust accuracy against eps")
         ax.grid(alpha=0.3)
         written.append(_save_plot(plt, fig, ax, out / f"{dataset}-{suite}-robust-vs-eps.png"))
-        gap_runs = [r for r in runs if any(_gap_of(t, r) is not None for t in tables)]
-        if gap_runs:
-            written.append(_plot_gaps(plt, tables, gap_runs, dataset, suite, out))
+        # Per run with views, its gap at each eps (None where it has none).
+        gaps = {
+            run: [r["gap"] if r and r["views"] else None for r in rows]
+            for run, rows in by_run.items()
+        }
+        gaps = {run: values for run, values in gaps.items() if any(values)}
+        if gaps:
+            written.append(_plot_gaps(plt, tables, gaps, dataset, suite, out))
     return written
 
 
-def _gap_of(table: dict[str, Any], run: str) -> dict[str, Any] | None:
-    row = next((r for r in table["rows"] if r["run"] == run), None)
-    return None if row is None or not row["views"] else row["gap"]
-
-
-def _plot_gaps(plt, tables, runs, dataset: str, suite: str, out: Path) -> str:
+def _plot_gaps(plt, tables, gaps: dict[str, list], dataset: str, suite: str, out: Path) -> str:
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     width = 0.8 / len(tables)
+    runs = list(gaps)
     for j, table in enumerate(tables):
-        heights, errors = [], []
-        for run in runs:
-            gap = _gap_of(table, run)
-            heights.append(0.0 if gap is None else 100 * gap["mean"])
-            errors.append(0.0 if gap is None or gap["std"] is None else 100 * gap["std"])
+        column = [values[j] for values in gaps.values()]
+        heights = [0.0 if gap is None else 100 * gap["mean"] for gap in column]
+        errors = [0.0 if gap is None or gap["std"] is None else 100 * gap["std"] for gap in column]
         xs = [i + (j - (len(tables) - 1) / 2) * width for i in range(len(runs))]
         ax.bar(xs, heights, width, yerr=errors, label=f"eps {table['eps_label']}")
     ax.axhline(0, color="black", linewidth=0.8)

@@ -1,18 +1,9 @@
 """Running the cells of a grid: train, audit, evaluate; skip what is done, resume what is not.
 
-Layout of ``DIR``::
-
-    grid.yaml                 the grid as last run (the cells record their own spec)
-    cells/<run>-s<seed>/      a training run directory (``ciiv eval``/``ciiv report`` take it)
-        eval/<suite>-<protocol>[-eps<E>]/   one evaluation per suite x protocol x eps
-        audit/audit.json      the audit
-    cells/<run>-s<seed>.json  the cell's record: its spec, status, phase times, error
-    results.json, results.md, *.png, report/   written by :mod:`ciiv.experiment.results`
-
-Every phase writes its own files as it goes (checkpoints, evaluation batches), so running the
-same grid again after a kill finishes it without redoing work. A cell's record stores the spec
-it ran with; a grid whose cell changed since (other config, other evaluation) is refused for that
-cell rather than mixed with the old files.
+Each cell is a training run directory ``DIR/cells/<run>-s<seed>/`` (with ``eval/`` and
+``audit/``) beside its record ``DIR/cells/<run>-s<seed>.json`` (spec, status, phase times, error);
+docs/experiments.md shows the layout. Every phase writes its files as it goes, so running the
+grid again after a kill resumes it; a cell whose spec changed since it ran is refused.
 """
 
 from __future__ import annotations
@@ -45,7 +36,6 @@ __all__ = [
     "cell_dir",
     "cell_evaluations",
     "cell_record_path",
-    "cell_spec",
     "run_cell",
     "run_grid",
 ]
@@ -83,7 +73,7 @@ def cell_record_path(out: str | Path, cell: Cell) -> Path:
     return Path(out) / CELLS / f"{cell.name}.json"
 
 
-def cell_spec(grid: Grid, cell: Cell) -> dict[str, Any]:
+def _cell_spec(grid: Grid, cell: Cell) -> dict[str, Any]:
     """Everything a cell's results depend on (not where it runs): its config, evaluation, audit."""
     config = config_to_dict(cell.config)
     config.pop("device", None)
@@ -139,14 +129,11 @@ def run_cell(
     max_batch: int | None = None,
     progress: Progress | None = None,
 ) -> CellOutcome:
-    """Train, audit and evaluate one cell, skipping what its files say is done.
-
-    Raises:
-        GridChangedError: the cell ran before with another spec.
-        Whatever training or evaluation raises (the caller records the cell as failed).
-    """
+    """Train, audit and evaluate one cell, skipping what its files say is done. Raises
+    GridChangedError when the cell ran before with another spec, and whatever training or
+    evaluation raises (the caller records the cell as failed)."""
     start = time.perf_counter()
-    spec = cell_spec(grid, cell)
+    spec = _cell_spec(grid, cell)
     record_path = cell_record_path(out, cell)
     earlier = _check_spec(record_path, spec, cell)
     if earlier is not None and earlier.get("status") == "complete":
@@ -166,11 +153,7 @@ def run_cell(
             with _timed(phases, "audit"):
                 audit = _audit(grid, model, x, y, run_dir, info, progress)
         with _timed(phases, "eval"):
-            for suite, protocol, eps, name in cell_evaluations(grid, views):
-                _evaluate(
-                    grid, model, x, y, index, suite, protocol, eps, run_dir / "eval" / name,
-                    info, audit, max_batch, progress,
-                )  # fmt: skip
+            _evaluate(grid, model, x, y, index, views, run_dir, info, audit, max_batch, progress)
     except Exception as exc:
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         _write_record(record_path, record)
@@ -202,13 +185,12 @@ def _train(cell: Cell, run_dir: Path, progress: Progress | None) -> None:
 
     callback = None if progress is None else (lambda event: progress("train", {"event": event}))
     last = checkpoint_path(run_dir, "last")
-    if last.is_file():
-        if int(load_checkpoint(last)["epoch"]) >= cell.config.epochs:
-            logger.info("%s: training already done", cell.name)
-            return
+    if not last.is_file():
+        fit(cell.config, run_dir, progress=callback)
+    elif int(load_checkpoint(last)["epoch"]) >= cell.config.epochs:
+        logger.info("%s: training already done", cell.name)
+    else:
         resume(run_dir, {"device": cell.config.device}, progress=callback)
-        return
-    fit(cell.config, run_dir, progress=callback)
 
 
 def _load(cell: Cell, run_dir: Path, grid: Grid, device: str | None):
@@ -225,22 +207,13 @@ def _load(cell: Cell, run_dir: Path, grid: Grid, device: str | None):
     split, index, x, y = evaluation_examples(
         splits, loaded.dataset, None, grid.eval.n_examples, grid.eval.seed
     )
-    device_ = next(loaded.model.parameters()).device
-    views = detect_traits(loaded.model, x[:8].to(device_)).views
+    views = detect_traits(loaded.model, x[:8].to(next(loaded.model.parameters()).device)).views
     info = {
         **describe_run(loaded, split, index, len(splits.test[split]), grid.eval.seed),
         "grid_run": cell.run,
         "grid_seed": cell.seed,
     }
     return loaded.model, x, y, index, views, info
-
-
-def _audit_budget(grid: Grid, dataset: str) -> tuple[str, float]:
-    """(norm, eps) the audit runs at: the first suite's norm at the grid's largest eps (the
-    suite's budget for the dataset when the grid sweeps none)."""
-    suite = get_suite(grid.eval.suites[0])
-    eps = max(grid.eval.eps) if grid.eval.eps else suite.eps_for(dataset)
-    return suite.norm, eps
 
 
 def _audit(grid, model, x, y, run_dir: Path, info, progress) -> dict[str, Any]:
@@ -251,7 +224,9 @@ def _audit(grid, model, x, y, run_dir: Path, info, progress) -> dict[str, Any]:
     if path.is_file():
         return read_json(path)
     checks = list_checks()
-    norm, eps = _audit_budget(grid, info["dataset"])
+    # The first suite's norm at the grid's largest eps (the suite's budget when it sweeps none).
+    suite = get_suite(grid.eval.suites[0])
+    eps = max(grid.eval.eps) if grid.eval.eps else suite.eps_for(info["dataset"])
     n = grid.eval.audit_examples
     device = next(model.parameters()).device
     result = audit(
@@ -259,7 +234,7 @@ def _audit(grid, model, x, y, run_dir: Path, info, progress) -> dict[str, Any]:
         x[:n].to(device),
         y[:n].to(device),
         eps=eps,
-        norm=norm,
+        norm=suite.norm,
         quick=grid.audit == "quick",
         seed=grid.eval.seed,
         checks=checks,
@@ -271,38 +246,39 @@ def _audit(grid, model, x, y, run_dir: Path, info, progress) -> dict[str, Any]:
     return result.to_dict()
 
 
-def _evaluate(
-    grid, model, x, y, index, suite, protocol, eps, out_dir: Path, info, audit, max_batch, progress
-) -> None:
-    """One evaluation into ``out_dir`` (skipped when its summary exists; resumed when half done)."""
+def _evaluate(grid, model, x, y, index, views, run_dir: Path, info, audit, max_batch, progress):
+    """The cell's evaluations into ``run_dir/eval/`` (one whose summary exists is skipped, one
+    half done resumes)."""
     from ciiv.evaluate import evaluate_robustness
 
-    if (out_dir / "summary.json").is_file():
-        return
-    label = f"{suite}/{protocol}" + ("" if eps is None else f" eps {format_eps(eps)}")
+    for suite, protocol, eps, name in cell_evaluations(grid, views):
+        out_dir = run_dir / "eval" / name
+        if (out_dir / "summary.json").is_file():
+            continue
+        label = f"{suite}/{protocol}" + ("" if eps is None else f" eps {format_eps(eps)}")
 
-    def callback(event: str, detail: dict[str, Any]) -> None:
-        progress("eval", {"label": label, "event": event, "info": detail})
+        def callback(event: str, detail: dict[str, Any], label: str = label) -> None:
+            progress("eval", {"label": label, "event": event, "info": detail})
 
-    evaluate_robustness(
-        model,
-        x,
-        y,
-        suite=suite,
-        protocol=protocol,
-        eps=eps,
-        eot=grid.eval.eot,
-        draws=grid.eval.draws,
-        seed=grid.eval.seed,
-        batch_size=grid.eval.batch_size,
-        out_dir=out_dir,
-        dataset=info["dataset"],
-        indices=index.tolist(),
-        max_batch=max_batch,
-        audit=audit if audit is not None else False,
-        run_info=info,
-        progress=callback if progress else None,
-    )
+        evaluate_robustness(
+            model,
+            x,
+            y,
+            suite=suite,
+            protocol=protocol,
+            eps=eps,
+            eot=grid.eval.eot,
+            draws=grid.eval.draws,
+            seed=grid.eval.seed,
+            batch_size=grid.eval.batch_size,
+            out_dir=out_dir,
+            dataset=info["dataset"],
+            indices=index.tolist(),
+            max_batch=max_batch,
+            audit=audit if audit is not None else False,
+            run_info=info,
+            progress=callback if progress else None,
+        )
 
 
 def run_grid(
