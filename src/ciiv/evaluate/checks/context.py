@@ -25,7 +25,7 @@ from ciiv.models import SupportsBPDA, predict
 from ciiv.sampling import BPDA_SURROGATES
 
 from ..engine import derive_seed, draw_predictions, run_attack, seeded
-from .measure import Stability, eot_stability, logit_draws
+from .measure import Stability, eot_stability
 from .settings import AuditSettings
 
 __all__ = ["AttackRun", "AuditContext", "Comparison", "compare", "fixed_randomness", "worst_case"]
@@ -112,7 +112,6 @@ class AttackRun:
     mode_restored: bool
     eps: float
     norm: str
-    elapsed_s: float = 0.0
 
     @property
     def accuracy(self) -> float:
@@ -212,17 +211,15 @@ class AuditContext:
 
     @property
     def logit_draws(self) -> Tensor:
-        """Logits of max(draws, 4) forward passes on the gradient points: [R, n, classes]."""
+        """Logits of max(draws, 4) forward passes (separate calls, as the deployed model is
+        queried) on the gradient points: [R, n, classes]."""
         x, _ = self.grad_points()
         draws = max(self.settings.draws, 4)
-        return self.memo(
-            "logit_draws", lambda: logit_draws(self.model, x, draws, self.settings.batch_size)
-        )
+        return self.memo("logit_draws", lambda: torch.stack([self.logits(x) for _ in range(draws)]))
 
     @property
     def stochastic(self) -> bool:
         """Whether the same input gives different logits (measured, whatever the model says)."""
-
         return self.memo("stochastic", lambda: _differ(self.logit_draws, self.logit_draws[0]))
 
     @property
@@ -318,11 +315,6 @@ class AuditContext:
         size = self.settings.batch_size
         return torch.cat([model(points[s : s + size]) for s in range(0, len(points), size)])
 
-    def labels(self, points: Tensor, model: nn.Module | None = None) -> Tensor:
-        """One prediction of ``model`` by its own rule (``ciiv.models.predict``), in batches."""
-        model = self.model if model is None else model
-        return draw_predictions(model, points, 1, self.settings.batch_size)[0]
-
     def _draws(self, model: nn.Module) -> int:
         """Prediction draws per accuracy: settings.draws for the audited model when it is
         random, else 1."""
@@ -394,7 +386,6 @@ class AuditContext:
             mode_restored=out.mode_restored,
             eps=float(hyper["eps"]),
             norm=str(hyper["norm"]),
-            elapsed_s=elapsed,
         )
         logger.info("audit: %s accuracy %.3f (%.1fs)", label, run.accuracy, elapsed)
         self.runs[key] = run

@@ -46,7 +46,7 @@ def gradient_health(ctx: AuditContext) -> CheckResult:
                  for loss in ("ce", "margin")}  # fmt: skip
         numbers[where] = _health(grads, s.vanishing_atol)
     # BPDA: the EOT-mean gradients of the randomness measurement (one draw if deterministic).
-    bpda = {}
+    bpda, masked = {}, False
     if ctx.surrogates:
         exact = ctx.stability(None).mean_gradient
         for surrogate in ctx.surrogates:
@@ -58,18 +58,14 @@ def gradient_health(ctx: AuditContext) -> CheckResult:
             }
         numbers["bpda_vs_true"] = bpda
         numbers["bpda_eot"] = ctx.stability(None).eot[-1] * 2
-
-    # The attack-level evidence: PGD through the true gradient against PGD through each BPDA.
-    masked = None
-    if ctx.surrogates:
+        # The attack-level evidence: PGD through the true gradient against PGD through each BPDA.
         true_run = ctx.pgd()
         bpda_runs = [ctx.pgd(surrogate=b) for b in ctx.surrogates]
         strongest = min(bpda_runs, key=lambda r: r.accuracy)
         gap = ctx.compare(true_run.correct, strongest.correct)
         numbers["pgd_accuracy"] = {r.label: round(r.accuracy, 4) for r in [true_run, *bpda_runs]}
         numbers["true_minus_bpda"] = gap.to_dict()
-        if gap.violated:
-            masked = (true_run, strongest)
+        masked = gap.violated
 
     stats = [numbers[w] for w in points]
     nonfinite = max(
@@ -93,8 +89,7 @@ def gradient_health(ctx: AuditContext) -> CheckResult:
             "gradient attacks means nothing here: attack with BPDA (replace the layer by the "
             "identity in the backward pass) and with gradient-free attacks (Square, SPSA).",
         )
-    if masked is not None:
-        true_run, strongest = masked
+    if masked:
         cosines = {k: v["cosine_median"] for k, v in bpda.items()}
         return verdict(
             "fail",

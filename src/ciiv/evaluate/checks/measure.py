@@ -1,5 +1,4 @@
-"""Measurements on the model itself, without an attack: input gradients, their EOT stability, and
-the spread of the logits over random forward passes.
+"""Measurements on the model itself, without an attack: input gradients and their EOT stability.
 
 Gradients are PGD's own (:meth:`ciiv.attacks.PGD.loss_gradient`): the same objective, EOT draws,
 BPDA backward and call layout as the audited attacks, per example (losses are summed over the
@@ -18,13 +17,7 @@ from torch import Tensor, nn
 from ciiv.attacks import PGD
 from ciiv.sampling import EXACT
 
-__all__ = ["Stability", "cosine", "eot_stability", "input_gradients", "logit_draws"]
-
-
-def _copies(n: int, copies: int, batch_size: int) -> list[int]:
-    """Split ``copies`` draws of an n-example batch into calls of at most ~batch_size images."""
-    per_call = max(1, batch_size // max(n, 1))
-    return [min(per_call, copies - start) for start in range(0, copies, per_call)]
+__all__ = ["Stability", "cosine", "eot_stability", "input_gradients"]
 
 
 def input_gradients(
@@ -36,21 +29,10 @@ def input_gradients(
     copies: int = 1,
     batch_size: int = 256,
 ) -> Tensor:
-    """Gradients of the per-example loss w.r.t. the input, one per random forward pass.
-
-    Args:
-        model: maps x [N, C, H, W] in [0, 1] to logits.
-        x, y: images [N, C, H, W] in [0, 1] and labels [N].
-        loss: "ce" or "margin" (max_{j != y} z_j - z_y, which never saturates for logits).
-        surrogate: None for the true gradient, else a BPDA backward ("identity" | "smooth") set
-            through ``model.bpda``.
-        copies: independent draws: PGD's EOT draws, laid out as PGD lays them out (stacked
-            into calls inside ``independent_draws`` where the model's rows are independent
-            draws, see :func:`~ciiv.attacks.rows_independent`, else one call per draw).
-        batch_size: most images per model call.
-    Returns:
-        [copies, N, C, H, W].
-    """
+    """Per-draw input gradients of the per-example ``loss`` ("ce" or "margin"), [copies, N, C, H,
+    W] for x [N, C, H, W] in [0, 1]: PGD's EOT draws, laid out in calls as PGD lays them out,
+    through the BPDA backward ``surrogate`` (None: the true gradient), at most ``batch_size``
+    images per call."""
     pgd = PGD(model, loss=loss, eot=copies, max_batch=batch_size, bpda=surrogate, seed=0)
     return pgd.loss_gradient(x, y, per_draw=True).grad
 
@@ -130,7 +112,9 @@ def eot_stability(
     sums = torch.zeros((2, *x.shape), dtype=torch.float64, device=x.device)
     counts = [0, 0]
     cosines: dict[int, float] = {}
-    for k in _copies(x.shape[0], 2 * e_max, batch_size):
+    per_call = max(1, batch_size // x.shape[0])  # draws per call of ~batch_size images
+    for start in range(0, 2 * e_max, per_call):
+        k = min(per_call, 2 * e_max - start)
         grads = input_gradients(model, x, y, "ce", surrogate, copies=k, batch_size=batch_size)
         for g in grads:
             stream = counts.index(min(counts))
@@ -144,17 +128,4 @@ def eot_stability(
         eot=eot,
         cosine=[cosines[e] for e in eot],
         mean_gradient=(sums.sum(0) / sum(counts)).to(x.dtype),
-    )
-
-
-@torch.no_grad()
-def logit_draws(model: nn.Module, x: Tensor, draws: int, batch_size: int = 256) -> Tensor:
-    """Logits of ``draws`` forward passes of the same batch, [draws, N, classes].
-
-    Each pass is a separate call on the unmodified batch: exactly how the deployed model is
-    queried (a CiiV model's masks stay shared by the batch, as in deployment).
-    """
-    batches = range(0, len(x), batch_size)
-    return torch.stack(
-        [torch.cat([model(x[s : s + batch_size]) for s in batches]) for _ in range(draws)]
     )
