@@ -154,9 +154,8 @@ def noise_counts(
         group = x[start : start + batch_size]
         size = group.shape[0]
         per_call = max(1, batch_size // size) if rows_independent(base) else 1
-        remaining = num
-        while remaining > 0:
-            draws = min(per_call, remaining)
+        for done in range(0, num, per_call):
+            draws = min(per_call, num - done)
             batch = group.repeat(draws, *([1] * (group.dim() - 1)))
             noise = torch.randn(batch.shape, generator=generator, device=x.device, dtype=x.dtype)
             logits = base((batch + sigma * noise).clamp(0, 1))
@@ -164,20 +163,15 @@ def noise_counts(
                 counts = x.new_zeros((x.shape[0], logits.shape[-1]), dtype=torch.long)
             labels = logits.argmax(-1).view(draws, size).T  # [G, draws]
             counts[start : start + size].scatter_add_(1, labels, torch.ones_like(labels))
-            remaining -= draws
     assert counts is not None  # x holds at least one example
     return counts
 
 
 @contextlib.contextmanager
 def _sampling(model: nn.Module, x: Tensor, seed: int) -> Iterator[tuple]:
-    """(base, x on its device, seeded generator there), with the base classifier in eval mode,
-    drawing its own randomness per row, and without its per-call pixel check (x was checked).
-
-    The global generators (torch, ``random``, ``numpy``) are seeded too for the block (and
-    restored afterwards): a random base classifier draws from them, and its draws must be
-    reproducible as well. A base that declares nothing about its rows is measured first (the
-    spread test, a few calls), so that the counts use independent draws."""
+    """(base, x on its device, seeded generator there), the base in eval mode, drawing per row,
+    its rows measured by the spread test unless known, without its per-call pixel check (x was
+    checked), and the global generators it may draw from seeded (restored afterwards)."""
     base = base_classifier(model)
     device = _device(base, x.device)
     generator = torch.Generator(device=device).manual_seed(int(seed))
