@@ -10,11 +10,11 @@ correctness, forward passes, images the model saw, modes restored) for the bookk
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -39,7 +39,7 @@ T = TypeVar("T")
 _RANDOM_RTOL = 1e-4
 
 
-@dataclass
+@dataclasses.dataclass
 class Comparison:
     """acc(a) - acc(b) over the same examples with the standard error of the paired difference.
 
@@ -56,11 +56,7 @@ class Comparison:
         return self.diff > self.tolerance
 
     def to_dict(self) -> dict[str, float]:
-        return {
-            "diff": round(self.diff, 4),
-            "se": round(self.se, 4),
-            "tolerance": round(self.tolerance, 4),
-        }
+        return {k: round(v, 4) for k, v in dataclasses.asdict(self).items()}
 
 
 def compare(a: Tensor, b: Tensor, z: float) -> Comparison:
@@ -83,7 +79,7 @@ def worst_case(runs: list[AttackRun]) -> Tensor:
     return torch.stack([r.correct.float().mean(0) for r in runs]).amin(0, keepdim=True)
 
 
-@dataclass
+@dataclasses.dataclass
 class AttackRun:
     """One attack the audit ran, with its evidence.
 
@@ -120,15 +116,10 @@ class AttackRun:
 
 
 class _Fixed(nn.Module):
-    """A random model with its randomness fixed: every forward pass reuses the same seeded draws.
-
-    Uses ``model.fixed_randomness(seed)`` when the model has it (CiiV); otherwise reseeds the
-    global generators of torch, Python's ``random`` and NumPy before every forward pass
-    (restoring their states afterwards, :func:`~ciiv.evaluate.engine.seeded`), which fixes any
-    model that draws its noise from them (``torch.rand``, dropout, ``random.random``,
-    ``np.random.rand``, ...). Models with a private generator stay random; the audit verifies the
-    result and says so.
-    """
+    """A random model with its randomness fixed: every forward pass reuses the same seeded draws,
+    by ``model.fixed_randomness(seed)`` when the model has it (CiiV), else by reseeding the global
+    generators of torch, ``random`` and NumPy around every pass (``engine.seeded``). A model with
+    a private generator stays random; the audit verifies the result."""
 
     stochastic = False
 
@@ -179,14 +170,12 @@ class AuditContext:
         self.y = y
         self.settings = settings
         self.threat = get_threat_model(settings.norm, settings.eps)
+        k = min(settings.grad_examples, x.shape[0])
+        self.grad_x, self.grad_y = x[:k], y[:k]  # the points of the gradient measurements
         self.runs: dict[tuple, AttackRun] = {}
         self._memo: dict[str, Any] = {}
 
     # -- basics ----------------------------------------------------------------------------
-
-    @property
-    def n(self) -> int:
-        return self.x.shape[0]
 
     def memo(self, key: str, factory: Callable[[], T]) -> T:
         """``factory()`` computed once per audit and cached under ``key`` (what defines the
@@ -195,11 +184,6 @@ class AuditContext:
             with seeded(derive_seed(self.settings.seed, "memo", key), self.x.device):
                 self._memo[key] = factory()
         return self._memo[key]
-
-    def grad_points(self) -> tuple[Tensor, Tensor]:
-        """The first ``grad_examples`` examples, used by the gradient measurements."""
-        k = min(self.settings.grad_examples, self.n)
-        return self.x[:k], self.y[:k]
 
     @property
     def unbounded_eps(self) -> float:
@@ -213,9 +197,8 @@ class AuditContext:
     def logit_draws(self) -> Tensor:
         """Logits of max(draws, 4) forward passes (separate calls, as the deployed model is
         queried) on the gradient points: [R, n, classes]."""
-        x, _ = self.grad_points()
-        draws = max(self.settings.draws, 4)
-        return self.memo("logit_draws", lambda: torch.stack([self.logits(x) for _ in range(draws)]))
+        draws = [self.grad_x] * max(self.settings.draws, 4)
+        return self.memo("logit_draws", lambda: torch.stack([self.logits(x) for x in draws]))
 
     @property
     def stochastic(self) -> bool:
@@ -224,13 +207,9 @@ class AuditContext:
 
     @property
     def rows(self) -> RowVerdict:
-        """Whether copies of an image stacked into one call are independent draws, measured.
-
-        Inside an evaluation that measured it already, its verdict; otherwise the spread test
-        (:func:`~ciiv.attacks.measure_rows`) on the gradient points, also for a model that
-        declares ``independent_rows`` (the randomness check compares the two). Trivially
-        independent for a deterministic model.
-        """
+        """Whether copies of an image stacked into one call are independent draws: the verdict of
+        an enclosing evaluation that measured it, else the spread test on the gradient points,
+        also for a model that declares ``independent_rows`` (the randomness check compares)."""
 
         def measure() -> RowVerdict:
             if not self.stochastic:
@@ -238,8 +217,7 @@ class AuditContext:
             known = known_rows(self.model)
             if known is not None and known.source == "measured":
                 return known
-            x, _ = self.grad_points()
-            return measure_rows(self.model, x[:8], seed=self.settings.seed)
+            return measure_rows(self.model, self.grad_x[:8], seed=self.settings.seed)
 
         return self.memo("rows", measure)
 
@@ -254,15 +232,11 @@ class AuditContext:
         generators (torch, ``random``, ``numpy``) give the same logits: what makes a seeded
         evaluation of the model repeatable."""
 
-        def measure() -> bool:
-            x, _ = self.grad_points()
-            outs = []
-            for _ in range(2):
-                with seeded(self.settings.seed + 1, x.device):
-                    outs.append(self.logits(x))
-            return not _differ(outs[0], outs[1])
+        def once() -> Tensor:
+            with seeded(self.settings.seed + 1, self.x.device):
+                return self.logits(self.grad_x)
 
-        return self.memo("reproducible", measure)
+        return self.memo("reproducible", lambda: not _differ(once(), once()))
 
     @property
     def surrogates(self) -> tuple[str, ...]:
@@ -271,7 +245,7 @@ class AuditContext:
 
     def stability(self, surrogate: str | None = None) -> Stability:
         """EOT stability of the true gradient (None) or a BPDA one, on the gradient points."""
-        x, y = self.grad_points()
+        x, y = self.grad_x, self.grad_y
         grid = self.settings.eot_grid if self.stochastic else (1,)
 
         def measure() -> Stability:
@@ -316,8 +290,7 @@ class AuditContext:
         return torch.cat([model(points[s : s + size]) for s in range(0, len(points), size)])
 
     def _draws(self, model: nn.Module) -> int:
-        """Prediction draws per accuracy: settings.draws for the audited model when it is
-        random, else 1."""
+        """Prediction draws per accuracy: settings.draws for the audited model if random, else 1."""
         return self.settings.draws if (model is self.model and self.stochastic) else 1
 
     def correct(self, points: Tensor, model: nn.Module | None = None, draws: int | None = None):
@@ -349,15 +322,13 @@ class AuditContext:
         draws: int | None = None,
         **hyper: Any,
     ) -> AttackRun:
-        """Run attack ``attack`` (registry name) with ``hyper`` against ``model`` (default: the
-        audited one; ``target`` names the function) on all points, through
-        :func:`~ciiv.evaluate.engine.run_attack`, and evaluate the result on the same model.
+        """Run attack ``attack`` (registry name) with ``hyper`` (``eps``/``norm`` default to the
+        audit's) against ``model`` (default: the audited one; ``target`` names it) on all points
+        through :func:`~ciiv.evaluate.engine.run_attack`, evaluated on the same model.
 
-        ``eps``/``norm`` default to the audit's. The run is cached under its key, (attack,
-        target, draws, frozen hyper-parameters); ``label`` only names it in the reports. The
-        attack's seed and the model's draws derive from the audit's seed and that key, so a run
-        gives the same points whichever check asks for it first. The model's images are counted
-        by a forward hook.
+        Cached under (attack, target, draws, frozen hyper-parameters), which also seeds the attack
+        and the model's draws, so a run gives the same points whichever check asks first;
+        ``label`` only names it in the reports.
         """
         model = self.model if model is None else model
         draws = self._draws(model) if draws is None else draws

@@ -29,9 +29,8 @@ def fixed_randomness_check(ctx: AuditContext) -> CheckResult:
             "fixed_randomness", "skip", "The model is deterministic: there is no randomness to fix."
         )
     fixed = fixed_randomness(ctx.model, s.seed)
-    x, _ = ctx.grad_points()
     with torch.no_grad():
-        same = torch.equal(fixed(x), fixed(x))
+        same = torch.equal(fixed(ctx.grad_x), fixed(ctx.grad_x))
     if not same:
         return CheckResult(
             "fixed_randomness",

@@ -36,7 +36,7 @@ def _health(grads: dict[str, Tensor], atol: float) -> dict[str, float]:
 )
 def gradient_health(ctx: AuditContext) -> CheckResult:
     s = ctx.settings
-    x, y = ctx.grad_points()
+    x, y = ctx.grad_x, ctx.grad_y
     generator = torch.Generator(device=x.device).manual_seed(s.seed)
     points = {"clean": x, "perturbed": ctx.threat.random_init(x, generator)}
     numbers: dict = {"examples": x.shape[0], "vanishing_atol": s.vanishing_atol}
