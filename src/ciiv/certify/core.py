@@ -134,20 +134,14 @@ def noise_counts(
     batch_size: int,
     generator: torch.Generator,
 ) -> Tensor:
-    """How often the base classifier predicts each class on ``num`` noisy copies of each example.
+    """Counts [N, K] int64 of the classes ``base`` ([B, ...] in [0, 1] -> logits [B, K], in its
+    current mode) predicts on ``num`` copies clip(x + sigma * d, 0, 1), d ~ N(0, I) from
+    ``generator``, of each example of x [N >= 1, ...] on base's device.
 
-    The copies are clip(x + sigma * d, 0, 1), d ~ N(0, I) drawn from ``generator``. At most
-    ``batch_size`` noisy images go through ``base`` per call: the draws of a group of examples
-    are stacked into one batch (row r * G + i is draw r of example i of the group) and their noise
-    comes from one ``randn`` call. A base whose rows are not known to be independent draws
-    (:func:`~ciiv.attacks.rows_independent`) gets one draw of the group per call.
-
-    Args:
-        base: maps [B, ...] in [0, 1] to logits [B, K]; called in its current mode.
-        x: [N, ...] in [0, 1], on base's device; N >= 1.
-
-    Returns:
-        counts [N, K] int64 on x's device; every row sums to ``num``.
+    At most ``batch_size`` noisy images per call: the draws of a group of G examples are stacked
+    (row r * G + i is draw r of example i), their noise from one ``randn`` call; a base whose rows
+    are not known to be independent (:func:`~ciiv.attacks.rows_independent`) gets one draw of the
+    group per call.
     """
     counts = None  # [N, K], allocated once the first call shows K
     for start in range(0, x.shape[0], batch_size):
@@ -196,12 +190,10 @@ def certify(
 ) -> Certification:
     """CERTIFY (Cohen et al. 2019, algorithm 1) for every example of x at once.
 
-    Per example: cA = the most frequent class of the base classifier over n0 noisy draws
-    (selection); then n fresh draws (estimation) give nA, the count of cA, and
-    pA_lower = the one-sided (1 - alpha) Clopper-Pearson lower bound of nA / n. If
-    pA_lower > 1/2 the example gets class cA with L2 radius sigma * Phi^-1(pA_lower), else it
-    abstains (-1, radius 0). With probability >= 1 - alpha per example, a returned class is g's
-    and g is constant on the open L2 ball of that radius (see the module docstring for g).
+    cA = the most frequent class of n0 noisy draws; nA = its count among n fresh draws; if the
+    one-sided (1 - alpha) Clopper-Pearson lower bound pA_lower of nA / n exceeds 1/2, class cA
+    with L2 radius sigma * Phi^-1(pA_lower), else abstain (-1, radius 0). With probability
+    >= 1 - alpha per example, a returned class is g's and g is constant on that open L2 ball.
 
     Args:
         model: a :class:`~ciiv.models.SmoothedClassifier` (its ``base`` is used, and ``sigma``

@@ -8,9 +8,11 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from ciiv.attacks import PGD
+
 from .base import CheckResult, register_check
 from .context import AuditContext
-from .measure import cosine, input_gradients
+from .measure import cosine
 
 
 def _health(grads: dict[str, Tensor], atol: float) -> dict[str, float]:
@@ -41,9 +43,10 @@ def gradient_health(ctx: AuditContext) -> CheckResult:
     points = {"clean": x, "perturbed": ctx.threat.random_init(x, generator)}
     numbers: dict = {"examples": x.shape[0], "vanishing_atol": s.vanishing_atol}
     verdict = partial(CheckResult, "gradient_health", numbers=numbers)
+    # One draw of PGD's own gradient per loss: the attacks' objective, call layout and backward.
+    pgds = [PGD(ctx.model, loss=loss, max_batch=s.batch_size, seed=0) for loss in ("ce", "margin")]
     for where, p in points.items():
-        grads = {loss: input_gradients(ctx.model, p, y, loss, batch_size=s.batch_size)[0]
-                 for loss in ("ce", "margin")}  # fmt: skip
+        grads = {pgd.loss: pgd.loss_gradient(p, y, per_draw=True).grad[0] for pgd in pgds}
         numbers[where] = _health(grads, s.vanishing_atol)
     # BPDA: the EOT-mean gradients of the randomness measurement (one draw if deterministic).
     bpda, masked = {}, False

@@ -17,24 +17,7 @@ from torch import Tensor, nn
 from ciiv.attacks import PGD
 from ciiv.sampling import EXACT
 
-__all__ = ["Stability", "cosine", "eot_stability", "input_gradients"]
-
-
-def input_gradients(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    loss: str = "ce",
-    surrogate: str | None = None,
-    copies: int = 1,
-    batch_size: int = 256,
-) -> Tensor:
-    """Per-draw input gradients of the per-example ``loss`` ("ce" or "margin"), [copies, N, C, H,
-    W] for x [N, C, H, W] in [0, 1]: PGD's EOT draws, laid out in calls as PGD lays them out,
-    through the BPDA backward ``surrogate`` (None: the true gradient), at most ``batch_size``
-    images per call."""
-    pgd = PGD(model, loss=loss, eot=copies, max_batch=batch_size, bpda=surrogate, seed=0)
-    return pgd.loss_gradient(x, y, per_draw=True).grad
+__all__ = ["Stability", "cosine", "eot_stability"]
 
 
 def cosine(a: Tensor, b: Tensor) -> Tensor:
@@ -105,8 +88,8 @@ def eot_stability(
 
     Draws 2 * max(grid) CE gradients per example and deals them alternately to two streams, so
     at every E the two running means are independent EOT-E estimates. Memory stays at three
-    gradients per example whatever max(grid) is. The draws go through the model as
-    :func:`input_gradients` lays them out (one call per draw unless rows are independent).
+    gradients per example whatever max(grid) is. The draws go through the model as PGD's EOT
+    draws do (one call per draw unless rows are independent).
     """
     e_max = max(grid)
     sums = torch.zeros((2, *x.shape), dtype=torch.float64, device=x.device)
@@ -115,8 +98,8 @@ def eot_stability(
     per_call = max(1, batch_size // x.shape[0])  # draws per call of ~batch_size images
     for start in range(0, 2 * e_max, per_call):
         k = min(per_call, 2 * e_max - start)
-        grads = input_gradients(model, x, y, "ce", surrogate, copies=k, batch_size=batch_size)
-        for g in grads:
+        pgd = PGD(model, eot=k, max_batch=batch_size, bpda=surrogate, seed=0)  # CE loss
+        for g in pgd.loss_gradient(x, y, per_draw=True).grad:
             stream = counts.index(min(counts))
             sums[stream] += g.double()
             counts[stream] += 1
