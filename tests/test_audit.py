@@ -332,6 +332,15 @@ def test_a_crashing_check_is_recorded_as_failed(points):
         audit(Broken(), x, y, eps=EPS, checks=["output_sanity"], raise_errors=True, **FAST)
 
 
+def test_run_passes_every_hyper_parameter_to_the_attack(vanilla, points):
+    """``draws`` is the random search's own budget (random_search_draws), not the number of
+    prediction draws of the evaluation (one for a deterministic model)."""
+    x, y = points
+    ctx = AuditContext(vanilla, x, y, audit_settings(EPS, **FAST))
+    run = ctx.run("random-search", "random_search", draws=7)
+    assert run.settings["draws"] == 7 and run.correct.shape == (1, x.shape[0])
+
+
 def test_bookkeeping_flags_points_outside_the_ball(vanilla, points):
     x, y = points
     ctx = AuditContext(vanilla, x, y, audit_settings(EPS, **FAST))

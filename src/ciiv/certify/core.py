@@ -1,12 +1,9 @@
 """CERTIFY and PREDICT of Cohen, Rosenfeld and Kolter (ICML 2019) for Gaussian smoothing.
 
-The smoothed classifier of a base f on pixels in [0, 1] is
-g(x) = argmax_c P(f(clip(x + d, 0, 1)) = c), d ~ N(0, sigma^2 I): the noise of training, clipping
-included. g is exactly the Gaussian smoothing of h = f o clip, so Cohen et al.'s guarantee holds
-unchanged (docs/evaluation.md, "Certification"). A random base (a CiiV model) is allowed when its
-draws are independent: draws are stacked into one call only where its rows are (declared, or
-measured by the spread test of :mod:`ciiv.attacks.draws`), else one call per draw, so the counts
-stay binomial.
+g(x) = argmax_c P(f(clip(x + d, 0, 1)) = c), d ~ N(0, sigma^2 I), the Gaussian smoothing of
+f o clip (docs/evaluation.md, "Certification"). Draws of a random base are stacked into one call
+only where its rows are independent (declared, or measured by the spread test of
+:mod:`ciiv.attacks.draws`), else one call per draw, so the counts stay binomial.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """Certification on files: per-example rows written batch by batch, a summary and a plot.
 
-The layout of ``out_dir`` is that of an evaluation directory (:mod:`ciiv.evaluate.records`):
-``config.json`` (every setting that determines the results; a resumed run must match it),
-``examples.jsonl`` (one row per example, appended per finished batch), ``batches.jsonl`` (one
-record per finished batch), then ``summary.json`` and ``certified_accuracy.png``. The noise of
-batch b is seeded from (seed, b) alone, so a resumed certification equals an uninterrupted one on
-the same device type.
+``out_dir`` is laid out and resumed like an evaluation directory (:mod:`ciiv.evaluate.records`;
+docs/evaluation.md, "Certification", **Files**). The noise of batch b is seeded from (seed, b)
+alone, so a resumed certification equals an uninterrupted one on the same device type.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Binomial confidence bounds and tests for certification, in float64 without scipy.
 
-The Clopper-Pearson bounds are quantiles of beta distributions, and a binomial tail is a
-regularized incomplete beta function I_x(a, b). We evaluate I_x(a, b) with its continued fraction
-(modified Lentz's method) and invert it by safeguarded Newton steps. Everything is vectorised over
-numpy arrays, so the bounds of a whole batch of examples are computed together; this module
-imports neither torch nor scipy (``ciiv report`` uses it too). The tests compare it with scipy:
-the bounds agree to about 1e-12.
+Clopper-Pearson bounds are beta quantiles and a binomial tail is a regularized incomplete beta
+function I_x(a, b): evaluated by its continued fraction (modified Lentz), inverted by safeguarded
+Newton steps, vectorised over numpy arrays (no torch: ``ciiv report`` uses it too). The tests
+compare it with scipy: the bounds agree to about 1e-12.
 """
 
 from __future__ import annotations

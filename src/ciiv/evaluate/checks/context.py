@@ -283,22 +283,20 @@ class AuditContext:
     # -- accuracy ----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def logits(self, points: Tensor, model: nn.Module | None = None) -> Tensor:
-        """One forward pass of ``model`` (default: the audited one) on points, in batches."""
-        model = self.model if model is None else model
+    def logits(self, points: Tensor) -> Tensor:
+        """One forward pass of the audited model on points, in batches."""
         size = self.settings.batch_size
-        return torch.cat([model(points[s : s + size]) for s in range(0, len(points), size)])
+        return torch.cat([self.model(points[s : s + size]) for s in range(0, len(points), size)])
 
     def _draws(self, model: nn.Module) -> int:
         """Prediction draws per accuracy: settings.draws for the audited model if random, else 1."""
         return self.settings.draws if (model is self.model and self.stochastic) else 1
 
-    def correct(self, points: Tensor, model: nn.Module | None = None, draws: int | None = None):
+    def correct(self, points: Tensor, model: nn.Module | None = None) -> Tensor:
         """[D, N] bool: whether each of D predictions of ``model`` (default: the audited one) on
-        ``points`` is right, drawn as the evaluation draws them. D = ``draws`` or, by default,
-        settings.draws for a random model and 1 for a deterministic one."""
+        ``points`` is right, drawn as the evaluation draws them (D: :meth:`_draws`)."""
         model = self.model if model is None else model
-        draws = self._draws(model) if draws is None else draws
+        draws = self._draws(model)
         with self.draw_layout() if draws > 1 else contextlib.nullcontext():
             return draw_predictions(model, points, draws, self.settings.batch_size) == self.y
 
@@ -319,7 +317,6 @@ class AuditContext:
         *,
         target: str = "model",
         model: nn.Module | None = None,
-        draws: int | None = None,
         **hyper: Any,
     ) -> AttackRun:
         """Run attack ``attack`` (registry name) with ``hyper`` (``eps``/``norm`` default to the
@@ -331,7 +328,7 @@ class AuditContext:
         ``label`` only names it in the reports.
         """
         model = self.model if model is None else model
-        draws = self._draws(model) if draws is None else draws
+        draws = self._draws(model)
         hyper = {"eps": self.settings.eps, "norm": self.settings.norm, **hyper}
         key = (attack, target, draws, _frozen(hyper))
         if key in self.runs:

@@ -1,11 +1,6 @@
-"""Check 7, fixed randomness: once the model's random draws are fixed (a deterministic function),
-the attack must succeed at least as well as against the random model.
-
-CiiV models fix their draws with ``model.fixed_randomness(seed)``; any other random model is
-fixed by reseeding the global generators of torch, Python's ``random`` and NumPy before each
-forward pass (see ``context.fixed_randomness``). If that does not make the model deterministic (a
-private generator), the check is skipped and says so.
-"""
+"""Check 7, fixed randomness: once the model's random draws are fixed (a deterministic function,
+``context.fixed_randomness``), the attack must succeed at least as well as against the random
+model. A model that reseeding cannot fix (a private generator) skips the check and says so."""
 
 from __future__ import annotations
 
