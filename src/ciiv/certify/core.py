@@ -117,9 +117,7 @@ def _check(x: Tensor, sigma: float, alpha: float, **counts: int) -> None:
 
 
 def _device(module: nn.Module, fallback: torch.device) -> torch.device:
-    for tensor in [*module.parameters(), *module.buffers()]:
-        return tensor.device
-    return fallback
+    return next((t.device for t in [*module.parameters(), *module.buffers()]), fallback)
 
 
 @torch.no_grad()

@@ -324,10 +324,9 @@ def certify_run(
         )
     splits = load_data(loaded.config.data, data_dir=data_dir)
     split, index, x, y = evaluation_examples(splits, loaded.dataset, test_split, n_examples, seed)
-    default_split = split == next(iter(splits.test))
     if out_dir is None:
-        name = f"sigma{sigma:g}-n{n}" + ("" if default_split else f"-{split}")
-        out_dir = Path(run_dir) / "certify" / name
+        suffix = "" if split == next(iter(splits.test)) else f"-{split}"  # a non-default split
+        out_dir = Path(run_dir) / "certify" / f"sigma{sigma:g}-n{n}{suffix}"
     run_info = {
         **describe_run(loaded, split, index, len(splits.test[split]), seed),
         # Whether the certified smoothed classifier is the one the run deploys (and `ciiv eval`

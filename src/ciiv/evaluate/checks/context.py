@@ -69,13 +69,9 @@ def compare(a: Tensor, b: Tensor, z: float) -> Comparison:
 
 
 def worst_case(runs: list[AttackRun]) -> Tensor:
-    """Per-example worst case over runs on the same points: the smallest fraction of correct
-    draws, [1, N] float.
-
-    The minimum of per-run means, not the mean of a per-draw AND: for a random model an AND over
-    many runs would count every unlucky draw as a success and bias the worst case down the more
-    runs it spans, so sets of different sizes could not be compared.
-    """
+    """Per-example worst case over runs on the same points, [1, N] float: the minimum of per-run
+    fractions of correct draws (a per-draw AND would count every unlucky draw of a random model
+    as a success, biased down the more runs it spans)."""
     return torch.stack([r.correct.float().mean(0) for r in runs]).amin(0, keepdim=True)
 
 
@@ -151,8 +147,7 @@ class _FixedWithBPDA(_Fixed):
 def fixed_randomness(model: nn.Module, seed: int) -> nn.Module:
     """``model`` with its randomness fixed to ``seed`` (see :class:`_Fixed`); a new module that
     shares the model's parameters, with ``bpda`` only if the model has it."""
-    cls = _FixedWithBPDA if isinstance(model, SupportsBPDA) else _Fixed
-    return cls(model, seed)
+    return (_FixedWithBPDA if isinstance(model, SupportsBPDA) else _Fixed)(model, seed)
 
 
 class AuditContext:
@@ -376,8 +371,7 @@ class AuditContext:
         eps = self.settings.eps if eps is None else eps
         on_audited = model is None or model is self.model
         eot = (self.eot(surrogate) if on_audited else 1) if eot is None else eot
-        label = _label("pgd", steps=steps, eps=eps, restarts=restarts, surrogate=surrogate,
-                       eot=eot, target=target, main_eps=self.settings.eps)  # fmt: skip
+        label = self._label("pgd", steps, eps, restarts, surrogate, eot, target)
         return self.run(
             label, "pgd", target=target, model=model, eps=eps, steps=steps,
             step_size=2.5 * eps / steps, random_start=True, restarts=restarts, eot=eot,
@@ -387,17 +381,39 @@ class AuditContext:
     def fgsm(self, surrogate: str | None = None) -> AttackRun:
         """FGSM at the audit's budget (EOT as measured)."""
         eot = self.eot(surrogate)
-        label = _label("fgsm", surrogate=surrogate, eot=eot, main_eps=self.settings.eps)
+        label = self._label("fgsm", surrogate=surrogate, eot=eot)
         return self.run(label, "fgsm", eot=eot, bpda=surrogate)
 
-    def white_box(self) -> list[AttackRun]:
-        """The declared white-box baseline at the audit's budget on the audited model: FGSM and
-        PGD through the true gradient and every BPDA backward the model offers, then, through
-        :attr:`best_surrogate`, the longest PGD of ``step_grid`` and PGD with ``restarts``.
+    def _label(
+        self,
+        kind: str,
+        steps: int | None = None,
+        eps: float | None = None,
+        restarts: int = 1,
+        surrogate: str | None = None,
+        eot: int = 1,
+        target: str = "model",
+    ) -> str:
+        """Readable run names: "pgd-50", "pgd-50-bpda-identity-eot8", "pgd-50@eps=0.5@fixed"."""
+        parts = [kind if steps is None else f"{kind}-{steps}"]
+        if restarts > 1:
+            parts.append(f"x{restarts}")
+        if surrogate:
+            parts.append(f"bpda-{surrogate}")
+        if eot > 1:
+            parts.append(f"eot{eot}")
+        name = "-".join(parts)
+        if eps is not None and not math.isclose(eps, self.settings.eps):
+            name += f"@eps={eps:.4g}"
+        if target != "model":
+            name += f"@{target}"
+        return name
 
-        A fixed list, never "whatever ran so far": the checks that compare against it give the
-        same verdict alone and in the full audit.
-        """
+    def white_box(self) -> list[AttackRun]:
+        """The declared white-box baseline at the audit's budget: FGSM and PGD through every
+        backward the model offers, then through :attr:`best_surrogate` the longest PGD of
+        ``step_grid`` and PGD with ``restarts``. A fixed list, never "whatever ran so far", so the
+        checks that compare against it give the same verdict alone and in the full audit."""
         s, best, backwards = self.settings, self.best_surrogate, [None, *self.surrogates]
         runs = [self.fgsm(b) for b in backwards] + [self.pgd(surrogate=b) for b in backwards]
         runs += [self.pgd(max(s.step_grid), surrogate=best)]
@@ -417,30 +433,3 @@ def _frozen(hyper: Mapping[str, Any]) -> tuple:
     return tuple(
         sorted((k, type(v).__name__ if isinstance(v, nn.Module) else v) for k, v in hyper.items())
     )
-
-
-def _label(
-    kind: str,
-    *,
-    main_eps: float,
-    steps: int | None = None,
-    eps: float | None = None,
-    restarts: int = 1,
-    surrogate: str | None = None,
-    eot: int = 1,
-    target: str = "model",
-) -> str:
-    """Readable run names: "pgd-50", "pgd-50-bpda-identity-eot8", "pgd-50@eps=0.5@fixed"."""
-    parts = [kind if steps is None else f"{kind}-{steps}"]
-    if restarts > 1:
-        parts.append(f"x{restarts}")
-    if surrogate:
-        parts.append(f"bpda-{surrogate}")
-    if eot > 1:
-        parts.append(f"eot{eot}")
-    name = "-".join(parts)
-    if eps is not None and not math.isclose(eps, main_eps):
-        name += f"@eps={eps:.4g}"
-    if target != "model":
-        name += f"@{target}"
-    return name
