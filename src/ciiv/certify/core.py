@@ -97,9 +97,8 @@ class SmoothedPrediction:
 
 
 def base_classifier(model: nn.Module) -> nn.Module:
-    """The base classifier of ``model``: ``model.base`` for a
-    :class:`~ciiv.models.SmoothedClassifier`, else the model itself (any module mapping [0, 1]
-    inputs [B, ...] to logits [B, K])."""
+    """``model.base`` for a :class:`~ciiv.models.SmoothedClassifier`, else ``model`` itself (any
+    module mapping [0, 1] inputs [B, ...] to logits [B, K])."""
     return model.base if isinstance(model, SmoothedClassifier) else model
 
 

@@ -95,11 +95,8 @@ def certify_examples(
     """:func:`~ciiv.certify.certify` on (x, y), batch by batch, with rows and a summary.
 
     Args:
-        model: a :class:`~ciiv.models.SmoothedClassifier` (its base is certified) or any base
-            classifier mapping [B, ...] in [0, 1] to logits [B, K].
+        model, sigma, n0, n, alpha, batch_size: as in :func:`~ciiv.certify.certify`.
         x: [N, C, H, W] in [0, 1]; y: [N] integer labels. Batches are moved to the model.
-        sigma, n0, n, alpha, batch_size: as in :func:`~ciiv.certify.certify` (batch_size =
-            noisy images per call of the base classifier).
         examples_per_batch: examples per batch, the unit of resumption (1: the ``time`` of a row
             is that example's own, as in Cohen et al.'s logs; more: the batch's time shared).
         seed: batch b is certified with ``derive_seed(seed, "certify", b)``.
@@ -291,12 +288,11 @@ def certify_run(
 ) -> CertifyResult:
     """Certify a run of ``ciiv train`` on the examples ``ciiv eval`` would evaluate.
 
-    A randomized-smoothing run (method ``rs``) is certified with its own sigma (the config's
-    ``model.smoothing_sigma``) unless ``sigma`` is given. Any other run needs ``sigma``: its model
-    is then the base classifier of a new smoothed classifier (which is not the model the run
-    deploys). The examples are the first ``n_examples`` of a permutation of the test split seeded
-    with ``seed`` (:func:`ciiv.evaluate.selection.evaluation_examples`). Results go to
-    ``RUN_DIR/certify/<sigma..-n..>/`` unless ``out_dir`` is given; see :func:`certify_examples`.
+    An ``rs`` run is certified with its own sigma unless ``sigma`` is given; any other run needs
+    ``sigma`` (its model becomes the base classifier of a new smoothed classifier, not the model
+    the run deploys). The examples: ``evaluation_examples`` (:mod:`ciiv.evaluate.selection`).
+    Results go to ``RUN_DIR/certify/sigma<S>-n<N>/`` unless ``out_dir`` is given; see
+    :func:`certify_examples`.
 
     Raises:
         ValueError: a run that is not ``rs`` without ``sigma``, bad settings.

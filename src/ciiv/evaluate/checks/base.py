@@ -32,10 +32,8 @@ STATUSES: tuple[str, ...] = ("pass", "warn", "fail", "skip")
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` with tensors, tuples and non-finite floats turned into JSON-safe values.
-
-    Non-finite floats become None (JSON has no inf/NaN); one-element tensors become numbers.
-    """
+    """``value`` made JSON-safe: tensors to (lists of) numbers, tuples to lists, non-finite
+    floats to None (JSON has no inf/NaN)."""
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -86,10 +86,9 @@ def eot_stability(
 ) -> Stability:
     """Measure the EOT gradient's stability at E in ``grid`` (see :class:`Stability`).
 
-    Draws 2 * max(grid) CE gradients per example and deals them alternately to two streams, so
-    at every E the two running means are independent EOT-E estimates. Memory stays at three
-    gradients per example whatever max(grid) is. The draws go through the model as PGD's EOT
-    draws do (one call per draw unless rows are independent).
+    Draws 2 * max(grid) CE gradients per example (laid out in calls as PGD's EOT draws) and deals
+    them alternately to two streams, so at every E the two running means are independent EOT-E
+    estimates; memory stays at three gradients per example whatever max(grid) is.
     """
     e_max = max(grid)
     sums = torch.zeros((2, *x.shape), dtype=torch.float64, device=x.device)
