@@ -95,11 +95,9 @@ def regularized_incomplete_beta(x, a, b) -> np.ndarray:
 def beta_ppf(q, a, b) -> np.ndarray:
     """The q-quantile of Beta(a, b), elementwise (q in [0, 1]): the x with I_x(a, b) = q.
 
-    Newton's method on I_x(a, b) - q (its derivative is the beta density) from the normal
-    approximation, kept inside a bracket that shrinks at every step and bisected whenever a
-    Newton step would leave it; it stops at a relative change of 1e-12, about the accuracy of
-    I_x itself (typically 5-10 steps, where bisection alone needs about 55, each one a continued
-    fraction of a few hundred terms for n = 10**5)."""
+    Newton's method on I_x(a, b) - q from the normal approximation, bisecting a shrinking bracket
+    whenever a step would leave it, to a relative change of 1e-12 (about I_x's own accuracy):
+    typically 5-10 steps, where bisection alone needs about 55 continued fractions."""
     q, a, b = _beta_args("q", q, a, b)
     inner = (q > 0) & (q < 1)
     out = np.where(q >= 1, 1.0, 0.0)

@@ -1,10 +1,8 @@
 """The state the checks share: model, points, settings, cached measurements and attack runs.
 
-Checks ask the context for what they need (``ctx.clean_correct``, ``ctx.pgd(...)``,
-``ctx.memo(...)``). A cached value is keyed on what defines it (never a display name) and
-computed under a seed derived from the audit's seed and that key, so a check run alone gives the
-verdict it gives in the full audit. Every attack run keeps its evidence (points, per-draw
-correctness, forward passes, images the model saw, modes restored) for the bookkeeping check.
+A cached value is keyed on what defines it (never a display name) and computed under a seed
+derived from the audit's seed and that key, so a check run alone gives the verdict it gives in the
+full audit. Every attack run keeps its evidence for the bookkeeping check.
 """
 
 from __future__ import annotations
@@ -151,13 +149,9 @@ def fixed_randomness(model: nn.Module, seed: int) -> nn.Module:
 
 
 class AuditContext:
-    """Model, points and settings of one audit, with everything the checks computed so far.
-
-    Args:
-        model: the model under audit (eval mode is set by the caller); pixels in [0, 1] -> logits.
-        x: images [N, C, H, W] in [0, 1]; y: labels [N] (int64), on the model's device.
-        settings: the audit's settings.
-    """
+    """Model (pixels in [0, 1] -> logits, in eval mode), points x [N, C, H, W] in [0, 1] and
+    labels y [N] int64 on its device, and settings of one audit, with everything the checks
+    computed so far."""
 
     def __init__(self, model: nn.Module, x: Tensor, y: Tensor, settings: AuditSettings) -> None:
         self.model = model

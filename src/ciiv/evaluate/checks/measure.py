@@ -15,7 +15,6 @@ import torch
 from torch import Tensor, nn
 
 from ciiv.attacks import PGD
-from ciiv.sampling import EXACT
 
 __all__ = ["Stability", "cosine", "eot_stability"]
 
@@ -33,15 +32,12 @@ class Stability:
     """How stable the direction of an EOT gradient is as the number of draws E grows.
 
     Attributes:
-        surrogate: :data:`~ciiv.sampling.EXACT` (the true gradient) or the BPDA backward that
-            was measured.
         eot: the E values measured.
         cosine: per E, the median over examples of the cosine between two independent EOT-E
             estimates (disjoint draws).
         mean_gradient: the EOT estimate over all 2 * max(E) draws, [N, C, H, W].
     """
 
-    surrogate: str
     eot: list[int]
     cosine: list[float]
     mean_gradient: Tensor
@@ -106,7 +102,6 @@ def eot_stability(
                 cosines[counts[0]] = cosine(sums[0], sums[1]).median().item()
     eot = sorted(cosines)
     return Stability(
-        surrogate=surrogate or EXACT,
         eot=eot,
         cosine=[cosines[e] for e in eot],
         mean_gradient=(sums.sum(0) / sum(counts)).to(x.dtype),
