@@ -81,13 +81,10 @@ def regularized_incomplete_beta(x, a, b) -> np.ndarray:
     # Where the fraction converges slowly, I_x(a, b) = 1 - I_{1-x}(b, a) is evaluated instead.
     direct = xi < (ai + 1) / (ai + bi + 2)
     values = np.empty_like(xi)
-    if direct.any():
-        s = direct
-        values[s] = np.exp(log_front[s]) * _continued_fraction(ai[s], bi[s], xi[s]) / ai[s]
-    if (~direct).any():
-        s = ~direct
-        tail = np.exp(log_front[s]) * _continued_fraction(bi[s], ai[s], 1 - xi[s]) / bi[s]
-        values[s] = 1.0 - tail
+    for s, p, q, z, flip in ((direct, ai, bi, xi, False), (~direct, bi, ai, 1 - xi, True)):
+        if s.any():
+            value = np.exp(log_front[s]) * _continued_fraction(p[s], q[s], z[s]) / p[s]
+            values[s] = 1.0 - value if flip else value
     out[inner] = np.clip(values, 0.0, 1.0)
     return out
 
@@ -161,9 +158,7 @@ def clopper_pearson(k, n, confidence: float = 0.95) -> tuple[np.ndarray, np.ndar
         raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
     k, n = _counts(k, n)
     tail = (1 - confidence) / 2
-    low = clopper_pearson_lower(k, n, tail)
-    high = 1.0 - clopper_pearson_lower(n - k, n, tail)
-    return low, high
+    return clopper_pearson_lower(k, n, tail), 1.0 - clopper_pearson_lower(n - k, n, tail)
 
 
 def binomial_test_half(k, n) -> np.ndarray:

@@ -123,10 +123,7 @@ def gradient_health(ctx: AuditContext) -> CheckResult:
             "the true gradient alone may be obfuscated"
         )
     if problems:
-        return verdict(
-            "warn",
-            "Gradients are finite, but " + "; ".join(problems) + ".",
-        )
+        return verdict("warn", "Gradients are finite, but " + "; ".join(problems) + ".")
     return verdict(
         "pass",
         "Input gradients are finite and non-zero on clean and randomly perturbed points"
