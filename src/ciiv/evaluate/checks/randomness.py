@@ -8,8 +8,7 @@ from __future__ import annotations
 from ciiv.attacks import declared_rows
 from ciiv.sampling import EXACT
 
-from .base import CheckResult, Status, register_check
-from .base import sentence as _sentence
+from .base import CheckResult, Status, register_check, sentence
 from .context import AuditContext
 
 
@@ -140,7 +139,7 @@ def randomness(ctx: AuditContext) -> CheckResult:
             f"{intro} The true gradient never gives a stable direction (cosine "
             f"{exact.cosine[-1]:.2f} between independent EOT-{exact.eot[-1]} estimates): averaging "
             "does not repair it. "
-            f"{_sentence(_describe(best))} is stable with E >= {needed} draws: gradient attacks "
+            f"{sentence(_describe(best))} is stable with E >= {needed} draws: gradient attacks "
             "on this model must use BPDA (see gradient_health).",
         )
     if needed == 1:
