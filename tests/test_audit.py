@@ -332,6 +332,15 @@ def test_a_crashing_check_is_recorded_as_failed(points):
         audit(Broken(), x, y, eps=EPS, checks=["output_sanity"], raise_errors=True, **FAST)
 
 
+def test_run_passes_every_hyper_parameter_to_the_attack(vanilla, points):
+    """``draws`` is the random search's own budget (random_search_draws), not the number of
+    prediction draws of the evaluation (one for a deterministic model)."""
+    x, y = points
+    ctx = AuditContext(vanilla, x, y, audit_settings(EPS, **FAST))
+    run = ctx.run("random-search", "random_search", draws=7)
+    assert run.settings["draws"] == 7 and run.correct.shape == (1, x.shape[0])
+
+
 def test_bookkeeping_flags_points_outside_the_ball(vanilla, points):
     x, y = points
     ctx = AuditContext(vanilla, x, y, audit_settings(EPS, **FAST))
@@ -401,11 +410,11 @@ def test_compare_tolerance():
 
 
 def test_stability_needed_and_extrapolated():
-    curve = Stability("exact", [1, 2, 4], [0.2, 0.4, 0.6], torch.zeros(1))
+    curve = Stability([1, 2, 4], [0.2, 0.4, 0.6], torch.zeros(1))
     assert curve.needed(0.5) == 4 and curve.needed(0.8) is None
     # cos(E) = E r / (1 + E r): at E = 4, 0.6 -> r = 0.375; 0.8 needs E = 4 / r = 10.67.
     assert curve.extrapolated(0.8) == pytest.approx(0.8 / (0.2 * 0.375))
-    assert Stability("exact", [1], [0.0], torch.zeros(1)).extrapolated(0.8) is None
+    assert Stability([1], [0.0], torch.zeros(1)).extrapolated(0.8) is None
 
 
 def test_eot_stability_of_a_deterministic_model_is_one(vanilla, points):

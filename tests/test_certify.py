@@ -188,6 +188,27 @@ def test_certify_examples_in_memory_matches_certify_per_batch():
     assert result.out_dir is None and summary["abstain_rate"] >= 0.2
 
 
+def test_certify_examples_runs_the_spread_test_once_not_per_batch(monkeypatch):
+    import ciiv.attacks.draws as draws
+    from ciiv.certify import certify_examples
+
+    class Noisy(Threshold):  # random, and declares nothing about its rows
+        def forward(self, x):
+            return super().forward(x) + torch.rand(x.shape[0], 2)
+
+    measured = []
+
+    def counted(model, x, **kwargs):
+        measured.append(x.shape[0])
+        return real(model, x, **kwargs)
+
+    real = draws.measure_rows
+    monkeypatch.setattr(draws, "measure_rows", counted)
+    x, y = _pixels([0.9, 0.3, 0.5, 0.62, 0.05]), torch.tensor([1, 0, 0, 0, 0])
+    result = certify_examples(Noisy(), x, y, sigma=0.25, n0=5, n=20, examples_per_batch=2)
+    assert measured == [5] and len(result.rows) == 5  # three batches, one test on the examples
+
+
 def test_bad_arguments_are_refused():
     x = _pixels([0.5])
     for kwargs, message in (

@@ -1,12 +1,9 @@
 """CERTIFY and PREDICT of Cohen, Rosenfeld and Kolter (ICML 2019) for Gaussian smoothing.
 
-The smoothed classifier of a base f on pixels in [0, 1] is
-g(x) = argmax_c P(f(clip(x + d, 0, 1)) = c), d ~ N(0, sigma^2 I): the noise of training, clipping
-included. g is exactly the Gaussian smoothing of h = f o clip, so Cohen et al.'s guarantee holds
-unchanged (docs/evaluation.md, "Certification"). A random base (a CiiV model) is allowed when its
-draws are independent: draws are stacked into one call only where its rows are (declared, or
-measured by the spread test of :mod:`ciiv.attacks.draws`), else one call per draw, so the counts
-stay binomial.
+g(x) = argmax_c P(f(clip(x + d, 0, 1)) = c), d ~ N(0, sigma^2 I), the Gaussian smoothing of
+f o clip (docs/evaluation.md, "Certification"). Draws of a random base are stacked into one call
+only where its rows are independent (declared, or measured by the spread test of
+:mod:`ciiv.attacks.draws`), else one call per draw, so the counts stay binomial.
 """
 
 from __future__ import annotations
@@ -100,9 +97,8 @@ class SmoothedPrediction:
 
 
 def base_classifier(model: nn.Module) -> nn.Module:
-    """The base classifier of ``model``: ``model.base`` for a
-    :class:`~ciiv.models.SmoothedClassifier`, else the model itself (any module mapping [0, 1]
-    inputs [B, ...] to logits [B, K])."""
+    """``model.base`` for a :class:`~ciiv.models.SmoothedClassifier`, else ``model`` itself (any
+    module mapping [0, 1] inputs [B, ...] to logits [B, K])."""
     return model.base if isinstance(model, SmoothedClassifier) else model
 
 
@@ -120,9 +116,7 @@ def _check(x: Tensor, sigma: float, alpha: float, **counts: int) -> None:
 
 
 def _device(module: nn.Module, fallback: torch.device) -> torch.device:
-    for tensor in [*module.parameters(), *module.buffers()]:
-        return tensor.device
-    return fallback
+    return next((t.device for t in [*module.parameters(), *module.buffers()]), fallback)
 
 
 @torch.no_grad()
@@ -134,29 +128,22 @@ def noise_counts(
     batch_size: int,
     generator: torch.Generator,
 ) -> Tensor:
-    """How often the base classifier predicts each class on ``num`` noisy copies of each example.
+    """Counts [N, K] int64 of the classes ``base`` ([B, ...] in [0, 1] -> logits [B, K], in its
+    current mode) predicts on ``num`` copies clip(x + sigma * d, 0, 1), d ~ N(0, I) from
+    ``generator``, of each example of x [N >= 1, ...] on base's device.
 
-    The copies are clip(x + sigma * d, 0, 1), d ~ N(0, I) drawn from ``generator``. At most
-    ``batch_size`` noisy images go through ``base`` per call: the draws of a group of examples
-    are stacked into one batch (row r * G + i is draw r of example i of the group) and their noise
-    comes from one ``randn`` call. A base whose rows are not known to be independent draws
-    (:func:`~ciiv.attacks.rows_independent`) gets one draw of the group per call.
-
-    Args:
-        base: maps [B, ...] in [0, 1] to logits [B, K]; called in its current mode.
-        x: [N, ...] in [0, 1], on base's device; N >= 1.
-
-    Returns:
-        counts [N, K] int64 on x's device; every row sums to ``num``.
+    At most ``batch_size`` noisy images per call: the draws of a group of G examples are stacked
+    (row r * G + i is draw r of example i), their noise from one ``randn`` call; a base whose rows
+    are not known to be independent (:func:`~ciiv.attacks.rows_independent`) gets one draw of the
+    group per call.
     """
     counts = None  # [N, K], allocated once the first call shows K
     for start in range(0, x.shape[0], batch_size):
         group = x[start : start + batch_size]
         size = group.shape[0]
         per_call = max(1, batch_size // size) if rows_independent(base) else 1
-        remaining = num
-        while remaining > 0:
-            draws = min(per_call, remaining)
+        for done in range(0, num, per_call):
+            draws = min(per_call, num - done)
             batch = group.repeat(draws, *([1] * (group.dim() - 1)))
             noise = torch.randn(batch.shape, generator=generator, device=x.device, dtype=x.dtype)
             logits = base((batch + sigma * noise).clamp(0, 1))
@@ -164,20 +151,15 @@ def noise_counts(
                 counts = x.new_zeros((x.shape[0], logits.shape[-1]), dtype=torch.long)
             labels = logits.argmax(-1).view(draws, size).T  # [G, draws]
             counts[start : start + size].scatter_add_(1, labels, torch.ones_like(labels))
-            remaining -= draws
     assert counts is not None  # x holds at least one example
     return counts
 
 
 @contextlib.contextmanager
 def _sampling(model: nn.Module, x: Tensor, seed: int) -> Iterator[tuple]:
-    """(base, x on its device, seeded generator there), with the base classifier in eval mode,
-    drawing its own randomness per row, and without its per-call pixel check (x was checked).
-
-    The global generators (torch, ``random``, ``numpy``) are seeded too for the block (and
-    restored afterwards): a random base classifier draws from them, and its draws must be
-    reproducible as well. A base that declares nothing about its rows is measured first (the
-    spread test, a few calls), so that the counts use independent draws."""
+    """(base, x on its device, seeded generator there), the base in eval mode, drawing per row,
+    its rows measured by the spread test unless known, without its per-call pixel check (x was
+    checked), and the global generators it may draw from seeded (restored afterwards)."""
     base = base_classifier(model)
     device = _device(base, x.device)
     generator = torch.Generator(device=device).manual_seed(int(seed))
@@ -202,12 +184,10 @@ def certify(
 ) -> Certification:
     """CERTIFY (Cohen et al. 2019, algorithm 1) for every example of x at once.
 
-    Per example: cA = the most frequent class of the base classifier over n0 noisy draws
-    (selection); then n fresh draws (estimation) give nA, the count of cA, and
-    pA_lower = the one-sided (1 - alpha) Clopper-Pearson lower bound of nA / n. If
-    pA_lower > 1/2 the example gets class cA with L2 radius sigma * Phi^-1(pA_lower), else it
-    abstains (-1, radius 0). With probability >= 1 - alpha per example, a returned class is g's
-    and g is constant on the open L2 ball of that radius (see the module docstring for g).
+    cA = the most frequent class of n0 noisy draws; nA = its count among n fresh draws; if the
+    one-sided (1 - alpha) Clopper-Pearson lower bound pA_lower of nA / n exceeds 1/2, class cA
+    with L2 radius sigma * Phi^-1(pA_lower), else abstain (-1, radius 0). With probability
+    >= 1 - alpha per example, a returned class is g's and g is constant on that open L2 ball.
 
     Args:
         model: a :class:`~ciiv.models.SmoothedClassifier` (its ``base`` is used, and ``sigma``

@@ -1,11 +1,8 @@
 """Certification on files: per-example rows written batch by batch, a summary and a plot.
 
-The layout of ``out_dir`` is that of an evaluation directory (:mod:`ciiv.evaluate.records`):
-``config.json`` (every setting that determines the results; a resumed run must match it),
-``examples.jsonl`` (one row per example, appended per finished batch), ``batches.jsonl`` (one
-record per finished batch), then ``summary.json`` and ``certified_accuracy.png``. The noise of
-batch b is seeded from (seed, b) alone, so a resumed certification equals an uninterrupted one on
-the same device type.
+``out_dir`` is laid out and resumed like an evaluation directory (:mod:`ciiv.evaluate.records`;
+docs/evaluation.md, "Certification", **Files**). The noise of batch b is seeded from (seed, b)
+alone, so a resumed certification equals an uninterrupted one on the same device type.
 """
 
 from __future__ import annotations
@@ -23,7 +20,8 @@ from torch import Tensor, nn
 
 from ciiv import distributed
 from ciiv._checks import check_labels
-from ciiv.evaluate.engine import derive_seed
+from ciiv.attacks import assume_rows, preserve_mode, row_verdict
+from ciiv.evaluate.engine import derive_seed, seeded
 from ciiv.evaluate.records import Batches, examples_digest, model_digest
 from ciiv.models import SmoothedClassifier
 from ciiv.versions import software_versions
@@ -37,7 +35,6 @@ __all__ = [
     "RADIUS_STEP",
     "SCHEMA",
     "CertifyResult",
-    "certify_dir_name",
     "certify_examples",
     "certify_run",
     "plot_certified_accuracy",
@@ -50,6 +47,11 @@ DEFAULT_EXAMPLES = 500
 RADIUS_STEP = 0.25  # the summary's radii: 0, 0.25, 0.5, ... (Cohen et al.'s tables)
 PLOT = "certified_accuracy.png"
 NOISE = "clip(x + sigma * N(0, I), 0, 1), as in training"
+RULE = (
+    "certified accuracy at r = fraction of the examples whose certified class is the label with "
+    "radius >= r (an abstention is never correct); each certificate holds with probability >= "
+    "1 - alpha; intervals are 95 % Clopper-Pearson over examples"
+)
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
 """``progress(event, info)``: "start" {total, done}; "batch" {done, total, certified, seen}
@@ -70,56 +72,6 @@ class CertifyResult:
             f"{p['radius']:g}: {p['accuracy']:.3f}" for p in self.summary["certified_accuracy"]
         )
         return f"CertifyResult(sigma={self.summary['sigma']}, n={self.summary['n']}, {curve})"
-
-
-def certify_dir_name(sigma: float, n: int, split: str | None = None) -> str:
-    """``sigma<S>-n<N>``, plus ``-<split>`` for a non-default test split."""
-    return f"sigma{sigma:g}-n{n}" + (f"-{split}" if split else "")
-
-
-def _batch_rows(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    batch: int,
-    lo: int,
-    indices: list[int],
-    settings: dict[str, Any],
-) -> tuple[list[dict], dict]:
-    seed = derive_seed(settings["seed"], "certify", batch)
-    started = time.perf_counter()
-    counts = {key: settings[key] for key in ("n0", "n", "batch_size")}
-    result = certify(model, x, settings["sigma"], alpha=settings["alpha"], seed=seed, **counts)
-    prediction, radius = result.prediction.tolist(), result.radius.tolist()
-    count, p_lower = result.count.tolist(), result.p_lower.tolist()
-    elapsed = time.perf_counter() - started
-    size = x.shape[0]
-    rows = [
-        {
-            "index": indices[i],
-            "position": lo + i,
-            "batch": batch,
-            "label": int(y[i]),
-            "prediction": prediction[i],
-            "radius": radius[i],
-            "correct": prediction[i] == int(y[i]),
-            "count": count[i],
-            "n": settings["n"],
-            "p_lower": p_lower[i],
-            "time": elapsed / size,
-        }
-        for i in range(size)
-    ]
-    record = {
-        "batch": batch,
-        "size": size,
-        "seed": seed,
-        "forward_passes": size * (settings["n0"] + settings["n"]),
-        "elapsed_s": elapsed,
-        "device": str(x.device),
-    }
-    return rows, record
 
 
 def certify_examples(
@@ -143,11 +95,8 @@ def certify_examples(
     """:func:`~ciiv.certify.certify` on (x, y), batch by batch, with rows and a summary.
 
     Args:
-        model: a :class:`~ciiv.models.SmoothedClassifier` (its base is certified) or any base
-            classifier mapping [B, ...] in [0, 1] to logits [B, K].
+        model, sigma, n0, n, alpha, batch_size: as in :func:`~ciiv.certify.certify`.
         x: [N, C, H, W] in [0, 1]; y: [N] integer labels. Batches are moved to the model.
-        sigma, n0, n, alpha, batch_size: as in :func:`~ciiv.certify.certify` (batch_size =
-            noisy images per call of the base classifier).
         examples_per_batch: examples per batch, the unit of resumption (1: the ``time`` of a row
             is that example's own, as in Cohen et al.'s logs; more: the batch's time shared).
         seed: batch b is certified with ``derive_seed(seed, "certify", b)``.
@@ -165,6 +114,7 @@ def certify_examples(
     started = time.perf_counter()
     counts = {"n0": n0, "n": n, "batch_size": batch_size, "examples_per_batch": examples_per_batch}
     _check(x, sigma, alpha, **counts)  # before anything is written
+    n0, n, seed = int(n0), int(n), int(seed)  # NumPy integers too, for the files
     check_labels(y, x.shape[0])
     total = x.shape[0]
     indices = list(range(total)) if indices is None else [int(i) for i in indices]
@@ -193,8 +143,38 @@ def certify_examples(
     device = _device(base, x.device)
 
     def compute(b: int, lo: int, hi: int) -> tuple[list[dict], dict]:
-        inputs, labels, where = x[lo:hi].to(device), y[lo:hi], indices[lo:hi]
-        return _batch_rows(model, inputs, labels, batch=b, lo=lo, indices=where, settings=settings)
+        batch_seed = derive_seed(seed, "certify", b)
+        t0 = time.perf_counter()
+        result = certify(model, x[lo:hi].to(device), sigma, n0, n, alpha, batch_size, batch_seed)
+        elapsed, size = time.perf_counter() - t0, hi - lo
+        prediction, radius = result.prediction.tolist(), result.radius.tolist()
+        count, p_lower = result.count.tolist(), result.p_lower.tolist()
+        labels = y[lo:hi].tolist()
+        rows = [
+            {
+                "index": indices[lo + i],
+                "position": lo + i,
+                "batch": b,
+                "label": labels[i],
+                "prediction": prediction[i],
+                "radius": radius[i],
+                "correct": prediction[i] == labels[i],
+                "count": count[i],
+                "n": n,
+                "p_lower": p_lower[i],
+                "time": elapsed / size,
+            }
+            for i in range(size)
+        ]
+        record = {
+            "batch": b,
+            "size": size,
+            "seed": batch_seed,
+            "forward_passes": size * (n0 + n),
+            "elapsed_s": elapsed,
+            "device": str(result.radius.device),
+        }
+        return rows, record
 
     def on_batch(b: int) -> None:
         seen = list(batches.seen())
@@ -202,10 +182,37 @@ def certify_examples(
         progress("batch", {"done": batches.done, "total": batches.total, **info})
 
     def summarise(rows: list[dict], recs: list[dict]) -> dict[str, Any]:
-        wall = time.perf_counter() - started
-        summary = _summarise(
-            rows, recs, settings=settings, model=model, device=device, run_info=run_info, wall=wall
-        )
+        total = len(rows)
+        correct_radii = sorted(r["radius"] for r in rows if r["correct"])
+        largest = max((r["radius"] for r in rows), default=0.0)
+        curve = []
+        for radius in [k * RADIUS_STEP for k in range(int(largest // RADIUS_STEP) + 1)]:
+            k = sum(r >= radius for r in correct_radii)
+            curve.append({"radius": radius, "accuracy": k / total, "ci95": _interval(k, total)})
+        smoothed = isinstance(model, SmoothedClassifier)
+        summary = {
+            **{k: v for k, v in settings.items() if k not in ("examples_digest", "n_examples")},
+            "n_examples": total,
+            "rule": RULE,
+            "certified_accuracy": curve,
+            "radius_step": RADIUS_STEP,
+            "accuracy": len(correct_radii) / total,
+            "accuracy_ci95": _interval(len(correct_radii), total),
+            "abstain_rate": sum(r["prediction"] == ABSTAIN for r in rows) / total,
+            "largest_radius": largest,
+            "correct_radii": correct_radii,
+            "forward_passes": sum(rec["forward_passes"] for rec in recs),
+            "model": {
+                "class": f"{type(model).__module__}.{type(model).__qualname__}",
+                "smoothed": smoothed,
+                "trained_sigma": model.sigma if smoothed else None,
+            },
+            "run": dict(run_info) if run_info else None,
+            "examples_digest": settings["examples_digest"],
+            "versions": software_versions(device),
+            "elapsed_s": sum(rec["elapsed_s"] for rec in recs),
+            "wall_s_this_session": time.perf_counter() - started,
+        }
         if out is not None:
             summary["plot"] = PLOT
             plot_certified_accuracy([summary], out / PLOT)
@@ -213,7 +220,11 @@ def certify_examples(
 
     if progress:
         progress("start", {"total": batches.total, "done": batches.done})
-    batches.run(compute, on_batch if progress else None)
+    # The spread test once, not per batch: every batch's certify() finds the verdict known.
+    with preserve_mode(base), seeded(derive_seed(seed, "rows"), device):
+        layout = row_verdict(base, x[:8].to(device), seed=seed)
+    with assume_rows(base, layout):
+        batches.run(compute, on_batch if progress else None)
     summary, rows = batches.finish(summarise)
     return CertifyResult(summary, rows, out)
 
@@ -221,54 +232,6 @@ def certify_examples(
 def _interval(k: int, total: int) -> list[float]:
     low, high = clopper_pearson(k, total, 0.95)
     return [float(low), float(high)]
-
-
-def _summarise(
-    rows: list[dict],
-    recs: list[dict],
-    *,
-    settings: dict[str, Any],
-    model: nn.Module,
-    device: torch.device,
-    run_info: dict[str, Any] | None,
-    wall: float,
-) -> dict[str, Any]:
-    total = len(rows)
-    correct_radii = sorted(r["radius"] for r in rows if r["correct"])
-    largest = max((r["radius"] for r in rows), default=0.0)
-    grid = [k * RADIUS_STEP for k in range(int(largest // RADIUS_STEP) + 1)]
-    curve = []
-    for radius in grid:
-        k = sum(r >= radius for r in correct_radii)
-        curve.append({"radius": radius, "accuracy": k / total, "ci95": _interval(k, total)})
-    abstained = sum(r["prediction"] == ABSTAIN for r in rows)
-    return {
-        **{k: v for k, v in settings.items() if k not in ("examples_digest", "n_examples")},
-        "n_examples": total,
-        "rule": (
-            "certified accuracy at r = fraction of the examples whose certified class is the "
-            "label with radius >= r (an abstention is never correct); each certificate holds "
-            "with probability >= 1 - alpha; intervals are 95 % Clopper-Pearson over examples"
-        ),
-        "certified_accuracy": curve,
-        "radius_step": RADIUS_STEP,
-        "accuracy": len(correct_radii) / total,
-        "accuracy_ci95": _interval(len(correct_radii), total),
-        "abstain_rate": abstained / total,
-        "largest_radius": largest,
-        "correct_radii": correct_radii,
-        "forward_passes": sum(rec["forward_passes"] for rec in recs),
-        "model": {
-            "class": f"{type(model).__module__}.{type(model).__qualname__}",
-            "smoothed": isinstance(model, SmoothedClassifier),
-            "trained_sigma": model.sigma if isinstance(model, SmoothedClassifier) else None,
-        },
-        "run": dict(run_info) if run_info else None,
-        "examples_digest": settings["examples_digest"],
-        "versions": software_versions(device),
-        "elapsed_s": sum(rec["elapsed_s"] for rec in recs),
-        "wall_s_this_session": wall,
-    }
 
 
 def plot_certified_accuracy(summaries: Sequence[dict[str, Any]], path: str | Path) -> Path:
@@ -325,12 +288,11 @@ def certify_run(
 ) -> CertifyResult:
     """Certify a run of ``ciiv train`` on the examples ``ciiv eval`` would evaluate.
 
-    A randomized-smoothing run (method ``rs``) is certified with its own sigma (the config's
-    ``model.smoothing_sigma``) unless ``sigma`` is given. Any other run needs ``sigma``: its model
-    is then the base classifier of a new smoothed classifier (which is not the model the run
-    deploys). The examples are the first ``n_examples`` of a permutation of the test split seeded
-    with ``seed`` (:func:`ciiv.evaluate.selection.evaluation_examples`). Results go to
-    ``RUN_DIR/certify/<sigma..-n..>/`` unless ``out_dir`` is given; see :func:`certify_examples`.
+    An ``rs`` run is certified with its own sigma unless ``sigma`` is given; any other run needs
+    ``sigma`` (its model becomes the base classifier of a new smoothed classifier, not the model
+    the run deploys). The examples: ``evaluation_examples`` (:mod:`ciiv.evaluate.selection`).
+    Results go to ``RUN_DIR/certify/sigma<S>-n<N>/`` unless ``out_dir`` is given; see
+    :func:`certify_examples`.
 
     Raises:
         ValueError: a run that is not ``rs`` without ``sigma``, bad settings.
@@ -358,10 +320,9 @@ def certify_run(
         )
     splits = load_data(loaded.config.data, data_dir=data_dir)
     split, index, x, y = evaluation_examples(splits, loaded.dataset, test_split, n_examples, seed)
-    default_split = split == next(iter(splits.test))
     if out_dir is None:
-        name = certify_dir_name(sigma, n, None if default_split else split)
-        out_dir = Path(run_dir) / "certify" / name
+        suffix = "" if split == next(iter(splits.test)) else f"-{split}"  # a non-default split
+        out_dir = Path(run_dir) / "certify" / f"sigma{sigma:g}-n{n}{suffix}"
     run_info = {
         **describe_run(loaded, split, index, len(splits.test[split]), seed),
         # Whether the certified smoothed classifier is the one the run deploys (and `ciiv eval`

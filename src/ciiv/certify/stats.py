@@ -1,11 +1,9 @@
 """Binomial confidence bounds and tests for certification, in float64 without scipy.
 
-The Clopper-Pearson bounds are quantiles of beta distributions, and a binomial tail is a
-regularized incomplete beta function I_x(a, b). We evaluate I_x(a, b) with its continued fraction
-(modified Lentz's method) and invert it by safeguarded Newton steps. Everything is vectorised over
-numpy arrays, so the bounds of a whole batch of examples are computed together; this module
-imports neither torch nor scipy (``ciiv report`` uses it too). The tests compare it with scipy:
-the bounds agree to about 1e-12.
+Clopper-Pearson bounds are beta quantiles and a binomial tail is a regularized incomplete beta
+function I_x(a, b): evaluated by its continued fraction (modified Lentz), inverted by safeguarded
+Newton steps, vectorised over numpy arrays (no torch: ``ciiv report`` uses it too). The tests
+compare it with scipy: the bounds agree to about 1e-12.
 """
 
 from __future__ import annotations
@@ -83,13 +81,10 @@ def regularized_incomplete_beta(x, a, b) -> np.ndarray:
     # Where the fraction converges slowly, I_x(a, b) = 1 - I_{1-x}(b, a) is evaluated instead.
     direct = xi < (ai + 1) / (ai + bi + 2)
     values = np.empty_like(xi)
-    if direct.any():
-        s = direct
-        values[s] = np.exp(log_front[s]) * _continued_fraction(ai[s], bi[s], xi[s]) / ai[s]
-    if (~direct).any():
-        s = ~direct
-        tail = np.exp(log_front[s]) * _continued_fraction(bi[s], ai[s], 1 - xi[s]) / bi[s]
-        values[s] = 1.0 - tail
+    for s, p, q, z, flip in ((direct, ai, bi, xi, False), (~direct, bi, ai, 1 - xi, True)):
+        if s.any():
+            value = np.exp(log_front[s]) * _continued_fraction(p[s], q[s], z[s]) / p[s]
+            values[s] = 1.0 - value if flip else value
     out[inner] = np.clip(values, 0.0, 1.0)
     return out
 
@@ -97,11 +92,9 @@ def regularized_incomplete_beta(x, a, b) -> np.ndarray:
 def beta_ppf(q, a, b) -> np.ndarray:
     """The q-quantile of Beta(a, b), elementwise (q in [0, 1]): the x with I_x(a, b) = q.
 
-    Newton's method on I_x(a, b) - q (its derivative is the beta density) from the normal
-    approximation, kept inside a bracket that shrinks at every step and bisected whenever a
-    Newton step would leave it; it stops at a relative change of 1e-12, about the accuracy of
-    I_x itself (typically 5-10 steps, where bisection alone needs about 55, each one a continued
-    fraction of a few hundred terms for n = 10**5)."""
+    Newton's method on I_x(a, b) - q from the normal approximation, bisecting a shrinking bracket
+    whenever a step would leave it, to a relative change of 1e-12 (about I_x's own accuracy):
+    typically 5-10 steps, where bisection alone needs about 55 continued fractions."""
     q, a, b = _beta_args("q", q, a, b)
     inner = (q > 0) & (q < 1)
     out = np.where(q >= 1, 1.0, 0.0)
@@ -165,9 +158,7 @@ def clopper_pearson(k, n, confidence: float = 0.95) -> tuple[np.ndarray, np.ndar
         raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
     k, n = _counts(k, n)
     tail = (1 - confidence) / 2
-    low = clopper_pearson_lower(k, n, tail)
-    high = 1.0 - clopper_pearson_lower(n - k, n, tail)
-    return low, high
+    return clopper_pearson_lower(k, n, tail), 1.0 - clopper_pearson_lower(n - k, n, tail)
 
 
 def binomial_test_half(k, n) -> np.ndarray:

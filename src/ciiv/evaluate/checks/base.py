@@ -1,8 +1,8 @@
 """What a check returns, and the registry that runs the checks in their documented order.
 
-A check is a function ``check(ctx: AuditContext) -> CheckResult``. It reads the model, the points
-and the settings from the context, runs what it needs through the context (whose attack runs and
-measurements are cached, so checks share them), and reports one status with its evidence.
+A check is a function ``check(ctx: AuditContext) -> CheckResult``: it runs what it needs through
+the context (which caches attack runs and measurements for all checks) and reports one status
+with its evidence.
 """
 
 from __future__ import annotations
@@ -32,10 +32,8 @@ STATUSES: tuple[str, ...] = ("pass", "warn", "fail", "skip")
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` with tensors, tuples and non-finite floats turned into JSON-safe values.
-
-    Non-finite floats become None (JSON has no inf/NaN); one-element tensors become numbers.
-    """
+    """``value`` made JSON-safe: tensors to (lists of) numbers, tuples to lists, non-finite
+    floats to None (JSON has no inf/NaN)."""
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -99,11 +97,9 @@ _CHECKS: dict[str, _Entry] = {}
 
 
 def register_check(name: str, order: int, summary: str) -> Callable[[CheckFn], CheckFn]:
-    """Decorator registering ``fn(ctx) -> CheckResult`` as check ``name``.
-
-    ``order`` fixes when it runs (ascending): checks that measure what later ones reuse (the
-    randomness profile decides the EOT of every attack) come first, bookkeeping last.
-    """
+    """Decorator registering ``fn(ctx) -> CheckResult`` as check ``name``, run in ascending
+    ``order``: checks that measure what later ones reuse (randomness: the EOT of every attack)
+    first, bookkeeping last."""
 
     def decorator(fn: CheckFn) -> CheckFn:
         if name in _CHECKS:

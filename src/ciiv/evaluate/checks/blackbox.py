@@ -51,9 +51,9 @@ def whitebox_vs_blackbox(ctx: AuditContext) -> CheckResult:
     wb_runs = ctx.white_box()
     worst = worst_case(wb_runs)  # per example, [1, N] fractions
     bb_runs, errors = black_box(ctx)
-    p_wb = worst[0]
+    p_wb, wb_accuracy = worst[0], round(worst.mean().item(), 4)
     numbers: dict = {
-        "white_box_accuracy": round(worst.mean().item(), 4),
+        "white_box_accuracy": wb_accuracy,
         "white_box_attacks": [r.label for r in wb_runs],
         "black_box": {},
     }
@@ -71,9 +71,7 @@ def whitebox_vs_blackbox(ctx: AuditContext) -> CheckResult:
             "broken_only_by_black_box": missed,
         }
         if cmp.violated:
-            beaten.append(
-                f"{run.label} ({run.accuracy:.1%} vs {numbers['white_box_accuracy']:.1%})"
-            )
+            beaten.append(f"{run.label} ({run.accuracy:.1%} vs {wb_accuracy:.1%})")
         if missed:
             only[run.label] = missed
     if not bb_runs:
@@ -94,7 +92,7 @@ def whitebox_vs_blackbox(ctx: AuditContext) -> CheckResult:
         )
     return verdict(
         "pass",
-        f"The best gradient attack ({numbers['white_box_accuracy']:.1%}) beats every black-box, "
+        f"The best gradient attack ({wb_accuracy:.1%}) beats every black-box, "
         "transfer and noise attack ("
         + ", ".join(f"{r.label} {r.accuracy:.0%}" for r in bb_runs)
         + ") and misses no point they break.",

@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 from functools import partial
 
-import torch
-
 from ciiv.attacks import get_threat_model
 from ciiv.attacks.base import ball_tolerance, excess
 from ciiv.models import CentreView, MultiView
 
+from ..engine import draw_predictions
 from .base import CheckResult, register_check
 from .context import AttackRun, AuditContext
 
@@ -71,14 +70,9 @@ def _run_problems(run: AttackRun) -> tuple[list[str], list[str]]:
 )
 def bookkeeping(ctx: AuditContext) -> CheckResult:
     ctx.white_box()  # something to check when it runs alone
-    hard: dict[str, list[str]] = {}
-    soft: dict[str, list[str]] = {}
-    for run in ctx.runs.values():
-        h, s_ = _run_problems(run)
-        if h:
-            hard[run.label] = h
-        if s_:
-            soft[run.label] = s_
+    found = [(run.label, *_run_problems(run)) for run in ctx.runs.values()]
+    hard = {label: h for label, h, _ in found if h}
+    soft = {label: s for label, _, s in found if s}
     numbers: dict = {
         "runs_checked": len(ctx.runs),
         "forward_passes_total": sum(r.forward_passes for r in ctx.runs.values()),
@@ -103,11 +97,9 @@ def bookkeeping(ctx: AuditContext) -> CheckResult:
     if callable(getattr(model, "predict", None)):
         # Attacks differentiate forward(); accuracy counts predict(). Compare their agreement
         # with the agreement of two forward passes (the model's own randomness).
-        votes = torch.stack(
-            [ctx.labels(ctx.x), ctx.logits(ctx.x).argmax(1), ctx.logits(ctx.x).argmax(1)]
-        )
-        agree_pf = (votes[0] == votes[1])[None]
-        agree_ff = (votes[1] == votes[2])[None]
+        predicted = draw_predictions(model, ctx.x, 1, ctx.settings.batch_size)[0]
+        forward, again = (ctx.logits(ctx.x).argmax(1) for _ in range(2))
+        agree_pf, agree_ff = (predicted == forward)[None], (forward == again)[None]
         cmp = ctx.compare(agree_ff, agree_pf)
         numbers["predict_forward_agreement"] = round(agree_pf.float().mean().item(), 4)
         numbers["forward_forward_agreement"] = round(agree_ff.float().mean().item(), 4)

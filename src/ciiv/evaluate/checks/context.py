@@ -1,20 +1,18 @@
 """The state the checks share: model, points, settings, cached measurements and attack runs.
 
-Checks ask the context for what they need (``ctx.clean_correct``, ``ctx.pgd(...)``,
-``ctx.memo(...)``). A cached value is keyed on what defines it (never a display name) and
-computed under a seed derived from the audit's seed and that key, so a check run alone gives the
-verdict it gives in the full audit. Every attack run keeps its evidence (points, per-draw
-correctness, forward passes, images the model saw, modes restored) for the bookkeeping check.
+A cached value is keyed on what defines it (never a display name) and computed under a seed
+derived from the audit's seed and that key, so a check run alone gives the verdict it gives in the
+full audit. Every attack run keeps its evidence for the bookkeeping check.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -25,7 +23,7 @@ from ciiv.models import SupportsBPDA, predict
 from ciiv.sampling import BPDA_SURROGATES
 
 from ..engine import derive_seed, draw_predictions, run_attack, seeded
-from .measure import Stability, eot_stability, logit_draws
+from .measure import Stability, eot_stability
 from .settings import AuditSettings
 
 __all__ = ["AttackRun", "AuditContext", "Comparison", "compare", "fixed_randomness", "worst_case"]
@@ -39,7 +37,7 @@ T = TypeVar("T")
 _RANDOM_RTOL = 1e-4
 
 
-@dataclass
+@dataclasses.dataclass
 class Comparison:
     """acc(a) - acc(b) over the same examples with the standard error of the paired difference.
 
@@ -56,11 +54,7 @@ class Comparison:
         return self.diff > self.tolerance
 
     def to_dict(self) -> dict[str, float]:
-        return {
-            "diff": round(self.diff, 4),
-            "se": round(self.se, 4),
-            "tolerance": round(self.tolerance, 4),
-        }
+        return {k: round(v, 4) for k, v in dataclasses.asdict(self).items()}
 
 
 def compare(a: Tensor, b: Tensor, z: float) -> Comparison:
@@ -73,17 +67,13 @@ def compare(a: Tensor, b: Tensor, z: float) -> Comparison:
 
 
 def worst_case(runs: list[AttackRun]) -> Tensor:
-    """Per-example worst case over runs on the same points: the smallest fraction of correct
-    draws, [1, N] float.
-
-    The minimum of per-run means, not the mean of a per-draw AND: for a random model an AND over
-    many runs would count every unlucky draw as a success and bias the worst case down the more
-    runs it spans, so sets of different sizes could not be compared.
-    """
+    """Per-example worst case over runs on the same points, [1, N] float: the minimum of per-run
+    fractions of correct draws (a per-draw AND would count every unlucky draw of a random model
+    as a success, biased down the more runs it spans)."""
     return torch.stack([r.correct.float().mean(0) for r in runs]).amin(0, keepdim=True)
 
 
-@dataclass
+@dataclasses.dataclass
 class AttackRun:
     """One attack the audit ran, with its evidence.
 
@@ -112,7 +102,6 @@ class AttackRun:
     mode_restored: bool
     eps: float
     norm: str
-    elapsed_s: float = 0.0
 
     @property
     def accuracy(self) -> float:
@@ -121,15 +110,10 @@ class AttackRun:
 
 
 class _Fixed(nn.Module):
-    """A random model with its randomness fixed: every forward pass reuses the same seeded draws.
-
-    Uses ``model.fixed_randomness(seed)`` when the model has it (CiiV); otherwise reseeds the
-    global generators of torch, Python's ``random`` and NumPy before every forward pass
-    (restoring their states afterwards, :func:`~ciiv.evaluate.engine.seeded`), which fixes any
-    model that draws its noise from them (``torch.rand``, dropout, ``random.random``,
-    ``np.random.rand``, ...). Models with a private generator stay random; the audit verifies the
-    result and says so.
-    """
+    """A random model with its randomness fixed: every forward pass reuses the same seeded draws,
+    by ``model.fixed_randomness(seed)`` when the model has it (CiiV), else by reseeding the global
+    generators of torch, ``random`` and NumPy around every pass (``engine.seeded``). A model with
+    a private generator stays random; the audit verifies the result."""
 
     stochastic = False
 
@@ -161,18 +145,13 @@ class _FixedWithBPDA(_Fixed):
 def fixed_randomness(model: nn.Module, seed: int) -> nn.Module:
     """``model`` with its randomness fixed to ``seed`` (see :class:`_Fixed`); a new module that
     shares the model's parameters, with ``bpda`` only if the model has it."""
-    cls = _FixedWithBPDA if isinstance(model, SupportsBPDA) else _Fixed
-    return cls(model, seed)
+    return (_FixedWithBPDA if isinstance(model, SupportsBPDA) else _Fixed)(model, seed)
 
 
 class AuditContext:
-    """Model, points and settings of one audit, with everything the checks computed so far.
-
-    Args:
-        model: the model under audit (eval mode is set by the caller); pixels in [0, 1] -> logits.
-        x: images [N, C, H, W] in [0, 1]; y: labels [N] (int64), on the model's device.
-        settings: the audit's settings.
-    """
+    """Model (pixels in [0, 1] -> logits, in eval mode), points x [N, C, H, W] in [0, 1] and
+    labels y [N] int64 on its device, and settings of one audit, with everything the checks
+    computed so far."""
 
     def __init__(self, model: nn.Module, x: Tensor, y: Tensor, settings: AuditSettings) -> None:
         self.model = model
@@ -180,14 +159,12 @@ class AuditContext:
         self.y = y
         self.settings = settings
         self.threat = get_threat_model(settings.norm, settings.eps)
+        k = min(settings.grad_examples, x.shape[0])
+        self.grad_x, self.grad_y = x[:k], y[:k]  # the points of the gradient measurements
         self.runs: dict[tuple, AttackRun] = {}
         self._memo: dict[str, Any] = {}
 
     # -- basics ----------------------------------------------------------------------------
-
-    @property
-    def n(self) -> int:
-        return self.x.shape[0]
 
     def memo(self, key: str, factory: Callable[[], T]) -> T:
         """``factory()`` computed once per audit and cached under ``key`` (what defines the
@@ -196,11 +173,6 @@ class AuditContext:
             with seeded(derive_seed(self.settings.seed, "memo", key), self.x.device):
                 self._memo[key] = factory()
         return self._memo[key]
-
-    def grad_points(self) -> tuple[Tensor, Tensor]:
-        """The first ``grad_examples`` examples, used by the gradient measurements."""
-        k = min(self.settings.grad_examples, self.n)
-        return self.x[:k], self.y[:k]
 
     @property
     def unbounded_eps(self) -> float:
@@ -212,28 +184,21 @@ class AuditContext:
 
     @property
     def logit_draws(self) -> Tensor:
-        """Logits of max(draws, 4) forward passes on the gradient points: [R, n, classes]."""
-        x, _ = self.grad_points()
-        draws = max(self.settings.draws, 4)
-        return self.memo(
-            "logit_draws", lambda: logit_draws(self.model, x, draws, self.settings.batch_size)
-        )
+        """Logits of max(draws, 4) forward passes (separate calls, as the deployed model is
+        queried) on the gradient points: [R, n, classes]."""
+        draws = [self.grad_x] * max(self.settings.draws, 4)
+        return self.memo("logit_draws", lambda: torch.stack([self.logits(x) for x in draws]))
 
     @property
     def stochastic(self) -> bool:
         """Whether the same input gives different logits (measured, whatever the model says)."""
-
         return self.memo("stochastic", lambda: _differ(self.logit_draws, self.logit_draws[0]))
 
     @property
     def rows(self) -> RowVerdict:
-        """Whether copies of an image stacked into one call are independent draws, measured.
-
-        Inside an evaluation that measured it already, its verdict; otherwise the spread test
-        (:func:`~ciiv.attacks.measure_rows`) on the gradient points, also for a model that
-        declares ``independent_rows`` (the randomness check compares the two). Trivially
-        independent for a deterministic model.
-        """
+        """Whether copies of an image stacked into one call are independent draws: the verdict of
+        an enclosing evaluation that measured it, else the spread test on the gradient points,
+        also for a model that declares ``independent_rows`` (the randomness check compares)."""
 
         def measure() -> RowVerdict:
             if not self.stochastic:
@@ -241,8 +206,7 @@ class AuditContext:
             known = known_rows(self.model)
             if known is not None and known.source == "measured":
                 return known
-            x, _ = self.grad_points()
-            return measure_rows(self.model, x[:8], seed=self.settings.seed)
+            return measure_rows(self.model, self.grad_x[:8], seed=self.settings.seed)
 
         return self.memo("rows", measure)
 
@@ -257,15 +221,11 @@ class AuditContext:
         generators (torch, ``random``, ``numpy``) give the same logits: what makes a seeded
         evaluation of the model repeatable."""
 
-        def measure() -> bool:
-            x, _ = self.grad_points()
-            outs = []
-            for _ in range(2):
-                with seeded(self.settings.seed + 1, x.device):
-                    outs.append(self.logits(x))
-            return not _differ(outs[0], outs[1])
+        def once() -> Tensor:
+            with seeded(self.settings.seed + 1, self.x.device):
+                return self.logits(self.grad_x)
 
-        return self.memo("reproducible", measure)
+        return self.memo("reproducible", lambda: not _differ(once(), once()))
 
     @property
     def surrogates(self) -> tuple[str, ...]:
@@ -274,7 +234,7 @@ class AuditContext:
 
     def stability(self, surrogate: str | None = None) -> Stability:
         """EOT stability of the true gradient (None) or a BPDA one, on the gradient points."""
-        x, y = self.grad_points()
+        x, y = self.grad_x, self.grad_y
         grid = self.settings.eot_grid if self.stochastic else (1,)
 
         def measure() -> Stability:
@@ -312,28 +272,20 @@ class AuditContext:
     # -- accuracy ----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def logits(self, points: Tensor, model: nn.Module | None = None) -> Tensor:
-        """One forward pass of ``model`` (default: the audited one) on points, in batches."""
-        model = self.model if model is None else model
+    def logits(self, points: Tensor) -> Tensor:
+        """One forward pass of the audited model on points, in batches."""
         size = self.settings.batch_size
-        return torch.cat([model(points[s : s + size]) for s in range(0, len(points), size)])
-
-    def labels(self, points: Tensor, model: nn.Module | None = None) -> Tensor:
-        """One prediction of ``model`` by its own rule (``ciiv.models.predict``), in batches."""
-        model = self.model if model is None else model
-        return draw_predictions(model, points, 1, self.settings.batch_size)[0]
+        return torch.cat([self.model(points[s : s + size]) for s in range(0, len(points), size)])
 
     def _draws(self, model: nn.Module) -> int:
-        """Prediction draws per accuracy: settings.draws for the audited model when it is
-        random, else 1."""
+        """Prediction draws per accuracy: settings.draws for the audited model if random, else 1."""
         return self.settings.draws if (model is self.model and self.stochastic) else 1
 
-    def correct(self, points: Tensor, model: nn.Module | None = None, draws: int | None = None):
+    def correct(self, points: Tensor, model: nn.Module | None = None) -> Tensor:
         """[D, N] bool: whether each of D predictions of ``model`` (default: the audited one) on
-        ``points`` is right, drawn as the evaluation draws them. D = ``draws`` or, by default,
-        settings.draws for a random model and 1 for a deterministic one."""
+        ``points`` is right, drawn as the evaluation draws them (D: :meth:`_draws`)."""
         model = self.model if model is None else model
-        draws = self._draws(model) if draws is None else draws
+        draws = self._draws(model)
         with self.draw_layout() if draws > 1 else contextlib.nullcontext():
             return draw_predictions(model, points, draws, self.settings.batch_size) == self.y
 
@@ -354,21 +306,18 @@ class AuditContext:
         *,
         target: str = "model",
         model: nn.Module | None = None,
-        draws: int | None = None,
         **hyper: Any,
     ) -> AttackRun:
-        """Run attack ``attack`` (registry name) with ``hyper`` against ``model`` (default: the
-        audited one; ``target`` names the function) on all points, through
-        :func:`~ciiv.evaluate.engine.run_attack`, and evaluate the result on the same model.
+        """Run attack ``attack`` (registry name) with ``hyper`` (``eps``/``norm`` default to the
+        audit's) against ``model`` (default: the audited one; ``target`` names it) on all points
+        through :func:`~ciiv.evaluate.engine.run_attack`, evaluated on the same model.
 
-        ``eps``/``norm`` default to the audit's. The run is cached under its key, (attack,
-        target, draws, frozen hyper-parameters); ``label`` only names it in the reports. The
-        attack's seed and the model's draws derive from the audit's seed and that key, so a run
-        gives the same points whichever check asks for it first. The model's images are counted
-        by a forward hook.
+        Cached under (attack, target, draws, frozen hyper-parameters), which also seeds the attack
+        and the model's draws, so a run gives the same points whichever check asks first;
+        ``label`` only names it in the reports.
         """
         model = self.model if model is None else model
-        draws = self._draws(model) if draws is None else draws
+        draws = self._draws(model)
         hyper = {"eps": self.settings.eps, "norm": self.settings.norm, **hyper}
         key = (attack, target, draws, _frozen(hyper))
         if key in self.runs:
@@ -394,7 +343,6 @@ class AuditContext:
             mode_restored=out.mode_restored,
             eps=float(hyper["eps"]),
             norm=str(hyper["norm"]),
-            elapsed_s=elapsed,
         )
         logger.info("audit: %s accuracy %.3f (%.1fs)", label, run.accuracy, elapsed)
         self.runs[key] = run
@@ -417,8 +365,7 @@ class AuditContext:
         eps = self.settings.eps if eps is None else eps
         on_audited = model is None or model is self.model
         eot = (self.eot(surrogate) if on_audited else 1) if eot is None else eot
-        label = _label("pgd", steps=steps, eps=eps, restarts=restarts, surrogate=surrogate,
-                       eot=eot, target=target, main_eps=self.settings.eps)  # fmt: skip
+        label = self._label("pgd", steps, eps, restarts, surrogate, eot, target)
         return self.run(
             label, "pgd", target=target, model=model, eps=eps, steps=steps,
             step_size=2.5 * eps / steps, random_start=True, restarts=restarts, eot=eot,
@@ -428,17 +375,39 @@ class AuditContext:
     def fgsm(self, surrogate: str | None = None) -> AttackRun:
         """FGSM at the audit's budget (EOT as measured)."""
         eot = self.eot(surrogate)
-        label = _label("fgsm", surrogate=surrogate, eot=eot, main_eps=self.settings.eps)
+        label = self._label("fgsm", surrogate=surrogate, eot=eot)
         return self.run(label, "fgsm", eot=eot, bpda=surrogate)
 
-    def white_box(self) -> list[AttackRun]:
-        """The declared white-box baseline at the audit's budget on the audited model: FGSM and
-        PGD through the true gradient and every BPDA backward the model offers, then, through
-        :attr:`best_surrogate`, the longest PGD of ``step_grid`` and PGD with ``restarts``.
+    def _label(
+        self,
+        kind: str,
+        steps: int | None = None,
+        eps: float | None = None,
+        restarts: int = 1,
+        surrogate: str | None = None,
+        eot: int = 1,
+        target: str = "model",
+    ) -> str:
+        """Readable run names: "pgd-50", "pgd-50-bpda-identity-eot8", "pgd-50@eps=0.5@fixed"."""
+        parts = [kind if steps is None else f"{kind}-{steps}"]
+        if restarts > 1:
+            parts.append(f"x{restarts}")
+        if surrogate:
+            parts.append(f"bpda-{surrogate}")
+        if eot > 1:
+            parts.append(f"eot{eot}")
+        name = "-".join(parts)
+        if eps is not None and not math.isclose(eps, self.settings.eps):
+            name += f"@eps={eps:.4g}"
+        if target != "model":
+            name += f"@{target}"
+        return name
 
-        A fixed list, never "whatever ran so far": the checks that compare against it give the
-        same verdict alone and in the full audit.
-        """
+    def white_box(self) -> list[AttackRun]:
+        """The declared white-box baseline at the audit's budget: FGSM and PGD through every
+        backward the model offers, then through :attr:`best_surrogate` the longest PGD of
+        ``step_grid`` and PGD with ``restarts``. A fixed list, never "whatever ran so far", so the
+        checks that compare against it give the same verdict alone and in the full audit."""
         s, best, backwards = self.settings, self.best_surrogate, [None, *self.surrogates]
         runs = [self.fgsm(b) for b in backwards] + [self.pgd(surrogate=b) for b in backwards]
         runs += [self.pgd(max(s.step_grid), surrogate=best)]
@@ -458,30 +427,3 @@ def _frozen(hyper: Mapping[str, Any]) -> tuple:
     return tuple(
         sorted((k, type(v).__name__ if isinstance(v, nn.Module) else v) for k, v in hyper.items())
     )
-
-
-def _label(
-    kind: str,
-    *,
-    main_eps: float,
-    steps: int | None = None,
-    eps: float | None = None,
-    restarts: int = 1,
-    surrogate: str | None = None,
-    eot: int = 1,
-    target: str = "model",
-) -> str:
-    """Readable run names: "pgd-50", "pgd-50-bpda-identity-eot8", "pgd-50@eps=0.5@fixed"."""
-    parts = [kind if steps is None else f"{kind}-{steps}"]
-    if restarts > 1:
-        parts.append(f"x{restarts}")
-    if surrogate:
-        parts.append(f"bpda-{surrogate}")
-    if eot > 1:
-        parts.append(f"eot{eot}")
-    name = "-".join(parts)
-    if eps is not None and not math.isclose(eps, main_eps):
-        name += f"@eps={eps:.4g}"
-    if target != "model":
-        name += f"@{target}"
-    return name

@@ -1,11 +1,6 @@
-"""Check 7, fixed randomness: once the model's random draws are fixed (a deterministic function),
-the attack must succeed at least as well as against the random model.
-
-CiiV models fix their draws with ``model.fixed_randomness(seed)``; any other random model is
-fixed by reseeding the global generators of torch, Python's ``random`` and NumPy before each
-forward pass (see ``context.fixed_randomness``). If that does not make the model deterministic (a
-private generator), the check is skipped and says so.
-"""
+"""Check 7, fixed randomness: once the model's random draws are fixed (a deterministic function,
+``context.fixed_randomness``), the attack must succeed at least as well as against the random
+model. A model that reseeding cannot fix (a private generator) skips the check and says so."""
 
 from __future__ import annotations
 
@@ -29,9 +24,8 @@ def fixed_randomness_check(ctx: AuditContext) -> CheckResult:
             "fixed_randomness", "skip", "The model is deterministic: there is no randomness to fix."
         )
     fixed = fixed_randomness(ctx.model, s.seed)
-    x, _ = ctx.grad_points()
     with torch.no_grad():
-        same = torch.equal(fixed(x), fixed(x))
+        same = torch.equal(fixed(ctx.grad_x), fixed(ctx.grad_x))
     if not same:
         return CheckResult(
             "fixed_randomness",

@@ -8,7 +8,7 @@ from functools import partial
 from ciiv.sampling import EXACT
 
 from .base import CheckResult, register_check
-from .context import AttackRun, AuditContext
+from .context import AuditContext
 
 
 @register_check(
@@ -24,9 +24,7 @@ def iteration_monotonicity(ctx: AuditContext) -> CheckResult:
     main = ctx.pgd(surrogate=surrogate)
     restarted = ctx.pgd(restarts=s.restarts, surrogate=surrogate)
     # (weaker-or-equal, stronger-or-equal) pairs: the first may not leave less accuracy.
-    pairs: list[tuple[AttackRun, AttackRun]] = [(fgsm, main)]
-    pairs += list(zip(by_steps, by_steps[1:], strict=False))
-    pairs.append((main, restarted))
+    pairs = [(fgsm, main), *zip(by_steps, by_steps[1:], strict=False), (main, restarted)]
     numbers: dict = {
         "eot": ctx.eot(surrogate),
         "backward": surrogate or EXACT,

@@ -1,5 +1,4 @@
-"""Measurements on the model itself, without an attack: input gradients, their EOT stability, and
-the spread of the logits over random forward passes.
+"""Measurements on the model itself, without an attack: input gradients and their EOT stability.
 
 Gradients are PGD's own (:meth:`ciiv.attacks.PGD.loss_gradient`): the same objective, EOT draws,
 BPDA backward and call layout as the audited attacks, per example (losses are summed over the
@@ -16,43 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from ciiv.attacks import PGD
-from ciiv.sampling import EXACT
 
-__all__ = ["Stability", "cosine", "eot_stability", "input_gradients", "logit_draws"]
-
-
-def _copies(n: int, copies: int, batch_size: int) -> list[int]:
-    """Split ``copies`` draws of an n-example batch into calls of at most ~batch_size images."""
-    per_call = max(1, batch_size // max(n, 1))
-    return [min(per_call, copies - start) for start in range(0, copies, per_call)]
-
-
-def input_gradients(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    loss: str = "ce",
-    surrogate: str | None = None,
-    copies: int = 1,
-    batch_size: int = 256,
-) -> Tensor:
-    """Gradients of the per-example loss w.r.t. the input, one per random forward pass.
-
-    Args:
-        model: maps x [N, C, H, W] in [0, 1] to logits.
-        x, y: images [N, C, H, W] in [0, 1] and labels [N].
-        loss: "ce" or "margin" (max_{j != y} z_j - z_y, which never saturates for logits).
-        surrogate: None for the true gradient, else a BPDA backward ("identity" | "smooth") set
-            through ``model.bpda``.
-        copies: independent draws: PGD's EOT draws, laid out as PGD lays them out (stacked
-            into calls inside ``independent_draws`` where the model's rows are independent
-            draws, see :func:`~ciiv.attacks.rows_independent`, else one call per draw).
-        batch_size: most images per model call.
-    Returns:
-        [copies, N, C, H, W].
-    """
-    pgd = PGD(model, loss=loss, eot=copies, max_batch=batch_size, bpda=surrogate, seed=0)
-    return pgd.loss_gradient(x, y, per_draw=True).grad
+__all__ = ["Stability", "cosine", "eot_stability"]
 
 
 def cosine(a: Tensor, b: Tensor) -> Tensor:
@@ -68,15 +32,12 @@ class Stability:
     """How stable the direction of an EOT gradient is as the number of draws E grows.
 
     Attributes:
-        surrogate: :data:`~ciiv.sampling.EXACT` (the true gradient) or the BPDA backward that
-            was measured.
         eot: the E values measured.
         cosine: per E, the median over examples of the cosine between two independent EOT-E
             estimates (disjoint draws).
         mean_gradient: the EOT estimate over all 2 * max(E) draws, [N, C, H, W].
     """
 
-    surrogate: str
     eot: list[int]
     cosine: list[float]
     mean_gradient: Tensor
@@ -121,18 +82,19 @@ def eot_stability(
 ) -> Stability:
     """Measure the EOT gradient's stability at E in ``grid`` (see :class:`Stability`).
 
-    Draws 2 * max(grid) CE gradients per example and deals them alternately to two streams, so
-    at every E the two running means are independent EOT-E estimates. Memory stays at three
-    gradients per example whatever max(grid) is. The draws go through the model as
-    :func:`input_gradients` lays them out (one call per draw unless rows are independent).
+    Draws 2 * max(grid) CE gradients per example (laid out in calls as PGD's EOT draws) and deals
+    them alternately to two streams, so at every E the two running means are independent EOT-E
+    estimates; memory stays at three gradients per example whatever max(grid) is.
     """
     e_max = max(grid)
     sums = torch.zeros((2, *x.shape), dtype=torch.float64, device=x.device)
     counts = [0, 0]
     cosines: dict[int, float] = {}
-    for k in _copies(x.shape[0], 2 * e_max, batch_size):
-        grads = input_gradients(model, x, y, "ce", surrogate, copies=k, batch_size=batch_size)
-        for g in grads:
+    per_call = max(1, batch_size // x.shape[0])  # draws per call of ~batch_size images
+    for start in range(0, 2 * e_max, per_call):
+        k = min(per_call, 2 * e_max - start)
+        pgd = PGD(model, eot=k, max_batch=batch_size, bpda=surrogate, seed=0)  # CE loss
+        for g in pgd.loss_gradient(x, y, per_draw=True).grad:
             stream = counts.index(min(counts))
             sums[stream] += g.double()
             counts[stream] += 1
@@ -140,21 +102,7 @@ def eot_stability(
                 cosines[counts[0]] = cosine(sums[0], sums[1]).median().item()
     eot = sorted(cosines)
     return Stability(
-        surrogate=surrogate or EXACT,
         eot=eot,
         cosine=[cosines[e] for e in eot],
         mean_gradient=(sums.sum(0) / sum(counts)).to(x.dtype),
-    )
-
-
-@torch.no_grad()
-def logit_draws(model: nn.Module, x: Tensor, draws: int, batch_size: int = 256) -> Tensor:
-    """Logits of ``draws`` forward passes of the same batch, [draws, N, classes].
-
-    Each pass is a separate call on the unmodified batch: exactly how the deployed model is
-    queried (a CiiV model's masks stay shared by the batch, as in deployment).
-    """
-    batches = range(0, len(x), batch_size)
-    return torch.stack(
-        [torch.cat([model(x[s : s + batch_size]) for s in batches]) for _ in range(draws)]
     )

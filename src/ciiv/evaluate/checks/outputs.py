@@ -25,12 +25,8 @@ def output_sanity(ctx: AuditContext) -> CheckResult:
     probs = logits.float().softmax(1)
     in_unit = ((logits >= 0) & (logits <= 1)).all(1)
     prob_rows = (in_unit & ((logits.sum(1) - 1).abs() < _SUM_ATOL)).float().mean().item()
-    log_prob_rows = (
-        ((logits <= 0).all(1) & (logits.float().logsumexp(1).abs() < _SUM_ATOL))
-        .float()
-        .mean()
-        .item()
-    )
+    log_normalised = logits.float().logsumexp(1).abs() < _SUM_ATOL
+    log_prob_rows = ((logits <= 0).all(1) & log_normalised).float().mean().item()
     top2 = logits.float().topk(min(2, logits.shape[1]), dim=1).values
     # Saturated: p_max rounds to 1, so CE is exactly 0 (AutoAttack flags this). Dead: every other
     # probability underflows to 0, so even the CE gradient p - onehot is exactly 0.

@@ -8,11 +8,8 @@ from __future__ import annotations
 from ciiv.attacks import declared_rows
 from ciiv.sampling import EXACT
 
-from .base import CheckResult, Status, register_check
-from .base import sentence as _sentence
+from .base import CheckResult, Status, register_check, sentence
 from .context import AuditContext
-
-_RANK = {"pass": 0, "warn": 1, "fail": 2}
 
 
 def _describe(surrogate: str | None) -> str:
@@ -89,7 +86,7 @@ def randomness(ctx: AuditContext) -> CheckResult:
     )
 
     def result(status: Status, text: str) -> CheckResult:
-        if not ctx.reproducible and _RANK[status] < _RANK["warn"]:
+        if status == "pass" and not ctx.reproducible:
             status = "warn"
         return CheckResult("randomness", status, text + unseeded, numbers)
 
@@ -142,7 +139,7 @@ def randomness(ctx: AuditContext) -> CheckResult:
             f"{intro} The true gradient never gives a stable direction (cosine "
             f"{exact.cosine[-1]:.2f} between independent EOT-{exact.eot[-1]} estimates): averaging "
             "does not repair it. "
-            f"{_sentence(_describe(best))} is stable with E >= {needed} draws: gradient attacks "
+            f"{sentence(_describe(best))} is stable with E >= {needed} draws: gradient attacks "
             "on this model must use BPDA (see gradient_health).",
         )
     if needed == 1:

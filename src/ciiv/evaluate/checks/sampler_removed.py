@@ -49,12 +49,10 @@ def sampler_removed(ctx: AuditContext) -> CheckResult:
             "unbounded_accuracy": round(unbounded.accuracy, 4),
         }
         numbers[name] = entry
-        if entry["clean_accuracy"] < _FAITHFUL * model_clean:
-            entry["faithful"] = False
-            continue
-        entry["faithful"] = True
-        entry["stand_in_minus_model"] = ctx.compare(at_eps.correct, model_run.correct).to_dict()
-        faithful.append((name, at_eps, unbounded))
+        entry["faithful"] = entry["clean_accuracy"] >= _FAITHFUL * model_clean
+        if entry["faithful"]:
+            entry["stand_in_minus_model"] = ctx.compare(at_eps.correct, model_run.correct).to_dict()
+            faithful.append((name, at_eps, unbounded))
     if not faithful:
         cleans = ", ".join(f"{k} {numbers[k]['clean_accuracy']:.0%}" for k in candidates)
         return verdict(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ciiv._checks import positive_int
-from ciiv._mapping import build_dataclass, check_keys
+from ciiv._mapping import build_dataclass
 
 __all__ = ["AuditSettings", "audit_settings"]
 
@@ -30,36 +30,19 @@ QUICK: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class AuditSettings:
-    """Every knob of the audit (see docs/evaluation.md, "The audit checks").
-
-    Budgets are in [0, 1] pixel units. Accuracies compared between attacks are mean per-draw
-    accuracies over the same examples, with the paired standard error of their difference.
+    """Every knob of the audit: docs/evaluation.md ("Settings, presets and cost") gives the
+    meaning and presets of each. Budgets are in [0, 1] pixel units; accuracies compared between
+    attacks are mean per-draw accuracies over the same examples, with the paired standard error of
+    their difference. Besides that table:
 
     Attributes:
-        eps: the threat model's budget.
-        norm: "Linf" or "L2".
-        steps: PGD steps of the audit's main attack; step size 2.5 * eps / steps (Madry et al.).
-        step_grid: PGD step counts of the iteration-monotonicity check (ascending).
-        restarts: random restarts of the restart comparison.
-        eot_grid: E values at which the EOT gradient's stability is measured (ascending).
-        cosine_threshold: an EOT-E gradient is "stable" when the median cosine similarity of two
-            independent EOT-E estimates reaches this (0.8 means each estimate has a cosine of
-            about 0.9 with the true expected gradient).
-        max_eot: most draws per gradient that the audit's attacks average.
-        grad_examples: examples used for the gradient measurements.
-        draws: prediction draws per accuracy for a random model (1 for a deterministic one).
-        eps_multipliers: budgets of the strength check, as multiples of eps (an unbounded budget
-            is always added).
-        unbounded_max_accuracy: an unbounded attack must leave at most this accuracy.
-        z: violations count only when larger than z paired standard errors (and one example).
-        zero_grad_max_fraction: more examples than this with a vanishing gradient fail.
+        eps, norm: the threat model ("Linf" or "L2").
         vanishing_atol: a per-example gradient whose largest entry is at most this is "zero".
         bpda_cosine_warn: a true and a BPDA gradient less aligned than this are reported.
-        square_queries, spsa_steps, spsa_samples, random_search_draws: black-box budgets.
-        noise_sigma: standard deviation of the Gaussian / uniform noise attacks.
+        spsa_samples: SPSA's samples per step; noise_sigma: std of the noise attacks.
         batch_size: most images per model call.
         seed: seeds the audit's draws (attacks, random starts, the model's randomness).
-        quick: the cheap preset (fewer E values, steps, draws and queries).
+        quick: the cheap preset (the table's "quick" column).
     """
 
     eps: float
@@ -110,8 +93,5 @@ class AuditSettings:
 def audit_settings(eps: float, norm: str = "Linf", quick: bool = False, **overrides: Any):
     """Settings for budget ``eps`` and ``norm``: the full preset, or the quick one, then
     ``overrides`` (any :class:`AuditSettings` field). Unknown names raise a ValueError."""
-    fixed = ("eps", "norm", "quick")  # the arguments, not overrides
-    valid = [f.name for f in dataclasses.fields(AuditSettings) if f.name not in fixed]
-    check_keys(overrides, valid, "audit setting")
     values = {**(QUICK if quick else {}), **overrides, "eps": eps, "norm": norm, "quick": quick}
     return build_dataclass(AuditSettings, values, what="audit setting")

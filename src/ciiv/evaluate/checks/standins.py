@@ -1,8 +1,7 @@
 """Deterministic stand-ins for a CiiV model: the same backbone without the random sampler.
 
 They answer "is the backbone itself easy to break?" (check 8) and serve as the surrogate of the
-transfer attack (check 6). Any model with ``forward_expected`` gets the first; a model that also has
-``backbone`` and ``normalise`` gets the second.
+transfer attack (check 6).
 """
 
 from __future__ import annotations

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from .base import CheckResult, register_check
-from .base import sentence as _sentence
+from .base import CheckResult, register_check, sentence
 from .context import AuditContext
 
 
@@ -55,7 +54,7 @@ def strength_monotonicity(ctx: AuditContext) -> CheckResult:
     if problems:
         return verdict(
             "fail",
-            _sentence("; ".join(problems))
+            sentence("; ".join(problems))
             + ". Try BPDA, more steps and restarts, a margin loss, and gradient-free attacks "
             "(Square, SPSA); the robust accuracy at eps is not trustworthy until this passes.",
         )
