@@ -4,10 +4,11 @@ evaluation, audit, certification): a refusal names the argument, what it got and
 from __future__ import annotations
 
 import numbers
+from collections.abc import Collection
 
 from torch import Tensor
 
-__all__ = ["check_images", "check_labels", "positive_int"]
+__all__ = ["check_choice", "check_images", "check_labels", "positive_int"]
 
 
 def _describe(t: object) -> str:
@@ -72,3 +73,11 @@ def positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def check_choice(what: str, value: object, valid: Collection, *, optional: bool = False) -> None:
+    """A ValueError ``unknown <what> <value>; valid: ...`` unless ``value`` is one of ``valid``
+    (or None, with ``optional``)."""
+    if not (optional and value is None) and value not in valid:
+        listed = ", ".join(["None"] * optional + list(valid))
+        raise ValueError(f"unknown {what} {value!r}; valid: {listed}")

@@ -38,7 +38,6 @@ from torch import Tensor, nn
 
 from ciiv._checks import check_images, check_labels, positive_int
 from ciiv.models.views import SupportsBPDA
-from ciiv.sampling import BPDA_SURROGATES
 
 from .threat import ThreatModel, canonical_norm, default_eps, get_threat_model
 
@@ -49,12 +48,10 @@ __all__ = [
     "ball_tolerance",
     "bpda_context",
     "check_batch",
-    "check_bpda",
     "check_output",
     "excess",
     "default_max_batch",
     "inputs_checked_once",
-    "positive_int",
     "preserve_mode",
 ]
 
@@ -63,11 +60,8 @@ logger = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def preserve_mode(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
-    """Put ``model`` in eval mode (if ``eval_mode``) and restore every module's own flag afterwards.
-
-    ``model.train(flag)`` would set all submodules alike; restoring per module keeps a model whose
-    parts were in mixed modes exactly as it was.
-    """
+    """Put ``model`` in eval mode (if ``eval_mode``) and restore every module's own flag afterwards
+    (``model.train(flag)`` would set all submodules alike, losing mixed modes)."""
     flags = [(module, module.training) for module in model.modules()]
     try:
         if eval_mode:
@@ -78,20 +72,11 @@ def preserve_mode(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
             module.training = flag
 
 
-def check_bpda(bpda: str | None) -> str | None:
-    """``bpda`` unchanged if it is None or a BPDA surrogate name; a ValueError listing them else."""
-    if bpda is not None and bpda not in BPDA_SURROGATES:
-        raise ValueError(f"unknown bpda {bpda!r}; valid: None, {', '.join(BPDA_SURROGATES)}")
-    return bpda
-
-
 def bpda_context(model: nn.Module, surrogate: str | None) -> contextlib.AbstractContextManager:
-    """``model.bpda(surrogate)`` if requested and the model has one, else a no-op context.
-
-    BPDA replaces the backward pass of a non-differentiable layer. A model without ``bpda()`` has no
-    such layer known to us, so its own gradient already is the BPDA gradient; we log that once.
-    """
-    if check_bpda(surrogate) is None:
+    """``model.bpda(surrogate)`` if requested and the model has one, else a no-op context (a model
+    without ``bpda()`` has no non-differentiable layer known to us: its gradient is the BPDA one).
+    ``surrogate`` was validated by the attack's constructor."""
+    if surrogate is None:
         return contextlib.nullcontext()
     if not isinstance(model, SupportsBPDA):
         logger.info(
@@ -103,13 +88,9 @@ def bpda_context(model: nn.Module, surrogate: str | None) -> contextlib.Abstract
 
 @contextlib.contextmanager
 def inputs_checked_once(model: nn.Module) -> Iterator[None]:
-    """Turn off the per-call pixel check of ``model`` (and its submodules) for the block.
-
-    ciiv's models validate that every input is in [0, 1], which costs one device-to-host sync
-    per call. An attack validates x once (``check_batch``) and keeps its own points in [0, 1] by
-    construction (every iterate is projected), so the check would only stall the GPU at every
-    step. The previous flags are restored module by module.
-    """
+    """Turn off the per-call pixel check of ``model``'s modules for the block (flags restored):
+    the check costs a device-to-host sync per call, and an attack validates x once
+    (``check_batch``) and keeps its points in [0, 1] by construction."""
     modules = getattr(model, "modules", None)
     flagged = [m for m in modules() if hasattr(m, "check_inputs")] if callable(modules) else []
     flags = [m.check_inputs for m in flagged]
@@ -223,11 +204,8 @@ def check_output(name: str, threat: ThreatModel | None, x_adv: Tensor, x: Tensor
 
 class Attack(ABC):
     """Base class: ``attack(x [B, C, H, W] in [0, 1], y [B] int64) -> x_adv`` (see module doc).
-
-    Subclasses implement ``_attack`` and set ``self.threat`` (None only for an unbounded attack) and
-    record their hyper-parameters with ``self._record(...)`` (``max_batch`` only where they use
-    it).
-    """
+    Subclasses implement ``_attack``, set ``self.threat`` (None only for an unbounded attack) and
+    ``self._record(...)`` their hyper-parameters (``max_batch`` only where they use it)."""
 
     name: ClassVar[str] = "attack"
     # Optional packages the attack imports (checked up front, e.g. by evaluate_robustness).
@@ -285,7 +263,6 @@ class Attack(ABC):
         return dict(self._hyper)
 
     def _step_done(self, step: int, steps: int) -> None:
-        """Tell :attr:`on_step` that iteration ``step`` of ``steps`` is done (no device sync)."""
         if self.on_step is not None:
             self.on_step(step, steps)
 

@@ -21,7 +21,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .base import Attack, BestIterate, bpda_context, check_bpda, positive_int
+from ciiv._checks import check_choice
+from ciiv.sampling import BPDA_SURROGATES
+
+from .base import Attack, BestIterate, bpda_context, positive_int
 from .objectives import margin
 from .registry import register_attack
 from .threat import L2Threat, canonical_norm
@@ -76,7 +79,7 @@ class CarliniWagnerL2(Attack):
         self.threat = None if eps is None else L2Threat(eps)
         if confidence < 0 or initial_const <= 0 or lr <= 0:
             raise ValueError("confidence must be >= 0, initial_const and lr > 0")
-        check_bpda(bpda)
+        check_choice("bpda", bpda, BPDA_SURROGATES, optional=True)
         self.confidence = float(confidence)
         self.initial_const = float(initial_const)
         self.binary_search_steps = positive_int("binary_search_steps", binary_search_steps)

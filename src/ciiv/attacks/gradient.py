@@ -49,15 +49,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ciiv._checks import check_choice
 from ciiv.loss import consistency_loss, view_cross_entropy
 from ciiv.models.views import MultiView
+from ciiv.sampling import BPDA_SURROGATES
 
 from .base import (
     Attack,
     BestIterate,
     bpda_context,
     check_batch,
-    check_bpda,
     inputs_checked_once,
     positive_int,
     preserve_mode,
@@ -142,9 +143,10 @@ class PGD(Attack):
         self.steps = positive_int("steps", steps)
         self.restarts = positive_int("restarts", restarts)
         self.eot = positive_int("eot", eot)
-        check_bpda(bpda)
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+        check_choice("bpda", bpda, BPDA_SURROGATES, optional=True)
+        check_choice("loss", loss, LOSSES)
+        check_choice("targeted", targeted, TARGET_MODES, optional=True)
+        check_choice("precision", precision, PRECISIONS)
         if loss == "adaptive" and not isinstance(model, MultiView):
             raise ValueError(
                 "loss='adaptive' needs a model with views (ciiv.models.MultiView: forward_views, "
@@ -152,12 +154,6 @@ class PGD(Attack):
             )
         if loss == "kl" and targeted is not None:
             raise ValueError("loss='kl' is untargeted (it moves away from the clean prediction)")
-        if targeted is not None and targeted not in TARGET_MODES:
-            raise ValueError(
-                f"unknown targeted {targeted!r}; valid: None, {', '.join(TARGET_MODES)}"
-            )
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
         self.random_start = bool(random_start)
         self.bpda = bpda
         self.loss = loss
@@ -183,24 +179,21 @@ class PGD(Attack):
         """J [N] and success [N] (bool) for one forward draw of the rows x [N, C, H, W].
 
         ``labels``: classes [N], or for loss="kl" the clean log-probabilities [N, K]."""
+        with self._autocast(x.device):
+            out = self.views(x) if self.loss == "adaptive" else self.logits(x)
         if self.loss == "adaptive":
-            with self._autocast(x.device):
-                out = self.views(x)
             view_logits, features = out.logits.float(), out.features.float()
             logits = self.model.combine(view_logits, out.z)
             ce = view_cross_entropy(view_logits, labels, reduction="none")
             cons = consistency_loss(features, out.z, reduction="none")
             value = (-ce if self.targeted else ce) + self.adaptive_weight * cons
         elif self.loss == "kl":
-            with self._autocast(x.device):
-                logits = self.logits(x)
-            log_p = logits.float().log_softmax(1)
-            value = F.kl_div(log_p, labels, reduction="none", log_target=True).sum(1)
+            logits = out.float()
+            value = F.kl_div(logits.log_softmax(1), labels, reduction="none", log_target=True)
+            value = value.sum(1)
             labels = labels.argmax(1)  # success: the prediction leaves the clean one
         else:
-            with self._autocast(x.device):
-                logits = self.logits(x)
-            logits = logits.float()  # a no-op in float32
+            logits = out.float()  # a no-op in float32
             if self.loss == "margin":
                 value = margin(logits, labels)
             else:
@@ -218,10 +211,10 @@ class PGD(Attack):
         batch, draws = x.shape[0], self.eot
         rows = x.detach().repeat(draws, 1, 1, 1) if draws > 1 else x.detach()
         row_labels = labels.repeat(draws, *([1] * (labels.dim() - 1)))
-        stacked = draws > 1 and rows_independent(self.model)
         values, successes, grads = [], [], []
-        with independent_draws(self.model) if stacked else contextlib.nullcontext():
-            for call in draw_calls(batch, draws, self.max_batch, stacked):
+        calls, draws_ctx = self._draw_layout(batch)
+        with draws_ctx:
+            for call in calls:
                 part, part_labels = rows[call], row_labels[call]
                 if with_grad:
                     part = part.clone().requires_grad_(True)
@@ -260,13 +253,17 @@ class PGD(Attack):
         ):
             return self._estimate(x, labels, with_grad=True, per_draw=per_draw)
 
+    def _draw_layout(self, batch: int) -> tuple[list[slice], contextlib.AbstractContextManager]:
+        """The calls of the E draws of a batch (module doc, EOT) and the context they run in."""
+        stacked = self.eot > 1 and rows_independent(self.model)
+        context = independent_draws(self.model) if stacked else contextlib.nullcontext()
+        return draw_calls(batch, self.eot, self.max_batch, stacked), context
+
     def _clean_logits(self, x: Tensor) -> Tensor:
         """The clean logits [B, K] averaged over E draws (laid out in calls as the EOT draws):
         what targets are chosen from, and loss="kl" moves away from."""
         rows = x.repeat(self.eot, 1, 1, 1)
-        stacked = self.eot > 1 and rows_independent(self.model)
-        calls = draw_calls(x.shape[0], self.eot, self.max_batch, stacked)
-        draws_ctx = independent_draws(self.model) if stacked else contextlib.nullcontext()
+        calls, draws_ctx = self._draw_layout(x.shape[0])
         with draws_ctx, self._autocast(x.device), torch.no_grad():
             logits = torch.cat([self.logits(rows[call]) for call in calls])
         return logits.float().view(self.eot, x.shape[0], -1).mean(0)

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from ciiv._checks import check_choice
 from ciiv._mapping import check_keys
 from ciiv.deps import check_available
 
@@ -47,8 +48,7 @@ def list_attacks() -> list[str]:
 
 def attack_class(name: str) -> type[Attack]:
     """The class registered as ``name``; ValueError listing the valid names otherwise."""
-    if name not in _ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; valid: {', '.join(list_attacks())}")
+    check_choice("attack", name, list_attacks())
     return _ATTACKS[name]
 
 
