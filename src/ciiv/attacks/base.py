@@ -91,15 +91,14 @@ def inputs_checked_once(model: nn.Module) -> Iterator[None]:
     """Turn off the per-call pixel check of ``model``'s modules for the block (flags restored):
     the check costs a device-to-host sync per call, and an attack validates x once
     (``check_batch``) and keeps its points in [0, 1] by construction."""
-    modules = getattr(model, "modules", None)
-    flagged = [m for m in modules() if hasattr(m, "check_inputs")] if callable(modules) else []
-    flags = [m.check_inputs for m in flagged]
-    for module in flagged:
+    modules = model.modules() if callable(getattr(model, "modules", None)) else []
+    flags = {m: m.check_inputs for m in modules if hasattr(m, "check_inputs")}
+    for module in flags:
         module.check_inputs = False
     try:
         yield
     finally:
-        for module, flag in zip(flagged, flags, strict=True):
+        for module, flag in flags.items():
             module.check_inputs = flag
 
 
@@ -125,11 +124,9 @@ def check_batch(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 class BestIterate:
     """The best point seen so far per example, scored lexicographically by (primary, secondary),
     higher is better, ties kept: e.g. (fooled, loss) so that any fooling point beats every other.
-
     ``x`` [B, C, H, W] starts as the given points with scores ``initial`` (default -inf: the first
-    update always wins). Updates use ``torch.where``, never boolean indexing, so the bookkeeping
-    never waits for the device. Scores are kept in float32 (float64 for float64 images).
-    """
+    update always wins). Updates use ``torch.where`` (no boolean indexing: no device sync); scores
+    are float32 (float64 for float64 images)."""
 
     def __init__(self, x: Tensor, initial: tuple[float, float] = (-math.inf, -math.inf)) -> None:
         dtype = torch.promote_types(x.dtype, torch.float32)
@@ -140,8 +137,7 @@ class BestIterate:
     def update(
         self, points: Tensor, primary: Tensor, secondary: Tensor, idx: slice | Tensor = slice(None)
     ) -> None:
-        """Offer ``points`` [b, C, H, W] with scores [b] for the examples ``idx`` (a slice or an
-        index tensor of b examples; default all)."""
+        """Offer ``points`` [b, C, H, W] with scores [b] for the examples ``idx`` (default all)."""
         primary, secondary = primary.to(self.primary.dtype), secondary.to(self.secondary.dtype)
         old_primary, old_secondary = self.primary[idx], self.secondary[idx]
         better = (primary > old_primary) | ((primary == old_primary) & (secondary > old_secondary))
@@ -205,7 +201,11 @@ def check_output(name: str, threat: ThreatModel | None, x_adv: Tensor, x: Tensor
 class Attack(ABC):
     """Base class: ``attack(x [B, C, H, W] in [0, 1], y [B] int64) -> x_adv`` (see module doc).
     Subclasses implement ``_attack``, set ``self.threat`` (None only for an unbounded attack) and
-    ``self._record(...)`` their hyper-parameters (``max_batch`` only where they use it)."""
+    ``self._record(...)`` their hyper-parameters (``max_batch`` only where they use it).
+
+    Every attack takes ``model`` (x [B, C, H, W] in [0, 1] -> logits [B, K]), ``seed`` (seeds
+    the attack's generator; None draws one), ``max_batch`` (most images per model call; None:
+    one call) and ``eval_mode`` (the model in eval mode during the attack, flags restored)."""
 
     name: ClassVar[str] = "attack"
     # Optional packages the attack imports (checked up front, e.g. by evaluate_robustness).
@@ -247,9 +247,8 @@ class Attack(ABC):
         self._hyper.update(hyper)
 
     def _set_threat(self, norm: str, eps: float | str | None, only: str | None = None) -> str:
-        """Set ``self.threat`` and ``self.eps`` (eps None: the norm's default, 8/255 Linf or
-        128/255 L2), record norm and eps; return the canonical norm. ``only``: the one norm the
-        attack supports (the argument exists so that suites can pass a norm to every attack)."""
+        """Set and record the threat (eps None: the norm's default); return the canonical norm.
+        ``only``: the one norm the attack supports (suites pass a norm to every attack)."""
         norm = canonical_norm(norm)
         if only is not None and norm != only:
             raise ValueError(f"{self.name!r} is an {only} attack here; got norm={norm!r}")
@@ -275,12 +274,7 @@ class Attack(ABC):
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         """Adversarial examples for x [B, C, H, W] in [0, 1] with labels y [B]: detached, in [0, 1],
-        inside the threat ball, same shape and dtype as x.
-
-        Raises:
-            AttackContractError: ``_attack`` returned a point that breaks the contract (checked,
-                never repaired).
-        """
+        inside the threat ball, same shape and dtype as x (else :class:`AttackContractError`)."""
         if torch.is_inference_mode_enabled():
             raise RuntimeError(
                 "attacks need autograd: call them outside torch.inference_mode() "

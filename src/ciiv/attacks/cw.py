@@ -39,8 +39,7 @@ _TANH_MARGIN = 1 - 1e-6
 class CarliniWagnerL2(Attack):
     """C&W-L2 with binary search over c (module doc).
 
-    Args:
-        model: maps x [B, C, H, W] in [0, 1] to logits [B, K].
+    Args (besides :class:`~ciiv.attacks.base.Attack`'s):
         norm: "L2" only (accepted so that suites can pass a norm to every attack).
         eps: L2 budget in pixel units (float or "128/255") or None for the unbounded attack.
         confidence: kappa, the logit margin a success must reach (0 = just misclassified).
@@ -53,7 +52,6 @@ class CarliniWagnerL2(Attack):
         bpda: None, "identity" or "smooth" (CiiV: BPDA backward of the spike step).
         seed: recorded for the interface; the attack itself draws nothing at random.
         max_batch: accepted for the interface; the attack forwards the batch itself.
-        eval_mode: run the model in eval mode during the attack (flags restored afterwards).
     """
 
     def __init__(

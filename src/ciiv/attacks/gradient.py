@@ -92,8 +92,7 @@ class GradientEstimate:
 class PGD(Attack):
     """Projected gradient ascent on a per-example objective (Madry et al. 2018), with options.
 
-    Args:
-        model: maps x [B, C, H, W] in [0, 1] to logits [B, K].
+    Args (besides :class:`~ciiv.attacks.base.Attack`'s):
         norm: "Linf" or "L2".
         eps: budget in pixel units (float or "8/255"); None = 8/255 (Linf) or 128/255 (L2).
         step_size: step length in the norm (pixel units); None = eps / 4 (2/255 for 8/255).
@@ -102,7 +101,6 @@ class PGD(Attack):
             flip); False starts from x.
         restarts: independent restarts; the per-example best is kept (module doc).
         eot: E, random forward passes averaged per gradient (1 = plain gradient).
-        max_batch: most images per model call when the E * B rows are forwarded (None = all).
         bpda: None, "identity" or "smooth": BPDA backward of CiiV's spike step (``model.bpda``).
         loss: "ce", "margin" (C&W margin on the logits), "adaptive" (CiiV: per-view CE +
             adaptive_weight * view consistency) or "kl" (KL divergence from the clean prediction,
@@ -112,8 +110,6 @@ class PGD(Attack):
         keep_best: return the best visited iterate per example (True) or the last one (False).
         precision: "fp32" (default) or "bf16": the model calls run under bfloat16 autocast
             (faster on a GPU; a low-precision attack can be weaker, so it is opt-in).
-        seed: seeds the attack's generator (random starts, random targets).
-        eval_mode: run the model in eval mode during the attack (flags restored afterwards).
     """
 
     def __init__(

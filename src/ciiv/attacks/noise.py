@@ -79,13 +79,9 @@ class RandomSearch(Attack):
     one), and the search stops early once every example has a flipping draw, so
     ``forward_passes`` is at most draws * B.
 
-    Args:
-        model: maps x [B, C, H, W] in [0, 1] to logits [B, K].
+    Args (besides :class:`~ciiv.attacks.base.Attack`'s; the seed drives the draws):
         norm: "Linf" or "L2"; eps: budget in pixel units (float or "16/255").
         draws: N, random points per example.
-        max_batch: most images per model call (None = all N * B in one call).
-        seed: seeds the attack's generator (the draws).
-        eval_mode: run the model in eval mode during the attack (flags restored afterwards).
     """
 
     def __init__(
