@@ -24,16 +24,10 @@ def check_images(
     nonempty: bool = False,
     image: bool = True,
 ) -> None:
-    """Raise a ValueError unless ``x`` is a float batch of finite pixels in [0, 1].
-
-    Args:
-        x: images [B, C, H, W] (with ``image=False``: any batch [B, ...] of 2+ dims).
-        name: the argument's name in messages.
-        channels, size: the C and (H, W) a model expects (None: any).
-        nonempty: refuse B = 0.
-
-    The range test is one fused reduction (NaN fails both comparisons): a single host sync.
-    """
+    """Raise a ValueError (naming the argument ``name``) unless ``x`` is a float batch of finite
+    pixels in [0, 1]: images [B, C, H, W] (``image=False``: any batch [B, ...] of 2+ dims), with
+    the C and (H, W) a model expects (``channels``, ``size``; None: any), B > 0 if ``nonempty``.
+    The range test is one fused reduction (NaN fails both comparisons): a single host sync."""
     if not isinstance(x, Tensor) or x.dim() < 2 or (image and x.dim() != 4):
         what = "images [B, C, H, W]" if image else "a batch [B, ...]"
         raise ValueError(f"{name} must be {what} of float pixels in [0, 1], got {_describe(x)}")

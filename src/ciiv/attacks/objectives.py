@@ -29,14 +29,9 @@ def margin(logits: Tensor, y: Tensor) -> Tensor:
 def choose_targets(
     logits: Tensor, y: Tensor, mode: TargetMode, generator: torch.Generator | None = None
 ) -> Tensor:
-    """Target classes [B] != y for a targeted attack.
-
-    Args:
-        logits: clean logits [B, K] (for a random model, their mean over several draws).
-        y: true labels [B].
-        mode: "random" (uniform over the K - 1 wrong classes, drawn from ``generator``),
-            "most_likely" (the highest wrong logit) or "least_likely" (the lowest logit).
-    """
+    """Target classes [B] != the true labels y [B] from the clean logits [B, K] (for a random
+    model, their mean over draws): uniform over the K - 1 wrong classes (mode "random", drawn from
+    ``generator``), the highest wrong logit ("most_likely") or the lowest logit ("least_likely")."""
     check_choice("target mode", mode, TARGET_MODES)
     num_classes = logits.shape[1]
     if num_classes < 2:

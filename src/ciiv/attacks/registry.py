@@ -61,18 +61,16 @@ def check_attack_dependencies(names: Iterable[str]) -> None:
 
 
 def create_attack(name: str, model: nn.Module, **hyper: Any) -> Attack:
-    """Build the attack ``name`` against ``model`` with hyper-parameters in natural units.
-
-    Unknown hyper-parameters raise a ValueError listing the valid ones (attacks that forward extra
-    keywords to another attack, like "transfer", validate them there).
-    """
+    """Build the attack ``name`` against ``model`` with hyper-parameters in natural units; a
+    ValueError listing the valid ones for unknown ones (:func:`check_attack_arguments`)."""
     check_attack_arguments(name, hyper)
     return attack_class(name)(model, **hyper)
 
 
 def check_attack_arguments(name: str, hyper: Iterable[str]) -> None:
     """ValueError for an unknown attack ``name`` or hyper-parameter names it does not take (the
-    message lists the valid ones); values are checked by the attack's constructor."""
+    message lists the valid ones); values are checked by the attack's constructor, and attacks
+    that forward extra keywords to another attack ("transfer") validate them there."""
     params = inspect.signature(attack_class(name).__init__).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         valid = [p for p in params if p not in ("self", "model")]

@@ -136,18 +136,12 @@ def add_target_arguments(
 
 @dataclass
 class Target:
-    """What ``ciiv eval`` and ``ciiv audit`` attack: a trained run (RUN_DIR) or a user's --model.
-
-    Attributes:
-        model: in eval mode, on the requested device.
-        dataset: the dataset name; splits: the dataset (only its test splits are used).
-        split, index: the test split and the indices of the chosen examples in it.
-        x, y: those examples (on the CPU): pixels [N, C, H, W] in [0, 1], labels [N].
-        run: ``summary["run"]``: the run, or the user's model (spec, weights digest and
-            normalisation, also in ``config.json`` so that a resumed evaluation refuses other
-            weights), and the selection.
-        root: where results go: RUN_DIR, or DIR of a user's model's ``--out DIR``.
-    """
+    """What ``ciiv eval`` and ``ciiv audit`` attack: ``model`` (eval mode, on the device), the
+    ``dataset`` name and its ``splits``, the examples (``index`` in test ``split``; ``x`` [N, C, H,
+    W] in [0, 1] and ``y`` [N] on the CPU), ``run`` (``summary["run"]``: the run, or the user's
+    model with its spec, weights digest and normalisation, which ``config.json`` keeps so that a
+    resumed evaluation refuses other weights; and the selection) and ``root`` (where results go:
+    RUN_DIR, or a user's model's ``--out DIR``)."""
 
     model: nn.Module
     dataset: str
@@ -162,14 +156,9 @@ class Target:
 
 def load_target(args: argparse.Namespace, command: str, device) -> Target:
     """RUN_DIR (``args.checkpoint`` of it) or ``args.model``, on ``device``, and the first
-    ``args.n_examples`` of the seeded permutation of its test split; a user's model is probed on
-    two of them (see ``probe_model``).
-
-    Raises:
-        ValueError: neither or both of RUN_DIR and --model, a bad option, or anything
-            load_user_model refuses.
-        CheckpointError, DatasetNotFoundError: a missing run or dataset files.
-    """
+    ``args.n_examples`` of the seeded permutation of its test split (a user's model is probed on
+    two). ValueError for neither or both of RUN_DIR and --model or a bad option; CheckpointError,
+    DatasetNotFoundError for a missing run or dataset files."""
     from ciiv.evaluate.selection import describe_run, describe_selection, evaluation_examples
     from ciiv.models.external import probe_model
     from ciiv.train import load_data, load_run
