@@ -3,21 +3,19 @@
 An attack is a callable object: hyper-parameters go to the constructor, ``attack(x, y)`` returns
 ``x_adv``. The base class guarantees, for every attack:
 
-- ``x_adv`` is detached, has x's shape and dtype, is finite, lies in [0, 1] and inside the
-  attack's threat ball. The base class *checks* this on the raw output of ``_attack`` and raises
-  :class:`AttackContractError` otherwise; it never repairs a point (a projection here would turn
-  an attack that steps with the wrong eps, or returns garbage, into a valid-looking weaker one).
-  Attacks that need a projection apply it themselves, inside ``_attack``;
+- ``x_adv`` is detached, has x's shape and dtype, is finite, in [0, 1] and inside the threat ball:
+  *checked* on the raw output of ``_attack`` (:class:`AttackContractError` otherwise), never
+  repaired (a projection here would turn an attack that steps with the wrong eps, or returns
+  garbage, into a valid-looking weaker one); attacks project inside ``_attack`` where needed;
 - the model's train/eval flags are restored exactly, module by module (by default the model is put
   in eval mode while the attack runs);
 - ``forward_passes`` counts images sent through the model (see below);
 - ``settings()`` lists every hyper-parameter (JSON-serialisable, with the resolved seed), so that
   ``create_attack(attack.name, model, **attack.settings())`` rebuilds the same attack.
 
-Counting: ``forward_passes`` is the cumulative number of *images* sent through the model by this
-attack object, with or without gradient: EOT with E draws of a batch of 128 counts 128 * E however
-the draws are split into calls (``max_batch`` caps the images per call), and a CiiV image counts
-once although the model runs its L views internally: the query cost of the attack.
+Counting: ``forward_passes`` is the cumulative number of *images* this attack object sent through
+the model, with or without gradient (the query cost): EOT with E draws of a batch of 128 counts
+128 * E however ``max_batch`` splits them into calls, and a CiiV image counts once (not L views).
 
 Randomness: ``seed`` seeds a torch.Generator (one per device) that drives the attack's own draws
 (random starts, targets, noise). The model's randomness is separate: a CiiV model draws from

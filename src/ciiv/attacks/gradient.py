@@ -25,18 +25,15 @@ BPDA: with ``bpda="identity" | "smooth"`` the whole attack runs inside ``model.b
 forward value is unchanged, the spike step's backward is replaced, and the masks are constants
 (they never depend on x). It combines with EOT and with either loss.
 
-Best iterate: the loop scores every iterate it visits (the start point, the point after each
-step, the final point, for every restart) per example by (success rate, J), compared
-lexicographically: the fraction of the E draws in which the attack succeeded (prediction != y, or
-== target when targeted) first, the EOT mean of J second. With E = 1 and a deterministic model
-that means "misclassified iterates beat correctly classified ones, ties go to the higher loss";
-for a random model the success rate is an E-sample estimate of the probability that a prediction
-is fooled. The scores of the visited points come with their gradient evaluations for free; only
-the final point of each restart costs E extra (no-grad) images. ``keep_best=False`` returns the
-last iterate instead (classic FGSM), choosing between restarts by the same score. No host sync
-per step (``BestIterate``; docs/evaluation.md, "Speed").
-
-Restarts: restart r > 0 attacks only the examples whose best success rate is still below 1.
+Best iterate: every visited iterate (start, after each step, final; every restart) is scored per
+example by (success rate, J), lexicographically: the fraction of the E draws in which the attack
+succeeded (prediction != y, or == target when targeted), then the EOT mean of J. With E = 1 and a
+deterministic model: misclassified iterates win, ties go to the higher loss; for a random model
+the rate estimates the probability that a prediction is fooled. The scores come with the gradient
+evaluations; only each restart's final point costs E extra (no-grad) images. ``keep_best=False``
+returns the last iterate (classic FGSM), choosing between restarts by the same score. No host
+sync per step (``BestIterate``; docs/evaluation.md, "Speed"). Restart r > 0 attacks only the
+examples whose best success rate is still below 1.
 """
 
 from __future__ import annotations
@@ -97,8 +94,7 @@ class PGD(Attack):
         eps: budget in pixel units (float or "8/255"); None = 8/255 (Linf) or 128/255 (L2).
         step_size: step length in the norm (pixel units); None = eps / 4 (2/255 for 8/255).
         steps: gradient steps per restart.
-        random_start: start every restart from a uniform draw in the ball (always, never a coin
-            flip); False starts from x.
+        random_start: start every restart from a uniform draw in the ball (never a coin flip).
         restarts: independent restarts; the per-example best is kept (module doc).
         eot: E, random forward passes averaged per gradient (1 = plain gradient).
         bpda: None, "identity" or "smooth": BPDA backward of CiiV's spike step (``model.bpda``).

@@ -70,14 +70,10 @@ class UniformNoise(_AdditiveNoise):
 
 @register_attack("random_search")
 class RandomSearch(Attack):
-    """Random search: up to ``draws`` uniform points in the eps-ball per example; keep one that
-    flips the label.
-
-    Per example the kept point is the best draw by (misclassified, cross-entropy), compared
-    lexicographically: any label-flipping draw beats every non-flipping one, ties go to the higher
-    loss. Draws are vectorised: ``max_batch // B`` draws of the whole batch per model call (at least
-    one), and the search stops early once every example has a flipping draw, so
-    ``forward_passes`` is at most draws * B.
+    """Random search: up to ``draws`` uniform points in the eps-ball per example; the kept one is
+    the best by (label flipped, cross-entropy), lexicographically. ``max_batch // B`` draws of the
+    whole batch per model call (at least one); the search stops once every example has a flipping
+    draw, so ``forward_passes`` <= draws * B.
 
     Args (besides :class:`~ciiv.attacks.base.Attack`'s; the seed drives the draws):
         norm: "Linf" or "L2"; eps: budget in pixel units (float or "16/255").

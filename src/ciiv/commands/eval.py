@@ -204,9 +204,9 @@ def run(args: argparse.Namespace) -> int:
             suite.name, protocol, None if default_split else target.split, args.eps
         )
         out_dir = Path(args.out) if args.out and not args.model else target.root / "eval" / name
-        label = f"{suite.name}/{protocol}"
         title = f"eval {args.model or args.run_dir}"
         with ProgressDisplay(console, title, enabled=main_process) as display:
+            progress = EvalProgress(display, f"{suite.name}/{protocol}")
             result = evaluate_robustness(
                 target.model,
                 target.x,
@@ -219,9 +219,7 @@ def run(args: argparse.Namespace) -> int:
                 indices=target.index.tolist(),
                 audit=audit,
                 run_info=target.run,
-                progress=_announcing(console, EvalProgress(display, label))
-                if main_process
-                else None,
+                progress=_announcing(console, progress) if main_process else None,
             )
         # The audit does not depend on the protocol: run it once, store it with both.
         audit = result.summary.get("audit", False)
