@@ -39,8 +39,6 @@ _TINY = 1e-12
 def parse_eps(eps: float | int | str) -> float:
     """A perturbation budget in pixel units from a number or a string like "8/255" or "0.03";
     a ValueError for anything negative, non-finite or unparseable."""
-    if isinstance(eps, bool):
-        raise ValueError(f"eps must be a number or a string like '8/255', got {eps!r}")
     if isinstance(eps, str):
         try:
             value = float(Fraction(eps.strip()))
@@ -48,10 +46,10 @@ def parse_eps(eps: float | int | str) -> float:
             raise ValueError(
                 f"cannot parse eps {eps!r}; write a number or a fraction like '8/255'"
             ) from err
-    elif isinstance(eps, (int, float)):
+    elif isinstance(eps, (int, float)) and not isinstance(eps, bool):
         value = float(eps)
     else:
-        raise ValueError(f"eps must be a number or a string like '8/255', got {type(eps).__name__}")
+        raise ValueError(f"eps must be a number or a string like '8/255', got {eps!r}")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"eps must be finite and >= 0, got {eps!r}")
     return value
