@@ -162,19 +162,13 @@ class Square(_External):
 
 @register_attack("autoattack")
 class AutoAttack(_External):
-    """AutoAttack (Croce and Hein 2020) as published, run on the batch.
-
-    "standard": APGD-CE, APGD-T (targeted DLR), FAB-T, Square (5000 queries), each on the points
-    still standing. "rand" (for randomized defences): APGD-CE and APGD-DLR with EOT over 20 draws.
-
-    The targeted attacks use ``n_target_classes`` (9, i.e. every wrong class on 10-class data)
-    capped at K - 1 for a K-class model (logged when capped); "standard" needs K >= 4 and "rand"
-    K >= 3 (the DLR losses use the 3rd/4th largest logits).
-
-    Args (and the module doc's):
-        version: "standard" or "rand".
-        n_target_classes: target classes of APGD-T and FAB-T.
-        batch_size: pyautoattack's internal batch size (None = the whole batch at once).
+    """AutoAttack (Croce and Hein 2020) as published, run on the batch (and the module doc's
+    arguments). ``version`` "standard": APGD-CE, APGD-T (targeted DLR), FAB-T, Square (5000
+    queries), each on the points still standing; "rand" (for randomized defences): APGD-CE and
+    APGD-DLR with EOT over 20 draws. APGD-T and FAB-T use ``n_target_classes`` (9, i.e. every
+    wrong class on 10-class data) capped at K - 1 for a K-class model (logged when capped);
+    "standard" needs K >= 4 and "rand" K >= 3 (the DLR losses use the 3rd/4th largest logits).
+    ``batch_size``: pyautoattack's internal batch size (None = the whole batch at once).
     """
 
     def __init__(

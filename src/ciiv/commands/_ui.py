@@ -1,14 +1,9 @@
 """Pieces the commands share: option tables, the options of the commands that evaluate a run,
-and what ``ciiv eval`` and ``ciiv audit`` attack: a trained run, or a user's own ``--model``.
-
-    ciiv eval --model defense.py:build --weights w.pt --dataset cifar10 --out evals/mine
-    ciiv audit --model my_pkg.defense:build --weights w.pt --dataset mnist --out evals/mine
-    ciiv eval --model tv:resnet18 --weights resnet18-cifar.pt --dataset cifar10 --out evals/r18
-
-A user's model is built by :func:`ciiv.models.external.load_user_model`; the examples come from the
-test split of a registered dataset. ``--out DIR`` plays the part of a run directory: evaluations
-go to ``DIR/eval/<suite>-<protocol>/``, the audit to ``DIR/audit/audit.json``.
-Progress display: :mod:`ciiv.commands._progress`.
+and what ``ciiv eval`` and ``ciiv audit`` attack: a trained run, or a user's own ``--model``
+(built by :func:`ciiv.models.external.load_user_model`, on the test split of a registered
+dataset; ``--out DIR`` plays the part of a run directory: evaluations go to
+``DIR/eval/<suite>-<protocol>/``, the audit to ``DIR/audit/audit.json``; examples in the
+commands' docs). Progress display: :mod:`ciiv.commands._progress`.
 """
 
 from __future__ import annotations
