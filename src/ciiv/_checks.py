@@ -4,10 +4,11 @@ evaluation, audit, certification): a refusal names the argument, what it got and
 from __future__ import annotations
 
 import numbers
+from collections.abc import Collection
 
 from torch import Tensor
 
-__all__ = ["check_images", "check_labels", "positive_int"]
+__all__ = ["check_choice", "check_images", "check_labels", "positive_int"]
 
 
 def _describe(t: object) -> str:
@@ -23,16 +24,10 @@ def check_images(
     nonempty: bool = False,
     image: bool = True,
 ) -> None:
-    """Raise a ValueError unless ``x`` is a float batch of finite pixels in [0, 1].
-
-    Args:
-        x: images [B, C, H, W] (with ``image=False``: any batch [B, ...] of 2+ dims).
-        name: the argument's name in messages.
-        channels, size: the C and (H, W) a model expects (None: any).
-        nonempty: refuse B = 0.
-
-    The range test is one fused reduction (NaN fails both comparisons): a single host sync.
-    """
+    """Raise a ValueError (naming the argument ``name``) unless ``x`` is a float batch of finite
+    pixels in [0, 1]: images [B, C, H, W] (``image=False``: any batch [B, ...] of 2+ dims), with
+    the C and (H, W) a model expects (``channels``, ``size``; None: any), B > 0 if ``nonempty``.
+    The range test is one fused reduction (NaN fails both comparisons): a single host sync."""
     if not isinstance(x, Tensor) or x.dim() < 2 or (image and x.dim() != 4):
         what = "images [B, C, H, W]" if image else "a batch [B, ...]"
         raise ValueError(f"{name} must be {what} of float pixels in [0, 1], got {_describe(x)}")
@@ -72,3 +67,11 @@ def positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def check_choice(what: str, value: object, valid: Collection, *, optional: bool = False) -> None:
+    """A ValueError ``unknown <what> <value>; valid: ...`` unless ``value`` is one of ``valid``
+    (or None, with ``optional``)."""
+    if not (optional and value is None) and value not in valid:
+        listed = ", ".join(["None"] * optional + list(valid))
+        raise ValueError(f"unknown {what} {value!r}; valid: {listed}")

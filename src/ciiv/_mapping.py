@@ -93,10 +93,10 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0] + (" (or null)" if type(None) in args else ""))
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+    if annotation is not float and _exact(value, annotation):  # floats: the finiteness check
         return value
+    if origin is Literal:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
@@ -113,13 +113,9 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a mapping with string keys, got {value!r}")
         return dict(value)
     if dataclasses.is_dataclass(annotation):
-        if isinstance(value, annotation):
-            return value
         return build_dataclass(annotation, value, key + ".")
     if annotation in _EXPECTED:
-        if not _exact(value, annotation):
-            raise ConfigError(f"{key}: expected {_EXPECTED[annotation]}, got {value!r}")
-        return value
+        raise ConfigError(f"{key}: expected {_EXPECTED[annotation]}, got {value!r}")
     if annotation is float:
         if isinstance(value, str):
             value = parse_fraction(value, key)

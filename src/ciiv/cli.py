@@ -76,8 +76,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def _usage_errors() -> tuple[type[BaseException], ...]:
-    """What a command reports as one line and exit status 2: a bad option, name, file or run,
-    a missing optional package, a diverged training; its message says what to do. Anything else
+    """What a command reports as one line (saying what to do) and exit status 2; anything else
     is a bug and keeps its traceback. (Imported only when an error is raised.)"""
     from ciiv.data import DatasetNotFoundError
     from ciiv.deps import MissingDependency

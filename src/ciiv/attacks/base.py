@@ -3,21 +3,19 @@
 An attack is a callable object: hyper-parameters go to the constructor, ``attack(x, y)`` returns
 ``x_adv``. The base class guarantees, for every attack:
 
-- ``x_adv`` is detached, has x's shape and dtype, is finite, lies in [0, 1] and inside the
-  attack's threat ball. The base class *checks* this on the raw output of ``_attack`` and raises
-  :class:`AttackContractError` otherwise; it never repairs a point (a projection here would turn
-  an attack that steps with the wrong eps, or returns garbage, into a valid-looking weaker one).
-  Attacks that need a projection apply it themselves, inside ``_attack``;
+- ``x_adv`` is detached, has x's shape and dtype, is finite, in [0, 1] and inside the threat ball:
+  *checked* on the raw output of ``_attack`` (:class:`AttackContractError` otherwise), never
+  repaired (a projection here would turn an attack that steps with the wrong eps, or returns
+  garbage, into a valid-looking weaker one); attacks project inside ``_attack`` where needed;
 - the model's train/eval flags are restored exactly, module by module (by default the model is put
   in eval mode while the attack runs);
 - ``forward_passes`` counts images sent through the model (see below);
 - ``settings()`` lists every hyper-parameter (JSON-serialisable, with the resolved seed), so that
   ``create_attack(attack.name, model, **attack.settings())`` rebuilds the same attack.
 
-Counting: ``forward_passes`` is the cumulative number of *images* sent through the model by this
-attack object, with or without gradient: EOT with E draws of a batch of 128 counts 128 * E however
-the draws are split into calls (``max_batch`` caps the images per call), and a CiiV image counts
-once although the model runs its L views internally: the query cost of the attack.
+Counting: ``forward_passes`` is the cumulative number of *images* this attack object sent through
+the model, with or without gradient (the query cost): EOT with E draws of a batch of 128 counts
+128 * E however ``max_batch`` splits them into calls, and a CiiV image counts once (not L views).
 
 Randomness: ``seed`` seeds a torch.Generator (one per device) that drives the attack's own draws
 (random starts, targets, noise). The model's randomness is separate: a CiiV model draws from
@@ -38,7 +36,6 @@ from torch import Tensor, nn
 
 from ciiv._checks import check_images, check_labels, positive_int
 from ciiv.models.views import SupportsBPDA
-from ciiv.sampling import BPDA_SURROGATES
 
 from .threat import ThreatModel, canonical_norm, default_eps, get_threat_model
 
@@ -49,12 +46,10 @@ __all__ = [
     "ball_tolerance",
     "bpda_context",
     "check_batch",
-    "check_bpda",
     "check_output",
     "excess",
     "default_max_batch",
     "inputs_checked_once",
-    "positive_int",
     "preserve_mode",
 ]
 
@@ -63,11 +58,8 @@ logger = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def preserve_mode(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
-    """Put ``model`` in eval mode (if ``eval_mode``) and restore every module's own flag afterwards.
-
-    ``model.train(flag)`` would set all submodules alike; restoring per module keeps a model whose
-    parts were in mixed modes exactly as it was.
-    """
+    """Put ``model`` in eval mode (if ``eval_mode``) and restore every module's own flag afterwards
+    (``model.train(flag)`` would set all submodules alike, losing mixed modes)."""
     flags = [(module, module.training) for module in model.modules()]
     try:
         if eval_mode:
@@ -78,20 +70,11 @@ def preserve_mode(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
             module.training = flag
 
 
-def check_bpda(bpda: str | None) -> str | None:
-    """``bpda`` unchanged if it is None or a BPDA surrogate name; a ValueError listing them else."""
-    if bpda is not None and bpda not in BPDA_SURROGATES:
-        raise ValueError(f"unknown bpda {bpda!r}; valid: None, {', '.join(BPDA_SURROGATES)}")
-    return bpda
-
-
 def bpda_context(model: nn.Module, surrogate: str | None) -> contextlib.AbstractContextManager:
-    """``model.bpda(surrogate)`` if requested and the model has one, else a no-op context.
-
-    BPDA replaces the backward pass of a non-differentiable layer. A model without ``bpda()`` has no
-    such layer known to us, so its own gradient already is the BPDA gradient; we log that once.
-    """
-    if check_bpda(surrogate) is None:
+    """``model.bpda(surrogate)`` if requested and the model has one, else a no-op context (a model
+    without ``bpda()`` has no non-differentiable layer known to us: its gradient is the BPDA one).
+    ``surrogate`` was validated by the attack's constructor."""
+    if surrogate is None:
         return contextlib.nullcontext()
     if not isinstance(model, SupportsBPDA):
         logger.info(
@@ -103,22 +86,17 @@ def bpda_context(model: nn.Module, surrogate: str | None) -> contextlib.Abstract
 
 @contextlib.contextmanager
 def inputs_checked_once(model: nn.Module) -> Iterator[None]:
-    """Turn off the per-call pixel check of ``model`` (and its submodules) for the block.
-
-    ciiv's models validate that every input is in [0, 1], which costs one device-to-host sync
-    per call. An attack validates x once (``check_batch``) and keeps its own points in [0, 1] by
-    construction (every iterate is projected), so the check would only stall the GPU at every
-    step. The previous flags are restored module by module.
-    """
-    modules = getattr(model, "modules", None)
-    flagged = [m for m in modules() if hasattr(m, "check_inputs")] if callable(modules) else []
-    flags = [m.check_inputs for m in flagged]
-    for module in flagged:
+    """Turn off the per-call pixel check of ``model``'s modules for the block (flags restored):
+    the check costs a device-to-host sync per call, and an attack validates x once
+    (``check_batch``) and keeps its points in [0, 1] by construction."""
+    modules = model.modules() if callable(getattr(model, "modules", None)) else []
+    flags = {m: m.check_inputs for m in modules if hasattr(m, "check_inputs")}
+    for module in flags:
         module.check_inputs = False
     try:
         yield
     finally:
-        for module, flag in zip(flagged, flags, strict=True):
+        for module, flag in flags.items():
             module.check_inputs = flag
 
 
@@ -144,11 +122,9 @@ def check_batch(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 class BestIterate:
     """The best point seen so far per example, scored lexicographically by (primary, secondary),
     higher is better, ties kept: e.g. (fooled, loss) so that any fooling point beats every other.
-
     ``x`` [B, C, H, W] starts as the given points with scores ``initial`` (default -inf: the first
-    update always wins). Updates use ``torch.where``, never boolean indexing, so the bookkeeping
-    never waits for the device. Scores are kept in float32 (float64 for float64 images).
-    """
+    update always wins). Updates use ``torch.where`` (no boolean indexing: no device sync); scores
+    are float32 (float64 for float64 images)."""
 
     def __init__(self, x: Tensor, initial: tuple[float, float] = (-math.inf, -math.inf)) -> None:
         dtype = torch.promote_types(x.dtype, torch.float32)
@@ -159,8 +135,7 @@ class BestIterate:
     def update(
         self, points: Tensor, primary: Tensor, secondary: Tensor, idx: slice | Tensor = slice(None)
     ) -> None:
-        """Offer ``points`` [b, C, H, W] with scores [b] for the examples ``idx`` (a slice or an
-        index tensor of b examples; default all)."""
+        """Offer ``points`` [b, C, H, W] with scores [b] for the examples ``idx`` (default all)."""
         primary, secondary = primary.to(self.primary.dtype), secondary.to(self.secondary.dtype)
         old_primary, old_secondary = self.primary[idx], self.secondary[idx]
         better = (primary > old_primary) | ((primary == old_primary) & (secondary > old_secondary))
@@ -223,11 +198,12 @@ def check_output(name: str, threat: ThreatModel | None, x_adv: Tensor, x: Tensor
 
 class Attack(ABC):
     """Base class: ``attack(x [B, C, H, W] in [0, 1], y [B] int64) -> x_adv`` (see module doc).
+    Subclasses implement ``_attack``, set ``self.threat`` (None only for an unbounded attack) and
+    ``self._record(...)`` their hyper-parameters (``max_batch`` only where they use it).
 
-    Subclasses implement ``_attack`` and set ``self.threat`` (None only for an unbounded attack) and
-    record their hyper-parameters with ``self._record(...)`` (``max_batch`` only where they use
-    it).
-    """
+    Every attack takes ``model`` (x [B, C, H, W] in [0, 1] -> logits [B, K]), ``seed`` (seeds
+    the attack's generator; None draws one), ``max_batch`` (most images per model call; None:
+    one call) and ``eval_mode`` (the model in eval mode during the attack, flags restored)."""
 
     name: ClassVar[str] = "attack"
     # Optional packages the attack imports (checked up front, e.g. by evaluate_robustness).
@@ -269,9 +245,8 @@ class Attack(ABC):
         self._hyper.update(hyper)
 
     def _set_threat(self, norm: str, eps: float | str | None, only: str | None = None) -> str:
-        """Set ``self.threat`` and ``self.eps`` (eps None: the norm's default, 8/255 Linf or
-        128/255 L2), record norm and eps; return the canonical norm. ``only``: the one norm the
-        attack supports (the argument exists so that suites can pass a norm to every attack)."""
+        """Set and record the threat (eps None: the norm's default); return the canonical norm.
+        ``only``: the one norm the attack supports (suites pass a norm to every attack)."""
         norm = canonical_norm(norm)
         if only is not None and norm != only:
             raise ValueError(f"{self.name!r} is an {only} attack here; got norm={norm!r}")
@@ -285,7 +260,6 @@ class Attack(ABC):
         return dict(self._hyper)
 
     def _step_done(self, step: int, steps: int) -> None:
-        """Tell :attr:`on_step` that iteration ``step`` of ``steps`` is done (no device sync)."""
         if self.on_step is not None:
             self.on_step(step, steps)
 
@@ -298,12 +272,7 @@ class Attack(ABC):
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         """Adversarial examples for x [B, C, H, W] in [0, 1] with labels y [B]: detached, in [0, 1],
-        inside the threat ball, same shape and dtype as x.
-
-        Raises:
-            AttackContractError: ``_attack`` returned a point that breaks the contract (checked,
-                never repaired).
-        """
+        inside the threat ball, same shape and dtype as x (else :class:`AttackContractError`)."""
         if torch.is_inference_mode_enabled():
             raise RuntimeError(
                 "attacks need autograd: call them outside torch.inference_mode() "

@@ -21,7 +21,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .base import Attack, BestIterate, bpda_context, check_bpda, positive_int
+from ciiv._checks import check_choice
+from ciiv.sampling import BPDA_SURROGATES
+
+from .base import Attack, BestIterate, bpda_context, positive_int
 from .objectives import margin
 from .registry import register_attack
 from .threat import L2Threat, canonical_norm
@@ -36,8 +39,7 @@ _TANH_MARGIN = 1 - 1e-6
 class CarliniWagnerL2(Attack):
     """C&W-L2 with binary search over c (module doc).
 
-    Args:
-        model: maps x [B, C, H, W] in [0, 1] to logits [B, K].
+    Args (besides :class:`~ciiv.attacks.base.Attack`'s):
         norm: "L2" only (accepted so that suites can pass a norm to every attack).
         eps: L2 budget in pixel units (float or "128/255") or None for the unbounded attack.
         confidence: kappa, the logit margin a success must reach (0 = just misclassified).
@@ -50,7 +52,6 @@ class CarliniWagnerL2(Attack):
         bpda: None, "identity" or "smooth" (CiiV: BPDA backward of the spike step).
         seed: recorded for the interface; the attack itself draws nothing at random.
         max_batch: accepted for the interface; the attack forwards the batch itself.
-        eval_mode: run the model in eval mode during the attack (flags restored afterwards).
     """
 
     def __init__(
@@ -76,7 +77,7 @@ class CarliniWagnerL2(Attack):
         self.threat = None if eps is None else L2Threat(eps)
         if confidence < 0 or initial_const <= 0 or lr <= 0:
             raise ValueError("confidence must be >= 0, initial_const and lr > 0")
-        check_bpda(bpda)
+        check_choice("bpda", bpda, BPDA_SURROGATES, optional=True)
         self.confidence = float(confidence)
         self.initial_const = float(initial_const)
         self.binary_search_steps = positive_int("binary_search_steps", binary_search_steps)

@@ -68,8 +68,7 @@ class RowVerdict:
 
     @property
     def layout(self) -> str:
-        """How draws go through the model: "stacked" (one call holds many draws of an example)
-        or "one call per draw"."""
+        """How draws go through the model: "stacked" or "one call per draw"."""
         return "stacked" if self.independent else "one call per draw"
 
     def describe(self) -> str:
@@ -145,14 +144,9 @@ def draw_calls(batch: int, draws: int, max_batch: int | None, independent: bool)
 
 
 def _spread_ratio(distances: Tensor, within: Tensor, across: Tensor) -> Tensor:
-    """Median over examples of within-call / across-call variance.
-
-    ``distances`` [..., n, R, R] holds the squared distances between the logits of an example's
-    R = calls * copies rows; ``within`` / ``across`` [R, R] mark the pairs in one call (two
-    copies) and the pairs of one copy slot in two calls. A variance averaged over classes is half
-    the mean squared distance of its pairs, so the ratio of the two means is W / A. Examples
-    without any spread are left out (NaN if none is left).
-    """
+    """Median over examples of W / A from the squared logit distances [..., n, R, R] of each
+    example's R rows; ``within`` / ``across`` [R, R] mark pairs in one call / of one copy slot in
+    two calls (a variance is half the mean squared distance of its pairs; NaN ratios dropped)."""
     w = (distances * within).sum((-2, -1)) / within.sum()
     a = (distances * across).sum((-2, -1)) / across.sum()
     return (w / a).nanmedian(-1).values

@@ -8,20 +8,24 @@ attacks return x itself for every example they did not fool. Their points can le
 float error, so the adapters project them and keep the largest excess in ``projected_excess``
 (docs/evaluation.md, "Worst case and per-attack numbers").
 
+Every adapter takes ``model`` (x [B, C, H, W] in [0, 1] -> logits [B, K]), ``norm`` ("Linf" or
+"L2"), ``eps`` (None = 8/255 Linf, 128/255 L2), ``seed`` (seeds pyautoattack), ``eval_mode``
+(model in eval mode during the attack) and ``max_batch`` (accepted for the interface:
+pyautoattack batches itself).
+
 ``pyautoattack`` is an optional dependency: ``pip install pyautoattack`` (or ``ciiv[autoattack]``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from abc import abstractmethod
-from collections.abc import Iterator
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from ciiv._checks import check_choice
 from ciiv.deps import require
 
 from .base import Attack, ball_tolerance, excess, positive_int
@@ -41,51 +45,30 @@ def _pyautoattack():
     return pyautoattack
 
 
-@contextlib.contextmanager
-def _isolated(device: torch.device) -> Iterator[None]:
-    """No autograd graph kept outside the attacks' own enable_grad blocks, and a forked global RNG
-    (pyautoattack calls torch.manual_seed)."""
-    devices = (
-        [device.index if device.index is not None else torch.cuda.current_device()]
-        if device.type == "cuda"
-        else []
-    )
-    with torch.random.fork_rng(devices=devices), torch.no_grad():
-        yield
-
-
 class _External(Attack):
-    """Shared part: norm and eps (None = 8/255 Linf, 128/255 L2), and the projection of
-    pyautoattack's output (``projected_excess``: the largest distance beyond eps or [0, 1] seen
-    before it, over every call of this attack object)."""
+    """Shared part: the projection of pyautoattack's output. Subclasses set ``self.norm`` with
+    ``_set_threat`` (eps None = 8/255 Linf, 128/255 L2)."""
 
     requires = ("pyautoattack",)
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        norm: str,
-        eps: float | str | None,
-        seed: int | None,
-        max_batch: int | None,
-        eval_mode: bool,
-    ) -> None:
-        super().__init__(model, seed=seed, max_batch=max_batch, eval_mode=eval_mode)
-        self.norm = self._set_threat(norm, eps)
-        self.projected_excess = 0.0
+    # The largest distance beyond eps or [0, 1] seen before the projection, over every call.
+    projected_excess: float = 0.0
 
     @abstractmethod
     def _run(self, x: Tensor, y: Tensor) -> Tensor:
-        """pyautoattack's raw x_adv for the batch."""
+        """pyautoattack's raw x_adv for the batch (called under no_grad)."""
 
     def _attack(self, x: Tensor, y: Tensor) -> Tensor:
-        with _isolated(x.device):
+        # No autograd graph outside pyautoattack's own enable_grad blocks, and a forked global RNG
+        # (it calls torch.manual_seed).
+        devices = []
+        if x.device.type == "cuda":
+            devices = [torch.cuda.current_device() if x.device.index is None else x.device.index]
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
             return self._project(self._run(x, y), x)
 
     def _project(self, x_adv: Tensor, x: Tensor) -> Tensor:
-        """pyautoattack's x_adv projected into the ball and [0, 1], its excess recorded (NaN/inf
-        pass through: the contract check reports them)."""
+        """x_adv projected into the ball and [0, 1], its excess recorded (NaN/inf pass through:
+        the contract check reports them)."""
         _, box, ball = excess(self.threat, x_adv, x)
         self.projected_excess = max(self.projected_excess, box, ball)
         if max(box, ball) > ball_tolerance(self.eps, x.dtype):
@@ -97,14 +80,10 @@ class _External(Attack):
 class APGDCE(_External):
     """APGD on the cross-entropy (Croce and Hein 2020), the first attack of AutoAttack.
 
-    Args:
-        model: maps x [B, C, H, W] in [0, 1] to logits [B, K].
-        norm: "Linf" or "L2"; eps: budget (None = 8/255 Linf, 128/255 L2).
+    Args (and the module doc's):
         steps: iterations (AutoAttack: 100); restarts: random restarts (AutoAttack standard: 1).
         eot: gradients averaged over this many forward passes (AutoAttack rand: 20).
         rho: step-size decrease threshold (0.75).
-        seed: seeds pyautoattack's start points; eval_mode: model in eval mode during the attack.
-        max_batch: accepted for the interface (pyautoattack batches itself).
     """
 
     def __init__(
@@ -121,9 +100,8 @@ class APGDCE(_External):
         max_batch: int | None = None,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(
-            model, norm=norm, eps=eps, seed=seed, max_batch=max_batch, eval_mode=eval_mode
-        )
+        super().__init__(model, seed=seed, max_batch=max_batch, eval_mode=eval_mode)
+        self.norm = self._set_threat(norm, eps)
         self.steps = positive_int("steps", steps)
         self.restarts = positive_int("restarts", restarts)
         self.eot = positive_int("eot", eot)
@@ -143,13 +121,9 @@ class APGDCE(_External):
 class Square(_External):
     """Square Attack (Andriushchenko et al. 2020), score-based, with AutoAttack's configuration.
 
-    Args:
-        model: maps x [B, C, H, W] in [0, 1] to logits [B, K].
-        norm: "Linf" or "L2"; eps: budget (None = 8/255 Linf, 128/255 L2).
+    Args (and the module doc's):
         n_queries: query budget per restart (5000); p_init: initial square fraction (0.8).
         restarts: 1; resc_schedule: rescale the p-schedule to n_queries (AutoAttack: False).
-        seed: seeds pyautoattack's draws; eval_mode: model in eval mode during the attack.
-        max_batch: accepted for the interface (pyautoattack batches itself).
     """
 
     def __init__(
@@ -166,9 +140,8 @@ class Square(_External):
         max_batch: int | None = None,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(
-            model, norm=norm, eps=eps, seed=seed, max_batch=max_batch, eval_mode=eval_mode
-        )
+        super().__init__(model, seed=seed, max_batch=max_batch, eval_mode=eval_mode)
+        self.norm = self._set_threat(norm, eps)
         self.n_queries = positive_int("n_queries", n_queries)
         self.p_init = float(p_init)
         self.restarts = positive_int("restarts", restarts)
@@ -189,23 +162,13 @@ class Square(_External):
 
 @register_attack("autoattack")
 class AutoAttack(_External):
-    """AutoAttack (Croce and Hein 2020) as published, run on the batch.
-
-    "standard": APGD-CE, APGD-T (targeted DLR), FAB-T, Square (5000 queries), each on the points
-    still standing. "rand" (for randomized defences): APGD-CE and APGD-DLR with EOT over 20 draws.
-
-    The targeted attacks use ``n_target_classes`` (9, i.e. every wrong class on 10-class data)
-    capped at K - 1 for a K-class model (logged when capped); "standard" needs K >= 4 and "rand"
-    K >= 3 (the DLR losses use the 3rd/4th largest logits).
-
-    Args:
-        model: maps x [B, C, H, W] in [0, 1] to logits [B, K].
-        norm: "Linf" or "L2"; eps: budget (None = 8/255 Linf, 128/255 L2).
-        version: "standard" or "rand".
-        n_target_classes: target classes of APGD-T and FAB-T.
-        batch_size: pyautoattack's internal batch size (None = the whole batch at once).
-        seed: seeds pyautoattack; eval_mode: model in eval mode during the attack.
-        max_batch: accepted for the interface (``batch_size`` is pyautoattack's own).
+    """AutoAttack (Croce and Hein 2020) as published, run on the batch (and the module doc's
+    arguments). ``version`` "standard": APGD-CE, APGD-T (targeted DLR), FAB-T, Square (5000
+    queries), each on the points still standing; "rand" (for randomized defences): APGD-CE and
+    APGD-DLR with EOT over 20 draws. APGD-T and FAB-T use ``n_target_classes`` (9, i.e. every
+    wrong class on 10-class data) capped at K - 1 for a K-class model (logged when capped);
+    "standard" needs K >= 4 and "rand" K >= 3 (the DLR losses use the 3rd/4th largest logits).
+    ``batch_size``: pyautoattack's internal batch size (None = the whole batch at once).
     """
 
     def __init__(
@@ -221,13 +184,9 @@ class AutoAttack(_External):
         max_batch: int | None = None,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(
-            model, norm=norm, eps=eps, seed=seed, max_batch=max_batch, eval_mode=eval_mode
-        )
-        if version not in VERSIONS:
-            raise ValueError(
-                f"unknown AutoAttack version {version!r}; valid: {', '.join(VERSIONS)}"
-            )
+        super().__init__(model, seed=seed, max_batch=max_batch, eval_mode=eval_mode)
+        self.norm = self._set_threat(norm, eps)
+        check_choice("AutoAttack version", version, VERSIONS)
         self.version = version
         self.n_target_classes = positive_int("n_target_classes", n_target_classes)
         self.batch_size = None if batch_size is None else positive_int("batch_size", batch_size)

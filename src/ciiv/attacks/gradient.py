@@ -25,18 +25,15 @@ BPDA: with ``bpda="identity" | "smooth"`` the whole attack runs inside ``model.b
 forward value is unchanged, the spike step's backward is replaced, and the masks are constants
 (they never depend on x). It combines with EOT and with either loss.
 
-Best iterate: the loop scores every iterate it visits (the start point, the point after each
-step, the final point, for every restart) per example by (success rate, J), compared
-lexicographically: the fraction of the E draws in which the attack succeeded (prediction != y, or
-== target when targeted) first, the EOT mean of J second. With E = 1 and a deterministic model
-that means "misclassified iterates beat correctly classified ones, ties go to the higher loss";
-for a random model the success rate is an E-sample estimate of the probability that a prediction
-is fooled. The scores of the visited points come with their gradient evaluations for free; only
-the final point of each restart costs E extra (no-grad) images. ``keep_best=False`` returns the
-last iterate instead (classic FGSM), choosing between restarts by the same score. No host sync
-per step (``BestIterate``; docs/evaluation.md, "Speed").
-
-Restarts: restart r > 0 attacks only the examples whose best success rate is still below 1.
+Best iterate: every visited iterate (start, after each step, final; every restart) is scored per
+example by (success rate, J), lexicographically: the fraction of the E draws in which the attack
+succeeded (prediction != y, or == target when targeted), then the EOT mean of J. With E = 1 and a
+deterministic model: misclassified iterates win, ties go to the higher loss; for a random model
+the rate estimates the probability that a prediction is fooled. The scores come with the gradient
+evaluations; only each restart's final point costs E extra (no-grad) images. ``keep_best=False``
+returns the last iterate (classic FGSM), choosing between restarts by the same score. No host
+sync per step (``BestIterate``; docs/evaluation.md, "Speed"). Restart r > 0 attacks only the
+examples whose best success rate is still below 1.
 """
 
 from __future__ import annotations
@@ -49,15 +46,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ciiv._checks import check_choice
 from ciiv.loss import consistency_loss, view_cross_entropy
 from ciiv.models.views import MultiView
+from ciiv.sampling import BPDA_SURROGATES
 
 from .base import (
     Attack,
     BestIterate,
     bpda_context,
     check_batch,
-    check_bpda,
     inputs_checked_once,
     positive_int,
     preserve_mode,
@@ -91,17 +89,14 @@ class GradientEstimate:
 class PGD(Attack):
     """Projected gradient ascent on a per-example objective (Madry et al. 2018), with options.
 
-    Args:
-        model: maps x [B, C, H, W] in [0, 1] to logits [B, K].
+    Args (besides :class:`~ciiv.attacks.base.Attack`'s):
         norm: "Linf" or "L2".
         eps: budget in pixel units (float or "8/255"); None = 8/255 (Linf) or 128/255 (L2).
         step_size: step length in the norm (pixel units); None = eps / 4 (2/255 for 8/255).
         steps: gradient steps per restart.
-        random_start: start every restart from a uniform draw in the ball (always, never a coin
-            flip); False starts from x.
+        random_start: start every restart from a uniform draw in the ball (never a coin flip).
         restarts: independent restarts; the per-example best is kept (module doc).
         eot: E, random forward passes averaged per gradient (1 = plain gradient).
-        max_batch: most images per model call when the E * B rows are forwarded (None = all).
         bpda: None, "identity" or "smooth": BPDA backward of CiiV's spike step (``model.bpda``).
         loss: "ce", "margin" (C&W margin on the logits), "adaptive" (CiiV: per-view CE +
             adaptive_weight * view consistency) or "kl" (KL divergence from the clean prediction,
@@ -111,8 +106,6 @@ class PGD(Attack):
         keep_best: return the best visited iterate per example (True) or the last one (False).
         precision: "fp32" (default) or "bf16": the model calls run under bfloat16 autocast
             (faster on a GPU; a low-precision attack can be weaker, so it is opt-in).
-        seed: seeds the attack's generator (random starts, random targets).
-        eval_mode: run the model in eval mode during the attack (flags restored afterwards).
     """
 
     def __init__(
@@ -142,9 +135,10 @@ class PGD(Attack):
         self.steps = positive_int("steps", steps)
         self.restarts = positive_int("restarts", restarts)
         self.eot = positive_int("eot", eot)
-        check_bpda(bpda)
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+        check_choice("bpda", bpda, BPDA_SURROGATES, optional=True)
+        check_choice("loss", loss, LOSSES)
+        check_choice("targeted", targeted, TARGET_MODES, optional=True)
+        check_choice("precision", precision, PRECISIONS)
         if loss == "adaptive" and not isinstance(model, MultiView):
             raise ValueError(
                 "loss='adaptive' needs a model with views (ciiv.models.MultiView: forward_views, "
@@ -152,12 +146,6 @@ class PGD(Attack):
             )
         if loss == "kl" and targeted is not None:
             raise ValueError("loss='kl' is untargeted (it moves away from the clean prediction)")
-        if targeted is not None and targeted not in TARGET_MODES:
-            raise ValueError(
-                f"unknown targeted {targeted!r}; valid: None, {', '.join(TARGET_MODES)}"
-            )
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
         self.random_start = bool(random_start)
         self.bpda = bpda
         self.loss = loss
@@ -183,24 +171,21 @@ class PGD(Attack):
         """J [N] and success [N] (bool) for one forward draw of the rows x [N, C, H, W].
 
         ``labels``: classes [N], or for loss="kl" the clean log-probabilities [N, K]."""
+        with self._autocast(x.device):
+            out = self.views(x) if self.loss == "adaptive" else self.logits(x)
         if self.loss == "adaptive":
-            with self._autocast(x.device):
-                out = self.views(x)
             view_logits, features = out.logits.float(), out.features.float()
             logits = self.model.combine(view_logits, out.z)
             ce = view_cross_entropy(view_logits, labels, reduction="none")
             cons = consistency_loss(features, out.z, reduction="none")
             value = (-ce if self.targeted else ce) + self.adaptive_weight * cons
         elif self.loss == "kl":
-            with self._autocast(x.device):
-                logits = self.logits(x)
-            log_p = logits.float().log_softmax(1)
-            value = F.kl_div(log_p, labels, reduction="none", log_target=True).sum(1)
+            logits = out.float()
+            value = F.kl_div(logits.log_softmax(1), labels, reduction="none", log_target=True)
+            value = value.sum(1)
             labels = labels.argmax(1)  # success: the prediction leaves the clean one
         else:
-            with self._autocast(x.device):
-                logits = self.logits(x)
-            logits = logits.float()  # a no-op in float32
+            logits = out.float()  # a no-op in float32
             if self.loss == "margin":
                 value = margin(logits, labels)
             else:
@@ -218,10 +203,10 @@ class PGD(Attack):
         batch, draws = x.shape[0], self.eot
         rows = x.detach().repeat(draws, 1, 1, 1) if draws > 1 else x.detach()
         row_labels = labels.repeat(draws, *([1] * (labels.dim() - 1)))
-        stacked = draws > 1 and rows_independent(self.model)
         values, successes, grads = [], [], []
-        with independent_draws(self.model) if stacked else contextlib.nullcontext():
-            for call in draw_calls(batch, draws, self.max_batch, stacked):
+        calls, draws_ctx = self._draw_layout(batch)
+        with draws_ctx:
+            for call in calls:
                 part, part_labels = rows[call], row_labels[call]
                 if with_grad:
                     part = part.clone().requires_grad_(True)
@@ -260,13 +245,17 @@ class PGD(Attack):
         ):
             return self._estimate(x, labels, with_grad=True, per_draw=per_draw)
 
+    def _draw_layout(self, batch: int) -> tuple[list[slice], contextlib.AbstractContextManager]:
+        """The calls of the E draws of a batch (module doc, EOT) and the context they run in."""
+        stacked = self.eot > 1 and rows_independent(self.model)
+        context = independent_draws(self.model) if stacked else contextlib.nullcontext()
+        return draw_calls(batch, self.eot, self.max_batch, stacked), context
+
     def _clean_logits(self, x: Tensor) -> Tensor:
         """The clean logits [B, K] averaged over E draws (laid out in calls as the EOT draws):
         what targets are chosen from, and loss="kl" moves away from."""
         rows = x.repeat(self.eot, 1, 1, 1)
-        stacked = self.eot > 1 and rows_independent(self.model)
-        calls = draw_calls(x.shape[0], self.eot, self.max_batch, stacked)
-        draws_ctx = independent_draws(self.model) if stacked else contextlib.nullcontext()
+        calls, draws_ctx = self._draw_layout(x.shape[0])
         with draws_ctx, self._autocast(x.device), torch.no_grad():
             logits = torch.cat([self.logits(rows[call]) for call in calls])
         return logits.float().view(self.eot, x.shape[0], -1).mean(0)

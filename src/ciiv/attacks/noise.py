@@ -70,22 +70,14 @@ class UniformNoise(_AdditiveNoise):
 
 @register_attack("random_search")
 class RandomSearch(Attack):
-    """Random search: up to ``draws`` uniform points in the eps-ball per example; keep one that
-    flips the label.
+    """Random search: up to ``draws`` uniform points in the eps-ball per example; the kept one is
+    the best by (label flipped, cross-entropy), lexicographically. ``max_batch // B`` draws of the
+    whole batch per model call (at least one); the search stops once every example has a flipping
+    draw, so ``forward_passes`` <= draws * B.
 
-    Per example the kept point is the best draw by (misclassified, cross-entropy), compared
-    lexicographically: any label-flipping draw beats every non-flipping one, ties go to the higher
-    loss. Draws are vectorised: ``max_batch // B`` draws of the whole batch per model call (at least
-    one), and the search stops early once every example has a flipping draw, so
-    ``forward_passes`` is at most draws * B.
-
-    Args:
-        model: maps x [B, C, H, W] in [0, 1] to logits [B, K].
+    Args (besides :class:`~ciiv.attacks.base.Attack`'s; the seed drives the draws):
         norm: "Linf" or "L2"; eps: budget in pixel units (float or "16/255").
         draws: N, random points per example.
-        max_batch: most images per model call (None = all N * B in one call).
-        seed: seeds the attack's generator (the draws).
-        eval_mode: run the model in eval mode during the attack (flags restored afterwards).
     """
 
     def __init__(

@@ -11,6 +11,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ciiv._checks import check_choice
+
 __all__ = ["TARGET_MODES", "choose_targets", "margin"]
 
 TargetMode = Literal["random", "most_likely", "least_likely"]
@@ -27,14 +29,10 @@ def margin(logits: Tensor, y: Tensor) -> Tensor:
 def choose_targets(
     logits: Tensor, y: Tensor, mode: TargetMode, generator: torch.Generator | None = None
 ) -> Tensor:
-    """Target classes [B] != y for a targeted attack.
-
-    Args:
-        logits: clean logits [B, K] (for a random model, their mean over several draws).
-        y: true labels [B].
-        mode: "random" (uniform over the K - 1 wrong classes, drawn from ``generator``),
-            "most_likely" (the highest wrong logit) or "least_likely" (the lowest logit).
-    """
+    """Target classes [B] != the true labels y [B] from the clean logits [B, K] (for a random
+    model, their mean over draws): uniform over the K - 1 wrong classes (mode "random", drawn from
+    ``generator``), the highest wrong logit ("most_likely") or the lowest logit ("least_likely")."""
+    check_choice("target mode", mode, TARGET_MODES)
     num_classes = logits.shape[1]
     if num_classes < 2:
         raise ValueError("a targeted attack needs at least 2 classes")
@@ -43,6 +41,4 @@ def choose_targets(
         return (y + shift) % num_classes
     if mode == "most_likely":
         return logits.scatter(1, y[:, None], float("-inf")).argmax(1)
-    if mode == "least_likely":
-        return logits.scatter(1, y[:, None], float("inf")).argmin(1)
-    raise ValueError(f"unknown target mode {mode!r}; valid: {', '.join(TARGET_MODES)}")
+    return logits.scatter(1, y[:, None], float("inf")).argmin(1)  # least_likely

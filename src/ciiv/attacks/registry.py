@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from ciiv._checks import check_choice
 from ciiv._mapping import check_keys
 from ciiv.deps import check_available
 
@@ -47,8 +48,7 @@ def list_attacks() -> list[str]:
 
 def attack_class(name: str) -> type[Attack]:
     """The class registered as ``name``; ValueError listing the valid names otherwise."""
-    if name not in _ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; valid: {', '.join(list_attacks())}")
+    check_choice("attack", name, list_attacks())
     return _ATTACKS[name]
 
 
@@ -61,18 +61,16 @@ def check_attack_dependencies(names: Iterable[str]) -> None:
 
 
 def create_attack(name: str, model: nn.Module, **hyper: Any) -> Attack:
-    """Build the attack ``name`` against ``model`` with hyper-parameters in natural units.
-
-    Unknown hyper-parameters raise a ValueError listing the valid ones (attacks that forward extra
-    keywords to another attack, like "transfer", validate them there).
-    """
+    """Build the attack ``name`` against ``model`` with hyper-parameters in natural units; a
+    ValueError listing the valid ones for unknown ones (:func:`check_attack_arguments`)."""
     check_attack_arguments(name, hyper)
     return attack_class(name)(model, **hyper)
 
 
 def check_attack_arguments(name: str, hyper: Iterable[str]) -> None:
     """ValueError for an unknown attack ``name`` or hyper-parameter names it does not take (the
-    message lists the valid ones); values are checked by the attack's constructor."""
+    message lists the valid ones); values are checked by the attack's constructor, and attacks
+    that forward extra keywords to another attack ("transfer") validate them there."""
     params = inspect.signature(attack_class(name).__init__).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         valid = [p for p in params if p not in ("self", "model")]

@@ -35,8 +35,8 @@ __all__ = ["SPSA"]
 class SPSA(Attack):
     """SPSA-Linf (module doc). Defaults are SPEC section 6's settings.
 
-    Args:
-        model: maps x [B, C, H, W] in [0, 1] to logits [B, K].
+    Args (besides :class:`~ciiv.attacks.base.Attack`'s; the seed drives the start point and
+    directions, ``max_batch`` None sends all 2 * S * B probes in one call):
         norm: "Linf" only (accepted so that suites can pass a norm to every attack).
         eps: Linf budget in pixel units (float or "16/255").
         delta: finite-difference step in pixel units.
@@ -44,9 +44,6 @@ class SPSA(Attack):
         steps: Adam steps.
         lr: Adam learning rate on the perturbation.
         random_start: start from a uniform draw in the ball (else from x).
-        max_batch: most images per model call (None = all 2 * S * B probes in one call).
-        seed: seeds the attack's generator (start point and directions).
-        eval_mode: run the model in eval mode during the attack (flags restored afterwards).
     """
 
     def __init__(

@@ -37,12 +37,8 @@ _TINY = 1e-12
 
 
 def parse_eps(eps: float | int | str) -> float:
-    """A perturbation budget in pixel units from a number or a string like "8/255" or "0.03".
-
-    Raises ValueError for anything negative, non-finite or unparseable.
-    """
-    if isinstance(eps, bool):
-        raise ValueError(f"eps must be a number or a string like '8/255', got {eps!r}")
+    """A perturbation budget in pixel units from a number or a string like "8/255" or "0.03";
+    a ValueError for anything negative, non-finite or unparseable."""
     if isinstance(eps, str):
         try:
             value = float(Fraction(eps.strip()))
@@ -50,10 +46,10 @@ def parse_eps(eps: float | int | str) -> float:
             raise ValueError(
                 f"cannot parse eps {eps!r}; write a number or a fraction like '8/255'"
             ) from err
-    elif isinstance(eps, (int, float)):
+    elif isinstance(eps, (int, float)) and not isinstance(eps, bool):
         value = float(eps)
     else:
-        raise ValueError(f"eps must be a number or a string like '8/255', got {type(eps).__name__}")
+        raise ValueError(f"eps must be a number or a string like '8/255', got {eps!r}")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"eps must be finite and >= 0, got {eps!r}")
     return value
@@ -81,13 +77,10 @@ def default_eps(norm: str, dataset: str | None = None) -> float:
 
 
 def check_eps(norm: str, eps: float, image_shape: tuple[int, ...] | None = None) -> None:
-    """Refuse a budget no perturbation can use: Linf eps must be in [0, 1] (pixel units); an
-    L2 eps at most the image's diameter sqrt(C * H * W) (the largest L2 distance inside [0, 1]),
-    checked when ``image_shape`` (C, H, W) is given.
-
-    Raises:
-        ValueError: naming the eps, the norm and the valid range.
-    """
+    """A ValueError (naming eps, norm and the valid range) for a budget no perturbation can use:
+    Linf eps must be in [0, 1] (pixel units); an L2 eps at most the image's diameter
+    sqrt(C * H * W) (the largest L2 distance inside [0, 1]), checked when ``image_shape`` (C, H, W)
+    is given."""
     norm = canonical_norm(norm)
     high, what = math.inf, ">= 0"
     if norm == "Linf":
@@ -100,16 +93,14 @@ def check_eps(norm: str, eps: float, image_shape: tuple[int, ...] | None = None)
         raise ValueError(f"{norm} eps {eps:g} is out of range; valid: {what}")
 
 
-def _flat_norm(t: Tensor, keepdim_like: Tensor) -> Tensor:
-    """Per-example L2 norm of t [B, ...], shaped [B, 1, 1, ...] to broadcast like keepdim_like."""
-    return t.flatten(1).norm(dim=1).view(-1, *([1] * (keepdim_like.dim() - 1)))
+def _flat_norm(t: Tensor) -> Tensor:
+    """Per-example L2 norm of t [B, ...], shaped [B, 1, 1, ...] to broadcast against t."""
+    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
 
 
 class ThreatModel(ABC):
-    """An eps-ball around x (in the norm ``norm``) intersected with the pixel box [0, 1].
-
-    All tensors are image batches [B, C, H, W]; x is the clean batch with values in [0, 1].
-    """
+    """An eps-ball around x (in the norm ``norm``) intersected with the pixel box [0, 1]. All
+    tensors are image batches [B, C, H, W]; x is the clean batch with values in [0, 1]."""
 
     norm: ClassVar[Norm]
 
@@ -126,10 +117,8 @@ class ThreatModel(ABC):
     @abstractmethod
     def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """A point inside the ball around x and inside [0, 1]; the identity for points inside.
-
         The norm clip comes first and the box clamp second: clamping towards [0, 1] never moves a
-        coordinate away from x (which is in [0, 1]), so the result stays inside the ball.
-        """
+        coordinate away from x (which is in [0, 1]), so the result stays inside the ball."""
 
     @abstractmethod
     def random_init(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -170,19 +159,19 @@ class L2Threat(ThreatModel):
 
     def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
         delta = x_adv - x
-        scale = (self.eps / (_flat_norm(delta, delta) + _TINY)).clamp(max=1.0)
+        scale = (self.eps / (_flat_norm(delta) + _TINY)).clamp(max=1.0)
         return (x + delta * scale).clamp(0, 1)
 
     def random_init(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         # Uniform in the ball: an isotropic direction and a radius eps * U^(1/d).
         direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        direction = direction / (_flat_norm(direction, x) + _TINY)
+        direction = direction / (_flat_norm(direction) + _TINY)
         u = torch.rand((x.shape[0],), generator=generator, device=x.device, dtype=x.dtype)
         radius = self.eps * u.pow(1.0 / x[0].numel()).view(-1, *([1] * (x.dim() - 1)))
         return self.project(x + radius * direction, x)
 
     def step(self, x_adv: Tensor, grad: Tensor, step_size: float) -> Tensor:
-        return x_adv + step_size * grad / (_flat_norm(grad, grad) + _TINY)
+        return x_adv + step_size * grad / (_flat_norm(grad) + _TINY)
 
 
 _THREATS: dict[str, type[ThreatModel]] = {"Linf": LinfThreat, "L2": L2Threat}

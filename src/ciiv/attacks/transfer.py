@@ -21,14 +21,8 @@ __all__ = ["Transfer"]
 
 @register_attack("transfer")
 class Transfer(Attack):
-    """Run attack ``base`` on ``surrogate`` and return its x_adv for the target ``model``.
-
-    Args:
-        model: the target (kept for the record; never queried).
-        surrogate: the model the base attack differentiates / queries.
-        base: name of a registered attack (not "transfer").
-        **base_hyper: hyper-parameters of the base attack (eps, steps, seed, ...).
-    """
+    """Run the registered attack ``base`` (not "transfer") with ``**base_hyper`` (eps, steps,
+    seed, ...) on ``surrogate`` and return its x_adv for the target ``model`` (never queried)."""
 
     def __init__(
         self, model: nn.Module, *, surrogate: nn.Module, base: str = "pgd", **base_hyper: Any

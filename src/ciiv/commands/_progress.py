@@ -226,19 +226,15 @@ class ProgressDisplay:
 
     def line(self) -> str:
         """The plain progress line of the current state."""
-        parts = [self.now().strftime("%Y-%m-%d %H:%M:%S")]
-        if self.title:
-            parts.append(self.title)
+        parts = [self.now().strftime("%Y-%m-%d %H:%M:%S"), self.title]
         for key in self._ordered():
             bar = self._bars[key]
-            parts.append(f"{bar.description} {self._count(bar)}".strip())
-            if bar.stats:
-                parts.append(bar.stats)
+            parts += [f"{bar.description} {self._count(bar)}".strip(), bar.stats]
         running = [k for k in self._children(None) if (self.fraction(k) or 0.0) < 1.0]
         eta = self.eta(running[0]) if running else None
         if eta is not None:
             parts.append(f"ETA {format_duration(eta)}")
-        return "  ".join(parts)
+        return "  ".join(part for part in parts if part)  # empty title or stats left out
 
     # -- internals -----------------------------------------------------------------------------
 

@@ -21,8 +21,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ciiv._io import write_json_atomic
-from ciiv.commands._model import add_target_arguments
 from ciiv.commands._progress import ProgressDisplay, audit_progress
+from ciiv.commands._ui import add_target_arguments, load_target
 
 __all__ = ["DEFAULT_EXAMPLES", "add_arguments", "run"]
 
@@ -91,7 +91,6 @@ def result_table(result, title: str) -> Table:
 
 def run(args: argparse.Namespace) -> int:
     from ciiv.attacks import default_eps
-    from ciiv.commands._model import load_target
     from ciiv.evaluate.audit import audit, list_checks
     from ciiv.train.run import resolve_device
 

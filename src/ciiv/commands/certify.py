@@ -42,6 +42,13 @@ OPTIONS = (  # flag, default, metavar, help
 )
 
 
+# The options that are certify_run's parameters of the same name.
+_SAME_NAMES = (
+    "sigma n0 n alpha n_examples batch_size examples_per_batch seed checkpoint data_dir "
+    "test_split overwrite"
+).split()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ciiv.certify.run import DEFAULT_EXAMPLES
 
@@ -88,20 +95,9 @@ def run(args: argparse.Namespace) -> int:
     with ProgressDisplay(console, f"certify {args.run_dir}", enabled=main_process) as display:
         result = certify_run(
             args.run_dir,
-            sigma=args.sigma,
-            n0=args.n0,
-            n=args.n,
-            alpha=args.alpha,
-            n_examples=args.n_examples,
-            batch_size=args.batch_size,
-            examples_per_batch=args.examples_per_batch,
-            seed=args.seed,
+            **{name: getattr(args, name) for name in _SAME_NAMES},
             out_dir=args.out,
-            checkpoint=args.checkpoint,
             device=device,
-            data_dir=args.data_dir,
-            test_split=args.test_split,
-            overwrite=args.overwrite,
             progress=CertifyProgress(display) if main_process else None,
         )
     if main_process:

@@ -21,13 +21,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ciiv.commands._model import add_target_arguments
 from ciiv.commands._progress import EvalProgress, ProgressDisplay
+from ciiv.commands._ui import add_target_arguments, load_target, user_protocols
 from ciiv.formatting import format_duration, format_rate
 
 __all__ = ["add_arguments", "run"]
 
 DEFAULT_EXAMPLES = 1000
+# The options that are evaluate_robustness's parameters of the same name.
+_SAME_NAMES = ("eps", "eot", "draws", "seed", "batch_size", "max_batch", "overwrite")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -176,7 +178,6 @@ def _announcing(console: Console, progress):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ciiv.commands._model import load_target, user_protocols
     from ciiv.distributed import init_distributed, is_main_process
     from ciiv.evaluate import evaluate_robustness, get_suite
     from ciiv.evaluate.selection import eval_dir_name
@@ -203,30 +204,22 @@ def run(args: argparse.Namespace) -> int:
             suite.name, protocol, None if default_split else target.split, args.eps
         )
         out_dir = Path(args.out) if args.out and not args.model else target.root / "eval" / name
-        label = f"{suite.name}/{protocol}"
         title = f"eval {args.model or args.run_dir}"
         with ProgressDisplay(console, title, enabled=main_process) as display:
+            progress = EvalProgress(display, f"{suite.name}/{protocol}")
             result = evaluate_robustness(
                 target.model,
                 target.x,
                 target.y,
                 suite=suite,
                 protocol=protocol,
-                eps=args.eps,
-                eot=args.eot,
-                draws=args.draws,
-                seed=args.seed,
-                batch_size=args.batch_size,
+                **{name: getattr(args, name) for name in _SAME_NAMES},
                 out_dir=out_dir,
                 dataset=target.dataset,
                 indices=target.index.tolist(),
-                max_batch=args.max_batch,
                 audit=audit,
-                overwrite=args.overwrite,
                 run_info=target.run,
-                progress=_announcing(console, EvalProgress(display, label))
-                if main_process
-                else None,
+                progress=_announcing(console, progress) if main_process else None,
             )
         # The audit does not depend on the protocol: run it once, store it with both.
         audit = result.summary.get("audit", False)

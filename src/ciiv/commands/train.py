@@ -96,12 +96,6 @@ def _listing(console: Console) -> None:
     console.print(table)
 
 
-def _overrides(args: argparse.Namespace) -> list:
-    """Shortcut flags as (key, value) pairs, then the --set strings."""
-    given = [(key, getattr(args, key)) for key, *_ in _SHORTCUTS.values()]
-    return [(key, value) for key, value in given if value is not None] + args.overrides
-
-
 def _summary(console: Console, result) -> None:
     table = Table(title=f"run {result.run_dir}", show_header=False)
     last = result.history[-1] if result.history else {}
@@ -143,7 +137,9 @@ def run(args: argparse.Namespace) -> int:
                 )
         elif not args.out and not args.print_config:
             raise ConfigError("--out RUN_DIR is required (or --resume RUN_DIR)")
-        overrides = _overrides(args)
+        # The shortcut flags as (key, value) pairs, then the --set strings.
+        given = [(key, getattr(args, key)) for key, *_ in _SHORTCUTS.values()]
+        overrides = [(key, value) for key, value in given if value is not None] + args.overrides
         if args.print_config:
             config = load_config(
                 saved_config(args.resume) if args.resume else args.config, overrides
