@@ -148,6 +148,14 @@ def fixed_randomness(model: nn.Module, seed: int) -> nn.Module:
     return (_FixedWithBPDA if isinstance(model, SupportsBPDA) else _Fixed)(model, seed)
 
 
+def _memoized(method: Callable[[AuditContext], Any]) -> property:
+    """A read-only property computed once per audit by :meth:`AuditContext.memo` under the
+    property's name."""
+    return property(
+        lambda self: self.memo(method.__name__, lambda: method(self)), doc=method.__doc__
+    )
+
+
 class AuditContext:
     """Model (pixels in [0, 1] -> logits, in eval mode), points x [N, C, H, W] in [0, 1] and
     labels y [N] int64 on its device, and settings of one audit, with everything the checks
@@ -182,40 +190,35 @@ class AuditContext:
 
     # -- randomness ------------------------------------------------------------------------
 
-    @property
+    @_memoized
     def logit_draws(self) -> Tensor:
         """Logits of max(draws, 4) forward passes (separate calls, as the deployed model is
         queried) on the gradient points: [R, n, classes]."""
-        draws = [self.grad_x] * max(self.settings.draws, 4)
-        return self.memo("logit_draws", lambda: torch.stack([self.logits(x) for x in draws]))
+        return torch.stack([self.logits(self.grad_x) for _ in range(max(self.settings.draws, 4))])
 
-    @property
+    @_memoized
     def stochastic(self) -> bool:
         """Whether the same input gives different logits (measured, whatever the model says)."""
-        return self.memo("stochastic", lambda: _differ(self.logit_draws, self.logit_draws[0]))
+        return _differ(self.logit_draws, self.logit_draws[0])
 
-    @property
+    @_memoized
     def rows(self) -> RowVerdict:
         """Whether copies of an image stacked into one call are independent draws: the verdict of
         an enclosing evaluation that measured it, else the spread test on the gradient points,
         also for a model that declares ``independent_rows`` (the randomness check compares)."""
-
-        def measure() -> RowVerdict:
-            if not self.stochastic:
-                return RowVerdict(independent=True, source="deterministic")
-            known = known_rows(self.model)
-            if known is not None and known.source == "measured":
-                return known
-            return measure_rows(self.model, self.grad_x[:8], seed=self.settings.seed)
-
-        return self.memo("rows", measure)
+        if not self.stochastic:
+            return RowVerdict(independent=True, source="deterministic")
+        known = known_rows(self.model)
+        if known is not None and known.source == "measured":
+            return known
+        return measure_rows(self.model, self.grad_x[:8], seed=self.settings.seed)
 
     def draw_layout(self) -> contextlib.AbstractContextManager:
         """A context in which the audit's attacks and measurements stack the draws of the audited
         model exactly as the evaluation would: as it declares, else as :attr:`rows` measured."""
         return assume_rows(self.model, self.rows)
 
-    @property
+    @_memoized
     def reproducible(self) -> bool:
         """Whether two forward passes of the gradient points under the same seed of the global
         generators (torch, ``random``, ``numpy``) give the same logits: what makes a seeded
@@ -225,7 +228,7 @@ class AuditContext:
             with seeded(self.settings.seed + 1, self.x.device):
                 return self.logits(self.grad_x)
 
-        return self.memo("reproducible", lambda: not _differ(once(), once()))
+        return not _differ(once(), once())
 
     @property
     def surrogates(self) -> tuple[str, ...]:
@@ -251,23 +254,19 @@ class AuditContext:
         needed = self.stability(surrogate).needed(self.settings.cosine_threshold)
         return min(needed or self.settings.max_eot, self.settings.max_eot)
 
-    @property
+    @_memoized
     def best_surrogate(self) -> str | None:
         """The backward whose EOT gradient stabilises first (None = the true gradient; ties go to
         it); when none stabilises, the one with the highest cosine at the largest E."""
-
-        def choose() -> str | None:
-            if not self.stochastic or not self.surrogates:
-                return None
-            options = [None, *self.surrogates]
-            threshold = self.settings.cosine_threshold
-            curves = {s: self.stability(s) for s in options}
-            reached = [s for s in options if curves[s].needed(threshold) is not None]
-            if reached:
-                return min(reached, key=lambda s: curves[s].needed(threshold))
-            return max(options, key=lambda s: curves[s].cosine[-1])
-
-        return self.memo("best_surrogate", choose)
+        if not self.stochastic or not self.surrogates:
+            return None
+        options = [None, *self.surrogates]
+        threshold = self.settings.cosine_threshold
+        curves = {s: self.stability(s) for s in options}
+        reached = [s for s in options if curves[s].needed(threshold) is not None]
+        if reached:
+            return min(reached, key=lambda s: curves[s].needed(threshold))
+        return max(options, key=lambda s: curves[s].cosine[-1])
 
     # -- accuracy ----------------------------------------------------------------------------
 
@@ -289,9 +288,10 @@ class AuditContext:
         with self.draw_layout() if draws > 1 else contextlib.nullcontext():
             return draw_predictions(model, points, draws, self.settings.batch_size) == self.y
 
-    @property
+    @_memoized
     def clean_correct(self) -> Tensor:
-        return self.memo("clean_correct", lambda: self.correct(self.x))
+        """[D, N] bool: :meth:`correct` on the clean points."""
+        return self.correct(self.x)
 
     def compare(self, a: Tensor, b: Tensor) -> Comparison:
         """acc(a) - acc(b), paired, with this audit's tolerance (see :class:`Comparison`)."""
@@ -365,40 +365,38 @@ class AuditContext:
         eps = self.settings.eps if eps is None else eps
         on_audited = model is None or model is self.model
         eot = (self.eot(surrogate) if on_audited else 1) if eot is None else eot
-        label = self._label("pgd", steps, eps, restarts, surrogate, eot, target)
+        hyper = {
+            "eps": eps,
+            "steps": steps,
+            "step_size": 2.5 * eps / steps,
+            "random_start": True,
+            "restarts": restarts,
+            "eot": eot,
+            "bpda": surrogate,
+        }
         return self.run(
-            label, "pgd", target=target, model=model, eps=eps, steps=steps,
-            step_size=2.5 * eps / steps, random_start=True, restarts=restarts, eot=eot,
-            bpda=surrogate,
-        )  # fmt: skip
+            self._label("pgd", hyper, target), "pgd", target=target, model=model, **hyper
+        )
 
     def fgsm(self, surrogate: str | None = None) -> AttackRun:
         """FGSM at the audit's budget (EOT as measured)."""
-        eot = self.eot(surrogate)
-        label = self._label("fgsm", surrogate=surrogate, eot=eot)
-        return self.run(label, "fgsm", eot=eot, bpda=surrogate)
+        hyper = {"eot": self.eot(surrogate), "bpda": surrogate}
+        return self.run(self._label("fgsm", hyper), "fgsm", **hyper)
 
-    def _label(
-        self,
-        kind: str,
-        steps: int | None = None,
-        eps: float | None = None,
-        restarts: int = 1,
-        surrogate: str | None = None,
-        eot: int = 1,
-        target: str = "model",
-    ) -> str:
-        """Readable run names: "pgd-50", "pgd-50-bpda-identity-eot8", "pgd-50@eps=0.5@fixed"."""
+    def _label(self, kind: str, hyper: Mapping[str, Any], target: str = "model") -> str:
+        """Readable run names from the hyper-parameters of :meth:`pgd` or :meth:`fgsm`: "pgd-50",
+        "pgd-50-bpda-identity-eot8", "pgd-50@eps=0.5@fixed"."""
+        steps, restarts, eot = hyper.get("steps"), hyper.get("restarts", 1), hyper["eot"]
         parts = [kind if steps is None else f"{kind}-{steps}"]
         if restarts > 1:
             parts.append(f"x{restarts}")
-        if surrogate:
-            parts.append(f"bpda-{surrogate}")
+        if hyper["bpda"]:
+            parts.append(f"bpda-{hyper['bpda']}")
         if eot > 1:
             parts.append(f"eot{eot}")
         name = "-".join(parts)
-        if eps is not None and not math.isclose(eps, self.settings.eps):
-            name += f"@eps={eps:.4g}"
+        if not math.isclose(hyper.get("eps", self.settings.eps), self.settings.eps):
+            name += f"@eps={hyper['eps']:.4g}"
         if target != "model":
             name += f"@{target}"
         return name
