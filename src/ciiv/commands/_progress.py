@@ -191,7 +191,7 @@ class ProgressDisplay:
         for child in self._children(key):
             self.remove(child)
         bar = self._bars.pop(key)
-        if self._rich is not None and bar.task is not None:
+        if bar.task is not None:  # a rich task
             self._rich.remove_task(bar.task)
 
     def clear(self) -> None:
@@ -240,7 +240,7 @@ class ProgressDisplay:
 
     def _ancestors(self, key: str) -> list[str]:
         out, parent = [], self._bars[key].parent
-        while parent is not None and parent in self._bars:
+        while parent is not None:  # a bar's parent outlives it (remove() takes children first)
             out.append(parent)
             parent = self._bars[parent].parent
         return out

@@ -414,8 +414,8 @@ def resolve_suite(
     resolved: list[ResolvedAttack] = []
     skipped: dict[str, str] = {}
     for entry in suite.expanded():
-        unmet = [_UNMET[n] for n in _UNMET if n in entry.requires and not getattr(traits, n)]
-        reason = next(iter(unmet), None) or proto.unsupported(entry)
+        unmet = (why for n, why in _UNMET.items() if n in entry.requires and not getattr(traits, n))
+        reason = next(unmet, None) or proto.unsupported(entry)
         if reason:
             skipped[entry.name] = reason
             continue
@@ -495,6 +495,12 @@ _SPSA = AttackEntry(
     name="spsa", attack="spsa", hyper={"delta": 0.1, "nb_sample": 16, "steps": 20, "lr": 0.1}
 )
 _RANDOM_SEARCH = AttackEntry(name="random-search", attack="random_search", hyper={"draws": 100})
+# PGD-20 through the true gradient and both BPDA backwards (standard-linf and ciiv-adaptive).
+_PGD_20_BPDA = (
+    _pgd("pgd-20", 20),
+    _pgd("pgd-20-bpda-identity", 20, bpda="identity"),
+    _pgd("pgd-20-bpda-smooth", 20, bpda="smooth"),
+)
 _TARGETED = tuple(
     _pgd(f"pgd-20-targeted-{target.replace('_', '-')}", 20, targeted=target)
     for target in ("random", "most_likely", "least_likely")
@@ -547,9 +553,7 @@ for _suite in (
         budget=_LINF_BUDGET,
         entries=(
             _FGSM,
-            _pgd("pgd-20", 20),
-            _pgd("pgd-20-bpda-identity", 20, bpda="identity"),
-            _pgd("pgd-20-bpda-smooth", 20, bpda="smooth"),
+            *_PGD_20_BPDA,
             _pgd("pgd-20-adaptive", 20, bpda="identity", loss="adaptive"),
             _pgd("pgd-100", 100, fraction=0.1),
             _AUTOATTACK,
@@ -576,9 +580,7 @@ for _suite in (
         norm="Linf",
         budget=_LINF_BUDGET,
         entries=(
-            _pgd("pgd-20", 20),
-            _pgd("pgd-20-bpda-identity", 20, bpda="identity"),
-            _pgd("pgd-20-bpda-smooth", 20, bpda="smooth"),
+            *_PGD_20_BPDA,
             _pgd("pgd-50-adaptive", 50, fraction=0.1, bpda="identity", loss="adaptive"),
             _pgd("pgd-100-bpda-identity", 100, fraction=0.1, bpda="identity"),
             _pgd("pgd-20-targeted-most-likely", 20, bpda="identity", targeted="most_likely"),

@@ -531,11 +531,10 @@ class _Trainer:
     def _train_steps(self, epoch: int) -> tuple[_EpochProgress, float]:
         """The steps of ``epoch`` from where a mid-epoch checkpoint left it, with their events and
         checkpoints; returns the epoch's progress and its ``time.perf_counter`` start."""
-        config, steps = self.config, self.steps_per_epoch
+        steps = self.steps_per_epoch
         progress = self.resumed or _EpochProgress(lr=self.optimizer.param_groups[0]["lr"])
         self.resumed = None
-        if self.progress:
-            self.progress(ProgressEvent("epoch_start", epoch, config.epochs, progress.step, steps))
+        self._notify("epoch_start", epoch, progress.step, steps)
         skip = progress.step
         self.model.train()
         start = time.perf_counter() - progress.elapsed_s
@@ -547,7 +546,7 @@ class _Trainer:
                 if (i + 1) % self.progress_every == 0 or i + 1 == steps:  # a device sync
                     running["loss"] = progress.sums["loss"].item() / seen
                     running["acc"] = progress.sums["correct"].item() / seen
-                self.progress(ProgressEvent("step", epoch, config.epochs, i + 1, steps, running))
+                self._notify("step", epoch, i + 1, steps, running)
             if i + 1 < steps:  # the epoch's end has a checkpoint of its own
                 progress.elapsed_s = time.perf_counter() - start
                 self._checkpoint_within(epoch, progress)
@@ -596,9 +595,12 @@ class _Trainer:
                 progress.lr,
                 format_rate(record["images_per_s"]),
             )
+        self._notify("epoch_end", epoch, self.steps_per_epoch, self.steps_per_epoch, record)
+
+    def _notify(self, kind: str, epoch: int, *args: Any) -> None:
+        """Send ``ProgressEvent(kind, epoch, epochs, *args)`` to the progress callback, if any."""
         if self.progress:
-            steps = self.steps_per_epoch
-            self.progress(ProgressEvent("epoch_end", epoch, config.epochs, steps, steps, record))
+            self.progress(ProgressEvent(kind, epoch, self.config.epochs, *args))
 
     def _train_step(self, x: Tensor, y: Tensor, ctx: StepContext, progress: _EpochProgress) -> None:
         """One optimiser step on the batch x [B, C, H, W] in [0, 1], y [B]; its loss, correct
@@ -661,16 +663,14 @@ class _Trainer:
         rank, ranks = self.dist.rank, self.dist.world_size
         images, labels = self.val.images[rank::ranks], self.val.labels[rank::ranks]
         correct = torch.zeros((), device=self.device)
-        size, epochs = self.config.eval_batch_size, self.config.epochs
+        size = self.config.eval_batch_size
         batches = math.ceil(len(labels) / size)
-        if self.progress:
-            self.progress(ProgressEvent("validate", epoch, epochs, 0, batches))
+        self._notify("validate", epoch, 0, batches)
         with seeded(self.config.seed + rank, self.device), self._autocast():
             for i, (x, y) in enumerate(iterate_batches(images, labels, size), start=1):
                 x = to_float(x, self.device, channels_last=self.channels_last)
                 correct += (predict(self.model, x) == y.to(self.device)).sum()
-                if self.progress:
-                    self.progress(ProgressEvent("validate", epoch, epochs, i, batches))
+                self._notify("validate", epoch, i, batches)
         count = torch.tensor(float(len(labels)), device=self.device)
         correct_all, count_all = self.dist.all_reduce_sum(torch.stack([correct, count])).tolist()
         return correct_all / count_all
