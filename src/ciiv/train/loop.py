@@ -179,6 +179,21 @@ class _EpochProgress:
     sums: dict[str, Tensor] = field(default_factory=dict)  # sums over them (loss x batch, ...)
     elapsed_s: float = 0.0  # training seconds so far (for images/s)
 
+    def add(self, out: StepOutput, y: Tensor) -> None:
+        """Count one step on labels y [B]: its loss, correct count and method metrics (times B)
+        are summed on the device (no sync)."""
+        batch = y.shape[0]
+        targets = y if out.targets is None else out.targets
+        values = {
+            "loss": out.loss.detach().float() * batch,
+            "correct": (out.logits.detach().argmax(1) == targets).sum().float(),
+            **{k: v.float() * batch for k, v in out.metrics.items()},
+        }
+        for key, value in values.items():
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        self.seen += batch
+        self.step += 1
+
 
 class _Step(nn.Module):
     """model + objective as one module, so DDP sees each step as one forward call (its gradient
@@ -539,7 +554,8 @@ class _Trainer:
         self.model.train()
         start = time.perf_counter() - progress.elapsed_s
         for i, (x, y) in enumerate(self._batches(epoch, skip), start=skip):
-            self._train_step(x, y, StepContext(epoch=epoch, step=epoch * steps + i), progress)
+            ctx = StepContext(epoch=epoch, step=epoch * steps + i)
+            progress.add(self._train_step(x, y, ctx), y)
             if self.progress:
                 seen, elapsed = progress.seen, time.perf_counter() - start
                 running = {"images_per_s": seen * self.dist.world_size / elapsed}
@@ -602,9 +618,8 @@ class _Trainer:
         if self.progress:
             self.progress(ProgressEvent(kind, epoch, self.config.epochs, *args))
 
-    def _train_step(self, x: Tensor, y: Tensor, ctx: StepContext, progress: _EpochProgress) -> None:
-        """One optimiser step on the batch x [B, C, H, W] in [0, 1], y [B]; its loss, correct
-        count and method metrics (times B) are added to ``progress`` on the device (no sync)."""
+    def _train_step(self, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
+        """One optimiser step on the batch x [B, C, H, W] in [0, 1], y [B]."""
         with self._autocast():
             out = self.step_module(x, y, ctx)
         self.optimizer.zero_grad(set_to_none=True)
@@ -612,18 +627,7 @@ class _Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        targets = y if out.targets is None else out.targets
-        batch = x.shape[0]
-        values = {
-            "loss": out.loss.detach().float() * batch,
-            "correct": (out.logits.detach().argmax(1) == targets).sum().float(),
-            **{k: v.float() * batch for k, v in out.metrics.items()},
-        }
-        sums = progress.sums
-        for key, value in values.items():
-            sums[key] = sums[key] + value if key in sums else value
-        progress.seen += batch
-        progress.step += 1
+        return out
 
     def _checkpoint_within(self, epoch: int, progress: _EpochProgress) -> None:
         """Inside ``epoch``, after ``progress.step`` steps: save last.pt there when
