@@ -573,6 +573,27 @@ def test_bad_inputs_are_refused_with_a_hint(vanilla):
         dataclasses.replace(entry, hyper={"eps": 0.1})
 
 
+def test_the_models_pixel_check_runs_before_the_batches_not_in_them(vanilla, monkeypatch):
+    # x is checked once at the entry and by the model's first calls (shape); the batches' model
+    # calls skip the per-call check (a host sync each), and the flag comes back afterwards.
+    import ciiv.models.classifier as classifier
+
+    checked = []
+    check = classifier.check_images
+    monkeypatch.setattr(classifier, "check_images", lambda x, **kw: checked.append(check(x, **kw)))
+    before = []  # the checks made before the batches start
+
+    def progress(event, _info):
+        if event == "start":
+            before.append(len(checked))
+
+    x, y = colour_data(8, 0)
+    suite = _pgd_suite(2 / 255, steps=3)
+    evaluate_robustness(vanilla, x, y, suite=suite, audit=False, progress=progress)
+    assert before[0] > 0 and len(checked) == before[0]
+    assert vanilla.check_inputs
+
+
 def test_a_model_that_outputs_probabilities_gets_a_warning(vanilla, caplog):
     x, y = colour_data(4, 0)
     softmax = nn.Sequential(vanilla, nn.Softmax(dim=1)).eval()

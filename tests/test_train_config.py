@@ -11,6 +11,7 @@ import yaml
 from ciiv.train import (
     ConfigError,
     MethodConfig,
+    ModelConfig,
     TrainConfig,
     config_from_dict,
     config_to_dict,
@@ -130,6 +131,10 @@ def test_roundtrip_through_yaml(tmp_path):
         ("model.backbone=resnet9000", "unknown backbone 'resnet9000'; valid:"),
         ("model.num_views=1", "model.num_views: method 'ciiv' needs at least 2 views"),
         ("model.num_views=10", "model.num_views: at most 9 views"),
+        ("model.num_views=0", "model.num_views: must be >= 1, got 0"),
+        ("model.smoothing_sigma=0", "model.smoothing_sigma: must be > 0, got 0.0"),
+        ("model.spike_scale=-0.5", "model.spike_scale: must be > 0 or null (the dataset's)"),
+        ("model.keep_threshold=1.5", "model.keep_threshold: must be in (0, 1], got 1.5"),
         ("optim.betas=[0.9]", "optim.betas: must be two numbers"),
         ("nonsense", "must look like key=value"),
     ],
@@ -138,6 +143,14 @@ def test_bad_keys_and_values_name_the_key(override, fragment):
     with pytest.raises(ConfigError) as info:
         load_config(None, [override])
     assert fragment in str(info.value)
+
+
+def test_model_config_checks_its_ranges_when_built_directly():
+    with pytest.raises(ValueError, match="alpha: must be > 0, got 0"):
+        ModelConfig(alpha=0)
+    with pytest.raises(ValueError, match="num_views: at most 9 views"):
+        ModelConfig(num_views=12)
+    assert ModelConfig(num_views=12, random_centers=True).num_views == 12
 
 
 def test_bad_sources():

@@ -1,14 +1,17 @@
-"""The one check of pixel batches, labels and counts at ciiv's edges (models, attacks,
-evaluation, audit, certification): a refusal names the argument, what it got and what is valid."""
+"""The one check of pixel batches, labels, counts and config bounds at ciiv's edges (configs,
+models, attacks, evaluation, audit, certification): a refusal names the argument, what it got and
+what is valid."""
 
 from __future__ import annotations
 
 import numbers
+import operator
 from collections.abc import Collection
+from typing import Any
 
 from torch import Tensor
 
-__all__ = ["check_choice", "check_images", "check_labels", "positive_int"]
+__all__ = ["check_bounds", "check_choice", "check_images", "check_labels", "positive_int"]
 
 
 def _describe(t: object) -> str:
@@ -67,6 +70,26 @@ def positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+_COMPARE = {">": operator.gt, ">=": operator.ge}
+
+
+def check_bounds(options: Any, **bounds: str) -> None:
+    """For an ``__post_init__``: a ValueError "key: must be <bound>, got <value>" naming the
+    first field of ``options`` out of its bound. A bound is "> x" or ">= x"; "... or null" also
+    lets None pass; "increasing epochs >= 0" wants a strictly increasing list of such values.
+    E.g. ``check_bounds(self, lr="> 0", max_val=">= 1 or null")``."""
+    for key, bound in bounds.items():
+        value = getattr(options, key)
+        if value is None and bound.endswith(" or null"):
+            continue
+        *increasing, compare, limit = bound.removesuffix(" or null").split()
+        values = value if increasing else [value]
+        pairs = zip(values[:-1], values[1:], strict=True)
+        within = all(v is not None and _COMPARE[compare](v, float(limit)) for v in values)
+        if not within or any(a >= b for a, b in pairs):
+            raise ValueError(f"{key}: must be {bound}, got {value}")
 
 
 def check_choice(what: str, value: object, valid: Collection, *, optional: bool = False) -> None:

@@ -63,8 +63,8 @@ def check_attack_dependencies(names: Iterable[str]) -> None:
 def create_attack(name: str, model: nn.Module, **hyper: Any) -> Attack:
     """Build the attack ``name`` against ``model`` with hyper-parameters in natural units; a
     ValueError listing the valid ones for unknown ones (:func:`check_attack_arguments`)."""
-    check_attack_arguments(name, hyper)
-    return attack_class(name)(model, **hyper)
+    check_attack_arguments(name, hyper)  # the name too
+    return _ATTACKS[name](model, **hyper)
 
 
 def check_attack_arguments(name: str, hyper: Iterable[str]) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from torch import nn
 
+from ciiv._checks import check_bounds
 from ciiv.sampling import RetinotopicSampler
 
 from .classifier import CiiVClassifier, Classifier
@@ -53,6 +54,23 @@ class ModelConfig:
     smoothing_sigma: float = 0.25
     smoothing_draws: int = 10
     smoothing_votes: int = 10
+
+    def __post_init__(self) -> None:
+        # Messages are "key: ..."; parsing prefixes the section ("model.alpha: must be > 0").
+        counts = ("num_views", "samples_per_view", "smoothing_draws", "smoothing_votes")
+        positive = ("alpha", "gamma", "spike_eps", "smoothing_sigma")
+        check_bounds(self, **dict.fromkeys(counts, ">= 1"), **dict.fromkeys(positive, "> 0"))
+        if not self.random_centers and self.num_views > 9:
+            raise ValueError(
+                f"num_views: at most 9 views on the 3x3 grid (got {self.num_views}); or set "
+                "model.random_centers"
+            )
+        if self.spike_scale is not None and not self.spike_scale > 0:
+            raise ValueError(
+                f"spike_scale: must be > 0 or null (the dataset's), got {self.spike_scale}"
+            )
+        if not 0 < self.keep_threshold <= 1:
+            raise ValueError(f"keep_threshold: must be in (0, 1], got {self.keep_threshold}")
 
 
 def build_model(config: ModelConfig, info: DatasetInfo, kind: ModelKind = "plain") -> nn.Module:

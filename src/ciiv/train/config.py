@@ -19,13 +19,13 @@ from typing import Any, Literal
 
 import yaml
 
+from ciiv._checks import check_bounds
 from ciiv._mapping import ConfigError, build_dataclass, check_keys
 from ciiv.data import list_datasets
 from ciiv.models import list_models
 from ciiv.models.build import ModelConfig
 
 from .methods import MethodConfig, get_method, switch_method
-from .methods.base import check_bounds
 
 __all__ = [
     "ConfigError",
@@ -261,14 +261,9 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
 
 
 def validate_config(config: TrainConfig) -> None:
-    """Registry and cross-section checks; raises :class:`ConfigError` naming the first bad key."""
+    """Registry and cross-section checks (each section checked its own ranges when built);
+    raises :class:`ConfigError` naming the first bad key."""
     model, dataset = config.model, config.data.dataset
-    counts = ("num_views", "samples_per_view", "smoothing_draws", "smoothing_votes")
-    positive = ("alpha", "gamma", "spike_eps", "smoothing_sigma")
-    try:
-        check_bounds(model, **dict.fromkeys(counts, ">= 1"), **dict.fromkeys(positive, "> 0"))
-    except ValueError as exc:
-        raise ConfigError(f"model.{exc}") from None
     if dataset not in list_datasets():
         valid = ", ".join(list_datasets())
         raise ConfigError(f"data.dataset: unknown dataset {dataset!r}; valid: {valid}")
@@ -277,17 +272,6 @@ def validate_config(config: TrainConfig) -> None:
             f"model.backbone: unknown backbone {model.backbone!r}; valid: "
             f"{', '.join(list_models())} (or a prefixed name such as tv:resnet18)"
         )
-    if not model.random_centers and model.num_views > 9:
-        raise ConfigError(
-            f"model.num_views: at most 9 views on the 3x3 grid (got {model.num_views}); or set "
-            "model.random_centers"
-        )
-    if model.spike_scale is not None and not model.spike_scale > 0:
-        raise ConfigError(
-            f"model.spike_scale: must be > 0 or null (the dataset's), got {model.spike_scale}"
-        )
-    if not 0 < model.keep_threshold <= 1:
-        raise ConfigError(f"model.keep_threshold: must be in (0, 1], got {model.keep_threshold}")
     if get_method(config.method.name).model_kind == "ciiv" and model.num_views < 2:
         raise ConfigError(
             f"model.num_views: method {config.method.name!r} needs at least 2 views for its "
