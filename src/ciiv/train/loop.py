@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ciiv._io import write_jsonl_atomic
+from ciiv.attacks.base import inputs_checked_once
 from ciiv.attacks.threat import check_eps
 from ciiv.data import ImageTensors, batches_per_epoch, iterate_batches, random_crop_flip, to_float
 from ciiv.distributed import DistContext, init_distributed
@@ -235,14 +236,6 @@ def _determinism(enabled: bool, device: torch.device) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(previous)
         torch.backends.cudnn.benchmark = benchmark
-
-
-def _set_input_checks(model: nn.Module, enabled: bool) -> None:
-    # The models validate pixel ranges on every call (one device sync); the loop feeds them
-    # known-good batches, so it turns that off while training.
-    for module in model.modules():
-        if hasattr(module, "check_inputs"):
-            module.check_inputs = enabled
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:
@@ -505,15 +498,12 @@ class _Trainer:
                 self.device,
                 self.dist.world_size,
             )
-        _set_input_checks(self.model, False)
-        try:
-            with self.stop.installed():
-                for epoch in range(self.start_epoch, config.epochs):
-                    self._finish_epoch(epoch, *self._train_steps(epoch))
-                    if epoch + 1 < config.epochs and self._stop_agreed():
-                        raise self._interrupted(epoch + 1, 0)
-        finally:
-            _set_input_checks(self.model, True)
+        # The loop feeds known-good batches: no per-call pixel check (a device sync) while training.
+        with inputs_checked_once(self.model), self.stop.installed():
+            for epoch in range(self.start_epoch, config.epochs):
+                self._finish_epoch(epoch, *self._train_steps(epoch))
+                if epoch + 1 < config.epochs and self._stop_agreed():
+                    raise self._interrupted(epoch + 1, 0)
         model = self.model.eval()
         return FitResult(self.run_dir, model, self.history, self.best_epoch, self.best_val)
 

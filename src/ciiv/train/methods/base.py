@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from ciiv._checks import check_bounds
 from ciiv._mapping import ConfigError, build_dataclass
 from ciiv.models.build import ModelKind
 from ciiv.models.registry import unknown_name_message
@@ -58,26 +58,6 @@ class StepOutput:
     logits: Tensor
     targets: Tensor | None = None
     metrics: dict[str, Tensor] = field(default_factory=dict)
-
-
-_COMPARE = {">": operator.gt, ">=": operator.ge}
-
-
-def check_bounds(options: Any, **bounds: str) -> None:
-    """For an ``__post_init__``: a ValueError "key: must be <bound>, got <value>" naming the
-    first field of ``options`` out of its bound. A bound is "> x" or ">= x"; "... or null" also
-    lets None pass; "increasing epochs >= 0" wants a strictly increasing list of such values.
-    E.g. ``check_bounds(self, lr="> 0", max_val=">= 1 or null")``."""
-    for key, bound in bounds.items():
-        value = getattr(options, key)
-        if value is None and bound.endswith(" or null"):
-            continue
-        *increasing, compare, limit = bound.removesuffix(" or null").split()
-        values = value if increasing else [value]
-        pairs = zip(values[:-1], values[1:], strict=True)
-        within = all(v is not None and _COMPARE[compare](v, float(limit)) for v in values)
-        if not within or any(a >= b for a, b in pairs):
-            raise ValueError(f"{key}: must be {bound}, got {value}")
 
 
 @dataclass(frozen=True)
