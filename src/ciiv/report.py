@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ciiv._io import atomic_write, write_json_atomic
+from ciiv.plotting import pyplot, save_png
 
 if TYPE_CHECKING:
     import matplotlib.figure
@@ -407,24 +408,13 @@ def plot_bars(
     category and series (one colour per label), values and ``[low, high]`` intervals in [0, 1]
     (None: no bar, no error bar). ``chance`` (in [0, 1]) draws a dashed line.
     """
-    fig = _bar_figure(panels, title=title, chance=chance)
-    import matplotlib.pyplot as plt  # after _bar_figure chose the Agg backend
-
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(_bar_figure(panels, title=title, chance=chance), path)
 
 
 def _bar_figure(
     panels: Sequence[dict[str, Any]], *, title: str, chance: float | None
 ) -> matplotlib.figure.Figure:
     """The figure of :func:`plot_bars`, not saved (tests measure where its legend lies)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels = list(dict.fromkeys(sr["label"] for panel in panels for sr in panel["series"]))
     colours = {label: f"C{i % 10}" for i, label in enumerate(labels)}
     widest = max(len(panel["categories"]) for panel in panels)
@@ -438,7 +428,7 @@ def _bar_figure(
     panel_width = max(panel_width, entry_inches / columns)  # a name longer than the panels
     legend_columns = max(1, min(3, int(panel_width * columns / entry_inches), len(labels) + 1))
     legend_height = 0.2 * (-(-(len(labels) + 1) // legend_columns) + 1)
-    fig, axes = plt.subplots(
+    fig, axes = pyplot().subplots(
         rows,
         columns,
         figsize=(panel_width * columns, 3.6 * rows + 0.8 + legend_height),
@@ -496,12 +486,8 @@ def _slug(text: str) -> str:
 
 
 def plot_sweeps(curves: Sequence[dict[str, Any]], out_dir: str | Path) -> list[Path]:
-    """One PNG per curve set (matplotlib, Agg backend); returns the written paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """One PNG per curve set; returns the written paths."""
+    plt = pyplot()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -518,11 +504,8 @@ def plot_sweeps(curves: Sequence[dict[str, Any]], out_dir: str | Path) -> list[P
         ax.set_title(f"{curve['suite']}: {curve['family']} vs {curve['axis']}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        fig.tight_layout()
         path = out_dir / f"{_slug(curve['suite'])}-{_slug(curve['family'])}-vs-{curve['axis']}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_png(fig, path))
     return paths
 
 

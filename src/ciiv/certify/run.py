@@ -24,6 +24,7 @@ from ciiv.attacks import assume_rows, preserve_mode, row_verdict
 from ciiv.evaluate.engine import derive_seed, seeded
 from ciiv.evaluate.records import Batches, examples_digest, model_digest
 from ciiv.models import SmoothedClassifier
+from ciiv.plotting import pyplot, save_png
 from ciiv.versions import software_versions
 
 from .core import ABSTAIN, _check, _device, base_classifier, certify
@@ -237,12 +238,7 @@ def _interval(k: int, total: int) -> list[float]:
 def plot_certified_accuracy(summaries: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Certified accuracy (%) against the L2 radius, one step curve per summary (from its
     ``correct_radii``), as a PNG at ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = pyplot().subplots(figsize=(5.5, 3.8))
     right = max((max(s["correct_radii"], default=0.0) for s in summaries), default=0.0)
     right = max(right * 1.05, RADIUS_STEP)
     for s in summaries:
@@ -260,11 +256,7 @@ def plot_certified_accuracy(summaries: Sequence[dict[str, Any]], path: str | Pat
     ax.set_title("certified L2 accuracy of the smoothed classifier")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def certify_run(

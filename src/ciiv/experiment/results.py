@@ -18,6 +18,7 @@ from typing import Any
 
 from ciiv.evaluate.records import read_json, read_jsonl
 from ciiv.evaluate.suites import format_eps
+from ciiv.plotting import pyplot, save_png
 from ciiv.report import attack_eot, load_certifications, load_summaries, write_report
 
 from .grid import Grid
@@ -405,11 +406,7 @@ def _training_lines(cells: list[dict[str, Any]]) -> list[str]:
 def _plots(results: dict[str, Any], out: Path) -> list[str]:
     """Robust accuracy against eps (full solid, paper dashed; clean at eps 0) and the protocol gap
     per run with views, one PNG each per (dataset, suite). Returns paths relative to ``out``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for table in results["tables"]:
         groups.setdefault((table["dataset"], table["suite"]), []).append(table)
@@ -439,7 +436,7 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
         ax.set_ylim(-2, 102)
         ax.set_title(f"{dataset}, {suite}: robust accuracy against eps")
         ax.grid(alpha=0.3)
-        written.append(_save_plot(plt, fig, ax, out / f"{dataset}-{suite}-robust-vs-eps.png"))
+        written.append(_save_plot(fig, ax, out / f"{dataset}-{suite}-robust-vs-eps.png"))
         # Per run with views, its gap at each eps (None where it has none).
         gaps = {
             run: [r["gap"] if r and r["views"] else None for r in rows]
@@ -447,12 +444,12 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
         }
         gaps = {run: values for run, values in gaps.items() if any(values)}
         if gaps:
-            written.append(_plot_gaps(plt, tables, gaps, dataset, suite, out))
+            written.append(_plot_gaps(tables, gaps, dataset, suite, out))
     return written
 
 
-def _plot_gaps(plt, tables, gaps: dict[str, list], dataset: str, suite: str, out: Path) -> str:
-    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+def _plot_gaps(tables, gaps: dict[str, list], dataset: str, suite: str, out: Path) -> str:
+    fig, ax = pyplot().subplots(figsize=(7.5, 3.6))
     width = 0.8 / len(tables)
     runs = list(gaps)
     for j, table in enumerate(tables):
@@ -466,16 +463,13 @@ def _plot_gaps(plt, tables, gaps: dict[str, list], dataset: str, suite: str, out
     ax.set_ylabel("paper − full robust acc. (points)")
     ax.set_title(f"{dataset}, {suite}: protocol gap (how much the paper protocol overstates)")
     ax.grid(alpha=0.3, axis="y")
-    return _save_plot(plt, fig, ax, out / f"{dataset}-{suite}-protocol-gap.png")
+    return _save_plot(fig, ax, out / f"{dataset}-{suite}-protocol-gap.png")
 
 
-def _save_plot(plt, fig, ax, path: Path) -> str:
+def _save_plot(fig, ax, path: Path) -> str:
     """Legend to the right of the axes, then the PNG; returns its file name."""
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return save_png(fig, path, dpi=110).name
 
 
 def write_results(grid: Grid, out: str | Path) -> list[Path]:
