@@ -23,11 +23,13 @@ if TYPE_CHECKING:
 __all__ = [
     "accuracy_bars",
     "attack_eot",
+    "certified_table",
     "certified_vs_empirical",
     "chance_accuracy",
     "load_certifications",
     "find_summaries",
     "load_summaries",
+    "percent",
     "plot_bars",
     "plot_sweeps",
     "report_json",
@@ -126,7 +128,8 @@ def _model_class(summary: dict[str, Any], default: str = "model") -> str:
     return (summary.get("model") or {}).get("class", default).rsplit(".", 1)[-1]
 
 
-def _pct(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """An accuracy in [0, 1] in % with one decimal ("95.8"); "–" for None."""
     return "–" if value is None else f"{100 * value:.1f}"
 
 
@@ -264,9 +267,9 @@ def report_markdown(
         lines.append("|" + "|".join(["---"] * 7 + ["---:"] * (len(header) - 7)) + "|")
         for s in group:
             low, high = s.get("robust_accuracy_ci95", [None, None])
-            worst = f"**{_pct(s['robust_accuracy'])}**"
+            worst = f"**{percent(s['robust_accuracy'])}**"
             if low is not None:
-                worst += f" ({_pct(low)}–{_pct(high)})"
+                worst += f" ({percent(low)}–{percent(high)})"
             cells = [
                 _dataset(s),
                 _run_name(s),
@@ -275,10 +278,10 @@ def report_markdown(
                 _eot_label(s),
                 str(s.get("draws", "")),
                 str(s.get("n_examples", "")),
-                _pct(s["clean_accuracy"]),
-                *(_pct(s["per_attack"].get(name)) for name in chain),
+                percent(s["clean_accuracy"]),
+                *(percent(s["per_attack"].get(name)) for name in chain),
                 worst,
-                *(_pct(s["per_attack"].get(name)) for name in standalone),
+                *(percent(s["per_attack"].get(name)) for name in standalone),
             ]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
@@ -587,7 +590,7 @@ def certified_vs_empirical(
     certified 95 % lower bound (Clopper-Pearson) exceeds the empirical 95 % upper bound, which is
     impossible (docs/evaluation.md). Only for the smoothed classifier the run deploys
     (``run.deployed``: an rs run certified with its own sigma)."""
-    from ciiv.certify.stats import clopper_pearson
+    from ciiv.certify.run import certified_at
 
     rows = []
     for cert in certifications:
@@ -603,19 +606,17 @@ def certified_vs_empirical(
         points = [p for s in summaries if s["_label"] == cert["_label"] for p in _empirical_l2(s)]
         if not points:
             row["note"] = "no L2 evaluation of this run to compare with"
-        radii, total = cert["correct_radii"], cert["n_examples"]
         for eps, value, high, source in sorted(points):
-            k = sum(r >= eps for r in radii)
-            low_cert, high_cert = (float(v) for v in clopper_pearson(k, total))
+            certified, ci = certified_at(cert["correct_radii"], cert["n_examples"], eps)
             row["comparisons"].append(
                 {
                     "eps": eps,
-                    "certified": k / total,
-                    "certified_ci95": [low_cert, high_cert],
+                    "certified": certified,
+                    "certified_ci95": ci,
                     "empirical": value,
                     "empirical_upper95": high,
                     "empirical_source": source,
-                    "flag": low_cert > high,
+                    "flag": ci[0] > high,
                 }
             )
     return rows
@@ -625,7 +626,6 @@ def _certified_markdown(
     certifications: Sequence[dict[str, Any]], summaries: Sequence[dict[str, Any]]
 ) -> list[str]:
     rows = certified_vs_empirical(certifications, summaries)
-    radii = sorted({p["radius"] for c in certifications for p in c["certified_accuracy"]})
     lines = [
         "## Certified L2 accuracy (randomized smoothing)",
         "",
@@ -642,23 +642,7 @@ def _certified_markdown(
         where = "; ".join(f"{r['label']} at r = {c['eps']:.3g}" for r, c in flagged)
         lines.append(f"**FLAG: certified accuracy above the empirical robust accuracy** ({where}).")
         lines.append("")
-    header = ["method", "sigma", "n", "alpha", "examples", "abstain"]
-    header += [f"r = {r:g}" for r in radii]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|---|" + "|".join(["---:"] * (len(header) - 1)) + "|")
-    for row in rows:
-        curve = {p["radius"]: p["accuracy"] for p in row["certified_accuracy"]}
-        cells = [
-            row["label"],
-            f"{row['sigma']:g}",
-            str(row["n"]),
-            f"{row['alpha']:g}",
-            str(row["n_examples"]),
-            _pct(row["abstain_rate"]),
-            *(_pct(curve.get(r, 0.0)) for r in radii),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
+    lines += certified_table([(row["label"], row, row["certified_accuracy"]) for row in rows])
     compared = [(r, c) for r in rows for c in r["comparisons"]]
     if compared:
         lines += ["| method | eps = r | certified | empirical | source | check |"]
@@ -667,13 +651,37 @@ def _certified_markdown(
             low, high = c["certified_ci95"]
             check = "**FLAG: certified > empirical**" if c["flag"] else "ok"
             lines.append(
-                f"| {row['label']} | {c['eps']:.4g} | {_pct(c['certified'])} "
-                f"({_pct(low)}–{_pct(high)}) | {_pct(c['empirical'])} (<= "
-                f"{_pct(c['empirical_upper95'])}) | {c['empirical_source']} | {check} |"
+                f"| {row['label']} | {c['eps']:.4g} | {percent(c['certified'])} "
+                f"({percent(low)}–{percent(high)}) | {percent(c['empirical'])} (<= "
+                f"{percent(c['empirical_upper95'])}) | {c['empirical_source']} | {check} |"
             )
         lines.append("")
     notes = [f"{r['label']} / sigma {r['sigma']:g}: {r['note']}" for r in rows if r["note"]]
     return lines + _bullets(notes)
+
+
+def certified_table(
+    rows: Sequence[tuple[str, dict[str, Any], Sequence[dict[str, Any]]]],
+    first: str = "method",
+    elapsed: bool = False,
+) -> list[str]:
+    """A markdown table of certified L2 accuracy (%) and the blank line after it: one line per
+    ``(name, cert, curve)``, ``cert`` a certification's settings (sigma, n, alpha, n_examples,
+    abstain_rate; elapsed_s in an ``s`` column when ``elapsed``), ``curve`` its ``{"radius",
+    "accuracy"}`` points. One column per radius of any curve; 0.0 past the end of a curve (no
+    example is certified that far). ``first`` names the first column."""
+    radii = sorted({p["radius"] for *_, curve in rows for p in curve})
+    header = [first, "sigma", "n", "alpha", "examples", "abstain", *(["s"] if elapsed else [])]
+    header += [f"r = {r:g}" for r in radii]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for name, cert, curve in rows:
+        at = {p["radius"]: p["accuracy"] for p in curve}
+        cells = [name, f"{cert['sigma']:g}", str(cert["n"]), f"{cert['alpha']:g}"]
+        cells += [str(cert["n_examples"]), percent(cert["abstain_rate"])]
+        cells += [f"{cert['elapsed_s']:.0f}"] if elapsed else []
+        cells += [percent(at.get(r, 0.0)) for r in radii]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def write_report(

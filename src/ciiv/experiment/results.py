@@ -19,7 +19,14 @@ from typing import Any
 from ciiv.evaluate.records import read_json, read_jsonl
 from ciiv.evaluate.suites import format_eps
 from ciiv.plotting import pyplot, save_png
-from ciiv.report import attack_eot, load_certifications, load_summaries, write_report
+from ciiv.report import (
+    attack_eot,
+    certified_table,
+    load_certifications,
+    load_summaries,
+    percent,
+    write_report,
+)
 
 from .grid import Grid
 from .runner import CELLS, cell_dir, cell_evaluations, cell_record_path
@@ -193,7 +200,7 @@ def _row(run: str, cells: list[dict], suite: str, eps_label: str) -> dict[str, A
         if f["robust"] - p["robust"] > _margin(f["robust"], f["n"], p["robust"], p["n"]):
             flags.append(
                 f"{cell['name']}, {suite} eps {eps_label}: full-protocol robust accuracy "
-                f"{100 * f['robust']:.1f} % exceeds the paper protocol's {100 * p['robust']:.1f} % "
+                f"{percent(f['robust'])} % exceeds the paper protocol's {percent(p['robust'])} % "
                 "beyond noise: the full attack is weaker than the surrogate's; the evaluation "
                 "needs a look (bug or obfuscated gradients)"
             )
@@ -236,8 +243,8 @@ def _flag_eps_rises(cells: list[dict[str, Any]], tables: list[dict[str, Any]]) -
                     continue
                 message = (
                     f"{cell['name']}, {suite}/{protocol}: robust accuracy rises from "
-                    f"{100 * low['robust']:.1f} % at eps {low['eps_label']} to "
-                    f"{100 * high['robust']:.1f} % at eps {high['eps_label']} beyond noise: "
+                    f"{percent(low['robust'])} % at eps {low['eps_label']} to "
+                    f"{percent(high['robust'])} % at eps {high['eps_label']} beyond noise: "
                     "the attack is failing at the larger budget; the evaluation needs a look"
                 )
                 row = rows.get((cell["dataset"], suite, high["eps_label"], cell["run"]))
@@ -248,17 +255,19 @@ def _flag_eps_rises(cells: list[dict[str, Any]], tables: list[dict[str, Any]]) -
 # -- rendering ------------------------------------------------------------------------------------
 
 
-def _pct(stat: dict[str, Any] | None, bold: bool = False, signed: bool = False) -> str:
+def _stat_cell(stat: dict[str, Any] | None, bold: bool = False, signed: bool = False) -> str:
+    """A :func:`_stat` in %: the mean, then ± the std (seeds) or the 95 % interval (one seed)."""
     if stat is None:
         return "–"
-    value = 100 * stat["mean"]  # signed: the gap, "+1.2" or "−1.2" (a minus sign, not a hyphen)
-    mean = f"{'+' if value >= 0 else '−'}{abs(value):.1f}" if signed else f"{value:.1f}"
+    mean = percent(stat["mean"])
+    if signed:  # the gap, "+1.2" or "−1.2" (a minus sign, not a hyphen)
+        mean = ("+" if stat["mean"] >= 0 else "−") + percent(abs(stat["mean"]))
     mean = f"**{mean}**" if bold else mean
     if stat["std"] is not None:
-        return f"{mean} ± {100 * stat['std']:.1f}"
+        return f"{mean} ± {percent(stat['std'])}"
     if stat["ci95"]:
         low, high = stat["ci95"]
-        return f"{mean} ({100 * low:.1f}–{100 * high:.1f})"
+        return f"{mean} ({percent(low)}–{percent(high)})"
     return mean
 
 
@@ -290,7 +299,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         for row in table["rows"]:
             mark = " ⚠" if row["flags"] else ""
             eot = "–".join(str(v) for v in (row["attack_eot"][:1] + row["attack_eot"][1:][-1:]))
-            paper = _pct(row["paper"]) if row["views"] else "= full"
+            paper = _stat_cell(row["paper"]) if row["views"] else "= full"
             cells = [
                 f"{row['run']}{mark}",
                 row["method"],
@@ -298,10 +307,10 @@ def render_markdown(results: dict[str, Any]) -> str:
                 str(row["n"]),
                 eot or "1",
                 str(row["draws"]),
-                _pct(row["clean"]),
-                _pct(row["full"], bold=True),
+                _stat_cell(row["clean"]),
+                _stat_cell(row["full"], bold=True),
                 paper,
-                _pct(row["gap"], signed=True) if row["views"] else "n/a",
+                _stat_cell(row["gap"], signed=True) if row["views"] else "n/a",
                 row["audit"],
             ]
             lines.append("| " + " | ".join(cells) + " |")
@@ -345,7 +354,6 @@ def _certified_lines(cells: list[dict[str, Any]]) -> list[str]:
     rows = [(c, cert) for c in cells for cert in c.get("certified", [])]
     if not rows:
         return []
-    radii = sorted({p["radius"] for _, cert in rows for p in cert["curve"]})
     lines = [
         "## Certified L2 accuracy (randomized smoothing)",
         "",
@@ -355,21 +363,9 @@ def _certified_lines(cells: list[dict[str, Any]]) -> list[str]:
         "robustness only up to r / sqrt(pixels), so these numbers do not compare with the Linf "
         "tables above.",
         "",
-        "| cell | sigma | n | alpha | examples | abstain | s | "
-        + " | ".join(f"r = {r:g}" for r in radii)
-        + " |",
-        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(radii),
     ]
-    for cell, cert in rows:
-        at = {p["radius"]: p for p in cert["curve"]}
-        values = ["0.0" if r not in at else f"{100 * at[r]['accuracy']:.1f}" for r in radii]
-        lines.append(
-            f"| {cell['name']} | {cert['sigma']:g} | {cert['n']} | {cert['alpha']:g} | "
-            f"{cert['n_examples']} | {100 * cert['abstain_rate']:.1f} | {cert['elapsed_s']:.0f} | "
-            + " | ".join(values)
-            + " |"
-        )
-    return [*lines, ""]
+    table = [(cell["name"], cert, cert["curve"]) for cell, cert in rows]
+    return lines + certified_table(table, first="cell", elapsed=True)
 
 
 def _training_lines(cells: list[dict[str, Any]]) -> list[str]:
@@ -385,9 +381,9 @@ def _training_lines(cells: list[dict[str, Any]]) -> list[str]:
         if c["audit"] is not None:
             counts = ", ".join(f"{v} {k}" for k, v in c["audit"]["counts"].items() if v)
             audit = ("pass" if c["audit"]["passed"] else "**FAIL**") + f" ({counts})"
-        val = "–" if c["best_val_acc"] is None else f"{100 * c['best_val_acc']:.1f}"
         lines.append(
-            f"| {c['name']} | {c['method']} | {c['status']} | {c['epochs']} | {val} | "
+            f"| {c['name']} | {c['method']} | {c['status']} | {c['epochs']} | "
+            f"{percent(c['best_val_acc'])} | "
             f"{phases.get('train', 0):.0f} | {phases.get('audit', 0):.0f} | "
             f"{phases.get('eval', 0):.0f} | {audit} |"
         )
