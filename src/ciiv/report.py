@@ -29,6 +29,7 @@ __all__ = [
     "load_certifications",
     "find_summaries",
     "load_summaries",
+    "markdown_table",
     "percent",
     "plot_bars",
     "plot_sweeps",
@@ -262,9 +263,7 @@ def report_markdown(
         chain, standalone = _columns(group)
         header = ["dataset", "run", "method", "protocol", "E", "R", "n", "clean", *chain]
         header += ["worst case", *standalone]
-        lines += [f"## {title}", ""]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["---"] * 7 + ["---:"] * (len(header) - 7)) + "|")
+        rows = []
         for s in group:
             low, high = s.get("robust_accuracy_ci95", [None, None])
             worst = f"**{percent(s['robust_accuracy'])}**"
@@ -283,8 +282,9 @@ def report_markdown(
                 worst,
                 *(percent(s["per_attack"].get(name)) for name in standalone),
             ]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+            rows.append(cells)
+        lines += [f"## {title}", ""]
+        lines += markdown_table(header, rows, "l" * 7 + "r" * (len(header) - 7))
         notes = []
         for s in group:
             if s.get("skipped_attacks"):
@@ -645,17 +645,20 @@ def _certified_markdown(
     lines += certified_table([(row["label"], row, row["certified_accuracy"]) for row in rows])
     compared = [(r, c) for r in rows for c in r["comparisons"]]
     if compared:
-        lines += ["| method | eps = r | certified | empirical | source | check |"]
-        lines += ["|---|---:|---:|---:|---|---|"]
-        for row, c in compared:
-            low, high = c["certified_ci95"]
-            check = "**FLAG: certified > empirical**" if c["flag"] else "ok"
-            lines.append(
-                f"| {row['label']} | {c['eps']:.4g} | {percent(c['certified'])} "
-                f"({percent(low)}–{percent(high)}) | {percent(c['empirical'])} (<= "
-                f"{percent(c['empirical_upper95'])}) | {c['empirical_source']} | {check} |"
-            )
-        lines.append("")
+        header = ["method", "eps = r", "certified", "empirical", "source", "check"]
+        table = [
+            [
+                row["label"],
+                f"{c['eps']:.4g}",
+                f"{percent(c['certified'])} ({percent(c['certified_ci95'][0])}–"
+                f"{percent(c['certified_ci95'][1])})",
+                f"{percent(c['empirical'])} (<= {percent(c['empirical_upper95'])})",
+                c["empirical_source"],
+                "**FLAG: certified > empirical**" if c["flag"] else "ok",
+            ]
+            for row, c in compared
+        ]
+        lines += markdown_table(header, table, "lrrrll")
     notes = [f"{r['label']} / sigma {r['sigma']:g}: {r['note']}" for r in rows if r["note"]]
     return lines + _bullets(notes)
 
@@ -673,15 +676,22 @@ def certified_table(
     radii = sorted({p["radius"] for *_, curve in rows for p in curve})
     header = [first, "sigma", "n", "alpha", "examples", "abstain", *(["s"] if elapsed else [])]
     header += [f"r = {r:g}" for r in radii]
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    table = []
     for name, cert, curve in rows:
         at = {p["radius"]: p["accuracy"] for p in curve}
         cells = [name, f"{cert['sigma']:g}", str(cert["n"]), f"{cert['alpha']:g}"]
         cells += [str(cert["n_examples"]), percent(cert["abstain_rate"])]
         cells += [f"{cert['elapsed_s']:.0f}"] if elapsed else []
-        cells += [percent(at.get(r, 0.0)) for r in radii]
-        lines.append("| " + " | ".join(cells) + " |")
-    return [*lines, ""]
+        table.append(cells + [percent(at.get(r, 0.0)) for r in radii])
+    return markdown_table(header, table, "l" + "r" * (len(header) - 1))
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]], align: str) -> list[str]:
+    """A markdown table and the blank line after it; ``align`` has one letter per column, "l"
+    (left) or "r" (right)."""
+    rule = "|" + "".join("---:|" if a == "r" else "---|" for a in align)
+    lines = ["| " + " | ".join(header) + " |", rule]
+    return [*lines, *("| " + " | ".join(row) + " |" for row in rows), ""]
 
 
 def write_report(

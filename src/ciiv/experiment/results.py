@@ -24,6 +24,7 @@ from ciiv.report import (
     certified_table,
     load_certifications,
     load_summaries,
+    markdown_table,
     percent,
     write_report,
 )
@@ -288,14 +289,10 @@ def render_markdown(results: dict[str, Any]) -> str:
         "row that breaks an honesty invariant (listed below the tables).",
         "",
     ]
+    header = ["run", "method", "seeds", "n", "E", "R", "clean", "robust (full)"]
+    header += ["robust (paper)", "gap", "audit"]
     for table in results["tables"]:
-        lines += [
-            f"## {table['dataset']}: `{table['suite']}`, {table['norm']} eps {table['eps_label']}",
-            "",
-            "| run | method | seeds | n | E | R | clean | robust (full) | robust (paper) | gap "
-            "| audit |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-        ]
+        rows = []
         for row in table["rows"]:
             mark = " ⚠" if row["flags"] else ""
             eot = "–".join(str(v) for v in (row["attack_eot"][:1] + row["attack_eot"][1:][-1:]))
@@ -313,8 +310,9 @@ def render_markdown(results: dict[str, Any]) -> str:
                 _stat_cell(row["gap"], signed=True) if row["views"] else "n/a",
                 row["audit"],
             ]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+            rows.append(cells)
+        title = f"{table['dataset']}: `{table['suite']}`, {table['norm']} eps {table['eps_label']}"
+        lines += [f"## {title}", "", *markdown_table(header, rows, "llrrrrrrrrl")]
     lines += _certified_lines(results["cells"])
     lines += _training_lines(results["cells"])
     lines += ["## Honesty checks", ""]
@@ -369,27 +367,21 @@ def _certified_lines(cells: list[dict[str, Any]]) -> list[str]:
 
 
 def _training_lines(cells: list[dict[str, Any]]) -> list[str]:
-    lines = [
-        "## Cells",
-        "",
-        "| cell | method | status | epochs | best val acc | train s | audit s | eval s | audit |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
-    ]
+    header = ["cell", "method", "status", "epochs", "best val acc"]
+    header += ["train s", "audit s", "eval s", "audit"]
+    rows = []
     for c in cells:
         phases = c["phases_s"]
         audit = "not run"
         if c["audit"] is not None:
             counts = ", ".join(f"{v} {k}" for k, v in c["audit"]["counts"].items() if v)
             audit = ("pass" if c["audit"]["passed"] else "**FAIL**") + f" ({counts})"
-        lines.append(
-            f"| {c['name']} | {c['method']} | {c['status']} | {c['epochs']} | "
-            f"{percent(c['best_val_acc'])} | "
-            f"{phases.get('train', 0):.0f} | {phases.get('audit', 0):.0f} | "
-            f"{phases.get('eval', 0):.0f} | {audit} |"
-        )
+        times = [f"{phases.get(phase, 0):.0f}" for phase in ("train", "audit", "eval")]
+        row = [c["name"], c["method"], c["status"], str(c["epochs"]), percent(c["best_val_acc"])]
+        rows.append([*row, *times, audit])
     total = sum(v for c in cells for v in c["phases_s"].values())
+    lines = ["## Cells", "", *markdown_table(header, rows, "lllrrrrrl")]
     lines += [
-        "",
         f"The cells' own time, all phases summed (training, loading, audit, evaluation): "
         f"{total:.0f} s ({total / 60:.1f} min).",
     ]
