@@ -668,11 +668,9 @@ def certified_table(
     first: str = "method",
     elapsed: bool = False,
 ) -> list[str]:
-    """A markdown table of certified L2 accuracy (%) and the blank line after it: one line per
-    ``(name, cert, curve)``, ``cert`` a certification's settings (sigma, n, alpha, n_examples,
-    abstain_rate; elapsed_s in an ``s`` column when ``elapsed``), ``curve`` its ``{"radius",
-    "accuracy"}`` points. One column per radius of any curve; 0.0 past the end of a curve (no
-    example is certified that far). ``first`` names the first column."""
+    """The markdown table of certified L2 accuracy (%), one line per ``(name, cert, curve)``:
+    ``cert`` holds sigma, n, alpha, n_examples, abstain_rate (and elapsed_s, in an ``s`` column,
+    when ``elapsed``); ``curve`` the ``{"radius", "accuracy"}`` points (0.0 past its end)."""
     radii = sorted({p["radius"] for *_, curve in rows for p in curve})
     header = [first, "sigma", "n", "alpha", "examples", "abstain", *(["s"] if elapsed else [])]
     header += [f"r = {r:g}" for r in radii]
