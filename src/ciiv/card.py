@@ -17,7 +17,7 @@ from typing import Any
 
 from ciiv._io import write_json_atomic
 from ciiv.evaluate.audit import audit_verdict
-from ciiv.report import _model_class, attack_eot, load_summaries
+from ciiv.report import _model_class, attack_eot, load_summaries, markdown_table
 
 __all__ = [
     "CARD_INFO_KEYS",
@@ -244,17 +244,16 @@ def load_card_info(path: str | Path) -> dict[str, Any]:
 def card_markdown(card: Mapping[str, Any]) -> str:
     """The human-readable card: the headline figures, the attacks, the audit, the versions."""
     extra = card["ciiv"]
-    clean_low, clean_high = extra["clean_acc_ci95"]
-    low, high = extra["robust_acc_ci95"]
     about = [f"- {key}: {card[key]}" for key in ("authors", "venue", "link") if card.get(key)]
     lines = [f"# {card['name']}", "", *about, *([""] if about else [])]
     eot = "/".join(map(str, extra["eot"])) or "-"
+    clean, robust = _span(extra["clean_acc_ci95"]), _span(extra["robust_acc_ci95"])
     rows = [
         ("dataset", f"{card['dataset']} ({extra['n_examples']} examples, seed {extra['seed']})"),
         ("architecture", card["architecture"]),
         ("threat model", f"{card['threat_model']}, eps {card['eps']}"),
-        ("clean accuracy", f"{card['clean_acc']} % (95 % CI {clean_low:.1f}–{clean_high:.1f})"),
-        ("robust accuracy", f"**{card['robust_acc']} %** (95 % CI {low:.1f}–{high:.1f})"),
+        ("clean accuracy", f"{card['clean_acc']} % (95 % CI {clean})"),
+        ("robust accuracy", f"**{card['robust_acc']} %** (95 % CI {robust})"),
         ("suite", f"{extra['suite']}: {extra.get('suite_description', '')}".rstrip(": ")),
         ("protocol", f"{extra['protocol']}: {extra.get('protocol_note', '')}".rstrip(": ")),
         ("random model", {True: "yes", False: "no", None: "unknown"}[extra["stochastic"]]),
@@ -268,15 +267,14 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         rows.append(("additional training data", "yes" if card["additional_data"] else "no"))
     escaped = ((k, str(v).replace("|", "\\|")) for k, v in rows)  # a "|" would end the cell
     lines += ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in escaped), ""]
-    lines += [card["footnote"], "", "## Attacks", ""]
-    lines += ["| attack | role | accuracy (%) | 95 % CI |", "|---|---|---:|---:|"]
+    attacks = []
     for a in extra["attacks"]:
         role = a["role"] if a.get("counts_for_worst_case", True) else f"{a['role']} (not counted)"
-        lines.append(f"| {a['name']} | {role} | {a['accuracy']} | {a['ci95'][0]:.1f}–"
-                     f"{a['ci95'][1]:.1f} |")  # fmt: skip
+        attacks.append([a["name"], role, a["accuracy"], _span(a["ci95"])])
+    lines += [card["footnote"], "", "## Attacks", ""]
+    lines += markdown_table(["attack", "role", "accuracy (%)", "95 % CI"], attacks, "llrr")
     skipped = [f"- skipped `{k}`: {why}" for k, why in extra.get("skipped_attacks", {}).items()]
     lines += [
-        "",
         "Worst-case rows give the accuracy after each attack of the chain (cumulative: later "
         "attacks only see the points still standing); standalone rows are each attack's own.",
         "",
@@ -288,6 +286,11 @@ def card_markdown(card: Mapping[str, Any]) -> str:
     if extra.get("summary"):
         lines += [f"Source: `{extra['summary']}` (written by `ciiv report --card`).", ""]
     return "\n".join(lines)
+
+
+def _span(ci: list[float]) -> str:
+    """A 95 % interval in % (as the card stores it) with one decimal: "91.2–95.0"."""
+    return f"{ci[0]:.1f}–{ci[1]:.1f}"
 
 
 def _audit_text(audit: Mapping[str, Any]) -> str:

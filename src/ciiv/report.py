@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ciiv._io import atomic_write, write_json_atomic
+from ciiv.plotting import pyplot, save_png
 
 if TYPE_CHECKING:
     import matplotlib.figure
@@ -22,11 +23,14 @@ if TYPE_CHECKING:
 __all__ = [
     "accuracy_bars",
     "attack_eot",
+    "certified_table",
     "certified_vs_empirical",
     "chance_accuracy",
     "load_certifications",
     "find_summaries",
     "load_summaries",
+    "markdown_table",
+    "percent",
     "plot_bars",
     "plot_sweeps",
     "report_json",
@@ -125,7 +129,8 @@ def _model_class(summary: dict[str, Any], default: str = "model") -> str:
     return (summary.get("model") or {}).get("class", default).rsplit(".", 1)[-1]
 
 
-def _pct(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """An accuracy in [0, 1] in % with one decimal ("95.8"); "–" for None."""
     return "–" if value is None else f"{100 * value:.1f}"
 
 
@@ -258,14 +263,12 @@ def report_markdown(
         chain, standalone = _columns(group)
         header = ["dataset", "run", "method", "protocol", "E", "R", "n", "clean", *chain]
         header += ["worst case", *standalone]
-        lines += [f"## {title}", ""]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["---"] * 7 + ["---:"] * (len(header) - 7)) + "|")
+        rows = []
         for s in group:
             low, high = s.get("robust_accuracy_ci95", [None, None])
-            worst = f"**{_pct(s['robust_accuracy'])}**"
+            worst = f"**{percent(s['robust_accuracy'])}**"
             if low is not None:
-                worst += f" ({_pct(low)}–{_pct(high)})"
+                worst += f" ({percent(low)}–{percent(high)})"
             cells = [
                 _dataset(s),
                 _run_name(s),
@@ -274,13 +277,14 @@ def report_markdown(
                 _eot_label(s),
                 str(s.get("draws", "")),
                 str(s.get("n_examples", "")),
-                _pct(s["clean_accuracy"]),
-                *(_pct(s["per_attack"].get(name)) for name in chain),
+                percent(s["clean_accuracy"]),
+                *(percent(s["per_attack"].get(name)) for name in chain),
                 worst,
-                *(_pct(s["per_attack"].get(name)) for name in standalone),
+                *(percent(s["per_attack"].get(name)) for name in standalone),
             ]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+            rows.append(cells)
+        lines += [f"## {title}", ""]
+        lines += markdown_table(header, rows, "l" * 7 + "r" * (len(header) - 7))
         notes = []
         for s in group:
             if s.get("skipped_attacks"):
@@ -407,24 +411,13 @@ def plot_bars(
     category and series (one colour per label), values and ``[low, high]`` intervals in [0, 1]
     (None: no bar, no error bar). ``chance`` (in [0, 1]) draws a dashed line.
     """
-    fig = _bar_figure(panels, title=title, chance=chance)
-    import matplotlib.pyplot as plt  # after _bar_figure chose the Agg backend
-
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(_bar_figure(panels, title=title, chance=chance), path)
 
 
 def _bar_figure(
     panels: Sequence[dict[str, Any]], *, title: str, chance: float | None
 ) -> matplotlib.figure.Figure:
     """The figure of :func:`plot_bars`, not saved (tests measure where its legend lies)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels = list(dict.fromkeys(sr["label"] for panel in panels for sr in panel["series"]))
     colours = {label: f"C{i % 10}" for i, label in enumerate(labels)}
     widest = max(len(panel["categories"]) for panel in panels)
@@ -438,7 +431,7 @@ def _bar_figure(
     panel_width = max(panel_width, entry_inches / columns)  # a name longer than the panels
     legend_columns = max(1, min(3, int(panel_width * columns / entry_inches), len(labels) + 1))
     legend_height = 0.2 * (-(-(len(labels) + 1) // legend_columns) + 1)
-    fig, axes = plt.subplots(
+    fig, axes = pyplot().subplots(
         rows,
         columns,
         figsize=(panel_width * columns, 3.6 * rows + 0.8 + legend_height),
@@ -496,12 +489,8 @@ def _slug(text: str) -> str:
 
 
 def plot_sweeps(curves: Sequence[dict[str, Any]], out_dir: str | Path) -> list[Path]:
-    """One PNG per curve set (matplotlib, Agg backend); returns the written paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """One PNG per curve set; returns the written paths."""
+    plt = pyplot()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -518,11 +507,8 @@ def plot_sweeps(curves: Sequence[dict[str, Any]], out_dir: str | Path) -> list[P
         ax.set_title(f"{curve['suite']}: {curve['family']} vs {curve['axis']}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        fig.tight_layout()
         path = out_dir / f"{_slug(curve['suite'])}-{_slug(curve['family'])}-vs-{curve['axis']}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_png(fig, path))
     return paths
 
 
@@ -604,7 +590,7 @@ def certified_vs_empirical(
     certified 95 % lower bound (Clopper-Pearson) exceeds the empirical 95 % upper bound, which is
     impossible (docs/evaluation.md). Only for the smoothed classifier the run deploys
     (``run.deployed``: an rs run certified with its own sigma)."""
-    from ciiv.certify.stats import clopper_pearson
+    from ciiv.certify.run import certified_at
 
     rows = []
     for cert in certifications:
@@ -620,19 +606,17 @@ def certified_vs_empirical(
         points = [p for s in summaries if s["_label"] == cert["_label"] for p in _empirical_l2(s)]
         if not points:
             row["note"] = "no L2 evaluation of this run to compare with"
-        radii, total = cert["correct_radii"], cert["n_examples"]
         for eps, value, high, source in sorted(points):
-            k = sum(r >= eps for r in radii)
-            low_cert, high_cert = (float(v) for v in clopper_pearson(k, total))
+            certified, ci = certified_at(cert["correct_radii"], cert["n_examples"], eps)
             row["comparisons"].append(
                 {
                     "eps": eps,
-                    "certified": k / total,
-                    "certified_ci95": [low_cert, high_cert],
+                    "certified": certified,
+                    "certified_ci95": ci,
                     "empirical": value,
                     "empirical_upper95": high,
                     "empirical_source": source,
-                    "flag": low_cert > high,
+                    "flag": ci[0] > high,
                 }
             )
     return rows
@@ -642,7 +626,6 @@ def _certified_markdown(
     certifications: Sequence[dict[str, Any]], summaries: Sequence[dict[str, Any]]
 ) -> list[str]:
     rows = certified_vs_empirical(certifications, summaries)
-    radii = sorted({p["radius"] for c in certifications for p in c["certified_accuracy"]})
     lines = [
         "## Certified L2 accuracy (randomized smoothing)",
         "",
@@ -659,38 +642,54 @@ def _certified_markdown(
         where = "; ".join(f"{r['label']} at r = {c['eps']:.3g}" for r, c in flagged)
         lines.append(f"**FLAG: certified accuracy above the empirical robust accuracy** ({where}).")
         lines.append("")
-    header = ["method", "sigma", "n", "alpha", "examples", "abstain"]
-    header += [f"r = {r:g}" for r in radii]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|---|" + "|".join(["---:"] * (len(header) - 1)) + "|")
-    for row in rows:
-        curve = {p["radius"]: p["accuracy"] for p in row["certified_accuracy"]}
-        cells = [
-            row["label"],
-            f"{row['sigma']:g}",
-            str(row["n"]),
-            f"{row['alpha']:g}",
-            str(row["n_examples"]),
-            _pct(row["abstain_rate"]),
-            *(_pct(curve.get(r, 0.0)) for r in radii),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
+    lines += certified_table([(row["label"], row, row["certified_accuracy"]) for row in rows])
     compared = [(r, c) for r in rows for c in r["comparisons"]]
     if compared:
-        lines += ["| method | eps = r | certified | empirical | source | check |"]
-        lines += ["|---|---:|---:|---:|---|---|"]
-        for row, c in compared:
-            low, high = c["certified_ci95"]
-            check = "**FLAG: certified > empirical**" if c["flag"] else "ok"
-            lines.append(
-                f"| {row['label']} | {c['eps']:.4g} | {_pct(c['certified'])} "
-                f"({_pct(low)}–{_pct(high)}) | {_pct(c['empirical'])} (<= "
-                f"{_pct(c['empirical_upper95'])}) | {c['empirical_source']} | {check} |"
-            )
-        lines.append("")
+        header = ["method", "eps = r", "certified", "empirical", "source", "check"]
+        table = [
+            [
+                row["label"],
+                f"{c['eps']:.4g}",
+                f"{percent(c['certified'])} ({percent(c['certified_ci95'][0])}–"
+                f"{percent(c['certified_ci95'][1])})",
+                f"{percent(c['empirical'])} (<= {percent(c['empirical_upper95'])})",
+                c["empirical_source"],
+                "**FLAG: certified > empirical**" if c["flag"] else "ok",
+            ]
+            for row, c in compared
+        ]
+        lines += markdown_table(header, table, "lrrrll")
     notes = [f"{r['label']} / sigma {r['sigma']:g}: {r['note']}" for r in rows if r["note"]]
     return lines + _bullets(notes)
+
+
+def certified_table(
+    rows: Sequence[tuple[str, dict[str, Any], Sequence[dict[str, Any]]]],
+    first: str = "method",
+    elapsed: bool = False,
+) -> list[str]:
+    """The markdown table of certified L2 accuracy (%), one line per ``(name, cert, curve)``:
+    ``cert`` holds sigma, n, alpha, n_examples, abstain_rate (and elapsed_s, in an ``s`` column,
+    when ``elapsed``); ``curve`` the ``{"radius", "accuracy"}`` points (0.0 past its end)."""
+    radii = sorted({p["radius"] for *_, curve in rows for p in curve})
+    header = [first, "sigma", "n", "alpha", "examples", "abstain", *(["s"] if elapsed else [])]
+    header += [f"r = {r:g}" for r in radii]
+    table = []
+    for name, cert, curve in rows:
+        at = {p["radius"]: p["accuracy"] for p in curve}
+        cells = [name, f"{cert['sigma']:g}", str(cert["n"]), f"{cert['alpha']:g}"]
+        cells += [str(cert["n_examples"]), percent(cert["abstain_rate"])]
+        cells += [f"{cert['elapsed_s']:.0f}"] if elapsed else []
+        table.append(cells + [percent(at.get(r, 0.0)) for r in radii])
+    return markdown_table(header, table, "l" + "r" * (len(header) - 1))
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]], align: str) -> list[str]:
+    """A markdown table and the blank line after it; ``align`` has one letter per column, "l"
+    (left) or "r" (right)."""
+    rule = "|" + "".join("---:|" if a == "r" else "---|" for a in align)
+    lines = ["| " + " | ".join(header) + " |", rule]
+    return [*lines, *("| " + " | ".join(row) + " |" for row in rows), ""]
 
 
 def write_report(

@@ -24,6 +24,7 @@ from ciiv.attacks import assume_rows, preserve_mode, row_verdict
 from ciiv.evaluate.engine import derive_seed, seeded
 from ciiv.evaluate.records import Batches, examples_digest, model_digest
 from ciiv.models import SmoothedClassifier
+from ciiv.plotting import pyplot, save_png
 from ciiv.versions import software_versions
 
 from .core import ABSTAIN, _check, _device, base_classifier, certify
@@ -35,6 +36,7 @@ __all__ = [
     "RADIUS_STEP",
     "SCHEMA",
     "CertifyResult",
+    "certified_at",
     "certify_examples",
     "certify_run",
     "plot_certified_accuracy",
@@ -187,8 +189,8 @@ def certify_examples(
         largest = max((r["radius"] for r in rows), default=0.0)
         curve = []
         for radius in [k * RADIUS_STEP for k in range(int(largest // RADIUS_STEP) + 1)]:
-            k = sum(r >= radius for r in correct_radii)
-            curve.append({"radius": radius, "accuracy": k / total, "ci95": _interval(k, total)})
+            accuracy, ci = certified_at(correct_radii, total, radius)
+            curve.append({"radius": radius, "accuracy": accuracy, "ci95": ci})
         smoothed = isinstance(model, SmoothedClassifier)
         summary = {
             **{k: v for k, v in settings.items() if k not in ("examples_digest", "n_examples")},
@@ -196,8 +198,9 @@ def certify_examples(
             "rule": RULE,
             "certified_accuracy": curve,
             "radius_step": RADIUS_STEP,
-            "accuracy": len(correct_radii) / total,
-            "accuracy_ci95": _interval(len(correct_radii), total),
+            # At r = 0, every correct example counts: a certified radius is > 0.
+            "accuracy": curve[0]["accuracy"],
+            "accuracy_ci95": curve[0]["ci95"],
             "abstain_rate": sum(r["prediction"] == ABSTAIN for r in rows) / total,
             "largest_radius": largest,
             "correct_radii": correct_radii,
@@ -229,20 +232,20 @@ def certify_examples(
     return CertifyResult(summary, rows, out)
 
 
-def _interval(k: int, total: int) -> list[float]:
+def certified_at(
+    correct_radii: Sequence[float], total: int, radius: float
+) -> tuple[float, list[float]]:
+    """Certified accuracy at L2 ``radius``: the share of the ``total`` examples certified correct
+    with a radius >= ``radius``, and its 95 % Clopper-Pearson interval ``[low, high]``."""
+    k = sum(r >= radius for r in correct_radii)
     low, high = clopper_pearson(k, total, 0.95)
-    return [float(low), float(high)]
+    return k / total, [float(low), float(high)]
 
 
 def plot_certified_accuracy(summaries: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Certified accuracy (%) against the L2 radius, one step curve per summary (from its
     ``correct_radii``), as a PNG at ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = pyplot().subplots(figsize=(5.5, 3.8))
     right = max((max(s["correct_radii"], default=0.0) for s in summaries), default=0.0)
     right = max(right * 1.05, RADIUS_STEP)
     for s in summaries:
@@ -260,11 +263,7 @@ def plot_certified_accuracy(summaries: Sequence[dict[str, Any]], path: str | Pat
     ax.set_title("certified L2 accuracy of the smoothed classifier")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def certify_run(

@@ -185,7 +185,6 @@ def run(args: argparse.Namespace) -> int:
                     out,
                     cells=args.cell,
                     overrides=overrides,
-                    device=args.device,
                     max_batch=args.max_batch,
                     progress=_feedback(display) if main_process else None,
                     on_cell=on_cell if main_process else None,

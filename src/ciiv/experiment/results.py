@@ -18,7 +18,16 @@ from typing import Any
 
 from ciiv.evaluate.records import read_json, read_jsonl
 from ciiv.evaluate.suites import format_eps
-from ciiv.report import attack_eot, load_certifications, load_summaries, write_report
+from ciiv.plotting import pyplot, save_png
+from ciiv.report import (
+    attack_eot,
+    certified_table,
+    load_certifications,
+    load_summaries,
+    markdown_table,
+    percent,
+    write_report,
+)
 
 from .grid import Grid
 from .runner import CELLS, cell_dir, cell_evaluations, cell_record_path
@@ -85,10 +94,7 @@ def _certified_entry(summary: dict[str, Any], out: Path) -> dict[str, Any]:
     return {
         **{key: summary[key] for key in keys},
         "elapsed_s": round(summary["elapsed_s"], 1),
-        "curve": [
-            {"radius": p["radius"], "accuracy": p["accuracy"], "ci95": p["ci95"]}
-            for p in summary["certified_accuracy"]
-        ],
+        "curve": summary["certified_accuracy"],  # [{"radius", "accuracy", "ci95"}]
         "source": Path(summary["_path"]).relative_to(out).as_posix(),
     }
 
@@ -192,7 +198,7 @@ def _row(run: str, cells: list[dict], suite: str, eps_label: str) -> dict[str, A
         if f["robust"] - p["robust"] > _margin(f["robust"], f["n"], p["robust"], p["n"]):
             flags.append(
                 f"{cell['name']}, {suite} eps {eps_label}: full-protocol robust accuracy "
-                f"{100 * f['robust']:.1f} % exceeds the paper protocol's {100 * p['robust']:.1f} % "
+                f"{percent(f['robust'])} % exceeds the paper protocol's {percent(p['robust'])} % "
                 "beyond noise: the full attack is weaker than the surrogate's; the evaluation "
                 "needs a look (bug or obfuscated gradients)"
             )
@@ -235,8 +241,8 @@ def _flag_eps_rises(cells: list[dict[str, Any]], tables: list[dict[str, Any]]) -
                     continue
                 message = (
                     f"{cell['name']}, {suite}/{protocol}: robust accuracy rises from "
-                    f"{100 * low['robust']:.1f} % at eps {low['eps_label']} to "
-                    f"{100 * high['robust']:.1f} % at eps {high['eps_label']} beyond noise: "
+                    f"{percent(low['robust'])} % at eps {low['eps_label']} to "
+                    f"{percent(high['robust'])} % at eps {high['eps_label']} beyond noise: "
                     "the attack is failing at the larger budget; the evaluation needs a look"
                 )
                 row = rows.get((cell["dataset"], suite, high["eps_label"], cell["run"]))
@@ -247,17 +253,19 @@ def _flag_eps_rises(cells: list[dict[str, Any]], tables: list[dict[str, Any]]) -
 # -- rendering ------------------------------------------------------------------------------------
 
 
-def _pct(stat: dict[str, Any] | None, bold: bool = False, signed: bool = False) -> str:
+def _stat_cell(stat: dict[str, Any] | None, bold: bool = False, signed: bool = False) -> str:
+    """A :func:`_stat` in %: the mean, then ± the std (seeds) or the 95 % interval (one seed)."""
     if stat is None:
         return "–"
-    value = 100 * stat["mean"]  # signed: the gap, "+1.2" or "−1.2" (a minus sign, not a hyphen)
-    mean = f"{'+' if value >= 0 else '−'}{abs(value):.1f}" if signed else f"{value:.1f}"
+    mean = percent(stat["mean"])
+    if signed:  # the gap, "+1.2" or "−1.2" (a minus sign, not a hyphen)
+        mean = ("+" if stat["mean"] >= 0 else "−") + percent(abs(stat["mean"]))
     mean = f"**{mean}**" if bold else mean
     if stat["std"] is not None:
-        return f"{mean} ± {100 * stat['std']:.1f}"
+        return f"{mean} ± {percent(stat['std'])}"
     if stat["ci95"]:
         low, high = stat["ci95"]
-        return f"{mean} ({100 * low:.1f}–{100 * high:.1f})"
+        return f"{mean} ({percent(low)}–{percent(high)})"
     return mean
 
 
@@ -278,18 +286,14 @@ def render_markdown(results: dict[str, Any]) -> str:
         "row that breaks an honesty invariant (listed below the tables).",
         "",
     ]
+    header = ["run", "method", "seeds", "n", "E", "R", "clean", "robust (full)"]
+    header += ["robust (paper)", "gap", "audit"]
     for table in results["tables"]:
-        lines += [
-            f"## {table['dataset']}: `{table['suite']}`, {table['norm']} eps {table['eps_label']}",
-            "",
-            "| run | method | seeds | n | E | R | clean | robust (full) | robust (paper) | gap "
-            "| audit |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-        ]
+        rows = []
         for row in table["rows"]:
             mark = " ⚠" if row["flags"] else ""
             eot = "–".join(str(v) for v in (row["attack_eot"][:1] + row["attack_eot"][1:][-1:]))
-            paper = _pct(row["paper"]) if row["views"] else "= full"
+            paper = _stat_cell(row["paper"]) if row["views"] else "= full"
             cells = [
                 f"{row['run']}{mark}",
                 row["method"],
@@ -297,14 +301,15 @@ def render_markdown(results: dict[str, Any]) -> str:
                 str(row["n"]),
                 eot or "1",
                 str(row["draws"]),
-                _pct(row["clean"]),
-                _pct(row["full"], bold=True),
+                _stat_cell(row["clean"]),
+                _stat_cell(row["full"], bold=True),
                 paper,
-                _pct(row["gap"], signed=True) if row["views"] else "n/a",
+                _stat_cell(row["gap"], signed=True) if row["views"] else "n/a",
                 row["audit"],
             ]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+            rows.append(cells)
+        title = f"{table['dataset']}: `{table['suite']}`, {table['norm']} eps {table['eps_label']}"
+        lines += [f"## {title}", "", *markdown_table(header, rows, "llrrrrrrrrl")]
     lines += _certified_lines(results["cells"])
     lines += _training_lines(results["cells"])
     lines += ["## Honesty checks", ""]
@@ -344,7 +349,6 @@ def _certified_lines(cells: list[dict[str, Any]]) -> list[str]:
     rows = [(c, cert) for c in cells for cert in c.get("certified", [])]
     if not rows:
         return []
-    radii = sorted({p["radius"] for _, cert in rows for p in cert["curve"]})
     lines = [
         "## Certified L2 accuracy (randomized smoothing)",
         "",
@@ -354,45 +358,27 @@ def _certified_lines(cells: list[dict[str, Any]]) -> list[str]:
         "robustness only up to r / sqrt(pixels), so these numbers do not compare with the Linf "
         "tables above.",
         "",
-        "| cell | sigma | n | alpha | examples | abstain | s | "
-        + " | ".join(f"r = {r:g}" for r in radii)
-        + " |",
-        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(radii),
     ]
-    for cell, cert in rows:
-        at = {p["radius"]: p for p in cert["curve"]}
-        values = ["0.0" if r not in at else f"{100 * at[r]['accuracy']:.1f}" for r in radii]
-        lines.append(
-            f"| {cell['name']} | {cert['sigma']:g} | {cert['n']} | {cert['alpha']:g} | "
-            f"{cert['n_examples']} | {100 * cert['abstain_rate']:.1f} | {cert['elapsed_s']:.0f} | "
-            + " | ".join(values)
-            + " |"
-        )
-    return [*lines, ""]
+    table = [(cell["name"], cert, cert["curve"]) for cell, cert in rows]
+    return lines + certified_table(table, first="cell", elapsed=True)
 
 
 def _training_lines(cells: list[dict[str, Any]]) -> list[str]:
-    lines = [
-        "## Cells",
-        "",
-        "| cell | method | status | epochs | best val acc | train s | audit s | eval s | audit |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
-    ]
+    header = ["cell", "method", "status", "epochs", "best val acc"]
+    header += ["train s", "audit s", "eval s", "audit"]
+    rows = []
     for c in cells:
         phases = c["phases_s"]
         audit = "not run"
         if c["audit"] is not None:
             counts = ", ".join(f"{v} {k}" for k, v in c["audit"]["counts"].items() if v)
             audit = ("pass" if c["audit"]["passed"] else "**FAIL**") + f" ({counts})"
-        val = "–" if c["best_val_acc"] is None else f"{100 * c['best_val_acc']:.1f}"
-        lines.append(
-            f"| {c['name']} | {c['method']} | {c['status']} | {c['epochs']} | {val} | "
-            f"{phases.get('train', 0):.0f} | {phases.get('audit', 0):.0f} | "
-            f"{phases.get('eval', 0):.0f} | {audit} |"
-        )
+        times = [f"{phases.get(phase, 0):.0f}" for phase in ("train", "audit", "eval")]
+        row = [c["name"], c["method"], c["status"], str(c["epochs"]), percent(c["best_val_acc"])]
+        rows.append([*row, *times, audit])
     total = sum(v for c in cells for v in c["phases_s"].values())
+    lines = ["## Cells", "", *markdown_table(header, rows, "lllrrrrrl")]
     lines += [
-        "",
         f"The cells' own time, all phases summed (training, loading, audit, evaluation): "
         f"{total:.0f} s ({total / 60:.1f} min).",
     ]
@@ -405,11 +391,7 @@ def _training_lines(cells: list[dict[str, Any]]) -> list[str]:
 def _plots(results: dict[str, Any], out: Path) -> list[str]:
     """Robust accuracy against eps (full solid, paper dashed; clean at eps 0) and the protocol gap
     per run with views, one PNG each per (dataset, suite). Returns paths relative to ``out``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for table in results["tables"]:
         groups.setdefault((table["dataset"], table["suite"]), []).append(table)
@@ -439,7 +421,7 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
         ax.set_ylim(-2, 102)
         ax.set_title(f"{dataset}, {suite}: robust accuracy against eps")
         ax.grid(alpha=0.3)
-        written.append(_save_plot(plt, fig, ax, out / f"{dataset}-{suite}-robust-vs-eps.png"))
+        written.append(_save_plot(fig, ax, out / f"{dataset}-{suite}-robust-vs-eps.png"))
         # Per run with views, its gap at each eps (None where it has none).
         gaps = {
             run: [r["gap"] if r and r["views"] else None for r in rows]
@@ -447,12 +429,12 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
         }
         gaps = {run: values for run, values in gaps.items() if any(values)}
         if gaps:
-            written.append(_plot_gaps(plt, tables, gaps, dataset, suite, out))
+            written.append(_plot_gaps(tables, gaps, dataset, suite, out))
     return written
 
 
-def _plot_gaps(plt, tables, gaps: dict[str, list], dataset: str, suite: str, out: Path) -> str:
-    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+def _plot_gaps(tables, gaps: dict[str, list], dataset: str, suite: str, out: Path) -> str:
+    fig, ax = pyplot().subplots(figsize=(7.5, 3.6))
     width = 0.8 / len(tables)
     runs = list(gaps)
     for j, table in enumerate(tables):
@@ -466,16 +448,13 @@ def _plot_gaps(plt, tables, gaps: dict[str, list], dataset: str, suite: str, out
     ax.set_ylabel("paper − full robust acc. (points)")
     ax.set_title(f"{dataset}, {suite}: protocol gap (how much the paper protocol overstates)")
     ax.grid(alpha=0.3, axis="y")
-    return _save_plot(plt, fig, ax, out / f"{dataset}-{suite}-protocol-gap.png")
+    return _save_plot(fig, ax, out / f"{dataset}-{suite}-protocol-gap.png")
 
 
-def _save_plot(plt, fig, ax, path: Path) -> str:
+def _save_plot(fig, ax, path: Path) -> str:
     """Legend to the right of the axes, then the PNG; returns its file name."""
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return save_png(fig, path, dpi=110).name
 
 
 def write_results(grid: Grid, out: str | Path) -> list[Path]:

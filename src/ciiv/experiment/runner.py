@@ -125,7 +125,6 @@ def run_cell(
     cell: Cell,
     out: str | Path,
     *,
-    device: str | None = None,
     max_batch: int | None = None,
     progress: Progress | None = None,
 ) -> CellOutcome:
@@ -147,7 +146,7 @@ def run_cell(
         with _timed(phases, "train"):
             _train(cell, run_dir, progress)
         with _timed(phases, "load"):
-            model, x, y, index, views, info = _load(cell, run_dir, grid, device)
+            model, x, y, index, views, info = _load(cell, run_dir, grid)
         audit = None
         if grid.audit != "none":
             with _timed(phases, "audit"):
@@ -193,14 +192,16 @@ def _train(cell: Cell, run_dir: Path, progress: Progress | None) -> None:
         resume(run_dir, {"device": cell.config.device}, progress=callback)
 
 
-def _load(cell: Cell, run_dir: Path, grid: Grid, device: str | None):
-    """The best checkpoint's model, the evaluated examples and what the reports need."""
+def _load(cell: Cell, run_dir: Path, grid: Grid):
+    """The best checkpoint's model (on the cell's device), the evaluated examples and what the
+    reports need."""
     from ciiv.distributed import init_distributed
     from ciiv.evaluate.api import detect_traits
     from ciiv.train import load_data, load_run
     from ciiv.train.run import resolve_device
 
     # Under torchrun, fit() closes its process group; the evaluation splits batches again.
+    device = cell.config.device
     dist = init_distributed(use_cuda=resolve_device(device).type == "cuda")
     loaded = load_run(run_dir, "best", device=resolve_device(device, dist.local_rank))
     splits = load_data(loaded.config.data)
@@ -287,7 +288,6 @@ def run_grid(
     *,
     cells: list[int] | None = None,
     overrides: dict[str, Any] | None = None,
-    device: str | None = None,
     max_batch: int | None = None,
     progress: Progress | None = None,
     on_cell: Callable[[Cell, str], None] | None = None,
@@ -322,9 +322,7 @@ def run_grid(
         if on_cell:
             on_cell(cell, "start")
         try:
-            outcome = run_cell(
-                grid, cell, out, device=device, max_batch=max_batch, progress=progress
-            )
+            outcome = run_cell(grid, cell, out, max_batch=max_batch, progress=progress)
         except Exception as exc:  # recorded in the cell's file; the grid goes on
             logger.error("cell %s failed: %s", cell.name, exc, exc_info=logger.isEnabledFor(10))
             outcome = CellOutcome(cell, "failed", error=f"{type(exc).__name__}: {exc}")
