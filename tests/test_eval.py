@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+import ciiv.evaluate.api as api_module
 from ciiv import distributed
 from ciiv.attacks import PGD, AttackContractError, create_attack
 from ciiv.attacks import registry as attack_registry
@@ -467,6 +468,22 @@ def test_interrupted_evaluation_resumes_to_the_uninterrupted_result(vanilla, tmp
         next(other.parameters()).add_(1e-3)
     with pytest.raises(ValueError, match=r"different settings \(model_digest\)"):
         evaluate_robustness(other, x, y, out_dir=tmp_path / "cut", **kwargs)
+
+
+def test_the_weights_are_hashed_once_and_only_for_a_directory(vanilla, tmp_path, monkeypatch):
+    # The model's digest (every weight, copied to the host) only guards a resume in a directory.
+    hashed = []
+    real = api_module.model_digest
+    monkeypatch.setattr(api_module, "model_digest", lambda m: hashed.append(m) or real(m))
+    x, y = colour_data(20, 9)
+    kwargs = {"suite": "quick", "eps": "5/255", "batch_size": 8}
+    in_memory = evaluate_robustness(vanilla, x, y, **kwargs)
+    assert hashed == []
+    written = evaluate_robustness(vanilla, x, y, out_dir=tmp_path / "e", **kwargs)
+    assert hashed == [vanilla]
+    config = json.loads((tmp_path / "e" / "config.json").read_text())
+    assert config["model_digest"] == real(vanilla)
+    assert in_memory.rows == written.rows
 
 
 @pytest.mark.parametrize("finisher", ["rank0", "single"])

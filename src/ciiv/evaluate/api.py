@@ -206,9 +206,10 @@ def evaluate_robustness(
     ctx = distributed.current()
     y = y.long()
     settings = keywords if settings is None else settings
-    plan = _plan(model, x, y, settings, indices, ctx.world_size, precomputed is None, run_info)
-    settings, device, audit_plan, n = plan.settings, plan.device, plan.audit, plan.n
     out = None if out_dir is None else Path(out_dir)
+    audited = precomputed is None
+    plan = _plan(model, x, y, settings, indices, ctx.world_size, audited, run_info, out is not None)
+    settings, device, audit_plan, n = plan.settings, plan.device, plan.audit, plan.n
     batches = Batches(out, plan.config, "an evaluation", n, settings.batch_size, ctx, overwrite)
     if batches.done:
         logger.info("resuming: %d of %d batches done (in %s)", batches.done, batches.total, out)
@@ -284,9 +285,11 @@ def _plan(
     world_size: int,
     run_audit: bool,
     run_info: Mapping[str, Any] | None,
+    written: bool,
 ) -> EvalPlan:
     """Everything decided before the batches (traits, resolved settings, attacks, config.json,
-    the audit's size); raises before anything is written."""
+    the audit's size); raises before anything is written. ``written``: whether config.json goes
+    to a directory (only then is the model's digest, a hash of every weight, computed)."""
     n = x.shape[0]
     indices = list(range(n)) if indices is None else [int(i) for i in indices]
     if len(indices) != n:
@@ -335,8 +338,9 @@ def _plan(
         "attacks": {a.name: a.describe() for a in attacks},
         "n_examples": n,
         "examples_digest": examples_digest(x, y, indices),
-        "model_digest": model_digest(model),
     }
+    if written:  # guards a resume against other weights; nothing to guard in memory
+        config["model_digest"] = model_digest(model)
     if run_info and run_info.get("model") is not None:
         # A user model's spec and weights digest: a resumed evaluation must be of the same model.
         config["model"] = run_info["model"]
