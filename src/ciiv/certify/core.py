@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ciiv._checks import check_images, positive_int
 from ciiv.attacks import (
+    RowVerdict,
     assume_rows,
     independent_draws,
     inputs_checked_once,
@@ -155,6 +156,14 @@ def noise_counts(
     return counts
 
 
+def _rows(base: nn.Module, x: Tensor, seed: int) -> RowVerdict:
+    """How the draws of ``base`` may go through it (:func:`ciiv.attacks.row_verdict` on images x
+    on its device), in eval mode, with the generators it draws from seeded from ``seed`` (and
+    restored): the verdict :func:`certify` finds, which a caller may measure once ahead."""
+    with preserve_mode(base), seeded(derive_seed(seed, "rows"), x.device):
+        return row_verdict(base, x, seed=seed)
+
+
 @contextlib.contextmanager
 def _sampling(model: nn.Module, x: Tensor, seed: int) -> Iterator[tuple]:
     """(base, x on its device, seeded generator there), the base in eval mode, drawing per row,
@@ -165,8 +174,7 @@ def _sampling(model: nn.Module, x: Tensor, seed: int) -> Iterator[tuple]:
     generator = torch.Generator(device=device).manual_seed(int(seed))
     xd = x.detach().to(device)
     with preserve_mode(base), inputs_checked_once(base):
-        with seeded(derive_seed(seed, "rows"), device):
-            verdict = row_verdict(base, xd, seed=seed)
+        verdict = _rows(base, xd, seed)
         with seeded(derive_seed(seed, "base"), device), assume_rows(base, verdict):
             with independent_draws(base):
                 yield base, xd, generator

@@ -20,14 +20,14 @@ from torch import Tensor, nn
 
 from ciiv import distributed
 from ciiv._checks import check_labels
-from ciiv.attacks import assume_rows, preserve_mode, row_verdict
-from ciiv.evaluate.engine import derive_seed, seeded
+from ciiv.attacks import assume_rows
+from ciiv.evaluate.engine import derive_seed
 from ciiv.evaluate.records import Batches, examples_digest, model_digest
 from ciiv.models import SmoothedClassifier
 from ciiv.plotting import pyplot, save_png
 from ciiv.versions import software_versions
 
-from .core import ABSTAIN, _check, _device, base_classifier, certify
+from .core import ABSTAIN, _check, _device, _rows, base_classifier, certify
 from .stats import clopper_pearson
 
 __all__ = [
@@ -224,9 +224,7 @@ def certify_examples(
     if progress:
         progress("start", {"total": batches.total, "done": batches.done})
     # The spread test once, not per batch: every batch's certify() finds the verdict known.
-    with preserve_mode(base), seeded(derive_seed(seed, "rows"), device):
-        layout = row_verdict(base, x[:8].to(device), seed=seed)
-    with assume_rows(base, layout):
+    with assume_rows(base, _rows(base, x[:8].to(device), seed)):
         batches.run(compute, on_batch if progress else None)
     summary, rows = batches.finish(summarise)
     return CertifyResult(summary, rows, out)
