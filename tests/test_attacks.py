@@ -61,6 +61,10 @@ def batch(n: int = 4, seed: int = 0):
 
 
 NAMES = list_attacks()
+# Every attack; full AutoAttack (four attacks in a row) only in the slow run.
+NAMES_AUTOATTACK_SLOW = [
+    pytest.param(n, marks=pytest.mark.slow) if n == "autoattack" else n for n in NAMES
+]
 
 
 def test_registry_has_the_contract_names_and_rejects_unknown_ones():
@@ -100,10 +104,7 @@ def test_eval_model_stays_in_eval_mode(name):
     assert not any(m.training for m in model.modules())
 
 
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=pytest.mark.slow) if n == "autoattack" else n for n in NAMES],
-)
+@pytest.mark.parametrize("name", NAMES_AUTOATTACK_SLOW)
 def test_eps_zero_returns_the_input(name):
     model = tiny_model().eval()
     x, y = batch()
@@ -122,10 +123,7 @@ def test_every_attack_passes_the_check_unrepaired(name):
     assert torch.equal(create_attack(name, model, **fast_hyper(name), seed=7)(x, y), raw)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=pytest.mark.slow) if n == "autoattack" else n for n in NAMES],
-)
+@pytest.mark.parametrize("name", NAMES_AUTOATTACK_SLOW)
 def test_every_attack_accepts_seed_and_max_batch(name):
     """The evaluation and the audit pass both to every attack (ignored where meaningless)."""
     model = tiny_model().eval()

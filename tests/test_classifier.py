@@ -3,14 +3,17 @@
 import pytest
 import torch
 
+from ciiv.data import get_dataset_info
 from ciiv.models import (
     CentreView,
     CiiVClassifier,
     Classifier,
+    ModelConfig,
     MultiView,
     SmoothedClassifier,
     SupportsBPDA,
     SupportsIndependentDraws,
+    build_model,
     create_model,
     predict,
 )
@@ -169,3 +172,9 @@ def test_bad_surrogate_and_normalisation():
         pass
     with pytest.raises(ValueError, match="std > 0"):
         Classifier(create_model("small_cnn", num_classes=2, in_channels=1), (0.5,), (0.0,))
+
+
+def test_build_model_refuses_an_unknown_kind_listing_the_valid_ones():
+    info = get_dataset_info("shapes")
+    with pytest.raises(ValueError, match="unknown model kind 'cnn'; valid: plain, ciiv, smoothed"):
+        build_model(ModelConfig(backbone="small_cnn"), info, kind="cnn")

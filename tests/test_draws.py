@@ -19,6 +19,7 @@ from ciiv.attacks import (
     assume_rows,
     create_attack,
     draw_calls,
+    draw_layout,
     independent_draws,
     known_rows,
     measure_rows,
@@ -94,6 +95,27 @@ def test_draw_calls_stack_independent_rows_and_keep_one_draw_per_call_otherwise(
         covered = [r for c in calls for r in range(c.start, c.stop)]
         assert covered == list(range(15))
         assert all(len({r % 5 for r in range(c.start, c.stop)}) == c.stop - c.start for c in calls)
+
+
+def test_draw_layout_stacks_only_declared_independent_rows_inside_their_context():
+    backbone = create_model("small_cnn", num_classes=3, in_channels=3, width=4)
+    ciiv = CiiVClassifier(backbone, RetinotopicSampler(8, num_views=2), [0.5] * 3, [0.25] * 3)
+    calls, context = draw_layout(ciiv, 3, 4, 5)
+    assert calls == draw_calls(3, 4, 5, True)
+    assert not ciiv.sampler.per_example_masks
+    with context:
+        assert ciiv.sampler.per_example_masks
+    assert not ciiv.sampler.per_example_masks
+    calls, context = draw_layout(ciiv, 3, 1, None)  # one draw: nothing to make independent
+    assert calls == [slice(0, 3)]
+    with context:
+        assert not ciiv.sampler.per_example_masks
+    calls, _ = draw_layout(BatchMask(), 3, 2, None)  # unknown rows: one call per draw
+    assert calls == draw_calls(3, 2, None, False)
+    with assume_rows(ciiv, RowVerdict(independent=False, source="measured")):
+        assert draw_layout(ciiv, 3, 2, None)[0] == [slice(0, 6)]  # the declaration wins
+    with ciiv.fixed_randomness(0):  # declares shared rows
+        assert draw_layout(ciiv, 3, 2, None)[0] == draw_calls(3, 2, None, False)
 
 
 def test_the_spread_test_tells_shared_from_independent_rows():

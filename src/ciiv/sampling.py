@@ -18,6 +18,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ciiv._checks import check_choice
+
 __all__ = [
     "BPDA_SURROGATES",
     "EXACT",
@@ -157,8 +159,7 @@ class RetinotopicSampler(nn.Module):
             raise ValueError(f"keep_threshold must be in (0, 1], got {keep_threshold}")
         if spike_scale <= 0 or spike_eps <= 0 or alpha <= 0 or gamma <= 0:
             raise ValueError("alpha, gamma, spike_scale and spike_eps must be positive")
-        if surrogate not in SURROGATES:
-            raise ValueError(f"unknown surrogate {surrogate!r}; valid: {', '.join(SURROGATES)}")
+        check_choice("surrogate", surrogate, SURROGATES)
         self.height, self.width = height, width
         self.num_views = num_views
         self.samples_per_view = samples_per_view

@@ -27,6 +27,7 @@ __all__ = [
     "assume_rows",
     "declared_rows",
     "draw_calls",
+    "draw_layout",
     "independent_draws",
     "known_rows",
     "measure_rows",
@@ -141,6 +142,18 @@ def draw_calls(batch: int, draws: int, max_batch: int | None, independent: bool)
         for d in range(draws)
         for s in range(0, batch, chunk)
     ]
+
+
+def draw_layout(
+    model: nn.Module, batch: int, draws: int, max_batch: int | None
+) -> tuple[list[slice], contextlib.AbstractContextManager]:
+    """The calls of ``draws`` stacked copies of a batch through ``model`` (:func:`draw_calls`:
+    stacked only where :func:`rows_independent`) and the context they run in
+    (:func:`independent_draws` when stacked, else a no-op): the one layout of an attack's EOT
+    draws and the evaluation's prediction draws."""
+    stacked = draws > 1 and rows_independent(model)
+    context = independent_draws(model) if stacked else contextlib.nullcontext()
+    return draw_calls(batch, draws, max_batch, stacked), context
 
 
 def _spread_ratio(distances: Tensor, within: Tensor, across: Tensor) -> Tensor:

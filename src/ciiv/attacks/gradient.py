@@ -60,7 +60,7 @@ from .base import (
     positive_int,
     preserve_mode,
 )
-from .draws import draw_calls, independent_draws, rows_independent
+from .draws import draw_layout
 from .objectives import TARGET_MODES, choose_targets, margin
 from .registry import register_attack
 from .threat import parse_eps
@@ -204,7 +204,7 @@ class PGD(Attack):
         rows = x.detach().repeat(draws, 1, 1, 1) if draws > 1 else x.detach()
         row_labels = labels.repeat(draws, *([1] * (labels.dim() - 1)))
         values, successes, grads = [], [], []
-        calls, draws_ctx = self._draw_layout(batch)
+        calls, draws_ctx = draw_layout(self.model, batch, self.eot, self.max_batch)
         with draws_ctx:
             for call in calls:
                 part, part_labels = rows[call], row_labels[call]
@@ -245,17 +245,11 @@ class PGD(Attack):
         ):
             return self._estimate(x, labels, with_grad=True, per_draw=per_draw)
 
-    def _draw_layout(self, batch: int) -> tuple[list[slice], contextlib.AbstractContextManager]:
-        """The calls of the E draws of a batch (module doc, EOT) and the context they run in."""
-        stacked = self.eot > 1 and rows_independent(self.model)
-        context = independent_draws(self.model) if stacked else contextlib.nullcontext()
-        return draw_calls(batch, self.eot, self.max_batch, stacked), context
-
     def _clean_logits(self, x: Tensor) -> Tensor:
         """The clean logits [B, K] averaged over E draws (laid out in calls as the EOT draws):
         what targets are chosen from, and loss="kl" moves away from."""
         rows = x.repeat(self.eot, 1, 1, 1)
-        calls, draws_ctx = self._draw_layout(x.shape[0])
+        calls, draws_ctx = draw_layout(self.model, x.shape[0], self.eot, self.max_batch)
         with draws_ctx, self._autocast(x.device), torch.no_grad():
             logits = torch.cat([self.logits(rows[call]) for call in calls])
         return logits.float().view(self.eot, x.shape[0], -1).mean(0)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from torch import nn
 
-from ciiv._checks import check_bounds
+from ciiv._checks import check_bounds, check_choice
 from ciiv.sampling import RetinotopicSampler
 
 from .classifier import CiiVClassifier, Classifier
@@ -78,8 +78,7 @@ def build_model(config: ModelConfig, info: DatasetInfo, kind: ModelKind = "plain
     ``kind`` "plain" a :class:`Classifier`, "ciiv" a :class:`CiiVClassifier`, "smoothed" a
     :class:`SmoothedClassifier` around a :class:`Classifier`. Raises ValueError for an unknown
     kind or backbone, or settings the sampler rejects."""
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; valid: {', '.join(MODEL_KINDS)}")
+    check_choice("model kind", kind, MODEL_KINDS)
     backbone = create_model(
         config.backbone, info.num_classes, info.in_channels, **config.backbone_kwargs
     )

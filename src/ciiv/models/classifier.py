@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ciiv._checks import check_images
+from ciiv._checks import check_choice, check_images
 from ciiv.sampling import SURROGATES, RetinotopicSampler, Surrogate
 
 from .registry import Backbone
@@ -163,8 +163,7 @@ class CiiVClassifier(_Normalised):
         The forward value is unchanged; only gradients differ ("identity" straight-through or
         "smooth" sigmoid). The masks carry no gradient in any case: they do not depend on x.
         """
-        if surrogate not in SURROGATES:
-            raise ValueError(f"unknown surrogate {surrogate!r}; valid: {', '.join(SURROGATES)}")
+        check_choice("surrogate", surrogate, SURROGATES)
         return _setting(self.sampler, "surrogate", surrogate, self)
 
 
