@@ -25,10 +25,8 @@ from torch import Tensor, nn
 from ciiv.attacks import (
     AttackContractError,
     create_attack,
-    draw_calls,
-    independent_draws,
+    draw_layout,
     parse_eps,
-    rows_independent,
 )
 from ciiv.attacks.threat import canonical_norm
 from ciiv.models import predict
@@ -90,10 +88,9 @@ def draw_predictions(
     :func:`~ciiv.attacks.independent_draws`, like an attack's EOT draws; any other model gets one
     call per draw. Calls hold at most ``max_batch`` images (None: no limit).
     """
-    stacked = draws > 1 and rows_independent(model)
+    calls, context = draw_layout(model, x.shape[0], draws, max_batch)
     rows = x.repeat(draws, 1, 1, 1) if draws > 1 else x
-    with independent_draws(model) if stacked else contextlib.nullcontext():
-        calls = draw_calls(x.shape[0], draws, max_batch, stacked)
+    with context:
         preds = [predict(model, rows[call]) for call in calls]
     return torch.cat(preds).view(draws, x.shape[0])
 
