@@ -7,11 +7,10 @@ loss = w_ce * (1/L) sum_l CE(logits_l, y) + w_reg(epoch) * L_reg(phi, z), comput
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 from torch import Tensor, nn
 
-from ciiv.loss import RegWeightSchedule, consistency_loss, view_cross_entropy
+from ciiv.loss import ConsistencyKind, RegWeightSchedule, consistency_loss, view_cross_entropy
 from ciiv.models import CiiVClassifier
 
 from .adversarial import PGDOptions, craft_pgd
@@ -36,7 +35,7 @@ class CiiV(Objective):
         w_reg: float = 0.1
         w_reg_factor: float = 10.0
         w_reg_milestones: list[int] = field(default_factory=lambda: [25, 50, 75])
-        consistency: Literal["smooth_l1", "l2"] = "smooth_l1"
+        consistency: ConsistencyKind = "smooth_l1"
 
         def __post_init__(self) -> None:
             check_bounds(
