@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ciiv._io import write_json_atomic
+from ciiv._io import atomic_write, write_json_atomic
 from ciiv.evaluate.audit import audit_verdict
 
 __all__ = ["DemoSettings", "run_demo", "write_report"]
@@ -283,7 +283,8 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         "![accuracy](accuracy.png)",
         "",
     ]
-    (out / "report.md").write_text("\n".join(lines))
+    text = "\n".join(lines)
+    atomic_write(out / "report.md", lambda f: f.write(text))
     _plot(results, out / "accuracy.png")
 
 
