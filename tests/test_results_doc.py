@@ -43,3 +43,31 @@ def test_the_default_audit_figures_of_performance_md_come_from_its_files():
     added = round(audited["elapsed_s"] - bare["elapsed_s"])
     assert f"it used {share} % of the suite's passes and added {added} seconds" in text
     assert audit["default"]["forward_pass_bound"] <= audited["forward_passes"]
+
+
+def test_the_cpu_throughput_table_of_performance_md_comes_from_its_files():
+    text = (DOCS / "performance.md").read_text()
+    labels = {
+        ("train", "batched"): "training, batched views",
+        ("train", "naive"): "training, naive (9 passes)",
+        ("inference", "batched"): "inference, batched views",
+        ("inference", "naive"): "inference, naive",
+    }
+    columns = []
+    for name in ("before", "after"):
+        lines = (DOCS / "performance" / f"cpu-throughput-{name}.jsonl").read_text().splitlines()
+        rows = [json.loads(line) for line in lines]
+        assert {row["device"] for row in rows} == {"cpu (2 threads)"}
+        by_label: dict[str, list[str]] = {}
+        for row in rows:
+            if row["phase"].startswith("attack: "):
+                attack = row["phase"].removeprefix("attack: ").replace(" EOT", ", EOT")
+                label, digits = f"{attack}, batch {row['batch_size']}", 3
+            else:
+                label, digits = labels[(row["phase"], row["path"])], 2
+            by_label.setdefault(label, []).append(f"{row['images_per_s']:.{digits}f}")
+        columns.append(by_label)
+    before, after = columns
+    assert before.keys() == after.keys() and len(before) == 5
+    for label in before:
+        assert f"| {label} | {', '.join(before[label])} | {', '.join(after[label])} |" in text

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ciiv._io import write_json_atomic
+from ciiv._io import atomic_write, write_json_atomic
 from ciiv.evaluate.audit import audit_verdict
 from ciiv.report import _model_class, attack_eot, load_summaries, markdown_table
 
@@ -330,7 +330,7 @@ def write_cards(
         used.add(stem)
         json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
         write_json_atomic(json_path, card)
-        md_path.write_text(card_markdown(card), encoding="utf-8")
+        atomic_write(md_path, lambda f, card=card: f.write(card_markdown(card)))
         written += [json_path, md_path]
     logger.info("model cards: %d in %s", len(written) // 2, out_dir)
     return written

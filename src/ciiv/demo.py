@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ciiv._io import write_json_atomic
+from ciiv._io import atomic_write, write_json_atomic
 from ciiv.evaluate.audit import audit_verdict
+from ciiv.report import markdown_table, plot_bars
 
 __all__ = ["DemoSettings", "run_demo", "write_report"]
 
@@ -265,15 +266,12 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         f"+-{half_width:.0f} points (exact intervals in the summaries and "
         "as error bars in the plot).",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
+        *markdown_table(header, rows, "l" * len(header)),
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
     notes = reading_notes(results)
     if notes:
-        lines += ["", "**What these numbers cannot tell.** " + " ".join(notes)]
+        lines += ["**What these numbers cannot tell.** " + " ".join(notes), ""]
     lines += [
-        "",
         f"Training: `shapes-fast` preset, backbone `{settings['backbone']}`, {settings['epochs']} "
         f"epochs on {settings['n_train']} images, seed {settings['seed']}; best checkpoint by "
         "validation accuracy. Per-example results and full summaries are under "
@@ -283,15 +281,14 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         "![accuracy](accuracy.png)",
         "",
     ]
-    (out / "report.md").write_text("\n".join(lines))
+    text = "\n".join(lines)
+    atomic_write(out / "report.md", lambda f: f.write(text))
     _plot(results, out / "accuracy.png")
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:
     """Grouped bars per split (one panel each): clean, each attack, worst case; one bar per
     method with its 95 % interval; the chance level 1 / K dashed (where K is recorded)."""
-    from ciiv.report import plot_bars
-
     attacks = _attacks(results)
     categories = ["clean", *attacks, "worst case"]
     panels = []

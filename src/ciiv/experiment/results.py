@@ -9,13 +9,13 @@ per-attack detail goes through :mod:`ciiv.report` into ``report/``.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ciiv._io import atomic_write, write_json_atomic
 from ciiv.evaluate.records import read_json, read_jsonl
 from ciiv.evaluate.suites import format_eps
 from ciiv.plotting import pyplot, save_png
@@ -464,8 +464,9 @@ def write_results(grid: Grid, out: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     results = collect(grid, out)
     results["plots"] = _plots(results, out) if results["tables"] else []
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    (out / "results.md").write_text(render_markdown(results), encoding="utf-8")
+    write_json_atomic(out / "results.json", results)
+    text = render_markdown(results)
+    atomic_write(out / "results.md", lambda f: f.write(text))
     written = [out / "results.json", out / "results.md", *(out / p for p in results["plots"])]
     # Whole run directories: the per-attack tables of every evaluation, and any certification.
     sources = [out / CELLS / c["name"] for c in results["cells"] if c["evals"]]
