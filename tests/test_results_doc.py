@@ -71,3 +71,21 @@ def test_the_cpu_throughput_table_of_performance_md_comes_from_its_files():
     assert before.keys() == after.keys() and len(before) == 5
     for label in before:
         assert f"| {label} | {', '.join(before[label])} | {', '.join(after[label])} |" in text
+
+
+def _check(cell: str, name: str) -> dict:
+    audit = json.loads((STUDY / "cells" / cell / "audit" / "audit.json").read_text())
+    return next(c for c in audit["checks"] if c["name"] == name)
+
+
+def test_the_audit_figures_of_results_md_come_from_the_cells_audit_files():
+    page = " ".join((DOCS / "results.md").read_text(encoding="utf-8").split())
+    ciiv = _check("ciiv-s0", "randomness")["numbers"]["exact"]["cosine_by_eot"]["16"]
+    assert f"{ciiv:.2f}" == "0.00" and "a cosine of 0.00" in page
+    vanishing = _check("ciiv_at-s0", "gradient_health")["detail"]
+    assert "vanishes on 94% of the points" in vanishing and "94 % of the points" in page
+    assert _check("rs-s0", "randomness")["numbers"]["exact"]["eot_needed"] == 4 and "E >= 4" in page
+    versions = json.loads((STUDY / "cells" / "ciiv-s0" / "audit" / "audit.json").read_text())
+    versions = versions["versions"]
+    quoted = f"torch {versions['torch'].split('+')[0]}, Python {versions['python']}"
+    assert quoted in page
